@@ -1,0 +1,103 @@
+//! Finding `#[derive(Syncable)]` structs in parsed Rust source.
+//!
+//! This is the same parser the derive macro uses, applied to every struct that derives
+//! `Syncable` (by its bare name or any path ending in `Syncable`) in a file, including
+//! structs inside inline `mod x { ... }` blocks. Walking `mod x;` declarations across
+//! files is the CLI's job; it calls [`entities_in_file`] once per file.
+
+use syn::spanned::Spanned;
+use syn::{Item, ItemStruct};
+
+use crate::model::Model;
+use crate::parse::{ParsedEntity, parse_item_struct};
+
+/// Whether the struct has `#[derive(..., Syncable, ...)]` (also `sync_runtime::Syncable`).
+pub fn derives_syncable(item: &ItemStruct) -> bool {
+    item.attrs.iter().any(|attr| {
+        if !attr.path().is_ident("derive") {
+            return false;
+        }
+        let mut found = false;
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta
+                .path
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "Syncable")
+            {
+                found = true;
+            }
+            Ok(())
+        });
+        found
+    })
+}
+
+/// Every `Syncable` struct in a file, in source order, with all errors combined.
+///
+/// `#[cfg]` and `#[cfg_attr]` on a `Syncable` struct or its fields are rejected: the
+/// migrations and the API describe one schema for every build, so a struct whose
+/// shape depends on a build flag cannot be generated from source alone.
+pub fn entities_in_file(file: &syn::File) -> Result<Vec<ParsedEntity>, syn::Error> {
+    let mut out = Vec::new();
+    let mut errors: Option<syn::Error> = None;
+    walk(&file.items, &mut out, &mut errors);
+    match errors {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn walk(items: &[Item], out: &mut Vec<ParsedEntity>, errors: &mut Option<syn::Error>) {
+    let push_err = |e: syn::Error, errors: &mut Option<syn::Error>| match errors {
+        Some(all) => all.combine(e),
+        None => *errors = Some(e),
+    };
+    for item in items {
+        match item {
+            Item::Struct(s) if derives_syncable(s) => {
+                if let Err(e) = reject_cfg(s) {
+                    push_err(e, errors);
+                    continue;
+                }
+                match parse_item_struct(s) {
+                    Ok(p) => out.push(p),
+                    Err(e) => push_err(e, errors),
+                }
+            }
+            Item::Mod(m) => {
+                if let Some((_, inner)) = &m.content {
+                    walk(inner, out, errors);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn reject_cfg(s: &ItemStruct) -> Result<(), syn::Error> {
+    let attrs = s
+        .attrs
+        .iter()
+        .chain(s.fields.iter().flat_map(|f| f.attrs.iter()));
+    for attr in attrs {
+        if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+            return Err(syn::Error::new(
+                attr.span(),
+                "syncgen generates one schema for every build, so #[cfg] and #[cfg_attr] are not supported on a Syncable struct or its fields; move build-dependent data into a #[sync(json)] field or a separate entity",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses Rust source text and returns the model of every `Syncable` struct in it.
+pub fn parse_source(src: &str) -> Result<Model, syn::Error> {
+    let file = syn::parse_file(src)?;
+    Ok(Model {
+        entities: entities_in_file(&file)?
+            .into_iter()
+            .map(|p| p.entity)
+            .collect(),
+    })
+}

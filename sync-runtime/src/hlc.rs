@@ -1,0 +1,268 @@
+//! Hybrid logical clocks: timestamps that follow wall time but never go backwards and
+//! order causally related events, even when device clocks disagree.
+//!
+//! An [`Hlc`] is `(millis, counter, node)`. It orders by wall milliseconds, then by the
+//! logical counter, then by node id, so two distinct devices never produce equal stamps
+//! and last-writer-wins ties are broken the same way on every replica.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A node (device or server) identifier, unique per replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct NodeId(pub u64);
+
+impl NodeId {
+    /// A random node id (from a v4 UUID's random bits).
+    pub fn random() -> Self {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        NodeId(u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")))
+    }
+}
+
+/// A hybrid logical clock timestamp.
+///
+/// Its text form, used on the wire, is `MMMMMMMMMMMM-CCCCCCCC-NNNNNNNNNNNNNNNN`: wall
+/// milliseconds since the Unix epoch (12 hex digits), the counter (8 hex digits) and the
+/// node id (16 hex digits). Fixed width makes the strings sort like the stamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hlc {
+    /// Wall-clock milliseconds since the Unix epoch (at most 2^48 - 1).
+    pub millis: u64,
+    /// Logical counter, for events in the same millisecond.
+    pub counter: u32,
+    /// The node that made the stamp.
+    pub node: NodeId,
+}
+
+/// The largest `millis` an [`Hlc`] can carry (year 10889).
+pub const MAX_MILLIS: u64 = (1 << 48) - 1;
+
+impl Hlc {
+    /// The zero stamp, older than any real one.
+    pub const ZERO: Hlc = Hlc {
+        millis: 0,
+        counter: 0,
+        node: NodeId(0),
+    };
+
+    /// A stamp from its parts.
+    pub fn new(millis: u64, counter: u32, node: NodeId) -> Self {
+        Hlc {
+            millis: millis.min(MAX_MILLIS),
+            counter,
+            node,
+        }
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:012x}-{:08x}-{:016x}",
+            self.millis, self.counter, self.node.0
+        )
+    }
+}
+
+/// A string that is not an [`Hlc`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid HLC timestamp `{0}`: expected 12, 8 and 16 hex digits separated by `-`")]
+pub struct ParseHlcError(String);
+
+impl FromStr for Hlc {
+    type Err = ParseHlcError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseHlcError(s.chars().take(64).collect());
+        let mut parts = s.split('-');
+        let (Some(m), Some(c), Some(n), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(err());
+        };
+        if m.len() != 12 || c.len() != 8 || n.len() != 16 {
+            return Err(err());
+        }
+        let hex = |p: &str| p.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(hex(m) && hex(c) && hex(n)) {
+            return Err(err());
+        }
+        Ok(Hlc {
+            millis: u64::from_str_radix(m, 16).map_err(|_| err())?,
+            counter: u32::from_str_radix(c, 16).map_err(|_| err())?,
+            node: NodeId(u64::from_str_radix(n, 16).map_err(|_| err())?),
+        })
+    }
+}
+
+impl Serialize for Hlc {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hlc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Hlc {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Hlc".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9a-f]{12}-[0-9a-f]{8}-[0-9a-f]{16}$",
+            "description": "Hybrid logical clock: wall milliseconds, counter and node id in fixed-width hex; sorts like the clock.",
+            "examples": ["019a1b2c3d4e-00000000-7f3a9c1d2e4b5a60"]
+        })
+    }
+}
+
+/// A hybrid logical clock for one node.
+///
+/// [`HlcClock::now`] stamps a local event; [`HlcClock::observe`] merges a stamp received
+/// from another node, so the next local stamp is greater than everything seen.
+#[derive(Debug)]
+pub struct HlcClock {
+    node: NodeId,
+    last: Mutex<Hlc>,
+}
+
+impl HlcClock {
+    /// A clock for `node`, starting from the zero stamp.
+    pub fn new(node: NodeId) -> Self {
+        HlcClock {
+            node,
+            last: Mutex::new(Hlc::ZERO),
+        }
+    }
+
+    /// A clock that continues after `last` (for example the greatest stamp persisted locally).
+    pub fn resume(node: NodeId, last: Hlc) -> Self {
+        HlcClock {
+            node,
+            last: Mutex::new(last),
+        }
+    }
+
+    /// This clock's node id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// A new stamp for a local event, using the system clock.
+    pub fn now(&self) -> Hlc {
+        self.now_at(wall_millis())
+    }
+
+    /// A new stamp for a local event at wall time `wall` (milliseconds since the epoch).
+    pub fn now_at(&self, wall: u64) -> Hlc {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let wall = wall.min(MAX_MILLIS);
+        let next = if wall > last.millis {
+            Hlc::new(wall, 0, self.node)
+        } else {
+            Self::bump(&last, self.node)
+        };
+        *last = next;
+        next
+    }
+
+    /// Merges a stamp received from elsewhere and returns the stamp of the receive event.
+    pub fn observe(&self, remote: Hlc) -> Hlc {
+        self.observe_at(remote, wall_millis())
+    }
+
+    /// [`HlcClock::observe`] at wall time `wall`.
+    pub fn observe_at(&self, remote: Hlc, wall: u64) -> Hlc {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let wall = wall.min(MAX_MILLIS);
+        let millis = wall.max(last.millis).max(remote.millis);
+        let counter = if millis == last.millis && millis == remote.millis {
+            last.counter.max(remote.counter).saturating_add(1)
+        } else if millis == last.millis {
+            last.counter.saturating_add(1)
+        } else if millis == remote.millis {
+            remote.counter.saturating_add(1)
+        } else {
+            0
+        };
+        let next = Hlc::new(millis, counter, self.node);
+        *last = next;
+        next
+    }
+
+    fn bump(last: &Hlc, node: NodeId) -> Hlc {
+        match last.counter.checked_add(1) {
+            Some(c) => Hlc::new(last.millis, c, node),
+            // Counter exhausted within one millisecond: borrow the next millisecond.
+            None => Hlc::new(last.millis + 1, 0, node),
+        }
+    }
+}
+
+fn wall_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips_and_sorts() {
+        let a = Hlc::new(0x19a1b2c3d4e, 7, NodeId(42));
+        let b = Hlc::new(0x19a1b2c3d4e, 8, NodeId(1));
+        assert_eq!(a.to_string().parse::<Hlc>().unwrap(), a);
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+        assert!("nope".parse::<Hlc>().is_err());
+        assert!(
+            "019a1b2c3d4e-0000000g-0000000000000001"
+                .parse::<Hlc>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn now_is_monotonic_even_if_the_wall_clock_goes_back() {
+        let c = HlcClock::new(NodeId(1));
+        let a = c.now_at(1_000);
+        let b = c.now_at(900);
+        let d = c.now_at(900);
+        assert!(a < b && b < d);
+        assert_eq!(b.millis, 1_000);
+    }
+
+    #[test]
+    fn observe_moves_past_the_remote_stamp() {
+        let c = HlcClock::new(NodeId(1));
+        c.now_at(1_000);
+        let remote = Hlc::new(5_000, 3, NodeId(2));
+        let seen = c.observe_at(remote, 1_001);
+        assert!(seen > remote);
+        assert!(c.now_at(1_002) > seen);
+    }
+
+    #[test]
+    fn serde_uses_the_text_form() {
+        let h = Hlc::new(1, 2, NodeId(3));
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, "\"000000000001-00000002-0000000000000003\"");
+        assert_eq!(serde_json::from_str::<Hlc>(&json).unwrap(), h);
+    }
+}

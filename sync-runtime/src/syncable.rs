@@ -1,0 +1,181 @@
+//! The traits `#[derive(Syncable)]` implements.
+
+use std::fmt::Debug;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::hlc::Hlc;
+use crate::merge::FieldConflict;
+
+/// A record as it travels on the wire: wire names to JSON values, synced fields only.
+pub type Record = serde_json::Map<String, serde_json::Value>;
+
+/// A syncable entity. Implemented by `#[derive(Syncable)]`; see the crate docs.
+///
+/// Clocks are kept **per field**: every `lww` field carries the [`Hlc`] of its last edit
+/// (in [`Syncable::Clocks`]). With a single per-record stamp, an older edit of one field
+/// would beat a newer edit of the same field made on another device whenever the first
+/// device later touched any other field; per-field stamps make `lww` mean "the last edit
+/// *of this field* wins". The cost is one 24-byte stamp per `lww` field.
+pub trait Syncable: Clone + Debug + Send + Sync + 'static {
+    /// The field-level patch: one optional operation per synced, mutable field.
+    type Patch: Patch;
+    /// One [`Hlc`] per `lww` field: when each was last edited.
+    type Clocks: Clocks;
+
+    /// The entity's wire name (`#[sync(entity = "...")]`).
+    const ENTITY: &'static str;
+    /// The fingerprint of this entity's model ([`sync_model::fingerprint_entity`]).
+    const FINGERPRINT: &'static str;
+
+    /// The entity's model, identical to what `sync-cli` parses from the source.
+    fn model() -> &'static sync_model::Entity;
+
+    /// The record's id.
+    fn id(&self) -> Uuid;
+
+    /// The patch that turns `old` into `new`, with `lww` operations stamped `hlc`.
+    ///
+    /// Fails if `new` changes the id or an `immutable` field.
+    fn diff(old: &Self, new: &Self, hlc: Hlc) -> Result<Self::Patch, DiffError>;
+
+    /// Applies every operation of `patch` to `self`.
+    fn apply(&mut self, patch: &Self::Patch);
+
+    /// Records the clocks of the `lww` operations in `patch` (keeping the greater stamp).
+    fn stamp(clocks: &mut Self::Clocks, patch: &Self::Patch);
+
+    /// Three-way merge in place: `self` is the local value, `clocks` its clocks; `base`
+    /// the last server-acknowledged copy; `remote` and `remote_clocks` the other side.
+    /// Conflicts of `manual` fields are appended to `conflicts`; their local value stays.
+    fn merge_into(
+        &mut self,
+        clocks: &mut Self::Clocks,
+        base: &Self,
+        remote: &Self,
+        remote_clocks: &Self::Clocks,
+        conflicts: &mut Vec<FieldConflict>,
+    );
+
+    /// Three-way merge returning a new value. See [`Syncable::merge_into`].
+    fn merge3(
+        base: &Self,
+        local: &Self,
+        local_clocks: &Self::Clocks,
+        remote: &Self,
+        remote_clocks: &Self::Clocks,
+    ) -> Merged<Self> {
+        let mut value = local.clone();
+        let mut clocks = *local_clocks;
+        let mut conflicts = Vec::new();
+        value.merge_into(&mut clocks, base, remote, remote_clocks, &mut conflicts);
+        Merged {
+            value,
+            clocks,
+            conflicts,
+        }
+    }
+
+    /// Brings the value to canonical form: `Vec` union fields sorted and deduplicated,
+    /// timestamps truncated to microseconds. Stores call it before every write.
+    fn normalize(&mut self);
+
+    /// The record's synced fields by wire name.
+    fn to_record(&self) -> Result<Record, RecordError>;
+
+    /// Builds a value from a record; local-only (`skip`) fields get their `Default`.
+    fn from_record(record: &Record) -> Result<Self, RecordError>;
+}
+
+/// The result of [`Syncable::merge3`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Merged<T: Syncable> {
+    /// The merged value (for conflicted `manual` fields: the local value).
+    pub value: T,
+    /// The merged clocks.
+    pub clocks: T::Clocks,
+    /// `manual` fields both sides changed to different values.
+    pub conflicts: Vec<FieldConflict>,
+}
+
+/// A field-level patch generated for a [`Syncable`] type.
+pub trait Patch:
+    Clone
+    + Debug
+    + Default
+    + PartialEq
+    + Serialize
+    + DeserializeOwned
+    + schemars::JsonSchema
+    + Send
+    + Sync
+    + 'static
+{
+    /// One patch with the effect of `self` followed by `later` (for coalescing):
+    /// sums add, `lww` keeps the later edit, `manual` keeps the final value and the first
+    /// base, `union` composes adds and removes.
+    fn compose(self, later: Self) -> Self;
+
+    /// Whether the patch changes nothing.
+    fn is_empty(&self) -> bool;
+
+    /// The wire names of the fields the patch changes, in declaration order.
+    fn fields(&self) -> Vec<&'static str>;
+}
+
+/// Per-field clocks generated for a [`Syncable`] type.
+pub trait Clocks:
+    Copy + Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// Clocks with every field stamped `hlc` (a record created at `hlc`).
+    fn all(hlc: Hlc) -> Self;
+    /// The greatest stamp of any field.
+    fn latest(&self) -> Hlc;
+}
+
+/// A change that a patch cannot express.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiffError {
+    /// The id of a record never changes.
+    #[error("the id of a `{entity}` cannot change; create a new record instead")]
+    IdChanged {
+        /// The entity's wire name.
+        entity: &'static str,
+    },
+    /// An `immutable` field is set at create and never patched.
+    #[error(
+        "field `{field}` of `{entity}` is immutable: it is set when the record is created and cannot be updated"
+    )]
+    ImmutableChanged {
+        /// The entity's wire name.
+        entity: &'static str,
+        /// The field's wire name.
+        field: &'static str,
+    },
+}
+
+/// A record that does not fit the entity.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A synced field is missing from the record.
+    #[error("`{entity}` record has no field `{field}`")]
+    Missing {
+        /// The entity's wire name.
+        entity: &'static str,
+        /// The field's wire name.
+        field: &'static str,
+    },
+    /// A field holds a value of the wrong type.
+    #[error("field `{field}` of `{entity}`: {source}")]
+    Invalid {
+        /// The entity's wire name.
+        entity: &'static str,
+        /// The field's wire name.
+        field: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+}

@@ -1,0 +1,9 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub enum Status {
+    Open,
+    Done,
+}
+
+fn main() {}

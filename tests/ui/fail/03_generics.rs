@@ -1,0 +1,10 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub struct Task<T> {
+    #[sync(id)]
+    pub id: Uuid,
+    pub payload: T,
+}
+
+fn main() {}

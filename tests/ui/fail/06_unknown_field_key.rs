@@ -1,0 +1,11 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub struct Task {
+    #[sync(id)]
+    pub id: Uuid,
+    #[sync(merg = "sum")]
+    pub likes: i64,
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub struct Task {
+    #[sync(id)]
+    pub id: Uuid,
+    #[sync(merge = "sum")]
+    pub title: String,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub struct Task {
+    #[sync(id)]
+    pub id: Uuid,
+    pub views: u64,
+}
+
+fn main() {}

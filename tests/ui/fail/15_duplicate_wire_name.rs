@@ -1,0 +1,12 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub struct Task {
+    #[sync(id)]
+    pub id: Uuid,
+    pub title: String,
+    #[sync(rename = "title")]
+    pub heading: String,
+}
+
+fn main() {}

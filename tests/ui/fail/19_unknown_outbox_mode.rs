@@ -1,0 +1,11 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+#[sync(outbox = "audit")]
+pub struct Comment {
+    #[sync(id)]
+    pub id: Uuid,
+    pub body: String,
+}
+
+fn main() {}

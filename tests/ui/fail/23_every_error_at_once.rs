@@ -1,0 +1,14 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub struct Task {
+    #[sync(id)]
+    pub id: Uuid,
+    #[sync(merge = "sum")]
+    pub title: String,
+    #[sync(merge = "union")]
+    pub likes: i64,
+    pub views: u64,
+}
+
+fn main() {}

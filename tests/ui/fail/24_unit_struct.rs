@@ -1,0 +1,6 @@
+use sync_runtime::prelude::*;
+
+#[derive(Syncable)]
+pub struct Marker;
+
+fn main() {}
