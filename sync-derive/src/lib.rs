@@ -254,6 +254,20 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
             _ => None,
         }
     });
+    let validates = fields.iter().filter(|f| !f.model.skip).filter_map(|f| {
+        let ident = f.ident;
+        let wire = &f.model.name;
+        let p = respan(&p, f.ty.span());
+        matches!(
+            f.model.ty.kind,
+            TypeKind::Scalar {
+                scalar: ScalarType::F32 | ScalarType::F64
+            }
+        )
+        .then(
+            || quote_spanned!(f.ty.span()=> #p::check_finite(&self.#ident, #entity_name, #wire)?;),
+        )
+    });
     let to_record = fields.iter().filter(|f| !f.model.skip).map(|f| {
         let ident = f.ident;
         let p = respan(&p, f.ty.span());
@@ -368,6 +382,11 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
 
                 fn normalize(&mut self) {
                     #(#normalizes)*
+                }
+
+                fn validate(&self) -> ::core::result::Result<(), #p::InvalidValue> {
+                    #(#validates)*
+                    ::core::result::Result::Ok(())
                 }
 
                 fn to_record(&self) -> ::core::result::Result<#p::Record, #p::RecordError> {

@@ -54,8 +54,8 @@ impl Dialect {
 /// | f64 | REAL | DOUBLE PRECISION | DOUBLE |
 /// | String | TEXT | TEXT | LONGTEXT |
 /// | Uuid | TEXT | UUID | CHAR(36) |
-/// | DateTime<Utc> | TEXT (RFC 3339, microseconds) | TIMESTAMPTZ | DATETIME(6) |
-/// | Vec<u8> | BLOB | BYTEA | LONGBLOB |
+/// | `DateTime<Utc>` | TEXT (RFC 3339, microseconds) | TIMESTAMPTZ | DATETIME(6) |
+/// | `Vec<u8>` | BLOB | BYTEA | LONGBLOB |
 /// | sets, json | TEXT (JSON) | JSONB | JSON |
 pub fn column_type(ty: &FieldType, dialect: Dialect) -> &'static str {
     match &ty.kind {

@@ -58,7 +58,7 @@ mod syncable;
 pub use chrono;
 pub use sync_derive::Syncable;
 pub use sync_model as model;
-pub use syncable::{Clocks, DiffError, Merged, Patch, Record, RecordError, Syncable};
+pub use syncable::{Clocks, DiffError, InvalidValue, Merged, Patch, Record, RecordError, Syncable};
 pub use uuid;
 
 /// What an application imports: `use sync_runtime::prelude::*;`.
@@ -80,7 +80,9 @@ pub mod __private {
         manual_json_into, normalize_timestamp, sum_into, union_into,
     };
     pub use crate::ops::*;
-    pub use crate::syncable::{Clocks, DiffError, Merged, Patch, Record, RecordError, Syncable};
+    pub use crate::syncable::{
+        Clocks, DiffError, InvalidValue, Merged, Patch, Record, RecordError, Syncable,
+    };
     pub use schemars;
     pub use serde;
     pub use serde_json;
@@ -122,6 +124,44 @@ pub mod __private {
         })?;
         record.insert(field.to_owned(), v);
         Ok(())
+    }
+
+    /// A float field's value must be finite.
+    pub trait CheckFinite {
+        /// Whether the value is finite (or absent).
+        fn is_finite_value(&self) -> bool;
+    }
+    impl CheckFinite for f32 {
+        fn is_finite_value(&self) -> bool {
+            self.is_finite()
+        }
+    }
+    impl CheckFinite for f64 {
+        fn is_finite_value(&self) -> bool {
+            self.is_finite()
+        }
+    }
+    impl<T: CheckFinite> CheckFinite for Option<T> {
+        fn is_finite_value(&self) -> bool {
+            self.as_ref().is_none_or(T::is_finite_value)
+        }
+    }
+
+    /// Fails unless a float field is finite.
+    pub fn check_finite<T: CheckFinite>(
+        value: &T,
+        entity: &'static str,
+        field: &'static str,
+    ) -> Result<(), InvalidValue> {
+        if value.is_finite_value() {
+            Ok(())
+        } else {
+            Err(InvalidValue {
+                entity,
+                field,
+                reason: "is not a finite number (NaN and infinity cannot be stored or sent)",
+            })
+        }
     }
 
     /// Normalises a timestamp or an optional one.

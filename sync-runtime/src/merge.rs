@@ -156,21 +156,23 @@ pub fn lww_into<T: MergeValue>(
     remote: &T,
     remote_clock: Hlc,
 ) {
-    let remote_changed = !remote.same(base);
-    if !remote_changed {
-        return;
-    }
     let local_changed = !local.same(base);
-    let remote_wins = !local_changed
-        || match remote_clock.cmp(local_clock) {
+    let remote_changed = !remote.same(base);
+    let remote_wins = match (local_changed, remote_changed) {
+        (_, false) => false,
+        (false, true) => true,
+        (true, true) if local.same(remote) => false,
+        (true, true) => match remote_clock.cmp(local_clock) {
             Ordering::Greater => true,
             Ordering::Less => false,
             Ordering::Equal => remote.tie_cmp(local) == Ordering::Greater,
-        };
+        },
+    };
     if remote_wins {
         local.clone_from(remote);
         *local_clock = remote_clock;
-    } else if local.same(remote) {
+    } else if local_changed == remote_changed {
+        // Neither changed, or both made the same edit: the later stamp describes it.
         *local_clock = (*local_clock).max(remote_clock);
     }
 }
@@ -304,9 +306,20 @@ macro_rules! sum_float {
 }
 sum_float!(f32, f64);
 
-/// `sum` merge in place: `local = local + remote - base`.
+/// `sum` merge in place: `local = (local + remote) - base`.
+///
+/// Written as `(local + remote) - base`, which is exactly symmetric in the two sides
+/// even for floats (IEEE addition is commutative); when one side did not change, the
+/// other side is taken as is, so `merge(b, b, r) == r` holds exactly too.
 pub fn sum_into<T: SumValue>(local: &mut T, base: &T, remote: &T) {
-    *local = local.add(remote.sub(*base));
+    if remote == base {
+        return;
+    }
+    if local == base {
+        *local = *remote;
+        return;
+    }
+    *local = local.add(*remote).sub(*base);
 }
 
 /// A collection that `union` can merge, diff and patch as a set.

@@ -82,6 +82,10 @@ pub trait Syncable: Clone + Debug + Send + Sync + 'static {
     /// timestamps truncated to microseconds. Stores call it before every write.
     fn normalize(&mut self);
 
+    /// Checks values that no target can store or send: floats must be finite (JSON has
+    /// no NaN or infinity, and MySQL stores neither). Stores call it before every write.
+    fn validate(&self) -> Result<(), InvalidValue>;
+
     /// The record's synced fields by wire name.
     fn to_record(&self) -> Result<Record, RecordError>;
 
@@ -178,4 +182,16 @@ pub enum RecordError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// A value that cannot be synced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}` of `{entity}` {reason}")]
+pub struct InvalidValue {
+    /// The entity's wire name.
+    pub entity: &'static str,
+    /// The field's wire name.
+    pub field: &'static str,
+    /// What is wrong, phrased to follow the field name.
+    pub reason: &'static str,
 }
