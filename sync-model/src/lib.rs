@@ -35,6 +35,7 @@ mod parse;
 mod source;
 pub mod sql;
 mod types;
+mod validate;
 
 pub use check::{MAX_IDENT_LEN, MAX_TABLE_LEN, RESERVED_PREFIX, is_identifier};
 pub use fingerprint::{Fingerprint, fingerprint, fingerprint_entity};
@@ -42,4 +43,5 @@ pub use model::{
     Collection, Entity, Field, FieldType, MergeStrategy, Model, OutboxMode, ScalarType, TypeKind,
 };
 pub use parse::{CONTAINER_KEYS, FIELD_KEYS, ParsedEntity, parse_derive_input, parse_item_struct};
-pub use source::{derives_syncable, entities_in_file, parse_source};
+pub use source::{derives_syncable, entities_in_file, is_cfg_test, parse_source};
+pub use validate::{ModelIssue, validate_model};

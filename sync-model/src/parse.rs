@@ -38,6 +38,10 @@ pub struct ParsedEntity {
     pub entity: Entity,
     /// `#[sync(crate = "...")]`: the path under which generated code finds `sync_runtime`.
     pub runtime_crate: Option<syn::Path>,
+    /// Where the struct's name is, for diagnostics about the whole entity.
+    pub span: Span,
+    /// Where each field's name is, in the order of `entity.fields`.
+    pub field_spans: Vec<Span>,
 }
 
 /// One attribute value with the tokens that set it, so a duplicate can be reported
@@ -181,6 +185,12 @@ fn parse_with(cx: &Ctxt, input: &DeriveInput) -> Option<ParsedEntity> {
     Some(ParsedEntity {
         entity,
         runtime_crate: container.runtime_crate.value,
+        span: input.ident.span(),
+        field_spans: fields
+            .named
+            .iter()
+            .map(|f| f.ident.as_ref().map_or_else(|| f.span(), |i| i.span()))
+            .collect(),
     })
 }
 

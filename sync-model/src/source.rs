@@ -66,13 +66,40 @@ fn walk(items: &[Item], out: &mut Vec<ParsedEntity>, errors: &mut Option<syn::Er
                 }
             }
             Item::Mod(m) => {
+                if is_cfg_test(&m.attrs) {
+                    continue;
+                }
                 if let Some((_, inner)) = &m.content {
+                    let before = out.len();
                     walk(inner, out, errors);
+                    if out.len() > before
+                        && let Some(cfg) = m.attrs.iter().find(|a| a.path().is_ident("cfg"))
+                    {
+                        out.truncate(before);
+                        push_err(
+                            syn::Error::new(
+                                cfg.span(),
+                                format!(
+                                    "module `{}` holds Syncable structs but is behind #[cfg]; syncgen generates one schema for every build, so move the structs out of the conditional module",
+                                    m.ident
+                                ),
+                            ),
+                            errors,
+                        );
+                    }
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Whether the attributes hold `#[cfg(test)]`: test-only modules are not part of the
+/// model and are skipped.
+pub fn is_cfg_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
+    })
 }
 
 fn reject_cfg(s: &ItemStruct) -> Result<(), syn::Error> {

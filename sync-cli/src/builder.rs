@@ -1,0 +1,86 @@
+//! The build-script API, in the style of `prost-build`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::generate::{Options, Report, generate};
+
+/// Generates migrations from a build script.
+///
+/// ```no_run
+/// // build.rs
+/// fn main() {
+///     sync_cli::Builder::new()
+///         .input("src/model.rs")
+///         .out_dir("generated")
+///         .generate()
+///         .unwrap_or_else(|e| panic!("{e}"));
+/// }
+/// ```
+///
+/// `generate` prints `cargo:rerun-if-changed=` for every source file it reads, so Cargo
+/// reruns the build script only when the model changes.
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    opts: Options,
+    rerun_if_changed: bool,
+}
+
+impl Builder {
+    /// A builder with no inputs, writing to `generated/`.
+    pub fn new() -> Self {
+        Builder {
+            opts: Options {
+                out_dir: PathBuf::from("generated"),
+                ..Options::default()
+            },
+            rerun_if_changed: true,
+        }
+    }
+
+    /// Adds a Rust source file or folder to read.
+    pub fn input(mut self, path: impl AsRef<Path>) -> Self {
+        self.opts.inputs.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Sets the output folder (migrations and `sync-schema.json` go there).
+    pub fn out_dir(mut self, path: impl AsRef<Path>) -> Self {
+        self.opts.out_dir = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Allows migrations that drop entities or fields.
+    pub fn allow_destructive(mut self, allow: bool) -> Self {
+        self.opts.allow_destructive = allow;
+        self
+    }
+
+    /// Writes nothing and fails if the output is stale.
+    pub fn check(mut self, check: bool) -> Self {
+        self.opts.check = check;
+        self
+    }
+
+    /// Whether to print `cargo:rerun-if-changed=` lines (default: yes).
+    pub fn emit_rerun_if_changed(mut self, emit: bool) -> Self {
+        self.rerun_if_changed = emit;
+        self
+    }
+
+    /// Runs the generator.
+    pub fn generate(self) -> Result<Report, Error> {
+        let result = generate(&self.opts);
+        if self.rerun_if_changed {
+            for input in &self.opts.inputs {
+                println!("cargo:rerun-if-changed={}", input.display());
+            }
+            if let Ok(report) = &result {
+                for file in &report.inputs_read {
+                    println!("cargo:rerun-if-changed={}", file.display());
+                }
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,419 @@
+//! Schema evolution: the difference between the last generated model and the source,
+//! as a list of dialect-independent steps.
+
+use sync_model::{Entity, Field, FieldType, MergeStrategy, Model, ScalarType, TypeKind};
+
+use crate::error::Error;
+
+/// One change to the database schema (or to metadata only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// A new entity: its tables and indexes.
+    CreateEntity(Entity),
+    /// An entity removed from the model (destructive).
+    DropEntity(Entity),
+    /// A new synced field on an existing entity.
+    AddField {
+        /// The entity, as it is after the change.
+        entity: Entity,
+        /// The new field.
+        field: Field,
+    },
+    /// A synced field removed from an entity (destructive).
+    DropField {
+        /// The entity, as it was before the change.
+        entity: Entity,
+        /// The removed field.
+        field: Field,
+    },
+    /// A field whose column name changed (`renamed_from`, or a new `column`).
+    RenameColumn {
+        /// The entity, as it is after the change.
+        entity: Entity,
+        /// The field before.
+        from: Field,
+        /// The field after.
+        to: Field,
+    },
+    /// A field whose type became wider without losing values (`i32` to `i64`, `f32` to `f64`).
+    WidenField {
+        /// The entity, as it is after the change.
+        entity: Entity,
+        /// The field before.
+        from: Field,
+        /// The field after.
+        to: Field,
+    },
+    /// A field that gained `references`: its column is indexed.
+    AddIndex {
+        /// The entity.
+        entity: Entity,
+        /// The field.
+        field: Field,
+    },
+    /// A field that lost `references`: its index goes.
+    DropIndex {
+        /// The entity.
+        entity: Entity,
+        /// The field.
+        field: Field,
+    },
+    /// A change with no schema effect (merge strategy, outbox mode, `immutable`, default);
+    /// the migration records the new fingerprint.
+    Metadata(String),
+}
+
+impl Step {
+    /// A short snake_case description, used in migration file names.
+    pub fn slug(&self) -> String {
+        match self {
+            Step::CreateEntity(e) => format!("add_{}", e.name),
+            Step::DropEntity(e) => format!("drop_{}", e.name),
+            Step::AddField { entity, field } => format!("add_{}_{}", entity.name, field.name),
+            Step::DropField { entity, field } => format!("drop_{}_{}", entity.name, field.name),
+            Step::RenameColumn { entity, to, .. } => format!("rename_{}_{}", entity.name, to.name),
+            Step::WidenField { entity, to, .. } => format!("widen_{}_{}", entity.name, to.name),
+            Step::AddIndex { entity, field } => format!("index_{}_{}", entity.name, field.name),
+            Step::DropIndex { entity, field } => format!("unindex_{}_{}", entity.name, field.name),
+            Step::Metadata(_) => "update_metadata".to_string(),
+        }
+    }
+
+    /// Whether the step loses data.
+    pub fn is_destructive(&self) -> bool {
+        matches!(self, Step::DropEntity(_) | Step::DropField { .. })
+    }
+
+    /// A sentence for the migration's header comment.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::CreateEntity(e) => format!("add entity `{}` (table `{}`)", e.name, e.table),
+            Step::DropEntity(e) => format!("drop entity `{}` (table `{}`)", e.name, e.table),
+            Step::AddField { entity, field } => {
+                format!("add field `{}.{}`", entity.name, field.name)
+            }
+            Step::DropField { entity, field } => {
+                format!("drop field `{}.{}`", entity.name, field.name)
+            }
+            Step::RenameColumn { entity, from, to } => format!(
+                "rename `{}.{}` (column `{}`) to `{}` (column `{}`)",
+                entity.name, from.name, from.column, to.name, to.column
+            ),
+            Step::WidenField { entity, from, to } => format!(
+                "widen `{}.{}` from {} to {}",
+                entity.name,
+                to.name,
+                type_name(&from.ty),
+                type_name(&to.ty)
+            ),
+            Step::AddIndex { entity, field } => format!("index `{}.{}`", entity.name, field.name),
+            Step::DropIndex { entity, field } => {
+                format!("drop the index of `{}.{}`", entity.name, field.name)
+            }
+            Step::Metadata(m) => m.clone(),
+        }
+    }
+}
+
+fn type_name(t: &FieldType) -> String {
+    let base = match &t.kind {
+        TypeKind::Scalar { scalar } => scalar.rust_name().to_string(),
+        TypeKind::Set { item, .. } => format!("set of {}", item.rust_name()),
+        TypeKind::Json { rust_type } => format!("json {rust_type}"),
+    };
+    if t.nullable {
+        format!("Option<{base}>")
+    } else {
+        base
+    }
+}
+
+/// The steps from `old` to `new`. Destructive steps are refused unless `allow_destructive`.
+pub fn diff(old: &Model, new: &Model, allow_destructive: bool) -> Result<Vec<Step>, Error> {
+    let mut steps = Vec::new();
+    let mut unsupported = Vec::new();
+    for e in &new.entities {
+        match old.entity(&e.name) {
+            None => steps.push(Step::CreateEntity(e.clone())),
+            Some(o) => diff_entity(o, e, &mut steps, &mut unsupported),
+        }
+    }
+    for o in &old.entities {
+        if new.entity(&o.name).is_none() {
+            steps.push(Step::DropEntity(o.clone()));
+        }
+    }
+    if !unsupported.is_empty() {
+        return Err(Error::Unsupported(unsupported));
+    }
+    if !allow_destructive {
+        let destructive: Vec<String> = steps
+            .iter()
+            .filter(|s| s.is_destructive())
+            .map(|s| match s {
+                Step::DropEntity(e) => format!(
+                    "entity `{}` ({}) was removed from the source; its table `{}` and every row in it would be dropped",
+                    e.name, e.rust_name, e.table
+                ),
+                Step::DropField { entity, field } => format!(
+                    "field `{}` of `{}` ({}.{}) was removed or changed incompatibly; column `{}` and its data would be dropped (to rename it, add #[sync(renamed_from = \"{}\")] to the new field)",
+                    field.name, entity.name, entity.rust_name, field.rust_name, field.column, field.name
+                ),
+                _ => unreachable!("only drops are destructive"),
+            })
+            .collect();
+        if !destructive.is_empty() {
+            return Err(Error::Destructive(destructive));
+        }
+    }
+    Ok(steps)
+}
+
+fn diff_entity(old: &Entity, new: &Entity, steps: &mut Vec<Step>, unsupported: &mut Vec<String>) {
+    if old.table != new.table {
+        unsupported.push(format!(
+            "the table of `{}` changed from `{}` to `{}`; renaming tables is not supported: keep #[sync(table = \"{}\")]",
+            new.name, old.table, new.table, old.table
+        ));
+        return;
+    }
+    let (oid, nid) = (old.id_field(), new.id_field());
+    if oid.name != nid.name || oid.column != nid.column {
+        unsupported.push(format!(
+            "the id of `{}` changed from `{}` to `{}`; an entity's id field cannot change",
+            new.name, oid.name, nid.name
+        ));
+        return;
+    }
+    if old.outbox != new.outbox {
+        steps.push(Step::Metadata(format!(
+            "`{}`: outbox mode {:?} -> {:?}",
+            new.name, old.outbox, new.outbox
+        )));
+    }
+    let mut matched_old: Vec<&str> = Vec::new();
+    for f in new.synced_fields().filter(|f| !f.id) {
+        let by_name = old.field(&f.name);
+        let renamed = if by_name.is_none() {
+            f.renamed_from
+                .as_deref()
+                .and_then(|prev| old.field(prev))
+                .filter(|prev| new.field(&prev.name).is_none())
+        } else {
+            None
+        };
+        let Some(o) = by_name.or(renamed) else {
+            if !f.ty.nullable && f.default.is_none() && !matches!(f.ty.kind, TypeKind::Set { .. }) {
+                unsupported.push(format!(
+                    "field `{}` of `{}` ({}.{}) is new and not optional, so existing rows need a value: add #[sync(default = ...)] or make it Option<{}>",
+                    f.name,
+                    new.name,
+                    new.rust_name,
+                    f.rust_name,
+                    type_name(&f.ty)
+                ));
+            }
+            steps.push(Step::AddField {
+                entity: new.clone(),
+                field: f.clone(),
+            });
+            continue;
+        };
+        matched_old.push(&o.name);
+        if o.ty != f.ty {
+            if is_widening(&o.ty, &f.ty) {
+                steps.push(Step::WidenField {
+                    entity: new.clone(),
+                    from: o.clone(),
+                    to: f.clone(),
+                });
+            } else if o.ty.kind == f.ty.kind && o.ty.nullable != f.ty.nullable {
+                unsupported.push(format!(
+                    "field `{}` of `{}` changed nullability ({} -> {}); changing NOT NULL needs a table rebuild on SQLite, which syncgen does not generate: add a new field instead",
+                    f.name,
+                    new.name,
+                    type_name(&o.ty),
+                    type_name(&f.ty)
+                ));
+                continue;
+            } else {
+                // Narrowing or unrelated: the old column goes, a new one comes.
+                steps.push(Step::DropField {
+                    entity: old.clone(),
+                    field: o.clone(),
+                });
+                steps.push(Step::AddField {
+                    entity: new.clone(),
+                    field: f.clone(),
+                });
+                continue;
+            }
+        }
+        if o.column != f.column {
+            steps.push(Step::RenameColumn {
+                entity: new.clone(),
+                from: o.clone(),
+                to: f.clone(),
+            });
+        } else if o.name != f.name {
+            steps.push(Step::Metadata(format!(
+                "`{}`: field `{}` renamed to `{}` on the wire (same column)",
+                new.name, o.name, f.name
+            )));
+        }
+        match (&o.references, &f.references) {
+            (None, Some(_)) => steps.push(Step::AddIndex {
+                entity: new.clone(),
+                field: f.clone(),
+            }),
+            (Some(_), None) => steps.push(Step::DropIndex {
+                entity: new.clone(),
+                field: o.clone(),
+            }),
+            _ => {}
+        }
+        if o.merge != f.merge {
+            steps.push(Step::Metadata(format!(
+                "`{}.{}`: merge {} -> {}",
+                new.name, f.name, o.merge, f.merge
+            )));
+        }
+        if o.immutable != f.immutable || o.default != f.default {
+            steps.push(Step::Metadata(format!(
+                "`{}.{}`: options changed",
+                new.name, f.name
+            )));
+        }
+    }
+    for o in old.synced_fields().filter(|f| !f.id) {
+        if !matched_old.contains(&o.name.as_str()) {
+            steps.push(Step::DropField {
+                entity: old.clone(),
+                field: o.clone(),
+            });
+        }
+    }
+    let _ = MergeStrategy::Lww;
+}
+
+fn rank(s: ScalarType) -> Option<(u8, u8)> {
+    // (family, width): a value fits in any type of its family with a greater width.
+    Some(match s {
+        ScalarType::I8 | ScalarType::U8 => (0, 1),
+        ScalarType::I16 => (0, 2),
+        ScalarType::U16 | ScalarType::I32 => (0, 3),
+        ScalarType::U32 | ScalarType::I64 => (0, 4),
+        ScalarType::F32 => (1, 1),
+        ScalarType::F64 => (1, 2),
+        _ => return None,
+    })
+}
+
+fn is_widening(from: &FieldType, to: &FieldType) -> bool {
+    if from.nullable != to.nullable {
+        return false;
+    }
+    match (&from.kind, &to.kind) {
+        (TypeKind::Scalar { scalar: a }, TypeKind::Scalar { scalar: b }) => {
+            match (rank(*a), rank(*b)) {
+                (Some((fa, wa)), Some((fb, wb))) => {
+                    fa == fb && wb > wa && !matches!(b, ScalarType::U16 | ScalarType::U32)
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_model::parse_source;
+
+    fn model(src: &str) -> Model {
+        parse_source(src).unwrap()
+    }
+
+    const V1: &str = r#"
+        #[derive(Syncable)]
+        struct Task { #[sync(id)] id: Uuid, title: String, likes: i32 }
+    "#;
+
+    #[test]
+    fn no_change_no_steps() {
+        assert!(diff(&model(V1), &model(V1), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn add_entity_and_field_with_default() {
+        let v2 = V1.replace(
+            "likes: i32 }",
+            "likes: i32, #[sync(default = \"open\")] status: String }",
+        ) + "#[derive(Syncable)] struct Tag { #[sync(id)] id: Uuid }";
+        let steps = diff(&model(V1), &model(&v2), false).unwrap();
+        assert_eq!(
+            steps.iter().map(Step::slug).collect::<Vec<_>>(),
+            ["add_task_status", "add_tag"]
+        );
+    }
+
+    #[test]
+    fn new_required_field_needs_a_default() {
+        let v2 = V1.replace("likes: i32 }", "likes: i32, status: String }");
+        let err = diff(&model(V1), &model(&v2), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("add #[sync(default = ...)] or make it Option<String>"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn drops_are_refused_unless_allowed() {
+        let v2 = V1.replace(", likes: i32", "");
+        let err = diff(&model(V1), &model(&v2), false).unwrap_err();
+        assert!(matches!(err, Error::Destructive(_)));
+        assert!(err.to_string().contains("field `likes` of `task`"), "{err}");
+        let steps = diff(&model(V1), &model(&v2), true).unwrap();
+        assert!(matches!(steps.as_slice(), [Step::DropField { .. }]));
+    }
+
+    #[test]
+    fn renames_are_explicit() {
+        let v2 = V1.replace(
+            "title: String",
+            "#[sync(renamed_from = \"title\")] name: String",
+        );
+        let steps = diff(&model(V1), &model(&v2), false).unwrap();
+        assert_eq!(
+            steps.iter().map(Step::slug).collect::<Vec<_>>(),
+            ["rename_task_name"]
+        );
+        // Without `renamed_from` the same edit is a drop plus an add.
+        let v3 = V1.replace("title: String", "#[sync(default = \"\")] name: String");
+        assert!(matches!(
+            diff(&model(V1), &model(&v3), false),
+            Err(Error::Destructive(_))
+        ));
+    }
+
+    #[test]
+    fn widening_is_safe_narrowing_is_destructive() {
+        let wide = V1.replace("likes: i32", "likes: i64");
+        let steps = diff(&model(V1), &model(&wide), false).unwrap();
+        assert!(matches!(steps.as_slice(), [Step::WidenField { .. }]));
+        assert!(matches!(
+            diff(&model(&wide), &model(V1), false),
+            Err(Error::Destructive(_))
+        ));
+    }
+
+    #[test]
+    fn merge_change_is_metadata_only() {
+        let v2 = V1.replace("likes: i32", "#[sync(merge = \"sum\")] likes: i32");
+        let steps = diff(&model(V1), &model(&v2), false).unwrap();
+        assert!(matches!(steps.as_slice(), [Step::Metadata(_)]));
+    }
+}

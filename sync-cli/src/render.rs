@@ -1,0 +1,790 @@
+//! Rendering steps as SQL, one target (client SQLite, or a server dialect) at a time.
+//!
+//! Quoting and type mapping happen here, in Rust, once per dialect; the askama templates
+//! in `templates/` only lay out what this module computed.
+
+use askama::Template;
+use sync_model::sql::{Dialect, column_type, scalar_type};
+use sync_model::{Entity, Field, FieldType, ScalarType, TypeKind};
+
+use crate::plan::Step;
+
+/// Where a migration is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// The app's local SQLite database.
+    Client,
+    /// A server database.
+    Server(Dialect),
+}
+
+impl Target {
+    /// Every target, in output order.
+    pub const ALL: [Target; 4] = [
+        Target::Client,
+        Target::Server(Dialect::Sqlite),
+        Target::Server(Dialect::Postgres),
+        Target::Server(Dialect::Mysql),
+    ];
+
+    /// The SQL dialect.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Target::Client => Dialect::Sqlite,
+            Target::Server(d) => d,
+        }
+    }
+
+    /// The folder under `migrations/`.
+    pub fn folder(self) -> String {
+        match self {
+            Target::Client => "client/sqlite".to_string(),
+            Target::Server(d) => format!("server/{}", d.as_str()),
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Target::Client => "the client (SQLite)".to_string(),
+            Target::Server(Dialect::Sqlite) => "the server (SQLite)".to_string(),
+            Target::Server(Dialect::Postgres) => "the server (PostgreSQL)".to_string(),
+            Target::Server(Dialect::Mysql) => "the server (MySQL/MariaDB)".to_string(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "migration.sql", escape = "none")]
+struct MigrationTemplate<'a> {
+    direction: &'a str,
+    version: u32,
+    name: &'a str,
+    target: String,
+    fingerprint: &'a str,
+    description: Vec<String>,
+    statements: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "create_table.sql", escape = "none")]
+struct CreateTableTemplate {
+    table: String,
+    columns: Vec<String>,
+}
+
+/// A migration to render.
+pub struct Migration<'a> {
+    /// Its number.
+    pub version: u32,
+    /// Its name (the file name after the number).
+    pub name: &'a str,
+    /// The fingerprint of the model after it.
+    pub fingerprint: &'a str,
+    /// `true` for the first migration, which also creates syncgen's own tables.
+    pub initial: bool,
+    /// What it changes.
+    pub steps: &'a [Step],
+}
+
+/// The rendered up and (when the migration is reversible) down SQL for one target.
+pub fn render(
+    m: &Migration<'_>,
+    target: Target,
+) -> Result<(String, Option<String>), askama::Error> {
+    let r = Renderer {
+        target,
+        d: target.dialect(),
+    };
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    let mut reversible = true;
+    if m.initial {
+        up.extend(r.toolkit_tables()?);
+    }
+    for step in m.steps {
+        up.extend(r.up(step)?);
+        match r.down(step)? {
+            Some(stmts) => down.push(stmts),
+            None => reversible = false,
+        }
+    }
+    up.push(format!(
+        "INSERT INTO {} ({}, {}, {}) VALUES ({}, {}, {})",
+        r.q("sync_migrations"),
+        r.q("version"),
+        r.q("name"),
+        r.q("fingerprint"),
+        m.version,
+        r.string(m.name),
+        r.string(m.fingerprint)
+    ));
+    let mut description: Vec<String> = m.steps.iter().map(Step::describe).collect();
+    if m.initial {
+        description.insert(0, "create syncgen's tables".to_string());
+    }
+    let up_sql = MigrationTemplate {
+        direction: "Up",
+        version: m.version,
+        name: m.name,
+        target: target.label(),
+        fingerprint: m.fingerprint,
+        description: description.clone(),
+        statements: up,
+    }
+    .render()?;
+    if !reversible {
+        return Ok((up_sql, None));
+    }
+    let mut down_statements: Vec<String> = down.into_iter().rev().flatten().collect();
+    if m.initial {
+        down_statements.extend(r.drop_toolkit_tables());
+    } else {
+        down_statements.push(format!(
+            "DELETE FROM {} WHERE {} = {}",
+            r.q("sync_migrations"),
+            r.q("version"),
+            m.version
+        ));
+    }
+    let down_sql = MigrationTemplate {
+        direction: "Down",
+        version: m.version,
+        name: m.name,
+        target: target.label(),
+        fingerprint: m.fingerprint,
+        description,
+        statements: down_statements,
+    }
+    .render()?;
+    Ok((up_sql, Some(down_sql)))
+}
+
+struct Renderer {
+    target: Target,
+    d: Dialect,
+}
+
+/// An index name that fits every database's identifier limit.
+fn index_name(table: &str, suffix: &str) -> String {
+    let name = format!("{table}_{suffix}_idx");
+    if name.len() <= sync_model::MAX_IDENT_LEN {
+        return name;
+    }
+    // Deterministic shortening: keep a prefix and add a short hash of the full name.
+    let mut h: u32 = 2166136261;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(16777619);
+    }
+    format!("{}_{h:08x}_idx", &name[..sync_model::MAX_IDENT_LEN - 13])
+}
+
+impl Renderer {
+    fn q(&self, ident: &str) -> String {
+        self.d.quote(ident)
+    }
+
+    fn string(&self, s: &str) -> String {
+        let escaped = s.replace('\'', "''");
+        match self.d {
+            // MySQL treats backslash as an escape character inside string literals.
+            Dialect::Mysql => format!("'{}'", escaped.replace('\\', "\\\\")),
+            _ => format!("'{escaped}'"),
+        }
+    }
+
+    fn big(&self) -> &'static str {
+        match self.d {
+            Dialect::Sqlite => "INTEGER",
+            _ => "BIGINT",
+        }
+    }
+
+    fn key_text(&self) -> &'static str {
+        match self.d {
+            Dialect::Mysql => "VARCHAR(255)",
+            _ => "TEXT",
+        }
+    }
+
+    fn long_text(&self) -> &'static str {
+        scalar_type(ScalarType::String, self.d)
+    }
+
+    fn timestamp(&self) -> &'static str {
+        scalar_type(ScalarType::Timestamp, self.d)
+    }
+
+    fn boolean(&self) -> &'static str {
+        scalar_type(ScalarType::Bool, self.d)
+    }
+
+    fn json(&self) -> &'static str {
+        match self.d {
+            Dialect::Sqlite => "TEXT",
+            Dialect::Postgres => "JSONB",
+            Dialect::Mysql => "JSON",
+        }
+    }
+
+    fn false_lit(&self) -> &'static str {
+        match self.d {
+            Dialect::Sqlite => "0",
+            _ => "FALSE",
+        }
+    }
+
+    fn create_table(&self, table: &str, columns: Vec<String>) -> Result<String, askama::Error> {
+        CreateTableTemplate {
+            table: self.q(table),
+            columns,
+        }
+        .render()
+    }
+
+    fn create_index(&self, table: &str, name_suffix: &str, columns: &[&str]) -> String {
+        let cols: Vec<String> = columns.iter().map(|c| self.q(c)).collect();
+        format!(
+            "CREATE INDEX {} ON {} ({})",
+            self.q(&index_name(table, name_suffix)),
+            self.q(table),
+            cols.join(", ")
+        )
+    }
+
+    fn drop_index(&self, table: &str, name_suffix: &str) -> String {
+        let name = self.q(&index_name(table, name_suffix));
+        match self.d {
+            Dialect::Mysql => format!("DROP INDEX {name} ON {}", self.q(table)),
+            _ => format!("DROP INDEX {name}"),
+        }
+    }
+
+    fn column(&self, name: &str, ty: &str, constraints: &str) -> String {
+        if constraints.is_empty() {
+            format!("{} {ty}", self.q(name))
+        } else {
+            format!("{} {ty} {constraints}", self.q(name))
+        }
+    }
+
+    /// `DEFAULT ...` for a field, if it has one (sets default to empty).
+    fn default_clause(&self, f: &Field) -> Option<String> {
+        let literal = match (&f.ty.kind, &f.default) {
+            (TypeKind::Set { .. }, _) => self.string("[]"),
+            (_, None) => return None,
+            (TypeKind::Json { .. }, Some(v)) => {
+                let text = match v {
+                    // A string default of a json field is JSON text (`default = "{}"`).
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                self.string(&text)
+            }
+            (TypeKind::Scalar { scalar }, Some(v)) => self.scalar_literal(*scalar, v),
+        };
+        let needs_parens = self.d == Dialect::Mysql
+            && matches!(column_type(&f.ty, self.d), "LONGTEXT" | "JSON" | "LONGBLOB");
+        Some(if needs_parens {
+            format!("DEFAULT ({literal})")
+        } else {
+            format!("DEFAULT {literal}")
+        })
+    }
+
+    fn scalar_literal(&self, scalar: ScalarType, v: &serde_json::Value) -> String {
+        match (scalar, v) {
+            (ScalarType::Bool, serde_json::Value::Bool(b)) => match (self.d, b) {
+                (Dialect::Sqlite, true) => "1".into(),
+                (Dialect::Sqlite, false) => "0".into(),
+                (_, true) => "TRUE".into(),
+                (_, false) => "FALSE".into(),
+            },
+            (ScalarType::Timestamp, serde_json::Value::String(s)) => {
+                match chrono::DateTime::parse_from_rfc3339(s) {
+                    Ok(t) => {
+                        let t = t.with_timezone(&chrono::Utc);
+                        match self.d {
+                            Dialect::Mysql => {
+                                self.string(&t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+                            }
+                            _ => self.string(&t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()),
+                        }
+                    }
+                    Err(_) => self.string(s),
+                }
+            }
+            (_, serde_json::Value::String(s)) => self.string(s),
+            (_, other) => other.to_string(),
+        }
+    }
+
+    /// The column definition of a model field.
+    fn field_column(&self, f: &Field, with_default: bool) -> String {
+        let mut constraints = Vec::new();
+        if !f.ty.nullable {
+            constraints.push("NOT NULL".to_string());
+        }
+        if with_default && let Some(d) = self.default_clause(f) {
+            constraints.push(d);
+        }
+        self.column(
+            &f.column,
+            column_type(&f.ty, self.d),
+            &constraints.join(" "),
+        )
+    }
+
+    fn id_column(&self, e: &Entity) -> String {
+        let id = e.id_field();
+        match self.target {
+            Target::Client => self.column(
+                &id.column,
+                column_type(&id.ty, self.d),
+                "NOT NULL PRIMARY KEY",
+            ),
+            Target::Server(_) => self.column(&id.column, column_type(&id.ty, self.d), "NOT NULL"),
+        }
+    }
+
+    fn data_columns(&self, e: &Entity) -> Vec<String> {
+        e.synced_fields()
+            .filter(|f| !f.id)
+            .map(|f| self.field_column(f, true))
+            .collect()
+    }
+
+    fn base_table(e: &Entity) -> String {
+        format!("sync_base_{}", e.table)
+    }
+
+    fn entity_tables(&self, e: &Entity) -> Result<Vec<String>, askama::Error> {
+        let mut out = Vec::new();
+        match self.target {
+            Target::Client => {
+                let mut cols = vec![self.id_column(e)];
+                cols.extend(self.data_columns(e));
+                cols.extend([
+                    self.column("sync_clocks", "TEXT", "NOT NULL DEFAULT '{}'"),
+                    self.column("sync_updated_at", "TEXT", "NOT NULL"),
+                    self.column("sync_server_updated_at", "TEXT", ""),
+                    self.column("sync_version", "INTEGER", ""),
+                    self.column(
+                        "sync_status",
+                        "TEXT",
+                        "NOT NULL DEFAULT 'pending' CHECK (\"sync_status\" IN ('clean', 'pending', 'syncing', 'failed', 'conflicted'))",
+                    ),
+                    self.column("sync_deleted", "INTEGER", "NOT NULL DEFAULT 0"),
+                ]);
+                out.push(self.create_table(&e.table, cols)?);
+                out.push(self.create_index(&e.table, "sync_status", &["sync_status"]));
+                let mut base = vec![self.id_column(e)];
+                base.extend(self.data_columns(e));
+                base.extend([
+                    self.column("sync_clocks", "TEXT", "NOT NULL DEFAULT '{}'"),
+                    self.column("sync_version", "INTEGER", "NOT NULL"),
+                    self.column("sync_server_updated_at", "TEXT", ""),
+                    self.column("sync_deleted", "INTEGER", "NOT NULL DEFAULT 0"),
+                ]);
+                out.push(self.create_table(&Self::base_table(e), base)?);
+            }
+            Target::Server(_) => {
+                let mut cols = vec![
+                    self.column("sync_account", self.key_text(), "NOT NULL"),
+                    self.id_column(e),
+                ];
+                cols.extend(self.data_columns(e));
+                cols.extend([
+                    self.column("sync_clocks", self.json(), "NOT NULL"),
+                    self.column("sync_version", self.big(), "NOT NULL"),
+                    self.column("sync_seq", self.big(), "NOT NULL"),
+                    self.column("sync_server_updated_at", self.timestamp(), "NOT NULL"),
+                    self.column(
+                        "sync_deleted",
+                        self.boolean(),
+                        &format!("NOT NULL DEFAULT {}", self.false_lit()),
+                    ),
+                    format!(
+                        "PRIMARY KEY ({}, {})",
+                        self.q("sync_account"),
+                        self.q(&e.id_field().column)
+                    ),
+                ]);
+                out.push(self.create_table(&e.table, cols)?);
+                out.push(self.create_index(&e.table, "sync_seq", &["sync_account", "sync_seq"]));
+            }
+        }
+        for f in e.synced_fields().filter(|f| f.references.is_some()) {
+            out.push(self.reference_index(e, f));
+        }
+        Ok(out)
+    }
+
+    fn reference_index(&self, e: &Entity, f: &Field) -> String {
+        match self.target {
+            Target::Client => self.create_index(&e.table, &f.column, &[&f.column]),
+            Target::Server(_) => {
+                self.create_index(&e.table, &f.column, &["sync_account", &f.column])
+            }
+        }
+    }
+
+    fn tables_of(&self, e: &Entity) -> Vec<String> {
+        match self.target {
+            Target::Client => vec![e.table.clone(), Self::base_table(e)],
+            Target::Server(_) => vec![e.table.clone()],
+        }
+    }
+
+    fn toolkit_tables(&self) -> Result<Vec<String>, askama::Error> {
+        let mut out = vec![self.create_table(
+            "sync_migrations",
+            vec![
+                self.column("version", "INTEGER", "NOT NULL PRIMARY KEY"),
+                self.column("name", self.key_text(), "NOT NULL"),
+                self.column("fingerprint", self.key_text(), "NOT NULL"),
+            ],
+        )?];
+        match self.target {
+            Target::Client => {
+                out.push(self.create_table(
+                    "sync_outbox",
+                    vec![
+                        self.column("id", "INTEGER", "PRIMARY KEY AUTOINCREMENT"),
+                        self.column("entity_type", "TEXT", "NOT NULL"),
+                        self.column("entity_id", "TEXT", "NOT NULL"),
+                        self.column("op", "TEXT", "NOT NULL CHECK (\"op\" IN ('create', 'update', 'delete'))"),
+                        self.column("payload", "TEXT", "NOT NULL"),
+                        self.column("idempotency_key", "TEXT", "NOT NULL UNIQUE"),
+                        self.column("base_version", "INTEGER", ""),
+                        self.column("created_at", "TEXT", "NOT NULL"),
+                        self.column("attempt_count", "INTEGER", "NOT NULL DEFAULT 0"),
+                        self.column("next_attempt_at", "TEXT", ""),
+                        self.column(
+                            "status",
+                            "TEXT",
+                            "NOT NULL DEFAULT 'pending' CHECK (\"status\" IN ('pending', 'sending', 'failed', 'dead'))",
+                        ),
+                        self.column("last_error", "TEXT", ""),
+                    ],
+                )?);
+                out.push(self.create_index("sync_outbox", "entity", &["entity_type", "entity_id"]));
+                out.push(self.create_index(
+                    "sync_outbox",
+                    "status",
+                    &["status", "next_attempt_at"],
+                ));
+                out.push(self.create_table(
+                    "sync_state",
+                    vec![
+                        self.column("scope", "TEXT", "NOT NULL PRIMARY KEY"),
+                        self.column("change_token", "TEXT", ""),
+                        self.column("snapshot_cursor", "TEXT", ""),
+                        self.column("snapshot_token", "TEXT", ""),
+                        self.column("last_sync_at", "TEXT", ""),
+                        self.column("last_error", "TEXT", ""),
+                    ],
+                )?);
+                out.push(self.create_table(
+                    "sync_meta",
+                    vec![
+                        self.column("key", "TEXT", "NOT NULL PRIMARY KEY"),
+                        self.column("value", "TEXT", "NOT NULL"),
+                    ],
+                )?);
+                out.push(self.create_table(
+                    "sync_conflicts",
+                    vec![
+                        self.column("entity_type", "TEXT", "NOT NULL"),
+                        self.column("entity_id", "TEXT", "NOT NULL"),
+                        self.column("field", "TEXT", "NOT NULL"),
+                        self.column("base", "TEXT", "NOT NULL"),
+                        self.column("local", "TEXT", "NOT NULL"),
+                        self.column("remote", "TEXT", "NOT NULL"),
+                        self.column("remote_version", "INTEGER", ""),
+                        self.column("detected_at", "TEXT", "NOT NULL"),
+                        format!(
+                            "PRIMARY KEY ({}, {}, {})",
+                            self.q("entity_type"),
+                            self.q("entity_id"),
+                            self.q("field")
+                        ),
+                    ],
+                )?);
+            }
+            Target::Server(_) => {
+                let uuid = scalar_type(ScalarType::Uuid, self.d);
+                out.push(self.create_table(
+                    "sync_accounts",
+                    vec![
+                        self.column("sync_account", self.key_text(), "NOT NULL PRIMARY KEY"),
+                        self.column("last_seq", self.big(), "NOT NULL DEFAULT 0"),
+                        self.column("horizon_seq", self.big(), "NOT NULL DEFAULT 0"),
+                    ],
+                )?);
+                out.push(self.create_table(
+                    "sync_changes",
+                    vec![
+                        self.column("sync_account", self.key_text(), "NOT NULL"),
+                        self.column("seq", self.big(), "NOT NULL"),
+                        self.column("entity_type", self.key_text(), "NOT NULL"),
+                        self.column("entity_id", uuid, "NOT NULL"),
+                        self.column("version", self.big(), "NOT NULL"),
+                        self.column("deleted", self.boolean(), "NOT NULL"),
+                        self.column("committed_at", self.timestamp(), "NOT NULL"),
+                        format!(
+                            "PRIMARY KEY ({}, {})",
+                            self.q("sync_account"),
+                            self.q("seq")
+                        ),
+                    ],
+                )?);
+                out.push(self.create_index(
+                    "sync_changes",
+                    "entity",
+                    &["sync_account", "entity_type", "entity_id"],
+                ));
+                out.push(self.create_table(
+                    "sync_idempotency",
+                    vec![
+                        self.column("sync_account", self.key_text(), "NOT NULL"),
+                        self.column("idempotency_key", self.key_text(), "NOT NULL"),
+                        self.column("request_hash", self.key_text(), "NOT NULL"),
+                        self.column("state", self.key_text(), "NOT NULL"),
+                        self.column("response_status", "INTEGER", ""),
+                        self.column("response_body", self.long_text(), ""),
+                        self.column("created_at", self.timestamp(), "NOT NULL"),
+                        self.column("expires_at", self.timestamp(), "NOT NULL"),
+                        format!(
+                            "PRIMARY KEY ({}, {})",
+                            self.q("sync_account"),
+                            self.q("idempotency_key")
+                        ),
+                    ],
+                )?);
+                out.push(self.create_index("sync_idempotency", "expiry", &["expires_at"]));
+            }
+        }
+        Ok(out)
+    }
+
+    fn drop_toolkit_tables(&self) -> Vec<String> {
+        let tables: &[&str] = match self.target {
+            Target::Client => &[
+                "sync_conflicts",
+                "sync_meta",
+                "sync_state",
+                "sync_outbox",
+                "sync_migrations",
+            ],
+            Target::Server(_) => &[
+                "sync_idempotency",
+                "sync_changes",
+                "sync_accounts",
+                "sync_migrations",
+            ],
+        };
+        tables
+            .iter()
+            .map(|t| format!("DROP TABLE {}", self.q(t)))
+            .collect()
+    }
+
+    fn add_column(&self, table: &str, f: &Field) -> String {
+        format!(
+            "ALTER TABLE {} ADD COLUMN {}",
+            self.q(table),
+            self.field_column(f, true)
+        )
+    }
+
+    fn drop_column(&self, e: &Entity, table: &str, f: &Field, main: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        // SQLite refuses to drop an indexed column; the index goes first everywhere.
+        if main && f.references.is_some() {
+            out.push(self.drop_index(&e.table, &f.column));
+        }
+        out.push(format!(
+            "ALTER TABLE {} DROP COLUMN {}",
+            self.q(table),
+            self.q(&f.column)
+        ));
+        out
+    }
+
+    fn rename_column(&self, table: &str, from: &str, to: &str) -> String {
+        format!(
+            "ALTER TABLE {} RENAME COLUMN {} TO {}",
+            self.q(table),
+            self.q(from),
+            self.q(to)
+        )
+    }
+
+    fn change_type(&self, table: &str, f: &Field) -> Option<String> {
+        match self.d {
+            // SQLite columns keep INTEGER/REAL affinity whatever the width.
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!(
+                "ALTER TABLE {} ALTER COLUMN {} TYPE {}",
+                self.q(table),
+                self.q(&f.column),
+                column_type(&f.ty, self.d)
+            )),
+            Dialect::Mysql => Some(format!(
+                "ALTER TABLE {} MODIFY COLUMN {}",
+                self.q(table),
+                self.field_column(f, true)
+            )),
+        }
+    }
+
+    fn up(&self, step: &Step) -> Result<Vec<String>, askama::Error> {
+        Ok(match step {
+            Step::CreateEntity(e) => self.entity_tables(e)?,
+            Step::DropEntity(e) => self
+                .tables_of(e)
+                .iter()
+                .map(|t| format!("DROP TABLE {}", self.q(t)))
+                .collect(),
+            Step::AddField { entity, field } => {
+                let mut out: Vec<String> = self
+                    .tables_of(entity)
+                    .iter()
+                    .map(|t| self.add_column(t, field))
+                    .collect();
+                if field.references.is_some() {
+                    out.push(self.reference_index(entity, field));
+                }
+                out
+            }
+            Step::DropField { entity, field } => self
+                .tables_of(entity)
+                .iter()
+                .enumerate()
+                .flat_map(|(i, t)| self.drop_column(entity, t, field, i == 0))
+                .collect(),
+            Step::RenameColumn { entity, from, to } => {
+                let mut out: Vec<String> = self
+                    .tables_of(entity)
+                    .iter()
+                    .map(|t| self.rename_column(t, &from.column, &to.column))
+                    .collect();
+                if from.references.is_some() {
+                    out.push(self.drop_index(&entity.table, &from.column));
+                }
+                if to.references.is_some() {
+                    out.push(self.reference_index(entity, to));
+                }
+                out
+            }
+            Step::WidenField { entity, to, .. } => self
+                .tables_of(entity)
+                .iter()
+                .filter_map(|t| self.change_type(t, to))
+                .collect(),
+            Step::AddIndex { entity, field } => vec![self.reference_index(entity, field)],
+            Step::DropIndex { entity, field } => {
+                vec![self.drop_index(&entity.table, &field.column)]
+            }
+            Step::Metadata(_) => Vec::new(),
+        })
+    }
+
+    /// The statements that undo `step`, or `None` if it cannot be undone.
+    fn down(&self, step: &Step) -> Result<Option<Vec<String>>, askama::Error> {
+        Ok(Some(match step {
+            Step::CreateEntity(e) => self
+                .tables_of(e)
+                .iter()
+                .rev()
+                .map(|t| format!("DROP TABLE {}", self.q(t)))
+                .collect(),
+            Step::DropEntity(e) => self.entity_tables(e)?,
+            Step::AddField { entity, field } => self
+                .tables_of(entity)
+                .iter()
+                .enumerate()
+                .flat_map(|(i, t)| self.drop_column(entity, t, field, i == 0))
+                .collect(),
+            Step::DropField { entity, field } => {
+                let restorable = field.ty.nullable
+                    || field.default.is_some()
+                    || matches!(field.ty.kind, TypeKind::Set { .. });
+                if !restorable {
+                    return Ok(None);
+                }
+                self.up(&Step::AddField {
+                    entity: entity.clone(),
+                    field: field.clone(),
+                })?
+            }
+            Step::RenameColumn { entity, from, to } => self.up(&Step::RenameColumn {
+                entity: entity.clone(),
+                from: to.clone(),
+                to: from.clone(),
+            })?,
+            Step::WidenField { entity, from, .. } => self
+                .tables_of(entity)
+                .iter()
+                .filter_map(|t| self.change_type(t, from))
+                .collect(),
+            Step::AddIndex { entity, field } => vec![self.drop_index(&entity.table, &field.column)],
+            Step::DropIndex { entity, field } => vec![self.reference_index(entity, field)],
+            Step::Metadata(_) => Vec::new(),
+        }))
+    }
+}
+
+/// Problems with `default` values that only show when rendering SQL.
+pub fn check_defaults(model: &sync_model::Model) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in &model.entities {
+        for f in e.synced_fields() {
+            let Some(v) = &f.default else { continue };
+            let problem = match (&f.ty.kind, v) {
+                (
+                    TypeKind::Scalar {
+                        scalar: ScalarType::Timestamp,
+                    },
+                    serde_json::Value::String(s),
+                ) => chrono::DateTime::parse_from_rfc3339(s).err().map(|_| {
+                    format!(
+                        "`{s}` is not an RFC 3339 timestamp (for example \"2024-01-01T00:00:00Z\")"
+                    )
+                }),
+                (
+                    TypeKind::Scalar {
+                        scalar: ScalarType::Uuid,
+                    },
+                    serde_json::Value::String(s),
+                ) => {
+                    let ok = s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+                    (!ok).then(|| format!("`{s}` is not a UUID"))
+                }
+                (TypeKind::Json { .. }, serde_json::Value::String(s)) => serde_json::from_str::<
+                    serde_json::Value,
+                >(s)
+                .err()
+                .map(|e| {
+                    format!(
+                        "a json field's string default is JSON text, and `{s}` is not JSON ({e})"
+                    )
+                }),
+                _ => None,
+            };
+            if let Some(p) = problem {
+                out.push(format!("default of `{}.{}`: {p}", e.name, f.name));
+            }
+        }
+    }
+    out
+}
+
+/// The type of a field as a readable string, for `inspect`.
+pub fn sql_types(ty: &FieldType) -> [&'static str; 3] {
+    [
+        column_type(ty, Dialect::Sqlite),
+        column_type(ty, Dialect::Postgres),
+        column_type(ty, Dialect::Mysql),
+    ]
+}
