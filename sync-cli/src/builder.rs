@@ -7,15 +7,14 @@ use crate::generate::{Options, Report, generate};
 
 /// Generates migrations from a build script.
 ///
+/// In `build.rs`:
+///
 /// ```no_run
-/// // build.rs
-/// fn main() {
-///     sync_cli::Builder::new()
-///         .input("src/model.rs")
-///         .out_dir("generated")
-///         .generate()
-///         .unwrap_or_else(|e| panic!("{e}"));
-/// }
+/// sync_cli::Builder::new()
+///     .input("src/model.rs")
+///     .out_dir("generated")
+///     .generate()
+///     .unwrap_or_else(|e| panic!("{e}"));
 /// ```
 ///
 /// `generate` prints `cargo:rerun-if-changed=` for every source file it reads, so Cargo

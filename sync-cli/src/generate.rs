@@ -184,11 +184,22 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
 }
 
 fn migration_name(steps: &[Step]) -> String {
-    let mut name = steps[0].slug();
-    if steps.len() == 2 {
-        name = format!("{name}_and_{}", steps[1].slug());
-    } else if steps.len() > 2 {
-        name = format!("{name}_and_{}_more", steps.len() - 1);
+    // Name the migration after its schema changes; metadata-only steps name it only
+    // when there is nothing else.
+    let schema: Vec<&Step> = steps
+        .iter()
+        .filter(|s| !matches!(s, Step::Metadata(_)))
+        .collect();
+    let named: Vec<&Step> = if schema.is_empty() {
+        steps.iter().collect()
+    } else {
+        schema
+    };
+    let mut name = named[0].slug();
+    if named.len() == 2 {
+        name = format!("{name}_and_{}", named[1].slug());
+    } else if named.len() > 2 {
+        name = format!("{name}_and_{}_more", named.len() - 1);
     }
     name.truncate(60);
     name.trim_end_matches('_').to_string()

@@ -3,7 +3,7 @@
 //! and every generated function does what its docs say.
 
 mod model {
-    include!("../fixtures/tasks_model.rs");
+    include!("../../examples/tasks/src/model.rs");
 }
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use sync_runtime::ops::{LwwOp, ManualOp, SumOp, UnionOp};
 use sync_runtime::prelude::*;
 use sync_runtime::{DiffError, RecordError};
 
-const SOURCE: &str = include_str!("../fixtures/tasks_model.rs");
+const SOURCE: &str = include_str!("../../examples/tasks/src/model.rs");
 
 #[test]
 fn embedded_model_equals_parsed_model() {
