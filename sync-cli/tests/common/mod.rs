@@ -61,7 +61,7 @@ pub struct Group {
 pub fn v3() -> String {
     v2().replace(
         "    pub label: String,\n}",
-        "    pub label: String,\n    #[sync(default = 3)]\n    pub priority: i32,\n    #[sync(default = \"it's \\\\ new\")]\n    pub note: String,\n    pub color: Option<String>,\n    #[sync(default = \"2024-01-01T00:00:00Z\")]\n    pub since: DateTime<Utc>,\n    #[sync(default = true)]\n    pub active: bool,\n}",
+        "    pub label: String,\n    #[sync(default = 3)]\n    pub priority: i32,\n    #[sync(default = \"it's \\\\ new\")]\n    pub note: String,\n    pub color: Option<String>,\n    pub owner_id: Option<Uuid>,\n    #[sync(default = \"2024-01-01T00:00:00Z\")]\n    pub since: DateTime<Utc>,\n    #[sync(default = true)]\n    pub active: bool,\n}",
     )
 }
 
@@ -74,9 +74,13 @@ pub fn v4() -> String {
     .replace("    pub title: String,", "    #[sync(merge = \"manual\")]\n    pub title: String,")
 }
 
-/// V5: an explicit rename, and a field that gains `references`.
+/// V5: an explicit rename, a new referencing field, and a field that gains `references`.
 pub fn v5() -> String {
     v4().replace(
+        "    pub owner_id: Option<Uuid>,",
+        "    #[sync(references = \"project\")]\n    pub owner_id: Option<Uuid>,",
+    )
+    .replace(
         "    #[sync(merge = \"manual\")]\n    pub title: String,",
         "    #[sync(merge = \"manual\", renamed_from = \"title\")]\n    pub heading: String,",
     )
