@@ -46,9 +46,14 @@ fn hash(value: &impl Serialize) -> Fingerprint {
     Fingerprint(hex)
 }
 
-/// The fingerprint of a whole model (entity order matters: it is the source order).
+/// The fingerprint of a whole model.
+///
+/// Entities are hashed in wire-name order, so moving a struct to another file (or
+/// registering types with a store in another order) does not change it; the order of
+/// fields inside an entity does count.
 pub fn fingerprint(model: &Model) -> Fingerprint {
-    let entities: Vec<Entity> = model.entities.iter().map(strip_docs).collect();
+    let mut entities: Vec<Entity> = model.entities.iter().map(strip_docs).collect();
+    entities.sort_by(|a, b| a.name.cmp(&b.name));
     hash(&entities)
 }
 
@@ -81,6 +86,16 @@ mod tests {
         let b = fingerprint(&parse_source(SRC).unwrap());
         assert_eq!(a, b);
         assert!(a.0.starts_with("sha256:") && a.0.len() == 39, "{a}");
+    }
+
+    #[test]
+    fn entity_order_does_not_change_the_hash() {
+        let two = format!("{SRC}\n#[derive(Syncable)] struct Tag {{ #[sync(id)] id: Uuid }}");
+        let swapped = format!("#[derive(Syncable)] struct Tag {{ #[sync(id)] id: Uuid }}\n{SRC}");
+        assert_eq!(
+            fingerprint(&parse_source(&two).unwrap()),
+            fingerprint(&parse_source(&swapped).unwrap())
+        );
     }
 
     #[test]
