@@ -53,6 +53,8 @@
 pub mod hlc;
 pub mod merge;
 pub mod ops;
+#[cfg(feature = "sqlite")]
+pub mod store;
 mod syncable;
 
 pub use chrono;

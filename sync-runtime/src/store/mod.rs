@@ -1,0 +1,1056 @@
+//! The local store: SQLite as the source of truth, with a durable, coalescing outbox.
+//!
+//! Every write is one SQLite transaction that changes the entity row (typed columns, so
+//! the data can be queried with plain SQL), its sync metadata (`sync_status = 'pending'`,
+//! the hybrid-logical-clock stamp `sync_updated_at`, per-field `sync_clocks`) and the
+//! outbox row that tells the server about it. A crash at any point leaves either all of
+//! it or none of it.
+//!
+//! ```
+//! # use sync_runtime::prelude::*;
+//! # use sync_runtime::store::{LocalStore, Migrations};
+//! # #[derive(Syncable, Clone, Debug, PartialEq)]
+//! # pub struct Note { #[sync(id)] pub id: Uuid, pub body: String }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let gen_dir = dir.path().join("gen");
+//! # std::fs::create_dir_all(gen_dir.join("m"))?;
+//! # std::fs::write(gen_dir.join("m/0001_init.sql"), sync_runtime::store::__doc_migration())?;
+//! let store = LocalStore::builder(dir.path().join("app.db"))
+//!     .entity::<Note>()
+//!     .migrations(Migrations::from_dir(gen_dir.join("m"))?)
+//!     .open()?;
+//! let note = Note { id: Uuid::now_v7(), body: "hello".into() };
+//! store.create(&note)?;
+//! store.update(&Note { body: "hello world".into(), ..note.clone() })?;
+//! assert_eq!(store.get::<Note>(note.id)?.unwrap().body, "hello world");
+//! // Create then update, not yet sent: one outbox item, a create of the latest record.
+//! assert_eq!(store.outbox()?.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Outbox
+//!
+//! Entities with `outbox = "coalesce"` (the default) compose pending mutations of one
+//! record: update + update = one update whose patch is the composition (sums add, `lww`
+//! keeps the latest edit, `union` composes adds and removes, `manual` keeps the first
+//! base); create + update = create of the latest record; update + delete = delete;
+//! create + delete = nothing to send. Only an item that was never attempted is
+//! rewritten: once an item has been handed to the network (`sending`, or `failed` after
+//! an attempt), its idempotency key and body are frozen and later edits queue behind it.
+//! Delete then create of the same id queues a delete and a create, so the server ends
+//! with the new record and nothing of the old one. `outbox = "history"` entities keep
+//! every mutation, in order.
+
+mod columns;
+mod migrations;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sync_model::{Entity, Model, OutboxMode};
+use uuid::Uuid;
+
+pub use migrations::{MigrationFile, Migrations};
+
+use crate::hlc::{Hlc, HlcClock, NodeId};
+use crate::syncable::{Clocks, DiffError, InvalidValue, Patch, Record, RecordError, Syncable};
+
+/// Errors of the local store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("local database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The migrations could not be read.
+    #[error("client migrations: {0}")]
+    Migrations(String),
+    /// A migration failed to apply; the database is unchanged by it.
+    #[error("client migration {version:04}_{name} failed: {source}")]
+    MigrationFailed {
+        /// Its number.
+        version: u32,
+        /// Its name.
+        name: String,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was migrated by a newer version of the app.
+    #[error("the local database is at migration {database} but this app only knows migrations up to {app}: it was written by a newer version of the app; update the app")]
+    NewerDatabase {
+        /// The database's last migration.
+        database: u32,
+        /// The app's last migration.
+        app: u32,
+    },
+    /// The database's schema is not the compiled model's.
+    #[error("the local database at {path} was migrated for model fingerprint {database}, but the entities registered with the store ({entities}) have fingerprint {compiled}; regenerate the client migrations with `sync-cli generate`, embed them in the app, and register every entity of the model with `LocalStore::builder(..).entity::<T>()`")]
+    FingerprintMismatch {
+        /// The database file.
+        path: PathBuf,
+        /// The fingerprint recorded by the last migration.
+        database: String,
+        /// The fingerprint of the registered entities.
+        compiled: String,
+        /// The registered entities.
+        entities: String,
+    },
+    /// The type was not registered with the store.
+    #[error("entity `{0}` is not registered with this store; add `.entity::<T>()` to the store builder")]
+    UnknownEntity(&'static str),
+    /// No live record with this id.
+    #[error("no `{entity}` with id {id}")]
+    NotFound {
+        /// The entity.
+        entity: &'static str,
+        /// The id.
+        id: Uuid,
+    },
+    /// A live record with this id exists already.
+    #[error("a `{entity}` with id {id} exists already; use update")]
+    AlreadyExists {
+        /// The entity.
+        entity: &'static str,
+        /// The id.
+        id: Uuid,
+    },
+    /// A filter or ordering names a field the entity does not sync.
+    #[error("`{entity}` has no synced field `{field}`")]
+    UnknownField {
+        /// The entity.
+        entity: &'static str,
+        /// The field asked for.
+        field: String,
+    },
+    /// The value cannot be stored or sent.
+    #[error(transparent)]
+    Invalid(#[from] InvalidValue),
+    /// The change cannot be expressed as a patch.
+    #[error(transparent)]
+    Diff(#[from] DiffError),
+    /// A stored record does not fit the entity.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Stored data that the store cannot read back (a bug, or an edit outside syncgen).
+    #[error("local database holds unreadable sync data: {0}")]
+    Corrupt(String),
+}
+
+/// How durable a commit is (SQLite's `synchronous` pragma in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is flushed to disk before the write returns: survives power loss.
+    #[default]
+    Full,
+    /// Commits survive an app crash but the last ones may be lost to a power cut.
+    Normal,
+}
+
+/// Configures and opens a [`LocalStore`].
+#[derive(Debug)]
+pub struct StoreBuilder {
+    path: PathBuf,
+    entities: Vec<&'static Entity>,
+    migrations: Option<Migrations>,
+    durability: Durability,
+}
+
+impl StoreBuilder {
+    /// Registers an entity type. Register every entity of the model: the store checks
+    /// that together they are the model the database was migrated for.
+    pub fn entity<T: Syncable>(mut self) -> Self {
+        self.entities.push(T::model());
+        self
+    }
+
+    /// The client migrations generated by `sync-cli` (required).
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = Some(migrations);
+        self
+    }
+
+    /// How durable each commit is (default [`Durability::Full`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Opens (creating if needed) the database, applies pending migrations and checks that
+    /// the database's schema is the registered model's.
+    pub fn open(self) -> Result<LocalStore, StoreError> {
+        let migrations = self.migrations.ok_or_else(|| {
+            StoreError::Migrations("no migrations given; call `.migrations(Migrations::embedded(...))`".into())
+        })?;
+        let mut conn = Connection::open(&self.path)?;
+        configure(&conn, self.durability)?;
+        let db_fp = migrations.apply(&mut conn)?;
+        let model = Model {
+            entities: self.entities.iter().map(|e| (*e).clone()).collect(),
+        };
+        let compiled = sync_model::fingerprint(&model).0;
+        if db_fp != compiled {
+            return Err(StoreError::FingerprintMismatch {
+                path: self.path.clone(),
+                database: db_fp,
+                compiled,
+                entities: self.entities.iter().map(|e| e.rust_name.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let node = match meta_get(&conn, "node_id")? {
+            Some(hex) => NodeId(
+                u64::from_str_radix(&hex, 16).map_err(|_| StoreError::Corrupt(format!("node id `{hex}`")))?,
+            ),
+            None => {
+                let node = NodeId::random();
+                meta_set(&conn, "node_id", &format!("{:016x}", node.0))?;
+                node
+            }
+        };
+        let last = match meta_get(&conn, "hlc")? {
+            Some(s) => s.parse().map_err(|_| StoreError::Corrupt(format!("clock `{s}`")))?,
+            None => Hlc::ZERO,
+        };
+        Ok(LocalStore {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                clock: HlcClock::resume(node, last),
+                entities: self.entities.iter().map(|e| (e.name.clone(), *e)).collect(),
+                path: self.path,
+                subscribers: Mutex::new(Vec::new()),
+                status_watchers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row("SELECT \"value\" FROM \"sync_meta\" WHERE \"key\" = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO \"sync_meta\" (\"key\", \"value\") VALUES (?1, ?2) ON CONFLICT (\"key\") DO UPDATE SET \"value\" = excluded.\"value\"",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    clock: HlcClock,
+    entities: BTreeMap<String, &'static Entity>,
+    path: PathBuf,
+    subscribers: Mutex<Vec<mpsc::Sender<StoreEvent>>>,
+    status_watchers: Mutex<Vec<mpsc::Sender<SyncStatus>>>,
+}
+
+/// The local store. Cheap to clone; every clone is the same store, usable from any thread.
+#[derive(Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+/// What happened to a record, as told to subscribers after the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A record was written locally or by a sync.
+    Changed {
+        /// The entity's wire name.
+        entity: String,
+        /// The record's id.
+        id: Uuid,
+        /// What kind of change.
+        change: ChangeKind,
+    },
+}
+
+/// The kind of a [`StoreEvent::Changed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Created locally.
+    Created,
+    /// Updated locally.
+    Updated,
+    /// Deleted locally.
+    Deleted,
+}
+
+/// A subscription to [`StoreEvent`]s; events arrive after their transaction committed.
+#[derive(Debug)]
+pub struct Subscription<T> {
+    rx: mpsc::Receiver<T>,
+}
+
+impl<T> Subscription<T> {
+    /// Waits for the next event.
+    pub fn recv(&self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+
+    /// Waits for the next event, at most `timeout`.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<T> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// What a UI shows about syncing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// Outbox items not yet acknowledged by the server (pending, sending or failed).
+    pub pending: u64,
+    /// Items waiting for a retry after a failed attempt.
+    pub failed: Vec<OutboxItem>,
+    /// Items that will not be retried automatically (rejected by the server, or out of
+    /// attempts); retry them with [`LocalStore::retry_dead`].
+    pub dead: Vec<OutboxItem>,
+    /// Records with an unresolved conflict: `(entity, id)`.
+    pub conflicted: Vec<(String, Uuid)>,
+    /// When a sync last completed (RFC 3339), if ever.
+    pub last_sync_at: Option<String>,
+}
+
+/// The operation of an outbox item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxOp {
+    /// A new record.
+    Create,
+    /// A field-level patch.
+    Update,
+    /// A tombstone.
+    Delete,
+}
+
+impl OutboxOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutboxOp::Create => "create",
+            OutboxOp::Update => "update",
+            OutboxOp::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "create" => OutboxOp::Create,
+            "update" => OutboxOp::Update,
+            "delete" => OutboxOp::Delete,
+            other => return Err(StoreError::Corrupt(format!("outbox op `{other}`"))),
+        })
+    }
+}
+
+/// The state of an outbox item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    /// Waiting to be sent.
+    Pending,
+    /// Handed to the network.
+    Sending,
+    /// An attempt failed; it will be retried.
+    Failed,
+    /// Not retried automatically.
+    Dead,
+}
+
+impl OutboxStatus {
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "pending" => OutboxStatus::Pending,
+            "sending" => OutboxStatus::Sending,
+            "failed" => OutboxStatus::Failed,
+            "dead" => OutboxStatus::Dead,
+            other => return Err(StoreError::Corrupt(format!("outbox status `{other}`"))),
+        })
+    }
+}
+
+/// One row of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// Position in the queue.
+    pub id: i64,
+    /// The entity's wire name.
+    pub entity_type: String,
+    /// The record's id.
+    pub entity_id: Uuid,
+    /// What to do.
+    pub op: OutboxOp,
+    /// `{"record", "clocks"}` for a create, `{"patch"}` for an update, `{"hlc"}` for a delete.
+    pub payload: Json,
+    /// Sent with every attempt; the server replays its stored result for a repeat.
+    pub idempotency_key: String,
+    /// The server version the mutation was made against (`None` for a new record).
+    pub base_version: Option<i64>,
+    /// When it was queued (RFC 3339).
+    pub created_at: String,
+    /// Attempts so far.
+    pub attempt_count: i64,
+    /// Not before this time (RFC 3339).
+    pub next_attempt_at: Option<String>,
+    /// Its state.
+    pub status: OutboxStatus,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The sync metadata of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// `clean`, `pending`, `syncing`, `failed` or `conflicted`.
+    pub sync_status: String,
+    /// The stamp of the last local edit.
+    pub updated_at: Hlc,
+    /// The server's version of the record, once acknowledged.
+    pub version: Option<i64>,
+    /// A tombstone.
+    pub deleted: bool,
+}
+
+/// A simple query: filters on synced fields (by wire name), an order and a limit.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    filters: Vec<(String, &'static str, Json)>,
+    order: Option<(String, bool)>,
+    limit: Option<u32>,
+}
+
+impl Query {
+    /// Every live record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn filter(mut self, field: &str, op: &'static str, value: impl Serialize) -> Self {
+        let v = serde_json::to_value(value).unwrap_or(Json::Null);
+        self.filters.push((field.to_string(), op, v));
+        self
+    }
+
+    /// `field = value` (`value` `None` matches NULL).
+    pub fn eq(self, field: &str, value: impl Serialize) -> Self {
+        self.filter(field, "=", value)
+    }
+    /// `field <> value`.
+    pub fn ne(self, field: &str, value: impl Serialize) -> Self {
+        self.filter(field, "<>", value)
+    }
+    /// `field < value`.
+    pub fn lt(self, field: &str, value: impl Serialize) -> Self {
+        self.filter(field, "<", value)
+    }
+    /// `field <= value`.
+    pub fn le(self, field: &str, value: impl Serialize) -> Self {
+        self.filter(field, "<=", value)
+    }
+    /// `field > value`.
+    pub fn gt(self, field: &str, value: impl Serialize) -> Self {
+        self.filter(field, ">", value)
+    }
+    /// `field >= value`.
+    pub fn ge(self, field: &str, value: impl Serialize) -> Self {
+        self.filter(field, ">=", value)
+    }
+    /// Orders by a field, ascending.
+    pub fn order_by(mut self, field: &str) -> Self {
+        self.order = Some((field.to_string(), false));
+        self
+    }
+    /// Orders by a field, descending.
+    pub fn order_by_desc(mut self, field: &str) -> Self {
+        self.order = Some((field.to_string(), true));
+        self
+    }
+    /// At most `n` records.
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = Some(n);
+        self
+    }
+}
+
+fn q(ident: &str) -> String {
+    sync_model::sql::Dialect::Sqlite.quote(ident)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A stored row, read back.
+struct Row {
+    record: Record,
+    clocks: Json,
+    deleted: bool,
+    version: Option<i64>,
+}
+
+impl LocalStore {
+    /// Starts configuring a store on the database file at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> StoreBuilder {
+        StoreBuilder {
+            path: path.as_ref().to_path_buf(),
+            entities: Vec::new(),
+            migrations: None,
+            durability: Durability::default(),
+        }
+    }
+
+    /// This replica's node id (for HLC stamps).
+    pub fn node_id(&self) -> NodeId {
+        self.inner.clock.node()
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &HlcClock {
+        &self.inner.clock
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done transaction behind
+        // (rusqlite rolls back on drop), so the connection is still usable.
+        self.inner.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entity<T: Syncable>(&self) -> Result<&'static Entity, StoreError> {
+        self.inner
+            .entities
+            .get(T::ENTITY)
+            .copied()
+            .ok_or(StoreError::UnknownEntity(T::ENTITY))
+    }
+
+    /// The registered entities.
+    pub fn entities(&self) -> impl Iterator<Item = &'static Entity> + '_ {
+        self.inner.entities.values().copied()
+    }
+
+    /// Creates a record. Creating an id whose record was deleted recreates it: the old
+    /// record's fields are gone, and the server is told delete-then-create.
+    pub fn create<T: Syncable>(&self, value: &T) -> Result<(), StoreError> {
+        let entity = self.entity::<T>()?;
+        let mut value = value.clone();
+        value.normalize();
+        value.validate()?;
+        let id = value.id();
+        let record = value.to_record()?;
+        self.write(entity, id, ChangeKind::Created, |tx, hlc| {
+            let existing = read_row(tx, entity, id)?;
+            if let Some(row) = &existing
+                && !row.deleted
+            {
+                return Err(StoreError::AlreadyExists { entity: T::ENTITY, id });
+            }
+            let clocks = serde_json::to_value(T::Clocks::all(hlc)).expect("clocks serialise");
+            write_row(tx, entity, &record, &clocks, hlc, false)?;
+            let payload = serde_json::json!({ "record": record, "clocks": clocks });
+            let base_version = existing.and_then(|r| r.version);
+            enqueue(tx, entity, id, OutboxOp::Create, payload, base_version, false)?;
+            Ok(())
+        })
+    }
+
+    /// Updates a record: the store diffs it against the stored row and queues the patch.
+    /// Returns `false` if nothing changed (nothing is written then).
+    pub fn update<T: Syncable>(&self, value: &T) -> Result<bool, StoreError> {
+        let entity = self.entity::<T>()?;
+        let mut value = value.clone();
+        value.normalize();
+        value.validate()?;
+        let id = value.id();
+        let mut changed = true;
+        self.write(entity, id, ChangeKind::Updated, |tx, hlc| {
+            let row = read_row(tx, entity, id)?
+                .filter(|r| !r.deleted)
+                .ok_or(StoreError::NotFound { entity: T::ENTITY, id })?;
+            let old = T::from_record(&row.record)?;
+            let patch = T::diff(&old, &value, hlc)?;
+            if patch.is_empty() {
+                changed = false;
+                return Ok(());
+            }
+            let mut clocks: T::Clocks = serde_json::from_value(row.clocks)
+                .map_err(|e| StoreError::Corrupt(format!("sync_clocks: {e}")))?;
+            T::stamp(&mut clocks, &patch);
+            let clocks = serde_json::to_value(clocks).expect("clocks serialise");
+            let record = value.to_record()?;
+            write_row(tx, entity, &record, &clocks, hlc, false)?;
+            let last = last_item(tx, entity, id)?.filter(|l| l.mergeable && entity.outbox == OutboxMode::Coalesce);
+            match last {
+                Some(l) if l.op == OutboxOp::Create => {
+                    let payload = serde_json::json!({ "record": record, "clocks": clocks });
+                    rewrite_item(tx, l.id, OutboxOp::Create, &payload)?;
+                }
+                Some(l) if l.op == OutboxOp::Update => {
+                    let earlier: T::Patch = serde_json::from_value(l.payload["patch"].clone())
+                        .map_err(|e| StoreError::Corrupt(format!("outbox item {}: {e}", l.id)))?;
+                    let composed = earlier.compose(patch);
+                    let payload = serde_json::json!({ "patch": composed });
+                    rewrite_item(tx, l.id, OutboxOp::Update, &payload)?;
+                }
+                _ => {
+                    let payload = serde_json::json!({ "patch": patch });
+                    enqueue(tx, entity, id, OutboxOp::Update, payload, row.version, false)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(changed)
+    }
+
+    /// Deletes a record (a tombstone until the server has it).
+    pub fn delete<T: Syncable>(&self, id: Uuid) -> Result<(), StoreError> {
+        let entity = self.entity::<T>()?;
+        self.write(entity, id, ChangeKind::Deleted, |tx, hlc| {
+            let row = read_row(tx, entity, id)?
+                .filter(|r| !r.deleted)
+                .ok_or(StoreError::NotFound { entity: T::ENTITY, id })?;
+            let last = last_item(tx, entity, id)?.filter(|l| l.mergeable && entity.outbox == OutboxMode::Coalesce);
+            let payload = serde_json::json!({ "hlc": hlc });
+            match last {
+                Some(l) if l.op == OutboxOp::Create => {
+                    // Created and deleted before the server heard of it: nothing to send.
+                    tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [l.id])?;
+                    let others: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+                        params![entity.name, id.to_string()],
+                        |r| r.get(0),
+                    )?;
+                    if others == 0 && row.version.is_none() {
+                        tx.execute(&format!("DELETE FROM {} WHERE {} = ?1", q(&entity.table), q(&entity.id_field().column)), [id.to_string()])?;
+                    } else {
+                        mark_deleted(tx, entity, id, hlc)?;
+                    }
+                }
+                Some(l) if l.op == OutboxOp::Update => {
+                    mark_deleted(tx, entity, id, hlc)?;
+                    rewrite_item(tx, l.id, OutboxOp::Delete, &payload)?;
+                }
+                _ => {
+                    mark_deleted(tx, entity, id, hlc)?;
+                    enqueue(tx, entity, id, OutboxOp::Delete, payload, row.version, false)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The live record with this id.
+    pub fn get<T: Syncable>(&self, id: Uuid) -> Result<Option<T>, StoreError> {
+        let entity = self.entity::<T>()?;
+        let conn = self.conn();
+        match read_row(&conn, entity, id)? {
+            Some(row) if !row.deleted => Ok(Some(T::from_record(&row.record)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every live record of a type, in id order.
+    pub fn list<T: Syncable>(&self) -> Result<Vec<T>, StoreError> {
+        self.query(&Query::new())
+    }
+
+    /// Live records matching a query.
+    pub fn query<T: Syncable>(&self, query: &Query) -> Result<Vec<T>, StoreError> {
+        let entity = self.entity::<T>()?;
+        let field = |name: &str| {
+            entity.field(name).ok_or_else(|| StoreError::UnknownField {
+                entity: T::ENTITY,
+                field: name.to_string(),
+            })
+        };
+        let mut sql = format!("SELECT {} FROM {} WHERE {} = 0", select_list(entity), q(&entity.table), q("sync_deleted"));
+        let mut args: Vec<Sql> = Vec::new();
+        for (name, op, value) in &query.filters {
+            let f = field(name)?;
+            if value.is_null() {
+                let not = if *op == "<>" { "NOT " } else { "" };
+                sql.push_str(&format!(" AND {} IS {not}NULL", q(&f.column)));
+            } else {
+                sql.push_str(&format!(" AND {} {op} ?", q(&f.column)));
+                args.push(columns::to_sql(f, value)?);
+            }
+        }
+        match &query.order {
+            Some((name, desc)) => {
+                let f = field(name)?;
+                sql.push_str(&format!(
+                    " ORDER BY {} {}, {}",
+                    q(&f.column),
+                    if *desc { "DESC" } else { "ASC" },
+                    q(&entity.id_field().column)
+                ));
+            }
+            None => sql.push_str(&format!(" ORDER BY {}", q(&entity.id_field().column))),
+        }
+        if let Some(n) = query.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params_from_iter(args))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let row = row_from_sql(entity, r)?;
+            out.push(T::from_record(&row.record)?);
+        }
+        Ok(out)
+    }
+
+    /// The sync metadata of a record (also of a tombstone).
+    pub fn record_meta<T: Syncable>(&self, id: Uuid) -> Result<Option<RecordMeta>, StoreError> {
+        let entity = self.entity::<T>()?;
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {}, {}, {}, {} FROM {} WHERE {} = ?1",
+            q("sync_status"),
+            q("sync_updated_at"),
+            q("sync_version"),
+            q("sync_deleted"),
+            q(&entity.table),
+            q(&entity.id_field().column)
+        );
+        conn.query_row(&sql, [id.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?))
+        })
+        .optional()?
+        .map(|(sync_status, updated_at, version, deleted)| {
+            Ok(RecordMeta {
+                sync_status,
+                updated_at: updated_at
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("sync_updated_at `{updated_at}`")))?,
+                version,
+                deleted: deleted != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every outbox item, in queue order.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        let conn = self.conn();
+        read_outbox(&conn, "1 = 1")
+    }
+
+    /// What a UI shows: pending count, failed and dead items, conflicts, last sync.
+    pub fn status(&self) -> Result<SyncStatus, StoreError> {
+        let conn = self.conn();
+        status(&conn, self.inner.entities.values().copied())
+    }
+
+    /// Puts every dead item back in the queue (after the user fixed the cause).
+    pub fn retry_dead(&self) -> Result<usize, StoreError> {
+        let n = {
+            let conn = self.conn();
+            conn.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL WHERE \"status\" = 'dead'",
+                [],
+            )?
+        };
+        self.notify_status();
+        Ok(n)
+    }
+
+    /// Events after each commit.
+    pub fn subscribe(&self) -> Subscription<StoreEvent> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        Subscription { rx }
+    }
+
+    /// The [`SyncStatus`] after each commit that may change it.
+    pub fn watch_status(&self) -> Subscription<SyncStatus> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.status_watchers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        Subscription { rx }
+    }
+
+    fn notify_status(&self) {
+        let mut watchers = self.inner.status_watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if watchers.is_empty() {
+            return;
+        }
+        if let Ok(s) = self.status() {
+            watchers.retain(|w| w.send(s.clone()).is_ok());
+        }
+    }
+
+    fn notify(&self, event: StoreEvent) {
+        self.inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.send(event.clone()).is_ok());
+        self.notify_status();
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction with a fresh HLC stamp, persists the clock,
+    /// commits, then tells subscribers.
+    fn write(
+        &self,
+        entity: &'static Entity,
+        id: Uuid,
+        change: ChangeKind,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, Hlc) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let hlc = self.inner.clock.now();
+            f(&tx, hlc)?;
+            meta_set(&tx, "hlc", &hlc.to_string())?;
+            tx.commit()?;
+        }
+        self.notify(StoreEvent::Changed {
+            entity: entity.name.clone(),
+            id,
+            change,
+        });
+        Ok(())
+    }
+}
+
+fn select_list(entity: &Entity) -> String {
+    let mut cols: Vec<String> = entity.synced_fields().map(|f| q(&f.column)).collect();
+    cols.extend(["sync_clocks", "sync_deleted", "sync_version"].iter().map(|c| q(c)));
+    cols.join(", ")
+}
+
+fn row_from_sql(entity: &Entity, r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
+    let mut record = Record::new();
+    let mut i = 0;
+    for f in entity.synced_fields() {
+        record.insert(f.name.clone(), columns::from_sql(f, r.get_ref(i)?)?);
+        i += 1;
+    }
+    let clocks: String = r.get(i)?;
+    let deleted: i64 = r.get(i + 1)?;
+    let version: Option<i64> = r.get(i + 2)?;
+    Ok(Row {
+        record,
+        clocks: serde_json::from_str(&clocks).map_err(|e| StoreError::Corrupt(format!("sync_clocks: {e}")))?,
+        deleted: deleted != 0,
+        version,
+    })
+}
+
+fn read_row(conn: &Connection, entity: &Entity, id: Uuid) -> Result<Option<Row>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        select_list(entity),
+        q(&entity.table),
+        q(&entity.id_field().column)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id.to_string()])?;
+    match rows.next()? {
+        Some(r) => Ok(Some(row_from_sql(entity, r)?)),
+        None => Ok(None),
+    }
+}
+
+/// Inserts or replaces the row's data and marks it pending.
+fn write_row(conn: &Connection, entity: &Entity, record: &Record, clocks: &Json, hlc: Hlc, deleted: bool) -> Result<(), StoreError> {
+    let mut cols = Vec::new();
+    let mut args: Vec<Sql> = Vec::new();
+    for f in entity.synced_fields() {
+        cols.push(q(&f.column));
+        args.push(columns::to_sql(f, record.get(&f.name).unwrap_or(&Json::Null))?);
+    }
+    cols.extend(["sync_clocks", "sync_updated_at", "sync_status", "sync_deleted"].iter().map(|c| q(c)));
+    args.push(Sql::Text(clocks.to_string()));
+    args.push(Sql::Text(hlc.to_string()));
+    args.push(Sql::Text("pending".into()));
+    args.push(Sql::Integer(i64::from(deleted)));
+    let placeholders = vec!["?"; cols.len()].join(", ");
+    let id_col = q(&entity.id_field().column);
+    let updates: Vec<String> = cols.iter().filter(|c| **c != id_col).map(|c| format!("{c} = excluded.{c}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({placeholders}) ON CONFLICT ({id_col}) DO UPDATE SET {}",
+        q(&entity.table),
+        cols.join(", "),
+        updates.join(", ")
+    );
+    conn.prepare_cached(&sql)?.execute(params_from_iter(args))?;
+    Ok(())
+}
+
+fn mark_deleted(conn: &Connection, entity: &Entity, id: Uuid, hlc: Hlc) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "UPDATE {} SET {} = 1, {} = 'pending', {} = ?1 WHERE {} = ?2",
+            q(&entity.table),
+            q("sync_deleted"),
+            q("sync_status"),
+            q("sync_updated_at"),
+            q(&entity.id_field().column)
+        ),
+        params![hlc.to_string(), id.to_string()],
+    )?;
+    Ok(())
+}
+
+struct LastItem {
+    id: i64,
+    op: OutboxOp,
+    payload: Json,
+    /// Never attempted and still pending: its body may be rewritten.
+    mergeable: bool,
+}
+
+fn last_item(conn: &Connection, entity: &Entity, id: Uuid) -> Result<Option<LastItem>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT \"id\", \"op\", \"payload\", \"status\", \"attempt_count\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 ORDER BY \"id\" DESC LIMIT 1",
+    )?;
+    let row = stmt
+        .query_row(params![entity.name, id.to_string()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?))
+        })
+        .optional()?;
+    row.map(|(id, op, payload, status, attempts)| {
+        Ok(LastItem {
+            id,
+            op: OutboxOp::parse(&op)?,
+            payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(format!("outbox item {id}: {e}")))?,
+            mergeable: status == "pending" && attempts == 0,
+        })
+    })
+    .transpose()
+}
+
+fn enqueue(
+    conn: &Connection,
+    entity: &Entity,
+    id: Uuid,
+    op: OutboxOp,
+    payload: Json,
+    base_version: Option<i64>,
+    _history: bool,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO \"sync_outbox\" (\"entity_type\", \"entity_id\", \"op\", \"payload\", \"idempotency_key\", \"base_version\", \"created_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        entity.name,
+        id.to_string(),
+        op.as_str(),
+        payload.to_string(),
+        Uuid::new_v4().to_string(),
+        base_version,
+        now_rfc3339()
+    ])?;
+    Ok(())
+}
+
+fn rewrite_item(conn: &Connection, item: i64, op: OutboxOp, payload: &Json) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE \"sync_outbox\" SET \"op\" = ?1, \"payload\" = ?2 WHERE \"id\" = ?3 AND \"status\" = 'pending' AND \"attempt_count\" = 0")?
+        .execute(params![op.as_str(), payload.to_string(), item])?;
+    Ok(())
+}
+
+fn read_outbox(conn: &Connection, filter: &str) -> Result<Vec<OutboxItem>, StoreError> {
+    let sql = format!(
+        "SELECT \"id\", \"entity_type\", \"entity_id\", \"op\", \"payload\", \"idempotency_key\", \"base_version\", \"created_at\", \"attempt_count\", \"next_attempt_at\", \"status\", \"last_error\" FROM \"sync_outbox\" WHERE {filter} ORDER BY \"id\""
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let payload: String = r.get(4)?;
+        let entity_id: String = r.get(2)?;
+        let op: String = r.get(3)?;
+        let status: String = r.get(10)?;
+        out.push(OutboxItem {
+            id: r.get(0)?,
+            entity_type: r.get(1)?,
+            entity_id: entity_id.parse().map_err(|_| StoreError::Corrupt(format!("outbox entity id `{entity_id}`")))?,
+            op: OutboxOp::parse(&op)?,
+            payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+            idempotency_key: r.get(5)?,
+            base_version: r.get(6)?,
+            created_at: r.get(7)?,
+            attempt_count: r.get(8)?,
+            next_attempt_at: r.get(9)?,
+            status: OutboxStatus::parse(&status)?,
+            last_error: r.get(11)?,
+        });
+    }
+    Ok(out)
+}
+
+fn status<'a>(conn: &Connection, entities: impl Iterator<Item = &'a Entity>) -> Result<SyncStatus, StoreError> {
+    let pending: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut conflicted = Vec::new();
+    for e in entities {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = 'conflicted' ORDER BY 1",
+            q(&e.id_field().column),
+            q(&e.table),
+            q("sync_status")
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for id in ids {
+            let id = id?;
+            conflicted.push((e.name.clone(), id.parse().map_err(|_| StoreError::Corrupt(format!("id `{id}`")))?));
+        }
+    }
+    Ok(SyncStatus {
+        pending: pending as u64,
+        failed: read_outbox(conn, "\"status\" = 'failed'")?,
+        dead: read_outbox(conn, "\"status\" = 'dead'")?,
+        conflicted,
+        last_sync_at: conn.query_row("SELECT MAX(\"last_sync_at\") FROM \"sync_state\"", [], |r| r.get(0))?,
+    })
+}
+
+#[doc(hidden)]
+/// The client migration of a one-entity model `Note { id, body }`, for doc examples.
+pub fn __doc_migration() -> &'static str {
+    include_str!("doc_note_migration.sql")
+}

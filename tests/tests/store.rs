@@ -1,0 +1,385 @@
+//! The local store and its outbox against real SQLite files.
+#![allow(missing_docs)]
+
+mod model {
+    include!("../../examples/tasks/src/model.rs");
+}
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use model::{Comment, Project, Task, TaskPatch};
+use sync_runtime::ops::{LwwOp, SumOp, UnionOp};
+use sync_runtime::prelude::*;
+use sync_runtime::store::{ChangeKind, LocalStore, Migrations, OutboxOp, OutboxStatus, Query, StoreError, StoreEvent};
+
+fn migrations() -> Migrations {
+    Migrations::embedded(include!("../../examples/tasks/generated/client_migrations.rs")).unwrap()
+}
+
+fn open(path: &std::path::Path) -> LocalStore {
+    LocalStore::builder(path)
+        .entity::<Project>()
+        .entity::<Task>()
+        .entity::<Comment>()
+        .migrations(migrations())
+        .open()
+        .unwrap()
+}
+
+fn task(title: &str) -> Task {
+    Task {
+        id: Uuid::now_v7(),
+        project_id: Uuid::now_v7(),
+        title: title.into(),
+        status: "open".into(),
+        tags: BTreeSet::new(),
+        likes: 0,
+        price_cents: 100,
+        due: None,
+        meta: BTreeMap::new(),
+        r#type: None,
+        draft: None,
+    }
+}
+
+#[test]
+fn offline_create_survives_a_restart_with_its_outbox_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let t = task("write tests");
+    {
+        let store = open(&path);
+        store.create(&t).unwrap();
+    }
+    let store = open(&path);
+    let got = store.get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!(got, Task { draft: None, ..t.clone() });
+    let meta = store.record_meta::<Task>(t.id).unwrap().unwrap();
+    assert_eq!(meta.sync_status, "pending");
+    assert_eq!(meta.version, None);
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].op, OutboxOp::Create);
+    assert_eq!(outbox[0].entity_type, "task");
+    assert_eq!(outbox[0].entity_id, t.id);
+    assert_eq!(outbox[0].payload["record"]["title"], "write tests");
+    assert_eq!(outbox[0].status, OutboxStatus::Pending);
+    // Plain SQL sees typed columns.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (title, likes): (String, i64) = conn
+        .query_row("SELECT title, likes FROM tasks WHERE id = ?1", [t.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((title.as_str(), likes), ("write tests", 0));
+}
+
+/// Marks the outbox as acknowledged by a server, so that later writes start new items
+/// (what the sync engine does after a successful push).
+fn acknowledge_all(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "DELETE FROM sync_outbox; UPDATE tasks SET sync_version = 1, sync_status = 'clean'; UPDATE comments SET sync_version = 1, sync_status = 'clean';",
+    )
+    .unwrap();
+}
+
+#[test]
+fn five_updates_coalesce_into_one_composed_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let base = task("v0");
+    store.create(&base).unwrap();
+    acknowledge_all(&path);
+
+    let mut current = base.clone();
+    let mut patches = Vec::new();
+    for i in 1..=5 {
+        let mut next = current.clone();
+        next.title = format!("v{i}");
+        next.likes += i;
+        if i % 2 == 0 {
+            next.tags.insert(format!("t{i}"));
+        } else {
+            next.tags.remove(&format!("t{}", i - 1));
+        }
+        assert!(store.update(&next).unwrap());
+        patches.push(Task::diff(&current, &next, Hlc::ZERO).unwrap());
+        current = next;
+    }
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1, "{outbox:#?}");
+    assert_eq!(outbox[0].op, OutboxOp::Update);
+    assert_eq!(outbox[0].base_version, Some(1));
+    let patch: TaskPatch = serde_json::from_value(outbox[0].payload["patch"].clone()).unwrap();
+    let expected = patches.into_iter().reduce(|a, b| a.compose(b)).unwrap();
+    assert_eq!(patch.likes, Some(SumOp { add: 15 }));
+    assert_eq!(patch.likes, expected.likes);
+    assert_eq!(patch.tags, expected.tags);
+    // Added then removed again: the composition removes (harmless where absent).
+    assert_eq!(
+        patch.tags,
+        Some(UnionOp { add: BTreeSet::new(), remove: BTreeSet::from(["t2".to_string(), "t4".to_string()]) })
+    );
+    assert_eq!(patch.title.as_ref().map(|o| o.set.as_str()), Some("v5"));
+    assert!(matches!(patch.title, Some(LwwOp { .. })));
+    // The UI shows the latest.
+    assert_eq!(store.get::<Task>(base.id).unwrap().unwrap().title, "v5");
+    // An unchanged update writes nothing.
+    assert!(!store.update(&current).unwrap());
+    assert_eq!(store.outbox().unwrap().len(), 1);
+}
+
+#[test]
+fn history_entities_keep_every_mutation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let mut c = Comment { id: Uuid::now_v7(), task_id: Uuid::now_v7(), body: "0".into() };
+    store.create(&c).unwrap();
+    for i in 1..=4 {
+        c.body = i.to_string();
+        store.update(&c).unwrap();
+    }
+    let ops: Vec<OutboxOp> = store.outbox().unwrap().iter().map(|i| i.op).collect();
+    assert_eq!(ops, [OutboxOp::Create, OutboxOp::Update, OutboxOp::Update, OutboxOp::Update, OutboxOp::Update]);
+    store.delete::<Comment>(c.id).unwrap();
+    assert_eq!(store.outbox().unwrap().len(), 6);
+}
+
+#[test]
+fn create_then_delete_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let t = task("temporary");
+    store.create(&t).unwrap();
+    store.update(&Task { title: "still temporary".into(), ..t.clone() }).unwrap();
+    store.delete::<Task>(t.id).unwrap();
+    assert!(store.outbox().unwrap().is_empty());
+    assert!(store.get::<Task>(t.id).unwrap().is_none());
+    assert!(store.record_meta::<Task>(t.id).unwrap().is_none(), "never reached the server: no tombstone needed");
+}
+
+#[test]
+fn update_then_delete_is_a_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let t = task("x");
+    store.create(&t).unwrap();
+    acknowledge_all(&path);
+    store.update(&Task { likes: 3, ..t.clone() }).unwrap();
+    store.delete::<Task>(t.id).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].op, OutboxOp::Delete);
+    assert_eq!(outbox[0].base_version, Some(1));
+    let meta = store.record_meta::<Task>(t.id).unwrap().unwrap();
+    assert!(meta.deleted);
+    assert!(store.get::<Task>(t.id).unwrap().is_none());
+    assert!(matches!(store.update(&t), Err(StoreError::NotFound { .. })));
+}
+
+#[test]
+fn delete_then_recreate_does_not_resurrect_old_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let mut old = task("old");
+    old.tags.insert("stale".into());
+    old.likes = 7;
+    store.create(&old).unwrap();
+    acknowledge_all(&path);
+    store.delete::<Task>(old.id).unwrap();
+    let new = Task { title: "new".into(), tags: BTreeSet::new(), likes: 0, ..old.clone() };
+    store.create(&new).unwrap();
+    assert!(matches!(store.create(&new), Err(StoreError::AlreadyExists { .. })));
+    assert_eq!(store.get::<Task>(old.id).unwrap().unwrap(), new);
+    let outbox = store.outbox().unwrap();
+    let ops: Vec<OutboxOp> = outbox.iter().map(|i| i.op).collect();
+    assert_eq!(ops, [OutboxOp::Delete, OutboxOp::Create]);
+    assert_eq!(outbox[1].payload["record"]["likes"], 0);
+    assert_eq!(outbox[1].payload["record"]["tags"], serde_json::json!([]));
+    assert_eq!(outbox[1].base_version, Some(1), "the create knows the version it replaces");
+}
+
+#[test]
+fn items_being_sent_are_never_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let t = task("a");
+    store.create(&t).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE sync_outbox SET status = 'sending', attempt_count = 1", []).unwrap();
+    let before = store.outbox().unwrap();
+    store.update(&Task { title: "b".into(), ..t.clone() }).unwrap();
+    let after = store.outbox().unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0], before[0], "the in-flight item keeps its key and body");
+    assert_eq!(after[1].op, OutboxOp::Update);
+    assert_ne!(after[0].idempotency_key, after[1].idempotency_key);
+}
+
+#[test]
+fn queries_filter_and_order_on_typed_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    for (title, likes, status) in [("a", 3, "open"), ("b", 1, "done"), ("c", 2, "open")] {
+        store.create(&Task { likes, status: status.into(), ..task(title) }).unwrap();
+    }
+    let open_by_likes: Vec<String> = store
+        .query::<Task>(&Query::new().eq("status", "open").order_by_desc("likes"))
+        .unwrap()
+        .into_iter()
+        .map(|t| t.title)
+        .collect();
+    assert_eq!(open_by_likes, ["a", "c"]);
+    let few = store.query::<Task>(&Query::new().lt("likes", 3).order_by("title").limit(1)).unwrap();
+    assert_eq!(few.len(), 1);
+    assert_eq!(few[0].title, "b");
+    assert_eq!(store.query::<Task>(&Query::new().eq("type", None::<String>)).unwrap().len(), 3);
+    assert!(matches!(
+        store.query::<Task>(&Query::new().eq("nope", 1)),
+        Err(StoreError::UnknownField { .. })
+    ));
+    assert_eq!(store.list::<Task>().unwrap().len(), 3);
+}
+
+#[test]
+fn subscribers_hear_about_commits_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let events = store.subscribe();
+    let status = store.watch_status();
+    let t = task("watched");
+    store.create(&t).unwrap();
+    assert_eq!(
+        events.recv_timeout(Duration::from_secs(1)),
+        Some(StoreEvent::Changed { entity: "task".into(), id: t.id, change: ChangeKind::Created })
+    );
+    let s = status.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(s.pending, 1);
+    assert!(s.dead.is_empty() && s.failed.is_empty() && s.conflicted.is_empty());
+    assert_eq!(s.last_sync_at, None);
+    store.delete::<Task>(t.id).unwrap();
+    assert_eq!(
+        events.recv_timeout(Duration::from_secs(1)).map(|e| match e {
+            StoreEvent::Changed { change, .. } => change,
+        }),
+        Some(ChangeKind::Deleted)
+    );
+}
+
+#[test]
+fn status_shows_failed_dead_and_conflicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let (a, b, c) = (task("a"), task("b"), task("c"));
+    for t in [&a, &b, &c] {
+        store.create(t).unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "UPDATE sync_outbox SET status = 'failed', attempt_count = 1, last_error = 'HTTP 503' WHERE entity_id = '{}';
+         UPDATE sync_outbox SET status = 'dead', attempt_count = 8, last_error = 'rejected: title too long' WHERE entity_id = '{}';
+         UPDATE tasks SET sync_status = 'conflicted' WHERE id = '{}';
+         INSERT INTO sync_state (scope, last_sync_at) VALUES ('acc', '2026-01-01T00:00:00Z');",
+        a.id, b.id, c.id
+    ))
+    .unwrap();
+    let s = store.status().unwrap();
+    assert_eq!(s.pending, 2, "pending + failed; dead items are not pending");
+    assert_eq!(s.failed.len(), 1);
+    assert_eq!(s.failed[0].last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(s.dead.len(), 1);
+    assert_eq!(s.dead[0].entity_id, b.id);
+    assert_eq!(s.conflicted, vec![("task".to_string(), c.id)]);
+    assert_eq!(s.last_sync_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(store.retry_dead().unwrap(), 1);
+    assert!(store.status().unwrap().dead.is_empty());
+}
+
+#[test]
+fn a_database_for_another_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    drop(open(&path));
+    let err = LocalStore::builder(&path)
+        .entity::<Project>()
+        .entity::<Task>()
+        .migrations(migrations())
+        .open()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::FingerprintMismatch { .. }), "{msg}");
+    assert!(msg.contains("register every entity of the model"), "{msg}");
+    assert!(msg.contains("(Project, Task)"), "{msg}");
+}
+
+#[test]
+fn unregistered_types_and_bad_values_are_errors_not_writes() {
+    #[derive(Syncable, Clone, Debug, PartialEq)]
+    pub struct Other {
+        #[sync(id)]
+        pub id: Uuid,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let err = store.create(&Other { id: Uuid::now_v7() }).unwrap_err();
+    assert!(err.to_string().contains("add `.entity::<T>()`"), "{err}");
+    let p = Project { id: Uuid::now_v7(), name: "p".into(), created_at: DateTime::from_timestamp(1, 0).unwrap() };
+    store.create(&p).unwrap();
+    let err = store
+        .update(&Project { created_at: DateTime::from_timestamp(2, 0).unwrap(), ..p.clone() })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Diff(_)), "{err}");
+    assert_eq!(store.get::<Project>(p.id).unwrap().unwrap(), p, "nothing written");
+    assert_eq!(store.outbox().unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_writers_never_lose_an_outbox_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for i in 0..25 {
+                    let t = Task { likes: i, ..task("t") };
+                    store.create(&t).unwrap();
+                    ids.push(t.id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let ids: Vec<Uuid> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert_eq!(ids.len(), 200);
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 200);
+    let in_outbox: BTreeSet<Uuid> = outbox.iter().map(|i| i.entity_id).collect();
+    assert_eq!(in_outbox, ids.iter().copied().collect());
+    assert_eq!(store.list::<Task>().unwrap().len(), 200);
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<LocalStore>();
+}
+
+#[test]
+fn clock_and_node_id_persist_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let t = task("a");
+    let (node, stamp) = {
+        let store = open(&path);
+        store.create(&t).unwrap();
+        (store.node_id(), store.record_meta::<Task>(t.id).unwrap().unwrap().updated_at)
+    };
+    let store = open(&path);
+    assert_eq!(store.node_id(), node);
+    store.update(&Task { title: "b".into(), ..t }).unwrap();
+    let later = store.record_meta::<Task>(t.id).unwrap().unwrap().updated_at;
+    assert!(later > stamp, "{later} > {stamp}");
+}
