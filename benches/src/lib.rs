@@ -14,7 +14,10 @@ use sync_runtime::store::{Durability, LocalStore, Migrations};
 
 /// The example app's client migrations.
 pub fn migrations() -> Migrations {
-    Migrations::embedded(include!("../../examples/tasks/generated/client_migrations.rs")).expect("embedded migrations")
+    Migrations::embedded(include!(
+        "../../examples/tasks/generated/client_migrations.rs"
+    ))
+    .expect("embedded migrations")
 }
 
 /// A store on a fresh file in `dir`.
@@ -32,7 +35,8 @@ pub fn store(dir: &std::path::Path, durability: Durability) -> LocalStore {
 /// A raw connection to a fresh file with the same schema and pragmas as the store.
 pub fn raw(dir: &std::path::Path, durability: Durability) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(dir.join("raw.db")).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
     conn.pragma_update(
         None,
         "synchronous",

@@ -60,13 +60,29 @@ impl Hlc {
     }
 }
 
+impl Hlc {
+    /// The text form in a fixed buffer (no allocation, no formatting machinery: stamps
+    /// are written on every local edit).
+    fn encode(&self) -> [u8; 38] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        fn put(out: &mut [u8], mut v: u64) {
+            for b in out.iter_mut().rev() {
+                *b = HEX[(v & 0xf) as usize];
+                v >>= 4;
+            }
+        }
+        let mut out = [b'-'; 38];
+        put(&mut out[0..12], self.millis);
+        put(&mut out[13..21], u64::from(self.counter));
+        put(&mut out[22..38], self.node.0);
+        out
+    }
+}
+
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:012x}-{:08x}-{:016x}",
-            self.millis, self.counter, self.node.0
-        )
+        let buf = self.encode();
+        f.write_str(std::str::from_utf8(&buf).expect("hex digits and dashes are ASCII"))
     }
 }
 
@@ -103,7 +119,8 @@ impl FromStr for Hlc {
 
 impl Serialize for Hlc {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let buf = self.encode();
+        s.serialize_str(std::str::from_utf8(&buf).expect("ASCII"))
     }
 }
 

@@ -58,7 +58,10 @@ fn values() -> impl Strategy<Value = Values> {
     (
         prop::sample::select(vec!["a", "b", "c"]),
         -2i64..3,
-        prop::collection::btree_set(prop::sample::select(vec!["x", "y", "z"]).prop_map(String::from), 0..3),
+        prop::collection::btree_set(
+            prop::sample::select(vec!["x", "y", "z"]).prop_map(String::from),
+            0..3,
+        ),
         0i64..3,
         prop::option::of(Just("n".to_string())),
     )
@@ -103,11 +106,13 @@ fn replay<T: Syncable>(items: &[OutboxItem]) -> BTreeMap<Uuid, Option<Record>> {
     for item in items.iter().filter(|i| i.entity_type == T::ENTITY) {
         match item.op {
             OutboxOp::Create => {
-                let record: Record = serde_json::from_value(item.payload["record"].clone()).unwrap();
+                let record: Record =
+                    serde_json::from_value(item.payload["record"].clone()).unwrap();
                 server.insert(item.entity_id, Some(T::from_record(&record).unwrap()));
             }
             OutboxOp::Update => {
-                let patch: T::Patch = serde_json::from_value(item.payload["patch"].clone()).unwrap();
+                let patch: T::Patch =
+                    serde_json::from_value(item.payload["patch"].clone()).unwrap();
                 let current = server
                     .get_mut(&item.entity_id)
                     .and_then(Option::as_mut)

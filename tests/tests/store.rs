@@ -11,10 +11,15 @@ use std::time::Duration;
 use model::{Comment, Project, Task, TaskPatch};
 use sync_runtime::ops::{LwwOp, SumOp, UnionOp};
 use sync_runtime::prelude::*;
-use sync_runtime::store::{ChangeKind, LocalStore, Migrations, OutboxOp, OutboxStatus, Query, StoreError, StoreEvent};
+use sync_runtime::store::{
+    ChangeKind, LocalStore, Migrations, OutboxOp, OutboxStatus, Query, StoreError, StoreEvent,
+};
 
 fn migrations() -> Migrations {
-    Migrations::embedded(include!("../../examples/tasks/generated/client_migrations.rs")).unwrap()
+    Migrations::embedded(include!(
+        "../../examples/tasks/generated/client_migrations.rs"
+    ))
+    .unwrap()
 }
 
 fn open(path: &std::path::Path) -> LocalStore {
@@ -54,7 +59,13 @@ fn offline_create_survives_a_restart_with_its_outbox_item() {
     }
     let store = open(&path);
     let got = store.get::<Task>(t.id).unwrap().unwrap();
-    assert_eq!(got, Task { draft: None, ..t.clone() });
+    assert_eq!(
+        got,
+        Task {
+            draft: None,
+            ..t.clone()
+        }
+    );
     let meta = store.record_meta::<Task>(t.id).unwrap().unwrap();
     assert_eq!(meta.sync_status, "pending");
     assert_eq!(meta.version, None);
@@ -68,7 +79,11 @@ fn offline_create_survives_a_restart_with_its_outbox_item() {
     // Plain SQL sees typed columns.
     let conn = rusqlite::Connection::open(&path).unwrap();
     let (title, likes): (String, i64) = conn
-        .query_row("SELECT title, likes FROM tasks WHERE id = ?1", [t.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT title, likes FROM tasks WHERE id = ?1",
+            [t.id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((title.as_str(), likes), ("write tests", 0));
 }
@@ -119,7 +134,10 @@ fn five_updates_coalesce_into_one_composed_patch() {
     // Added then removed again: the composition removes (harmless where absent).
     assert_eq!(
         patch.tags,
-        Some(UnionOp { add: BTreeSet::new(), remove: BTreeSet::from(["t2".to_string(), "t4".to_string()]) })
+        Some(UnionOp {
+            add: BTreeSet::new(),
+            remove: BTreeSet::from(["t2".to_string(), "t4".to_string()])
+        })
     );
     assert_eq!(patch.title.as_ref().map(|o| o.set.as_str()), Some("v5"));
     assert!(matches!(patch.title, Some(LwwOp { .. })));
@@ -134,14 +152,27 @@ fn five_updates_coalesce_into_one_composed_patch() {
 fn history_entities_keep_every_mutation() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("app.db"));
-    let mut c = Comment { id: Uuid::now_v7(), task_id: Uuid::now_v7(), body: "0".into() };
+    let mut c = Comment {
+        id: Uuid::now_v7(),
+        task_id: Uuid::now_v7(),
+        body: "0".into(),
+    };
     store.create(&c).unwrap();
     for i in 1..=4 {
         c.body = i.to_string();
         store.update(&c).unwrap();
     }
     let ops: Vec<OutboxOp> = store.outbox().unwrap().iter().map(|i| i.op).collect();
-    assert_eq!(ops, [OutboxOp::Create, OutboxOp::Update, OutboxOp::Update, OutboxOp::Update, OutboxOp::Update]);
+    assert_eq!(
+        ops,
+        [
+            OutboxOp::Create,
+            OutboxOp::Update,
+            OutboxOp::Update,
+            OutboxOp::Update,
+            OutboxOp::Update
+        ]
+    );
     store.delete::<Comment>(c.id).unwrap();
     assert_eq!(store.outbox().unwrap().len(), 6);
 }
@@ -152,11 +183,19 @@ fn create_then_delete_sends_nothing() {
     let store = open(&dir.path().join("app.db"));
     let t = task("temporary");
     store.create(&t).unwrap();
-    store.update(&Task { title: "still temporary".into(), ..t.clone() }).unwrap();
+    store
+        .update(&Task {
+            title: "still temporary".into(),
+            ..t.clone()
+        })
+        .unwrap();
     store.delete::<Task>(t.id).unwrap();
     assert!(store.outbox().unwrap().is_empty());
     assert!(store.get::<Task>(t.id).unwrap().is_none());
-    assert!(store.record_meta::<Task>(t.id).unwrap().is_none(), "never reached the server: no tombstone needed");
+    assert!(
+        store.record_meta::<Task>(t.id).unwrap().is_none(),
+        "never reached the server: no tombstone needed"
+    );
 }
 
 #[test]
@@ -167,7 +206,12 @@ fn update_then_delete_is_a_delete() {
     let t = task("x");
     store.create(&t).unwrap();
     acknowledge_all(&path);
-    store.update(&Task { likes: 3, ..t.clone() }).unwrap();
+    store
+        .update(&Task {
+            likes: 3,
+            ..t.clone()
+        })
+        .unwrap();
     store.delete::<Task>(t.id).unwrap();
     let outbox = store.outbox().unwrap();
     assert_eq!(outbox.len(), 1);
@@ -190,16 +234,28 @@ fn delete_then_recreate_does_not_resurrect_old_fields() {
     store.create(&old).unwrap();
     acknowledge_all(&path);
     store.delete::<Task>(old.id).unwrap();
-    let new = Task { title: "new".into(), tags: BTreeSet::new(), likes: 0, ..old.clone() };
+    let new = Task {
+        title: "new".into(),
+        tags: BTreeSet::new(),
+        likes: 0,
+        ..old.clone()
+    };
     store.create(&new).unwrap();
-    assert!(matches!(store.create(&new), Err(StoreError::AlreadyExists { .. })));
+    assert!(matches!(
+        store.create(&new),
+        Err(StoreError::AlreadyExists { .. })
+    ));
     assert_eq!(store.get::<Task>(old.id).unwrap().unwrap(), new);
     let outbox = store.outbox().unwrap();
     let ops: Vec<OutboxOp> = outbox.iter().map(|i| i.op).collect();
     assert_eq!(ops, [OutboxOp::Delete, OutboxOp::Create]);
     assert_eq!(outbox[1].payload["record"]["likes"], 0);
     assert_eq!(outbox[1].payload["record"]["tags"], serde_json::json!([]));
-    assert_eq!(outbox[1].base_version, Some(1), "the create knows the version it replaces");
+    assert_eq!(
+        outbox[1].base_version,
+        Some(1),
+        "the create knows the version it replaces"
+    );
 }
 
 #[test]
@@ -210,12 +266,24 @@ fn items_being_sent_are_never_rewritten() {
     let t = task("a");
     store.create(&t).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute("UPDATE sync_outbox SET status = 'sending', attempt_count = 1", []).unwrap();
+    conn.execute(
+        "UPDATE sync_outbox SET status = 'sending', attempt_count = 1",
+        [],
+    )
+    .unwrap();
     let before = store.outbox().unwrap();
-    store.update(&Task { title: "b".into(), ..t.clone() }).unwrap();
+    store
+        .update(&Task {
+            title: "b".into(),
+            ..t.clone()
+        })
+        .unwrap();
     let after = store.outbox().unwrap();
     assert_eq!(after.len(), 2);
-    assert_eq!(after[0], before[0], "the in-flight item keeps its key and body");
+    assert_eq!(
+        after[0], before[0],
+        "the in-flight item keeps its key and body"
+    );
     assert_eq!(after[1].op, OutboxOp::Update);
     assert_ne!(after[0].idempotency_key, after[1].idempotency_key);
 }
@@ -225,7 +293,13 @@ fn queries_filter_and_order_on_typed_columns() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("app.db"));
     for (title, likes, status) in [("a", 3, "open"), ("b", 1, "done"), ("c", 2, "open")] {
-        store.create(&Task { likes, status: status.into(), ..task(title) }).unwrap();
+        store
+            .create(&Task {
+                likes,
+                status: status.into(),
+                ..task(title)
+            })
+            .unwrap();
     }
     let open_by_likes: Vec<String> = store
         .query::<Task>(&Query::new().eq("status", "open").order_by_desc("likes"))
@@ -234,10 +308,18 @@ fn queries_filter_and_order_on_typed_columns() {
         .map(|t| t.title)
         .collect();
     assert_eq!(open_by_likes, ["a", "c"]);
-    let few = store.query::<Task>(&Query::new().lt("likes", 3).order_by("title").limit(1)).unwrap();
+    let few = store
+        .query::<Task>(&Query::new().lt("likes", 3).order_by("title").limit(1))
+        .unwrap();
     assert_eq!(few.len(), 1);
     assert_eq!(few[0].title, "b");
-    assert_eq!(store.query::<Task>(&Query::new().eq("type", None::<String>)).unwrap().len(), 3);
+    assert_eq!(
+        store
+            .query::<Task>(&Query::new().eq("type", None::<String>))
+            .unwrap()
+            .len(),
+        3
+    );
     assert!(matches!(
         store.query::<Task>(&Query::new().eq("nope", 1)),
         Err(StoreError::UnknownField { .. })
@@ -255,7 +337,11 @@ fn subscribers_hear_about_commits_and_status() {
     store.create(&t).unwrap();
     assert_eq!(
         events.recv_timeout(Duration::from_secs(1)),
-        Some(StoreEvent::Changed { entity: "task".into(), id: t.id, change: ChangeKind::Created })
+        Some(StoreEvent::Changed {
+            entity: "task".into(),
+            id: t.id,
+            change: ChangeKind::Created
+        })
     );
     let s = status.recv_timeout(Duration::from_secs(1)).unwrap();
     assert_eq!(s.pending, 1);
@@ -263,9 +349,11 @@ fn subscribers_hear_about_commits_and_status() {
     assert_eq!(s.last_sync_at, None);
     store.delete::<Task>(t.id).unwrap();
     assert_eq!(
-        events.recv_timeout(Duration::from_secs(1)).map(|e| match e {
-            StoreEvent::Changed { change, .. } => change,
-        }),
+        events
+            .recv_timeout(Duration::from_secs(1))
+            .map(|e| match e {
+                StoreEvent::Changed { change, .. } => change,
+            }),
         Some(ChangeKind::Deleted)
     );
 }
@@ -312,7 +400,10 @@ fn a_database_for_another_model_is_refused() {
         .open()
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, StoreError::FingerprintMismatch { .. }), "{msg}");
+    assert!(
+        matches!(err, StoreError::FingerprintMismatch { .. }),
+        "{msg}"
+    );
     assert!(msg.contains("register every entity of the model"), "{msg}");
     assert!(msg.contains("(Project, Task)"), "{msg}");
 }
@@ -328,13 +419,24 @@ fn unregistered_types_and_bad_values_are_errors_not_writes() {
     let store = open(&dir.path().join("app.db"));
     let err = store.create(&Other { id: Uuid::now_v7() }).unwrap_err();
     assert!(err.to_string().contains("add `.entity::<T>()`"), "{err}");
-    let p = Project { id: Uuid::now_v7(), name: "p".into(), created_at: DateTime::from_timestamp(1, 0).unwrap() };
+    let p = Project {
+        id: Uuid::now_v7(),
+        name: "p".into(),
+        created_at: DateTime::from_timestamp(1, 0).unwrap(),
+    };
     store.create(&p).unwrap();
     let err = store
-        .update(&Project { created_at: DateTime::from_timestamp(2, 0).unwrap(), ..p.clone() })
+        .update(&Project {
+            created_at: DateTime::from_timestamp(2, 0).unwrap(),
+            ..p.clone()
+        })
         .unwrap_err();
     assert!(matches!(err, StoreError::Diff(_)), "{err}");
-    assert_eq!(store.get::<Project>(p.id).unwrap().unwrap(), p, "nothing written");
+    assert_eq!(
+        store.get::<Project>(p.id).unwrap().unwrap(),
+        p,
+        "nothing written"
+    );
     assert_eq!(store.outbox().unwrap().len(), 1);
 }
 
@@ -348,7 +450,10 @@ fn concurrent_writers_never_lose_an_outbox_row() {
             std::thread::spawn(move || {
                 let mut ids = Vec::new();
                 for i in 0..25 {
-                    let t = Task { likes: i, ..task("t") };
+                    let t = Task {
+                        likes: i,
+                        ..task("t")
+                    };
                     store.create(&t).unwrap();
                     ids.push(t.id);
                 }
@@ -356,7 +461,10 @@ fn concurrent_writers_never_lose_an_outbox_row() {
             })
         })
         .collect();
-    let ids: Vec<Uuid> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let ids: Vec<Uuid> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     assert_eq!(ids.len(), 200);
     let outbox = store.outbox().unwrap();
     assert_eq!(outbox.len(), 200);
@@ -375,11 +483,19 @@ fn clock_and_node_id_persist_across_restarts() {
     let (node, stamp) = {
         let store = open(&path);
         store.create(&t).unwrap();
-        (store.node_id(), store.record_meta::<Task>(t.id).unwrap().unwrap().updated_at)
+        (
+            store.node_id(),
+            store.record_meta::<Task>(t.id).unwrap().unwrap().updated_at,
+        )
     };
     let store = open(&path);
     assert_eq!(store.node_id(), node);
-    store.update(&Task { title: "b".into(), ..t }).unwrap();
+    store
+        .update(&Task {
+            title: "b".into(),
+            ..t
+        })
+        .unwrap();
     let later = store.record_meta::<Task>(t.id).unwrap().unwrap().updated_at;
     assert!(later > stamp, "{later} > {stamp}");
 }

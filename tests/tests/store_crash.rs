@@ -23,7 +23,12 @@ fn open(path: &std::path::Path) -> LocalStore {
         .entity::<Project>()
         .entity::<Task>()
         .entity::<Comment>()
-        .migrations(Migrations::embedded(include!("../../examples/tasks/generated/client_migrations.rs")).unwrap())
+        .migrations(
+            Migrations::embedded(include!(
+                "../../examples/tasks/generated/client_migrations.rs"
+            ))
+            .unwrap(),
+        )
         .open()
         .unwrap()
 }
@@ -43,7 +48,10 @@ impl Rng {
 fn sigkill_never_loses_a_committed_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.db");
-    let seed = std::env::var("SYNC_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_u64);
+    let seed = std::env::var("SYNC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_u64);
     let mut rng = Rng(seed);
     let mut committed_projects = 0u64;
     let mut committed_likes = 0u64;
@@ -56,7 +64,10 @@ fn sigkill_never_loses_a_committed_write() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
         });
         std::thread::sleep(Duration::from_millis(20 + rng.next() % 180));
         child.kill().unwrap(); // SIGKILL on Unix
@@ -71,7 +82,9 @@ fn sigkill_never_loses_a_committed_write() {
         }
 
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(check, "ok", "round {round} (seed {seed})");
         drop(conn);
 
@@ -79,29 +92,55 @@ fn sigkill_never_loses_a_committed_write() {
         let projects = store.list::<Project>().unwrap();
         // Every reported commit is there; one more may have committed before its report.
         assert!(
-            projects.len() as u64 >= committed_projects && projects.len() as u64 <= committed_projects + 1,
+            projects.len() as u64 >= committed_projects
+                && projects.len() as u64 <= committed_projects + 1,
             "round {round} (seed {seed}): {} projects, {committed_projects} reported",
             projects.len()
         );
         committed_projects = projects.len() as u64;
         let likes = store.get::<Task>(COUNTER).unwrap().map_or(0, |t| t.likes) as u64;
-        assert!(likes >= committed_likes && likes <= committed_likes + 1, "round {round}: {likes} likes, {committed_likes} reported");
+        assert!(
+            likes >= committed_likes && likes <= committed_likes + 1,
+            "round {round}: {likes} likes, {committed_likes} reported"
+        );
         committed_likes = likes;
 
         // The outbox holds every write: replaying it gives the local rows.
         let outbox = store.outbox().unwrap();
         let mut creates: std::collections::BTreeMap<Uuid, Record> = Default::default();
         for item in &outbox {
-            assert_eq!(item.op, OutboxOp::Create, "nothing was sent, so every item is a (coalesced) create");
-            creates.insert(item.entity_id, serde_json::from_value(item.payload["record"].clone()).unwrap());
+            assert_eq!(
+                item.op,
+                OutboxOp::Create,
+                "nothing was sent, so every item is a (coalesced) create"
+            );
+            creates.insert(
+                item.entity_id,
+                serde_json::from_value(item.payload["record"].clone()).unwrap(),
+            );
         }
         for p in &projects {
-            assert_eq!(creates.get(&p.id), Some(&p.to_record().unwrap()), "round {round}: project in the outbox");
+            assert_eq!(
+                creates.get(&p.id),
+                Some(&p.to_record().unwrap()),
+                "round {round}: project in the outbox"
+            );
         }
         if let Some(t) = store.get::<Task>(COUNTER).unwrap() {
-            assert_eq!(creates.get(&COUNTER), Some(&t.to_record().unwrap()), "round {round}: counter in the outbox");
+            assert_eq!(
+                creates.get(&COUNTER),
+                Some(&t.to_record().unwrap()),
+                "round {round}: counter in the outbox"
+            );
         }
-        assert_eq!(outbox.len(), projects.len() + usize::from(likes > 0 || store.get::<Task>(COUNTER).unwrap().is_some()));
+        assert_eq!(
+            outbox.len(),
+            projects.len()
+                + usize::from(likes > 0 || store.get::<Task>(COUNTER).unwrap().is_some())
+        );
     }
-    assert!(committed_projects > 25, "the child made progress: {committed_projects}");
+    assert!(
+        committed_projects > 25,
+        "the child made progress: {committed_projects}"
+    );
 }

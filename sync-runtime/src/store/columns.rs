@@ -29,19 +29,36 @@ pub(crate) fn to_sql(field: &Field, v: &Json) -> Result<Sql, StoreError> {
     Ok(match &field.ty.kind {
         TypeKind::Set { .. } | TypeKind::Json { .. } => Sql::Text(v.to_string()),
         TypeKind::Scalar { scalar } => match scalar {
-            ScalarType::Bool => Sql::Integer(i64::from(v.as_bool().ok_or_else(|| bad(field, "expected a bool"))?)),
-            ScalarType::F32 | ScalarType::F64 => Sql::Real(v.as_f64().ok_or_else(|| bad(field, "expected a number"))?),
-            s if s.is_integer() => Sql::Integer(v.as_i64().ok_or_else(|| bad(field, "expected an integer"))?),
-            ScalarType::String | ScalarType::Uuid => {
-                Sql::Text(v.as_str().ok_or_else(|| bad(field, "expected a string"))?.to_owned())
+            ScalarType::Bool => Sql::Integer(i64::from(
+                v.as_bool().ok_or_else(|| bad(field, "expected a bool"))?,
+            )),
+            ScalarType::F32 | ScalarType::F64 => {
+                Sql::Real(v.as_f64().ok_or_else(|| bad(field, "expected a number"))?)
             }
+            s if s.is_integer() => Sql::Integer(
+                v.as_i64()
+                    .ok_or_else(|| bad(field, "expected an integer"))?,
+            ),
+            ScalarType::String | ScalarType::Uuid => Sql::Text(
+                v.as_str()
+                    .ok_or_else(|| bad(field, "expected a string"))?
+                    .to_owned(),
+            ),
             ScalarType::Timestamp => {
-                let s = v.as_str().ok_or_else(|| bad(field, "expected a timestamp"))?;
-                Sql::Text(canonical_timestamp(s).ok_or_else(|| bad(field, "expected an RFC 3339 timestamp"))?)
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| bad(field, "expected a timestamp"))?;
+                Sql::Text(
+                    canonical_timestamp(s)
+                        .ok_or_else(|| bad(field, "expected an RFC 3339 timestamp"))?,
+                )
             }
             ScalarType::Bytes => {
                 let items = v.as_array().ok_or_else(|| bad(field, "expected bytes"))?;
-                let bytes: Option<Vec<u8>> = items.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
+                let bytes: Option<Vec<u8>> = items
+                    .iter()
+                    .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                    .collect();
                 Sql::Blob(bytes.ok_or_else(|| bad(field, "expected bytes"))?)
             }
             _ => unreachable!("every scalar is covered"),
@@ -51,7 +68,9 @@ pub(crate) fn to_sql(field: &Field, v: &Json) -> Result<Sql, StoreError> {
 
 /// The canonical text form of a timestamp: microseconds, `Z`.
 pub(crate) fn canonical_timestamp(s: &str) -> Option<String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&chrono::Utc);
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .ok()?
+        .with_timezone(&chrono::Utc);
     Some(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
 }
 
@@ -64,11 +83,24 @@ pub(crate) fn from_sql(field: &Field, v: ValueRef<'_>) -> Result<Json, StoreErro
         (TypeKind::Set { .. } | TypeKind::Json { .. }, ValueRef::Text(t)) => {
             serde_json::from_slice(t).map_err(|e| bad(field, &format!("invalid JSON: {e}")))?
         }
-        (TypeKind::Scalar { scalar: ScalarType::Bool }, ValueRef::Integer(i)) => Json::Bool(i != 0),
-        (TypeKind::Scalar { scalar: ScalarType::F32 | ScalarType::F64 }, ValueRef::Real(f)) => {
-            serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
-        }
-        (TypeKind::Scalar { scalar: ScalarType::F32 | ScalarType::F64 }, ValueRef::Integer(i)) => Json::from(i as f64),
+        (
+            TypeKind::Scalar {
+                scalar: ScalarType::Bool,
+            },
+            ValueRef::Integer(i),
+        ) => Json::Bool(i != 0),
+        (
+            TypeKind::Scalar {
+                scalar: ScalarType::F32 | ScalarType::F64,
+            },
+            ValueRef::Real(f),
+        ) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        (
+            TypeKind::Scalar {
+                scalar: ScalarType::F32 | ScalarType::F64,
+            },
+            ValueRef::Integer(i),
+        ) => Json::from(i as f64),
         (TypeKind::Scalar { scalar }, ValueRef::Integer(i)) if scalar.is_integer() => Json::from(i),
         (
             TypeKind::Scalar {
@@ -76,9 +108,17 @@ pub(crate) fn from_sql(field: &Field, v: ValueRef<'_>) -> Result<Json, StoreErro
             },
             ValueRef::Text(t),
         ) => Json::String(String::from_utf8_lossy(t).into_owned()),
-        (TypeKind::Scalar { scalar: ScalarType::Bytes }, ValueRef::Blob(b)) => {
-            Json::Array(b.iter().map(|x| Json::from(*x)).collect())
+        (
+            TypeKind::Scalar {
+                scalar: ScalarType::Bytes,
+            },
+            ValueRef::Blob(b),
+        ) => Json::Array(b.iter().map(|x| Json::from(*x)).collect()),
+        (_, other) => {
+            return Err(bad(
+                field,
+                &format!("unexpected SQLite value {:?}", other.data_type()),
+            ));
         }
-        (_, other) => return Err(bad(field, &format!("unexpected SQLite value {:?}", other.data_type()))),
     })
 }

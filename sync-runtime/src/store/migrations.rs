@@ -22,7 +22,7 @@ pub struct MigrationFile {
 ///
 /// Embed the files `sync-cli` generated (the usual way, so the app carries its schema):
 ///
-/// ```ignore
+/// ```text
 /// let migrations = Migrations::embedded(include!(concat!(
 ///     env!("CARGO_MANIFEST_DIR"),
 ///     "/generated/client_migrations.rs"
@@ -53,7 +53,9 @@ impl Migrations {
         let mut out = Vec::new();
         for (file, sql) in files {
             let (version, name) = parse_name(file).ok_or_else(|| {
-                StoreError::Migrations(format!("`{file}` is not a migration file name (NNNN_name.sql)"))
+                StoreError::Migrations(format!(
+                    "`{file}` is not a migration file name (NNNN_name.sql)"
+                ))
             })?;
             out.push(MigrationFile {
                 version,
@@ -73,9 +75,12 @@ impl Migrations {
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::Migrations(e.to_string()))?;
             let file = entry.file_name().to_string_lossy().into_owned();
-            let Some((version, name)) = parse_name(&file) else { continue };
-            let sql = std::fs::read_to_string(entry.path())
-                .map_err(|e| StoreError::Migrations(format!("cannot read {}: {e}", entry.path().display())))?;
+            let Some((version, name)) = parse_name(&file) else {
+                continue;
+            };
+            let sql = std::fs::read_to_string(entry.path()).map_err(|e| {
+                StoreError::Migrations(format!("cannot read {}: {e}", entry.path().display()))
+            })?;
             out.push(MigrationFile {
                 version,
                 name,
@@ -122,7 +127,11 @@ impl Migrations {
             .optional()?
             .unwrap_or(false);
         let current: u32 = if has_table {
-            conn.query_row("SELECT COALESCE(MAX(\"version\"), 0) FROM \"sync_migrations\"", [], |r| r.get(0))?
+            conn.query_row(
+                "SELECT COALESCE(MAX(\"version\"), 0) FROM \"sync_migrations\"",
+                [],
+                |r| r.get(0),
+            )?
         } else {
             0
         };
@@ -135,11 +144,12 @@ impl Migrations {
         }
         for f in self.files.iter().filter(|f| f.version > current) {
             let tx = conn.transaction()?;
-            tx.execute_batch(&f.sql).map_err(|e| StoreError::MigrationFailed {
-                version: f.version,
-                name: f.name.clone(),
-                source: e,
-            })?;
+            tx.execute_batch(&f.sql)
+                .map_err(|e| StoreError::MigrationFailed {
+                    version: f.version,
+                    name: f.name.clone(),
+                    source: e,
+                })?;
             tx.commit()?;
         }
         Ok(conn.query_row(
@@ -157,7 +167,10 @@ mod tests {
     #[test]
     fn file_names() {
         assert_eq!(parse_name("0001_init.sql"), Some((1, "init".into())));
-        assert_eq!(parse_name("0012_add_task_due.sql"), Some((12, "add_task_due".into())));
+        assert_eq!(
+            parse_name("0012_add_task_due.sql"),
+            Some((12, "add_task_due".into()))
+        );
         assert_eq!(parse_name("0001_init.down.sql"), None);
         assert_eq!(parse_name("1_init.sql"), None);
         assert_eq!(parse_name("README.md"), None);

@@ -21,8 +21,13 @@ use sync_runtime::store::{LocalStore, Migrations};
 pub const COUNTER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00ff);
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: crash-writer DB_PATH");
-    let migrations = Migrations::embedded(include!("../../../examples/tasks/generated/client_migrations.rs")).unwrap();
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: crash-writer DB_PATH");
+    let migrations = Migrations::embedded(include!(
+        "../../../examples/tasks/generated/client_migrations.rs"
+    ))
+    .unwrap();
     let store = LocalStore::builder(&path)
         .entity::<Project>()
         .entity::<Task>()
