@@ -228,6 +228,39 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
         let ident = f.ident;
         quote!(if let ::core::option::Option::Some(op) = &patch.#ident { if op.hlc > clocks.#ident { clocks.#ident = op.hlc; } })
     });
+    let concurrent_checks = fields
+        .iter()
+        .filter(|f| f.patched() && f.model.merge == MergeStrategy::Manual)
+        .map(|f| {
+            let ident = f.ident;
+            let wire = &f.model.name;
+            let p = respan(&p, f.ty.span());
+            let check = if f.json() {
+                quote_spanned!(f.ty.span()=> #p::manual_json_op_conflicts(&self.#ident, &op.base, &op.set))
+            } else {
+                quote_spanned!(f.ty.span()=> #p::manual_op_conflicts(&self.#ident, &op.base, &op.set))
+            };
+            quote!(if let ::core::option::Option::Some(op) = &patch.#ident { if #check { conflicts.push(#wire); } })
+        });
+    let concurrent_applies = fields.iter().filter(|f| f.patched()).map(|f| {
+        let ident = f.ident;
+        let p = respan(&p, f.ty.span());
+        match f.model.merge {
+            MergeStrategy::Lww => {
+                let wins = if f.json() {
+                    quote_spanned!(f.ty.span()=> #p::lww_json_op_wins(&op.set, op.hlc, &self.#ident, clocks.#ident))
+                } else {
+                    quote_spanned!(f.ty.span()=> #p::lww_op_wins(&op.set, op.hlc, &self.#ident, clocks.#ident))
+                };
+                quote!(if let ::core::option::Option::Some(op) = &patch.#ident {
+                    if #wins { self.#ident.clone_from(&op.set); clocks.#ident = op.hlc; }
+                })
+            }
+            MergeStrategy::Sum => quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::sum_apply(&mut self.#ident, op); }),
+            MergeStrategy::Union => quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::union_apply(&mut self.#ident, op); }),
+            MergeStrategy::Manual => quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::manual_apply(&mut self.#ident, op); }),
+        }
+    });
     let merges = fields.iter().filter(|f| f.patched()).map(|f| {
         let ident = f.ident;
         let wire = &f.model.name;
@@ -367,6 +400,16 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
 
                 fn stamp(clocks: &mut #clocks, patch: &#patch) {
                     #(#stamps)*
+                }
+
+                fn apply_concurrent(&mut self, clocks: &mut #clocks, patch: &#patch) -> ::std::vec::Vec<&'static str> {
+                    let mut conflicts = ::std::vec::Vec::new();
+                    #(#concurrent_checks)*
+                    if !conflicts.is_empty() {
+                        return conflicts;
+                    }
+                    #(#concurrent_applies)*
+                    conflicts
                 }
 
                 fn merge_into(

@@ -78,8 +78,9 @@ pub mod prelude {
 pub mod __private {
     pub use crate::hlc::Hlc;
     pub use crate::merge::{
-        FieldConflict, MergeValue, UnionSet, lww_into, lww_json_into, manual_into,
-        manual_json_into, normalize_timestamp, sum_into, union_into,
+        FieldConflict, MergeValue, UnionSet, lww_into, lww_json_into, lww_json_op_wins,
+        lww_op_wins, manual_into, manual_json_into, manual_json_op_conflicts, manual_op_conflicts,
+        normalize_timestamp, sum_into, union_into,
     };
     pub use crate::ops::*;
     pub use crate::syncable::{

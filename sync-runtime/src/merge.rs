@@ -177,6 +177,41 @@ pub fn lww_into<T: MergeValue>(
     }
 }
 
+/// Whether an `lww` operation stamped `op_clock` replaces `current` (stamped `clock`).
+pub fn lww_op_wins<T: MergeValue>(op_value: &T, op_clock: Hlc, current: &T, clock: Hlc) -> bool {
+    match op_clock.cmp(&clock) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => op_value.tie_cmp(current) == Ordering::Greater,
+    }
+}
+
+/// [`lww_op_wins`] for a `#[sync(json)]` field.
+pub fn lww_json_op_wins<T: Serialize>(
+    op_value: &T,
+    op_clock: Hlc,
+    current: &T,
+    clock: Hlc,
+) -> bool {
+    lww_op_wins(
+        &JsonOrd(to_json(op_value)),
+        op_clock,
+        &JsonOrd(to_json(current)),
+        clock,
+    )
+}
+
+/// Whether a `manual` operation `(base -> set)` conflicts with the current value.
+pub fn manual_op_conflicts<T: MergeValue>(current: &T, base: &T, set: &T) -> bool {
+    !current.same(base) && !current.same(set)
+}
+
+/// [`manual_op_conflicts`] for a `#[sync(json)]` field.
+pub fn manual_json_op_conflicts<T: Serialize>(current: &T, base: &T, set: &T) -> bool {
+    let c = to_json(current);
+    c != to_json(base) && c != to_json(set)
+}
+
 /// `lww` merge for a `#[sync(json)]` field: equality and ties by the JSON value.
 pub fn lww_json_into<T: Serialize + DeserializeOwned + Clone>(
     local: &mut T,

@@ -47,6 +47,21 @@ pub trait Syncable: Clone + Debug + Send + Sync + 'static {
     /// Records the clocks of the `lww` operations in `patch` (keeping the greater stamp).
     fn stamp(clocks: &mut Self::Clocks, patch: &Self::Patch);
 
+    /// Applies a patch made against an older version of this record (what a server does
+    /// when a mutation's base version is not the current one), field by field:
+    /// an `lww` operation applies only if its stamp is newer than the field's clock (exact
+    /// ties by value, as in a merge); `sum` and `union` operations always apply; a
+    /// `manual` operation applies if the field still holds the operation's base (or
+    /// already holds its new value).
+    ///
+    /// If any `manual` field holds a third value, nothing is applied and the wire names
+    /// of those fields are returned: the mutation is a conflict.
+    fn apply_concurrent(
+        &mut self,
+        clocks: &mut Self::Clocks,
+        patch: &Self::Patch,
+    ) -> Vec<&'static str>;
+
     /// Three-way merge in place: `self` is the local value, `clocks` its clocks; `base`
     /// the last server-acknowledged copy; `remote` and `remote_clocks` the other side.
     /// Conflicts of `manual` fields are appended to `conflicts`; their local value stays.

@@ -310,3 +310,54 @@ fn validate_refuses_non_finite_floats() {
     };
     assert_eq!(inf.validate().unwrap_err().field, "limit");
 }
+
+#[test]
+fn apply_concurrent_applies_safe_ops_and_reports_manual_conflicts() {
+    let base = task();
+    // The server moved on: another device retitled at t=20, liked twice, repriced.
+    let mut server = base.clone();
+    server.title = "server title".into();
+    server.likes = 3;
+    let mut server_clocks = TaskClocks::all(hlc(1));
+    server_clocks.title = hlc(20);
+
+    // A client patch made against `base`: an older title edit, one like, a tag.
+    let mut client = base.clone();
+    client.title = "client title".into();
+    client.likes = 2;
+    client.tags.insert("c".into());
+    let patch = Task::diff(&base, &client, hlc(10)).unwrap();
+    let mut merged = server.clone();
+    let mut clocks = server_clocks;
+    assert!(merged.apply_concurrent(&mut clocks, &patch).is_empty());
+    assert_eq!(merged.title, "server title", "older lww edit loses");
+    assert_eq!(merged.likes, 4, "sum adds the delta");
+    assert!(merged.tags.contains("c"));
+
+    // A newer lww edit wins.
+    let patch = Task::diff(&base, &client, hlc(30)).unwrap();
+    let mut merged = server.clone();
+    let mut clocks = server_clocks;
+    merged.apply_concurrent(&mut clocks, &patch);
+    assert_eq!(merged.title, "client title");
+    assert_eq!(clocks.title, hlc(30));
+
+    // A manual edit against a base the server no longer holds is a conflict, and
+    // nothing of the patch is applied.
+    server.price_cents = 900;
+    let mut client2 = base.clone();
+    client2.price_cents = 700;
+    client2.likes = 5;
+    let patch = Task::diff(&base, &client2, hlc(40)).unwrap();
+    let mut merged = server.clone();
+    let mut clocks = server_clocks;
+    assert_eq!(
+        merged.apply_concurrent(&mut clocks, &patch),
+        ["price_cents"]
+    );
+    assert_eq!(merged, server);
+    // ... unless the server holds the base, or already the new value.
+    let mut same_base = base.clone();
+    same_base.apply_concurrent(&mut clocks, &patch);
+    assert_eq!(same_base.price_cents, 700);
+}

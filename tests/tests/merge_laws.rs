@@ -203,6 +203,16 @@ proptest! {
     }
 
     #[test]
+    fn apply_concurrent_on_the_base_equals_apply(old in item(), new in item(), h in hlc()) {
+        prop_assume!(h > Hlc::ZERO);
+        let patch = Item::diff(&old, &new, h).unwrap();
+        let mut concurrent = old.clone();
+        let mut clocks = ItemClocks::all(Hlc::ZERO);
+        prop_assert!(concurrent.apply_concurrent(&mut clocks, &patch).is_empty());
+        prop_assert!(same(&concurrent, &new), "{:?}\nvs\n{:?}", concurrent, new);
+    }
+
+    #[test]
     fn compose_equals_sequential_application(x in item(), y in item(), z in item(), h1 in hlc(), h2 in hlc()) {
         let (h1, h2) = if h1 <= h2 { (h1, h2) } else { (h2, h1) };
         let p1 = Item::diff(&x, &y, h1).unwrap();
