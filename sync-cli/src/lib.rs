@@ -16,8 +16,9 @@
 //! - `NNNN_<name>.down.sql` beside each, undoing it (absent when a migration cannot be
 //!   undone, such as dropping a required column);
 //! - `DIR/sync-schema.json`: the model the migrations correspond to;
-//! - `DIR/client_migrations.rs`: the client migrations as a Rust expression, so an app can
-//!   embed them with `include!` (see `sync_runtime::store::Migrations::embedded`).
+//! - `DIR/client_migrations.rs` and `DIR/server_{sqlite,postgres,mysql}_migrations.rs`:
+//!   the migrations as Rust expressions, so an app or a server can embed them with
+//!   `include!` (see `sync_runtime::store::Migrations::embedded`).
 //!
 //! Each migration ends by recording itself in `sync_migrations` with the model
 //! fingerprint. Files hold no transaction statements: apply each in one transaction

@@ -64,7 +64,14 @@ fn main() -> ExitCode {
                     println!("  {c}");
                 }
             }
-            (None, false) => println!("the model has not changed; nothing to write"),
+            (None, false) if report.written.is_empty() => {
+                println!("the model has not changed; nothing to write")
+            }
+            (None, false) => println!(
+                "the model has not changed; refreshed {} generated file(s) in {}",
+                report.written.len(),
+                out.display()
+            ),
             (_, true) => println!("{} is up to date", out.display()),
         }),
         Command::Inspect { input } => {

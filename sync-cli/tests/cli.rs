@@ -59,6 +59,9 @@ fn generate_writes_every_target_then_nothing_when_unchanged() {
             "migrations/server/postgres/0001_init.sql",
             "migrations/server/sqlite/0001_init.down.sql",
             "migrations/server/sqlite/0001_init.sql",
+            "server_mysql_migrations.rs",
+            "server_postgres_migrations.rs",
+            "server_sqlite_migrations.rs",
             "sync-schema.json",
         ]
     );

@@ -53,6 +53,7 @@
 pub mod hlc;
 pub mod merge;
 pub mod ops;
+pub mod protocol;
 #[cfg(feature = "sqlite")]
 pub mod store;
 mod syncable;

@@ -1,0 +1,220 @@
+//! The sync protocol's messages: `POST /push`, `GET /changes`, `GET /snapshot`.
+//!
+//! These types are the contract between clients and servers; `sync-server` uses them
+//! as they are, and their JSON Schemas (schemars, draft 2020-12) are published with the
+//! OpenAPI document. Records travel as JSON objects keyed by wire names; patches as the
+//! entity's generated patch type (see [`crate::ops`] for the operations).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use crate::hlc::Hlc;
+use crate::syncable::Record;
+
+/// The request header carrying the model fingerprint the client was built with.
+pub const FINGERPRINT_HEADER: &str = "sync-model-fingerprint";
+/// The response header carrying the request id (also in the server's logs).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The media type of error bodies (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `POST /push`: an ordered batch of mutations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// Applied in order; each one independently (a rejected mutation does not undo the
+    /// ones before it).
+    pub mutations: Vec<Mutation>,
+}
+
+/// What a mutation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationOp {
+    /// A new record (or a record recreated after a delete): `record` and `clocks`.
+    Create,
+    /// A field-level patch: `patch`.
+    Update,
+    /// A tombstone: `hlc`.
+    Delete,
+}
+
+/// One change made offline by a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mutation {
+    /// Unique per mutation; a retry sends the same key and the same body, and the server
+    /// answers with the stored result.
+    pub idempotency_key: String,
+    /// The entity's wire name.
+    pub entity_type: String,
+    /// The record's id.
+    pub entity_id: Uuid,
+    /// What to do.
+    pub op: MutationOp,
+    /// The server version the client's change was made against (`null` for a record the
+    /// server has never acknowledged).
+    #[serde(default)]
+    pub base_version: Option<i64>,
+    /// `create`: the whole record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
+    /// `create`: the per-field clocks of the record's `lww` fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clocks: Option<Json>,
+    /// `update`: the entity's patch (one operation per changed field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Json>,
+    /// `delete`: when the record was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hlc: Option<Hlc>,
+}
+
+/// `POST /push` response: one result per mutation, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushResponse {
+    /// The results.
+    pub results: Vec<MutationResult>,
+}
+
+/// The server's state of one record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRecord {
+    /// The entity's wire name.
+    pub entity_type: String,
+    /// The record's id.
+    pub entity_id: Uuid,
+    /// The record's version (optimistic-concurrency token), increasing with every change.
+    pub version: i64,
+    /// When the server last changed it (RFC 3339).
+    pub server_updated_at: String,
+    /// A tombstone.
+    pub deleted: bool,
+    /// The record's fields (also for a tombstone: its last values).
+    pub record: Record,
+    /// The per-field clocks of its `lww` fields.
+    pub clocks: Json,
+}
+
+/// What happened to one mutation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum MutationResult {
+    /// Applied (or already applied: an idempotent replay). `server` is the record now.
+    Applied {
+        /// The mutation's key.
+        idempotency_key: String,
+        /// The record after the mutation.
+        server: ServerRecord,
+    },
+    /// Not applied: `manual` fields changed on the server to other values than the
+    /// mutation's base. The client merges with the server record and pushes again.
+    Conflict {
+        /// The mutation's key.
+        idempotency_key: String,
+        /// The server's record.
+        server: ServerRecord,
+        /// The conflicting fields' wire names.
+        fields: Vec<String>,
+    },
+    /// Refused and never to be retried as is (invalid data, unknown entity, a key reused
+    /// with another body).
+    Rejected {
+        /// The mutation's key.
+        idempotency_key: String,
+        /// Why.
+        problem: Problem,
+    },
+}
+
+impl MutationResult {
+    /// The mutation's idempotency key.
+    pub fn idempotency_key(&self) -> &str {
+        match self {
+            MutationResult::Applied {
+                idempotency_key, ..
+            }
+            | MutationResult::Conflict {
+                idempotency_key, ..
+            }
+            | MutationResult::Rejected {
+                idempotency_key, ..
+            } => idempotency_key,
+        }
+    }
+}
+
+/// `GET /changes` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesResponse {
+    /// Records changed after the token, in commit order, each at its latest state
+    /// (tombstones included).
+    pub changes: Vec<ServerRecord>,
+    /// The token to ask from next (opaque).
+    pub next_token: String,
+    /// More changes are waiting: ask again with `next_token`.
+    pub has_more: bool,
+}
+
+/// `GET /snapshot` response: one page of the data set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotResponse {
+    /// Live records of this page.
+    pub records: Vec<ServerRecord>,
+    /// The cursor of the next page, while `has_more`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// More pages follow.
+    pub has_more: bool,
+    /// The change token the snapshot is pinned to: once every page is read, continue with
+    /// `GET /changes?since=token`. Every change after it is delivered there, every change
+    /// before it is in the pages, none in both.
+    pub token: String,
+}
+
+/// An error body (RFC 9457, `application/problem+json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// A URI reference identifying the problem type.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What happened in this occurrence, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The request id of this occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+impl Problem {
+    /// A problem of a syncgen type (`https://syncgen.dev/problems/<kind>`).
+    pub fn new(kind: &str, title: &str, status: u16, detail: impl Into<String>) -> Self {
+        Problem {
+            problem_type: format!("https://syncgen.dev/problems/{kind}"),
+            title: title.to_string(),
+            status,
+            detail: Some(detail.into()),
+            instance: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.title, self.status)?;
+        if let Some(d) = &self.detail {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
+}
