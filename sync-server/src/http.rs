@@ -1,0 +1,339 @@
+//! The HTTP surface: routes, auth, problem+json errors, request ids and tracing.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sync_runtime::protocol::{
+    ChangesResponse, FINGERPRINT_HEADER, PROBLEM_JSON, Problem, PushRequest, PushResponse,
+    REQUEST_ID_HEADER, SnapshotResponse,
+};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::logic::{self, Cursor, PushOutcome};
+use crate::{ServerError, State, problem};
+
+type Shared = Arc<State>;
+
+/// A problem response (`application/problem+json`).
+pub(crate) struct ProblemResponse(Box<ProblemInner>);
+
+struct ProblemInner {
+    problem: Problem,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ProblemResponse {
+    fn new(status: u16, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        ProblemResponse(Box::new(ProblemInner {
+            problem: problem(kind, title, status, detail),
+            headers: Vec::new(),
+        }))
+    }
+}
+
+impl IntoResponse for ProblemResponse {
+    fn into_response(self) -> Response {
+        let inner = *self.0;
+        let status =
+            StatusCode::from_u16(inner.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut res = (
+            status,
+            serde_json::to_string(&inner.problem).unwrap_or_default(),
+        )
+            .into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        for (k, v) in inner.headers {
+            res.headers_mut().insert(k, v);
+        }
+        res
+    }
+}
+
+impl From<ServerError> for ProblemResponse {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::TokenExpired => ProblemResponse::new(
+                410,
+                "token-expired",
+                "Change token expired",
+                "the changes after this token were compacted; take a new snapshot (GET /snapshot) and continue from its token",
+            ),
+            ServerError::BadRecord(msg) => {
+                ProblemResponse::new(422, "invalid-record", "Invalid record", msg)
+            }
+            other => {
+                tracing::error!(error = %other, "request failed");
+                ProblemResponse::new(
+                    500,
+                    "internal",
+                    "Internal server error",
+                    "the server failed; retry later",
+                )
+            }
+        }
+    }
+}
+
+pub(crate) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/push", post(push))
+        .route("/changes", get(changes))
+        .route("/snapshot", get(snapshot))
+        .route("/health", get(health))
+        .fallback(|| async { ProblemResponse::new(404, "not-found", "Not found", "no such route; the protocol serves POST /push, GET /changes, GET /snapshot and GET /health") })
+        .method_not_allowed_fallback(|| async { ProblemResponse::new(405, "method-not-allowed", "Method not allowed", "see the OpenAPI document for the methods of each route") })
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ProblemResponse::new(500, "internal", "Internal server error", "the server failed; retry later").into_response()
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<Body>| {
+            let request_id = req
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The account of the request's bearer token, and a model the server can serve.
+fn authorize(state: &State, headers: &HeaderMap) -> Result<String, ProblemResponse> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            let mut p = ProblemResponse::new(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "send `Authorization: Bearer <token>`",
+            );
+            p.0.headers
+                .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            p
+        })?;
+    let account = state.verifier.verify(token.trim()).ok_or_else(|| {
+        let mut p = ProblemResponse::new(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "the bearer token is not valid; refresh it",
+        );
+        p.0.headers.push((
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        ));
+        p
+    })?;
+    if let Some(fp) = headers
+        .get(FINGERPRINT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        && !state.fingerprints.contains(fp)
+    {
+        return Err(ProblemResponse::new(
+            426,
+            "upgrade-required",
+            "Client model not supported",
+            format!(
+                "this client was built for model {fp}, which this server does not know (it serves {}); update the app",
+                state.current_fingerprint
+            ),
+        ));
+    }
+    Ok(account)
+}
+
+fn with_instance(mut p: ProblemResponse, headers: &HeaderMap) -> ProblemResponse {
+    p.0.problem.instance = request_id(headers).map(|id| format!("urn:request:{id}"));
+    p
+}
+
+async fn push(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PushResponse>, ProblemResponse> {
+    let result = push_inner(&state, &headers, body).await;
+    result.map_err(|p| with_instance(p, &headers))
+}
+
+async fn push_inner(
+    state: &State,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<PushResponse>, ProblemResponse> {
+    let account = authorize(state, headers)?;
+    let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ProblemResponse::new(
+                413,
+                "body-too-large",
+                "Request body too large",
+                format!(
+                    "a push body may be at most {} bytes; send fewer mutations per request",
+                    state.config.max_body_bytes
+                ),
+            )
+        })?;
+    let request: PushRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        let status = if e.is_data() { 422 } else { 400 };
+        ProblemResponse::new(status, "invalid-body", "Invalid push body", format!("{e}"))
+    })?;
+    if request.mutations.len() > state.config.max_batch {
+        return Err(ProblemResponse::new(
+            413,
+            "batch-too-large",
+            "Too many mutations",
+            format!(
+                "a push may hold at most {} mutations",
+                state.config.max_batch
+            ),
+        ));
+    }
+    let mut results = Vec::with_capacity(request.mutations.len());
+    for m in &request.mutations {
+        let outcome = logic::push_one(state, &account, m).await?;
+        match outcome {
+            PushOutcome::Result(r) => {
+                tracing::info!(
+                    entity_type = %m.entity_type,
+                    entity_id = %m.entity_id,
+                    idempotency_key = %m.idempotency_key,
+                    result = result_name(&r),
+                    "mutation"
+                );
+                results.push(r);
+            }
+            PushOutcome::InFlight(key) => {
+                return Err(ProblemResponse::new(
+                    409,
+                    "request-in-progress",
+                    "Request in progress",
+                    format!(
+                        "the mutation with idempotency key `{key}` is still being processed; retry later (mutations before it were applied and will be replayed)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Json(PushResponse { results }))
+}
+
+fn result_name(r: &sync_runtime::protocol::MutationResult) -> &'static str {
+    match r {
+        sync_runtime::protocol::MutationResult::Applied { .. } => "applied",
+        sync_runtime::protocol::MutationResult::Conflict { .. } => "conflict",
+        sync_runtime::protocol::MutationResult::Rejected { .. } => "rejected",
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangesParams {
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn changes(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    params: Result<Query<ChangesParams>, QueryRejection>,
+) -> Result<Json<ChangesResponse>, ProblemResponse> {
+    let result = async {
+        let account = authorize(&state, &headers)?;
+        let Query(params) = params.map_err(|e| {
+            ProblemResponse::new(400, "invalid-query", "Invalid query", e.body_text())
+        })?;
+        let since = match &params.since {
+            None => 0,
+            Some(t) => logic::parse_token(t).ok_or_else(|| {
+                ProblemResponse::new(
+                    400,
+                    "invalid-token",
+                    "Invalid change token",
+                    format!("`{t}` is not a change token from this server"),
+                )
+            })?,
+        };
+        let limit = params
+            .limit
+            .unwrap_or(state.config.max_page)
+            .clamp(1, state.config.max_page);
+        let (changes, next, has_more) = logic::changes(&state, &account, since, limit).await?;
+        Ok(Json(ChangesResponse {
+            changes,
+            next_token: logic::token(next),
+            has_more,
+        }))
+    }
+    .await;
+    result.map_err(|p| with_instance(p, &headers))
+}
+
+#[derive(Deserialize)]
+struct SnapshotParams {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn snapshot(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    params: Result<Query<SnapshotParams>, QueryRejection>,
+) -> Result<Json<SnapshotResponse>, ProblemResponse> {
+    let result = async {
+        let account = authorize(&state, &headers)?;
+        let Query(params) = params.map_err(|e| {
+            ProblemResponse::new(400, "invalid-query", "Invalid query", e.body_text())
+        })?;
+        let cursor = match &params.cursor {
+            None => None,
+            Some(c) => Some(Cursor::parse(c).ok_or_else(|| {
+                ProblemResponse::new(
+                    400,
+                    "invalid-cursor",
+                    "Invalid snapshot cursor",
+                    format!("`{c}` is not a snapshot cursor from this server"),
+                )
+            })?),
+        };
+        let limit = params
+            .limit
+            .unwrap_or(state.config.max_page)
+            .clamp(1, state.config.max_page);
+        let (records, next, pinned) = logic::snapshot(&state, &account, cursor, limit).await?;
+        Ok(Json(SnapshotResponse {
+            records,
+            has_more: next.is_some(),
+            next_cursor: next.map(|c| c.encode()),
+            token: logic::token(pinned),
+        }))
+    }
+    .await;
+    result.map_err(|p| with_instance(p, &headers))
+}
+
+async fn health(AxState(state): AxState<Shared>) -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok", "fingerprint": state.current_fingerprint }))
+}

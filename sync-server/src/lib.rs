@@ -1,0 +1,322 @@
+//! syncgen's reference server: `POST /push`, `GET /changes` and `GET /snapshot` over
+//! axum, on a SQLite file (embedded, zero set-up) or PostgreSQL.
+//!
+//! ```no_run
+//! # use sync_runtime::prelude::*;
+//! # #[derive(Syncable, Clone, Debug, PartialEq)]
+//! # pub struct Task { #[sync(id)] pub id: Uuid, pub title: String }
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use sync_server::{Server, StaticTokens};
+//! use sync_runtime::store::Migrations;
+//!
+//! let server = Server::builder()
+//!     .entity::<Task>()
+//!     .token_verifier(StaticTokens::new([("secret-token", "account-1")]))
+//!     .open_sqlite("server.db", Migrations::from_dir("generated/migrations/server/sqlite")?)
+//!     .await?;
+//! let app = axum::Router::new().nest("/sync", server.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The server applies the CLI's server migrations at start (and refuses a database
+//! migrated for another model), uses the generated merge code of the registered types,
+//! and keeps nothing that decides correctness in memory: idempotency keys, keys in flight
+//! and change tokens all live in the database, so several servers can share one
+//! PostgreSQL database behind a load balancer (see *Change tokens* below for how a
+//! late commit is never skipped).
+//!
+//! # Change tokens
+//!
+//! Every change to an account's data takes the next number of that account's counter
+//! (`sync_accounts.last_seq`) and is written to `sync_changes` in the same transaction.
+//! The counter row is locked for the whole transaction (`SELECT ... FOR UPDATE` in
+//! PostgreSQL; SQLite has a single writer), so the transactions of one account commit in
+//! the order of their numbers: a change with a smaller number can never become visible
+//! after a larger one, and a pull that has read up to N has seen every change <= N.
+//! Snapshots are pinned to the counter's value when they start: pages hold the records
+//! whose last change is <= that token, and `GET /changes?since=token` delivers the rest,
+//! so nothing is lost or delivered twice.
+//!
+//! # Idempotency
+//!
+//! Each mutation carries an idempotency key (the IETF Idempotency-Key draft's rules, per
+//! mutation): the same key with the same body replays the stored result; with a different
+//! body it is rejected with a 422 problem; while the first request with that key is still
+//! being processed, the push answers 409. Keys are kept for
+//! [`ServerBuilder::idempotency_retention`] (24 hours by default) and purged by
+//! [`Server::collect_garbage`].
+//!
+//! # Old clients
+//!
+//! A client sends the fingerprint of the model it was built with in the
+//! `sync-model-fingerprint` header. Any fingerprint the server's database was ever
+//! migrated through is accepted: fields the older client does not know are left as they
+//! are by its patches and get their defaults in its creates. An unknown fingerprint gets
+//! a 426 problem telling the client to upgrade.
+
+mod db;
+mod http;
+mod logic;
+mod registry;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use sync_runtime::Syncable;
+use sync_runtime::protocol::Problem;
+use sync_runtime::store::Migrations;
+
+pub use db::DbError;
+
+/// Resolves a bearer token to the account it may act for.
+///
+/// Every query the server runs is scoped to that account: no request can read or write
+/// another account's rows.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// The account of `token`, or `None` if the token is not valid (401).
+    fn verify(&self, token: &str) -> Option<String>;
+}
+
+/// A fixed token -> account table (tests, demos, single-tenant deployments).
+#[derive(Debug, Clone, Default)]
+pub struct StaticTokens(BTreeMap<String, String>);
+
+impl StaticTokens {
+    /// A table from `(token, account)` pairs.
+    pub fn new<T: Into<String>, A: Into<String>>(pairs: impl IntoIterator<Item = (T, A)>) -> Self {
+        StaticTokens(
+            pairs
+                .into_iter()
+                .map(|(t, a)| (t.into(), a.into()))
+                .collect(),
+        )
+    }
+}
+
+impl TokenVerifier for StaticTokens {
+    fn verify(&self, token: &str) -> Option<String> {
+        self.0.get(token).cloned()
+    }
+}
+
+/// Limits on what one request may ask.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest request body, in bytes (default 4 MiB); larger is 413.
+    pub max_body_bytes: usize,
+    /// Most mutations in one push (default 500); more is 413.
+    pub max_batch: usize,
+    /// Largest page of `changes` and `snapshot` (default 1000); a larger `limit` is capped.
+    pub max_page: u32,
+    /// How long idempotency keys and their results are kept (default 24 hours).
+    pub idempotency_retention: chrono::Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body_bytes: 4 << 20,
+            max_batch: 500,
+            max_page: 1000,
+            idempotency_retention: chrono::Duration::hours(24),
+        }
+    }
+}
+
+/// Errors of the server's own operations (start-up, garbage collection) and of requests.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The database was migrated for another model.
+    #[error(
+        "the server database was migrated for model fingerprint {database}, but the registered entities have fingerprint {compiled}; regenerate the server migrations with `sync-cli generate` and register every entity of the model"
+    )]
+    FingerprintMismatch {
+        /// The last migration's fingerprint.
+        database: String,
+        /// The registered entities' fingerprint.
+        compiled: String,
+    },
+    /// A change token older than the tombstone horizon.
+    #[error("change token expired")]
+    TokenExpired,
+    /// A stored or sent record does not fit its entity.
+    #[error("invalid record: {0}")]
+    BadRecord(String),
+    /// Configuration error.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<rusqlite::Error> for ServerError {
+    fn from(e: rusqlite::Error) -> Self {
+        ServerError::Db(DbError::Sqlite(e))
+    }
+}
+
+impl From<sqlx::Error> for ServerError {
+    fn from(e: sqlx::Error) -> Self {
+        ServerError::Db(DbError::Postgres(e))
+    }
+}
+
+/// Shared state of a running server.
+pub(crate) struct State {
+    pub(crate) db: db::Db,
+    pub(crate) entities: BTreeMap<String, registry::EntityOps>,
+    /// Entity wire names in registration order (snapshot order).
+    pub(crate) entity_order: Vec<String>,
+    pub(crate) verifier: Arc<dyn TokenVerifier>,
+    pub(crate) config: Config,
+    pub(crate) fingerprints: BTreeSet<String>,
+    pub(crate) current_fingerprint: String,
+}
+
+/// Configures a [`Server`].
+pub struct ServerBuilder {
+    entities: Vec<registry::EntityOps>,
+    verifier: Option<Arc<dyn TokenVerifier>>,
+    config: Config,
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            entities: Vec::new(),
+            verifier: None,
+            config: Config::default(),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Serves an entity type. Register every entity of the model.
+    pub fn entity<T: Syncable>(mut self) -> Self {
+        self.entities.push(registry::EntityOps::of::<T>());
+        self
+    }
+
+    /// How bearer tokens map to accounts (required).
+    pub fn token_verifier(mut self, verifier: impl TokenVerifier) -> Self {
+        self.verifier = Some(Arc::new(verifier));
+        self
+    }
+
+    /// Request limits.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// How long idempotency keys are kept (default 24 hours).
+    pub fn idempotency_retention(mut self, retention: chrono::Duration) -> Self {
+        self.config.idempotency_retention = retention;
+        self
+    }
+
+    /// Opens (creating if needed) a SQLite database file and applies the CLI's
+    /// `migrations/server/sqlite` migrations.
+    pub async fn open_sqlite(
+        self,
+        path: impl AsRef<Path>,
+        migrations: Migrations,
+    ) -> Result<Server, ServerError> {
+        let db = db::Db::open_sqlite(path.as_ref())?;
+        self.finish(db, migrations).await
+    }
+
+    /// Connects to PostgreSQL (`postgres://...`) and applies the CLI's
+    /// `migrations/server/postgres` migrations (one server at a time).
+    pub async fn connect_postgres(
+        self,
+        url: &str,
+        migrations: Migrations,
+    ) -> Result<Server, ServerError> {
+        let db = db::Db::connect_postgres(url, 16).await?;
+        self.finish(db, migrations).await
+    }
+
+    async fn finish(self, db: db::Db, migrations: Migrations) -> Result<Server, ServerError> {
+        let verifier = self.verifier.ok_or_else(|| {
+            ServerError::Config("no token verifier: call `.token_verifier(...)`".into())
+        })?;
+        if self.entities.is_empty() {
+            return Err(ServerError::Config(
+                "no entities: call `.entity::<T>()` for every entity of the model".into(),
+            ));
+        }
+        let fingerprints = db.migrate(&migrations).await?;
+        let model = sync_model::Model {
+            entities: self.entities.iter().map(|e| e.model.clone()).collect(),
+        };
+        let compiled = sync_model::fingerprint(&model).0;
+        let database = fingerprints.last().cloned().unwrap_or_default();
+        if database != compiled {
+            return Err(ServerError::FingerprintMismatch { database, compiled });
+        }
+        let entity_order = self.entities.iter().map(|e| e.model.name.clone()).collect();
+        Ok(Server {
+            state: Arc::new(State {
+                db,
+                entities: self
+                    .entities
+                    .into_iter()
+                    .map(|e| (e.model.name.clone(), e))
+                    .collect(),
+                entity_order,
+                verifier,
+                config: self.config,
+                fingerprints: fingerprints.into_iter().collect(),
+                current_fingerprint: compiled,
+            }),
+        })
+    }
+}
+
+/// A configured server: an axum [`Router`](axum::Router) and maintenance operations.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("entities", &self.state.entity_order)
+            .field("fingerprint", &self.state.current_fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The protocol's routes (`/push`, `/changes`, `/snapshot`, `/health`), ready to be
+    /// served or nested in an application's router.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// The fingerprint of the model this server serves.
+    pub fn fingerprint(&self) -> &str {
+        &self.state.current_fingerprint
+    }
+
+    /// Removes tombstones and change-log entries committed before `before`, and expired
+    /// idempotency keys. Change tokens from before the collected changes become expired:
+    /// clients holding them get 410 and take a new snapshot. Returns the tombstones removed.
+    pub async fn collect_garbage(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ServerError> {
+        logic::collect_garbage(&self.state, before).await
+    }
+}
+
+pub(crate) fn problem(kind: &str, title: &str, status: u16, detail: impl Into<String>) -> Problem {
+    Problem::new(kind, title, status, detail)
+}

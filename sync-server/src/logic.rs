@@ -1,0 +1,1132 @@
+//! The protocol, written once for every database: push, changes, snapshot.
+//!
+//! # Change tokens never skip a late commit
+//!
+//! Every change to an account's data takes the next number of that account's counter
+//! (`sync_accounts.last_seq`) and writes it to `sync_changes` in the same transaction.
+//! The counter row is locked for the whole transaction (`SELECT ... FOR UPDATE` in
+//! PostgreSQL; SQLite has one writer at a time), so the transactions of one account commit
+//! in the order of their numbers: no change with a smaller number can become visible
+//! after a larger one. A pull that read up to N has therefore seen every change <= N, and
+//! the next pull from N misses nothing, however many servers share the database.
+//!
+//! # Snapshots are pinned
+//!
+//! The first snapshot page fixes a token T (the account's counter). Pages hold the live
+//! records whose last change is <= T; a record changed after T is left out and comes from
+//! `GET /changes?since=T` instead. So every change is delivered exactly once: in a page
+//! if it is <= T, by `changes` if it is > T.
+
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use sync_model::Entity;
+use sync_runtime::protocol::{Mutation, MutationOp, MutationResult, Problem, ServerRecord};
+use uuid::Uuid;
+
+use crate::db::{Arg, DbError, Tx, decode, encode, now, ph, q, sel};
+use crate::registry::PatchOutcome;
+use crate::{ServerError, State};
+
+/// Idempotency keys in flight for longer than this are considered abandoned (the server
+/// that held them died) and may be taken over.
+const IN_FLIGHT_TIMEOUT_SECS: i64 = 60;
+
+fn hash(m: &Mutation) -> String {
+    let bytes = serde_json::to_vec(m).expect("mutations serialise");
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn rejected(
+    key: &str,
+    status: u16,
+    kind: &str,
+    title: &str,
+    detail: impl Into<String>,
+) -> MutationResult {
+    MutationResult::Rejected {
+        idempotency_key: key.to_string(),
+        problem: Problem::new(kind, title, status, detail),
+    }
+}
+
+/// The outcome of one mutation.
+pub(crate) enum PushOutcome {
+    /// A result for the response.
+    Result(MutationResult),
+    /// The key is being processed by another request: the whole push answers 409.
+    InFlight(String),
+}
+
+fn ts_type(d: sync_model::sql::Dialect) -> &'static str {
+    sync_model::sql::scalar_type(sync_model::ScalarType::Timestamp, d)
+}
+
+/// Claims an idempotency key: `Ok(None)` if this request now owns it (as `owner`), or
+/// the outcome to answer with (a replay, a 422, or in flight).
+async fn claim_key(
+    state: &State,
+    account: &str,
+    m: &Mutation,
+    request_hash: &str,
+    owner: &str,
+) -> Result<Option<PushOutcome>, ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    let ts = ts_type(d);
+    let retention = state.config.idempotency_retention;
+    let expires = (chrono::Utc::now() + retention)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let inserted = tx
+        .execute(
+            &format!(
+                "INSERT INTO {t} ({a}, {k}, {h}, {s}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO NOTHING",
+                t = q(d, "sync_idempotency"),
+                a = q(d, "sync_account"),
+                k = q(d, "idempotency_key"),
+                h = q(d, "request_hash"),
+                s = q(d, "state"),
+                c = q(d, "created_at"),
+                e = q(d, "expires_at"),
+                p1 = ph(d, 1, "TEXT"),
+                p2 = ph(d, 2, "TEXT"),
+                p3 = ph(d, 3, "TEXT"),
+                p4 = ph(d, 4, "TEXT"),
+                p5 = ph(d, 5, ts),
+                p6 = ph(d, 6, ts),
+            ),
+            &[
+                Arg::Text(account.into()),
+                Arg::Text(m.idempotency_key.clone()),
+                Arg::Text(request_hash.into()),
+                Arg::Text(format!("in_flight:{owner}")),
+                Arg::Text(now()),
+                Arg::Text(expires.clone()),
+            ],
+        )
+        .await?;
+    if inserted == 1 {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {}, {}, {} FROM {} WHERE {} = {} AND {} = {}",
+                sel(d, "request_hash"),
+                sel(d, "state"),
+                sel(d, "response_body"),
+                sel(d, "created_at"),
+                q(d, "sync_idempotency"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "idempotency_key"),
+                ph(d, 2, "TEXT"),
+            ),
+            &[
+                Arg::Text(account.into()),
+                Arg::Text(m.idempotency_key.clone()),
+            ],
+        )
+        .await?;
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| DbError::Invalid("idempotency row vanished".into()))?;
+    let stored_hash = row[0].as_str().unwrap_or_default().to_string();
+    let key_state = row[1].as_str().unwrap_or_default().to_string();
+    if key_state == "done" {
+        tx.commit().await?;
+        if stored_hash != request_hash {
+            return Ok(Some(PushOutcome::Result(rejected(
+                &m.idempotency_key,
+                422,
+                "idempotency-key-reused",
+                "Idempotency key reused with a different request",
+                format!(
+                    "idempotency key `{}` was first used with another mutation; a retry must send the same body, and a new mutation needs a new key",
+                    m.idempotency_key
+                ),
+            ))));
+        }
+        let body = row[2].as_str().unwrap_or("null");
+        let result: MutationResult = serde_json::from_str(body)
+            .map_err(|e| DbError::Invalid(format!("stored result: {e}")))?;
+        return Ok(Some(PushOutcome::Result(result)));
+    }
+    // In flight elsewhere. Take it over only if it is stale.
+    let created = row[3]
+        .as_str()
+        .and_then(crate::db::canonical_timestamp)
+        .unwrap_or_default();
+    let stale = chrono::DateTime::parse_from_rfc3339(&created)
+        .map(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()
+                > IN_FLIGHT_TIMEOUT_SECS
+        })
+        .unwrap_or(false);
+    if stale && stored_hash == request_hash {
+        let taken = tx
+            .execute(
+                &format!(
+                    "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {} = {} AND {} = {}",
+                    q(d, "sync_idempotency"),
+                    q(d, "state"),
+                    ph(d, 1, "TEXT"),
+                    q(d, "created_at"),
+                    ph(d, 2, ts),
+                    q(d, "sync_account"),
+                    ph(d, 3, "TEXT"),
+                    q(d, "idempotency_key"),
+                    ph(d, 4, "TEXT"),
+                    q(d, "state"),
+                    ph(d, 5, "TEXT"),
+                ),
+                &[
+                    Arg::Text(format!("in_flight:{owner}")),
+                    Arg::Text(now()),
+                    Arg::Text(account.into()),
+                    Arg::Text(m.idempotency_key.clone()),
+                    Arg::Text(key_state),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        if taken == 1 {
+            return Ok(None);
+        }
+    } else {
+        tx.commit().await?;
+    }
+    Ok(Some(PushOutcome::InFlight(m.idempotency_key.clone())))
+}
+
+/// Releases a claimed key without a stored result (the mutation could not be processed
+/// because of a server error); a retry will process it again.
+async fn release_key(
+    state: &State,
+    account: &str,
+    key: &str,
+    owner: &str,
+) -> Result<(), ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    tx.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} = {} AND {} = {} AND {} = {}",
+            q(d, "sync_idempotency"),
+            q(d, "sync_account"),
+            ph(d, 1, "TEXT"),
+            q(d, "idempotency_key"),
+            ph(d, 2, "TEXT"),
+            q(d, "state"),
+            ph(d, 3, "TEXT"),
+        ),
+        &[
+            Arg::Text(account.into()),
+            Arg::Text(key.into()),
+            Arg::Text(format!("in_flight:{owner}")),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Processes one mutation: idempotency, then the change in one transaction that also
+/// stores the result under the key.
+pub(crate) async fn push_one(
+    state: &State,
+    account: &str,
+    m: &Mutation,
+) -> Result<PushOutcome, ServerError> {
+    let request_hash = hash(m);
+    let owner = Uuid::new_v4().to_string();
+    if let Some(outcome) = claim_key(state, account, m, &request_hash, &owner).await? {
+        return Ok(outcome);
+    }
+    match apply_and_store(state, account, m, &owner).await {
+        Ok(Some(result)) => Ok(PushOutcome::Result(result)),
+        Ok(None) => Ok(PushOutcome::InFlight(m.idempotency_key.clone())),
+        Err(e) => {
+            let _ = release_key(state, account, &m.idempotency_key, &owner).await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply_and_store(
+    state: &State,
+    account: &str,
+    m: &Mutation,
+    owner: &str,
+) -> Result<Option<MutationResult>, ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    let result = apply(state, &mut tx, account, m).await?;
+    let body = serde_json::to_string(&result).expect("results serialise");
+    let done = tx
+        .execute(
+            &format!(
+                "UPDATE {} SET {} = 'done', {} = 200, {} = {} WHERE {} = {} AND {} = {} AND {} = {}",
+                q(d, "sync_idempotency"),
+                q(d, "state"),
+                q(d, "response_status"),
+                q(d, "response_body"),
+                ph(d, 1, "TEXT"),
+                q(d, "sync_account"),
+                ph(d, 2, "TEXT"),
+                q(d, "idempotency_key"),
+                ph(d, 3, "TEXT"),
+                q(d, "state"),
+                ph(d, 4, "TEXT"),
+            ),
+            &[
+                Arg::Text(body),
+                Arg::Text(account.into()),
+                Arg::Text(m.idempotency_key.clone()),
+                Arg::Text(format!("in_flight:{owner}")),
+            ],
+        )
+        .await?;
+    if done != 1 {
+        // Another request took the key over: it will answer; this one must not commit.
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(result))
+}
+
+/// A record as stored.
+struct Stored {
+    record: sync_runtime::Record,
+    clocks: Json,
+    version: i64,
+    deleted: bool,
+    server_updated_at: String,
+}
+
+async fn load(
+    tx: &mut Tx<'_>,
+    e: &Entity,
+    account: &str,
+    id: Uuid,
+) -> Result<Option<Stored>, ServerError> {
+    let d = tx.dialect();
+    let id_col = &e.id_field().column;
+    let mut cols: Vec<String> = e.synced_fields().map(|f| sel(d, &f.column)).collect();
+    for c in [
+        "sync_clocks",
+        "sync_version",
+        "sync_deleted",
+        "sync_server_updated_at",
+    ] {
+        cols.push(sel(d, c));
+    }
+    let lock = if d == sync_model::sql::Dialect::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = {} AND {} = {}{lock}",
+        cols.join(", "),
+        q(d, &e.table),
+        q(d, "sync_account"),
+        ph(d, 1, "TEXT"),
+        q(d, id_col),
+        ph(
+            d,
+            2,
+            sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d)
+        ),
+    );
+    let rows = tx
+        .query(
+            &sql,
+            &[Arg::Text(account.into()), Arg::Text(id.to_string())],
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    Ok(Some(stored_from_row(d, e, row)?))
+}
+
+fn stored_from_row(
+    d: sync_model::sql::Dialect,
+    e: &Entity,
+    row: Vec<Json>,
+) -> Result<Stored, ServerError> {
+    let mut it = row.into_iter();
+    let mut record = sync_runtime::Record::new();
+    for f in e.synced_fields() {
+        let v = it.next().unwrap_or(Json::Null);
+        record.insert(f.name.clone(), decode(d, f, v)?);
+    }
+    let clocks = match it.next().unwrap_or(Json::Null) {
+        Json::String(s) if d == sync_model::sql::Dialect::Sqlite => {
+            serde_json::from_str(&s).unwrap_or(Json::Null)
+        }
+        other => other,
+    };
+    let version = it.next().and_then(|v| v.as_i64()).unwrap_or(0);
+    let deleted = match it.next().unwrap_or(Json::Null) {
+        Json::Bool(b) => b,
+        Json::Number(n) => n.as_i64() != Some(0),
+        _ => false,
+    };
+    let server_updated_at = it
+        .next()
+        .and_then(|v| v.as_str().and_then(crate::db::canonical_timestamp))
+        .unwrap_or_default();
+    Ok(Stored {
+        record,
+        clocks,
+        version,
+        deleted,
+        server_updated_at,
+    })
+}
+
+fn server_record(e: &Entity, id: Uuid, s: Stored) -> ServerRecord {
+    ServerRecord {
+        entity_type: e.name.clone(),
+        entity_id: id,
+        version: s.version,
+        server_updated_at: s.server_updated_at,
+        deleted: s.deleted,
+        record: s.record,
+        clocks: s.clocks,
+    }
+}
+
+/// Locks the account's counter and returns its current value.
+async fn lock_account(tx: &mut Tx<'_>, account: &str) -> Result<i64, ServerError> {
+    let d = tx.dialect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING",
+            q(d, "sync_accounts"),
+            q(d, "sync_account"),
+            ph(d, 1, "TEXT"),
+            q(d, "sync_account")
+        ),
+        &[Arg::Text(account.into())],
+    )
+    .await?;
+    let lock = if d == sync_model::sql::Dialect::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {}{lock}",
+                sel(d, "last_seq"),
+                q(d, "sync_accounts"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT")
+            ),
+            &[Arg::Text(account.into())],
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0))
+}
+
+/// Writes the record and its change under the next sequence number.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    tx: &mut Tx<'_>,
+    e: &Entity,
+    account: &str,
+    id: Uuid,
+    record: &sync_runtime::Record,
+    clocks: &Json,
+    version: i64,
+    deleted: bool,
+    seq: i64,
+    exists: bool,
+) -> Result<String, ServerError> {
+    let d = tx.dialect();
+    let ts = now();
+    let mut cols = Vec::new();
+    let mut args = Vec::new();
+    let mut types = Vec::new();
+    for f in e.synced_fields() {
+        cols.push(q(d, &f.column));
+        args.push(
+            encode(f, record.get(&f.name).unwrap_or(&Json::Null))
+                .map_err(ServerError::BadRecord)?,
+        );
+        types.push(sync_model::sql::column_type(&f.ty, d));
+    }
+    let json_ty = if d == sync_model::sql::Dialect::Postgres {
+        "JSONB"
+    } else {
+        "TEXT"
+    };
+    let big = if d == sync_model::sql::Dialect::Postgres {
+        "BIGINT"
+    } else {
+        "INTEGER"
+    };
+    let boolean = sync_model::sql::scalar_type(sync_model::ScalarType::Bool, d);
+    for (c, a, t) in [
+        ("sync_clocks", Arg::Text(clocks.to_string()), json_ty),
+        ("sync_version", Arg::Int(version), big),
+        ("sync_seq", Arg::Int(seq), big),
+        ("sync_server_updated_at", Arg::Text(ts.clone()), ts_type(d)),
+        ("sync_deleted", Arg::Bool(deleted), boolean),
+    ] {
+        cols.push(q(d, c));
+        args.push(a);
+        types.push(t);
+    }
+    let id_col = q(d, &e.id_field().column);
+    let account_col = q(d, "sync_account");
+    if exists {
+        let sets: Vec<String> = cols
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .filter(|(_, (c, _))| **c != id_col)
+            .map(|(i, (c, t))| format!("{c} = {}", ph(d, i + 1, t)))
+            .collect();
+        let n = args.len();
+        args.push(Arg::Text(account.into()));
+        args.push(Arg::Text(id.to_string()));
+        let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
+        tx.execute(
+            &format!(
+                "UPDATE {} SET {} WHERE {account_col} = {} AND {id_col} = {}",
+                q(d, &e.table),
+                sets.join(", "),
+                ph(d, n + 1, "TEXT"),
+                ph(d, n + 2, uuid_ty)
+            ),
+            &args,
+        )
+        .await?;
+    } else {
+        cols.push(account_col);
+        args.push(Arg::Text(account.into()));
+        types.push("TEXT");
+        let phs: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ph(d, i + 1, t))
+            .collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                q(d, &e.table),
+                cols.join(", "),
+                phs.join(", ")
+            ),
+            &args,
+        )
+        .await?;
+    }
+    let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
+    tx.execute(
+        &format!(
+            "INSERT INTO {} ({}, {}, {}, {}, {}, {}, {}) VALUES ({}, {}, {}, {}, {}, {}, {})",
+            q(d, "sync_changes"),
+            q(d, "sync_account"),
+            q(d, "seq"),
+            q(d, "entity_type"),
+            q(d, "entity_id"),
+            q(d, "version"),
+            q(d, "deleted"),
+            q(d, "committed_at"),
+            ph(d, 1, "TEXT"),
+            ph(d, 2, big),
+            ph(d, 3, "TEXT"),
+            ph(d, 4, uuid_ty),
+            ph(d, 5, big),
+            ph(d, 6, boolean),
+            ph(d, 7, ts_type(d)),
+        ),
+        &[
+            Arg::Text(account.into()),
+            Arg::Int(seq),
+            Arg::Text(e.name.clone()),
+            Arg::Text(id.to_string()),
+            Arg::Int(version),
+            Arg::Bool(deleted),
+            Arg::Text(ts.clone()),
+        ],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "UPDATE {} SET {} = {} WHERE {} = {}",
+            q(d, "sync_accounts"),
+            q(d, "last_seq"),
+            ph(d, 1, big),
+            q(d, "sync_account"),
+            ph(d, 2, "TEXT")
+        ),
+        &[Arg::Int(seq), Arg::Text(account.into())],
+    )
+    .await?;
+    Ok(ts)
+}
+
+async fn apply(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+) -> Result<MutationResult, ServerError> {
+    let key = &m.idempotency_key;
+    let Some(ops) = state.entities.get(&m.entity_type) else {
+        let known: Vec<&str> = state.entities.keys().map(String::as_str).collect();
+        return Ok(rejected(
+            key,
+            422,
+            "unknown-entity",
+            "Unknown entity type",
+            format!(
+                "entity type `{}` is not served here; known: {}",
+                m.entity_type,
+                known.join(", ")
+            ),
+        ));
+    };
+    let e = ops.model;
+    let seq = lock_account(tx, account).await? + 1;
+    let current = load(tx, e, account, m.entity_id).await?;
+    let applied = |stored: Stored| MutationResult::Applied {
+        idempotency_key: key.clone(),
+        server: server_record(e, m.entity_id, stored),
+    };
+    match m.op {
+        MutationOp::Create => {
+            let Some(record) = m.record.clone() else {
+                return Ok(rejected(
+                    key,
+                    422,
+                    "invalid-mutation",
+                    "Invalid mutation",
+                    "a create needs `record`",
+                ));
+            };
+            if record.get(&e.id_field().name).and_then(Json::as_str)
+                != Some(m.entity_id.to_string().as_str())
+            {
+                return Ok(rejected(
+                    key,
+                    422,
+                    "invalid-mutation",
+                    "Invalid mutation",
+                    "the record's id is not `entity_id`",
+                ));
+            }
+            let (record, clocks) = match (ops.check_record)(e, record, m.clocks.clone()) {
+                Ok(v) => v,
+                Err(msg) => return Ok(rejected(key, 422, "invalid-record", "Invalid record", msg)),
+            };
+            match current {
+                Some(cur) if !cur.deleted => {
+                    // The same id created twice (never by UUIDs made independently): a
+                    // conflict on every field that differs.
+                    let fields: Vec<String> = record
+                        .iter()
+                        .filter(|(k, v)| cur.record.get(*k) != Some(*v))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    if fields.is_empty() {
+                        return Ok(applied(cur));
+                    }
+                    Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: server_record(e, m.entity_id, cur),
+                        fields,
+                    })
+                }
+                other => {
+                    // New, or recreated after a delete: the record replaces the tombstone
+                    // entirely, so nothing of the old record comes back.
+                    let exists = other.is_some();
+                    let version = other.map_or(0, |c| c.version) + 1;
+                    let ts = write(
+                        tx,
+                        e,
+                        account,
+                        m.entity_id,
+                        &record,
+                        &clocks,
+                        version,
+                        false,
+                        seq,
+                        exists,
+                    )
+                    .await?;
+                    Ok(applied(Stored {
+                        record,
+                        clocks,
+                        version,
+                        deleted: false,
+                        server_updated_at: ts,
+                    }))
+                }
+            }
+        }
+        MutationOp::Update => {
+            let Some(patch) = &m.patch else {
+                return Ok(rejected(
+                    key,
+                    422,
+                    "invalid-mutation",
+                    "Invalid mutation",
+                    "an update needs `patch`",
+                ));
+            };
+            let Some(cur) = current else {
+                return Ok(rejected(
+                    key,
+                    422,
+                    "unknown-record",
+                    "Unknown record",
+                    format!(
+                        "no `{}` with id {} to update; create it first",
+                        e.name, m.entity_id
+                    ),
+                ));
+            };
+            if cur.deleted {
+                // Delete wins over a concurrent update: the client learns of the tombstone.
+                return Ok(MutationResult::Conflict {
+                    idempotency_key: key.clone(),
+                    server: server_record(e, m.entity_id, cur),
+                    fields: Vec::new(),
+                });
+            }
+            let same_version = m.base_version == Some(cur.version);
+            match (ops.apply_patch)(&cur.record, &cur.clocks, patch, same_version) {
+                Err(msg) => Ok(rejected(key, 422, "invalid-patch", "Invalid patch", msg)),
+                Ok(PatchOutcome::Conflict(fields)) => Ok(MutationResult::Conflict {
+                    idempotency_key: key.clone(),
+                    server: server_record(e, m.entity_id, cur),
+                    fields,
+                }),
+                Ok(PatchOutcome::Applied { record, clocks }) => {
+                    let version = cur.version + 1;
+                    let ts = write(
+                        tx,
+                        e,
+                        account,
+                        m.entity_id,
+                        &record,
+                        &clocks,
+                        version,
+                        false,
+                        seq,
+                        true,
+                    )
+                    .await?;
+                    Ok(applied(Stored {
+                        record,
+                        clocks,
+                        version,
+                        deleted: false,
+                        server_updated_at: ts,
+                    }))
+                }
+            }
+        }
+        MutationOp::Delete => match current {
+            None => Ok(rejected(
+                key,
+                422,
+                "unknown-record",
+                "Unknown record",
+                format!("no `{}` with id {} to delete", e.name, m.entity_id),
+            )),
+            Some(cur) if cur.deleted => Ok(applied(cur)),
+            Some(cur) => {
+                let version = cur.version + 1;
+                let ts = write(
+                    tx,
+                    e,
+                    account,
+                    m.entity_id,
+                    &cur.record,
+                    &cur.clocks,
+                    version,
+                    true,
+                    seq,
+                    true,
+                )
+                .await?;
+                Ok(applied(Stored {
+                    deleted: true,
+                    version,
+                    server_updated_at: ts,
+                    ..cur
+                }))
+            }
+        },
+    }
+}
+
+/// A change token (opaque to clients): `t1.<seq>`.
+pub(crate) fn token(seq: i64) -> String {
+    format!("t1.{seq}")
+}
+
+pub(crate) fn parse_token(t: &str) -> Option<i64> {
+    t.strip_prefix("t1.")?
+        .parse()
+        .ok()
+        .filter(|s: &i64| *s >= 0)
+}
+
+/// The account's horizon: tokens below it are expired (their tombstones were collected).
+async fn horizon(tx: &mut Tx<'_>, account: &str) -> Result<(i64, i64), ServerError> {
+    let d = tx.dialect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {} FROM {} WHERE {} = {}",
+                sel(d, "last_seq"),
+                sel(d, "horizon_seq"),
+                q(d, "sync_accounts"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT")
+            ),
+            &[Arg::Text(account.into())],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .map(|r| (r[0].as_i64().unwrap_or(0), r[1].as_i64().unwrap_or(0)))
+        .unwrap_or((0, 0)))
+}
+
+/// `GET /changes`: the records changed after `since`, in commit order.
+pub(crate) async fn changes(
+    state: &State,
+    account: &str,
+    since: i64,
+    limit: u32,
+) -> Result<(Vec<ServerRecord>, i64, bool), ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    let (_, horizon_seq) = horizon(&mut tx, account).await?;
+    if since < horizon_seq {
+        return Err(ServerError::TokenExpired);
+    }
+    let big = if d == sync_model::sql::Dialect::Postgres {
+        "BIGINT"
+    } else {
+        "INTEGER"
+    };
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {}, {} FROM {} WHERE {} = {} AND {} > {} ORDER BY {} LIMIT {}",
+                sel(d, "seq"),
+                sel(d, "entity_type"),
+                sel(d, "entity_id"),
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "seq"),
+                ph(d, 2, big),
+                q(d, "seq"),
+                i64::from(limit) + 1
+            ),
+            &[Arg::Text(account.into()), Arg::Int(since)],
+        )
+        .await?;
+    let has_more = rows.len() > limit as usize;
+    let mut out = Vec::new();
+    let mut next = since;
+    for row in rows.into_iter().take(limit as usize) {
+        let seq = row[0].as_i64().unwrap_or(0);
+        next = seq;
+        let Some(ops) = row[1].as_str().and_then(|t| state.entities.get(t)) else {
+            continue;
+        };
+        let Some(id) = row[2].as_str().and_then(|s| s.parse::<Uuid>().ok()) else {
+            continue;
+        };
+        let e = ops.model;
+        // Only the record's latest change carries it; earlier ones are superseded.
+        let latest = latest_seq(&mut tx, e, account, id).await?;
+        if latest != Some(seq) {
+            continue;
+        }
+        if let Some(stored) = load(&mut tx, e, account, id).await? {
+            out.push(server_record(e, id, stored));
+        }
+    }
+    tx.commit().await?;
+    Ok((out, next, has_more))
+}
+
+async fn latest_seq(
+    tx: &mut Tx<'_>,
+    e: &Entity,
+    account: &str,
+    id: Uuid,
+) -> Result<Option<i64>, ServerError> {
+    let d = tx.dialect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
+                sel(d, "sync_seq"),
+                q(d, &e.table),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, &e.id_field().column),
+                ph(
+                    d,
+                    2,
+                    sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d)
+                ),
+            ),
+            &[Arg::Text(account.into()), Arg::Text(id.to_string())],
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()))
+}
+
+/// A snapshot cursor: `s1.<pinned seq>.<entity index>.<last id>`.
+pub(crate) struct Cursor {
+    pub(crate) pinned: i64,
+    pub(crate) entity: usize,
+    pub(crate) after: Option<Uuid>,
+}
+
+impl Cursor {
+    pub(crate) fn encode(&self) -> String {
+        format!(
+            "s1.{}.{}.{}",
+            self.pinned,
+            self.entity,
+            self.after.map(|u| u.to_string()).unwrap_or_default()
+        )
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.strip_prefix("s1.")?.splitn(3, '.');
+        let pinned = parts.next()?.parse().ok()?;
+        let entity = parts.next()?.parse().ok()?;
+        let after = match parts.next()? {
+            "" => None,
+            id => Some(id.parse().ok()?),
+        };
+        Some(Cursor {
+            pinned,
+            entity,
+            after,
+        })
+    }
+}
+
+/// `GET /snapshot`: one page of live records as of the pinned token.
+pub(crate) async fn snapshot(
+    state: &State,
+    account: &str,
+    cursor: Option<Cursor>,
+    limit: u32,
+) -> Result<(Vec<ServerRecord>, Option<Cursor>, i64), ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    let (last_seq, horizon_seq) = horizon(&mut tx, account).await?;
+    let mut cur = cursor.unwrap_or(Cursor {
+        pinned: last_seq,
+        entity: 0,
+        after: None,
+    });
+    if cur.pinned < horizon_seq {
+        return Err(ServerError::TokenExpired);
+    }
+    let big = if d == sync_model::sql::Dialect::Postgres {
+        "BIGINT"
+    } else {
+        "INTEGER"
+    };
+    let false_lit = if d == sync_model::sql::Dialect::Postgres {
+        "FALSE"
+    } else {
+        "0"
+    };
+    let mut out = Vec::new();
+    while out.len() < limit as usize && cur.entity < state.entity_order.len() {
+        let ops = &state.entities[&state.entity_order[cur.entity]];
+        let e = ops.model;
+        let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
+        let mut cols: Vec<String> = e.synced_fields().map(|f| sel(d, &f.column)).collect();
+        for c in [
+            "sync_clocks",
+            "sync_version",
+            "sync_deleted",
+            "sync_server_updated_at",
+        ] {
+            cols.push(sel(d, c));
+        }
+        cols.push(sel(d, &e.id_field().column));
+        let id_col = q(d, &e.id_field().column);
+        let mut args = vec![Arg::Text(account.into()), Arg::Int(cur.pinned)];
+        let after = match cur.after {
+            Some(id) => {
+                args.push(Arg::Text(id.to_string()));
+                format!(" AND {id_col} > {}", ph(d, 3, uuid_ty))
+            }
+            None => String::new(),
+        };
+        let want = limit as usize - out.len();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {} FROM {} WHERE {} = {} AND {} = {false_lit} AND {} <= {}{after} ORDER BY {id_col} LIMIT {}",
+                    cols.join(", "),
+                    q(d, &e.table),
+                    q(d, "sync_account"),
+                    ph(d, 1, "TEXT"),
+                    q(d, "sync_deleted"),
+                    q(d, "sync_seq"),
+                    ph(d, 2, big),
+                    want + 1,
+                ),
+                &args,
+            )
+            .await?;
+        let more_here = rows.len() > want;
+        for mut row in rows.into_iter().take(want) {
+            let id: Uuid = row
+                .pop()
+                .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| DbError::Invalid("snapshot id".into()))?;
+            let stored = stored_from_row(d, e, row)?;
+            out.push(server_record(e, id, stored));
+            cur.after = Some(id);
+        }
+        if !more_here {
+            cur.entity += 1;
+            cur.after = None;
+        }
+    }
+    tx.commit().await?;
+    let pinned = cur.pinned;
+    let next = (cur.entity < state.entity_order.len()).then_some(cur);
+    Ok((out, next, pinned))
+}
+
+/// Collects tombstones and change-log rows older than `before` for every account;
+/// tokens older than what was collected become expired (410).
+pub(crate) async fn collect_garbage(
+    state: &State,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    let ts = ts_type(d);
+    let cutoff = before.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let accounts = tx
+        .query(
+            &format!(
+                "SELECT {} FROM {}",
+                sel(d, "sync_account"),
+                q(d, "sync_accounts")
+            ),
+            &[],
+        )
+        .await?;
+    let big = if d == sync_model::sql::Dialect::Postgres {
+        "BIGINT"
+    } else {
+        "INTEGER"
+    };
+    let true_lit = if d == sync_model::sql::Dialect::Postgres {
+        "TRUE"
+    } else {
+        "1"
+    };
+    let mut removed = 0;
+    for a in accounts {
+        let account = a[0].as_str().unwrap_or_default().to_string();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {} FROM {} WHERE {} = {} AND {} < {}",
+                    sel(d, "seq"),
+                    q(d, "sync_changes"),
+                    q(d, "sync_account"),
+                    ph(d, 1, "TEXT"),
+                    q(d, "committed_at"),
+                    ph(d, 2, ts)
+                ),
+                &[Arg::Text(account.clone()), Arg::Text(cutoff.clone())],
+            )
+            .await?;
+        let Some(max_seq) = rows.iter().filter_map(|r| r[0].as_i64()).max() else {
+            continue;
+        };
+        for e in state.entities.values().map(|o| o.model) {
+            removed += tx
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE {} = {} AND {} = {true_lit} AND {} <= {}",
+                        q(d, &e.table),
+                        q(d, "sync_account"),
+                        ph(d, 1, "TEXT"),
+                        q(d, "sync_deleted"),
+                        q(d, "sync_seq"),
+                        ph(d, 2, big)
+                    ),
+                    &[Arg::Text(account.clone()), Arg::Int(max_seq)],
+                )
+                .await?;
+        }
+        tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE {} = {} AND {} <= {}",
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "seq"),
+                ph(d, 2, big)
+            ),
+            &[Arg::Text(account.clone()), Arg::Int(max_seq)],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "UPDATE {} SET {} = {} WHERE {} = {} AND {} < {}",
+                q(d, "sync_accounts"),
+                q(d, "horizon_seq"),
+                ph(d, 1, big),
+                q(d, "sync_account"),
+                ph(d, 2, "TEXT"),
+                q(d, "horizon_seq"),
+                ph(d, 3, big)
+            ),
+            &[Arg::Int(max_seq), Arg::Text(account), Arg::Int(max_seq)],
+        )
+        .await?;
+    }
+    tx.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} < {}",
+            q(d, "sync_idempotency"),
+            q(d, "expires_at"),
+            ph(d, 1, ts)
+        ),
+        &[Arg::Text(crate::db::now())],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(removed)
+}

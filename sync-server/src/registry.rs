@@ -1,0 +1,112 @@
+//! The registered entity types, type-erased: the server receives `entity_type` strings
+//! and dispatches to the generated code of the matching `Syncable` type.
+
+use serde_json::Value as Json;
+use sync_model::{Entity, TypeKind};
+use sync_runtime::hlc::Hlc;
+use sync_runtime::{Clocks, Record, Syncable};
+
+/// What applying a patch to the server's record did.
+pub(crate) enum PatchOutcome {
+    /// The new record and clocks.
+    Applied { record: Record, clocks: Json },
+    /// `manual` fields hold third values: nothing applied.
+    Conflict(Vec<String>),
+}
+
+/// Checks a client's record: `(model, record, clocks) -> (canonical record, clocks)`.
+pub(crate) type CheckRecord =
+    fn(&'static Entity, Record, Option<Json>) -> Result<(Record, Json), String>;
+
+/// Applies a patch: `(record, clocks, patch, same version) -> outcome`.
+pub(crate) type ApplyPatch = fn(&Record, &Json, &Json, bool) -> Result<PatchOutcome, String>;
+
+/// The generated functions of one entity, behind plain function pointers.
+pub(crate) struct EntityOps {
+    pub(crate) model: &'static Entity,
+    /// A client's record, checked and brought to canonical form (fields an older client
+    /// does not know get their defaults).
+    pub(crate) check_record: CheckRecord,
+    /// Applies a client's patch to the server's record.
+    pub(crate) apply_patch: ApplyPatch,
+}
+
+impl EntityOps {
+    pub(crate) fn of<T: Syncable>() -> Self {
+        EntityOps {
+            model: T::model(),
+            check_record: check_record::<T>,
+            apply_patch: apply_patch::<T>,
+        }
+    }
+}
+
+/// Fills fields missing from an older client's record with the value existing rows got
+/// when the field was added: its `default`, `null`, or an empty set.
+fn fill_defaults(model: &Entity, record: &mut Record) {
+    for f in model.synced_fields() {
+        if record.contains_key(&f.name) {
+            continue;
+        }
+        let v = match (&f.default, &f.ty.kind) {
+            (Some(d), TypeKind::Json { .. }) => match d {
+                Json::String(s) => serde_json::from_str(s).unwrap_or(Json::Null),
+                other => other.clone(),
+            },
+            (Some(d), _) => d.clone(),
+            (None, TypeKind::Set { .. }) => Json::Array(Vec::new()),
+            (None, _) if f.ty.nullable => Json::Null,
+            (None, _) => continue,
+        };
+        record.insert(f.name.clone(), v);
+    }
+}
+
+fn check_record<T: Syncable>(
+    model: &'static Entity,
+    mut record: Record,
+    clocks: Option<Json>,
+) -> Result<(Record, Json), String> {
+    fill_defaults(model, &mut record);
+    let mut value = T::from_record(&record).map_err(|e| e.to_string())?;
+    value.normalize();
+    value.validate().map_err(|e| e.to_string())?;
+    let clocks: T::Clocks = match clocks {
+        Some(c) => serde_json::from_value(c).map_err(|e| format!("invalid clocks: {e}"))?,
+        None => T::Clocks::all(Hlc::ZERO),
+    };
+    Ok((
+        value.to_record().map_err(|e| e.to_string())?,
+        serde_json::to_value(clocks).map_err(|e| e.to_string())?,
+    ))
+}
+
+fn apply_patch<T: Syncable>(
+    current: &Record,
+    clocks: &Json,
+    patch: &Json,
+    same_version: bool,
+) -> Result<PatchOutcome, String> {
+    let mut value = T::from_record(current).map_err(|e| format!("stored record: {e}"))?;
+    let mut clocks: T::Clocks =
+        serde_json::from_value(clocks.clone()).map_err(|e| format!("stored clocks: {e}"))?;
+    let patch: T::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid patch: {e}"))?;
+    if same_version {
+        value.apply(&patch);
+        T::stamp(&mut clocks, &patch);
+    } else {
+        let conflicts = value.apply_concurrent(&mut clocks, &patch);
+        if !conflicts.is_empty() {
+            return Ok(PatchOutcome::Conflict(
+                conflicts.iter().map(|s| (*s).to_string()).collect(),
+            ));
+        }
+    }
+    value.normalize();
+    value.validate().map_err(|e| e.to_string())?;
+    Ok(PatchOutcome::Applied {
+        record: value.to_record().map_err(|e| e.to_string())?,
+        clocks: serde_json::to_value(clocks).map_err(|e| e.to_string())?,
+    })
+}

@@ -1,0 +1,524 @@
+//! The reference server over real HTTP on 127.0.0.1, on SQLite and on PostgreSQL
+//! (`SYNC_TEST_POSTGRES_URL`; skipped with a message when unset).
+#![allow(missing_docs)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value as Json, json};
+use support::{Backend, Client, TestServer, latest, project_create, task_create, task_update};
+use uuid::Uuid;
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::TestServer::start(super::Backend::Sqlite).await {
+                    super::$name(&s).await;
+                    s.cleanup().await;
+                }
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::TestServer::start(super::Backend::Postgres).await {
+                    super::$name(&s).await;
+                    s.cleanup().await;
+                }
+            })*
+        }
+    };
+}
+
+both_backends!(
+    round_trip_every_merge_strategy,
+    idempotent_replay_reuse_and_in_flight,
+    occ_conflict_on_manual_fields,
+    pagination_loses_nothing,
+    snapshot_then_changes_loses_and_repeats_nothing,
+    accounts_never_see_each_other,
+    bad_input_is_a_problem_and_stores_nothing,
+    delete_then_recreate_leaves_nothing_stale,
+    expired_tokens_are_410,
+    request_ids_and_health,
+);
+
+async fn round_trip_every_merge_strategy(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let r = c
+        .push(vec![project_create(p, "P"), task_create(t, p)])
+        .await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    assert_eq!(r[1]["server"]["version"], 1);
+    // lww, sum, union and manual in one patch.
+    let patch = json!({
+        "title": { "set": "new title", "hlc": "000000000009-00000000-0000000000000001" },
+        "likes": { "add": 5 },
+        "tags": { "add": ["b"], "remove": ["a"] },
+        "price_cents": { "set": 250, "base": 100 },
+        "meta": { "set": { "k": "v" }, "hlc": "000000000009-00000000-0000000000000001" }
+    });
+    let r = c.push(vec![task_update(t, 1, patch)]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    let server = &r[0]["server"];
+    assert_eq!(server["version"], 2);
+    assert_eq!(server["record"]["title"], "new title");
+    assert_eq!(server["record"]["likes"], 5);
+    assert_eq!(server["record"]["tags"], json!(["b"]));
+    assert_eq!(server["record"]["price_cents"], 250);
+    assert_eq!(server["record"]["meta"], json!({ "k": "v" }));
+    assert_eq!(
+        server["clocks"]["title"],
+        "000000000009-00000000-0000000000000001"
+    );
+    // A concurrent patch against version 1: sums add, unions merge, an older lww loses.
+    let stale = json!({
+        "title": { "set": "older title", "hlc": "000000000005-00000000-0000000000000002" },
+        "likes": { "add": 2 },
+        "tags": { "add": ["c"], "remove": [] }
+    });
+    let r = c.push(vec![task_update(t, 1, stale)]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    let rec = &r[0]["server"]["record"];
+    assert_eq!(rec["title"], "new title");
+    assert_eq!(rec["likes"], 7);
+    assert_eq!(rec["tags"], json!(["b", "c"]));
+
+    // Another device pulls it.
+    let other = Client::new(&s.url, "token-a");
+    let (changes, token) = other.pull_all(None, 100).await;
+    let by_id = latest(&changes);
+    assert_eq!(by_id.len(), 2);
+    assert_eq!(by_id[&t.to_string()]["record"], *rec);
+    assert_eq!(by_id[&t.to_string()]["version"], 3);
+    // Nothing new after the token.
+    let (more, _) = other.pull_all(Some(&token), 100).await;
+    assert!(more.is_empty());
+}
+
+async fn idempotent_replay_reuse_and_in_flight(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    c.push(vec![project_create(p, "P"), task_create(t, p)])
+        .await;
+    let m = task_update(t, 1, json!({ "likes": { "add": 1 } }));
+    let first = c.push(vec![m.clone()]).await;
+    // The response was lost; the client retries with the same key and body.
+    let replay = c.push(vec![m.clone()]).await;
+    assert_eq!(first, replay, "same key, same body: the stored result");
+    let (changes, _) = c.pull_all(None, 100).await;
+    assert_eq!(
+        latest(&changes)[&t.to_string()]["record"]["likes"],
+        1,
+        "counted once"
+    );
+
+    // Same key, another body.
+    let mut other = m.clone();
+    other["patch"] = json!({ "likes": { "add": 100 } });
+    let r = c.push(vec![other]).await;
+    assert_eq!(r[0]["status"], "rejected");
+    assert_eq!(r[0]["problem"]["status"], 422);
+    assert!(
+        r[0]["problem"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another mutation")
+    );
+
+    // A key whose first request is still being processed.
+    let busy = task_update(t, 2, json!({ "likes": { "add": 1 } }));
+    let key = busy["idempotency_key"].as_str().unwrap();
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+    let ts = if s.backend == Backend::Postgres {
+        format!("'{now}'::timestamptz")
+    } else {
+        format!("'{now}'")
+    };
+    s.sql(&format!(
+        "INSERT INTO sync_idempotency (sync_account, idempotency_key, request_hash, state, created_at, expires_at) VALUES ('account-a', '{key}', 'x', 'in_flight:other', {ts}, {ts})"
+    ))
+    .await;
+    let (status, body) = c.post("/push", &json!({ "mutations": [busy] })).await;
+    assert_eq!(status, 409, "{body:#}");
+    assert_eq!(
+        body["type"],
+        "https://syncgen.dev/problems/request-in-progress"
+    );
+}
+
+async fn occ_conflict_on_manual_fields(s: &TestServer) {
+    let a = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    a.push(vec![project_create(p, "P"), task_create(t, p)])
+        .await;
+    let r = a
+        .push(vec![task_update(
+            t,
+            1,
+            json!({ "price_cents": { "set": 200, "base": 100 } }),
+        )])
+        .await;
+    assert_eq!(r[0]["status"], "applied");
+    // Device B edited the price from the same base, and liked it.
+    let r = a
+        .push(vec![task_update(
+            t,
+            1,
+            json!({ "price_cents": { "set": 300, "base": 100 }, "likes": { "add": 1 } }),
+        )])
+        .await;
+    assert_eq!(r[0]["status"], "conflict", "{r:#?}");
+    assert_eq!(r[0]["fields"], json!(["price_cents"]));
+    assert_eq!(r[0]["server"]["record"]["price_cents"], 200);
+    assert_eq!(r[0]["server"]["version"], 2);
+    assert_eq!(
+        r[0]["server"]["record"]["likes"], 0,
+        "nothing of a conflicting patch is applied"
+    );
+    // The same change against the current version applies.
+    let r = a
+        .push(vec![task_update(
+            t,
+            2,
+            json!({ "price_cents": { "set": 300, "base": 200 } }),
+        )])
+        .await;
+    assert_eq!(r[0]["status"], "applied");
+}
+
+async fn pagination_loses_nothing(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let p = Uuid::now_v7();
+    c.push(vec![project_create(p, "P")]).await;
+    let mut ids = BTreeSet::new();
+    for chunk in 0..5 {
+        let batch: Vec<Json> = (0..50)
+            .map(|_| {
+                let t = Uuid::now_v7();
+                ids.insert(t.to_string());
+                task_create(t, p)
+            })
+            .collect();
+        let r = c.push(batch).await;
+        assert!(r.iter().all(|x| x["status"] == "applied"), "chunk {chunk}");
+    }
+    let mut token: Option<String> = None;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let path = match &token {
+            Some(t) => format!("/changes?since={t}&limit=37"),
+            None => "/changes?limit=37".into(),
+        };
+        let (status, body) = c.get(&path).await;
+        assert_eq!(status, 200);
+        pages += 1;
+        for ch in body["changes"].as_array().unwrap() {
+            seen.push(ch["entity_id"].as_str().unwrap().to_string());
+        }
+        let next = body["next_token"].as_str().unwrap().to_string();
+        if let Some(prev) = &token {
+            assert_ne!(prev, &next, "the token advances every page");
+        }
+        token = Some(next);
+        if !body["has_more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert!(pages >= 7, "{pages} pages");
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no record twice");
+    assert!(ids.is_subset(&unique), "no record lost");
+    assert_eq!(unique.len(), ids.len() + 1);
+}
+
+async fn snapshot_then_changes_loses_and_repeats_nothing(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let p = Uuid::now_v7();
+    c.push(vec![project_create(p, "P")]).await;
+    let tasks: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    c.push(tasks.iter().map(|t| task_create(*t, p)).collect())
+        .await;
+
+    // First page, then changes happen during the snapshot.
+    let (_, first) = c.get("/snapshot?limit=15").await;
+    let mut records: Vec<Json> = first["records"].as_array().unwrap().clone();
+    let mut cursor = first["next_cursor"].as_str().map(str::to_string);
+    let token = first["token"].as_str().unwrap().to_string();
+    let read: BTreeSet<String> = records
+        .iter()
+        .map(|r| r["entity_id"].as_str().unwrap().to_string())
+        .collect();
+    let early = tasks
+        .iter()
+        .find(|t| read.contains(&t.to_string()))
+        .copied()
+        .unwrap();
+    let late = *tasks.last().unwrap();
+    assert!(!read.contains(&late.to_string()));
+    c.push(vec![
+        task_update(early, 1, json!({ "likes": { "add": 1 } })),
+        task_update(late, 1, json!({ "likes": { "add": 2 } })),
+        task_create(Uuid::now_v7(), p),
+    ])
+    .await;
+    let deleted = tasks[20];
+    c.push(vec![json!({
+        "idempotency_key": Uuid::new_v4().to_string(), "entity_type": "task", "entity_id": deleted,
+        "op": "delete", "base_version": 1, "hlc": "000000000009-00000000-0000000000000001"
+    })])
+    .await;
+    while let Some(cur) = cursor {
+        let (status, page) = c.get(&format!("/snapshot?cursor={cur}&limit=15")).await;
+        assert_eq!(status, 200, "{page:#}");
+        assert_eq!(
+            page["token"],
+            token.as_str(),
+            "every page is pinned to the same token"
+        );
+        records.extend(page["records"].as_array().unwrap().iter().cloned());
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+    }
+    let (changes, _) = c.pull_all(Some(&token), 100).await;
+    // Every change (a record at a version) is delivered once: in a page if it happened
+    // before the pinned token, by `changes` if after.
+    let delivered: Vec<(String, i64)> = records
+        .iter()
+        .chain(&changes)
+        .map(|r| {
+            (
+                r["entity_id"].as_str().unwrap().to_string(),
+                r["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let unique: BTreeSet<&(String, i64)> = delivered.iter().collect();
+    assert_eq!(unique.len(), delivered.len(), "no change delivered twice");
+    let in_pages: BTreeSet<String> = records
+        .iter()
+        .map(|r| r["entity_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        in_pages.len(),
+        records.len(),
+        "no record twice in the pages"
+    );
+    assert!(
+        in_pages.contains(&early.to_string()),
+        "read before its change"
+    );
+    assert!(
+        !in_pages.contains(&late.to_string()),
+        "changed after the pin: only in changes"
+    );
+    // Replaying gives the server's state.
+    let mut state: BTreeMap<String, Json> = BTreeMap::new();
+    for r in records.iter().chain(&changes) {
+        state.insert(r["entity_id"].as_str().unwrap().to_string(), r.clone());
+    }
+    let live: BTreeMap<&String, &Json> = state
+        .iter()
+        .filter(|(_, r)| r["deleted"] == false)
+        .collect();
+    assert_eq!(
+        live.len(),
+        1 + 40 + 1 - 1,
+        "project, 40 tasks, a new one, minus the deleted"
+    );
+    assert_eq!(state[&early.to_string()]["record"]["likes"], 1);
+    assert_eq!(state[&late.to_string()]["record"]["likes"], 2);
+    assert_eq!(state[&deleted.to_string()]["deleted"], true);
+}
+
+async fn accounts_never_see_each_other(s: &TestServer) {
+    let a = Client::new(&s.url, "token-a");
+    let b = Client::new(&s.url, "token-b");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    a.push(vec![project_create(p, "A's"), task_create(t, p)])
+        .await;
+    let (changes, _) = b.pull_all(None, 100).await;
+    assert!(changes.is_empty());
+    let (_, snap) = b.get("/snapshot").await;
+    assert_eq!(snap["records"], json!([]));
+    // B cannot touch A's record, even knowing its id.
+    let r = b
+        .push(vec![task_update(t, 1, json!({ "likes": { "add": 1 } }))])
+        .await;
+    assert_eq!(r[0]["status"], "rejected");
+    assert_eq!(r[0]["problem"]["status"], 422);
+    // And B's records of the same id are B's own.
+    let r = b.push(vec![project_create(p, "B's")]).await;
+    assert_eq!(r[0]["status"], "applied");
+    let (changes, _) = a.pull_all(None, 100).await;
+    assert_eq!(latest(&changes)[&p.to_string()]["record"]["name"], "A's");
+    assert_eq!(latest(&changes)[&t.to_string()]["record"]["likes"], 0);
+}
+
+async fn bad_input_is_a_problem_and_stores_nothing(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let http = reqwest::Client::new();
+    let send = |body: &'static str, token: Option<&'static str>| {
+        let mut req = http
+            .post(format!("{}/push", s.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    for (body, token, status) in [
+        ("{not json", Some("token-a"), 400),
+        ("{\"mutations\": 3}", Some("token-a"), 422),
+        ("{\"mutations\": [], \"extra\": 1}", Some("token-a"), 422),
+        ("{\"mutations\": []}", None, 401),
+        ("{\"mutations\": []}", Some("wrong"), 401),
+    ] {
+        let res = send(body, token).await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{body}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let p: Json = res.json().await.unwrap();
+        assert_eq!(p["status"], status);
+        assert!(
+            p["detail"].is_string() && p["title"].is_string() && p["type"].is_string(),
+            "{p:#}"
+        );
+    }
+    let p = Uuid::now_v7();
+    let results = c
+        .push(vec![
+            json!({ "idempotency_key": "k1", "entity_type": "invoice", "entity_id": p, "op": "create", "record": {} }),
+            json!({ "idempotency_key": "k2", "entity_type": "project", "entity_id": p, "op": "create",
+                    "record": { "id": p, "name": 42, "created_at": "2026-01-01T00:00:00Z" } }),
+            json!({ "idempotency_key": "k3", "entity_type": "project", "entity_id": p, "op": "create",
+                    "record": { "id": p, "name": "ok", "created_at": "not a time" } }),
+            json!({ "idempotency_key": "k4", "entity_type": "task", "entity_id": p, "op": "update", "base_version": 1,
+                    "patch": { "likes": { "add": "many" } } }),
+        ])
+        .await;
+    for r in &results {
+        assert_eq!(r["status"], "rejected", "{r:#}");
+        assert_eq!(r["problem"]["status"], 422);
+    }
+    assert!(
+        results[0]["problem"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`invoice`")
+    );
+    assert!(
+        results[1]["problem"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("name"),
+        "{:#}",
+        results[1]
+    );
+    let (changes, _) = c.pull_all(None, 100).await;
+    assert!(changes.is_empty(), "nothing stored");
+    // Limits.
+    let big: Vec<Json> = (0..501)
+        .map(|_| project_create(Uuid::now_v7(), "x"))
+        .collect();
+    let (status, body) = c.post("/push", &json!({ "mutations": big })).await;
+    assert_eq!(status, 413, "{body:#}");
+    let huge = "x".repeat(5 << 20);
+    let (status, _) = c
+        .post("/push", &json!({ "mutations": [], "pad": huge }))
+        .await;
+    assert_eq!(status, 413);
+    let (status, body) = c.get("/changes?since=nonsense").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["type"], "https://syncgen.dev/problems/invalid-token");
+    let (status, _) = c.get("/changes?limit=-3").await;
+    assert_eq!(status, 400);
+    let (status, body) = c.get("/nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["status"], 404);
+}
+
+async fn delete_then_recreate_leaves_nothing_stale(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    c.push(vec![project_create(p, "P"), task_create(t, p)])
+        .await;
+    c.push(vec![task_update(
+        t,
+        1,
+        json!({ "likes": { "add": 9 }, "tags": { "add": ["stale"] } }),
+    )])
+    .await;
+    let mut fresh = task_create(t, p);
+    fresh["base_version"] = json!(3);
+    fresh["record"]["title"] = json!("new");
+    fresh["record"]["tags"] = json!([]);
+    let r = c
+        .push(vec![
+            json!({ "idempotency_key": Uuid::new_v4().to_string(), "entity_type": "task", "entity_id": t,
+                    "op": "delete", "base_version": 2, "hlc": "000000000009-00000000-0000000000000001" }),
+            fresh,
+        ])
+        .await;
+    assert_eq!(r[0]["server"]["deleted"], true);
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    let rec = &r[1]["server"]["record"];
+    assert_eq!(rec["likes"], 0);
+    assert_eq!(rec["tags"], json!([]));
+    assert_eq!(rec["title"], "new");
+    assert_eq!(r[1]["server"]["version"], 4);
+    assert_eq!(r[1]["server"]["deleted"], false);
+}
+
+async fn expired_tokens_are_410(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    c.push(vec![project_create(p, "P"), task_create(t, p)])
+        .await;
+    let (_, old_token) = c.pull_all(None, 100).await;
+    let early = "t1.0";
+    c.push(vec![json!({ "idempotency_key": Uuid::new_v4().to_string(), "entity_type": "task", "entity_id": t,
+                        "op": "delete", "base_version": 1, "hlc": "000000000009-00000000-0000000000000001" })])
+        .await;
+    let removed = s
+        .server
+        .collect_garbage(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the tombstone");
+    let (status, body) = c.get(&format!("/changes?since={early}")).await;
+    assert_eq!(status, 410, "{body:#}");
+    assert_eq!(body["type"], "https://syncgen.dev/problems/token-expired");
+    let (status, _) = c.get(&format!("/changes?since={old_token}")).await;
+    assert_eq!(status, 410);
+    // A new snapshot gives a token that works.
+    let (_, snap) = c.get("/snapshot").await;
+    assert_eq!(snap["records"].as_array().unwrap().len(), 1, "the project");
+    let (status, _) = c
+        .get(&format!(
+            "/changes?since={}",
+            snap["token"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200);
+}
+
+async fn request_ids_and_health(s: &TestServer) {
+    let http = reqwest::Client::new();
+    let res = http.get(format!("{}/health", s.url)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 36);
+    let body: Json = res.json().await.unwrap();
+    assert_eq!(body["fingerprint"], s.server.fingerprint());
+    let res = http.get(format!("{}/changes", s.url)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let p: Json = res.json().await.unwrap();
+    assert_eq!(p["instance"], format!("urn:request:{id}"));
+}
