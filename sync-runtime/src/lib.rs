@@ -50,6 +50,8 @@
 //! toolkit uses maps it natively, and they are kept to microseconds, the precision every
 //! target database stores.
 
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod hlc;
 pub mod merge;
 pub mod ops;

@@ -44,6 +44,7 @@
 
 mod columns;
 mod migrations;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,7 @@ use sync_model::{Entity, Model, OutboxMode};
 use uuid::Uuid;
 
 pub use migrations::{MigrationFile, Migrations};
+pub use sync::{Conflict, ItemOutcome, SyncState};
 
 use crate::hlc::{Hlc, HlcClock, NodeId};
 use crate::syncable::{Clocks, DiffError, InvalidValue, Patch, Record, RecordError, Syncable};
@@ -164,6 +166,7 @@ pub enum Durability {
 pub struct StoreBuilder {
     path: PathBuf,
     entities: Vec<&'static Entity>,
+    fns: Vec<sync::EntityFns>,
     migrations: Option<Migrations>,
     durability: Durability,
 }
@@ -173,6 +176,7 @@ impl StoreBuilder {
     /// that together they are the model the database was migrated for.
     pub fn entity<T: Syncable>(mut self) -> Self {
         self.entities.push(T::model());
+        self.fns.push(sync::EntityFns::of::<T>());
         self
     }
 
@@ -254,7 +258,8 @@ impl StoreBuilder {
                 tables: self
                     .entities
                     .iter()
-                    .map(|e| (e.name.clone(), Table::new(e)))
+                    .zip(&self.fns)
+                    .map(|(e, f)| (e.name.clone(), Table::new(e, *f)))
                     .collect(),
                 path: self.path,
                 subscribers: Mutex::new(Vec::new()),
@@ -301,6 +306,8 @@ fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError>
 /// An entity with the SQL the store runs on its table, built once.
 struct Table {
     entity: &'static Entity,
+    /// The entity's generated code, type-erased, for the sync engine.
+    fns: sync::EntityFns,
     /// `SELECT <columns> FROM t WHERE id = ?1`.
     select_by_id: String,
     /// `SELECT <columns> FROM t WHERE sync_deleted = 0`.
@@ -316,7 +323,7 @@ struct Table {
 }
 
 impl Table {
-    fn new(entity: &'static Entity) -> Self {
+    fn new(entity: &'static Entity, fns: sync::EntityFns) -> Self {
         let t = q(&entity.table);
         let id = q(&entity.id_field().column);
         let mut list: Vec<String> = entity.synced_fields().map(|f| q(&f.column)).collect();
@@ -345,6 +352,7 @@ impl Table {
             .collect();
         Table {
             entity,
+            fns,
             select_by_id: format!("SELECT {list} FROM {t} WHERE {id} = ?1"),
             select_live: format!("SELECT {list} FROM {t} WHERE {} = 0", q("sync_deleted")),
             upsert: format!(
@@ -672,6 +680,7 @@ impl LocalStore {
         StoreBuilder {
             path: path.as_ref().to_path_buf(),
             entities: Vec::new(),
+            fns: Vec::new(),
             migrations: None,
             durability: Durability::default(),
         }
@@ -685,6 +694,14 @@ impl LocalStore {
     /// The store's clock.
     pub fn clock(&self) -> &HlcClock {
         &self.inner.clock
+    }
+
+    /// The fingerprint of the registered model (what a client sends to the server).
+    pub fn fingerprint(&self) -> String {
+        sync_model::fingerprint(&Model {
+            entities: self.inner.entities.values().map(|e| (*e).clone()).collect(),
+        })
+        .0
     }
 
     /// The database file.

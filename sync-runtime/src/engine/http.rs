@@ -1,0 +1,173 @@
+//! The HTTP transport (reqwest).
+
+use std::time::Duration;
+
+use crate::protocol::{
+    ChangesResponse, FINGERPRINT_HEADER, Problem, PushRequest, PushResponse, SnapshotResponse,
+};
+
+use super::{Transport, TransportError};
+
+/// Talks to a server's `/push`, `/changes`, `/snapshot` and `/health` over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    base_url: String,
+    fingerprint: Option<String>,
+}
+
+impl HttpTransport {
+    /// A transport to `base_url` (e.g. `http://127.0.0.1:8080`), with a 30 s timeout.
+    pub fn new(base_url: impl Into<String>) -> Result<Self, TransportError> {
+        Self::with_timeout(base_url, Duration::from_secs(30))
+    }
+
+    /// A transport with another request timeout.
+    pub fn with_timeout(
+        base_url: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| TransportError::Invalid(e.to_string()))?;
+        Ok(HttpTransport {
+            client,
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            fingerprint: None,
+        })
+    }
+
+    /// Sends the client's model fingerprint with every request, so the server can tell an
+    /// old client (see `LocalStore::fingerprint`).
+    pub fn fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
+        self.fingerprint = Some(fingerprint.into());
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(token);
+        if let Some(fp) = &self.fingerprint {
+            req = req.header(FINGERPRINT_HEADER, fp);
+        }
+        req
+    }
+
+    async fn send<R: serde::de::DeserializeOwned>(
+        req: reqwest::RequestBuilder,
+    ) -> Result<R, TransportError> {
+        let res = req.send().await.map_err(map_error)?;
+        let status = res.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = res
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let problem = res.json::<Problem>().await.ok().map(Box::new);
+            return Err(TransportError::Http {
+                status,
+                retry_after,
+                problem,
+            });
+        }
+        res.json::<R>().await.map_err(|e| {
+            if e.is_timeout() {
+                TransportError::Timeout
+            } else {
+                TransportError::Invalid(e.to_string())
+            }
+        })
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn map_error(e: reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else if e.is_connect() {
+        TransportError::Unreachable(e.to_string())
+    } else if e.is_request() || e.is_body() {
+        // The connection broke mid-request: it may have been applied, like a timeout.
+        TransportError::Timeout
+    } else {
+        TransportError::Unreachable(e.to_string())
+    }
+}
+
+impl Transport for HttpTransport {
+    async fn push(
+        &self,
+        token: &str,
+        request: &PushRequest,
+    ) -> Result<PushResponse, TransportError> {
+        Self::send(
+            self.request(reqwest::Method::POST, "/push", token)
+                .json(request),
+        )
+        .await
+    }
+
+    async fn changes(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        limit: u32,
+    ) -> Result<ChangesResponse, TransportError> {
+        // Tokens and cursors are URL-safe by construction (`t1.<n>`, `s1.<n>.<n>.<uuid>`),
+        // but escape them anyway for servers that mint others.
+        let path = match since {
+            Some(s) => format!("/changes?limit={limit}&since={}", escape(s)),
+            None => format!("/changes?limit={limit}"),
+        };
+        Self::send(self.request(reqwest::Method::GET, &path, token)).await
+    }
+
+    async fn snapshot(
+        &self,
+        token: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<SnapshotResponse, TransportError> {
+        let path = match cursor {
+            Some(c) => format!("/snapshot?limit={limit}&cursor={}", escape(c)),
+            None => format!("/snapshot?limit={limit}"),
+        };
+        Self::send(self.request(reqwest::Method::GET, &path, token)).await
+    }
+
+    async fn health(&self) -> Result<(), TransportError> {
+        let res = self
+            .client
+            .get(format!("{}/health", self.base_url))
+            .send()
+            .await
+            .map_err(map_error)?;
+        if res.status().is_success() {
+            Ok(())
+        } else {
+            Err(TransportError::Http {
+                status: res.status().as_u16(),
+                retry_after: None,
+                problem: None,
+            })
+        }
+    }
+}

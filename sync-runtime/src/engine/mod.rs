@@ -1,0 +1,600 @@
+//! The sync engine: upload the outbox, then pull changes, with retries, conflicts and
+//! status, over a [`Transport`].
+//!
+//! One run ([`SyncEngine::sync_now`]) takes the engine's lock (a second caller returns
+//! [`SyncOutcome::AlreadyRunning`] at once), uploads the outbox in order, pulls page by
+//! page, each page and its token applied in one transaction, and releases the lock. Every
+//! step is checkpointed in the local database, so a process killed at any point resumes
+//! without losing or doubling anything: items left `sending` are sent again with the same
+//! idempotency key and body (the server replays its stored result), and a pull resumes
+//! from the last page it applied.
+//!
+//! | failure | what the engine does |
+//! |---|---|
+//! | network unavailable (connection refused, DNS) | the items go back to the queue without counting an attempt; the run pauses ([`PauseReason::Offline`]) |
+//! | timeout, 5xx, 429, 409 (in progress) | the items wait with exponential backoff and jitter (honouring `Retry-After`), capped at [`EngineConfig::backoff_cap`]; dead after [`EngineConfig::max_attempts`] |
+//! | 401/403 | the app's token refresher is called once and the request retried; then the run pauses ([`PauseReason::AuthFailed`]) |
+//! | `conflict` result | the generated three-way merge combines both sides and the result is pushed; `manual` fields make the record `conflicted` until the user resolves it ([`LocalStore::conflicts`], [`LocalStore::keep_local`], [`LocalStore::keep_server`], [`LocalStore::resolve_with`]) |
+//! | `rejected` result, 4xx | the item is dead with the reason, visible in [`LocalStore::status`], retried by [`LocalStore::retry_dead`] |
+//! | 410 on a change token | the engine takes a new snapshot |
+
+mod http;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub use http::HttpTransport;
+
+use crate::protocol::{
+    ChangesResponse, Mutation, MutationOp, Problem, PushRequest, PushResponse, SnapshotResponse,
+};
+use crate::store::{ItemOutcome, LocalStore, OutboxItem, OutboxOp, StoreError, SyncState};
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransportError {
+    /// The server could not be reached at all (no network, connection refused).
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// The request timed out (it may or may not have been applied).
+    #[error("request timed out")]
+    Timeout,
+    /// The server answered with an error status.
+    #[error("HTTP {status}{}", problem.as_ref().map(|p| format!(": {p}")).unwrap_or_default())]
+    Http {
+        /// The status code.
+        status: u16,
+        /// `Retry-After`, if the server sent one.
+        retry_after: Option<Duration>,
+        /// The problem body, if any.
+        problem: Option<Box<Problem>>,
+    },
+    /// The response could not be understood.
+    #[error("invalid response: {0}")]
+    Invalid(String),
+}
+
+/// How the engine talks to a server. [`HttpTransport`] is the real one; tests wrap it to
+/// inject faults, or implement it in process.
+pub trait Transport: Send + Sync + 'static {
+    /// `POST /push`.
+    fn push(
+        &self,
+        token: &str,
+        request: &PushRequest,
+    ) -> impl Future<Output = Result<PushResponse, TransportError>> + Send;
+    /// `GET /changes`.
+    fn changes(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<ChangesResponse, TransportError>> + Send;
+    /// `GET /snapshot`.
+    fn snapshot(
+        &self,
+        token: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<SnapshotResponse, TransportError>> + Send;
+    /// `GET /health`: whether the server is reachable (the reachability check).
+    fn health(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Gives the engine a fresh bearer token when the server answers 401/403.
+pub type TokenRefresher = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Engine settings.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// The account this engine syncs (one lock and one change token per account).
+    pub account: String,
+    /// The bearer token.
+    pub token: String,
+    /// Called once when the server refuses the token.
+    pub refresher: Option<TokenRefresher>,
+    /// Mutations per push (default 100).
+    pub batch_size: usize,
+    /// Records per pulled page (default 500).
+    pub page_size: u32,
+    /// Attempts before an item is dead (default 8).
+    pub max_attempts: i64,
+    /// The first retry delay (default 1 s); doubles per attempt, with jitter.
+    pub backoff_base: Duration,
+    /// The longest retry delay (default 15 min).
+    pub backoff_cap: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults for `account` with `token`.
+    pub fn new(account: impl Into<String>, token: impl Into<String>) -> Self {
+        EngineConfig {
+            account: account.into(),
+            token: token.into(),
+            refresher: None,
+            batch_size: 100,
+            page_size: 500,
+            max_attempts: 8,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("account", &self.account)
+            .field("batch_size", &self.batch_size)
+            .field("page_size", &self.page_size)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a run stopped early. Nothing is lost: the next run continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PauseReason {
+    /// The server could not be reached.
+    Offline(String),
+    /// The server refused the token, also after a refresh.
+    AuthFailed(String),
+    /// The server is failing or busy; items wait for their backoff.
+    Backoff(String),
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncReport {
+    /// The run's id (also in the logs as `sync_run_id`).
+    pub run_id: Uuid,
+    /// Mutations applied by the server.
+    pub applied: usize,
+    /// Mutations merged with a newer server record and pushed again.
+    pub merged: usize,
+    /// Records that became `conflicted`.
+    pub conflicted: usize,
+    /// Mutations dropped because the server deleted the record (delete wins).
+    pub superseded: usize,
+    /// Mutations the server rejected (now dead).
+    pub dead: usize,
+    /// Records pulled and applied.
+    pub pulled: usize,
+    /// Whether the run took a snapshot.
+    pub snapshot: bool,
+    /// Why the run stopped early, if it did.
+    pub paused: Option<PauseReason>,
+}
+
+/// The result of [`SyncEngine::sync_now`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncOutcome {
+    /// The run happened (possibly paused part-way; see [`SyncReport::paused`]).
+    Ran(SyncReport),
+    /// Another run of this account is in progress; this call did nothing.
+    AlreadyRunning,
+}
+
+/// Errors that stop a run and need attention (the local database failed).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Syncs one account's [`LocalStore`] with a server.
+pub struct SyncEngine<T: Transport> {
+    store: LocalStore,
+    transport: T,
+    config: EngineConfig,
+    token: Mutex<String>,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn jitter_fraction() -> f64 {
+    let r = Uuid::new_v4().as_u128() as u64;
+    (r >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn to_mutation(item: &OutboxItem) -> Mutation {
+    let get = |k: &str| item.payload.get(k).cloned().filter(|v| !v.is_null());
+    Mutation {
+        idempotency_key: item.idempotency_key.clone(),
+        entity_type: item.entity_type.clone(),
+        entity_id: item.entity_id,
+        op: match item.op {
+            OutboxOp::Create => MutationOp::Create,
+            OutboxOp::Update => MutationOp::Update,
+            OutboxOp::Delete => MutationOp::Delete,
+        },
+        base_version: item.base_version,
+        record: get("record").and_then(|r| match r {
+            Json::Object(m) => Some(m),
+            _ => None,
+        }),
+        clocks: get("clocks"),
+        patch: get("patch"),
+        hlc: get("hlc").and_then(|h| serde_json::from_value(h).ok()),
+    }
+}
+
+enum Step<R> {
+    Done(R),
+    Pause(PauseReason),
+}
+
+impl<T: Transport> SyncEngine<T> {
+    /// An engine for `store`, talking through `transport`.
+    pub fn new(store: LocalStore, transport: T, config: EngineConfig) -> Self {
+        let token = Mutex::new(config.token.clone());
+        SyncEngine {
+            store,
+            transport,
+            config,
+            token,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The store this engine syncs.
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn token(&self) -> String {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The delay before attempt `attempt + 1`: exponential, capped, with jitter in
+    /// `[d/2, d]`, and never shorter than the server's `Retry-After`.
+    pub fn backoff(&self, attempt: i64, retry_after: Option<Duration>) -> Duration {
+        let exp = 2f64.powi(attempt.clamp(1, 30) as i32 - 1);
+        let d = (self.config.backoff_base.as_secs_f64() * exp)
+            .min(self.config.backoff_cap.as_secs_f64());
+        let d = Duration::from_secs_f64(d * (0.5 + 0.5 * jitter_fraction()));
+        retry_after
+            .map_or(d, |r| d.max(r))
+            .min(self.config.backoff_cap.max(retry_after.unwrap_or_default()))
+    }
+
+    /// Calls the server, refreshing the token once on 401/403.
+    async fn call<R, F, Fut>(&self, f: F) -> Result<R, TransportError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<R, TransportError>>,
+    {
+        match f(self.token()).await {
+            Err(TransportError::Http {
+                status: 401 | 403, ..
+            }) if self.config.refresher.is_some() => {
+                let refreshed = (self.config.refresher.as_ref().expect("checked"))();
+                match refreshed {
+                    Some(t) => {
+                        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = t.clone();
+                        f(t).await
+                    }
+                    None => f(self.token()).await,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// One sync run: upload, then pull. Returns at once if a run is in progress.
+    pub async fn sync_now(&self) -> Result<SyncOutcome, SyncError> {
+        let Ok(_guard) = self.running.try_lock() else {
+            return Ok(SyncOutcome::AlreadyRunning);
+        };
+        let run_id = Uuid::now_v7();
+        let span = tracing::info_span!("sync_run", sync_run_id = %run_id, account_id = %self.config.account);
+        async move {
+            let mut report = SyncReport {
+                run_id,
+                ..SyncReport::default()
+            };
+            self.store.recover_sending()?;
+            if let Step::Pause(p) = self.upload(&mut report).await? {
+                tracing::info!(reason = ?p, "sync paused");
+                report.paused = Some(p);
+                return Ok(SyncOutcome::Ran(report));
+            }
+            if let Step::Pause(p) = self.pull(&mut report).await? {
+                tracing::info!(reason = ?p, "sync paused");
+                report.paused = Some(p);
+                return Ok(SyncOutcome::Ran(report));
+            }
+            self.store.record_success(&self.config.account)?;
+            tracing::info!(
+                applied = report.applied,
+                pulled = report.pulled,
+                "sync completed"
+            );
+            Ok(SyncOutcome::Ran(report))
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn pause_for(&self, e: &TransportError) -> PauseReason {
+        match e {
+            TransportError::Unreachable(m) => PauseReason::Offline(m.clone()),
+            TransportError::Http {
+                status: 401 | 403, ..
+            } => PauseReason::AuthFailed(e.to_string()),
+            other => PauseReason::Backoff(other.to_string()),
+        }
+    }
+
+    async fn upload(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
+        let mut batch_size = self.config.batch_size.max(1);
+        loop {
+            let now = rfc3339(chrono::Utc::now());
+            let batch = self.store.next_batch(batch_size, &now)?;
+            if batch.is_empty() {
+                return Ok(Step::Done(()));
+            }
+            let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
+            let request = PushRequest {
+                mutations: batch.iter().map(to_mutation).collect(),
+            };
+            let request = &request;
+            match self
+                .call(|t| async move { self.transport.push(&t, request).await })
+                .await
+            {
+                Ok(response) => {
+                    for item in &batch {
+                        let Some(result) = response
+                            .results
+                            .iter()
+                            .find(|r| r.idempotency_key() == item.idempotency_key)
+                        else {
+                            // Not answered (the server stopped early): back to the queue.
+                            self.store.mark_unsent(&[item.id])?;
+                            continue;
+                        };
+                        let outcome = self.store.apply_result(item, result)?;
+                        tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, result = ?outcome, "pushed");
+                        match outcome {
+                            ItemOutcome::Applied => report.applied += 1,
+                            ItemOutcome::Merged => report.merged += 1,
+                            ItemOutcome::Conflicted(_) => report.conflicted += 1,
+                            ItemOutcome::Superseded(_) => report.superseded += 1,
+                            ItemOutcome::Dead(_) => report.dead += 1,
+                        }
+                    }
+                }
+                Err(e @ TransportError::Unreachable(_)) => {
+                    self.store.mark_unsent(&ids)?;
+                    return Ok(Step::Pause(self.pause_for(&e)));
+                }
+                Err(
+                    e @ TransportError::Http {
+                        status: 401 | 403, ..
+                    },
+                ) => {
+                    self.store.mark_unsent(&ids)?;
+                    return Ok(Step::Pause(self.pause_for(&e)));
+                }
+                Err(TransportError::Http { status: 413, .. }) if batch_size > 1 => {
+                    self.store.mark_unsent(&ids)?;
+                    batch_size = (batch_size / 2).max(1);
+                }
+                Err(e) => {
+                    let retry_after = match &e {
+                        TransportError::Http { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let permanent = matches!(&e, TransportError::Http { status, .. } if (400..500).contains(status) && ![408, 409, 425, 429].contains(status));
+                    let attempt = batch.iter().map(|i| i.attempt_count).max().unwrap_or(1);
+                    let max_attempts = if permanent {
+                        0
+                    } else {
+                        self.config.max_attempts
+                    };
+                    let delay = self.backoff(attempt, retry_after);
+                    let retry_at = rfc3339(
+                        chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    );
+                    self.store
+                        .mark_failed(&ids, &e.to_string(), &retry_at, max_attempts)?;
+                    tracing::warn!(error = %e, retry_in = ?delay, "push failed");
+                    if permanent {
+                        report.dead += ids.len();
+                        continue;
+                    }
+                    return Ok(Step::Pause(self.pause_for(&e)));
+                }
+            }
+        }
+    }
+
+    async fn pull(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
+        let account = self.config.account.clone();
+        let mut restarted = false;
+        loop {
+            let state = self.store.sync_state(&account)?;
+            let Some(token) = state.change_token.clone() else {
+                // First sync, or after a 410: a snapshot, resumable page by page.
+                report.snapshot = true;
+                let mut cursor = state.snapshot_cursor.clone();
+                loop {
+                    let page = match self
+                        .call(|t| {
+                            let cursor = cursor.clone();
+                            async move {
+                                self.transport
+                                    .snapshot(&t, cursor.as_deref(), self.config.page_size)
+                                    .await
+                            }
+                        })
+                        .await
+                    {
+                        Ok(p) => p,
+                        Err(TransportError::Http { status: 410, .. }) => {
+                            // The pinned token expired during the snapshot: start over.
+                            self.store.reset_token(&account)?;
+                            cursor = None;
+                            continue;
+                        }
+                        Err(e) => return Ok(Step::Pause(self.pause_for(&e))),
+                    };
+                    let next = if page.has_more {
+                        SyncState {
+                            change_token: None,
+                            snapshot_cursor: page.next_cursor.clone(),
+                            snapshot_token: Some(page.token.clone()),
+                            last_sync_at: None,
+                        }
+                    } else {
+                        SyncState {
+                            change_token: Some(page.token.clone()),
+                            ..SyncState::default()
+                        }
+                    };
+                    report.pulled += self.store.apply_pulled(&account, &page.records, &next)?;
+                    if !page.has_more {
+                        break;
+                    }
+                    cursor = page.next_cursor;
+                }
+                continue;
+            };
+            let mut since = token;
+            loop {
+                let page = match self
+                    .call(|t| {
+                        let since = since.clone();
+                        async move {
+                            self.transport
+                                .changes(&t, Some(&since), self.config.page_size)
+                                .await
+                        }
+                    })
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(TransportError::Http { status: 410, .. }) if !restarted => {
+                        restarted = true;
+                        self.store.reset_token(&account)?;
+                        break;
+                    }
+                    Err(e) => return Ok(Step::Pause(self.pause_for(&e))),
+                };
+                let next = SyncState {
+                    change_token: Some(page.next_token.clone()),
+                    ..SyncState::default()
+                };
+                report.pulled += self.store.apply_pulled(&account, &page.changes, &next)?;
+                since = page.next_token;
+                if !page.has_more {
+                    return Ok(Step::Done(()));
+                }
+            }
+        }
+    }
+}
+
+/// When the engine syncs on its own.
+#[derive(Debug, Clone)]
+pub struct Triggers {
+    /// A periodic sync (default every 60 s).
+    pub interval: Duration,
+    /// A sync this long after the last local write (default 500 ms), so a burst of edits
+    /// goes in one push.
+    pub debounce: Duration,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers {
+            interval: Duration::from_secs(60),
+            debounce: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A running background engine; dropping it (or [`EngineHandle::stop`]) stops it.
+#[derive(Debug)]
+pub struct EngineHandle {
+    task: tokio::task::JoinHandle<()>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl EngineHandle {
+    /// Asks for a sync now (does not wait for it).
+    pub fn sync_soon(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops the background engine.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: Transport> SyncEngine<T> {
+    /// Runs the engine in the background: a sync every `interval`, one `debounce` after
+    /// local writes, and on [`EngineHandle::sync_soon`]. Before each run the engine checks
+    /// that the server answers its health endpoint (never a network-interface flag), and
+    /// skips the run while it does not.
+    pub fn start(self: Arc<Self>, triggers: Triggers) -> EngineHandle {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let writes = self.store.subscribe();
+        let wake_on_write = wake.clone();
+        // Store events arrive on a std channel; forward them to the async side.
+        std::thread::spawn(move || {
+            while writes.recv().is_some() {
+                wake_on_write.notify_one();
+            }
+        });
+        let wake_loop = wake.clone();
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(triggers.interval);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = wake_loop.notified() => {
+                        tokio::time::sleep(triggers.debounce).await;
+                    }
+                }
+                if self.transport.health().await.is_err() {
+                    continue;
+                }
+                if let Err(e) = self.sync_now().await {
+                    tracing::error!(error = %e, "sync failed");
+                }
+            }
+        });
+        EngineHandle { task, wake }
+    }
+}

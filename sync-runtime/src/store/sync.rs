@@ -1,0 +1,997 @@
+//! What the sync engine does to the local database: pick the next outbox items, record
+//! what the server answered, apply pulled records, keep conflicts for the user.
+//!
+//! Each function is one transaction, so a process killed at any point resumes from a
+//! consistent state: an item is `sending` only between [`LocalStore::next_batch`] and the
+//! recording of its result, and [`LocalStore::recover_sending`] puts such items back in
+//! the queue, to be sent again with the same idempotency key and body.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use super::{
+    ChangeKind, LocalStore, OutboxItem, OutboxOp, OutboxStatus, StoreError, StoreEvent, Table,
+    columns, enqueue, q, read_outbox, read_row, to_json_string,
+};
+use crate::hlc::Hlc;
+use crate::merge::FieldConflict;
+use crate::protocol::{MutationResult, ServerRecord};
+use crate::syncable::{Patch, Record, Syncable};
+
+type RebaseFn = fn(&Record, &Json, &[(OutboxOp, String)]) -> Result<Option<(Record, Json)>, String>;
+type MergeFn = fn(
+    &Record,
+    &Record,
+    &Json,
+    &Record,
+    &Json,
+) -> Result<(Record, Json, Vec<FieldConflict>), String>;
+type DiffFn = fn(&Record, &Record, Hlc) -> Result<Option<String>, String>;
+
+/// The generated code of one entity, type-erased for the engine.
+#[derive(Clone, Copy)]
+pub(crate) struct EntityFns {
+    /// The server's record with the still-pending local mutations applied on top (`None`
+    /// if a pending mutation deletes it).
+    rebase: RebaseFn,
+    /// `merge3(base, local, local clocks, server, server clocks)`.
+    merge: MergeFn,
+    /// The patch from one record to another, as outbox payload JSON (`None` if equal).
+    diff: DiffFn,
+}
+
+impl std::fmt::Debug for EntityFns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntityFns")
+    }
+}
+
+impl EntityFns {
+    pub(crate) fn of<T: Syncable>() -> Self {
+        EntityFns {
+            rebase: rebase::<T>,
+            merge: merge::<T>,
+            diff: diff::<T>,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AnyPayload {
+    #[serde(default)]
+    record: Option<Record>,
+    #[serde(default)]
+    clocks: Option<Json>,
+    #[serde(default)]
+    patch: Option<Json>,
+}
+
+fn rebase<T: Syncable>(
+    server: &Record,
+    clocks: &Json,
+    pending: &[(OutboxOp, String)],
+) -> Result<Option<(Record, Json)>, String> {
+    let mut value = T::from_record(server).map_err(|e| e.to_string())?;
+    let mut clocks: T::Clocks = serde_json::from_value(clocks.clone()).unwrap_or_default();
+    for (op, payload) in pending {
+        let p: AnyPayload = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+        match op {
+            OutboxOp::Create => {
+                if let Some(r) = p.record {
+                    value = T::from_record(&r).map_err(|e| e.to_string())?;
+                }
+                if let Some(c) = p.clocks {
+                    clocks = serde_json::from_value(c).unwrap_or_default();
+                }
+            }
+            OutboxOp::Update => {
+                if let Some(patch) = p.patch {
+                    let patch: T::Patch =
+                        serde_json::from_value(patch).map_err(|e| e.to_string())?;
+                    value.apply(&patch);
+                    T::stamp(&mut clocks, &patch);
+                }
+            }
+            OutboxOp::Delete => return Ok(None),
+        }
+    }
+    value.normalize();
+    Ok(Some((
+        value.to_record().map_err(|e| e.to_string())?,
+        serde_json::to_value(clocks).map_err(|e| e.to_string())?,
+    )))
+}
+
+fn merge<T: Syncable>(
+    base: &Record,
+    local: &Record,
+    local_clocks: &Json,
+    server: &Record,
+    server_clocks: &Json,
+) -> Result<(Record, Json, Vec<FieldConflict>), String> {
+    let base = T::from_record(base).map_err(|e| e.to_string())?;
+    let local = T::from_record(local).map_err(|e| e.to_string())?;
+    let server = T::from_record(server).map_err(|e| e.to_string())?;
+    let lc: T::Clocks = serde_json::from_value(local_clocks.clone()).unwrap_or_default();
+    let sc: T::Clocks = serde_json::from_value(server_clocks.clone()).unwrap_or_default();
+    let m = T::merge3(&base, &local, &lc, &server, &sc);
+    Ok((
+        m.value.to_record().map_err(|e| e.to_string())?,
+        serde_json::to_value(m.clocks).map_err(|e| e.to_string())?,
+        m.conflicts,
+    ))
+}
+
+#[derive(Serialize)]
+struct UpdatePayloadRef<'a, P> {
+    patch: &'a P,
+}
+
+fn diff<T: Syncable>(old: &Record, new: &Record, hlc: Hlc) -> Result<Option<String>, String> {
+    let old = T::from_record(old).map_err(|e| e.to_string())?;
+    let new = T::from_record(new).map_err(|e| e.to_string())?;
+    let patch = T::diff(&old, &new, hlc).map_err(|e| e.to_string())?;
+    Ok((!patch.is_empty()).then(|| to_json_string(&UpdatePayloadRef { patch: &patch })))
+}
+
+/// Where a sync of one account stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// The token to pull changes from, once the first snapshot completed.
+    pub change_token: Option<String>,
+    /// The cursor of the next snapshot page, while a snapshot is under way.
+    pub snapshot_cursor: Option<String>,
+    /// The token the snapshot under way is pinned to.
+    pub snapshot_token: Option<String>,
+    /// When a sync last completed (RFC 3339).
+    pub last_sync_at: Option<String>,
+}
+
+/// What happened to an outbox item after the server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Applied by the server; the base copy moved to the server's record.
+    Applied,
+    /// The server had moved on; the generated merge combined both sides and the result
+    /// was queued again.
+    Merged,
+    /// `manual` fields changed on both sides: the record is `conflicted` until the user
+    /// resolves it; the rest of the merge was queued.
+    Conflicted(Vec<String>),
+    /// The server deleted the record while it was edited here: delete wins, the local
+    /// edits are dropped (documented rule).
+    Superseded(String),
+    /// Rejected by the server; kept as a dead item with the reason.
+    Dead(String),
+}
+
+/// An unresolved conflict: the record and each `manual` field both sides changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The entity's wire name.
+    pub entity: String,
+    /// The record's id.
+    pub id: Uuid,
+    /// The fields, with base, local and server values.
+    pub fields: Vec<FieldConflict>,
+}
+
+/// The base copy (last server-acknowledged record).
+struct Base {
+    record: Record,
+    version: i64,
+}
+
+fn base_columns(table: &Table) -> Vec<String> {
+    let mut cols: Vec<String> = table.entity.synced_fields().map(|f| q(&f.column)).collect();
+    cols.extend(
+        [
+            "sync_clocks",
+            "sync_version",
+            "sync_server_updated_at",
+            "sync_deleted",
+        ]
+        .iter()
+        .map(|c| q(c)),
+    );
+    cols
+}
+
+fn read_base(conn: &Connection, table: &Table, id: Uuid) -> Result<Option<Base>, StoreError> {
+    let e = table.entity;
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        base_columns(table).join(", "),
+        q(&format!("sync_base_{}", e.table)),
+        q(&e.id_field().column)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id.to_string()])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut record = Record::new();
+    let mut i = 0;
+    for f in e.synced_fields() {
+        record.insert(f.name.clone(), columns::from_sql(f, r.get_ref(i)?)?);
+        i += 1;
+    }
+    Ok(Some(Base {
+        record,
+        version: r.get(i + 1)?,
+    }))
+}
+
+fn write_base(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
+    let e = table.entity;
+    let cols = base_columns(table);
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    for f in e.synced_fields() {
+        args.push(columns::to_sql(
+            f,
+            s.record.get(&f.name).unwrap_or(&Json::Null),
+        )?);
+    }
+    args.push(rusqlite::types::Value::Text(s.clocks.to_string()));
+    args.push(rusqlite::types::Value::Integer(s.version));
+    args.push(rusqlite::types::Value::Text(s.server_updated_at.clone()));
+    args.push(rusqlite::types::Value::Integer(i64::from(s.deleted)));
+    let id = q(&e.id_field().column);
+    let updates: Vec<String> = cols
+        .iter()
+        .filter(|c| **c != id)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({id}) DO UPDATE SET {}",
+        q(&format!("sync_base_{}", e.table)),
+        cols.join(", "),
+        vec!["?"; cols.len()].join(", "),
+        updates.join(", ")
+    );
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(args))?;
+    Ok(())
+}
+
+/// Writes the local row with explicit sync metadata.
+#[allow(clippy::too_many_arguments)]
+fn put_row(
+    conn: &Connection,
+    table: &Table,
+    record: &Record,
+    clocks: &Json,
+    status: &str,
+    deleted: bool,
+    version: i64,
+    server_updated_at: &str,
+) -> Result<(), StoreError> {
+    let e = table.entity;
+    let mut cols: Vec<String> = e.synced_fields().map(|f| q(&f.column)).collect();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    for f in e.synced_fields() {
+        args.push(columns::to_sql(
+            f,
+            record.get(&f.name).unwrap_or(&Json::Null),
+        )?);
+    }
+    let updated_at = latest_clock(clocks);
+    for (c, v) in [
+        (
+            "sync_clocks",
+            rusqlite::types::Value::Text(clocks.to_string()),
+        ),
+        (
+            "sync_updated_at",
+            rusqlite::types::Value::Text(updated_at.to_string()),
+        ),
+        ("sync_status", rusqlite::types::Value::Text(status.into())),
+        (
+            "sync_deleted",
+            rusqlite::types::Value::Integer(i64::from(deleted)),
+        ),
+        ("sync_version", rusqlite::types::Value::Integer(version)),
+        (
+            "sync_server_updated_at",
+            rusqlite::types::Value::Text(server_updated_at.into()),
+        ),
+    ] {
+        cols.push(q(c));
+        args.push(v);
+    }
+    let id = q(&e.id_field().column);
+    let updates: Vec<String> = cols
+        .iter()
+        .filter(|c| **c != id)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({id}) DO UPDATE SET {}",
+        q(&e.table),
+        cols.join(", "),
+        vec!["?"; cols.len()].join(", "),
+        updates.join(", ")
+    );
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(args))?;
+    Ok(())
+}
+
+fn latest_clock(clocks: &Json) -> Hlc {
+    clocks
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_str()?.parse::<Hlc>().ok())
+                .max()
+                .unwrap_or(Hlc::ZERO)
+        })
+        .unwrap_or(Hlc::ZERO)
+}
+
+fn set_row_meta(
+    conn: &Connection,
+    table: &Table,
+    id: Uuid,
+    status: &str,
+    version: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "UPDATE {} SET {} = ?1, {} = COALESCE(?2, {}) WHERE {} = ?3",
+            q(&table.entity.table),
+            q("sync_status"),
+            q("sync_version"),
+            q("sync_version"),
+            q(&table.entity.id_field().column)
+        ),
+        params![status, version, id.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The outbox items of one record still to be sent (not dead), in order.
+fn pending_for(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Vec<(i64, OutboxOp, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead'",
+    )?;
+    let mut rows = stmt.query(params![entity, id.to_string()])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let op: String = r.get(1)?;
+        out.push((r.get(0)?, OutboxOp::parse(&op)?, r.get(2)?));
+    }
+    out.sort_by_key(|x| x.0);
+    Ok(out)
+}
+
+fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        params![entity, id.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Moves the base to the server's record and rebuilds the local row: the server's record
+/// with the still-pending local mutations on top (the base moves, the patches stay).
+fn rebase_row(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
+    write_base(conn, table, s)?;
+    let pending = pending_for(conn, &table.entity.name, s.entity_id)?;
+    let conflicted: bool = conn
+        .query_row(
+            &format!(
+                "SELECT {} = 'conflicted' FROM {} WHERE {} = ?1",
+                q("sync_status"),
+                q(&table.entity.table),
+                q(&table.entity.id_field().column)
+            ),
+            [s.entity_id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if conflicted {
+        // The user's copy waits for a resolution; only the metadata follows the server.
+        set_row_meta(conn, table, s.entity_id, "conflicted", Some(s.version))?;
+        return Ok(());
+    }
+    if pending.is_empty() {
+        return put_row(
+            conn,
+            table,
+            &s.record,
+            &s.clocks,
+            "clean",
+            s.deleted,
+            s.version,
+            &s.server_updated_at,
+        );
+    }
+    let ops: Vec<(OutboxOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
+    let base_record = if s.deleted && ops.first().map(|o| o.0) != Some(OutboxOp::Create) {
+        // Deleted on the server; a pending update cannot revive it (delete wins). Keep the
+        // tombstone and let the push of those updates report the conflict.
+        None
+    } else {
+        (table.fns.rebase)(&s.record, &s.clocks, &ops).map_err(StoreError::Corrupt)?
+    };
+    match base_record {
+        Some((record, clocks)) => put_row(
+            conn,
+            table,
+            &record,
+            &clocks,
+            "pending",
+            false,
+            s.version,
+            &s.server_updated_at,
+        ),
+        None => put_row(
+            conn,
+            table,
+            &s.record,
+            &s.clocks,
+            "pending",
+            true,
+            s.version,
+            &s.server_updated_at,
+        ),
+    }
+}
+
+impl LocalStore {
+    fn table_of(&self, entity: &str) -> Option<&Table> {
+        self.inner.tables.get(entity)
+    }
+
+    /// Puts items left `sending` by a process that stopped mid-push back in the queue;
+    /// they are sent again with the same idempotency key and body.
+    pub fn recover_sending(&self) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        Ok(conn.execute(
+            "UPDATE \"sync_outbox\" SET \"status\" = 'pending' WHERE \"status\" = 'sending'",
+            [],
+        )?)
+    }
+
+    /// The sync state of `scope` (an account).
+    pub fn sync_state(&self, scope: &str) -> Result<SyncState, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT \"change_token\", \"snapshot_cursor\", \"snapshot_token\", \"last_sync_at\" FROM \"sync_state\" WHERE \"scope\" = ?1",
+                [scope],
+                |r| {
+                    Ok(SyncState {
+                        change_token: r.get(0)?,
+                        snapshot_cursor: r.get(1)?,
+                        snapshot_token: r.get(2)?,
+                        last_sync_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Records a completed sync.
+    pub(crate) fn record_success(&self, scope: &str) -> Result<(), StoreError> {
+        {
+            let conn = self.conn();
+            conn.execute(
+                "INSERT INTO \"sync_state\" (\"scope\", \"last_sync_at\") VALUES (?1, ?2) ON CONFLICT (\"scope\") DO UPDATE SET \"last_sync_at\" = excluded.\"last_sync_at\", \"last_error\" = NULL",
+                params![scope, super::now_rfc3339()],
+            )?;
+        }
+        self.notify_status();
+        Ok(())
+    }
+
+    /// Forgets the change token (after a 410): the next sync takes a new snapshot.
+    pub(crate) fn reset_token(&self, scope: &str) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE \"sync_state\" SET \"change_token\" = NULL, \"snapshot_cursor\" = NULL, \"snapshot_token\" = NULL WHERE \"scope\" = ?1",
+            [scope],
+        )?;
+        Ok(())
+    }
+
+    /// The ids of records this item's record or patch points at (`references` fields).
+    fn references(&self, item: &OutboxItem) -> Vec<(String, Uuid)> {
+        let Some(table) = self.table_of(&item.entity_type) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for f in table.entity.synced_fields() {
+            let Some(target) = &f.references else {
+                continue;
+            };
+            let v = match item.op {
+                OutboxOp::Create => item.payload.get("record").and_then(|r| r.get(&f.name)),
+                OutboxOp::Update => item
+                    .payload
+                    .get("patch")
+                    .and_then(|p| p.get(&f.name))
+                    .and_then(|o| o.get("set")),
+                OutboxOp::Delete => None,
+            };
+            if let Some(id) = v.and_then(Json::as_str).and_then(|s| s.parse().ok()) {
+                out.push((target.clone(), id));
+            }
+        }
+        out
+    }
+
+    /// Picks the next items to push, in order, and marks them `sending` (one attempt more).
+    ///
+    /// An item waits while an earlier item of the same record cannot be sent yet (failed
+    /// and backing off, dead, conflicted), so a record's mutations go in order; an item
+    /// whose `references` field points at a record with an unsent create goes after that
+    /// create, even if it was queued first; an item pointing at a record whose create is
+    /// dead waits, and says why in its `last_error`. Nothing else waits: one poisoned
+    /// record never blocks the queue.
+    pub(crate) fn next_batch(&self, max: usize, now: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let items = self.outbox()?;
+        let mut blocked: BTreeMap<(String, Uuid), String> = BTreeMap::new();
+        let unsent_creates: BTreeMap<(String, Uuid), usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.op == OutboxOp::Create && i.status != OutboxStatus::Sending)
+            .map(|(n, i)| ((i.entity_type.clone(), i.entity_id), n))
+            .collect();
+        let due = |i: &OutboxItem| match i.status {
+            OutboxStatus::Pending => true,
+            OutboxStatus::Failed => i.next_attempt_at.as_deref().is_none_or(|t| t <= now),
+            OutboxStatus::Sending | OutboxStatus::Dead => false,
+        };
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut chosen_set: BTreeSet<usize> = BTreeSet::new();
+        let mut waiting: Vec<(i64, String)> = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            if chosen.len() >= max {
+                break;
+            }
+            let key = (item.entity_type.clone(), item.entity_id);
+            if let Some(reason) = blocked.get(&key) {
+                waiting.push((item.id, reason.clone()));
+                continue;
+            }
+            if !due(item) {
+                let reason = match item.status {
+                    OutboxStatus::Dead => format!(
+                        "waiting: an earlier change of this {} is dead ({})",
+                        item.entity_type,
+                        item.last_error.clone().unwrap_or_default()
+                    ),
+                    _ => format!(
+                        "waiting: an earlier change of this {} has not gone through yet",
+                        item.entity_type
+                    ),
+                };
+                blocked.insert(key, reason);
+                continue;
+            }
+            if chosen_set.contains(&n) {
+                continue;
+            }
+            let mut ok = true;
+            let mut before: Vec<usize> = Vec::new();
+            for r in self.references(item) {
+                if let Some(&c) = unsent_creates.get(&r) {
+                    if chosen_set.contains(&c) {
+                        continue;
+                    }
+                    let create = &items[c];
+                    if due(create) && !blocked.contains_key(&r) {
+                        before.push(c);
+                    } else {
+                        ok = false;
+                        let reason = format!(
+                            "waiting for the create of {} {} ({})",
+                            r.0,
+                            r.1,
+                            create.last_error.clone().unwrap_or_else(|| format!(
+                                "{:?}",
+                                create.status
+                            )
+                            .to_lowercase())
+                        );
+                        waiting.push((item.id, reason.clone()));
+                        blocked.insert(key.clone(), reason);
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            for c in before {
+                if chosen_set.insert(c) {
+                    chosen.push(c);
+                }
+            }
+            if chosen_set.insert(n) {
+                chosen.push(n);
+            }
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (id, reason) in &waiting {
+            tx.execute(
+                "UPDATE \"sync_outbox\" SET \"last_error\" = ?1 WHERE \"id\" = ?2 AND \"status\" <> 'dead'",
+                params![reason, id],
+            )?;
+        }
+        let mut out = Vec::new();
+        for n in chosen {
+            let mut item = items[n].clone();
+            tx.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = 'sending', \"attempt_count\" = \"attempt_count\" + 1 WHERE \"id\" = ?1",
+                [item.id],
+            )?;
+            item.status = OutboxStatus::Sending;
+            item.attempt_count += 1;
+            out.push(item);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Items that were not sent after all (the network was unavailable): back to the queue,
+    /// without counting the attempt.
+    pub(crate) fn mark_unsent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let conn = self.conn();
+        for id in ids {
+            conn.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = 'pending', \"attempt_count\" = MAX(\"attempt_count\" - 1, 0) WHERE \"id\" = ?1 AND \"status\" = 'sending'",
+                [id],
+            )?;
+        }
+        drop(conn);
+        self.notify_status();
+        Ok(())
+    }
+
+    /// Items whose attempt failed (timeout, 5xx, 429): retried after `retry_at`, or dead
+    /// once they used `max_attempts`.
+    pub(crate) fn mark_failed(
+        &self,
+        ids: &[i64],
+        error: &str,
+        retry_at: &str,
+        max_attempts: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        for id in ids {
+            conn.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = CASE WHEN \"attempt_count\" >= ?1 THEN 'dead' ELSE 'failed' END, \"next_attempt_at\" = ?2, \"last_error\" = ?3 WHERE \"id\" = ?4",
+                params![max_attempts, retry_at, error, id],
+            )?;
+        }
+        drop(conn);
+        self.notify_status();
+        Ok(())
+    }
+
+    /// Records the server's answer to one item, in one transaction.
+    pub(crate) fn apply_result(
+        &self,
+        item: &OutboxItem,
+        result: &MutationResult,
+    ) -> Result<ItemOutcome, StoreError> {
+        let table = self
+            .table_of(&item.entity_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox entity `{}`", item.entity_type)))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcome = match result {
+            MutationResult::Applied { server, .. } => {
+                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+                rebase_row(&tx, table, server)?;
+                ItemOutcome::Applied
+            }
+            MutationResult::Rejected { problem, .. } => {
+                tx.execute(
+                    "UPDATE \"sync_outbox\" SET \"status\" = 'dead', \"last_error\" = ?1 WHERE \"id\" = ?2",
+                    params![format!("rejected by the server: {problem}"), item.id],
+                )?;
+                set_row_meta(&tx, table, item.entity_id, "failed", None)?;
+                ItemOutcome::Dead(problem.to_string())
+            }
+            MutationResult::Conflict { server, fields, .. } => {
+                if server.deleted {
+                    delete_items_of(&tx, &table.entity.name, item.entity_id)?;
+                    rebase_row(&tx, table, server)?;
+                    ItemOutcome::Superseded(format!(
+                        "the {} was deleted on the server; delete wins over a concurrent edit",
+                        table.entity.name
+                    ))
+                } else {
+                    self.merge_conflict(&tx, table, item, server, fields)?
+                }
+            }
+        };
+        tx.commit()?;
+        drop(conn);
+        self.notify(StoreEvent::Changed {
+            entity: item.entity_type.clone(),
+            id: item.entity_id,
+            change: ChangeKind::Updated,
+        });
+        Ok(outcome)
+    }
+
+    fn merge_conflict(
+        &self,
+        tx: &Connection,
+        table: &Table,
+        item: &OutboxItem,
+        server: &ServerRecord,
+        _fields: &[String],
+    ) -> Result<ItemOutcome, StoreError> {
+        let local = read_row(tx, table, item.entity_id)?
+            .ok_or_else(|| StoreError::Corrupt("conflicting record vanished".into()))?;
+        let local_clocks: Json = serde_json::from_str(&local.clocks).unwrap_or(Json::Null);
+        let base = read_base(tx, table, item.entity_id)?;
+        // Without a base (both sides created the record), the server's record stands in.
+        let base_record = base.as_ref().map_or(&server.record, |b| &b.record);
+        let (merged, clocks, conflicts) = (table.fns.merge)(
+            base_record,
+            &local.record,
+            &local_clocks,
+            &server.record,
+            &server.clocks,
+        )
+        .map_err(StoreError::Corrupt)?;
+        delete_items_of(tx, &table.entity.name, item.entity_id)?;
+        write_base(tx, table, server)?;
+        // What can be pushed now: the merge, minus the fields waiting for the user.
+        let mut push = merged.clone();
+        for c in &conflicts {
+            if let Some(v) = server.record.get(&c.field) {
+                push.insert(c.field.clone(), v.clone());
+            }
+        }
+        let hlc = self.inner.clock.now();
+        if let Some(payload) =
+            (table.fns.diff)(&server.record, &push, hlc).map_err(StoreError::Corrupt)?
+        {
+            enqueue(
+                tx,
+                table.entity,
+                item.entity_id,
+                OutboxOp::Update,
+                &payload,
+                Some(server.version),
+            )?;
+        }
+        if conflicts.is_empty() {
+            put_row(
+                tx,
+                table,
+                &merged,
+                &clocks,
+                "pending",
+                false,
+                server.version,
+                &server.server_updated_at,
+            )?;
+            return Ok(ItemOutcome::Merged);
+        }
+        put_row(
+            tx,
+            table,
+            &merged,
+            &clocks,
+            "conflicted",
+            false,
+            server.version,
+            &server.server_updated_at,
+        )?;
+        let now = super::now_rfc3339();
+        for c in &conflicts {
+            tx.execute(
+                "INSERT INTO \"sync_conflicts\" (\"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\", \"remote_version\", \"detected_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (\"entity_type\", \"entity_id\", \"field\") DO UPDATE SET \"base\" = excluded.\"base\", \"local\" = excluded.\"local\", \"remote\" = excluded.\"remote\", \"remote_version\" = excluded.\"remote_version\", \"detected_at\" = excluded.\"detected_at\"",
+                params![
+                    table.entity.name,
+                    item.entity_id.to_string(),
+                    c.field,
+                    c.base.to_string(),
+                    c.local.to_string(),
+                    c.remote.to_string(),
+                    server.version,
+                    now
+                ],
+            )?;
+        }
+        Ok(ItemOutcome::Conflicted(
+            conflicts.into_iter().map(|c| c.field).collect(),
+        ))
+    }
+
+    /// Applies a page of pulled records and the sync state that goes with it, in one
+    /// transaction: a kill between pages resumes from the last applied page.
+    pub(crate) fn apply_pulled(
+        &self,
+        scope: &str,
+        records: &[ServerRecord],
+        state: &SyncState,
+    ) -> Result<usize, StoreError> {
+        for r in records {
+            if let Some(max) = r.clocks.as_object().and_then(|m| {
+                m.values()
+                    .filter_map(|v| v.as_str()?.parse::<Hlc>().ok())
+                    .max()
+            }) {
+                self.inner.clock.observe(max);
+            }
+        }
+        let mut changed = Vec::new();
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for r in records {
+                let Some(table) = self.table_of(&r.entity_type) else {
+                    continue;
+                };
+                let known = read_base(&tx, table, r.entity_id)?.map(|b| b.version);
+                if known.is_some_and(|v| v >= r.version) {
+                    continue;
+                }
+                rebase_row(&tx, table, r)?;
+                changed.push((r.entity_type.clone(), r.entity_id));
+            }
+            tx.execute(
+                "INSERT INTO \"sync_state\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\"",
+                params![scope, state.change_token, state.snapshot_cursor, state.snapshot_token],
+            )?;
+            tx.commit()?;
+        }
+        let n = changed.len();
+        for (entity, id) in changed {
+            self.notify(StoreEvent::Changed {
+                entity,
+                id,
+                change: ChangeKind::Updated,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Every unresolved conflict, with base, local and server values per field.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT \"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\" FROM \"sync_conflicts\" ORDER BY \"entity_type\", \"entity_id\", \"field\"",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out: Vec<Conflict> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let entity: String = r.get(0)?;
+            let id: String = r.get(1)?;
+            let id: Uuid = id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("conflict id `{id}`")))?;
+            let parse = |s: String| serde_json::from_str(&s).unwrap_or(Json::Null);
+            let field = FieldConflict {
+                field: r.get(2)?,
+                base: parse(r.get(3)?),
+                local: parse(r.get(4)?),
+                remote: parse(r.get(5)?),
+            };
+            match out.last_mut() {
+                Some(c) if c.entity == entity && c.id == id => c.fields.push(field),
+                _ => out.push(Conflict {
+                    entity,
+                    id,
+                    fields: vec![field],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a conflict with the local values.
+    pub fn keep_local<T: Syncable>(&self, id: Uuid) -> Result<(), StoreError> {
+        let local = self.get::<T>(id)?.ok_or(StoreError::NotFound {
+            entity: T::ENTITY,
+            id,
+        })?;
+        self.resolve_with(&local)
+    }
+
+    /// Resolves a conflict with the server's values.
+    pub fn keep_server<T: Syncable>(&self, id: Uuid) -> Result<(), StoreError> {
+        let table = self.table::<T>()?;
+        let mut value = self.get::<T>(id)?.ok_or(StoreError::NotFound {
+            entity: T::ENTITY,
+            id,
+        })?;
+        let conflicts = self.conflicts()?;
+        let fields: Vec<FieldConflict> = conflicts
+            .into_iter()
+            .filter(|c| c.entity == table.entity.name && c.id == id)
+            .flat_map(|c| c.fields)
+            .collect();
+        let mut record = value.to_record()?;
+        for f in fields {
+            record.insert(f.field, f.remote);
+        }
+        value = T::from_record(&record)?;
+        self.resolve_with(&value)
+    }
+
+    /// Resolves a conflict with `merged`: the record takes these values and the change
+    /// from the server's copy is queued.
+    pub fn resolve_with<T: Syncable>(&self, merged: &T) -> Result<(), StoreError> {
+        let table = self.table::<T>()?;
+        let mut value = merged.clone();
+        value.normalize();
+        value.validate()?;
+        let id = value.id();
+        let record = value.to_record()?;
+        self.write(table.entity, id, ChangeKind::Updated, |tx, hlc| {
+            let base = read_base(tx, table, id)?.ok_or(StoreError::NotFound {
+                entity: T::ENTITY,
+                id,
+            })?;
+            let row = read_row(tx, table, id)?.ok_or(StoreError::NotFound {
+                entity: T::ENTITY,
+                id,
+            })?;
+            let mut clocks: T::Clocks = serde_json::from_str(&row.clocks).unwrap_or_default();
+            // Only the patch from the server's copy: manual fields carry the server's value
+            // as their base, so the server applies them.
+            let server_value = T::from_record(&base.record)?;
+            let patch = T::diff(&server_value, &value, hlc)?;
+            T::stamp(&mut clocks, &patch);
+            let clocks = serde_json::to_value(clocks).expect("clocks serialise");
+            put_row(
+                tx,
+                table,
+                &record,
+                &clocks,
+                "pending",
+                false,
+                base.version,
+                "",
+            )?;
+            delete_items_of(tx, &table.entity.name, id)?;
+            if !patch.is_empty() {
+                enqueue(
+                    tx,
+                    table.entity,
+                    id,
+                    OutboxOp::Update,
+                    &to_json_string(&super::UpdatePayload { patch }),
+                    Some(base.version),
+                )?;
+            } else {
+                set_row_meta(tx, table, id, "clean", None)?;
+            }
+            tx.execute(
+                "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+                params![table.entity.name, id.to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The items of the outbox that wait, with why (for a UI).
+    pub fn waiting(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        let conn = self.conn();
+        read_outbox(
+            &conn,
+            "\"status\" <> 'dead' AND \"last_error\" LIKE 'waiting%'",
+        )
+    }
+}

@@ -1,0 +1,790 @@
+//! The sync engine against the real reference server over HTTP on 127.0.0.1, with a
+//! fault-injecting transport: the checklist of issue "Sync engine".
+#![allow(missing_docs)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::model::{Comment, Project, Task};
+use support::{Backend, TestServer};
+use sync_runtime::engine::{
+    EngineConfig, HttpTransport, PauseReason, SyncEngine, SyncOutcome, SyncReport, Transport,
+    TransportError,
+};
+use sync_runtime::prelude::*;
+use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
+use sync_runtime::store::{LocalStore, Migrations, OutboxStatus};
+
+/// Faults to inject, changed by the test between runs.
+#[derive(Default)]
+struct Faults {
+    offline: bool,
+    /// Forward the next push, then report a timeout as if the response was lost.
+    drop_next_response: bool,
+    /// Fail the next N requests with this status (and Retry-After seconds).
+    fail: Option<(u16, Option<u64>, usize)>,
+    /// Fail pulls after this many more successful pages.
+    pull_pages_left: Option<usize>,
+    /// Replace the patch of mutations of this record (a poison mutation).
+    poison: Option<Uuid>,
+}
+
+struct Faulty {
+    inner: HttpTransport,
+    faults: Arc<Mutex<Faults>>,
+    /// Every mutation that reached the server: (entity type, id).
+    log: Arc<Mutex<Vec<(String, Uuid)>>>,
+}
+
+impl Faulty {
+    fn check(&self) -> Result<(), TransportError> {
+        let mut f = self.faults.lock().unwrap();
+        if f.offline {
+            return Err(TransportError::Unreachable(
+                "connection refused (injected)".into(),
+            ));
+        }
+        if let Some((status, retry, n)) = f.fail.as_mut()
+            && *n > 0
+        {
+            *n -= 1;
+            return Err(TransportError::Http {
+                status: *status,
+                retry_after: retry.map(Duration::from_secs),
+                problem: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn page(&self) -> Result<(), TransportError> {
+        let mut f = self.faults.lock().unwrap();
+        if let Some(n) = f.pull_pages_left.as_mut() {
+            if *n == 0 {
+                return Err(TransportError::Unreachable(
+                    "connection lost between pages (injected)".into(),
+                ));
+            }
+            *n -= 1;
+        }
+        Ok(())
+    }
+}
+
+impl Transport for Faulty {
+    async fn push(
+        &self,
+        token: &str,
+        request: &PushRequest,
+    ) -> Result<PushResponse, TransportError> {
+        self.check()?;
+        let mut request = request.clone();
+        let poison = self.faults.lock().unwrap().poison;
+        for m in &mut request.mutations {
+            if Some(m.entity_id) == poison {
+                m.patch = Some(serde_json::json!({ "likes": { "add": "poison" } }));
+                m.record = m.record.take().map(|mut r| {
+                    r.insert("likes".into(), serde_json::json!("poison"));
+                    r
+                });
+            }
+        }
+        let result = self.inner.push(token, &request).await;
+        if result.is_ok() {
+            self.log.lock().unwrap().extend(
+                request
+                    .mutations
+                    .iter()
+                    .map(|m| (m.entity_type.clone(), m.entity_id)),
+            );
+        }
+        let mut f = self.faults.lock().unwrap();
+        if f.drop_next_response && result.is_ok() {
+            f.drop_next_response = false;
+            return Err(TransportError::Timeout);
+        }
+        result
+    }
+
+    async fn changes(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        limit: u32,
+    ) -> Result<ChangesResponse, TransportError> {
+        self.check()?;
+        self.page()?;
+        self.inner.changes(token, since, limit).await
+    }
+
+    async fn snapshot(
+        &self,
+        token: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<SnapshotResponse, TransportError> {
+        self.check()?;
+        self.page()?;
+        self.inner.snapshot(token, cursor, limit).await
+    }
+
+    async fn health(&self) -> Result<(), TransportError> {
+        self.check()?;
+        self.inner.health().await
+    }
+}
+
+struct Device {
+    engine: SyncEngine<Faulty>,
+    faults: Arc<Mutex<Faults>>,
+    log: Arc<Mutex<Vec<(String, Uuid)>>>,
+    path: std::path::PathBuf,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn open_store(path: &std::path::Path) -> LocalStore {
+    LocalStore::builder(path)
+        .entity::<Project>()
+        .entity::<Task>()
+        .entity::<Comment>()
+        .migrations(
+            Migrations::embedded(include!(
+                "../../examples/tasks/generated/client_migrations.rs"
+            ))
+            .unwrap(),
+        )
+        .open()
+        .unwrap()
+}
+
+fn config(token: &str) -> EngineConfig {
+    let mut c = EngineConfig::new("account-a", token);
+    c.backoff_base = Duration::from_millis(5);
+    c.backoff_cap = Duration::from_millis(50);
+    c.max_attempts = 3;
+    c
+}
+
+impl Device {
+    fn new(url: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.db");
+        let mut d = Device::open(url, &path, config("token-a"));
+        d._dir = Some(dir);
+        d
+    }
+
+    fn open(url: &str, path: &std::path::Path, config: EngineConfig) -> Device {
+        let store = open_store(path);
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let transport = Faulty {
+            inner: HttpTransport::new(url)
+                .unwrap()
+                .fingerprint(store.fingerprint()),
+            faults: faults.clone(),
+            log: log.clone(),
+        };
+        Device {
+            engine: SyncEngine::new(store, transport, config),
+            faults,
+            log,
+            path: path.to_path_buf(),
+            url: url.to_string(),
+            _dir: None,
+        }
+    }
+
+    fn store(&self) -> &LocalStore {
+        self.engine.store()
+    }
+
+    async fn sync(&self) -> SyncReport {
+        match self.engine.sync_now().await.unwrap() {
+            SyncOutcome::Ran(r) => r,
+            SyncOutcome::AlreadyRunning => panic!("no other run"),
+        }
+    }
+
+    /// Syncs until nothing is left to send (waiting out backoffs).
+    async fn sync_until_quiet(&self) -> SyncReport {
+        for _ in 0..50 {
+            let r = self.sync().await;
+            let pending = self.store().status().unwrap().pending;
+            if r.paused.is_none() && pending == 0 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never quiet: {:#?}", self.store().status().unwrap());
+    }
+}
+
+fn project() -> Project {
+    Project {
+        id: Uuid::now_v7(),
+        name: "Home".into(),
+        created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+    }
+}
+
+fn task(project: Uuid, title: &str) -> Task {
+    Task {
+        id: Uuid::now_v7(),
+        project_id: project,
+        title: title.into(),
+        status: "open".into(),
+        tags: BTreeSet::new(),
+        likes: 0,
+        price_cents: 100,
+        due: None,
+        meta: Default::default(),
+        r#type: None,
+        draft: None,
+    }
+}
+
+async fn server() -> TestServer {
+    TestServer::start(Backend::Sqlite).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_create_survives_a_restart_and_syncs_later() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.faults.lock().unwrap().offline = true;
+    let r = a.sync().await;
+    assert!(matches!(r.paused, Some(PauseReason::Offline(_))), "{r:?}");
+    let item = &a.store().outbox().unwrap()[0];
+    assert_eq!(
+        item.attempt_count, 0,
+        "an unreachable server costs no attempt"
+    );
+    assert_eq!(item.status, OutboxStatus::Pending);
+    // The app is killed and restarted.
+    let (url, path) = (a.url.clone(), a.path.clone());
+    let dir = a._dir;
+    drop(a.engine);
+    let a = Device::open(&url, &path, config("token-a"));
+    assert_eq!(a.store().get::<Project>(p.id).unwrap().unwrap(), p);
+    assert_eq!(a.store().outbox().unwrap().len(), 1);
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1, "{r:?}");
+    assert!(a.store().outbox().unwrap().is_empty());
+    let meta = a.store().record_meta::<Project>(p.id).unwrap().unwrap();
+    assert_eq!(
+        (meta.sync_status.as_str(), meta.version),
+        ("clean", Some(1))
+    );
+    let b = Device::new(&s.url);
+    b.sync().await;
+    assert_eq!(b.store().get::<Project>(p.id).unwrap().unwrap(), p);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_offline_updates_are_one_push() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    let mut t = task(p.id, "v0");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync().await;
+    a.log.lock().unwrap().clear();
+    for i in 1..=5 {
+        t.title = format!("v{i}");
+        t.likes += 1;
+        a.store().update(&t).unwrap();
+    }
+    assert_eq!(
+        a.store().get::<Task>(t.id).unwrap().unwrap().title,
+        "v5",
+        "the UI shows the latest"
+    );
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1);
+    assert_eq!(a.log.lock().unwrap().len(), 1, "one coalesced mutation");
+    let b = Device::new(&s.url);
+    b.sync().await;
+    let got = b.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!((got.title.as_str(), got.likes), ("v5", 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_delete_then_recreate() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let mut t = task(p.id, "old");
+    t.tags.insert("stale".into());
+    t.likes = 4;
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync().await;
+    b.sync().await;
+    assert!(b.store().get::<Task>(t.id).unwrap().is_some());
+    a.faults.lock().unwrap().offline = true;
+    a.store().delete::<Task>(t.id).unwrap();
+    let fresh = Task {
+        title: "new".into(),
+        tags: BTreeSet::new(),
+        likes: 0,
+        ..t.clone()
+    };
+    a.store().create(&fresh).unwrap();
+    a.sync().await;
+    a.faults.lock().unwrap().offline = false;
+    let r = a.sync_until_quiet().await;
+    assert!(r.paused.is_none());
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap(), fresh);
+    b.sync().await;
+    assert_eq!(
+        b.store().get::<Task>(t.id).unwrap().unwrap(),
+        fresh,
+        "no stale field came back"
+    );
+    // A plain delete reaches the other device as a tombstone.
+    a.store().delete::<Task>(t.id).unwrap();
+    a.sync().await;
+    b.sync().await;
+    assert!(b.store().get::<Task>(t.id).unwrap().is_none());
+    assert!(
+        b.store()
+            .record_meta::<Task>(t.id)
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_response_is_retried_without_a_duplicate() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    let mut t = task(p.id, "t");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync().await;
+    t.likes += 1;
+    a.store().update(&t).unwrap();
+    a.faults.lock().unwrap().drop_next_response = true;
+    let r = a.sync().await;
+    assert!(matches!(r.paused, Some(PauseReason::Backoff(_))), "{r:?}");
+    let item = a.store().outbox().unwrap()[0].clone();
+    assert_eq!(item.status, OutboxStatus::Failed);
+    assert!(item.next_attempt_at.is_some());
+    a.sync_until_quiet().await;
+    let b = Device::new(&s.url);
+    b.sync().await;
+    assert_eq!(
+        b.store().get::<Task>(t.id).unwrap().unwrap().likes,
+        1,
+        "the sum counted once"
+    );
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_on_two_devices_merge_and_a_manual_conflict_resolves() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let t = task(p.id, "title");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync().await;
+    b.sync().await;
+
+    let mut at = a.store().get::<Task>(t.id).unwrap().unwrap();
+    at.title = "A's title".into();
+    at.likes += 1;
+    at.tags.insert("from-a".into());
+    at.price_cents = 150;
+    a.store().update(&at).unwrap();
+    let mut bt = b.store().get::<Task>(t.id).unwrap().unwrap();
+    bt.status = "doing".into();
+    bt.likes += 2;
+    bt.tags.insert("from-b".into());
+    bt.price_cents = 175;
+    b.store().update(&bt).unwrap();
+
+    a.sync().await;
+    let r = b.sync().await;
+    assert_eq!(r.conflicted, 1, "{r:?}");
+    let merged = b.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!(merged.title, "A's title");
+    assert_eq!(merged.status, "doing");
+    assert_eq!(merged.likes, 3);
+    assert_eq!(
+        merged.tags,
+        BTreeSet::from(["from-a".to_string(), "from-b".to_string()])
+    );
+    assert_eq!(
+        merged.price_cents, 175,
+        "B keeps its value until it resolves"
+    );
+    assert_eq!(
+        b.store()
+            .record_meta::<Task>(t.id)
+            .unwrap()
+            .unwrap()
+            .sync_status,
+        "conflicted"
+    );
+    let conflicts = b.store().conflicts().unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].fields[0].field, "price_cents");
+    assert_eq!(
+        (
+            conflicts[0].fields[0].base.clone(),
+            conflicts[0].fields[0].local.clone(),
+            conflicts[0].fields[0].remote.clone()
+        ),
+        (
+            serde_json::json!(100),
+            serde_json::json!(175),
+            serde_json::json!(150)
+        )
+    );
+    assert_eq!(
+        b.store().status().unwrap().conflicted,
+        vec![("task".to_string(), t.id)]
+    );
+    // The safe part of the merge already reached the server.
+    a.sync().await;
+    let a_view = a.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!(
+        (a_view.status.as_str(), a_view.likes, a_view.price_cents),
+        ("doing", 3, 150)
+    );
+
+    b.store().keep_local::<Task>(t.id).unwrap();
+    assert!(b.store().conflicts().unwrap().is_empty());
+    b.sync_until_quiet().await;
+    a.sync().await;
+    let (a_final, b_final) = (
+        a.store().get::<Task>(t.id).unwrap().unwrap(),
+        b.store().get::<Task>(t.id).unwrap().unwrap(),
+    );
+    assert_eq!(a_final, b_final, "converged");
+    assert_eq!(a_final.price_cents, 175);
+
+    // keep_server and resolve_with work the same way.
+    let mut at = a_final.clone();
+    at.price_cents = 1;
+    a.store().update(&at).unwrap();
+    let mut bt = b_final.clone();
+    bt.price_cents = 2;
+    b.store().update(&bt).unwrap();
+    a.sync().await;
+    b.sync().await;
+    b.store().keep_server::<Task>(t.id).unwrap();
+    b.sync_until_quiet().await;
+    assert_eq!(b.store().get::<Task>(t.id).unwrap().unwrap().price_cents, 1);
+    bt = b.store().get::<Task>(t.id).unwrap().unwrap();
+    bt.price_cents = 3;
+    b.store().update(&bt).unwrap();
+    at = a.store().get::<Task>(t.id).unwrap().unwrap();
+    at.price_cents = 4;
+    a.store().update(&at).unwrap();
+    b.sync().await;
+    a.sync().await;
+    a.store()
+        .resolve_with(&Task {
+            price_cents: 34,
+            ..a.store().get::<Task>(t.id).unwrap().unwrap()
+        })
+        .unwrap();
+    a.sync_until_quiet().await;
+    b.sync().await;
+    assert_eq!(
+        b.store().get::<Task>(t.id).unwrap().unwrap().price_cents,
+        34
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_paginated_pull_resumes_without_losing_a_record() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    a.store().create(&p).unwrap();
+    let first: Vec<Task> = (0..30).map(|i| task(p.id, &format!("t{i}"))).collect();
+    for t in &first {
+        a.store().create(t).unwrap();
+    }
+    a.sync().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("token-a");
+    cfg.page_size = 7;
+    let b = Device::open(&s.url, &dir.path().join("b.db"), cfg.clone());
+    b.faults.lock().unwrap().pull_pages_left = Some(2);
+    let r = b.sync().await;
+    assert!(matches!(r.paused, Some(PauseReason::Offline(_))));
+    let state = b.store().sync_state("account-a").unwrap();
+    assert!(
+        state.snapshot_cursor.is_some(),
+        "the snapshot cursor advanced with each page"
+    );
+    assert_eq!(
+        b.store().list::<Task>().unwrap().len() + b.store().list::<Project>().unwrap().len(),
+        14
+    );
+    b.faults.lock().unwrap().pull_pages_left = None;
+    let r = b.sync().await;
+    assert!(r.paused.is_none(), "{r:?}");
+    assert_eq!(b.store().list::<Task>().unwrap().len(), 30);
+
+    // And the same for changes after the snapshot.
+    let more: Vec<Task> = (0..20).map(|i| task(p.id, &format!("u{i}"))).collect();
+    for t in &more {
+        a.store().create(t).unwrap();
+    }
+    a.sync().await;
+    let before = b
+        .store()
+        .sync_state("account-a")
+        .unwrap()
+        .change_token
+        .unwrap();
+    b.faults.lock().unwrap().pull_pages_left = Some(1);
+    b.sync().await;
+    let mid = b
+        .store()
+        .sync_state("account-a")
+        .unwrap()
+        .change_token
+        .unwrap();
+    assert_ne!(before, mid, "the token advanced with the page");
+    b.faults.lock().unwrap().pull_pages_left = None;
+    b.sync().await;
+    assert_eq!(b.store().list::<Task>().unwrap().len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refreshed_or_pauses_as_auth_failed() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("expired-token");
+    let calls = Arc::new(Mutex::new(0));
+    let c2 = calls.clone();
+    cfg.refresher = Some(Arc::new(move || {
+        *c2.lock().unwrap() += 1;
+        Some("token-a".to_string())
+    }));
+    let a = Device::open(&s.url, &dir.path().join("a.db"), cfg);
+    a.store().create(&project()).unwrap();
+    let r = a.sync().await;
+    assert!(r.paused.is_none(), "{r:?}");
+    assert_eq!(r.applied, 1);
+    assert_eq!(*calls.lock().unwrap(), 1, "refreshed once, then continued");
+
+    let b = Device::open(&s.url, &dir.path().join("b.db"), config("expired-token"));
+    b.store().create(&project()).unwrap();
+    let r = b.sync().await;
+    assert!(
+        matches!(r.paused, Some(PauseReason::AuthFailed(_))),
+        "{r:?}"
+    );
+    assert_eq!(b.store().outbox().unwrap()[0].attempt_count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_back_off_then_die_and_can_be_retried() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.faults.lock().unwrap().fail = Some((503, None, 100));
+    for _ in 0..3 {
+        let r = a.sync().await;
+        assert!(matches!(r.paused, Some(PauseReason::Backoff(_))), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let status = a.store().status().unwrap();
+    assert_eq!(status.dead.len(), 1, "dead after 3 attempts: {status:#?}");
+    assert!(
+        status.dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("503")
+    );
+    // 429 with Retry-After is honoured.
+    a.store().retry_dead().unwrap();
+    a.faults.lock().unwrap().fail = Some((429, Some(30), 1));
+    let before = chrono::Utc::now();
+    a.sync().await;
+    let item = a.store().outbox().unwrap()[0].clone();
+    let next =
+        chrono::DateTime::parse_from_rfc3339(item.next_attempt_at.as_deref().unwrap()).unwrap();
+    assert!(
+        next.timestamp() >= before.timestamp() + 29,
+        "waits at least Retry-After"
+    );
+    // The user retries; the server is back.
+    a.faults.lock().unwrap().fail = None;
+    let conn = rusqlite::Connection::open(&a.path).unwrap();
+    conn.execute("UPDATE sync_outbox SET next_attempt_at = NULL", [])
+        .unwrap();
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1, "{r:?}");
+    // Backoff grows and has jitter.
+    let delays: Vec<Duration> = (1..=4).map(|n| a.engine.backoff(n, None)).collect();
+    assert!(delays[3] >= delays[0]);
+    assert!(delays.iter().all(|d| *d <= Duration::from_millis(50)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_mutation_blocks_only_its_record() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    let bad = task(p.id, "poisoned");
+    let good = task(p.id, "fine");
+    a.store().create(&p).unwrap();
+    a.store().create(&bad).unwrap();
+    a.store().create(&good).unwrap();
+    a.faults.lock().unwrap().poison = Some(bad.id);
+    let r = a.sync().await;
+    assert_eq!((r.applied, r.dead), (2, 1), "{r:?}");
+    let status = a.store().status().unwrap();
+    assert_eq!(status.dead.len(), 1);
+    assert!(
+        status.dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("rejected")
+    );
+    // A later edit of the poisoned record waits behind it, and says why; others go on.
+    a.store()
+        .update(&Task {
+            title: "still bad".into(),
+            ..bad.clone()
+        })
+        .unwrap();
+    a.store()
+        .update(&Task {
+            title: "fine again".into(),
+            ..good.clone()
+        })
+        .unwrap();
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1, "{r:?}");
+    let waiting = a.store().waiting().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert!(
+        waiting[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("waiting"),
+        "{waiting:?}"
+    );
+    let b = Device::new(&s.url);
+    b.sync().await;
+    assert_eq!(
+        b.store().get::<Task>(good.id).unwrap().unwrap().title,
+        "fine again"
+    );
+    assert!(b.store().get::<Task>(bad.id).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_queued_before_its_project_reaches_the_server_after_it() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    let t = task(p.id, "inside a new project");
+    a.store().create(&t).unwrap();
+    a.store().create(&p).unwrap();
+    let order: Vec<String> = a
+        .store()
+        .outbox()
+        .unwrap()
+        .iter()
+        .map(|i| i.entity_type.clone())
+        .collect();
+    assert_eq!(order, ["task", "project"]);
+    let r = a.sync().await;
+    assert_eq!(r.applied, 2, "{r:?}");
+    let log = a.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        vec![("project".to_string(), p.id), ("task".to_string(), t.id)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_caller_returns_at_once_while_a_run_is_in_progress() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    for _ in 0..50 {
+        a.store().create(&project()).unwrap();
+    }
+    let (x, y) = tokio::join!(a.engine.sync_now(), a.engine.sync_now());
+    let outcomes = [x.unwrap(), y.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == SyncOutcome::AlreadyRunning)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_triggers_debounce_writes_and_check_reachability() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let store = a.store().clone();
+    let faults = a.faults.clone();
+    faults.lock().unwrap().offline = true;
+    let engine = Arc::new(a.engine);
+    let handle = engine.clone().start(sync_runtime::engine::Triggers {
+        interval: Duration::from_secs(3600),
+        debounce: Duration::from_millis(50),
+    });
+    let p = project();
+    store.create(&p).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.outbox().unwrap()[0].attempt_count,
+        0,
+        "unreachable: no run, no attempt"
+    );
+    faults.lock().unwrap().offline = false;
+    store
+        .update(&Project {
+            name: "Office".into(),
+            ..p.clone()
+        })
+        .unwrap();
+    for _ in 0..100 {
+        if store.status().unwrap().pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.status().unwrap().pending,
+        0,
+        "a write triggered a sync"
+    );
+    assert!(store.status().unwrap().last_sync_at.is_some());
+    handle.sync_soon();
+    handle.stop();
+}
