@@ -9,3 +9,30 @@ pub mod model;
 
 /// The migrations generated from [`model`], relative to this crate.
 pub const GENERATED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/generated");
+
+use sync_runtime::store::{LocalStore, Migrations, StoreError};
+
+/// The client migrations generated from [`model`], embedded.
+pub fn client_migrations() -> Result<Migrations, StoreError> {
+    Migrations::embedded(include!("../generated/client_migrations.rs"))
+}
+
+/// The server's SQLite migrations, embedded.
+pub fn server_sqlite_migrations() -> Result<Migrations, StoreError> {
+    Migrations::embedded(include!("../generated/server_sqlite_migrations.rs"))
+}
+
+/// The server's PostgreSQL migrations, embedded.
+pub fn server_postgres_migrations() -> Result<Migrations, StoreError> {
+    Migrations::embedded(include!("../generated/server_postgres_migrations.rs"))
+}
+
+/// Opens (creating if needed) one device's local store with every entity of the model.
+pub fn open_store(path: impl AsRef<std::path::Path>) -> Result<LocalStore, StoreError> {
+    LocalStore::builder(path)
+        .entity::<model::Project>()
+        .entity::<model::Task>()
+        .entity::<model::Comment>()
+        .migrations(client_migrations()?)
+        .open()
+}

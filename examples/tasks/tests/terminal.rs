@@ -1,7 +1,6 @@
 //! A terminal session in a pty: a task added offline on device A is synced and seen on
 //! device B, through the `tasks` client typed at a shell prompt.
 
-use sync_runtime::store::Migrations;
 use sync_server::{Server, StaticTokens};
 use tasks::model::{Comment, Project, Task};
 
@@ -17,11 +16,7 @@ fn start_server(dir: &std::path::Path) -> String {
                 .entity::<Task>()
                 .entity::<Comment>()
                 .token_verifier(StaticTokens::new([("pty-token", "pty-account")]))
-                .open_sqlite(
-                    db,
-                    Migrations::embedded(include!("../generated/server_sqlite_migrations.rs"))
-                        .expect("migrations"),
-                )
+                .open_sqlite(db, tasks::server_sqlite_migrations().expect("migrations"))
                 .await
                 .expect("server");
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use sync_runtime::engine::{EngineConfig, HttpTransport, SyncEngine, SyncOutcome};
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, Migrations};
 use sync_server::{Server, StaticTokens};
 use tasks::model::{Comment, Project, Task};
 
@@ -22,14 +21,7 @@ fn open_device(
     name: &str,
     url: &str,
 ) -> Result<Device, Box<dyn std::error::Error>> {
-    let store = LocalStore::builder(dir.join(format!("{name}.db")))
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(Migrations::embedded(include!(
-            "../../generated/client_migrations.rs"
-        ))?)
-        .open()?;
+    let store = tasks::open_store(dir.join(format!("{name}.db")))?;
     let transport = HttpTransport::new(url)?.fingerprint(store.fingerprint());
     Ok(SyncEngine::new(
         store,
@@ -75,10 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .entity::<Task>()
         .entity::<Comment>()
         .token_verifier(StaticTokens::new([("demo-token", "demo-account")]))
-        .open_sqlite(
-            dir.join("server.db"),
-            Migrations::embedded(include!("../../generated/server_sqlite_migrations.rs"))?,
-        )
+        .open_sqlite(dir.join("server.db"), tasks::server_sqlite_migrations()?)
         .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

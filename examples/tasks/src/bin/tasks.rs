@@ -15,8 +15,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use sync_runtime::engine::{EngineConfig, HttpTransport, SyncEngine, SyncOutcome};
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, Migrations, Query};
-use tasks::model::{Comment, Project, Task};
+use sync_runtime::store::{LocalStore, Query};
+use tasks::model::{Project, Task};
 
 /// A device of the tasks app.
 #[derive(Parser)]
@@ -104,14 +104,7 @@ enum Command {
 }
 
 fn open(args: &Args) -> Result<LocalStore, Box<dyn std::error::Error>> {
-    Ok(LocalStore::builder(&args.db)
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(Migrations::embedded(include!(
-            "../../generated/client_migrations.rs"
-        ))?)
-        .open()?)
+    Ok(tasks::open_store(&args.db)?)
 }
 
 fn find(store: &LocalStore, prefix: &str) -> Result<Task, Box<dyn std::error::Error>> {

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use sync_runtime::store::Migrations;
 use sync_server::{Server, StaticTokens};
 use tasks::model::{Comment, Project, Task};
 
@@ -55,20 +54,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = match &args.postgres {
         Some(url) => {
             builder
-                .connect_postgres(
-                    url,
-                    Migrations::embedded(include!(
-                        "../../generated/server_postgres_migrations.rs"
-                    ))?,
-                )
+                .connect_postgres(url, tasks::server_postgres_migrations()?)
                 .await?
         }
         None => {
             builder
-                .open_sqlite(
-                    &args.db,
-                    Migrations::embedded(include!("../../generated/server_sqlite_migrations.rs"))?,
-                )
+                .open_sqlite(&args.db, tasks::server_sqlite_migrations()?)
                 .await?
         }
     };
