@@ -190,6 +190,11 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
             migrations_rs(target, &migrations),
         );
     }
+    let doc = crate::openapi::openapi(&model, "syncgen sync API");
+    let mut json_text = serde_json::to_string_pretty(&doc).expect("the document serialises");
+    json_text.push('\n');
+    files.insert(PathBuf::from("openapi.json"), json_text);
+    files.insert(PathBuf::from("openapi.yaml"), crate::openapi::to_yaml(&doc));
     let snapshot = Snapshot {
         format: 1,
         fingerprint: new_fp,

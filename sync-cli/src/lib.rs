@@ -16,6 +16,7 @@
 //! - `NNNN_<name>.down.sql` beside each, undoing it (absent when a migration cannot be
 //!   undone, such as dropping a required column);
 //! - `DIR/sync-schema.json`: the model the migrations correspond to;
+//! - `DIR/openapi.json` and `DIR/openapi.yaml`: the protocol as OpenAPI 3.1 (see [`openapi`]);
 //! - `DIR/client_migrations.rs` and `DIR/server_{sqlite,postgres,mysql}_migrations.rs`:
 //!   the migrations as Rust expressions, so an app or a server can embed them with
 //!   `include!` (see `sync_runtime::store::Migrations::embedded`).
@@ -36,6 +37,7 @@ mod builder;
 mod error;
 mod generate;
 mod inspect;
+pub mod openapi;
 pub mod plan;
 pub mod render;
 mod source;

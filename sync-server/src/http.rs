@@ -146,6 +146,22 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<String, ProblemRespon
         ));
         p
     })?;
+    if let Some(raw) = headers.get(FINGERPRINT_HEADER) {
+        let fp = raw.to_str().unwrap_or_default();
+        let well_formed = fp.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 32
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if !well_formed {
+            return Err(ProblemResponse::new(
+                400,
+                "invalid-fingerprint",
+                "Invalid model fingerprint",
+                "the sync-model-fingerprint header must look like `sha256:` and 32 hex digits",
+            ));
+        }
+    }
     if let Some(fp) = headers
         .get(FINGERPRINT_HEADER)
         .and_then(|v| v.to_str().ok())

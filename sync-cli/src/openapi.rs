@@ -1,0 +1,493 @@
+//! The backend contract: an OpenAPI 3.1 document of `POST /push`, `GET /changes`,
+//! `GET /snapshot` and `GET /health` for a model.
+//!
+//! The protocol's message types come from `sync-runtime` with their schemars schemas
+//! (draft 2020-12, under `/components/schemas`); the per-entity schemas (the record, the
+//! patch whose operations follow each field's merge strategy, the clocks) are built from
+//! the model, with descriptions from the Rust doc comments. Mutations and server records
+//! are `oneOf` envelopes discriminated by `entity_type`.
+
+use serde_json::{Map, Value as Json, json};
+use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
+use sync_runtime::protocol::{
+    ChangesResponse, Problem, PushRequest, PushResponse, SnapshotResponse,
+};
+
+/// The component name of an entity's schemas: `Task` -> `TaskRecord`, `TaskPatch`, ...
+fn name(e: &Entity, suffix: &str) -> String {
+    format!("{}{suffix}", e.rust_name)
+}
+
+fn reference(name: &str) -> Json {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn scalar_schema(s: ScalarType) -> Json {
+    match s {
+        ScalarType::Bool => json!({ "type": "boolean" }),
+        ScalarType::I8 => json!({ "type": "integer", "minimum": -128, "maximum": 127 }),
+        ScalarType::I16 => json!({ "type": "integer", "minimum": -32768, "maximum": 32767 }),
+        ScalarType::I32 => json!({ "type": "integer", "format": "int32" }),
+        ScalarType::I64 => json!({ "type": "integer", "format": "int64" }),
+        ScalarType::U8 => json!({ "type": "integer", "minimum": 0, "maximum": 255 }),
+        ScalarType::U16 => json!({ "type": "integer", "minimum": 0, "maximum": 65535 }),
+        ScalarType::U32 => json!({ "type": "integer", "minimum": 0, "maximum": 4294967295u64 }),
+        ScalarType::F32 => json!({ "type": "number", "format": "float" }),
+        ScalarType::F64 => json!({ "type": "number", "format": "double" }),
+        ScalarType::String => json!({ "type": "string" }),
+        ScalarType::Uuid => json!({ "type": "string", "format": "uuid" }),
+        ScalarType::Timestamp => json!({ "type": "string", "format": "date-time" }),
+        ScalarType::Bytes => {
+            json!({ "type": "array", "items": { "type": "integer", "minimum": 0, "maximum": 255 } })
+        }
+    }
+}
+
+/// The JSON Schema of a field's wire value.
+pub fn field_schema(f: &Field) -> Json {
+    let mut s = match &f.ty.kind {
+        TypeKind::Scalar { scalar } => scalar_schema(*scalar),
+        TypeKind::Set { item, .. } => {
+            json!({ "type": "array", "items": scalar_schema(*item), "uniqueItems": true })
+        }
+        TypeKind::Json { rust_type } => {
+            json!({ "description": format!("Any JSON value (Rust type `{rust_type}`).") })
+        }
+    };
+    if f.ty.nullable {
+        s = json!({ "anyOf": [s, { "type": "null" }] });
+    }
+    if !f.docs.is_empty()
+        && let Some(obj) = s.as_object_mut()
+    {
+        let extra = obj
+            .get("description")
+            .and_then(Json::as_str)
+            .map(|d| format!(" {d}"))
+            .unwrap_or_default();
+        obj.insert(
+            "description".into(),
+            Json::String(format!("{}{extra}", f.docs)),
+        );
+    }
+    s
+}
+
+fn op_schema(f: &Field) -> Json {
+    let v = field_schema(f);
+    let (props, required, what) = match f.merge {
+        MergeStrategy::Lww => (
+            json!({ "set": v, "hlc": reference("Hlc") }),
+            json!(["set", "hlc"]),
+            "last writer wins: set the value, stamped with the edit's clock",
+        ),
+        MergeStrategy::Sum => (
+            json!({ "add": v }),
+            json!(["add"]),
+            "sum: add the delta (may be negative)",
+        ),
+        MergeStrategy::Union => (
+            json!({ "add": v.clone(), "remove": v }),
+            json!([]),
+            "union: remove these items, then add these",
+        ),
+        MergeStrategy::Manual => (
+            json!({ "set": v.clone(), "base": v }),
+            json!(["set", "base"]),
+            "manual: set the value, replacing `base`; a server holding a third value reports a conflict",
+        ),
+    };
+    json!({
+        "type": "object",
+        "description": format!("Operation on `{}` ({what}).", f.name),
+        "properties": props,
+        "required": required,
+        "additionalProperties": false
+    })
+}
+
+fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    for f in e.synced_fields() {
+        props.insert(f.name.clone(), field_schema(f));
+        required.push(Json::String(f.name.clone()));
+    }
+    let mut record = json!({
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": false,
+        "x-syncgen-table": e.table,
+    });
+    if !e.docs.is_empty() {
+        record["description"] = Json::String(e.docs.clone());
+    }
+    out.insert(name(e, "Record"), record);
+
+    let mut patch = Map::new();
+    let mut clocks = Map::new();
+    for f in e.synced_fields().filter(|f| !f.id && !f.immutable) {
+        patch.insert(f.name.clone(), op_schema(f));
+        if f.merge == MergeStrategy::Lww {
+            clocks.insert(f.name.clone(), reference("Hlc"));
+        }
+    }
+    out.insert(
+        name(e, "Patch"),
+        json!({
+            "type": "object",
+            "description": format!("Field-level patch of a `{}`: one operation per changed field, by its merge strategy.", e.name),
+            "properties": patch,
+            "additionalProperties": false
+        }),
+    );
+    out.insert(
+        name(e, "Clocks"),
+        json!({
+            "type": "object",
+            "description": format!("When each last-writer-wins field of a `{}` was last edited.", e.name),
+            "properties": clocks,
+            "additionalProperties": false
+        }),
+    );
+    out.insert(
+        name(e, "Mutation"),
+        json!({
+            "type": "object",
+            "description": format!("A mutation of a `{}`: `create` carries `record` and `clocks`, `update` a `patch`, `delete` an `hlc`.", e.name),
+            "properties": {
+                "idempotency_key": { "type": "string", "minLength": 1 },
+                "entity_type": { "const": e.name },
+                "entity_id": { "type": "string", "format": "uuid" },
+                "op": { "enum": ["create", "update", "delete"] },
+                "base_version": { "type": ["integer", "null"], "format": "int64" },
+                "record": reference(&name(e, "Record")),
+                "clocks": reference(&name(e, "Clocks")),
+                "patch": reference(&name(e, "Patch")),
+                "hlc": reference("Hlc")
+            },
+            "required": ["idempotency_key", "entity_type", "entity_id", "op"],
+            "additionalProperties": false
+        }),
+    );
+    out.insert(
+        name(e, "ServerRecord"),
+        json!({
+            "type": "object",
+            "description": format!("The server's state of a `{}`.", e.name),
+            "properties": {
+                "entity_type": { "const": e.name },
+                "entity_id": { "type": "string", "format": "uuid" },
+                "version": { "type": "integer", "format": "int64" },
+                "server_updated_at": { "type": "string", "format": "date-time" },
+                "deleted": { "type": "boolean" },
+                "record": reference(&name(e, "Record")),
+                "clocks": reference(&name(e, "Clocks"))
+            },
+            "required": ["entity_type", "entity_id", "version", "server_updated_at", "deleted", "record", "clocks"],
+            "additionalProperties": false
+        }),
+    );
+}
+
+/// Moves schemars' `$defs` into `components/schemas` and rewrites the references.
+fn add_protocol_schema<T: schemars::JsonSchema>(out: &mut Map<String, Json>) {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+    });
+    let generator = settings.into_generator();
+    let mut schema = generator.into_root_schema_for::<T>().to_value();
+    let obj = schema.as_object_mut().expect("a schema object");
+    obj.remove("$schema");
+    if let Some(Json::Object(defs)) = obj.remove("$defs").or_else(|| obj.remove("components")) {
+        let defs = match defs.get("schemas") {
+            Some(Json::Object(inner)) => inner.clone(),
+            _ => defs,
+        };
+        for (k, v) in defs {
+            out.entry(k).or_insert(v);
+        }
+    }
+    let title = obj
+        .get("title")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    out.insert(title, schema);
+}
+
+fn problem_response(description: &str, example: Json) -> Json {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": reference("Problem"), "example": example } }
+    })
+}
+
+fn problem_example(kind: &str, title: &str, status: u16, detail: &str) -> Json {
+    json!({ "type": format!("https://syncgen.dev/problems/{kind}"), "title": title, "status": status, "detail": detail })
+}
+
+/// The OpenAPI 3.1 document of the protocol for `model`.
+pub fn openapi(model: &Model, title: &str) -> Json {
+    let fingerprint = sync_model::fingerprint(model).0;
+    let mut schemas = Map::new();
+    add_protocol_schema::<PushRequest>(&mut schemas);
+    add_protocol_schema::<PushResponse>(&mut schemas);
+    add_protocol_schema::<ChangesResponse>(&mut schemas);
+    add_protocol_schema::<SnapshotResponse>(&mut schemas);
+    add_protocol_schema::<Problem>(&mut schemas);
+    for e in &model.entities {
+        entity_schemas(e, &mut schemas);
+    }
+    let entity_refs = |suffix: &str| -> Json {
+        Json::Array(
+            model
+                .entities
+                .iter()
+                .map(|e| reference(&name(e, suffix)))
+                .collect(),
+        )
+    };
+    let mapping = |suffix: &str| -> Json {
+        Json::Object(
+            model
+                .entities
+                .iter()
+                .map(|e| {
+                    (
+                        e.name.clone(),
+                        Json::String(format!("#/components/schemas/{}", name(e, suffix))),
+                    )
+                })
+                .collect(),
+        )
+    };
+    schemas.insert(
+        "AnyMutation".into(),
+        json!({ "oneOf": entity_refs("Mutation"), "discriminator": { "propertyName": "entity_type", "mapping": mapping("Mutation") } }),
+    );
+    schemas.insert(
+        "AnyServerRecord".into(),
+        json!({ "oneOf": entity_refs("ServerRecord"), "discriminator": { "propertyName": "entity_type", "mapping": mapping("ServerRecord") } }),
+    );
+    schemas.insert(
+        "TypedPushRequest".into(),
+        json!({
+            "type": "object",
+            "description": "An ordered batch of mutations, each applied independently.",
+            "properties": { "mutations": { "type": "array", "items": reference("AnyMutation") } },
+            "required": ["mutations"],
+            "additionalProperties": false
+        }),
+    );
+
+    let example_entity = model.entities.first();
+    let push_example = example_entity.map(|e| {
+        json!({ "mutations": [{
+            "idempotency_key": "5f0c7c1e-4a9e-4c1b-9f55-0f6f5f1c2a11",
+            "entity_type": e.name,
+            "entity_id": "01900000-0000-7000-8000-000000000001",
+            "op": "delete",
+            "base_version": 3,
+            "hlc": "019a1b2c3d4e-00000000-7f3a9c1d2e4b5a60"
+        }]})
+    });
+    let changes_example = json!({ "changes": [], "next_token": "t1.42", "has_more": false });
+    let snapshot_example = json!({ "records": [], "has_more": false, "token": "t1.42" });
+    let retry_after = json!({
+        "Retry-After": { "description": "Seconds to wait before retrying.", "schema": { "type": "integer", "minimum": 0 } }
+    });
+    let r401 = problem_response(
+        "No valid bearer token: refresh it.",
+        problem_example(
+            "unauthorized",
+            "Unauthorized",
+            401,
+            "the bearer token is not valid; refresh it",
+        ),
+    );
+    let r426 = problem_response(
+        "The client's model (the `sync-model-fingerprint` header) is unknown to this server: update the app.",
+        problem_example(
+            "upgrade-required",
+            "Client model not supported",
+            426,
+            "update the app",
+        ),
+    );
+    let mut r429 = problem_response(
+        "Too many requests: wait for `Retry-After`.",
+        problem_example("rate-limited", "Too many requests", 429, "slow down"),
+    );
+    r429["headers"] = retry_after.clone();
+    let r400 = problem_response(
+        "Malformed request.",
+        problem_example(
+            "invalid-body",
+            "Invalid push body",
+            400,
+            "expected value at line 1 column 1",
+        ),
+    );
+    let r410 = problem_response(
+        "The change token expired (its changes were compacted): take a new snapshot.",
+        problem_example(
+            "token-expired",
+            "Change token expired",
+            410,
+            "take a new snapshot (GET /snapshot) and continue from its token",
+        ),
+    );
+    let limit = json!({ "name": "limit", "in": "query", "required": false, "description": "Page size (capped by the server).", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } });
+    let fingerprint_header = json!({
+        "name": "sync-model-fingerprint", "in": "header", "required": false,
+        "description": "The fingerprint of the model the client was built with; unknown fingerprints get 426.",
+        "schema": { "type": "string", "pattern": "^sha256:[0-9a-f]{32}$" }
+    });
+
+    let mut paths = Map::new();
+    paths.insert(
+        "/push".into(),
+        json!({ "post": {
+            "operationId": "push",
+            "summary": "Apply an ordered batch of mutations.",
+            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409.",
+            "parameters": [fingerprint_header, {
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "Optional key of the whole request; every mutation also carries its own `idempotency_key`, which is what the server deduplicates on.",
+                "schema": { "type": "string" }
+            }],
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": reference("TypedPushRequest"),
+                "example": push_example
+            } } },
+            "responses": {
+                "200": { "description": "One result per mutation, in order.", "content": { "application/json": {
+                    "schema": reference("PushResponse"),
+                    "example": { "results": [{ "status": "rejected", "idempotency_key": "5f0c7c1e-4a9e-4c1b-9f55-0f6f5f1c2a11",
+                        "problem": problem_example("unknown-record", "Unknown record", 422, "no record with this id to delete") }] }
+                } } },
+                "400": r400,
+                "401": r401,
+                "409": problem_response("A mutation of this request is still being processed: retry later.", problem_example("request-in-progress", "Request in progress", 409, "retry later")),
+                "413": problem_response("Too large: send fewer mutations per request.", problem_example("body-too-large", "Request body too large", 413, "send fewer mutations")),
+                "422": problem_response("The body is JSON but not a push request.", problem_example("invalid-body", "Invalid push body", 422, "missing field `mutations`")),
+                "426": r426,
+                "429": r429
+            }
+        }}),
+    );
+    paths.insert(
+        "/changes".into(),
+        json!({ "get": {
+            "operationId": "changes",
+            "summary": "Records changed after a token, in commit order.",
+            "description": "Each record at its latest state, tombstones included. A token never skips a change that commits late.",
+            "parameters": [
+                { "name": "since", "in": "query", "required": false, "description": "The token to continue from (opaque to clients; the pattern is the reference server's format); omitted: from the start.", "schema": { "type": "string", "pattern": "^t1\\.[0-9]{1,18}$" } },
+                limit.clone(),
+                fingerprint_header.clone()
+            ],
+            "responses": {
+                "200": { "description": "A page of changes.", "content": { "application/json": { "schema": reference("ChangesResponse"), "example": changes_example } } },
+                "400": problem_response("Not a token of this server.", problem_example("invalid-token", "Invalid change token", 400, "`x` is not a change token from this server")),
+                "401": r401.clone(),
+                "410": r410.clone(),
+                "426": r426.clone(),
+                "429": r429.clone()
+            }
+        }}),
+    );
+    paths.insert(
+        "/snapshot".into(),
+        json!({ "get": {
+            "operationId": "snapshot",
+            "summary": "The data set, page by page, pinned to a change token.",
+            "parameters": [
+                { "name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the previous page (opaque to clients; the pattern is the reference server's format).", "schema": { "type": "string", "pattern": "^s1\\.[0-9]{1,18}\\.[0-9]{1,9}\\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$" } },
+                limit,
+                fingerprint_header
+            ],
+            "responses": {
+                "200": { "description": "A page of live records.", "content": { "application/json": { "schema": reference("SnapshotResponse"), "example": snapshot_example } } },
+                "400": problem_response("Not a cursor of this server.", problem_example("invalid-cursor", "Invalid snapshot cursor", 400, "`x` is not a snapshot cursor from this server")),
+                "401": r401,
+                "410": r410,
+                "426": r426,
+                "429": r429
+            }
+        }}),
+    );
+    paths.insert(
+        "/health".into(),
+        json!({ "get": {
+            "operationId": "health",
+            "summary": "Reachability check.",
+            "security": [],
+            "responses": { "200": { "description": "The server is up.", "content": { "application/json": {
+                "schema": { "type": "object", "properties": { "status": { "const": "ok" }, "fingerprint": { "type": "string" } }, "required": ["status", "fingerprint"] },
+                "example": { "status": "ok", "fingerprint": fingerprint }
+            } } } }
+        }}),
+    );
+    let entities: Vec<String> = model
+        .entities
+        .iter()
+        .map(|e| format!("`{}`", e.name))
+        .collect();
+    json!({
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": title,
+            "version": fingerprint,
+            "description": format!("The sync protocol of the entities {}, generated by syncgen from the Rust model. `info.version` and `x-syncgen-fingerprint` are the model fingerprint a client sends in `sync-model-fingerprint`.", entities.join(", ")),
+            "x-syncgen-fingerprint": fingerprint
+        },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A token the server maps to one account; every request sees only that account's rows." } },
+            "schemas": schemas
+        }
+    })
+}
+
+/// The document as YAML.
+pub fn to_yaml(doc: &Json) -> String {
+    serde_saphyr::to_string(doc).expect("JSON values serialise as YAML")
+}
+
+/// The protocol messages' JSON Schemas (draft 2020-12, standalone, one per message), by
+/// file name: what the repository's `schemas/protocol/` folder holds.
+pub fn protocol_schemas() -> Vec<(String, Json)> {
+    fn one<T: schemars::JsonSchema>() -> (String, Json) {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .into_generator()
+            .into_root_schema_for::<T>()
+            .to_value();
+        (format!("{}.json", T::schema_name()), schema)
+    }
+    vec![
+        one::<PushRequest>(),
+        one::<PushResponse>(),
+        one::<ChangesResponse>(),
+        one::<SnapshotResponse>(),
+        one::<Problem>(),
+    ]
+}
+
+/// Every component schema of a model's document as one standalone JSON Schema bundle
+/// (`$defs`), with references rewritten to point inside it.
+pub fn model_schema_bundle(model: &Model) -> Json {
+    let doc = openapi(model, "bundle");
+    let text = serde_json::to_string(&doc["components"]["schemas"])
+        .expect("serialises")
+        .replace("#/components/schemas/", "#/$defs/");
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "The model's record, patch, clocks, mutation and server-record schemas, and the protocol messages, generated by syncgen.",
+        "$defs": serde_json::from_str::<Json>(&text).expect("valid JSON")
+    })
+}

@@ -1,0 +1,157 @@
+//! The generated OpenAPI document and JSON Schemas: every `$ref` resolves, every example
+//! validates against its schema, and the committed `schemas/` folder is what the code
+//! generates (regenerate with `SYNCGEN_UPDATE_SCHEMAS=1 cargo test -p sync-cli --test contract`).
+
+use serde_json::{Value as Json, json};
+
+fn example_model() -> sync_model::Model {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    sync_cli::load(&[root.join("examples/tasks/src/model.rs")])
+        .unwrap()
+        .model
+}
+
+fn walk<'a>(v: &'a Json, path: &mut Vec<String>, out: &mut Vec<(String, &'a Json)>) {
+    match v {
+        Json::Object(m) => {
+            for (k, x) in m {
+                path.push(k.clone());
+                out.push((path.join("/"), x));
+                walk(x, path, out);
+                path.pop();
+            }
+        }
+        Json::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                path.push(i.to_string());
+                walk(x, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_ref_resolves() {
+    let doc = sync_cli::openapi::openapi(&example_model(), "t");
+    let mut nodes = Vec::new();
+    walk(&doc, &mut Vec::new(), &mut nodes);
+    let mut refs = 0;
+    for (path, v) in nodes {
+        if path.ends_with("$ref") {
+            let target = v.as_str().unwrap();
+            let pointer = target
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("external ref {target} at {path}"));
+            assert!(
+                doc.pointer(pointer).is_some(),
+                "{target} at {path} does not resolve"
+            );
+            refs += 1;
+        }
+    }
+    assert!(refs > 30, "{refs} refs");
+}
+
+/// A validator for `schema` with the document's components available to `$ref`s.
+fn validator(doc: &Json, schema: &Json) -> jsonschema::Validator {
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "allOf": [schema]
+    });
+    jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{e}: {schema}"))
+}
+
+#[test]
+fn every_example_validates_against_its_schema() {
+    let doc = sync_cli::openapi::openapi(&example_model(), "t");
+    let mut nodes = Vec::new();
+    walk(&doc, &mut Vec::new(), &mut nodes);
+    let mut checked = 0;
+    for (path, v) in &nodes {
+        // A media type object: {schema, example}.
+        if let (Some(schema), Some(example)) = (v.get("schema"), v.get("example")) {
+            let val = validator(&doc, schema);
+            let errors: Vec<String> = val.iter_errors(example).map(|e| e.to_string()).collect();
+            assert!(
+                errors.is_empty(),
+                "example at {path} does not validate: {errors:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked} examples");
+    // And invalid data is caught (the validator is really on).
+    let bad = json!({ "mutations": [{ "entity_type": "task" }] });
+    assert!(
+        !validator(
+            &doc,
+            &json!({ "$ref": "#/components/schemas/TypedPushRequest" })
+        )
+        .is_valid(&bad)
+    );
+}
+
+#[test]
+fn patch_schemas_follow_the_merge_strategies() {
+    let doc = sync_cli::openapi::openapi(&example_model(), "t");
+    let patch = &doc["components"]["schemas"]["TaskPatch"]["properties"];
+    assert_eq!(patch["likes"]["required"], json!(["add"]));
+    assert_eq!(patch["title"]["required"], json!(["set", "hlc"]));
+    assert_eq!(patch["price_cents"]["required"], json!(["set", "base"]));
+    assert!(patch["tags"]["properties"]["remove"].is_object());
+    assert!(patch.get("id").is_none() && patch.get("draft").is_none());
+    assert!(
+        doc["components"]["schemas"]["ProjectPatch"]["properties"]
+            .get("created_at")
+            .is_none(),
+        "immutable"
+    );
+    let record = &doc["components"]["schemas"]["TaskRecord"];
+    assert_eq!(
+        record["properties"]["title"]["description"],
+        "What to do; the last edit wins."
+    );
+    assert_eq!(record["description"], "Something to do.");
+    assert_eq!(
+        doc["info"]["x-syncgen-fingerprint"],
+        sync_model::fingerprint(&example_model()).0
+    );
+}
+
+#[test]
+fn the_committed_schemas_are_up_to_date() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let mut expected: Vec<(std::path::PathBuf, String)> = sync_cli::openapi::protocol_schemas()
+        .into_iter()
+        .map(|(name, s)| {
+            (
+                root.join("protocol").join(name),
+                serde_json::to_string_pretty(&s).unwrap() + "\n",
+            )
+        })
+        .collect();
+    let bundle = sync_cli::openapi::model_schema_bundle(&example_model());
+    expected.push((
+        root.join("tasks.schema.json"),
+        serde_json::to_string_pretty(&bundle).unwrap() + "\n",
+    ));
+    if std::env::var_os("SYNCGEN_UPDATE_SCHEMAS").is_some() {
+        for (path, text) in &expected {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+    }
+    for (path, text) in &expected {
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == *text,
+            "{} is stale; regenerate with `SYNCGEN_UPDATE_SCHEMAS=1 cargo test -p sync-cli --test contract`",
+            path.display()
+        );
+        // Each is a valid JSON Schema.
+        jsonschema::validator_for(&serde_json::from_str::<Json>(text).unwrap()).unwrap();
+    }
+}
