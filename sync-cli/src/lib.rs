@@ -34,6 +34,7 @@
 //! mode). Drops are refused unless `allow_destructive`. No change, no new file.
 
 mod builder;
+pub mod conformance;
 mod error;
 mod generate;
 mod inspect;

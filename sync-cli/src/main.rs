@@ -30,6 +30,24 @@ enum Command {
         #[arg(long)]
         allow_destructive: bool,
     },
+    /// Run the protocol's checks against a running server of the model.
+    Conformance {
+        /// Rust source files or folders holding the Syncable structs the server serves.
+        #[arg(long, short, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// The server's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        base_url: String,
+        /// A bearer token of one account.
+        #[arg(long)]
+        token: String,
+        /// A bearer token of another account (enables the isolation check).
+        #[arg(long)]
+        token_b: Option<String>,
+        /// A change token the server has expired (enables the 410 check).
+        #[arg(long)]
+        expired_token: Option<String>,
+    },
     /// Print each entity's fields, types, merge strategies and columns.
     Inspect {
         /// Rust source files or folders holding the Syncable structs.
@@ -74,6 +92,32 @@ fn main() -> ExitCode {
             ),
             (_, true) => println!("{} is up to date", out.display()),
         }),
+        Command::Conformance {
+            input,
+            base_url,
+            token,
+            token_b,
+            expired_token,
+        } => match sync_cli::load(&input) {
+            Ok(loaded) => {
+                let report = sync_cli::conformance::run(
+                    &loaded.model,
+                    &sync_cli::conformance::Options {
+                        base_url,
+                        token,
+                        token_b,
+                        expired_token,
+                    },
+                );
+                println!("{report}");
+                return if report.failed() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            Err(e) => Err(e),
+        },
         Command::Inspect { input } => {
             sync_cli::load(&input).map(|l| print!("{}", sync_cli::inspect(&l.model)))
         }
