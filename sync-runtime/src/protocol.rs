@@ -165,7 +165,8 @@ pub struct ChangesResponse {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotResponse {
-    /// Live records of this page.
+    /// Records of this page, tombstones included (so that a client holding a record
+    /// deleted before the snapshot's token learns of the delete).
     pub records: Vec<ServerRecord>,
     /// The cursor of the next page, while `has_more`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

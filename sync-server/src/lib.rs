@@ -36,7 +36,7 @@
 //! the order of their numbers: a change with a smaller number can never become visible
 //! after a larger one, and a pull that has read up to N has seen every change <= N.
 //! Snapshots are pinned to the counter's value when they start: pages hold the records
-//! whose last change is <= that token, and `GET /changes?since=token` delivers the rest,
+//! (tombstones included) whose last change is <= that token, and `GET /changes?since=token` delivers the rest,
 //! so nothing is lost or delivered twice.
 //!
 //! # Idempotency

@@ -12,8 +12,8 @@
 //!
 //! # Snapshots are pinned
 //!
-//! The first snapshot page fixes a token T (the account's counter). Pages hold the live
-//! records whose last change is <= T; a record changed after T is left out and comes from
+//! The first snapshot page fixes a token T (the account's counter). Pages hold the
+//! records (tombstones included, until collected) whose last change is <= T; a record changed after T is left out and comes from
 //! `GET /changes?since=T` instead. So every change is delivered exactly once: in a page
 //! if it is <= T, by `changes` if it is > T.
 
@@ -934,7 +934,8 @@ impl Cursor {
     }
 }
 
-/// `GET /snapshot`: one page of live records as of the pinned token.
+/// `GET /snapshot`: one page of records as of the pinned token, tombstones included (a
+/// client that already holds a record deleted before the token learns of the delete).
 pub(crate) async fn snapshot(
     state: &State,
     account: &str,
@@ -956,11 +957,6 @@ pub(crate) async fn snapshot(
         "BIGINT"
     } else {
         "INTEGER"
-    };
-    let false_lit = if d == sync_model::sql::Dialect::Postgres {
-        "FALSE"
-    } else {
-        "0"
     };
     let mut out = Vec::new();
     while out.len() < limit as usize && cur.entity < state.entity_order.len() {
@@ -990,12 +986,11 @@ pub(crate) async fn snapshot(
         let rows = tx
             .query(
                 &format!(
-                    "SELECT {} FROM {} WHERE {} = {} AND {} = {false_lit} AND {} <= {}{after} ORDER BY {id_col} LIMIT {}",
+                    "SELECT {} FROM {} WHERE {} = {} AND {} <= {}{after} ORDER BY {id_col} LIMIT {}",
                     cols.join(", "),
                     q(d, &e.table),
                     q(d, "sync_account"),
                     ph(d, 1, "TEXT"),
-                    q(d, "sync_deleted"),
                     q(d, "sync_seq"),
                     ph(d, 2, big),
                     want + 1,

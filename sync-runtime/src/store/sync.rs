@@ -183,7 +183,24 @@ pub struct Conflict {
 /// The base copy (last server-acknowledged record).
 struct Base {
     record: Record,
+    clocks: Json,
     version: i64,
+    server_updated_at: String,
+    deleted: bool,
+}
+
+impl Base {
+    fn as_server_record(&self, entity: &str, id: Uuid) -> ServerRecord {
+        ServerRecord {
+            entity_type: entity.to_string(),
+            entity_id: id,
+            version: self.version,
+            server_updated_at: self.server_updated_at.clone(),
+            deleted: self.deleted,
+            record: self.record.clone(),
+            clocks: self.clocks.clone(),
+        }
+    }
 }
 
 fn base_columns(table: &Table) -> Vec<String> {
@@ -220,9 +237,15 @@ fn read_base(conn: &Connection, table: &Table, id: Uuid) -> Result<Option<Base>,
         record.insert(f.name.clone(), columns::from_sql(f, r.get_ref(i)?)?);
         i += 1;
     }
+    let clocks: String = r.get(i)?;
+    let server_updated_at: Option<String> = r.get(i + 2)?;
+    let deleted: i64 = r.get(i + 3)?;
     Ok(Some(Base {
         record,
+        clocks: serde_json::from_str(&clocks).unwrap_or(Json::Null),
         version: r.get(i + 1)?,
+        server_updated_at: server_updated_at.unwrap_or_default(),
+        deleted: deleted != 0,
     }))
 }
 
@@ -384,7 +407,18 @@ fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), Stor
 /// Moves the base to the server's record and rebuilds the local row: the server's record
 /// with the still-pending local mutations on top (the base moves, the patches stay).
 fn rebase_row(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
-    write_base(conn, table, s)?;
+    // A server record older than the base (a replayed result of a mutation whose effect
+    // was already pulled, say) must not move the record backwards: rebuild from the base.
+    let newer_base = read_base(conn, table, s.entity_id)?
+        .filter(|b| b.version > s.version)
+        .map(|b| b.as_server_record(&table.entity.name, s.entity_id));
+    let s = match &newer_base {
+        Some(b) => b,
+        None => {
+            write_base(conn, table, s)?;
+            s
+        }
+    };
     let pending = pending_for(conn, &table.entity.name, s.entity_id)?;
     let conflicted: bool = conn
         .query_row(
@@ -399,6 +433,26 @@ fn rebase_row(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), 
         )
         .optional()?
         .unwrap_or(false);
+    if s.deleted {
+        // Deleted on the server: delete wins over edits and open conflicts of this record.
+        conn.execute(
+            "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+            params![table.entity.name, s.entity_id.to_string()],
+        )?;
+        if conflicted {
+            delete_items_of(conn, &table.entity.name, s.entity_id)?;
+            return put_row(
+                conn,
+                table,
+                &s.record,
+                &s.clocks,
+                "clean",
+                true,
+                s.version,
+                &s.server_updated_at,
+            );
+        }
+    }
     if conflicted {
         // The user's copy waits for a resolution; only the metadata follows the server.
         set_row_meta(conn, table, s.entity_id, "conflicted", Some(s.version))?;
@@ -761,7 +815,7 @@ impl LocalStore {
                 push.insert(c.field.clone(), v.clone());
             }
         }
-        let hlc = self.inner.clock.now();
+        let hlc = self.stamp();
         if let Some(payload) =
             (table.fns.diff)(&server.record, &push, hlc).map_err(StoreError::Corrupt)?
         {
@@ -772,6 +826,7 @@ impl LocalStore {
                 OutboxOp::Update,
                 &payload,
                 Some(server.version),
+                self.new_key(),
             )?;
         }
         if conflicts.is_empty() {
@@ -974,6 +1029,7 @@ impl LocalStore {
                     OutboxOp::Update,
                     &to_json_string(&super::UpdatePayload { patch }),
                     Some(base.version),
+                    self.new_key(),
                 )?;
             } else {
                 set_row_meta(tx, table, id, "clean", None)?;

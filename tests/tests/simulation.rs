@@ -1,0 +1,691 @@
+//! Deterministic fault simulation: N clients, each with its own `LocalStore` on a real
+//! SQLite file, and the reference server, in one process, driven by one seeded generator.
+//! Random creates, updates of every merge strategy, deletes, recreates and conflict
+//! resolutions; faults at random points: request dropped, response dropped after the
+//! server applied it, duplicate and delayed delivery, 5xx and 429, token expiry, a client
+//! crash mid-push (every in-memory object dropped, the database reopened) and server
+//! restarts. After quiescence (faults off, everyone syncs until the outboxes are empty)
+//! every replica equals the server, every counter equals the sum of all increments ever
+//! made (exactly once), and no outbox item is left `sending` or dead.
+//!
+//! `SYNC_SIM_SEEDS=N` runs seeds 0..N (default 1000); `SYNC_SIM_SEED=S` runs one seed
+//! and prints its trace. Each failure prints the command that reproduces it.
+#![allow(missing_docs)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use serde_json::Value as Json;
+use support::model::{Comment, Project, Task};
+use sync_runtime::engine::{EngineConfig, SyncEngine, SyncOutcome, Transport, TransportError};
+use sync_runtime::prelude::*;
+use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
+use sync_runtime::store::{Durability, LocalStore, Migrations, OutboxStatus};
+use sync_server::{Server, StaticTokens};
+use tower::ServiceExt;
+
+/// SplitMix64: a tiny, well-known generator; the whole run depends on its seed only.
+#[derive(Clone)]
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn uuid(&mut self) -> Uuid {
+        Uuid::from_u128((u128::from(self.next()) << 64) | u128::from(self.next()))
+    }
+}
+
+#[derive(Default)]
+struct Faults {
+    on: bool,
+    /// Forward the next push, then "crash" the client before it learns the result.
+    crash_next_push: bool,
+    crashed: bool,
+    /// Requests delivered late (after other requests), their responses lost.
+    delayed: Vec<Json>,
+}
+
+struct SimTransport {
+    router: Arc<Mutex<axum::Router>>,
+    faults: Arc<Mutex<Faults>>,
+    rng: Arc<Mutex<Rng>>,
+    trace: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl SimTransport {
+    fn roll(&self, percent: u64) -> bool {
+        self.faults.lock().unwrap().on && self.rng.lock().unwrap().chance(percent)
+    }
+
+    fn note(&self, s: String) {
+        self.trace
+            .lock()
+            .unwrap()
+            .push(format!("{} {s}", self.name));
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<&Json>,
+    ) -> Result<Json, TransportError> {
+        let router = self.router.lock().unwrap().clone();
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", "Bearer sim-token")
+            .header("content-type", "application/json");
+        if let Some(b) = body {
+            req = req.header("content-length", serde_json::to_vec(b).unwrap().len());
+        }
+        let req = req
+            .body(body.map_or(Body::empty(), |b| {
+                Body::from(serde_json::to_vec(b).unwrap())
+            }))
+            .unwrap();
+        let res = router.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        if status != 200 {
+            return Err(TransportError::Http {
+                status,
+                retry_after: None,
+                problem: serde_json::from_value(json).ok().map(Box::new),
+            });
+        }
+        Ok(json)
+    }
+
+    fn pre_faults(&self) -> Result<(), TransportError> {
+        if self.roll(8) {
+            self.note("fault: request dropped".into());
+            return Err(TransportError::Unreachable("dropped (simulated)".into()));
+        }
+        if self.roll(4) {
+            self.note("fault: 503".into());
+            return Err(TransportError::Http {
+                status: 503,
+                retry_after: None,
+                problem: None,
+            });
+        }
+        if self.roll(2) {
+            self.note("fault: 429".into());
+            return Err(TransportError::Http {
+                status: 429,
+                retry_after: None,
+                problem: None,
+            });
+        }
+        if self.roll(2) {
+            self.note("fault: token expired".into());
+            return Err(TransportError::Http {
+                status: 401,
+                retry_after: None,
+                problem: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Transport for SimTransport {
+    async fn push(
+        &self,
+        _token: &str,
+        request: &PushRequest,
+    ) -> Result<PushResponse, TransportError> {
+        self.pre_faults()?;
+        let body = serde_json::to_value(request).unwrap();
+        if self.roll(4) {
+            self.note("fault: push delayed".into());
+            self.faults.lock().unwrap().delayed.push(body.clone());
+        }
+        let crash = {
+            let mut f = self.faults.lock().unwrap();
+            std::mem::take(&mut f.crash_next_push)
+        };
+        let mut response = self.send("POST", "/push", Some(&body)).await?;
+        if crash {
+            self.note("fault: client crashed after the server applied its push".into());
+            self.faults.lock().unwrap().crashed = true;
+            // Like a process killed mid-request: the items had been handed to the
+            // network (an attempt counted), and the client never saw the answer.
+            return Err(TransportError::Timeout);
+        }
+        if self.roll(5) {
+            self.note("fault: duplicate delivery".into());
+            response = self.send("POST", "/push", Some(&body)).await?;
+        }
+        if self.roll(8) {
+            self.note("fault: response lost after the server applied it".into());
+            return Err(TransportError::Timeout);
+        }
+        let statuses: Vec<String> = response["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["status"].as_str().unwrap_or("?").to_string())
+            .collect();
+        self.note(format!(
+            "push {} -> {}",
+            request.mutations.len(),
+            statuses.join(",")
+        ));
+        serde_json::from_value(response).map_err(|e| TransportError::Invalid(e.to_string()))
+    }
+
+    async fn changes(
+        &self,
+        _token: &str,
+        since: Option<&str>,
+        limit: u32,
+    ) -> Result<ChangesResponse, TransportError> {
+        self.pre_faults()?;
+        let uri = match since {
+            Some(s) => format!("/changes?since={s}&limit={limit}"),
+            None => format!("/changes?limit={limit}"),
+        };
+        let r = self.send("GET", &uri, None).await?;
+        serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
+    }
+
+    async fn snapshot(
+        &self,
+        _token: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<SnapshotResponse, TransportError> {
+        self.pre_faults()?;
+        let uri = match cursor {
+            Some(c) => format!("/snapshot?cursor={c}&limit={limit}"),
+            None => format!("/snapshot?limit={limit}"),
+        };
+        let r = self.send("GET", &uri, None).await?;
+        serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
+    }
+
+    async fn health(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+struct Client {
+    name: String,
+    path: std::path::PathBuf,
+    engine: Option<SyncEngine<SimTransport>>,
+    wall: Arc<AtomicU64>,
+}
+
+struct Sim {
+    rng: Arc<Mutex<Rng>>,
+    dir: tempfile::TempDir,
+    router: Arc<Mutex<axum::Router>>,
+    server: Option<Server>,
+    faults: Arc<Mutex<Faults>>,
+    trace: Arc<Mutex<Vec<String>>>,
+    clients: Vec<Client>,
+    /// Records ever deleted: their counters are not checked (delete wins over increments).
+    touched_by_delete: BTreeSet<Uuid>,
+    /// Every increment ever made to a record's `likes`, by any client.
+    increments: BTreeMap<Uuid, i64>,
+    ids: Vec<Uuid>,
+}
+
+fn server_migrations() -> Migrations {
+    Migrations::embedded(include!(
+        "../../examples/tasks/generated/server_sqlite_migrations.rs"
+    ))
+    .unwrap()
+}
+
+async fn open_server(path: &std::path::Path) -> Server {
+    Server::builder()
+        .entity::<Project>()
+        .entity::<Task>()
+        .entity::<Comment>()
+        .token_verifier(StaticTokens::new([("sim-token", "sim")]))
+        .open_sqlite(path, server_migrations())
+        .await
+        .unwrap()
+}
+
+impl Sim {
+    async fn new(seed: u64, clients: usize) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let server = open_server(&dir.path().join("server.db")).await;
+        let router = Arc::new(Mutex::new(server.router()));
+        let mut sim = Sim {
+            rng: Arc::new(Mutex::new(Rng(seed))),
+            router,
+            server: Some(server),
+            faults: Arc::new(Mutex::new(Faults::default())),
+            trace: Arc::new(Mutex::new(Vec::new())),
+            clients: Vec::new(),
+            touched_by_delete: BTreeSet::new(),
+            increments: BTreeMap::new(),
+            ids: Vec::new(),
+            dir,
+        };
+        for i in 0..clients {
+            let name = format!("c{i}");
+            let path = sim.dir.path().join(format!("{name}.db"));
+            let wall = Arc::new(AtomicU64::new(1_800_000_000_000));
+            let mut c = Client {
+                name,
+                path,
+                engine: None,
+                wall,
+            };
+            sim.open_client(&mut c);
+            sim.clients.push(c);
+        }
+        sim
+    }
+
+    fn open_client(&self, c: &mut Client) {
+        let wall = c.wall.clone();
+        let key_rng = Arc::new(Mutex::new(Rng(self.rng.lock().unwrap().next())));
+        let store = LocalStore::builder(&c.path)
+            .entity::<Project>()
+            .entity::<Task>()
+            .entity::<Comment>()
+            .migrations(
+                Migrations::embedded(include!(
+                    "../../examples/tasks/generated/client_migrations.rs"
+                ))
+                .unwrap(),
+            )
+            .durability(Durability::Normal)
+            .wall_clock(move || wall.load(Ordering::SeqCst))
+            .key_source(move || key_rng.lock().unwrap().uuid())
+            .open()
+            .unwrap();
+        let transport = SimTransport {
+            router: self.router.clone(),
+            faults: self.faults.clone(),
+            rng: self.rng.clone(),
+            trace: self.trace.clone(),
+            name: c.name.clone(),
+        };
+        let mut cfg = EngineConfig::new("sim", "sim-token");
+        cfg.refresher = Some(Arc::new(|| Some("sim-token".to_string())));
+        cfg.backoff_base = std::time::Duration::ZERO;
+        cfg.backoff_cap = std::time::Duration::ZERO;
+        cfg.max_attempts = 1_000_000;
+        cfg.page_size = 7;
+        c.engine = Some(SyncEngine::new(store, transport, cfg));
+    }
+
+    fn note(&self, s: String) {
+        self.trace.lock().unwrap().push(s);
+    }
+
+    fn r(&self, n: u64) -> u64 {
+        self.rng.lock().unwrap().below(n)
+    }
+
+    async fn sync(&mut self, i: usize) {
+        let c = &self.clients[i];
+        let outcome = c.engine.as_ref().unwrap().sync_now().await.unwrap();
+        let summary = match outcome {
+            SyncOutcome::Ran(r) => format!(
+                "applied={} merged={} conflicted={} superseded={} dead={} pulled={} paused={}",
+                r.applied,
+                r.merged,
+                r.conflicted,
+                r.superseded,
+                r.dead,
+                r.pulled,
+                r.paused.is_some()
+            ),
+            SyncOutcome::AlreadyRunning => "already running".into(),
+        };
+        self.note(format!("{} sync: {summary}", c.name));
+        let crashed = std::mem::take(&mut self.faults.lock().unwrap().crashed);
+        if crashed {
+            self.crash(i);
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.note(format!("{} crash and restart", self.clients[i].name));
+        let mut c = std::mem::replace(
+            &mut self.clients[i],
+            Client {
+                name: String::new(),
+                path: Default::default(),
+                engine: None,
+                wall: Arc::new(AtomicU64::new(0)),
+            },
+        );
+        c.engine = None; // every in-memory object of the client is gone
+        self.open_client(&mut c);
+        self.clients[i] = c;
+    }
+
+    async fn restart_server(&mut self) {
+        self.note("server restart".into());
+        self.server = None;
+        let server = open_server(&self.dir.path().join("server.db")).await;
+        *self.router.lock().unwrap() = server.router();
+        self.server = Some(server);
+    }
+
+    async fn step(&mut self) {
+        let i = self.r(self.clients.len() as u64) as usize;
+        for c in &self.clients {
+            c.wall
+                .fetch_add(1 + self.rng.lock().unwrap().below(3), Ordering::SeqCst);
+        }
+        let store = self.clients[i].engine.as_ref().unwrap().store().clone();
+        let name = self.clients[i].name.clone();
+        let live: Vec<Task> = store.list::<Task>().unwrap();
+        match self.r(100) {
+            0..=19 => {
+                let id = self.rng.lock().unwrap().uuid();
+                let t = Task {
+                    id,
+                    project_id: id,
+                    title: format!("t{}", self.r(5)),
+                    status: "open".into(),
+                    tags: BTreeSet::new(),
+                    likes: 0,
+                    price_cents: self.r(3) as i64,
+                    due: None,
+                    meta: Default::default(),
+                    r#type: None,
+                    draft: None,
+                };
+                store.create(&t).unwrap();
+                self.ids.push(id);
+                self.note(format!("{name} create {id}"));
+            }
+            20..=54 if !live.is_empty() => {
+                let mut t = live[self.r(live.len() as u64) as usize].clone();
+                match self.r(5) {
+                    0 => t.title = format!("t{}", self.r(5)),
+                    1 => t.status = ["open", "doing", "done"][self.r(3) as usize].into(),
+                    2 => {
+                        let d = 1 + self.r(3) as i64;
+                        t.likes += d;
+                        *self.increments.entry(t.id).or_default() += d;
+                    }
+                    3 => {
+                        let tag = format!("g{}", self.r(4));
+                        if !t.tags.remove(&tag) {
+                            t.tags.insert(tag);
+                        }
+                    }
+                    _ => t.price_cents = self.r(4) as i64,
+                }
+                store.update(&t).unwrap();
+                self.note(format!("{name} update {}", t.id));
+            }
+            55..=61 if !live.is_empty() => {
+                let t = &live[self.r(live.len() as u64) as usize];
+                store.delete::<Task>(t.id).unwrap();
+                self.touched_by_delete.insert(t.id);
+                self.note(format!("{name} delete {}", t.id));
+            }
+            62..=64 if !self.ids.is_empty() => {
+                // Recreate an id this client knows as deleted.
+                let id = self.ids[self.r(self.ids.len() as u64) as usize];
+                if store
+                    .record_meta::<Task>(id)
+                    .unwrap()
+                    .is_some_and(|m| m.deleted)
+                {
+                    let t = Task {
+                        id,
+                        project_id: id,
+                        title: "recreated".into(),
+                        status: "open".into(),
+                        tags: BTreeSet::new(),
+                        likes: 0,
+                        price_cents: 0,
+                        due: None,
+                        meta: Default::default(),
+                        r#type: None,
+                        draft: None,
+                    };
+                    store.create(&t).unwrap();
+                    self.touched_by_delete.insert(id);
+                    self.note(format!("{name} recreate {id}"));
+                }
+            }
+            65..=69 => {
+                for c in store.conflicts().unwrap() {
+                    let resolved = if self.r(2) == 0 {
+                        store.keep_local::<Task>(c.id)
+                    } else {
+                        store.keep_server::<Task>(c.id)
+                    };
+                    resolved
+                        .map_err(|e| format!("{name}: resolving the conflict of {}: {e}", c.id))
+                        .unwrap();
+                    self.note(format!("{name} resolve {}", c.id));
+                }
+            }
+            70..=91 => self.sync(i).await,
+            92..=94 => {
+                self.faults.lock().unwrap().crash_next_push = true;
+                self.sync(i).await;
+                self.faults.lock().unwrap().crash_next_push = false;
+            }
+            95..=96 => self.restart_server().await,
+            97..=99 => {
+                let delayed = std::mem::take(&mut self.faults.lock().unwrap().delayed);
+                for body in delayed {
+                    let t = &self.clients[i].engine.as_ref().unwrap().transport();
+                    let _ = t.send("POST", "/push", Some(&body)).await;
+                    self.note("late delivery of an old push".into());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn quiesce(&mut self) -> Result<(), String> {
+        self.faults.lock().unwrap().on = false;
+        for _round in 0..30 {
+            let mut busy = false;
+            for i in 0..self.clients.len() {
+                let store = self.clients[i].engine.as_ref().unwrap().store().clone();
+                for c in store.conflicts().unwrap() {
+                    store.keep_server::<Task>(c.id).map_err(|e| {
+                        format!(
+                            "{}: resolving the conflict of {}: {e}",
+                            self.clients[i].name, c.id
+                        )
+                    })?;
+                }
+                self.sync(i).await;
+                let s = store.status().unwrap();
+                busy |= s.pending > 0 || !s.conflicted.is_empty();
+            }
+            if !busy {
+                // One more pull for everyone, now that nobody pushes.
+                for i in 0..self.clients.len() {
+                    self.sync(i).await;
+                }
+                return Ok(());
+            }
+        }
+        Err("the clients never became quiet".into())
+    }
+
+    async fn check(&mut self) -> Result<(), String> {
+        // The server's state, through the protocol.
+        let t = self.clients[0].engine.as_ref().unwrap().transport();
+        let mut server: BTreeMap<String, Json> = BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = t
+                .snapshot("", cursor.as_deref(), 1000)
+                .await
+                .map_err(|e| e.to_string())?;
+            for r in page.records {
+                if r.entity_type == "task" && !r.deleted {
+                    server.insert(r.entity_id.to_string(), Json::Object(r.record));
+                }
+            }
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        for c in &self.clients {
+            let store = c.engine.as_ref().unwrap().store();
+            let local: BTreeMap<String, Json> = store
+                .list::<Task>()
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.id.to_string(), Json::Object(t.to_record().unwrap())))
+                .collect();
+            if local != server {
+                let only_here: Vec<&String> =
+                    local.keys().filter(|k| !server.contains_key(*k)).collect();
+                let only_server: Vec<&String> =
+                    server.keys().filter(|k| !local.contains_key(*k)).collect();
+                let differ: Vec<&String> = local
+                    .keys()
+                    .filter(|k| server.get(*k).is_some_and(|v| v != &local[*k]))
+                    .collect();
+                return Err(format!(
+                    "{} differs from the server: only here {only_here:?}, only on the server {only_server:?}, different {differ:?}",
+                    c.name
+                ));
+            }
+            let outbox = store.outbox().unwrap();
+            if let Some(i) = outbox
+                .iter()
+                .find(|i| i.status == OutboxStatus::Sending || i.status == OutboxStatus::Dead)
+            {
+                return Err(format!(
+                    "{} has an outbox item left {:?}: {i:?}",
+                    c.name, i.status
+                ));
+            }
+        }
+        for (id, inc) in &self.increments {
+            if self.touched_by_delete.contains(id) {
+                continue;
+            }
+            if let Some(r) = server.get(&id.to_string()) {
+                let likes = r["likes"].as_i64().unwrap_or(0);
+                if likes != *inc {
+                    return Err(format!(
+                        "task {id}: likes is {likes} on the server, but the increments add up to {inc}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run_seed(seed: u64, steps: usize) -> Result<Vec<String>, String> {
+    let mut sim = Sim::new(seed, 3).await;
+    sim.faults.lock().unwrap().on = true;
+    for _ in 0..steps {
+        sim.step().await;
+    }
+    let result = match sim.quiesce().await {
+        Ok(()) => sim.check().await,
+        Err(e) => Err(e),
+    };
+    let trace = sim.trace.lock().unwrap().clone();
+    match result {
+        Ok(()) => Ok(trace),
+        Err(e) if std::env::var("SYNC_SIM_SEED").is_ok() => {
+            Err(format!("{e}\ntrace:\n{}", trace.join("\n")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn simulation_seeds() {
+    let (first, count) = match std::env::var("SYNC_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(s) => (s, 1),
+        None => (
+            0,
+            std::env::var("SYNC_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1000),
+        ),
+    };
+    let steps = std::env::var("SYNC_SIM_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let rt = runtime();
+    let mut failures = Vec::new();
+    for seed in first..first + count {
+        match rt.block_on(run_seed(seed, steps)) {
+            Ok(trace) => {
+                if count == 1 {
+                    for line in trace {
+                        println!("{line}");
+                    }
+                }
+            }
+            Err(e) => {
+                failures.push(format!(
+                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test -p sync-tests --test simulation -- --nocapture"
+                ));
+                if failures.len() >= 5 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    let rt = runtime();
+    for seed in [3, 17] {
+        let a = rt.block_on(run_seed(seed, 60)).unwrap();
+        let b = rt.block_on(run_seed(seed, 60)).unwrap();
+        assert_eq!(a, b, "seed {seed}");
+    }
+}
