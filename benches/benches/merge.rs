@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p sync-bench --bench merge`
 
+#![allow(missing_docs)]
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 
@@ -36,7 +38,7 @@ fn doc(n: u64) -> Doc {
         a: format!("title {n}"),
         b: "body".into(),
         c: n as i64,
-        d: n % 2 == 0,
+        d: n.is_multiple_of(2),
         e: 1.5,
         f: None,
         g: 10,
