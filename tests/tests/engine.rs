@@ -788,3 +788,42 @@ async fn background_triggers_debounce_writes_and_check_reachability() {
     handle.sync_soon();
     handle.stop();
 }
+
+/// A writer that keeps everything logged, for asserting on log fields.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_run_logs_its_id_account_items_and_request_ids() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    a.store().create(&project()).unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    a.sync().await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for field in [
+        "sync_run_id=",
+        "account_id=account-a",
+        "outbox_item_id=",
+        "request_id=",
+        "result=",
+    ] {
+        assert!(log.contains(field), "`{field}` missing from:\n{log}");
+    }
+}

@@ -369,7 +369,7 @@ fn status_shows_failed_dead_and_conflicted() {
     }
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(&format!(
-        "UPDATE sync_outbox SET status = 'failed', attempt_count = 1, last_error = 'HTTP 503' WHERE entity_id = '{}';
+        "UPDATE sync_outbox SET status = 'failed', attempt_count = 3, last_error = 'HTTP 503' WHERE entity_id = '{}';
          UPDATE sync_outbox SET status = 'dead', attempt_count = 8, last_error = 'rejected: title too long' WHERE entity_id = '{}';
          UPDATE tasks SET sync_status = 'conflicted' WHERE id = '{}';
          INSERT INTO sync_state (scope, last_sync_at) VALUES ('acc', '2026-01-01T00:00:00Z');",
@@ -384,6 +384,15 @@ fn status_shows_failed_dead_and_conflicted() {
     assert_eq!(s.dead[0].entity_id, b.id);
     assert_eq!(s.conflicted, vec![("task".to_string(), c.id)]);
     assert_eq!(s.last_sync_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(s.retries, 2, "the failed item is on its third attempt");
+    let oldest = s.oldest_pending_at.clone().unwrap();
+    assert!(
+        store
+            .outbox()
+            .unwrap()
+            .iter()
+            .all(|i| i.created_at >= oldest)
+    );
     assert_eq!(store.retry_dead().unwrap(), 1);
     assert!(store.status().unwrap().dead.is_empty());
 }

@@ -62,6 +62,19 @@ impl HttpTransport {
     ) -> Result<R, TransportError> {
         let res = req.send().await.map_err(map_error)?;
         let status = res.status().as_u16();
+        // The server's request id, so a client log line can be matched with the server's.
+        if let Some(id) = res
+            .headers()
+            .get(crate::protocol::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            tracing::info!(
+                request_id = id,
+                status,
+                path = res.url().path(),
+                "server answered"
+            );
+        }
         if !(200..300).contains(&status) {
             let retry_after = res
                 .headers()

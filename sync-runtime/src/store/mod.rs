@@ -507,6 +507,12 @@ pub struct SyncStatus {
     pub conflicted: Vec<(String, Uuid)>,
     /// When a sync last completed (RFC 3339), if ever.
     pub last_sync_at: Option<String>,
+    /// When the oldest change still waiting for the server was made (RFC 3339): its age is
+    /// how far behind the server is.
+    pub oldest_pending_at: Option<String>,
+    /// Attempts beyond the first made for the items still queued (how much retrying is
+    /// going on).
+    pub retries: u64,
 }
 
 /// The operation of an outbox item.
@@ -1383,6 +1389,16 @@ fn status<'a>(
             [],
             |r| r.get(0),
         )?,
+        oldest_pending_at: conn.query_row(
+            "SELECT MIN(\"created_at\") FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+            [],
+            |r| r.get(0),
+        )?,
+        retries: conn.query_row(
+            "SELECT COALESCE(SUM(MAX(\"attempt_count\" - 1, 0)), 0) FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64,
     })
 }
 
