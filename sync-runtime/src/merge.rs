@@ -220,16 +220,14 @@ pub fn lww_json_into<T: Serialize + DeserializeOwned + Clone>(
     remote: &T,
     remote_clock: Hlc,
 ) {
+    // Decide on the JSON values, then copy the typed remote value if it won: one
+    // serialisation per side, and the typed value is only cloned when it changes.
     let (b, l, r) = (to_json(base), to_json(local), to_json(remote));
-    let mut lj = JsonOrd(l);
-    lww_into(
-        &mut lj,
-        local_clock,
-        &JsonOrd(b),
-        &JsonOrd(r.clone()),
-        remote_clock,
-    );
-    if lj.0 == r && to_json(local) != r {
+    let already_remote = l == r;
+    let mut winner = JsonOrd(l);
+    let r = JsonOrd(r);
+    lww_into(&mut winner, local_clock, &JsonOrd(b), &r, remote_clock);
+    if !already_remote && winner.0 == r.0 {
         local.clone_from(remote);
     }
 }

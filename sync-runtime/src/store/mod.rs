@@ -282,7 +282,6 @@ impl StoreBuilder {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 clock: HlcClock::resume(node, last),
-                entities: self.entities.iter().map(|e| (e.name.clone(), *e)).collect(),
                 tables: self
                     .entities
                     .iter()
@@ -409,7 +408,6 @@ impl Table {
 struct Inner {
     conn: Mutex<Connection>,
     clock: HlcClock,
-    entities: BTreeMap<String, &'static Entity>,
     tables: BTreeMap<String, Table>,
     path: PathBuf,
     wall_clock: Option<WallClock>,
@@ -759,7 +757,7 @@ impl LocalStore {
     /// The fingerprint of the registered model (what a client sends to the server).
     pub fn fingerprint(&self) -> String {
         sync_model::fingerprint(&Model {
-            entities: self.inner.entities.values().map(|e| (*e).clone()).collect(),
+            entities: self.entities().cloned().collect(),
         })
         .0
     }
@@ -788,7 +786,7 @@ impl LocalStore {
 
     /// The registered entities.
     pub fn entities(&self) -> impl Iterator<Item = &'static Entity> + '_ {
-        self.inner.entities.values().copied()
+        self.inner.tables.values().map(|t| t.entity)
     }
 
     /// Creates a record. Creating an id whose record was deleted recreates it: the old
@@ -1060,7 +1058,7 @@ impl LocalStore {
     /// What a UI shows: pending count, failed and dead items, conflicts, last sync.
     pub fn status(&self) -> Result<SyncStatus, StoreError> {
         let conn = self.conn();
-        status(&conn, self.inner.entities.values().copied())
+        status(&conn, self.entities())
     }
 
     /// Puts every dead item back in the queue (after the user fixed the cause).
