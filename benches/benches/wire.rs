@@ -13,22 +13,6 @@ use sync_runtime::Syncable;
 use sync_runtime::prelude::*;
 use sync_runtime::store::Durability;
 
-fn task(n: u128) -> Task {
-    Task {
-        id: Uuid::from_u128(n + 1),
-        project_id: Uuid::from_u128(7),
-        title: format!("Task number {n}"),
-        status: "open".into(),
-        tags: ["home".to_string(), "weekend".to_string()].into(),
-        likes: 3,
-        price_cents: 1999,
-        due: None,
-        meta: [("color".to_string(), "blue".to_string())].into(),
-        r#type: Some("chore".into()),
-        draft: None,
-    }
-}
-
 /// The bytes of the automerge change that makes the same edit (`title`) to a document
 /// holding the same record (its binary change format, as sent by its sync protocol).
 /// Returns the change's bytes and those of the sync message that carries it to a peer
@@ -99,7 +83,7 @@ fn sync_until_quiet(
 }
 
 fn figures() {
-    let t = task(1);
+    let t = sync_bench::task(1);
     let mut edited = t.clone();
     edited.title = "Task number 1, edited".into();
     let patch = Task::diff(&t, &edited, Hlc::new(1_800_000_000_000, 0, NodeId(42))).expect("diff");
@@ -140,7 +124,7 @@ fn figures() {
     // bytes a history outbox would carry, measured by summing per-edit patches).
     let dir = tempfile::tempdir().expect("tempdir");
     let store = sync_bench::store(dir.path(), Durability::Normal);
-    let mut tasks: Vec<Task> = (0..500).map(task).collect();
+    let mut tasks: Vec<Task> = (0..500).map(sync_bench::task).collect();
     for t in &tasks {
         store.create(t).expect("create");
     }
@@ -178,7 +162,7 @@ fn figures() {
 
 fn bench(c: &mut Criterion) {
     figures();
-    let t = task(1);
+    let t = sync_bench::task(1);
     let hlc = Hlc::new(1, 0, NodeId(1));
     c.bench_function("diff_one_field_and_serialise", |b| {
         let mut edited = t.clone();

@@ -95,25 +95,32 @@ impl FromStr for Hlc {
     type Err = ParseHlcError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Fixed layout `mmmmmmmmmmmm-cccccccc-nnnnnnnnnnnnnnnn`, decoded byte by byte: this
+        // runs for every clock of every pulled record.
         let err = || ParseHlcError(s.chars().take(64).collect());
-        let mut parts = s.split('-');
-        let (Some(m), Some(c), Some(n), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let b = s.as_bytes();
+        if b.len() != 38 || b[12] != b'-' || b[21] != b'-' {
             return Err(err());
+        }
+        let hex = |part: &[u8]| -> Option<u64> {
+            part.iter().try_fold(0u64, |acc, &c| {
+                let d = match c {
+                    b'0'..=b'9' => c - b'0',
+                    b'a'..=b'f' => c - b'a' + 10,
+                    b'A'..=b'F' => c - b'A' + 10,
+                    _ => return None,
+                };
+                Some(acc << 4 | u64::from(d))
+            })
         };
-        if m.len() != 12 || c.len() != 8 || n.len() != 16 {
-            return Err(err());
+        match (hex(&b[..12]), hex(&b[13..21]), hex(&b[22..])) {
+            (Some(millis), Some(counter), Some(node)) => Ok(Hlc {
+                millis,
+                counter: counter as u32,
+                node: NodeId(node),
+            }),
+            _ => Err(err()),
         }
-        let hex = |p: &str| p.bytes().all(|b| b.is_ascii_hexdigit());
-        if !(hex(m) && hex(c) && hex(n)) {
-            return Err(err());
-        }
-        Ok(Hlc {
-            millis: u64::from_str_radix(m, 16).map_err(|_| err())?,
-            counter: u32::from_str_radix(c, 16).map_err(|_| err())?,
-            node: NodeId(u64::from_str_radix(n, 16).map_err(|_| err())?),
-        })
     }
 }
 
@@ -253,6 +260,30 @@ mod tests {
                 .parse::<Hlc>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn parsing_accepts_exactly_the_fixed_layout() {
+        let max = Hlc::new(0xffff_ffff_ffff, u32::MAX, NodeId(u64::MAX));
+        assert_eq!(max.to_string().parse::<Hlc>().unwrap(), max);
+        assert_eq!(
+            "019A1B2C3D4E-0000000A-000000000000002A"
+                .parse::<Hlc>()
+                .unwrap(),
+            Hlc::new(0x19a1b2c3d4e, 10, NodeId(42))
+        );
+        for bad in [
+            "",
+            "019a1b2c3d4e-00000007-000000000000002",
+            "019a1b2c3d4e-00000007-000000000000002a0",
+            "019a1b2c3d4e_00000007-000000000000002a",
+            "019a1b2c3d4e-00000007_000000000000002a",
+            "019a1b2c3d4-e00000007-000000000000002a",
+            "+19a1b2c3d4e-00000007-000000000000002a",
+            "019a1b2c3d4e-00000007-00000000000000é",
+        ] {
+            assert!(bad.parse::<Hlc>().is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

@@ -773,8 +773,11 @@ async fn background_triggers_debounce_writes_and_check_reachability() {
             ..p.clone()
         })
         .unwrap();
-    for _ in 0..100 {
-        if store.status().unwrap().pending == 0 {
+    // The push empties the outbox; the run records its success after the pull that
+    // follows, so wait for both (asserting the second right after the first was a race).
+    for _ in 0..250 {
+        let status = store.status().unwrap();
+        if status.pending == 0 && status.last_sync_at.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

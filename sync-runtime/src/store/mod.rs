@@ -349,6 +349,8 @@ struct Table {
     update_tail: String,
     /// `UPDATE "t" SET `.
     update_head: String,
+    /// The statements of the pull path (base copy, row with metadata), built once.
+    pull: sync::PullSql,
 }
 
 impl Table {
@@ -357,7 +359,7 @@ impl Table {
         let id = q(&entity.id_field().column);
         let mut list: Vec<String> = entity.synced_fields().map(|f| q(&f.column)).collect();
         list.extend(
-            ["sync_clocks", "sync_deleted", "sync_version"]
+            ["sync_clocks", "sync_deleted", "sync_version", "sync_status"]
                 .iter()
                 .map(|c| q(c)),
         );
@@ -401,6 +403,7 @@ impl Table {
                 s = q("sync_status")
             ),
             update_head: format!("UPDATE {t} SET "),
+            pull: sync::PullSql::new(entity),
         }
     }
 }
@@ -712,6 +715,8 @@ struct Row {
     clocks: String,
     deleted: bool,
     version: Option<i64>,
+    /// `sync_status = 'clean'`: the row is the server's record, its base copy may be absent.
+    clean: bool,
 }
 
 impl LocalStore {
@@ -809,6 +814,11 @@ impl LocalStore {
                     id,
                 });
             }
+            if let Some(row) = &existing
+                && row.clean
+            {
+                sync::keep_base(tx, table, id)?;
+            }
             let clocks = T::Clocks::all(hlc);
             write_row(tx, table, &record, &to_json_string(&clocks), hlc, false)?;
             let payload = to_json_string(&CreatePayload {
@@ -856,6 +866,9 @@ impl LocalStore {
             let mut clocks: T::Clocks = serde_json::from_str(&row.clocks)
                 .map_err(|e| StoreError::Corrupt(format!("sync_clocks: {e}")))?;
             T::stamp(&mut clocks, &patch);
+            if row.clean {
+                sync::keep_base(tx, table, id)?;
+            }
             let record = value.to_record()?;
             update_columns(
                 tx,
@@ -913,6 +926,9 @@ impl LocalStore {
             let row = read_row(tx, table, id)?
                 .filter(|r| !r.deleted)
                 .ok_or(StoreError::NotFound { entity: T::ENTITY, id })?;
+            if row.clean {
+                sync::keep_base(tx, table, id)?;
+            }
             let last = if entity.outbox == OutboxMode::Coalesce {
                 last_item(tx, entity, id)?.filter(|l| l.mergeable)
             } else {
@@ -1154,11 +1170,13 @@ fn row_from_sql(entity: &Entity, r: &rusqlite::Row<'_>) -> Result<Row, StoreErro
     let clocks: String = r.get(i)?;
     let deleted: i64 = r.get(i + 1)?;
     let version: Option<i64> = r.get(i + 2)?;
+    let clean = r.get_ref(i + 3)?.as_str().is_ok_and(|s| s == "clean");
     Ok(Row {
         record,
         clocks,
         deleted: deleted != 0,
         version,
+        clean,
     })
 }
 

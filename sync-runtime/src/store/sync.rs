@@ -203,30 +203,127 @@ impl Base {
     }
 }
 
-fn base_columns(table: &Table) -> Vec<String> {
-    let mut cols: Vec<String> = table.entity.synced_fields().map(|f| q(&f.column)).collect();
-    cols.extend(
-        [
+/// The pull path's statements for one entity, built once when the store opens (building
+/// them per record cost more than SQLite's own work on a page of changes).
+pub(super) struct PullSql {
+    /// `SELECT <synced columns>, clocks, version, server_updated_at, deleted FROM base WHERE id = ?1`.
+    read_base: String,
+    /// `SELECT sync_version FROM base WHERE id = ?1`.
+    base_version: String,
+    /// Upsert of the base copy, same column order as `read_base`.
+    write_base: String,
+    /// Upsert of the local row: synced columns then the six metadata columns.
+    put_row: String,
+    /// `SELECT sync_status = 'conflicted' FROM t WHERE id = ?1`.
+    conflicted: String,
+    /// `SELECT sync_version, sync_status = 'clean' FROM t WHERE id = ?1`.
+    row_state: String,
+    /// Copies a clean, acknowledged row into the base table unless a base exists.
+    keep_base: String,
+    /// One probe per pulled record: the base's version, the row's version, whether the
+    /// row is clean (NULL if there is no row) and whether it has outbox items to send.
+    probe: String,
+    /// `UPDATE t SET sync_status = ?1, sync_version = COALESCE(?2, sync_version) WHERE id = ?3`.
+    set_meta: String,
+}
+
+impl PullSql {
+    pub(super) fn new(e: &sync_model::Entity) -> Self {
+        let id = q(&e.id_field().column);
+        let synced: Vec<String> = e.synced_fields().map(|f| q(&f.column)).collect();
+        let upsert = |table: &str, meta: &[&str]| {
+            let cols: Vec<String> = synced
+                .iter()
+                .cloned()
+                .chain(meta.iter().map(|c| q(c)))
+                .collect();
+            let updates: Vec<String> = cols
+                .iter()
+                .filter(|c| **c != id)
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({id}) DO UPDATE SET {}",
+                q(table),
+                cols.join(", "),
+                vec!["?"; cols.len()].join(", "),
+                updates.join(", ")
+            )
+        };
+        let base_meta = [
             "sync_clocks",
             "sync_version",
             "sync_server_updated_at",
             "sync_deleted",
-        ]
-        .iter()
-        .map(|c| q(c)),
-    );
-    cols
+        ];
+        let base_table = format!("sync_base_{}", e.table);
+        let base_cols: Vec<String> = synced
+            .iter()
+            .cloned()
+            .chain(base_meta.iter().map(|c| q(c)))
+            .collect();
+        PullSql {
+            read_base: format!(
+                "SELECT {} FROM {} WHERE {id} = ?1",
+                base_cols.join(", "),
+                q(&base_table)
+            ),
+            base_version: format!(
+                "SELECT {} FROM {} WHERE {id} = ?1",
+                q("sync_version"),
+                q(&base_table)
+            ),
+            write_base: upsert(&base_table, &base_meta),
+            put_row: upsert(
+                &e.table,
+                &[
+                    "sync_clocks",
+                    "sync_updated_at",
+                    "sync_status",
+                    "sync_deleted",
+                    "sync_version",
+                    "sync_server_updated_at",
+                ],
+            ),
+            conflicted: format!(
+                "SELECT {} = 'conflicted' FROM {} WHERE {id} = ?1",
+                q("sync_status"),
+                q(&e.table)
+            ),
+            row_state: format!(
+                "SELECT {}, {} = 'clean' FROM {} WHERE {id} = ?1",
+                q("sync_version"),
+                q("sync_status"),
+                q(&e.table)
+            ),
+            probe: format!(
+                "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} = 'clean' FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead')",
+                base = q(&base_table),
+                t = q(&e.table),
+                v = q("sync_version"),
+                s = q("sync_status"),
+            ),
+            keep_base: format!(
+                "INSERT INTO {base} ({cols}) SELECT {cols} FROM {t} WHERE {id} = ?1 AND {v} IS NOT NULL AND {s} = 'clean' ON CONFLICT ({id}) DO NOTHING",
+                base = q(&base_table),
+                cols = base_cols.join(", "),
+                t = q(&e.table),
+                v = q("sync_version"),
+                s = q("sync_status"),
+            ),
+            set_meta: format!(
+                "UPDATE {} SET {s} = ?1, {v} = COALESCE(?2, {v}) WHERE {id} = ?3",
+                q(&e.table),
+                s = q("sync_status"),
+                v = q("sync_version"),
+            ),
+        }
+    }
 }
 
 fn read_base(conn: &Connection, table: &Table, id: Uuid) -> Result<Option<Base>, StoreError> {
     let e = table.entity;
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} = ?1",
-        base_columns(table).join(", "),
-        q(&format!("sync_base_{}", e.table)),
-        q(&e.id_field().column)
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(&table.pull.read_base)?;
     let mut rows = stmt.query([id.to_string()])?;
     let Some(r) = rows.next()? else {
         return Ok(None);
@@ -249,34 +346,44 @@ fn read_base(conn: &Connection, table: &Table, id: Uuid) -> Result<Option<Base>,
     }))
 }
 
-fn write_base(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
-    let e = table.entity;
-    let cols = base_columns(table);
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    for f in e.synced_fields() {
+/// Before the first local change to a clean row: copies the row, which is the server's
+/// record, into the base table (a no-op if a base copy exists).
+///
+/// The base copy of a record is only kept while it is needed: a pulled record that the
+/// device has not changed is written once, to its row, and its base is the row itself.
+/// Every local write to an acknowledged row calls this first, so a row with local
+/// changes always has its base copy.
+pub(super) fn keep_base(conn: &Connection, table: &Table, id: Uuid) -> Result<(), StoreError> {
+    conn.prepare_cached(&table.pull.keep_base)?
+        .execute([id.to_string()])?;
+    Ok(())
+}
+
+/// The base's version alone (the pull path's "do I know this version already?").
+fn base_version(conn: &Connection, table: &Table, id: &str) -> Result<Option<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(&table.pull.base_version)?;
+    Ok(stmt.query_row([id], |r| r.get(0)).optional()?)
+}
+
+/// The synced fields' column values of `record`, in column order.
+fn field_values(table: &Table, record: &Record) -> Result<Vec<rusqlite::types::Value>, StoreError> {
+    let mut args = Vec::with_capacity(table.entity.fields.len() + 6);
+    for f in table.entity.synced_fields() {
         args.push(columns::to_sql(
             f,
-            s.record.get(&f.name).unwrap_or(&Json::Null),
+            record.get(&f.name).unwrap_or(&Json::Null),
         )?);
     }
+    Ok(args)
+}
+
+fn write_base(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
+    let mut args = field_values(table, &s.record)?;
     args.push(rusqlite::types::Value::Text(s.clocks.to_string()));
     args.push(rusqlite::types::Value::Integer(s.version));
     args.push(rusqlite::types::Value::Text(s.server_updated_at.clone()));
     args.push(rusqlite::types::Value::Integer(i64::from(s.deleted)));
-    let id = q(&e.id_field().column);
-    let updates: Vec<String> = cols
-        .iter()
-        .filter(|c| **c != id)
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({id}) DO UPDATE SET {}",
-        q(&format!("sync_base_{}", e.table)),
-        cols.join(", "),
-        vec!["?"; cols.len()].join(", "),
-        updates.join(", ")
-    );
-    conn.prepare_cached(&sql)?
+    conn.prepare_cached(&table.pull.write_base)?
         .execute(rusqlite::params_from_iter(args))?;
     Ok(())
 }
@@ -293,53 +400,15 @@ fn put_row(
     version: i64,
     server_updated_at: &str,
 ) -> Result<(), StoreError> {
-    let e = table.entity;
-    let mut cols: Vec<String> = e.synced_fields().map(|f| q(&f.column)).collect();
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    for f in e.synced_fields() {
-        args.push(columns::to_sql(
-            f,
-            record.get(&f.name).unwrap_or(&Json::Null),
-        )?);
-    }
-    let updated_at = latest_clock(clocks);
-    for (c, v) in [
-        (
-            "sync_clocks",
-            rusqlite::types::Value::Text(clocks.to_string()),
-        ),
-        (
-            "sync_updated_at",
-            rusqlite::types::Value::Text(updated_at.to_string()),
-        ),
-        ("sync_status", rusqlite::types::Value::Text(status.into())),
-        (
-            "sync_deleted",
-            rusqlite::types::Value::Integer(i64::from(deleted)),
-        ),
-        ("sync_version", rusqlite::types::Value::Integer(version)),
-        (
-            "sync_server_updated_at",
-            rusqlite::types::Value::Text(server_updated_at.into()),
-        ),
-    ] {
-        cols.push(q(c));
-        args.push(v);
-    }
-    let id = q(&e.id_field().column);
-    let updates: Vec<String> = cols
-        .iter()
-        .filter(|c| **c != id)
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({id}) DO UPDATE SET {}",
-        q(&e.table),
-        cols.join(", "),
-        vec!["?"; cols.len()].join(", "),
-        updates.join(", ")
-    );
-    conn.prepare_cached(&sql)?
+    use rusqlite::types::Value;
+    let mut args = field_values(table, record)?;
+    args.push(Value::Text(clocks.to_string()));
+    args.push(Value::Text(latest_clock(clocks).to_string()));
+    args.push(Value::Text(status.into()));
+    args.push(Value::Integer(i64::from(deleted)));
+    args.push(Value::Integer(version));
+    args.push(Value::Text(server_updated_at.into()));
+    conn.prepare_cached(&table.pull.put_row)?
         .execute(rusqlite::params_from_iter(args))?;
     Ok(())
 }
@@ -363,17 +432,8 @@ fn set_row_meta(
     status: &str,
     version: Option<i64>,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        &format!(
-            "UPDATE {} SET {} = ?1, {} = COALESCE(?2, {}) WHERE {} = ?3",
-            q(&table.entity.table),
-            q("sync_status"),
-            q("sync_version"),
-            q("sync_version"),
-            q(&table.entity.id_field().column)
-        ),
-        params![status, version, id.to_string()],
-    )?;
+    conn.prepare_cached(&table.pull.set_meta)?
+        .execute(params![status, version, id.to_string()])?;
     Ok(())
 }
 
@@ -409,28 +469,53 @@ fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), Stor
 fn rebase_row(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
     // A server record older than the base (a replayed result of a mutation whose effect
     // was already pulled, say) must not move the record backwards: rebuild from the base.
-    let newer_base = read_base(conn, table, s.entity_id)?
-        .filter(|b| b.version > s.version)
-        .map(|b| b.as_server_record(&table.entity.name, s.entity_id));
-    let s = match &newer_base {
-        Some(b) => b,
+    let id = s.entity_id.to_string();
+    let known = match base_version(conn, table, &id)? {
+        Some(v) => Some(v),
         None => {
-            write_base(conn, table, s)?;
-            s
+            // No base copy: a clean row is its own base; copy it if it is the newer one.
+            let (version, clean) = row_state(conn, table, &id)?.unwrap_or((None, false));
+            let newer = clean && version.is_some_and(|v| v > s.version);
+            if newer {
+                keep_base(conn, table, s.entity_id)?;
+            }
+            version.filter(|_| newer)
         }
     };
+    let newer_base = if known.is_some_and(|v| v > s.version) {
+        read_base(conn, table, s.entity_id)?
+            .map(|b| b.as_server_record(&table.entity.name, s.entity_id))
+    } else {
+        None
+    };
+    match &newer_base {
+        Some(b) => rebase_onto(conn, table, b),
+        None => {
+            write_base(conn, table, s)?;
+            rebase_onto(conn, table, s)
+        }
+    }
+}
+
+/// The row's `sync_version` and whether it is clean, if the row exists.
+fn row_state(
+    conn: &Connection,
+    table: &Table,
+    id: &str,
+) -> Result<Option<(Option<i64>, bool)>, StoreError> {
+    Ok(conn
+        .prepare_cached(&table.pull.row_state)?
+        .query_row([id], |x| Ok((x.get(0)?, x.get(1)?)))
+        .optional()?)
+}
+
+/// Rebuilds the local row on `s`, which is already the base: the server's record with
+/// the still-pending local mutations on top.
+fn rebase_onto(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
     let pending = pending_for(conn, &table.entity.name, s.entity_id)?;
     let conflicted: bool = conn
-        .query_row(
-            &format!(
-                "SELECT {} = 'conflicted' FROM {} WHERE {} = ?1",
-                q("sync_status"),
-                q(&table.entity.table),
-                q(&table.entity.id_field().column)
-            ),
-            [s.entity_id.to_string()],
-            |r| r.get(0),
-        )
+        .prepare_cached(&table.pull.conflicted)?
+        .query_row([s.entity_id.to_string()], |r| r.get(0))
         .optional()?
         .unwrap_or(false);
     if s.deleted {
@@ -898,11 +983,45 @@ impl LocalStore {
                 let Some(table) = self.table_of(&r.entity_type) else {
                     continue;
                 };
-                let known = read_base(&tx, table, r.entity_id)?.map(|b| b.version);
-                if known.is_some_and(|v| v >= r.version) {
+                let (base, row_version, clean, pending): (
+                    Option<i64>,
+                    Option<i64>,
+                    Option<bool>,
+                    bool,
+                ) = tx
+                    .prepare_cached(&table.pull.probe)?
+                    .query_row(params![r.entity_id.to_string(), r.entity_type], |x| {
+                        Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))
+                    })?;
+                if base.is_some_and(|v| v >= r.version) {
                     continue;
                 }
-                rebase_row(&tx, table, r)?;
+                // No base copy: the row, if any, is clean (its own base) or has never been
+                // acknowledged.
+                let clean = clean.unwrap_or(true);
+                if base.is_none() && clean {
+                    if row_version.is_some_and(|v| v >= r.version) {
+                        continue;
+                    }
+                    if !pending {
+                        // Nothing local on top: the server's record is the row.
+                        put_row(
+                            &tx,
+                            table,
+                            &r.record,
+                            &r.clocks,
+                            "clean",
+                            r.deleted,
+                            r.version,
+                            &r.server_updated_at,
+                        )?;
+                        changed.push((r.entity_type.clone(), r.entity_id));
+                        continue;
+                    }
+                }
+                // Older than this version, or local changes on top: the base moves to it.
+                write_base(&tx, table, r)?;
+                rebase_onto(&tx, table, r)?;
                 changed.push((r.entity_type.clone(), r.entity_id));
             }
             tx.execute(
