@@ -18,7 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::logic::{self, Cursor, PushOutcome};
+use crate::logic::{self, Cursor};
 use crate::{ServerError, State, problem};
 
 type Shared = Arc<State>;
@@ -228,31 +228,25 @@ async fn push_inner(
             ),
         ));
     }
-    let mut results = Vec::with_capacity(request.mutations.len());
-    for m in &request.mutations {
-        let outcome = logic::push_one(state, &account, m).await?;
-        match outcome {
-            PushOutcome::Result(r) => {
-                tracing::info!(
-                    entity_type = %m.entity_type,
-                    entity_id = %m.entity_id,
-                    idempotency_key = %m.idempotency_key,
-                    result = result_name(&r),
-                    "mutation"
-                );
-                results.push(r);
-            }
-            PushOutcome::InFlight(key) => {
-                return Err(ProblemResponse::new(
-                    409,
-                    "request-in-progress",
-                    "Request in progress",
-                    format!(
-                        "the mutation with idempotency key `{key}` is still being processed; retry later (mutations before it were applied and will be replayed)"
-                    ),
-                ));
-            }
-        }
+    let (results, in_flight) = logic::push_batch(state, &account, &request.mutations).await?;
+    for (m, r) in request.mutations.iter().zip(&results) {
+        tracing::info!(
+            entity_type = %m.entity_type,
+            entity_id = %m.entity_id,
+            idempotency_key = %m.idempotency_key,
+            result = result_name(r),
+            "mutation"
+        );
+    }
+    if let Some(key) = in_flight {
+        return Err(ProblemResponse::new(
+            409,
+            "request-in-progress",
+            "Request in progress",
+            format!(
+                "the mutation with idempotency key `{key}` is still being processed; retry later (mutations before it were applied and will be replayed)"
+            ),
+        ));
     }
     Ok(Json(PushResponse { results }))
 }

@@ -43,8 +43,12 @@
 //!
 //! Each mutation carries an idempotency key (the IETF Idempotency-Key draft's rules, per
 //! mutation): the same key with the same body replays the stored result; with a different
-//! body it is rejected with a 422 problem; while the first request with that key is still
-//! being processed, the push answers 409. Keys are kept for
+//! body it is rejected with a 422 problem. A push is processed in one transaction that
+//! locks the account first, so a concurrent request with the same keys (a retry sent to
+//! another server) waits for the first and then replays its results. A key still marked
+//! in flight (a row written by an earlier server version, which claimed keys in a
+//! transaction of their own) answers 409 until it is older than a minute, when it is
+//! taken over. Keys are kept for
 //! [`ServerBuilder::idempotency_retention`] (24 hours by default) and purged by
 //! [`Server::collect_garbage`].
 //!

@@ -52,66 +52,32 @@ fn rejected(
     }
 }
 
-/// The outcome of one mutation.
-pub(crate) enum PushOutcome {
-    /// A result for the response.
-    Result(MutationResult),
-    /// The key is being processed by another request: the whole push answers 409.
-    InFlight(String),
-}
-
 fn ts_type(d: sync_model::sql::Dialect) -> &'static str {
     sync_model::sql::scalar_type(sync_model::ScalarType::Timestamp, d)
 }
 
-/// Claims an idempotency key: `Ok(None)` if this request now owns it (as `owner`), or
-/// the outcome to answer with (a replay, a 422, or in flight).
-async fn claim_key(
-    state: &State,
+/// What the idempotency table says about a key before the mutation is processed.
+enum KeyState {
+    /// Unknown key: process the mutation.
+    New,
+    /// Answer with this (a replay of the stored result, or a 422 for a reused key).
+    Answer(MutationResult),
+    /// Left `in_flight` by a server that stopped mid-request, long enough ago to take
+    /// over: process the mutation and overwrite the row.
+    Abandoned,
+    /// `in_flight` and recent: the whole push answers 409.
+    InFlight,
+}
+
+/// Looks the key up (the caller holds the account's lock, so no other request of this
+/// account can insert or change it until the transaction ends).
+async fn key_state(
+    tx: &mut Tx<'_>,
     account: &str,
     m: &Mutation,
     request_hash: &str,
-    owner: &str,
-) -> Result<Option<PushOutcome>, ServerError> {
-    let d = state.db.dialect();
-    let mut tx = state.db.begin().await?;
-    let ts = ts_type(d);
-    let retention = state.config.idempotency_retention;
-    let expires = (chrono::Utc::now() + retention)
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
-    let inserted = tx
-        .execute(
-            &format!(
-                "INSERT INTO {t} ({a}, {k}, {h}, {s}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO NOTHING",
-                t = q(d, "sync_idempotency"),
-                a = q(d, "sync_account"),
-                k = q(d, "idempotency_key"),
-                h = q(d, "request_hash"),
-                s = q(d, "state"),
-                c = q(d, "created_at"),
-                e = q(d, "expires_at"),
-                p1 = ph(d, 1, "TEXT"),
-                p2 = ph(d, 2, "TEXT"),
-                p3 = ph(d, 3, "TEXT"),
-                p4 = ph(d, 4, "TEXT"),
-                p5 = ph(d, 5, ts),
-                p6 = ph(d, 6, ts),
-            ),
-            &[
-                Arg::Text(account.into()),
-                Arg::Text(m.idempotency_key.clone()),
-                Arg::Text(request_hash.into()),
-                Arg::Text(format!("in_flight:{owner}")),
-                Arg::Text(now()),
-                Arg::Text(expires.clone()),
-            ],
-        )
-        .await?;
-    if inserted == 1 {
-        tx.commit().await?;
-        return Ok(None);
-    }
+) -> Result<KeyState, ServerError> {
+    let d = tx.dialect();
     let rows = tx
         .query(
             &format!(
@@ -132,16 +98,13 @@ async fn claim_key(
             ],
         )
         .await?;
-    let row = rows
-        .into_iter()
-        .next()
-        .ok_or_else(|| DbError::Invalid("idempotency row vanished".into()))?;
-    let stored_hash = row[0].as_str().unwrap_or_default().to_string();
-    let key_state = row[1].as_str().unwrap_or_default().to_string();
-    if key_state == "done" {
-        tx.commit().await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(KeyState::New);
+    };
+    let stored_hash = row[0].as_str().unwrap_or_default();
+    if row[1].as_str() == Some("done") {
         if stored_hash != request_hash {
-            return Ok(Some(PushOutcome::Result(rejected(
+            return Ok(KeyState::Answer(rejected(
                 &m.idempotency_key,
                 422,
                 "idempotency-key-reused",
@@ -150,14 +113,14 @@ async fn claim_key(
                     "idempotency key `{}` was first used with another mutation; a retry must send the same body, and a new mutation needs a new key",
                     m.idempotency_key
                 ),
-            ))));
+            )));
         }
         let body = row[2].as_str().unwrap_or("null");
         let result: MutationResult = serde_json::from_str(body)
             .map_err(|e| DbError::Invalid(format!("stored result: {e}")))?;
-        return Ok(Some(PushOutcome::Result(result)));
+        return Ok(KeyState::Answer(result));
     }
-    // In flight elsewhere. Take it over only if it is stale.
+    // `in_flight`: written by a server that claimed keys in a transaction of their own.
     let created = row[3]
         .as_str()
         .and_then(crate::db::canonical_timestamp)
@@ -168,137 +131,103 @@ async fn claim_key(
                 > IN_FLIGHT_TIMEOUT_SECS
         })
         .unwrap_or(false);
-    if stale && stored_hash == request_hash {
-        let taken = tx
-            .execute(
-                &format!(
-                    "UPDATE {} SET {} = {}, {} = {} WHERE {} = {} AND {} = {} AND {} = {}",
-                    q(d, "sync_idempotency"),
-                    q(d, "state"),
-                    ph(d, 1, "TEXT"),
-                    q(d, "created_at"),
-                    ph(d, 2, ts),
-                    q(d, "sync_account"),
-                    ph(d, 3, "TEXT"),
-                    q(d, "idempotency_key"),
-                    ph(d, 4, "TEXT"),
-                    q(d, "state"),
-                    ph(d, 5, "TEXT"),
-                ),
-                &[
-                    Arg::Text(format!("in_flight:{owner}")),
-                    Arg::Text(now()),
-                    Arg::Text(account.into()),
-                    Arg::Text(m.idempotency_key.clone()),
-                    Arg::Text(key_state),
-                ],
-            )
-            .await?;
-        tx.commit().await?;
-        if taken == 1 {
-            return Ok(None);
-        }
+    Ok(if stale && stored_hash == request_hash {
+        KeyState::Abandoned
     } else {
-        tx.commit().await?;
-    }
-    Ok(Some(PushOutcome::InFlight(m.idempotency_key.clone())))
+        KeyState::InFlight
+    })
 }
 
-/// Releases a claimed key without a stored result (the mutation could not be processed
-/// because of a server error); a retry will process it again.
-async fn release_key(
+/// Stores a mutation's result under its key, in the transaction that applied it.
+async fn store_result(
     state: &State,
+    tx: &mut Tx<'_>,
     account: &str,
-    key: &str,
-    owner: &str,
+    m: &Mutation,
+    request_hash: &str,
+    result: &MutationResult,
 ) -> Result<(), ServerError> {
-    let d = state.db.dialect();
-    let mut tx = state.db.begin().await?;
+    let d = tx.dialect();
+    let ts = ts_type(d);
+    let expires = (chrono::Utc::now() + state.config.idempotency_retention)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let body = serde_json::to_string(result).expect("results serialise");
     tx.execute(
         &format!(
-            "DELETE FROM {} WHERE {} = {} AND {} = {} AND {} = {}",
-            q(d, "sync_idempotency"),
-            q(d, "sync_account"),
-            ph(d, 1, "TEXT"),
-            q(d, "idempotency_key"),
-            ph(d, 2, "TEXT"),
-            q(d, "state"),
-            ph(d, 3, "TEXT"),
+            "INSERT INTO {t} ({a}, {k}, {h}, {s}, {rs}, {rb}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, 'done', 200, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO UPDATE SET {h} = excluded.{h}, {s} = 'done', {rs} = 200, {rb} = excluded.{rb}, {c} = excluded.{c}, {e} = excluded.{e}",
+            t = q(d, "sync_idempotency"),
+            a = q(d, "sync_account"),
+            k = q(d, "idempotency_key"),
+            h = q(d, "request_hash"),
+            s = q(d, "state"),
+            rs = q(d, "response_status"),
+            rb = q(d, "response_body"),
+            c = q(d, "created_at"),
+            e = q(d, "expires_at"),
+            p1 = ph(d, 1, "TEXT"),
+            p2 = ph(d, 2, "TEXT"),
+            p3 = ph(d, 3, "TEXT"),
+            p4 = ph(d, 4, "TEXT"),
+            p5 = ph(d, 5, ts),
+            p6 = ph(d, 6, ts),
         ),
         &[
             Arg::Text(account.into()),
-            Arg::Text(key.into()),
-            Arg::Text(format!("in_flight:{owner}")),
+            Arg::Text(m.idempotency_key.clone()),
+            Arg::Text(request_hash.into()),
+            Arg::Text(body),
+            Arg::Text(now()),
+            Arg::Text(expires),
         ],
     )
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
-/// Processes one mutation: idempotency, then the change in one transaction that also
-/// stores the result under the key.
-pub(crate) async fn push_one(
+/// Processes a push: every mutation in order, each with its idempotency check, its
+/// change and its stored result, all in one transaction that holds the account's lock
+/// from the start.
+///
+/// One commit per request, not two per mutation: the commits (each an fsync) were the
+/// largest cost of a push. Holding the account's lock first serialises the pushes of one
+/// account (their changes were serialised by that lock already) and orders the locks, so
+/// two servers handling retries of the same keys cannot deadlock: the second waits, then
+/// finds the keys done and replays their results. A server error rolls the whole request
+/// back; the client retries it with the same keys, and nothing was applied twice.
+///
+/// Returns the results, and the key at which processing stopped if a key is still
+/// marked in flight by another server (the results before it are committed).
+pub(crate) async fn push_batch(
     state: &State,
     account: &str,
-    m: &Mutation,
-) -> Result<PushOutcome, ServerError> {
-    let request_hash = hash(m);
-    let owner = Uuid::new_v4().to_string();
-    if let Some(outcome) = claim_key(state, account, m, &request_hash, &owner).await? {
-        return Ok(outcome);
-    }
-    match apply_and_store(state, account, m, &owner).await {
-        Ok(Some(result)) => Ok(PushOutcome::Result(result)),
-        Ok(None) => Ok(PushOutcome::InFlight(m.idempotency_key.clone())),
-        Err(e) => {
-            let _ = release_key(state, account, &m.idempotency_key, &owner).await;
-            Err(e)
+    mutations: &[Mutation],
+) -> Result<(Vec<MutationResult>, Option<String>), ServerError> {
+    let mut tx = state.db.begin().await?;
+    let first_seq = lock_account(&mut tx, account).await?;
+    let mut last_seq = first_seq;
+    let mut results = Vec::with_capacity(mutations.len());
+    let mut in_flight = None;
+    for m in mutations {
+        let request_hash = hash(m);
+        match key_state(&mut tx, account, m, &request_hash).await? {
+            KeyState::Answer(result) => results.push(result),
+            KeyState::InFlight => {
+                in_flight = Some(m.idempotency_key.clone());
+                break;
+            }
+            KeyState::New | KeyState::Abandoned => {
+                let result = apply(state, &mut tx, account, m, &mut last_seq).await?;
+                store_result(state, &mut tx, account, m, &request_hash, &result).await?;
+                results.push(result);
+            }
         }
     }
-}
-
-async fn apply_and_store(
-    state: &State,
-    account: &str,
-    m: &Mutation,
-    owner: &str,
-) -> Result<Option<MutationResult>, ServerError> {
-    let d = state.db.dialect();
-    let mut tx = state.db.begin().await?;
-    let result = apply(state, &mut tx, account, m).await?;
-    let body = serde_json::to_string(&result).expect("results serialise");
-    let done = tx
-        .execute(
-            &format!(
-                "UPDATE {} SET {} = 'done', {} = 200, {} = {} WHERE {} = {} AND {} = {} AND {} = {}",
-                q(d, "sync_idempotency"),
-                q(d, "state"),
-                q(d, "response_status"),
-                q(d, "response_body"),
-                ph(d, 1, "TEXT"),
-                q(d, "sync_account"),
-                ph(d, 2, "TEXT"),
-                q(d, "idempotency_key"),
-                ph(d, 3, "TEXT"),
-                q(d, "state"),
-                ph(d, 4, "TEXT"),
-            ),
-            &[
-                Arg::Text(body),
-                Arg::Text(account.into()),
-                Arg::Text(m.idempotency_key.clone()),
-                Arg::Text(format!("in_flight:{owner}")),
-            ],
-        )
-        .await?;
-    if done != 1 {
-        // Another request took the key over: it will answer; this one must not commit.
-        tx.rollback().await?;
-        return Ok(None);
+    if last_seq != first_seq {
+        save_seq(&mut tx, account, last_seq).await?;
     }
     tx.commit().await?;
-    Ok(Some(result))
+    Ok((results, in_flight))
 }
 
 /// A record as stored.
@@ -318,15 +247,7 @@ async fn load(
 ) -> Result<Option<Stored>, ServerError> {
     let d = tx.dialect();
     let id_col = &e.id_field().column;
-    let mut cols: Vec<String> = e.synced_fields().map(|f| sel(d, &f.column)).collect();
-    for c in [
-        "sync_clocks",
-        "sync_version",
-        "sync_deleted",
-        "sync_server_updated_at",
-    ] {
-        cols.push(sel(d, c));
-    }
+    let cols = record_columns(d, e);
     let lock = if d == sync_model::sql::Dialect::Postgres {
         " FOR UPDATE"
     } else {
@@ -450,9 +371,12 @@ async fn write(
     clocks: &Json,
     version: i64,
     deleted: bool,
-    seq: i64,
+    last_seq: &mut i64,
     exists: bool,
 ) -> Result<String, ServerError> {
+    // The account's counter is locked by the caller's transaction; the new value is
+    // written once, when the push's mutations are done.
+    let seq = *last_seq + 1;
     let d = tx.dialect();
     let ts = now();
     let mut cols = Vec::new();
@@ -564,6 +488,18 @@ async fn write(
         ],
     )
     .await?;
+    *last_seq = seq;
+    Ok(ts)
+}
+
+/// Stores the account's counter after a push wrote changes up to `seq`.
+async fn save_seq(tx: &mut Tx<'_>, account: &str, seq: i64) -> Result<(), ServerError> {
+    let d = tx.dialect();
+    let big = if d == sync_model::sql::Dialect::Postgres {
+        "BIGINT"
+    } else {
+        "INTEGER"
+    };
     tx.execute(
         &format!(
             "UPDATE {} SET {} = {} WHERE {} = {}",
@@ -576,7 +512,7 @@ async fn write(
         &[Arg::Int(seq), Arg::Text(account.into())],
     )
     .await?;
-    Ok(ts)
+    Ok(())
 }
 
 async fn apply(
@@ -584,6 +520,7 @@ async fn apply(
     tx: &mut Tx<'_>,
     account: &str,
     m: &Mutation,
+    last_seq: &mut i64,
 ) -> Result<MutationResult, ServerError> {
     let key = &m.idempotency_key;
     let Some(ops) = state.entities.get(&m.entity_type) else {
@@ -601,7 +538,6 @@ async fn apply(
         ));
     };
     let e = ops.model;
-    let seq = lock_account(tx, account).await? + 1;
     let current = load(tx, e, account, m.entity_id).await?;
     let applied = |stored: Stored| MutationResult::Applied {
         idempotency_key: key.clone(),
@@ -665,7 +601,7 @@ async fn apply(
                         &clocks,
                         version,
                         false,
-                        seq,
+                        last_seq,
                         exists,
                     )
                     .await?;
@@ -728,7 +664,7 @@ async fn apply(
                         &clocks,
                         version,
                         false,
-                        seq,
+                        last_seq,
                         true,
                     )
                     .await?;
@@ -762,7 +698,7 @@ async fn apply(
                     &cur.clocks,
                     version,
                     true,
-                    seq,
+                    last_seq,
                     true,
                 )
                 .await?;
@@ -848,57 +784,68 @@ pub(crate) async fn changes(
         )
         .await?;
     let has_more = rows.len() > limit as usize;
-    let mut out = Vec::new();
-    let mut next = since;
-    for row in rows.into_iter().take(limit as usize) {
-        let seq = row[0].as_i64().unwrap_or(0);
-        next = seq;
-        let Some(ops) = row[1].as_str().and_then(|t| state.entities.get(t)) else {
-            continue;
-        };
-        let Some(id) = row[2].as_str().and_then(|s| s.parse::<Uuid>().ok()) else {
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next = page.last().and_then(|r| r[0].as_i64()).unwrap_or(since);
+    // A record's `sync_seq` is its latest change, so the records this page carries are
+    // those whose `sync_seq` lies in (since, next]: one range read per entity type on the
+    // (account, seq) index, instead of two reads per change (earlier changes of a record
+    // changed again are superseded and skipped by the same rule).
+    let mut types: Vec<&str> = page.iter().filter_map(|r| r[1].as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut out: Vec<(i64, ServerRecord)> = Vec::new();
+    for t in types {
+        let Some(ops) = state.entities.get(t) else {
             continue;
         };
         let e = ops.model;
-        // Only the record's latest change carries it; earlier ones are superseded.
-        let latest = latest_seq(&mut tx, e, account, id).await?;
-        if latest != Some(seq) {
-            continue;
-        }
-        if let Some(stored) = load(&mut tx, e, account, id).await? {
-            out.push(server_record(e, id, stored));
+        let mut cols = record_columns(d, e);
+        cols.push(sel(d, "sync_seq"));
+        cols.push(sel(d, &e.id_field().column));
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {} FROM {} WHERE {} = {} AND {} > {} AND {} <= {}",
+                    cols.join(", "),
+                    q(d, &e.table),
+                    q(d, "sync_account"),
+                    ph(d, 1, "TEXT"),
+                    q(d, "sync_seq"),
+                    ph(d, 2, big),
+                    q(d, "sync_seq"),
+                    ph(d, 3, big),
+                ),
+                &[Arg::Text(account.into()), Arg::Int(since), Arg::Int(next)],
+            )
+            .await?;
+        for mut row in rows {
+            let id = row
+                .pop()
+                .and_then(|v| v.as_str().and_then(|s| s.parse::<Uuid>().ok()));
+            let seq = row.pop().and_then(|v| v.as_i64());
+            let (Some(id), Some(seq)) = (id, seq) else {
+                continue;
+            };
+            out.push((seq, server_record(e, id, stored_from_row(d, e, row)?)));
         }
     }
     tx.commit().await?;
-    Ok((out, next, has_more))
+    out.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok((out.into_iter().map(|(_, r)| r).collect(), next, has_more))
 }
 
-async fn latest_seq(
-    tx: &mut Tx<'_>,
-    e: &Entity,
-    account: &str,
-    id: Uuid,
-) -> Result<Option<i64>, ServerError> {
-    let d = tx.dialect();
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
-                sel(d, "sync_seq"),
-                q(d, &e.table),
-                q(d, "sync_account"),
-                ph(d, 1, "TEXT"),
-                q(d, &e.id_field().column),
-                ph(
-                    d,
-                    2,
-                    sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d)
-                ),
-            ),
-            &[Arg::Text(account.into()), Arg::Text(id.to_string())],
-        )
-        .await?;
-    Ok(rows.first().and_then(|r| r[0].as_i64()))
+/// The columns `stored_from_row` reads: the synced fields, then the sync metadata.
+fn record_columns(d: sync_model::sql::Dialect, e: &Entity) -> Vec<String> {
+    let mut cols: Vec<String> = e.synced_fields().map(|f| sel(d, &f.column)).collect();
+    for c in [
+        "sync_clocks",
+        "sync_version",
+        "sync_deleted",
+        "sync_server_updated_at",
+    ] {
+        cols.push(sel(d, c));
+    }
+    cols
 }
 
 /// A snapshot cursor: `s1.<pinned seq>.<entity index>.<last id>`.
