@@ -73,37 +73,46 @@ pub fn field_schema(f: &Field) -> Json {
     s
 }
 
+/// A JSON object of `pairs`, moved in (`json!` would deep-copy every interpolated
+/// `Value` through `serde_json::to_value`).
+fn object<const N: usize>(pairs: [(&str, Json); N]) -> Json {
+    Json::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
 fn op_schema(f: &Field) -> Json {
     let v = field_schema(f);
     let (props, required, what) = match f.merge {
         MergeStrategy::Lww => (
-            json!({ "set": v, "hlc": reference("Hlc") }),
+            object([("set", v), ("hlc", reference("Hlc"))]),
             json!(["set", "hlc"]),
             "last writer wins: set the value, stamped with the edit's clock",
         ),
         MergeStrategy::Sum => (
-            json!({ "add": v }),
+            object([("add", v)]),
             json!(["add"]),
             "sum: add the delta (may be negative)",
         ),
         MergeStrategy::Union => (
-            json!({ "add": v.clone(), "remove": v }),
+            object([("add", v.clone()), ("remove", v)]),
             json!([]),
             "union: remove these items, then add these",
         ),
         MergeStrategy::Manual => (
-            json!({ "set": v.clone(), "base": v }),
+            object([("set", v.clone()), ("base", v)]),
             json!(["set", "base"]),
             "manual: set the value, replacing `base`; a server holding a third value reports a conflict",
         ),
     };
-    json!({
-        "type": "object",
-        "description": format!("Operation on `{}` ({what}).", f.name),
-        "properties": props,
-        "required": required,
-        "additionalProperties": false
-    })
+    object([
+        ("type", Json::from("object")),
+        (
+            "description",
+            Json::String(format!("Operation on `{}` ({what}).", f.name)),
+        ),
+        ("properties", props),
+        ("required", required),
+        ("additionalProperties", Json::Bool(false)),
+    ])
 }
 
 fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
@@ -115,11 +124,11 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
     }
     let mut record = json!({
         "type": "object",
-        "properties": props,
-        "required": required,
         "additionalProperties": false,
         "x-syncgen-table": e.table,
     });
+    record["properties"] = Json::Object(props);
+    record["required"] = Json::Array(required);
     if !e.docs.is_empty() {
         record["description"] = Json::String(e.docs.clone());
     }
@@ -133,24 +142,20 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
             clocks.insert(f.name.clone(), reference("Hlc"));
         }
     }
-    out.insert(
-        name(e, "Patch"),
-        json!({
-            "type": "object",
-            "description": format!("Field-level patch of a `{}`: one operation per changed field, by its merge strategy.", e.name),
-            "properties": patch,
-            "additionalProperties": false
-        }),
-    );
-    out.insert(
-        name(e, "Clocks"),
-        json!({
-            "type": "object",
-            "description": format!("When each last-writer-wins field of a `{}` was last edited.", e.name),
-            "properties": clocks,
-            "additionalProperties": false
-        }),
-    );
+    let mut patch_schema = json!({
+        "type": "object",
+        "description": format!("Field-level patch of a `{}`: one operation per changed field, by its merge strategy.", e.name),
+        "additionalProperties": false
+    });
+    patch_schema["properties"] = Json::Object(patch);
+    out.insert(name(e, "Patch"), patch_schema);
+    let mut clocks_schema = json!({
+        "type": "object",
+        "description": format!("When each last-writer-wins field of a `{}` was last edited.", e.name),
+        "additionalProperties": false
+    });
+    clocks_schema["properties"] = Json::Object(clocks);
+    out.insert(name(e, "Clocks"), clocks_schema);
     out.insert(
         name(e, "Mutation"),
         json!({
@@ -162,10 +167,10 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 "entity_id": { "type": "string", "format": "uuid" },
                 "op": { "enum": ["create", "update", "delete"] },
                 "base_version": { "type": ["integer", "null"], "format": "int64" },
-                "record": reference(&name(e, "Record")),
-                "clocks": reference(&name(e, "Clocks")),
-                "patch": reference(&name(e, "Patch")),
-                "hlc": reference("Hlc")
+                "record": { "$ref": format!("#/components/schemas/{}Record", e.rust_name) },
+                "clocks": { "$ref": format!("#/components/schemas/{}Clocks", e.rust_name) },
+                "patch": { "$ref": format!("#/components/schemas/{}Patch", e.rust_name) },
+                "hlc": { "$ref": "#/components/schemas/Hlc" }
             },
             "required": ["idempotency_key", "entity_type", "entity_id", "op"],
             "additionalProperties": false
@@ -182,8 +187,8 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 "version": { "type": "integer", "format": "int64" },
                 "server_updated_at": { "type": "string", "format": "date-time" },
                 "deleted": { "type": "boolean" },
-                "record": reference(&name(e, "Record")),
-                "clocks": reference(&name(e, "Clocks"))
+                "record": { "$ref": format!("#/components/schemas/{}Record", e.rust_name) },
+                "clocks": { "$ref": format!("#/components/schemas/{}Clocks", e.rust_name) }
             },
             "required": ["entity_type", "entity_id", "version", "server_updated_at", "deleted", "record", "clocks"],
             "additionalProperties": false
@@ -230,16 +235,56 @@ fn problem_example(kind: &str, title: &str, status: u16, detail: &str) -> Json {
 
 /// The OpenAPI 3.1 document of the protocol for `model`.
 pub fn openapi(model: &Model, title: &str) -> Json {
-    let fingerprint = sync_model::fingerprint(model).0;
+    let mut doc = openapi_without_fingerprint(model, title, model.entities.len(), Map::new);
+    set_fingerprint(&mut doc, &sync_model::fingerprint(model).0);
+    doc
+}
+
+/// Writes the model fingerprint into a document of [`openapi_without_fingerprint`]:
+/// `info.version`, `info.x-syncgen-fingerprint` and the `/health` example.
+pub(crate) fn set_fingerprint(doc: &mut Json, fingerprint: &str) {
+    let fp = Json::String(fingerprint.to_string());
+    doc["info"]["version"] = fp.clone();
+    doc["info"]["x-syncgen-fingerprint"] = fp.clone();
+    doc["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+        ["fingerprint"] = fp;
+}
+
+/// The component schemas of `entities` (record, patch, clocks, mutation, server record
+/// of each), as [`openapi`] inserts them.
+pub(crate) fn entity_component_schemas(entities: &[Entity]) -> Map<String, Json> {
+    let mut out = Map::new();
+    for e in entities {
+        entity_schemas(e, &mut out);
+    }
+    out
+}
+
+/// The document of [`openapi`] with `null` where the fingerprint goes (see
+/// [`set_fingerprint`]), so `generate` can hash the model while this is built.
+///
+/// Only the schemas of the first `split` entities are built here; `tail` gives those of
+/// the others ([`entity_component_schemas`] of `model.entities[split..]`, which
+/// `generate` builds on another thread). They are added in entity order, after the
+/// protocol's, as if built here.
+pub(crate) fn openapi_without_fingerprint(
+    model: &Model,
+    title: &str,
+    split: usize,
+    tail: impl FnOnce() -> Map<String, Json>,
+) -> Json {
+    let fingerprint = Json::Null;
     let mut schemas = Map::new();
     add_protocol_schema::<PushRequest>(&mut schemas);
     add_protocol_schema::<PushResponse>(&mut schemas);
     add_protocol_schema::<ChangesResponse>(&mut schemas);
     add_protocol_schema::<SnapshotResponse>(&mut schemas);
     add_protocol_schema::<Problem>(&mut schemas);
-    for e in &model.entities {
+    for e in &model.entities[..split] {
         entity_schemas(e, &mut schemas);
     }
+    // `append` keeps the later value of a key present in both, as a later `insert` would.
+    schemas.append(&mut tail());
     let entity_refs = |suffix: &str| -> Json {
         Json::Array(
             model
@@ -263,14 +308,14 @@ pub fn openapi(model: &Model, title: &str) -> Json {
                 .collect(),
         )
     };
-    schemas.insert(
-        "AnyMutation".into(),
-        json!({ "oneOf": entity_refs("Mutation"), "discriminator": { "propertyName": "entity_type", "mapping": mapping("Mutation") } }),
-    );
-    schemas.insert(
-        "AnyServerRecord".into(),
-        json!({ "oneOf": entity_refs("ServerRecord"), "discriminator": { "propertyName": "entity_type", "mapping": mapping("ServerRecord") } }),
-    );
+    let any = |suffix: &str| -> Json {
+        let mut any = json!({ "discriminator": { "propertyName": "entity_type" } });
+        any["oneOf"] = entity_refs(suffix);
+        any["discriminator"]["mapping"] = mapping(suffix);
+        any
+    };
+    schemas.insert("AnyMutation".into(), any("Mutation"));
+    schemas.insert("AnyServerRecord".into(), any("ServerRecord"));
     schemas.insert(
         "TypedPushRequest".into(),
         json!({
@@ -436,7 +481,7 @@ pub fn openapi(model: &Model, title: &str) -> Json {
         .iter()
         .map(|e| format!("`{}`", e.name))
         .collect();
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {
@@ -446,12 +491,13 @@ pub fn openapi(model: &Model, title: &str) -> Json {
             "x-syncgen-fingerprint": fingerprint
         },
         "security": [{ "bearer": [] }],
-        "paths": paths,
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A token the server maps to one account; every request sees only that account's rows." } },
-            "schemas": schemas
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A token the server maps to one account; every request sees only that account's rows." } }
         }
-    })
+    });
+    doc["paths"] = Json::Object(paths);
+    doc["components"]["schemas"] = Json::Object(schemas);
+    doc
 }
 
 /// The document as YAML.

@@ -260,11 +260,15 @@ impl Renderer {
     }
 
     fn column(&self, name: &str, ty: &str, constraints: &str) -> String {
-        if constraints.is_empty() {
-            format!("{} {ty}", self.q(name))
-        } else {
-            format!("{} {ty} {constraints}", self.q(name))
+        let mut out = self.q(name);
+        out.reserve(ty.len() + constraints.len() + 2);
+        out.push(' ');
+        out.push_str(ty);
+        if !constraints.is_empty() {
+            out.push(' ');
+            out.push_str(constraints);
         }
+        out
     }
 
     /// `DEFAULT ...` for a field, if it has one (sets default to empty).
@@ -320,18 +324,16 @@ impl Renderer {
 
     /// The column definition of a model field.
     fn field_column(&self, f: &Field, with_default: bool) -> String {
-        let mut constraints = Vec::new();
+        // `column` with the constraints joined by spaces, built in place.
+        let mut out = self.column(&f.column, column_type(&f.ty, self.d), "");
         if !f.ty.nullable {
-            constraints.push("NOT NULL".to_string());
+            out.push_str(" NOT NULL");
         }
         if with_default && let Some(d) = self.default_clause(f) {
-            constraints.push(d);
+            out.push(' ');
+            out.push_str(&d);
         }
-        self.column(
-            &f.column,
-            column_type(&f.ty, self.d),
-            &constraints.join(" "),
-        )
+        out
     }
 
     fn id_column(&self, e: &Entity) -> String {
@@ -361,8 +363,9 @@ impl Renderer {
         let mut out = Vec::new();
         match self.target {
             Target::Client => {
+                let data = self.data_columns(e);
                 let mut cols = vec![self.id_column(e)];
-                cols.extend(self.data_columns(e));
+                cols.extend(data.iter().cloned());
                 cols.extend([
                     self.column("sync_clocks", "TEXT", "NOT NULL DEFAULT '{}'"),
                     self.column("sync_updated_at", "TEXT", "NOT NULL"),
@@ -378,7 +381,7 @@ impl Renderer {
                 out.push(self.create_table(&e.table, cols)?);
                 out.push(self.create_index(&e.table, "sync_status", &["sync_status"]));
                 let mut base = vec![self.id_column(e)];
-                base.extend(self.data_columns(e));
+                base.extend(data);
                 base.extend([
                     self.column("sync_clocks", "TEXT", "NOT NULL DEFAULT '{}'"),
                     self.column("sync_version", "INTEGER", "NOT NULL"),
