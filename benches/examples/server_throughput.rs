@@ -249,9 +249,9 @@ async fn direct_postgres(url: &str, rows: usize) -> Result<(f64, f64), Box<dyn s
     }
     let push = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let all = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT \"id\"::text, \"title\", \"sync_clocks\"::text FROM \"tasks\" WHERE \"sync_account\" = $1 ORDER BY \"sync_seq\""
-    )))
+    let all = sqlx::query(
+        "SELECT \"id\"::text, \"title\", \"sync_clocks\"::text FROM \"tasks\" WHERE \"sync_account\" = $1 ORDER BY \"sync_seq\"",
+    )
     .bind(ACCOUNT)
     .fetch_all(&mut conn)
     .await?;
