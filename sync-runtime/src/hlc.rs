@@ -243,6 +243,86 @@ fn wall_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// Serialises a `<Name>Clocks` struct: a map of wire name to stamp, in field order.
+///
+/// The derive calls this (and [`deserialize_clocks`]) instead of deriving serde for every
+/// clocks struct: one shared, non-generic-per-entity implementation compiles once, where a
+/// derive per entity cost more to compile than serde's derive on the entity itself.
+#[doc(hidden)]
+pub fn serialize_clocks<S: Serializer>(
+    s: S,
+    name: &'static str,
+    fields: &[(&'static str, &Hlc)],
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct(name, fields.len())?;
+    for (key, value) in fields {
+        st.serialize_field(key, value)?;
+    }
+    st.end()
+}
+
+/// Deserialises a `<Name>Clocks` struct into `out` (one slot per name in `fields`, in
+/// order), as serde's derive with `#[serde(default)]` on every field would: a missing
+/// field keeps its slot's value, an unknown field is ignored, a repeated field is an
+/// error, and a sequence fills the slots in order.
+#[doc(hidden)]
+pub fn deserialize_clocks<'de, D: Deserializer<'de>>(
+    d: D,
+    name: &'static str,
+    fields: &'static [&'static str],
+    out: &mut [Hlc],
+) -> Result<(), D::Error> {
+    use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    struct ClocksVisitor<'a> {
+        name: &'static str,
+        fields: &'static [&'static str],
+        out: &'a mut [Hlc],
+    }
+
+    impl<'de> Visitor<'de> for ClocksVisitor<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "struct {}", self.name)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            // Repeats are caught for the first 128 fields (no allocation on this path).
+            let mut seen: u128 = 0;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match self.fields.iter().position(|f| *f == key) {
+                    Some(i) => {
+                        let bit = 1u128.checked_shl(i as u32).unwrap_or(0);
+                        if seen & bit != 0 {
+                            return Err(de::Error::duplicate_field(self.fields[i]));
+                        }
+                        seen |= bit;
+                        self.out[i] = map.next_value()?;
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            for slot in self.out.iter_mut() {
+                match seq.next_element()? {
+                    Some(hlc) => *slot = hlc,
+                    None => break,
+                }
+            }
+            Ok(())
+        }
+    }
+
+    d.deserialize_struct(name, fields, ClocksVisitor { name, fields, out })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,16 +121,7 @@ pub struct Merged<T: Syncable> {
 
 /// A field-level patch generated for a [`Syncable`] type.
 pub trait Patch:
-    Clone
-    + Debug
-    + Default
-    + PartialEq
-    + Serialize
-    + DeserializeOwned
-    + schemars::JsonSchema
-    + Send
-    + Sync
-    + 'static
+    Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
 {
     /// One patch with the effect of `self` followed by `later` (for coalescing):
     /// sums add, `lww` keeps the later edit, `manual` keeps the final value and the first

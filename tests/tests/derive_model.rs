@@ -266,16 +266,40 @@ fn records_round_trip_by_wire_name() {
 }
 
 #[test]
-fn patch_json_schema_follows_the_strategies() {
-    let schema = schemars::schema_for!(TaskPatch);
-    let json = serde_json::to_value(&schema).unwrap();
-    let props = &json["properties"];
-    for field in ["title", "tags", "likes", "price_cents", "meta", "type"] {
-        assert!(props.get(field).is_some(), "{field} missing from {json:#}");
-    }
-    assert!(props.get("draft").is_none());
-    assert!(props.get("id").is_none());
-    assert_eq!(json["additionalProperties"], serde_json::json!(false));
+fn clocks_serialise_as_a_map_of_wire_names() {
+    let mut clocks = TaskClocks::all(hlc(1));
+    clocks.r#type = hlc(2);
+    let json = serde_json::to_value(clocks).unwrap();
+    // Only the lww fields, by wire name (`type`, not `r#type` or `kind`).
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["due", "meta", "project_id", "status", "title", "type"]
+    );
+    let text = serde_json::to_string(&clocks).unwrap();
+    assert!(text.starts_with(r#"{"project_id":"#), "field order: {text}");
+    assert_eq!(json["type"], serde_json::to_value(hlc(2)).unwrap());
+    assert_eq!(serde_json::from_value::<TaskClocks>(json).unwrap(), clocks);
+
+    // A missing field is the zero clock, an unknown one is ignored (an older or newer
+    // model's clocks still read), a repeated one is an error, a sequence fills in order.
+    let partial: TaskClocks =
+        serde_json::from_str(&format!(r#"{{"title": "{}", "gone": 1}}"#, hlc(3))).unwrap();
+    assert_eq!(partial.title, hlc(3));
+    assert_eq!(partial.status, Hlc::ZERO);
+    let twice = format!(r#"{{"title": "{0}", "title": "{0}"}}"#, hlc(3));
+    let err = serde_json::from_str::<TaskClocks>(&twice).unwrap_err();
+    assert!(err.to_string().contains("duplicate field `title`"), "{err}");
+    let seq: TaskClocks = serde_json::from_str(&format!(r#"["{}"]"#, hlc(4))).unwrap();
+    assert_eq!(seq.project_id, hlc(4));
+    let bad = serde_json::from_str::<TaskClocks>(r#"{"title": "yesterday"}"#).unwrap_err();
+    assert!(bad.to_string().contains("invalid HLC"), "{bad}");
+    assert!(serde_json::from_str::<TaskClocks>("7").is_err());
 }
 
 #[derive(Syncable, Clone, Debug, PartialEq)]
