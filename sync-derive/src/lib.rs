@@ -53,7 +53,6 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
         .clone()
         .unwrap_or_else(|| syn::parse_quote!(::sync_runtime));
     let p = quote!(#rt::__private);
-    let serde_crate = format!("{}", quote!(#rt::__private::serde)).replace(' ', "");
 
     let Data::Struct(data) = &input.data else {
         unreachable!("the parser only accepts structs")
@@ -88,14 +87,10 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
         let ty = f.ty;
         let wire = &f.model.name;
         let op = op_type(&p, f);
-        let doc = format!(
-            "Operation on `{}` ({} merge).",
-            f.model.name, f.model.merge
-        );
-        let _ = ty;
+        let doc = format!("Operation on `{}` ({} merge).", f.model.name, f.model.merge);
+        let _ = (ty, wire);
         quote! {
             #[doc = #doc]
-            #[serde(rename = #wire, default, skip_serializing_if = "::core::option::Option::is_none")]
             pub #ident: ::core::option::Option<#op>
         }
     });
@@ -129,6 +124,46 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
         let wire = &f.model.name;
         quote!(if self.#ident.is_some() { out.push(#wire); })
     });
+
+    // serde for the patch, by hand: an object of the changed fields by wire name, unknown
+    // and repeated keys refused (what `deny_unknown_fields` did), `null` = unchanged.
+    let patch_wires: Vec<&str> = fields
+        .iter()
+        .filter(|f| f.patched())
+        .map(|f| f.model.name.as_str())
+        .collect();
+    let patch_ser = fields.iter().filter(|f| f.patched()).map(|f| {
+        let ident = f.ident;
+        let wire = &f.model.name;
+        quote! {
+            if let ::core::option::Option::Some(op) = &self.#ident {
+                #p::serde::ser::SerializeStruct::serialize_field(&mut st, #wire, op)?;
+            } else {
+                #p::serde::ser::SerializeStruct::skip_field(&mut st, #wire)?;
+            }
+        }
+    });
+    let patch_de = fields.iter().filter(|f| f.patched()).enumerate().map(|(i, f)| {
+        let ident = f.ident;
+        let wire = &f.model.name;
+        let op = op_type(&p, f);
+        let bit = 1u128.checked_shl(i as u32).unwrap_or(0);
+        quote! {
+            #wire => {
+                if seen & #bit != 0 {
+                    return ::core::result::Result::Err(<A::Error as #p::serde::de::Error>::duplicate_field(#wire));
+                }
+                seen |= #bit;
+                out.#ident = #p::serde::de::MapAccess::next_value::<::core::option::Option<#op>>(&mut map)?;
+            }
+        }
+    });
+    let patch_name = patch.to_string();
+    let patch_idents: Vec<&syn::Ident> = fields
+        .iter()
+        .filter(|f| f.patched())
+        .map(|f| f.ident)
+        .collect();
 
     // ---- <Name>Clocks -----------------------------------------------------------
     let clock_fields = fields.iter().filter(|f| f.clocked()).map(|f| {
@@ -319,8 +354,7 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
 
     quote! {
         #[doc = #patch_doc]
-        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::default::Default, #p::serde::Serialize, #p::serde::Deserialize)]
-        #[serde(crate = #serde_crate, deny_unknown_fields)]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::default::Default)]
         #vis struct #patch {
             #(#patch_fields,)*
         }
@@ -337,6 +371,41 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
             impl ::core::cmp::PartialEq for #patch {
                 fn eq(&self, other: &Self) -> bool {
                     true #(&& #patch_eq)*
+                }
+            }
+
+            impl #p::serde::Serialize for #patch {
+                fn serialize<S: #p::serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
+                    let mut st = #p::serde::Serializer::serialize_struct(s, #patch_name, 0 #(+ usize::from(self.#patch_idents.is_some()))*)?;
+                    #(#patch_ser)*
+                    #p::serde::ser::SerializeStruct::end(st)
+                }
+            }
+
+            impl<'de> #p::serde::Deserialize<'de> for #patch {
+                fn deserialize<D: #p::serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
+                    const FIELDS: &[&str] = &[#(#patch_wires),*];
+                    struct PatchVisitor;
+                    impl<'de> #p::serde::de::Visitor<'de> for PatchVisitor {
+                        type Value = #patch;
+                        fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                            f.write_str(::core::concat!("struct ", #patch_name))
+                        }
+                        fn visit_map<A: #p::serde::de::MapAccess<'de>>(self, mut map: A) -> ::core::result::Result<#patch, A::Error> {
+                            let mut out = #patch::default();
+                            let mut seen: u128 = 0;
+                            while let ::core::option::Option::Some(key) = #p::serde::de::MapAccess::next_key::<#p::FieldKey<'de>>(&mut map)? {
+                                match key.as_str() {
+                                    #(#patch_de)*
+                                    other => {
+                                        return ::core::result::Result::Err(<A::Error as #p::serde::de::Error>::unknown_field(other, FIELDS));
+                                    }
+                                }
+                            }
+                            ::core::result::Result::Ok(out)
+                        }
+                    }
+                    #p::serde::Deserializer::deserialize_struct(d, #patch_name, FIELDS, PatchVisitor)
                 }
             }
 

@@ -243,6 +243,43 @@ fn wall_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// A struct field's name as read by the generated deserialisers: borrowed from the input
+/// when it can be, so reading a key does not allocate.
+#[doc(hidden)]
+pub struct FieldKey<'de>(std::borrow::Cow<'de, str>);
+
+impl FieldKey<'_> {
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = FieldKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(FieldKey(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FieldKey(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(FieldKey(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
 /// Serialises a `<Name>Clocks` struct: a map of wire name to stamp, in field order.
 ///
 /// The derive calls this (and [`deserialize_clocks`]) instead of deriving serde for every
@@ -291,8 +328,8 @@ pub fn deserialize_clocks<'de, D: Deserializer<'de>>(
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             // Repeats are caught for the first 128 fields (no allocation on this path).
             let mut seen: u128 = 0;
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                match self.fields.iter().position(|f| *f == key) {
+            while let Some(key) = map.next_key::<FieldKey<'de>>()? {
+                match self.fields.iter().position(|f| *f == key.as_str()) {
                     Some(i) => {
                         let bit = 1u128.checked_shl(i as u32).unwrap_or(0);
                         if seen & bit != 0 {

@@ -79,7 +79,7 @@ pub mod prelude {
 /// Items used by the code `#[derive(Syncable)]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::hlc::{Hlc, deserialize_clocks, serialize_clocks};
+    pub use crate::hlc::{FieldKey, Hlc, deserialize_clocks, serialize_clocks};
     pub use crate::merge::{
         FieldConflict, MergeValue, UnionSet, lww_into, lww_json_into, lww_json_op_wins,
         lww_op_wins, manual_into, manual_json_into, manual_json_op_conflicts, manual_op_conflicts,

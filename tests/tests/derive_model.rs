@@ -158,6 +158,44 @@ fn diff_refuses_id_and_immutable_changes() {
 fn patches_reject_unknown_fields() {
     let err = serde_json::from_str::<TaskPatch>(r#"{"nope": {"set": 1}}"#).unwrap_err();
     assert!(err.to_string().contains("unknown field `nope`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected one of `project_id`, `title`"),
+        "{err}"
+    );
+    // Internal field names are not wire names.
+    let err = serde_json::from_str::<TaskPatch>(r#"{"r#type": null}"#).unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
+    let twice = r#"{"likes": {"add": 1}, "likes": {"add": 2}}"#;
+    let err = serde_json::from_str::<TaskPatch>(twice).unwrap_err();
+    assert!(err.to_string().contains("duplicate field `likes`"), "{err}");
+    let err = serde_json::from_str::<TaskPatch>("[]").unwrap_err();
+    assert!(
+        err.to_string().contains("expected struct TaskPatch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn patches_are_objects_of_the_changed_fields_by_wire_name() {
+    let base = task();
+    let mut edited = base.clone();
+    edited.r#type = Some("errand".into());
+    edited.likes += 2;
+    let patch = Task::diff(&base, &edited, hlc(3)).unwrap();
+    let json = serde_json::to_value(&patch).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["likes", "type"], "only what changed: {json}");
+    assert_eq!(serde_json::from_value::<TaskPatch>(json).unwrap(), patch);
+    // `null` is an unchanged field, as is a missing one.
+    let p: TaskPatch = serde_json::from_str(r#"{"title": null, "likes": {"add": 2}}"#).unwrap();
+    assert!(p.title.is_none());
+    assert_eq!(p.likes, Some(SumOp { add: 2 }));
 }
 
 #[test]
