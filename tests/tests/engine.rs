@@ -817,7 +817,11 @@ async fn a_run_logs_its_id_account_items_and_request_ids() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The global default, not a scoped one: with other tests running on other threads,
+    // a scoped subscriber loses events and spans whose callsite interest another thread
+    // cached as "never" (tracing's interest cache is process-wide). Other tests' events
+    // land in this buffer too, which the assertions below tolerate.
+    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
     a.sync().await;
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for field in [

@@ -220,6 +220,9 @@ pub(super) struct PullSql {
     row_state: String,
     /// Copies a clean, acknowledged row into the base table unless a base exists.
     keep_base: String,
+    /// Whether the entity has no rows, no base copies and no outbox items at all (the
+    /// first sync of a new device): then no pulled record needs the probe.
+    empty: String,
     /// One probe per pulled record: the base's version, the row's version, whether the
     /// row is clean (NULL if there is no row) and whether it has outbox items to send.
     probe: String,
@@ -295,6 +298,11 @@ impl PullSql {
                 q("sync_version"),
                 q("sync_status"),
                 q(&e.table)
+            ),
+            empty: format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {base}) AND NOT EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?1)",
+                base = q(&base_table),
+                t = q(&e.table),
             ),
             probe: format!(
                 "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} = 'clean' FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead')",
@@ -402,7 +410,7 @@ fn put_row(
 ) -> Result<(), StoreError> {
     use rusqlite::types::Value;
     let mut args = field_values(table, record)?;
-    args.push(Value::Text(clocks.to_string()));
+    args.push(Value::Text(clocks_text(clocks)));
     args.push(Value::Text(latest_clock(clocks).to_string()));
     args.push(Value::Text(status.into()));
     args.push(Value::Integer(i64::from(deleted)));
@@ -411,6 +419,33 @@ fn put_row(
     conn.prepare_cached(&table.pull.put_row)?
         .execute(rusqlite::params_from_iter(args))?;
     Ok(())
+}
+
+/// The clocks as compact JSON text, as `clocks.to_string()` writes it: a map of wire
+/// names to HLC strings is written directly (no escaping needed), anything else through
+/// `serde_json`. Runs once per pulled record.
+fn clocks_text(clocks: &Json) -> String {
+    let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    let Some(map) = clocks.as_object() else {
+        return clocks.to_string();
+    };
+    let mut out = String::with_capacity(2 + map.len() * 48);
+    out.push('{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        let Some(v) = v.as_str().filter(|v| plain(v) && plain(k)) else {
+            return clocks.to_string();
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":\"");
+        out.push_str(v);
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 fn latest_clock(clocks: &Json) -> Hlc {
@@ -979,10 +1014,38 @@ impl LocalStore {
         {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Entities with nothing stored locally when the page began: their records are
+            // written straight to their rows. (A page holds a record once: a snapshot page
+            // by id, a changes page by its latest change.)
+            let mut fresh: BTreeMap<&str, bool> = BTreeMap::new();
             for r in records {
                 let Some(table) = self.table_of(&r.entity_type) else {
                     continue;
                 };
+                let empty = match fresh.get(r.entity_type.as_str()) {
+                    Some(empty) => *empty,
+                    None => {
+                        let empty: bool = tx
+                            .prepare_cached(&table.pull.empty)?
+                            .query_row([&r.entity_type], |x| x.get(0))?;
+                        fresh.insert(&r.entity_type, empty);
+                        empty
+                    }
+                };
+                if empty {
+                    put_row(
+                        &tx,
+                        table,
+                        &r.record,
+                        &r.clocks,
+                        "clean",
+                        r.deleted,
+                        r.version,
+                        &r.server_updated_at,
+                    )?;
+                    changed.push((r.entity_type.clone(), r.entity_id));
+                    continue;
+                }
                 let (base, row_version, clean, pending): (
                     Option<i64>,
                     Option<i64>,
@@ -1168,5 +1231,23 @@ impl LocalStore {
             &conn,
             "\"status\" <> 'dead' AND \"last_error\" LIKE 'waiting%'",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clocks_text_is_serde_json_compact_text() {
+        for v in [
+            serde_json::json!({}),
+            serde_json::json!({ "title": "019a1b2c3d4e-00000007-000000000000002a", "a": "x" }),
+            serde_json::json!({ "quote\"d": "v" }),
+            serde_json::json!({ "k": "tab\there" }),
+            serde_json::json!({ "k": "back\\slash" }),
+            serde_json::json!({ "k": 1 }),
+            serde_json::json!(null),
+        ] {
+            assert_eq!(super::clocks_text(&v), v.to_string());
+        }
     }
 }
