@@ -151,7 +151,7 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
         quote! {
             #wire => {
                 if seen & #bit != 0 {
-                    return ::core::result::Result::Err(<A::Error as #p::serde::de::Error>::duplicate_field(#wire));
+                    return ::core::result::Result::Err(<__A::Error as #p::serde::de::Error>::duplicate_field(#wire));
                 }
                 seen |= #bit;
                 out.#ident = #p::serde::de::MapAccess::next_value::<::core::option::Option<#op>>(&mut map)?;
@@ -375,37 +375,37 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
             }
 
             impl #p::serde::Serialize for #patch {
-                fn serialize<S: #p::serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
-                    let mut st = #p::serde::Serializer::serialize_struct(s, #patch_name, 0 #(+ usize::from(self.#patch_idents.is_some()))*)?;
+                fn serialize<__S: #p::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+                    let mut st = #p::serde::Serializer::serialize_struct(__s, #patch_name, 0 #(+ usize::from(self.#patch_idents.is_some()))*)?;
                     #(#patch_ser)*
                     #p::serde::ser::SerializeStruct::end(st)
                 }
             }
 
-            impl<'de> #p::serde::Deserialize<'de> for #patch {
-                fn deserialize<D: #p::serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
-                    const FIELDS: &[&str] = &[#(#patch_wires),*];
-                    struct PatchVisitor;
-                    impl<'de> #p::serde::de::Visitor<'de> for PatchVisitor {
+            impl<'__de> #p::serde::Deserialize<'__de> for #patch {
+                fn deserialize<__D: #p::serde::Deserializer<'__de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
+                    const __FIELDS: &[&str] = &[#(#patch_wires),*];
+                    struct __PatchVisitor;
+                    impl<'__de> #p::serde::de::Visitor<'__de> for __PatchVisitor {
                         type Value = #patch;
                         fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                             f.write_str(::core::concat!("struct ", #patch_name))
                         }
-                        fn visit_map<A: #p::serde::de::MapAccess<'de>>(self, mut map: A) -> ::core::result::Result<#patch, A::Error> {
+                        fn visit_map<__A: #p::serde::de::MapAccess<'__de>>(self, mut map: __A) -> ::core::result::Result<#patch, __A::Error> {
                             let mut out = #patch::default();
                             let mut seen: u128 = 0;
-                            while let ::core::option::Option::Some(key) = #p::serde::de::MapAccess::next_key::<#p::FieldKey<'de>>(&mut map)? {
+                            while let ::core::option::Option::Some(key) = #p::serde::de::MapAccess::next_key::<#p::FieldKey<'__de>>(&mut map)? {
                                 match key.as_str() {
                                     #(#patch_de)*
                                     other => {
-                                        return ::core::result::Result::Err(<A::Error as #p::serde::de::Error>::unknown_field(other, FIELDS));
+                                        return ::core::result::Result::Err(<__A::Error as #p::serde::de::Error>::unknown_field(other, __FIELDS));
                                     }
                                 }
                             }
                             ::core::result::Result::Ok(out)
                         }
                     }
-                    #p::serde::Deserializer::deserialize_struct(d, #patch_name, FIELDS, PatchVisitor)
+                    #p::serde::Deserializer::deserialize_struct(__d, #patch_name, __FIELDS, __PatchVisitor)
                 }
             }
 
@@ -426,15 +426,15 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
             // serde by hand, through one shared function: a serde derive per entity cost
             // more to compile than the entity's own serde derive.
             impl #p::serde::Serialize for #clocks {
-                fn serialize<S: #p::serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
-                    #p::serialize_clocks(s, #clocks_name, &[#((#clock_wires, &self.#clock_idents)),*])
+                fn serialize<__S: #p::serde::Serializer>(&self, __s: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
+                    #p::serialize_clocks(__s, #clocks_name, &[#((#clock_wires, &self.#clock_idents)),*])
                 }
             }
 
-            impl<'de> #p::serde::Deserialize<'de> for #clocks {
-                fn deserialize<D: #p::serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
+            impl<'__de> #p::serde::Deserialize<'__de> for #clocks {
+                fn deserialize<__D: #p::serde::Deserializer<'__de>>(__d: __D) -> ::core::result::Result<Self, __D::Error> {
                     let mut slots = [#p::Hlc::ZERO; #clock_count];
-                    #p::deserialize_clocks(d, #clocks_name, &[#(#clock_wires),*], &mut slots)?;
+                    #p::deserialize_clocks(__d, #clocks_name, &[#(#clock_wires),*], &mut slots)?;
                     ::core::result::Result::Ok(#clocks { #(#clock_idents: slots[#clock_slots],)* })
                 }
             }

@@ -217,7 +217,20 @@ pub(crate) async fn push_batch(
                 break;
             }
             KeyState::New | KeyState::Abandoned => {
-                let result = apply(state, &mut tx, account, m, &mut last_seq).await?;
+                let result = match apply(state, &mut tx, account, m, &mut last_seq).await {
+                    Ok(result) => result,
+                    // A value that does not fit its column: this mutation's own problem,
+                    // answered like any rejection (nothing of it was written: `write`
+                    // encodes every value before its first statement).
+                    Err(ServerError::BadRecord(msg)) => rejected(
+                        &m.idempotency_key,
+                        422,
+                        "invalid-record",
+                        "Invalid record",
+                        msg,
+                    ),
+                    Err(e) => return Err(e),
+                };
                 store_result(state, &mut tx, account, m, &request_hash, &result).await?;
                 results.push(result);
             }

@@ -423,3 +423,48 @@ fn apply_concurrent_applies_safe_ops_and_reports_manual_conflicts() {
     same_base.apply_concurrent(&mut clocks, &patch);
     assert_eq!(same_base.price_cents, 700);
 }
+
+/// Types named like the generated code's generic parameters and items.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct A {
+    pub x: i64,
+}
+
+/// Another.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct PatchVisitor(pub String);
+
+#[derive(Syncable, Clone, Debug, PartialEq)]
+pub struct Hygiene {
+    #[sync(id)]
+    pub id: Uuid,
+    #[sync(json)]
+    pub a: A,
+    #[sync(json)]
+    pub visitor: PatchVisitor,
+    pub key: String,
+    pub out: i64,
+}
+
+#[test]
+fn generated_code_does_not_clash_with_user_names() {
+    let h = Hygiene {
+        id: Uuid::now_v7(),
+        a: A { x: 1 },
+        visitor: PatchVisitor("v".into()),
+        key: "k".into(),
+        out: 1,
+    };
+    let mut edited = h.clone();
+    edited.a.x = 2;
+    edited.key = "k2".into();
+    let patch = Hygiene::diff(&h, &edited, hlc(1)).unwrap();
+    let json = serde_json::to_string(&patch).unwrap();
+    let back: HygienePatch = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, patch);
+    let clocks = serde_json::to_string(&HygieneClocks::all(hlc(2))).unwrap();
+    assert_eq!(
+        serde_json::from_str::<HygieneClocks>(&clocks).unwrap(),
+        HygieneClocks::all(hlc(2))
+    );
+}

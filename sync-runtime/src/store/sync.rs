@@ -1177,6 +1177,8 @@ impl LocalStore {
         let id = value.id();
         let record = value.to_record()?;
         self.write(table.entity, id, ChangeKind::Updated, |tx, hlc| {
+            // A clean row is its own base (resolving a conflict already resolved).
+            keep_base(tx, table, id)?;
             let base = read_base(tx, table, id)?.ok_or(StoreError::NotFound {
                 entity: T::ENTITY,
                 id,
