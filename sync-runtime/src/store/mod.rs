@@ -41,6 +41,15 @@
 //! Delete then create of the same id queues a delete and a create, so the server ends
 //! with the new record and nothing of the old one. `outbox = "history"` entities keep
 //! every mutation, in order.
+//!
+//! # Base copies
+//!
+//! Three-way merges need the last server-acknowledged copy of each record (the *base*).
+//! A clean row is that copy, so the `sync_base_<table>` table holds one only for records
+//! the device has changed locally: the first local write to a clean, acknowledged row
+//! copies it there in the same transaction, and every path that moves the base keeps the
+//! copy up to date while it exists. A pulled record the device never touched is written
+//! once, to its row (see `BENCHMARKS.md`: this halved the work of applying a page).
 
 mod columns;
 mod migrations;
