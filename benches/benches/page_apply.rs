@@ -53,6 +53,20 @@ fn rows(page: &[ServerRecord]) -> Vec<Vec<Value>> {
 
 const COLUMNS: &str = "\"id\", \"project_id\", \"title\", \"status\", \"tags\", \"likes\", \"price_cents\", \"due\", \"meta\", \"kind\", \"sync_clocks\", \"sync_updated_at\", \"sync_server_updated_at\", \"sync_version\", \"sync_status\", \"sync_deleted\"";
 
+/// Inserts `rows` into `table` (its columns named as in `COLUMNS`), one prepared
+/// statement for all of them.
+fn insert_rows(tx: &rusqlite::Transaction<'_>, table: &str, rows: &[Vec<Value>]) {
+    let mut stmt = tx
+        .prepare(&format!(
+            "INSERT INTO \"{table}\" ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))
+        .expect("prepare");
+    for row in rows {
+        stmt.execute(rusqlite::params_from_iter(row))
+            .expect("insert");
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let page = sync_bench::pull::page(N);
     let rows = rows(&page);
@@ -80,17 +94,7 @@ fn bench(c: &mut Criterion) {
             },
             |(dir, mut conn)| {
                 let tx = conn.transaction().expect("tx");
-                {
-                    let mut stmt = tx
-                        .prepare(&format!(
-                            "INSERT INTO \"tasks\" ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-                        ))
-                        .expect("prepare");
-                    for row in &rows {
-                        stmt.execute(rusqlite::params_from_iter(row))
-                            .expect("insert");
-                    }
-                }
+                insert_rows(&tx, "tasks", &rows);
                 tx.commit().expect("commit");
                 (dir, conn)
             },
@@ -107,15 +111,7 @@ fn bench(c: &mut Criterion) {
                     "CREATE TABLE \"staging\" AS SELECT {COLUMNS} FROM \"tasks\" WHERE 0"
                 ))
                 .expect("staging");
-                {
-                    let mut stmt = tx
-                        .prepare("INSERT INTO \"staging\" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")
-                        .expect("prepare");
-                    for row in &rows {
-                        stmt.execute(rusqlite::params_from_iter(row))
-                            .expect("insert");
-                    }
-                }
+                insert_rows(&tx, "staging", &rows);
                 tx.commit().expect("commit");
                 (dir, conn)
             },

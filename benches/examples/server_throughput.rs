@@ -84,7 +84,7 @@ fn report(db: &str, rows: usize, push: f64, pull: f64, dpush: f64, dpull: f64) {
 
 /// The `k`th task as a create mutation.
 fn create(k: usize) -> Mutation {
-    let t = tasks_row(k);
+    let t = sync_bench::task(k as u128);
     let hlc = Hlc::new(1_800_000_000_000 + k as u64, 0, NodeId(9));
     Mutation {
         idempotency_key: Uuid::from_u128(0xbe00_0000 + k as u128).to_string(),
@@ -96,22 +96,6 @@ fn create(k: usize) -> Mutation {
         clocks: Some(serde_json::to_value(<Task as Syncable>::Clocks::all(hlc)).expect("clocks")),
         patch: None,
         hlc: None,
-    }
-}
-
-fn tasks_row(k: usize) -> Task {
-    Task {
-        id: Uuid::from_u128(k as u128 + 1),
-        project_id: Uuid::from_u128(7),
-        title: format!("Task number {k}"),
-        status: "open".into(),
-        tags: ["home".to_string(), "weekend".to_string()].into(),
-        likes: 3,
-        price_cents: 1999,
-        due: None,
-        meta: [("color".to_string(), "blue".to_string())].into(),
-        r#type: Some("chore".into()),
-        draft: None,
     }
 }
 
@@ -165,7 +149,7 @@ async fn through_server(
 
 /// The values of the server's `tasks` row for the `k`th task.
 fn values(k: usize) -> (String, String, String) {
-    let t = tasks_row(k);
+    let t = sync_bench::task(k as u128);
     let hlc = Hlc::new(1_800_000_000_000 + k as u64, 0, NodeId(9));
     (
         t.id.to_string(),

@@ -5,9 +5,7 @@
 
 #![allow(missing_docs)]
 
-pub mod model {
-    include!("../../examples/tasks/src/model.rs");
-}
+pub use tasks::model;
 
 use model::{Comment, Project, Task};
 use sync_runtime::store::{Durability, LocalStore, Migrations};
@@ -32,10 +30,7 @@ pub fn task(n: u128) -> Task {
 
 /// The example app's client migrations.
 pub fn migrations() -> Migrations {
-    Migrations::embedded(include!(
-        "../../examples/tasks/generated/client_migrations.rs"
-    ))
-    .expect("embedded migrations")
+    tasks::client_migrations().expect("embedded migrations")
 }
 
 /// A store on a fresh file in `dir`.

@@ -56,6 +56,11 @@ fn ts_type(d: sync_model::sql::Dialect) -> &'static str {
     sync_model::sql::scalar_type(sync_model::ScalarType::Timestamp, d)
 }
 
+/// The column type of sequence numbers and versions (`BIGINT`; SQLite's `INTEGER`).
+fn big_type(d: sync_model::sql::Dialect) -> &'static str {
+    sync_model::sql::scalar_type(sync_model::ScalarType::I64, d)
+}
+
 /// What the idempotency table says about a key before the mutation is processed.
 enum KeyState {
     /// Unknown key: process the mutation.
@@ -408,11 +413,7 @@ async fn write(
     } else {
         "TEXT"
     };
-    let big = if d == sync_model::sql::Dialect::Postgres {
-        "BIGINT"
-    } else {
-        "INTEGER"
-    };
+    let big = big_type(d);
     let boolean = sync_model::sql::scalar_type(sync_model::ScalarType::Bool, d);
     for (c, a, t) in [
         ("sync_clocks", Arg::Text(clocks.to_string()), json_ty),
@@ -508,11 +509,7 @@ async fn write(
 /// Stores the account's counter after a push wrote changes up to `seq`.
 async fn save_seq(tx: &mut Tx<'_>, account: &str, seq: i64) -> Result<(), ServerError> {
     let d = tx.dialect();
-    let big = if d == sync_model::sql::Dialect::Postgres {
-        "BIGINT"
-    } else {
-        "INTEGER"
-    };
+    let big = big_type(d);
     tx.execute(
         &format!(
             "UPDATE {} SET {} = {} WHERE {} = {}",
@@ -773,11 +770,7 @@ pub(crate) async fn changes(
     if since < horizon_seq {
         return Err(ServerError::TokenExpired);
     }
-    let big = if d == sync_model::sql::Dialect::Postgres {
-        "BIGINT"
-    } else {
-        "INTEGER"
-    };
+    let big = big_type(d);
     let rows = tx
         .query(
             &format!(
@@ -913,25 +906,13 @@ pub(crate) async fn snapshot(
     if cur.pinned < horizon_seq {
         return Err(ServerError::TokenExpired);
     }
-    let big = if d == sync_model::sql::Dialect::Postgres {
-        "BIGINT"
-    } else {
-        "INTEGER"
-    };
+    let big = big_type(d);
     let mut out = Vec::new();
     while out.len() < limit as usize && cur.entity < state.entity_order.len() {
         let ops = &state.entities[&state.entity_order[cur.entity]];
         let e = ops.model;
         let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
-        let mut cols: Vec<String> = e.synced_fields().map(|f| sel(d, &f.column)).collect();
-        for c in [
-            "sync_clocks",
-            "sync_version",
-            "sync_deleted",
-            "sync_server_updated_at",
-        ] {
-            cols.push(sel(d, c));
-        }
+        let mut cols = record_columns(d, e);
         cols.push(sel(d, &e.id_field().column));
         let id_col = q(d, &e.id_field().column);
         let mut args = vec![Arg::Text(account.into()), Arg::Int(cur.pinned)];
@@ -999,11 +980,7 @@ pub(crate) async fn collect_garbage(
             &[],
         )
         .await?;
-    let big = if d == sync_model::sql::Dialect::Postgres {
-        "BIGINT"
-    } else {
-        "INTEGER"
-    };
+    let big = big_type(d);
     let true_lit = if d == sync_model::sql::Dialect::Postgres {
         "TRUE"
     } else {

@@ -208,23 +208,18 @@ impl Base {
 pub(super) struct PullSql {
     /// `SELECT <synced columns>, clocks, version, server_updated_at, deleted FROM base WHERE id = ?1`.
     read_base: String,
-    /// `SELECT sync_version FROM base WHERE id = ?1`.
-    base_version: String,
     /// Upsert of the base copy, same column order as `read_base`.
     write_base: String,
     /// Upsert of the local row: synced columns then the six metadata columns.
     put_row: String,
     /// `SELECT sync_status = 'conflicted' FROM t WHERE id = ?1`.
     conflicted: String,
-    /// `SELECT sync_version, sync_status = 'clean' FROM t WHERE id = ?1`.
-    row_state: String,
     /// Copies a clean, acknowledged row into the base table unless a base exists.
     keep_base: String,
     /// Whether the entity has no rows, no base copies and no outbox items at all (the
     /// first sync of a new device): then no pulled record needs the probe.
     empty: String,
-    /// One probe per pulled record: the base's version, the row's version, whether the
-    /// row is clean (NULL if there is no row) and whether it has outbox items to send.
+    /// What the store knows of one record (see [`Probe`]).
     probe: String,
     /// `UPDATE t SET sync_status = ?1, sync_version = COALESCE(?2, sync_version) WHERE id = ?3`.
     set_meta: String,
@@ -271,11 +266,6 @@ impl PullSql {
                 base_cols.join(", "),
                 q(&base_table)
             ),
-            base_version: format!(
-                "SELECT {} FROM {} WHERE {id} = ?1",
-                q("sync_version"),
-                q(&base_table)
-            ),
             write_base: upsert(&base_table, &base_meta),
             put_row: upsert(
                 &e.table,
@@ -290,12 +280,6 @@ impl PullSql {
             ),
             conflicted: format!(
                 "SELECT {} = 'conflicted' FROM {} WHERE {id} = ?1",
-                q("sync_status"),
-                q(&e.table)
-            ),
-            row_state: format!(
-                "SELECT {}, {} = 'clean' FROM {} WHERE {id} = ?1",
-                q("sync_version"),
                 q("sync_status"),
                 q(&e.table)
             ),
@@ -367,10 +351,40 @@ pub(super) fn keep_base(conn: &Connection, table: &Table, id: Uuid) -> Result<()
     Ok(())
 }
 
-/// The base's version alone (the pull path's "do I know this version already?").
-fn base_version(conn: &Connection, table: &Table, id: &str) -> Result<Option<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(&table.pull.base_version)?;
-    Ok(stmt.query_row([id], |r| r.get(0)).optional()?)
+/// What the store knows of one record, in one statement.
+struct Probe {
+    /// The base copy's version, if there is a base copy.
+    base: Option<i64>,
+    /// The row's `sync_version`.
+    row_version: Option<i64>,
+    /// `Some(true)` for a clean row (its own base), `None` if there is no row.
+    clean: Option<bool>,
+    /// Whether the record has outbox items still to send.
+    pending: bool,
+}
+
+impl Probe {
+    fn of(conn: &Connection, table: &Table, id: Uuid) -> Result<Self, StoreError> {
+        Ok(conn.prepare_cached(&table.pull.probe)?.query_row(
+            params![id.to_string(), table.entity.name],
+            |x| {
+                Ok(Probe {
+                    base: x.get(0)?,
+                    row_version: x.get(1)?,
+                    clean: x.get(2)?,
+                    pending: x.get(3)?,
+                })
+            },
+        )?)
+    }
+
+    /// The last server version the store holds: the base copy's, or a clean row's.
+    fn known_version(&self) -> Option<i64> {
+        match self.base {
+            Some(v) => Some(v),
+            None => self.row_version.filter(|_| self.clean == Some(true)),
+        }
+    }
 }
 
 /// The synced fields' column values of `record`, in column order.
@@ -419,6 +433,20 @@ fn put_row(
     conn.prepare_cached(&table.pull.put_row)?
         .execute(rusqlite::params_from_iter(args))?;
     Ok(())
+}
+
+/// Writes the server's record as a clean row.
+fn put_server_row(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
+    put_row(
+        conn,
+        table,
+        &s.record,
+        &s.clocks,
+        "clean",
+        s.deleted,
+        s.version,
+        &s.server_updated_at,
+    )
 }
 
 /// The clocks as compact JSON text, as `clocks.to_string()` writes it: a map of wire
@@ -504,19 +532,12 @@ fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), Stor
 fn rebase_row(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), StoreError> {
     // A server record older than the base (a replayed result of a mutation whose effect
     // was already pulled, say) must not move the record backwards: rebuild from the base.
-    let id = s.entity_id.to_string();
-    let known = match base_version(conn, table, &id)? {
-        Some(v) => Some(v),
-        None => {
-            // No base copy: a clean row is its own base; copy it if it is the newer one.
-            let (version, clean) = row_state(conn, table, &id)?.unwrap_or((None, false));
-            let newer = clean && version.is_some_and(|v| v > s.version);
-            if newer {
-                keep_base(conn, table, s.entity_id)?;
-            }
-            version.filter(|_| newer)
-        }
-    };
+    let probe = Probe::of(conn, table, s.entity_id)?;
+    let known = probe.known_version();
+    if probe.base.is_none() && known.is_some_and(|v| v > s.version) {
+        // A clean row is its own base: copy it to rebuild from it.
+        keep_base(conn, table, s.entity_id)?;
+    }
     let newer_base = if known.is_some_and(|v| v > s.version) {
         read_base(conn, table, s.entity_id)?
             .map(|b| b.as_server_record(&table.entity.name, s.entity_id))
@@ -530,18 +551,6 @@ fn rebase_row(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(), 
             rebase_onto(conn, table, s)
         }
     }
-}
-
-/// The row's `sync_version` and whether it is clean, if the row exists.
-fn row_state(
-    conn: &Connection,
-    table: &Table,
-    id: &str,
-) -> Result<Option<(Option<i64>, bool)>, StoreError> {
-    Ok(conn
-        .prepare_cached(&table.pull.row_state)?
-        .query_row([id], |x| Ok((x.get(0)?, x.get(1)?)))
-        .optional()?)
 }
 
 /// Rebuilds the local row on `s`, which is already the base: the server's record with
@@ -561,16 +570,7 @@ fn rebase_onto(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(),
         )?;
         if conflicted {
             delete_items_of(conn, &table.entity.name, s.entity_id)?;
-            return put_row(
-                conn,
-                table,
-                &s.record,
-                &s.clocks,
-                "clean",
-                true,
-                s.version,
-                &s.server_updated_at,
-            );
+            return put_server_row(conn, table, s);
         }
     }
     if conflicted {
@@ -579,16 +579,7 @@ fn rebase_onto(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(),
         return Ok(());
     }
     if pending.is_empty() {
-        return put_row(
-            conn,
-            table,
-            &s.record,
-            &s.clocks,
-            "clean",
-            s.deleted,
-            s.version,
-            &s.server_updated_at,
-        );
+        return put_server_row(conn, table, s);
     }
     let ops: Vec<(OutboxOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
     let base_record = if s.deleted && ops.first().map(|o| o.0) != Some(OutboxOp::Create) {
@@ -1002,12 +993,9 @@ impl LocalStore {
         state: &SyncState,
     ) -> Result<usize, StoreError> {
         for r in records {
-            if let Some(max) = r.clocks.as_object().and_then(|m| {
-                m.values()
-                    .filter_map(|v| v.as_str()?.parse::<Hlc>().ok())
-                    .max()
-            }) {
-                self.inner.clock.observe(max);
+            let latest = latest_clock(&r.clocks);
+            if latest != Hlc::ZERO {
+                self.inner.clock.observe(latest);
             }
         }
         let mut changed = Vec::new();
@@ -1032,59 +1020,22 @@ impl LocalStore {
                         empty
                     }
                 };
-                if empty {
-                    put_row(
-                        &tx,
-                        table,
-                        &r.record,
-                        &r.clocks,
-                        "clean",
-                        r.deleted,
-                        r.version,
-                        &r.server_updated_at,
-                    )?;
-                    changed.push((r.entity_type.clone(), r.entity_id));
-                    continue;
-                }
-                let (base, row_version, clean, pending): (
-                    Option<i64>,
-                    Option<i64>,
-                    Option<bool>,
-                    bool,
-                ) = tx
-                    .prepare_cached(&table.pull.probe)?
-                    .query_row(params![r.entity_id.to_string(), r.entity_type], |x| {
-                        Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))
-                    })?;
-                if base.is_some_and(|v| v >= r.version) {
-                    continue;
-                }
-                // No base copy: the row, if any, is clean (its own base) or has never been
-                // acknowledged.
-                let clean = clean.unwrap_or(true);
-                if base.is_none() && clean {
-                    if row_version.is_some_and(|v| v >= r.version) {
+                // Written straight to the row when nothing local sits on top of it (the
+                // row, if any, is clean: its own base); otherwise the base moves to it and
+                // the pending changes are replayed on top.
+                let direct = empty || {
+                    let probe = Probe::of(&tx, table, r.entity_id)?;
+                    if probe.known_version().is_some_and(|v| v >= r.version) {
                         continue;
                     }
-                    if !pending {
-                        // Nothing local on top: the server's record is the row.
-                        put_row(
-                            &tx,
-                            table,
-                            &r.record,
-                            &r.clocks,
-                            "clean",
-                            r.deleted,
-                            r.version,
-                            &r.server_updated_at,
-                        )?;
-                        changed.push((r.entity_type.clone(), r.entity_id));
-                        continue;
-                    }
+                    probe.base.is_none() && probe.clean != Some(false) && !probe.pending
+                };
+                if direct {
+                    put_server_row(&tx, table, r)?;
+                } else {
+                    write_base(&tx, table, r)?;
+                    rebase_onto(&tx, table, r)?;
                 }
-                // Older than this version, or local changes on top: the base moves to it.
-                write_base(&tx, table, r)?;
-                rebase_onto(&tx, table, r)?;
                 changed.push((r.entity_type.clone(), r.entity_id));
             }
             tx.execute(
