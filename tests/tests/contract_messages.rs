@@ -13,7 +13,6 @@ use support::{Backend, TestServer};
 use sync_runtime::engine::{EngineConfig, HttpTransport, SyncEngine, Transport, TransportError};
 use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
-use sync_runtime::store::{LocalStore, Migrations};
 
 /// Records every message as JSON: (schema name, message).
 struct Recording {
@@ -69,16 +68,8 @@ fn device(
     url: &str,
     log: Arc<Mutex<Vec<(&'static str, Json)>>>,
 ) -> SyncEngine<Recording> {
-    let store = LocalStore::builder(dir.join(format!("{name}.db")))
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(
-            Migrations::embedded(include!(
-                "../../examples/tasks/generated/client_migrations.rs"
-            ))
-            .unwrap(),
-        )
+    let store = tasks::store_builder(dir.join(format!("{name}.db")))
+        .unwrap()
         .open()
         .unwrap();
     let inner = HttpTransport::new(url)

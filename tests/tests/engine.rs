@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::model::{Comment, Project, Task};
+use support::model::{Project, Task};
 use support::{Backend, TestServer};
 use sync_runtime::engine::{
     EngineConfig, HttpTransport, PauseReason, SyncEngine, SyncOutcome, SyncReport, Transport,
@@ -16,7 +16,7 @@ use sync_runtime::engine::{
 };
 use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
-use sync_runtime::store::{LocalStore, Migrations, OutboxStatus};
+use sync_runtime::store::{LocalStore, OutboxStatus};
 
 /// Faults to inject, changed by the test between runs.
 #[derive(Default)]
@@ -147,18 +147,7 @@ struct Device {
 }
 
 fn open_store(path: &std::path::Path) -> LocalStore {
-    LocalStore::builder(path)
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(
-            Migrations::embedded(include!(
-                "../../examples/tasks/generated/client_migrations.rs"
-            ))
-            .unwrap(),
-        )
-        .open()
-        .unwrap()
+    tasks::store_builder(path).unwrap().open().unwrap()
 }
 
 fn config(token: &str) -> EngineConfig {

@@ -24,7 +24,7 @@ use support::model::{Comment, Project, Task};
 use sync_runtime::engine::{EngineConfig, SyncEngine, SyncOutcome, Transport, TransportError};
 use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
-use sync_runtime::store::{Durability, LocalStore, Migrations, OutboxStatus};
+use sync_runtime::store::{Durability, Migrations, OutboxStatus};
 use sync_server::{Server, StaticTokens};
 use tower::ServiceExt;
 
@@ -306,16 +306,8 @@ impl Sim {
     fn open_client(&self, c: &mut Client) {
         let wall = c.wall.clone();
         let key_rng = Arc::new(Mutex::new(Rng(self.rng.lock().unwrap().next())));
-        let store = LocalStore::builder(&c.path)
-            .entity::<Project>()
-            .entity::<Task>()
-            .entity::<Comment>()
-            .migrations(
-                Migrations::embedded(include!(
-                    "../../examples/tasks/generated/client_migrations.rs"
-                ))
-                .unwrap(),
-            )
+        let store = tasks::store_builder(&c.path)
+            .unwrap()
             .durability(Durability::Normal)
             .wall_clock(move || wall.load(Ordering::SeqCst))
             .key_source(move || key_rng.lock().unwrap().uuid())

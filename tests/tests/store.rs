@@ -1,9 +1,7 @@
 //! The local store and its outbox against real SQLite files.
 #![allow(missing_docs)]
 
-mod model {
-    include!("../../examples/tasks/src/model.rs");
-}
+use tasks::model;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -16,20 +14,11 @@ use sync_runtime::store::{
 };
 
 fn migrations() -> Migrations {
-    Migrations::embedded(include!(
-        "../../examples/tasks/generated/client_migrations.rs"
-    ))
-    .unwrap()
+    tasks::client_migrations().unwrap()
 }
 
 fn open(path: &std::path::Path) -> LocalStore {
-    LocalStore::builder(path)
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(migrations())
-        .open()
-        .unwrap()
+    tasks::open_store(path).unwrap()
 }
 
 fn task(title: &str) -> Task {

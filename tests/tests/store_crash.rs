@@ -3,34 +3,21 @@
 //! and every write the child reported as committed is in its row and in the outbox.
 #![allow(missing_docs)]
 
-mod model {
-    include!("../../examples/tasks/src/model.rs");
-}
+use tasks::model;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use model::{Comment, Project, Task};
+use model::{Project, Task};
 use sync_runtime::Record;
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, Migrations, OutboxOp};
+use sync_runtime::store::{LocalStore, OutboxOp};
 
 const COUNTER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00ff);
 
 fn open(path: &std::path::Path) -> LocalStore {
-    LocalStore::builder(path)
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(
-            Migrations::embedded(include!(
-                "../../examples/tasks/generated/client_migrations.rs"
-            ))
-            .unwrap(),
-        )
-        .open()
-        .unwrap()
+    tasks::store_builder(path).unwrap().open().unwrap()
 }
 
 /// A small deterministic PRNG (xorshift), so a failing run can be repeated.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use support::model::{Project, Task};
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, Migrations};
+use sync_runtime::store::Migrations;
 use sync_server::{Server, StaticTokens};
 
 const COUNTER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0c0c);
@@ -77,18 +77,7 @@ async fn sigkill_during_sync_loses_and_doubles_nothing() {
         "{status:?}"
     );
 
-    let store = LocalStore::builder(&db)
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<support::model::Comment>()
-        .migrations(
-            Migrations::embedded(include!(
-                "../../examples/tasks/generated/client_migrations.rs"
-            ))
-            .unwrap(),
-        )
-        .open()
-        .unwrap();
+    let store = tasks::store_builder(&db).unwrap().open().unwrap();
     let local_likes = store.get::<Task>(COUNTER).unwrap().unwrap().likes as u64;
     assert!(
         local_likes >= reported,

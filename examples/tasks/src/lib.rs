@@ -10,7 +10,7 @@ pub mod model;
 /// The migrations generated from [`model`], relative to this crate.
 pub const GENERATED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/generated");
 
-use sync_runtime::store::{LocalStore, Migrations, StoreError};
+use sync_runtime::store::{LocalStore, Migrations, StoreBuilder, StoreError};
 
 /// The client migrations generated from [`model`], embedded.
 pub fn client_migrations() -> Result<Migrations, StoreError> {
@@ -27,12 +27,17 @@ pub fn server_postgres_migrations() -> Result<Migrations, StoreError> {
     Migrations::embedded(include!("../generated/server_postgres_migrations.rs"))
 }
 
-/// Opens (creating if needed) one device's local store with every entity of the model.
-pub fn open_store(path: impl AsRef<std::path::Path>) -> Result<LocalStore, StoreError> {
-    LocalStore::builder(path)
+/// A builder for one device's local store with every entity of the model and the
+/// embedded migrations, for callers that set more (durability, clocks) before opening.
+pub fn store_builder(path: impl AsRef<std::path::Path>) -> Result<StoreBuilder, StoreError> {
+    Ok(LocalStore::builder(path)
         .entity::<model::Project>()
         .entity::<model::Task>()
         .entity::<model::Comment>()
-        .migrations(client_migrations()?)
-        .open()
+        .migrations(client_migrations()?))
+}
+
+/// Opens (creating if needed) one device's local store with every entity of the model.
+pub fn open_store(path: impl AsRef<std::path::Path>) -> Result<LocalStore, StoreError> {
+    store_builder(path)?.open()
 }

@@ -7,15 +7,12 @@
 
 #![allow(missing_docs)]
 
-mod model {
-    include!("../../../examples/tasks/src/model.rs");
-}
+use tasks::model;
 
 use std::io::Write;
 
-use model::{Comment, Project, Task};
+use model::{Project, Task};
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, Migrations};
 
 /// The task whose `likes` counts committed increments.
 pub const COUNTER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00ff);
@@ -24,17 +21,7 @@ fn main() {
     let path = std::env::args()
         .nth(1)
         .expect("usage: crash-writer DB_PATH");
-    let migrations = Migrations::embedded(include!(
-        "../../../examples/tasks/generated/client_migrations.rs"
-    ))
-    .unwrap();
-    let store = LocalStore::builder(&path)
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(migrations)
-        .open()
-        .unwrap();
+    let store = tasks::open_store(&path).unwrap();
     let start = store.list::<Project>().unwrap().len() as u64;
     if store.get::<Task>(COUNTER).unwrap().is_none() {
         store

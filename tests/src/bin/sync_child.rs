@@ -7,16 +7,13 @@
 
 #![allow(missing_docs)]
 
-mod model {
-    include!("../../../examples/tasks/src/model.rs");
-}
+use tasks::model;
 
 use std::io::Write;
 
-use model::{Comment, Project, Task};
+use model::{Project, Task};
 use sync_runtime::engine::{EngineConfig, HttpTransport, SyncEngine};
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, Migrations};
 
 const COUNTER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0c0c);
 
@@ -28,18 +25,7 @@ async fn main() {
         args.next().unwrap(),
         args.next().unwrap(),
     );
-    let store = LocalStore::builder(&path)
-        .entity::<Project>()
-        .entity::<Task>()
-        .entity::<Comment>()
-        .migrations(
-            Migrations::embedded(include!(
-                "../../../examples/tasks/generated/client_migrations.rs"
-            ))
-            .unwrap(),
-        )
-        .open()
-        .unwrap();
+    let store = tasks::store_builder(&path).unwrap().open().unwrap();
     let mut cfg = EngineConfig::new("kill-account", "kill-token");
     cfg.backoff_base = std::time::Duration::ZERO;
     cfg.backoff_cap = std::time::Duration::ZERO;

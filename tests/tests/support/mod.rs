@@ -1,9 +1,7 @@
 //! Helpers for tests that run the reference server over real HTTP on 127.0.0.1.
 #![allow(dead_code)]
 
-pub mod model {
-    include!("../../../examples/tasks/src/model.rs");
-}
+pub use tasks::model;
 
 use std::collections::BTreeMap;
 
