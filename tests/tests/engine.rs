@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::model::{Project, Task};
+use support::model::{Comment, Project, Task};
 use support::{Backend, TestServer};
 use sync_runtime::engine::{
     EngineConfig, HttpTransport, PauseReason, SyncEngine, SyncOutcome, SyncReport, Transport,
@@ -821,5 +821,112 @@ async fn a_run_logs_its_id_account_items_and_request_ids() {
         "result=",
     ] {
         assert!(log.contains(field), "`{field}` missing from:\n{log}");
+    }
+}
+
+/// Issue "Nothing lost at the edges", class 4: a comment saved before its task, saved
+/// before its project, reaches the server as project, task, comment, whatever the batch
+/// size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_chain_saved_in_reverse_reaches_the_server_in_order() {
+    let s = server().await;
+    for batch_size in [1, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config("token-a");
+        cfg.batch_size = batch_size;
+        let a = Device::open(&s.url, &dir.path().join("chain.db"), cfg);
+        let p = project();
+        let t = task(p.id, "in a new project");
+        let c = Comment {
+            id: Uuid::now_v7(),
+            task_id: t.id,
+            body: "first!".into(),
+        };
+        a.store().create(&c).unwrap();
+        a.store().create(&t).unwrap();
+        a.store().create(&p).unwrap();
+        a.sync_until_quiet().await;
+        let log = a.log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            vec![
+                ("project".to_string(), p.id),
+                ("task".to_string(), t.id),
+                ("comment".to_string(), c.id)
+            ],
+            "batch size {batch_size}"
+        );
+    }
+}
+
+/// Class 3: the same id created on two devices with no common base merges field by
+/// field, like two concurrent updates from an empty base.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_creates_of_one_id_merge_field_by_field() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let id = Uuid::now_v7();
+    let p = project();
+    let settings = |title: &str, tag: &str, likes: i64, price: i64| Task {
+        id,
+        project_id: p.id,
+        title: title.into(),
+        status: "open".into(),
+        tags: [tag.to_string()].into(),
+        likes,
+        price_cents: price,
+        due: None,
+        meta: Default::default(),
+        r#type: None,
+        draft: None,
+    };
+    // B's create is stamped a minute before A's.
+    b.store()
+        .create(&settings("settings from B", "b", 5, 500))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.store()
+        .create(&settings("settings from A", "a", 3, 300))
+        .unwrap();
+    assert!(
+        b.store()
+            .record_meta::<Task>(id)
+            .unwrap()
+            .unwrap()
+            .updated_at
+            < a.store()
+                .record_meta::<Task>(id)
+                .unwrap()
+                .unwrap()
+                .updated_at
+    );
+    a.sync().await;
+    b.sync().await;
+    a.sync().await;
+    b.sync().await;
+    for (name, d) in [("A", &a), ("B", &b)] {
+        let t = d.store().get::<Task>(id).unwrap().unwrap();
+        assert_eq!(t.title, "settings from A", "device {name}");
+        assert_eq!(
+            t.tags,
+            BTreeSet::from(["a".to_string(), "b".to_string()]),
+            "device {name}"
+        );
+        assert_eq!(t.likes, 8, "device {name}");
+    }
+    // The manual field is a conflict on the device that learned of the other create.
+    let conflicts = b.store().conflicts().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].fields[0].field, "price_cents");
+    assert_eq!(conflicts[0].fields[0].local, serde_json::json!(500));
+    assert_eq!(conflicts[0].fields[0].remote, serde_json::json!(300));
+    // Resolving it converges both devices, the sum still exact.
+    b.store().keep_local::<Task>(id).unwrap();
+    b.sync_until_quiet().await;
+    a.sync().await;
+    for d in [&a, &b] {
+        let t = d.store().get::<Task>(id).unwrap().unwrap();
+        assert_eq!((t.likes, t.price_cents), (8, 500));
     }
 }

@@ -185,13 +185,37 @@ impl Transport for SimTransport {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| r["status"].as_str().unwrap_or("?").to_string())
+            .zip(&request.mutations)
+            .map(|(r, m)| {
+                format!(
+                    "{:?} {} {} {}",
+                    m.op,
+                    &m.entity_id.to_string()[..8],
+                    &m.idempotency_key[..8.min(m.idempotency_key.len())],
+                    r["status"].as_str().unwrap_or("?")
+                )
+            })
             .collect();
         self.note(format!(
             "push {} -> {}",
             request.mutations.len(),
             statuses.join(",")
         ));
+        if let Ok(watch) = std::env::var("SYNC_SIM_WATCH") {
+            for (m, r) in request
+                .mutations
+                .iter()
+                .zip(response["results"].as_array().into_iter().flatten())
+            {
+                if m.entity_id.to_string().starts_with(&watch) {
+                    self.note(format!(
+                        "  sent {}\n  got {}",
+                        serde_json::to_string(m).unwrap(),
+                        r
+                    ));
+                }
+            }
+        }
         serde_json::from_value(response).map_err(|e| TransportError::Invalid(e.to_string()))
     }
 
@@ -432,7 +456,7 @@ impl Sim {
                     _ => t.price_cents = self.r(4) as i64,
                 }
                 store.update(&t).unwrap();
-                self.note(format!("{name} update {}", t.id));
+                self.note(format!("{name} update {} (likes {})", t.id, t.likes));
             }
             55..=61 if !live.is_empty() => {
                 let t = &live[self.r(live.len() as u64) as usize];

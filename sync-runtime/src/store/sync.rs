@@ -6,7 +6,7 @@
 //! recording of its result, and [`LocalStore::recover_sending`] puts such items back in
 //! the queue, to be sent again with the same idempotency key and body.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,8 @@ type MergeFn = fn(
     &Json,
 ) -> Result<(Record, Json, Vec<FieldConflict>), String>;
 type DiffFn = fn(&Record, &Record, Hlc) -> Result<Option<String>, String>;
+type TwinFn =
+    fn(&Record, &Json, &Record, &Json) -> Result<(Record, Json, Vec<FieldConflict>), String>;
 
 /// The generated code of one entity, type-erased for the engine.
 #[derive(Clone, Copy)]
@@ -42,6 +44,9 @@ pub(crate) struct EntityFns {
     merge: MergeFn,
     /// The patch from one record to another, as outbox payload JSON (`None` if equal).
     diff: DiffFn,
+    /// `twin(local, local clocks, server, server clocks)`: two creates of one id, merged
+    /// like two concurrent updates from an empty base (see [`twin`]).
+    twin: TwinFn,
 }
 
 impl std::fmt::Debug for EntityFns {
@@ -56,6 +61,7 @@ impl EntityFns {
             rebase: rebase::<T>,
             merge: merge::<T>,
             diff: diff::<T>,
+            twin: twin::<T>,
         }
     }
 }
@@ -123,6 +129,67 @@ fn merge<T: Syncable>(
         m.value.to_record().map_err(|e| e.to_string())?,
         serde_json::to_value(m.clocks).map_err(|e| e.to_string())?,
         m.conflicts,
+    ))
+}
+
+/// Two creates of one id made without a common base, merged field by field like two
+/// concurrent updates from an empty base (DESIGN.md): the local record becomes a patch
+/// from nothing (`lww`: set with the field's stamp; `sum`: add the value; `union`: add
+/// every element; `manual`: set, with no base the server's value could still hold) and
+/// is applied onto the server's record as the server applies a concurrent patch. So
+/// `lww` fields take the later stamp, sums add up, sets unite, and a `manual` field that
+/// holds different values on the two sides is a conflict (base `null`), never a silent
+/// pick. The id and `immutable` fields keep the server's values: the first create the
+/// server accepted fixed them.
+fn twin<T: Syncable>(
+    local: &Record,
+    local_clocks: &Json,
+    server: &Record,
+    server_clocks: &Json,
+) -> Result<(Record, Json, Vec<FieldConflict>), String> {
+    use sync_model::MergeStrategy;
+    let zero = Json::String(Hlc::ZERO.to_string());
+    let mut ops = serde_json::Map::new();
+    for f in T::model().synced_fields().filter(|f| !f.id && !f.immutable) {
+        let v = local.get(&f.name).cloned().unwrap_or(Json::Null);
+        let op = match f.merge {
+            MergeStrategy::Lww => serde_json::json!({
+                "set": v,
+                "hlc": local_clocks.get(&f.name).unwrap_or(&zero),
+            }),
+            MergeStrategy::Sum => serde_json::json!({ "add": v }),
+            MergeStrategy::Union => serde_json::json!({ "add": v, "remove": [] }),
+            MergeStrategy::Manual => serde_json::json!({ "set": v, "base": v }),
+        };
+        ops.insert(f.name.clone(), op);
+    }
+    let mut value = T::from_record(server).map_err(|e| e.to_string())?;
+    let mut clocks: T::Clocks = serde_json::from_value(server_clocks.clone()).unwrap_or_default();
+    let patch: T::Patch =
+        serde_json::from_value(Json::Object(ops.clone())).map_err(|e| e.to_string())?;
+    let mut conflicts = Vec::new();
+    let clash = value.clone().apply_concurrent(&mut clocks.clone(), &patch);
+    let patch = if clash.is_empty() {
+        patch
+    } else {
+        for field in clash {
+            ops.remove(field);
+            conflicts.push(FieldConflict {
+                field: field.to_string(),
+                base: Json::Null,
+                local: local.get(field).cloned().unwrap_or(Json::Null),
+                remote: server.get(field).cloned().unwrap_or(Json::Null),
+            });
+        }
+        serde_json::from_value(Json::Object(ops)).map_err(|e| e.to_string())?
+    };
+    let left = value.apply_concurrent(&mut clocks, &patch);
+    debug_assert!(left.is_empty(), "conflicting fields were taken out");
+    value.normalize();
+    Ok((
+        value.to_record().map_err(|e| e.to_string())?,
+        serde_json::to_value(clocks).map_err(|e| e.to_string())?,
+        conflicts,
     ))
 }
 
@@ -519,10 +586,45 @@ fn pending_for(
     Ok(out)
 }
 
+/// The items of one record already handed to the network (attempted, not dead), in order.
+fn sent_items_of(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Vec<(i64, OutboxOp, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"status\" <> 'pending') ORDER BY \"id\"",
+    )?;
+    let rows = stmt.query_map(params![entity, id.to_string()], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (n, op, payload) = r?;
+        out.push((n, OutboxOp::parse(&op)?, payload));
+    }
+    Ok(out)
+}
+
 fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
         params![entity, id.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The record was deleted on the server while `item` edited it: delete wins, so this item
+/// and the record's later items up to its next create go. A later create (the record
+/// deleted and created again here) and what follows it stay: they start a new record.
+fn delete_superseded(conn: &Connection, entity: &str, item: &OutboxItem) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" >= ?3 AND \"id\" < COALESCE((SELECT MIN(\"id\") FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" > ?3 AND \"op\" = 'create'), 9223372036854775807)",
+        params![entity, item.entity_id.to_string(), item.id],
     )?;
     Ok(())
 }
@@ -574,9 +676,7 @@ fn rebase_onto(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(),
         }
     }
     if conflicted {
-        // The user's copy waits for a resolution; only the metadata follows the server.
-        set_row_meta(conn, table, s.entity_id, "conflicted", Some(s.version))?;
-        return Ok(());
+        return rebase_conflicted(conn, table, s, pending);
     }
     if pending.is_empty() {
         return put_server_row(conn, table, s);
@@ -611,6 +711,221 @@ fn rebase_onto(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(),
             &s.server_updated_at,
         ),
     }
+}
+
+/// Rebuilds a conflicted record's row on a newer server record: every field follows the
+/// server with the pending changes on top, like any other row, except the fields the
+/// user has to decide, which keep the local value; the conflict's server side moves to
+/// the new record.
+///
+/// Before, the row kept all its old values while the base moved on, so a resolution
+/// (a diff from the new base to the row) reverted every server change to the other
+/// fields: increments made elsewhere were subtracted again (simulation seed 4239).
+fn rebase_conflicted(
+    conn: &Connection,
+    table: &Table,
+    s: &ServerRecord,
+    pending: Vec<(i64, OutboxOp, String)>,
+) -> Result<(), StoreError> {
+    let ops: Vec<(OutboxOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
+    let Some((mut record, clocks)) =
+        (table.fns.rebase)(&s.record, &s.clocks, &ops).map_err(StoreError::Corrupt)?
+    else {
+        // A pending delete of a conflicted record (deleting discards the conflict, so
+        // this is not reached through the store's API): the tombstone stands.
+        return put_row(
+            conn,
+            table,
+            &s.record,
+            &s.clocks,
+            "pending",
+            true,
+            s.version,
+            &s.server_updated_at,
+        );
+    };
+    let id = s.entity_id.to_string();
+    let locals: Vec<(String, String)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT \"field\", \"local\" FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        )?;
+        stmt.query_map(params![table.entity.name, id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    for (field, local) in &locals {
+        let local: Json = serde_json::from_str(local)
+            .map_err(|e| StoreError::Corrupt(format!("sync_conflicts.local: {e}")))?;
+        let remote = s.record.get(field).cloned().unwrap_or(Json::Null);
+        conn.execute(
+            "UPDATE \"sync_conflicts\" SET \"remote\" = ?1, \"remote_version\" = ?2 WHERE \"entity_type\" = ?3 AND \"entity_id\" = ?4 AND \"field\" = ?5",
+            params![remote.to_string(), s.version, table.entity.name, id, field],
+        )?;
+        record.insert(field.clone(), local);
+    }
+    put_row(
+        conn,
+        table,
+        &record,
+        &clocks,
+        "conflicted",
+        false,
+        s.version,
+        &s.server_updated_at,
+    )
+}
+
+/// The order of one push: see [`LocalStore::next_batch`].
+struct Plan {
+    /// Indices into the queue, prerequisites first; at most `max`.
+    chosen: Vec<usize>,
+    /// Notes for items' `last_error`: why they wait, or that they are in a cycle.
+    notes: Vec<(i64, String)>,
+}
+
+#[derive(Clone, PartialEq)]
+enum Mark {
+    New,
+    Visiting,
+    Placed,
+    Blocked(String),
+}
+
+/// Plans a batch over the queue `items` (in queue order). `references(item)` lists the
+/// `(entity, id)` records an item points at.
+///
+/// Depth-first over prerequisites with an explicit stack, so a chain of any depth costs
+/// no call stack; each item is visited once (O(items + references)).
+fn plan_batch(
+    items: &[OutboxItem],
+    max: usize,
+    now: &str,
+    references: impl Fn(&OutboxItem) -> Vec<(String, Uuid)>,
+) -> Plan {
+    let due = |i: &OutboxItem| match i.status {
+        OutboxStatus::Pending => true,
+        OutboxStatus::Failed => i.next_attempt_at.as_deref().is_none_or(|t| t <= now),
+        OutboxStatus::Sending | OutboxStatus::Dead => false,
+    };
+    let own_reason = |i: &OutboxItem| match i.status {
+        OutboxStatus::Dead => format!(
+            "waiting: an earlier change of this {} is dead ({})",
+            i.entity_type,
+            i.last_error.clone().unwrap_or_default()
+        ),
+        _ => format!(
+            "waiting: an earlier change of this {} has not gone through yet",
+            i.entity_type
+        ),
+    };
+    // Per record: its items in queue order; the latest unsent create.
+    let mut previous: Vec<Option<usize>> = vec![None; items.len()];
+    let mut last_of: BTreeMap<(&str, Uuid), usize> = BTreeMap::new();
+    let mut creates: BTreeMap<(String, Uuid), usize> = BTreeMap::new();
+    for (n, i) in items.iter().enumerate() {
+        let key = (i.entity_type.as_str(), i.entity_id);
+        if i.status != OutboxStatus::Sending {
+            previous[n] = last_of.get(&key).copied();
+        }
+        last_of.insert(key, n);
+        if i.op == OutboxOp::Create && i.status != OutboxStatus::Sending {
+            creates.insert((i.entity_type.clone(), i.entity_id), n);
+        }
+    }
+    // An item's prerequisites: the previous item of its record (which in turn needs its
+    // own), and the creates its references point at. `None` reason: same record.
+    let prerequisites = |n: usize| -> Vec<(usize, Option<(String, Uuid)>)> {
+        let mut out = Vec::new();
+        if let Some(p) = previous[n] {
+            out.push((p, None));
+        }
+        for r in references(&items[n]) {
+            if let Some(&c) = creates.get(&r)
+                && c != n
+            {
+                out.push((c, Some(r)));
+            }
+        }
+        out
+    };
+    let mut mark = vec![Mark::New; items.len()];
+    let mut chosen = Vec::new();
+    let mut notes = Vec::new();
+    for root in 0..items.len() {
+        if chosen.len() >= max {
+            break;
+        }
+        if mark[root] != Mark::New {
+            continue;
+        }
+        if !due(&items[root]) {
+            mark[root] = Mark::Blocked(own_reason(&items[root]));
+            continue;
+        }
+        mark[root] = Mark::Visiting;
+        let mut stack = vec![(root, prerequisites(root), 0usize)];
+        while let Some((n, pre, next)) = stack.last_mut() {
+            let n = *n;
+            if let Mark::Blocked(_) = mark[n] {
+                stack.pop();
+                continue;
+            }
+            let Some((m, via)) = pre.get(*next).cloned() else {
+                mark[n] = Mark::Placed;
+                chosen.push(n);
+                stack.pop();
+                continue;
+            };
+            let waits = |why: &str| match &via {
+                None => why.to_string(),
+                Some((entity, id)) => format!("waiting for the create of {entity} {id} ({why})"),
+            };
+            match mark[m].clone() {
+                Mark::Placed => *next += 1,
+                Mark::Visiting => {
+                    // A cycle: `m` is on the stack below. Send in queue order.
+                    *next += 1;
+                    let from = stack.iter().position(|(k, _, _)| *k == m).unwrap_or(0);
+                    for (k, _, _) in &stack[from..] {
+                        notes.push((
+                            items[*k].id,
+                            "dependency cycle between unsent creates: sent in queue order"
+                                .to_string(),
+                        ));
+                    }
+                }
+                Mark::Blocked(why) => {
+                    let reason = waits(&why);
+                    notes.push((items[n].id, reason.clone()));
+                    mark[n] = Mark::Blocked(reason);
+                }
+                Mark::New if !due(&items[m]) => {
+                    let why = own_reason(&items[m]);
+                    let why = match &via {
+                        None => why,
+                        Some(_) => items[m]
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| format!("{:?}", items[m].status).to_lowercase()),
+                    };
+                    mark[m] = Mark::Blocked(own_reason(&items[m]));
+                    let reason = waits(&why);
+                    notes.push((items[n].id, reason.clone()));
+                    mark[n] = Mark::Blocked(reason);
+                }
+                Mark::New => {
+                    mark[m] = Mark::Visiting;
+                    let pre = prerequisites(m);
+                    stack.push((m, pre, 0));
+                }
+            }
+        }
+    }
+    chosen.truncate(max);
+    notes.sort();
+    notes.dedup();
+    Plan { chosen, notes }
 }
 
 impl LocalStore {
@@ -699,95 +1014,20 @@ impl LocalStore {
 
     /// Picks the next items to push, in order, and marks them `sending` (one attempt more).
     ///
-    /// An item waits while an earlier item of the same record cannot be sent yet (failed
-    /// and backing off, dead, conflicted), so a record's mutations go in order; an item
-    /// whose `references` field points at a record with an unsent create goes after that
-    /// create, even if it was queued first; an item pointing at a record whose create is
-    /// dead waits, and says why in its `last_error`. Nothing else waits: one poisoned
-    /// record never blocks the queue.
+    /// The batch is the queue in order, each item preceded by what must reach the server
+    /// first, at any depth: the earlier items of its own record, and for every
+    /// `references` field the unsent create of the record it points at (with, in turn,
+    /// that create's own prerequisites). So a comment saved before its task, saved before
+    /// its project, goes project, task, comment, whatever the batch size (the batch is a
+    /// prefix of that order). An item waits while a prerequisite cannot be sent yet
+    /// (failed and backing off, dead), and says why in its `last_error`; nothing else
+    /// waits, so one poisoned record never blocks the queue. A cycle of references
+    /// between unsent creates is sent in queue order (the server does not enforce
+    /// references), and each item of it says so in its `last_error`.
     pub(crate) fn next_batch(&self, max: usize, now: &str) -> Result<Vec<OutboxItem>, StoreError> {
         let items = self.outbox()?;
-        let mut blocked: BTreeMap<(String, Uuid), String> = BTreeMap::new();
-        let unsent_creates: BTreeMap<(String, Uuid), usize> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.op == OutboxOp::Create && i.status != OutboxStatus::Sending)
-            .map(|(n, i)| ((i.entity_type.clone(), i.entity_id), n))
-            .collect();
-        let due = |i: &OutboxItem| match i.status {
-            OutboxStatus::Pending => true,
-            OutboxStatus::Failed => i.next_attempt_at.as_deref().is_none_or(|t| t <= now),
-            OutboxStatus::Sending | OutboxStatus::Dead => false,
-        };
-        let mut chosen: Vec<usize> = Vec::new();
-        let mut chosen_set: BTreeSet<usize> = BTreeSet::new();
-        let mut waiting: Vec<(i64, String)> = Vec::new();
-        for (n, item) in items.iter().enumerate() {
-            if chosen.len() >= max {
-                break;
-            }
-            let key = (item.entity_type.clone(), item.entity_id);
-            if let Some(reason) = blocked.get(&key) {
-                waiting.push((item.id, reason.clone()));
-                continue;
-            }
-            if !due(item) {
-                let reason = match item.status {
-                    OutboxStatus::Dead => format!(
-                        "waiting: an earlier change of this {} is dead ({})",
-                        item.entity_type,
-                        item.last_error.clone().unwrap_or_default()
-                    ),
-                    _ => format!(
-                        "waiting: an earlier change of this {} has not gone through yet",
-                        item.entity_type
-                    ),
-                };
-                blocked.insert(key, reason);
-                continue;
-            }
-            if chosen_set.contains(&n) {
-                continue;
-            }
-            let mut ok = true;
-            let mut before: Vec<usize> = Vec::new();
-            for r in self.references(item) {
-                if let Some(&c) = unsent_creates.get(&r) {
-                    if chosen_set.contains(&c) {
-                        continue;
-                    }
-                    let create = &items[c];
-                    if due(create) && !blocked.contains_key(&r) {
-                        before.push(c);
-                    } else {
-                        ok = false;
-                        let reason = format!(
-                            "waiting for the create of {} {} ({})",
-                            r.0,
-                            r.1,
-                            create.last_error.clone().unwrap_or_else(|| format!(
-                                "{:?}",
-                                create.status
-                            )
-                            .to_lowercase())
-                        );
-                        waiting.push((item.id, reason.clone()));
-                        blocked.insert(key.clone(), reason);
-                    }
-                }
-            }
-            if !ok {
-                continue;
-            }
-            for c in before {
-                if chosen_set.insert(c) {
-                    chosen.push(c);
-                }
-            }
-            if chosen_set.insert(n) {
-                chosen.push(n);
-            }
-        }
+        let plan = plan_batch(&items, max, now, |item| self.references(item));
+        let (chosen, waiting) = (plan.chosen, plan.notes);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (id, reason) in &waiting {
@@ -872,16 +1112,16 @@ impl LocalStore {
                 set_row_meta(&tx, table, item.entity_id, "failed", None)?;
                 ItemOutcome::Dead(problem.to_string())
             }
-            MutationResult::Conflict { server, fields, .. } => {
+            MutationResult::Conflict { server, .. } => {
                 if server.deleted {
-                    delete_items_of(&tx, &table.entity.name, item.entity_id)?;
+                    delete_superseded(&tx, &table.entity.name, item)?;
                     rebase_row(&tx, table, server)?;
                     ItemOutcome::Superseded(format!(
                         "the {} was deleted on the server; delete wins over a concurrent edit",
                         table.entity.name
                     ))
                 } else {
-                    self.merge_conflict(&tx, table, item, server, fields)?
+                    self.merge_conflict(&tx, table, item, server)?
                 }
             }
         };
@@ -895,81 +1135,105 @@ impl LocalStore {
         Ok(outcome)
     }
 
+    /// The server answered `conflict` to `item`: nothing of it was applied.
+    ///
+    /// Only this item's own effect is merged with the server's record: the item is
+    /// replayed on the base copy (or, for a create, taken as the record it created) and
+    /// three-way merged with the server's record; the merge, minus the `manual` fields the
+    /// user must decide, replaces the item in its place in the queue, under a new key.
+    /// Later items of the record stay as they are and go after it, each with its own key:
+    /// some may be in this very push and answered next (applied, say), so merging the
+    /// whole local row here would send their effect a second time (simulation seed
+    /// 5251). The row is then rebuilt on the server's record with every pending item on
+    /// top.
     fn merge_conflict(
         &self,
         tx: &Connection,
         table: &Table,
         item: &OutboxItem,
         server: &ServerRecord,
-        _fields: &[String],
     ) -> Result<ItemOutcome, StoreError> {
-        let local = read_row(tx, table, item.entity_id)?
-            .ok_or_else(|| StoreError::Corrupt("conflicting record vanished".into()))?;
-        let local_clocks: Json = serde_json::from_str(&local.clocks).unwrap_or(Json::Null);
-        let base = read_base(tx, table, item.entity_id)?;
-        // Without a base (both sides created the record), the server's record stands in.
-        let base_record = base.as_ref().map_or(&server.record, |b| &b.record);
-        let (merged, clocks, conflicts) = (table.fns.merge)(
-            base_record,
-            &local.record,
-            &local_clocks,
-            &server.record,
-            &server.clocks,
-        )
-        .map_err(StoreError::Corrupt)?;
-        delete_items_of(tx, &table.entity.name, item.entity_id)?;
-        write_base(tx, table, server)?;
+        let id = item.entity_id;
+        let entity = &table.entity.name;
+        let base = read_base(tx, table, id)?;
+        let row = read_row(tx, table, id)?;
+        let payload: AnyPayload = serde_json::from_value(item.payload.clone())
+            .map_err(|e| StoreError::Corrupt(format!("outbox item {}: {e}", item.id)))?;
+        // A replayed answer can carry a record older than the base the store already
+        // holds: merge against the newer one, never move the record backwards.
+        let server = match &base {
+            Some(b) if b.version > server.version && !b.deleted => b.as_server_record(entity, id),
+            _ => server.clone(),
+        };
+        let (merged, _clocks, mut conflicts) = match (item.op, &base) {
+            (OutboxOp::Create, _) | (_, None) => {
+                // Two creates of one id, or an item with no acknowledged base: merged from
+                // an empty base, field by field.
+                let record = payload
+                    .record
+                    .or_else(|| row.as_ref().map(|r| r.record.clone()));
+                let record = record.ok_or_else(|| {
+                    StoreError::Corrupt(format!("outbox item {} has no record", item.id))
+                })?;
+                let clocks = payload.clocks.unwrap_or(Json::Null);
+                (table.fns.twin)(&record, &clocks, &server.record, &server.clocks)
+                    .map_err(StoreError::Corrupt)?
+            }
+            (op, Some(b)) => {
+                let raw = serde_json::to_string(&item.payload).expect("JSON serialises");
+                let (mine, mine_clocks) = (table.fns.rebase)(&b.record, &b.clocks, &[(op, raw)])
+                    .map_err(StoreError::Corrupt)?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "outbox item {}: a delete answered with a conflict on a live record",
+                            item.id
+                        ))
+                    })?;
+                (table.fns.merge)(
+                    &b.record,
+                    &mine,
+                    &mine_clocks,
+                    &server.record,
+                    &server.clocks,
+                )
+                .map_err(StoreError::Corrupt)?
+            }
+        };
+        // The user decides between the server's value and their latest one.
+        if let Some(row) = &row {
+            for c in &mut conflicts {
+                if let Some(v) = row.record.get(&c.field) {
+                    c.local = v.clone();
+                }
+            }
+        }
+        write_base(tx, table, &server)?;
         // What can be pushed now: the merge, minus the fields waiting for the user.
-        let mut push = merged.clone();
+        let mut push = merged;
         for c in &conflicts {
             if let Some(v) = server.record.get(&c.field) {
                 push.insert(c.field.clone(), v.clone());
             }
         }
         let hlc = self.stamp();
-        if let Some(payload) =
-            (table.fns.diff)(&server.record, &push, hlc).map_err(StoreError::Corrupt)?
-        {
-            enqueue(
-                tx,
-                table.entity,
-                item.entity_id,
-                OutboxOp::Update,
-                &payload,
-                Some(server.version),
-                self.new_key(),
-            )?;
+        match (table.fns.diff)(&server.record, &push, hlc).map_err(StoreError::Corrupt)? {
+            Some(payload) => {
+                tx.execute(
+                    "UPDATE \"sync_outbox\" SET \"op\" = 'update', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = ?3, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?4",
+                    params![payload, self.new_key(), server.version, item.id],
+                )?;
+            }
+            None => {
+                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+            }
         }
-        if conflicts.is_empty() {
-            put_row(
-                tx,
-                table,
-                &merged,
-                &clocks,
-                "pending",
-                false,
-                server.version,
-                &server.server_updated_at,
-            )?;
-            return Ok(ItemOutcome::Merged);
-        }
-        put_row(
-            tx,
-            table,
-            &merged,
-            &clocks,
-            "conflicted",
-            false,
-            server.version,
-            &server.server_updated_at,
-        )?;
         let now = super::now_rfc3339();
         for c in &conflicts {
             tx.execute(
                 "INSERT INTO \"sync_conflicts\" (\"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\", \"remote_version\", \"detected_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (\"entity_type\", \"entity_id\", \"field\") DO UPDATE SET \"base\" = excluded.\"base\", \"local\" = excluded.\"local\", \"remote\" = excluded.\"remote\", \"remote_version\" = excluded.\"remote_version\", \"detected_at\" = excluded.\"detected_at\"",
                 params![
-                    table.entity.name,
-                    item.entity_id.to_string(),
+                    entity,
+                    id.to_string(),
                     c.field,
                     c.base.to_string(),
                     c.local.to_string(),
@@ -978,6 +1242,14 @@ impl LocalStore {
                     now
                 ],
             )?;
+        }
+        if !conflicts.is_empty() {
+            set_row_meta(tx, table, id, "conflicted", None)?;
+        }
+        // The row: the server's record, the pending items on top, conflicted fields local.
+        rebase_onto(tx, table, &server)?;
+        if conflicts.is_empty() {
+            return Ok(ItemOutcome::Merged);
         }
         Ok(ItemOutcome::Conflicted(
             conflicts.into_iter().map(|c| c.field).collect(),
@@ -1120,6 +1392,15 @@ impl LocalStore {
 
     /// Resolves a conflict with `merged`: the record takes these values and the change
     /// from the server's copy is queued.
+    ///
+    /// Items of the record already handed to the network stay in the queue with their
+    /// key and body (the server may have applied them; a retry replays the stored
+    /// result), and the resolution is the patch from what they make of the server's copy
+    /// to `merged`; the record's other items are replaced by it.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the record is not stored; [`StoreError::Invalid`] if
+    /// `merged` fails [`Syncable::validate`]; [`StoreError::Sqlite`] on a database error.
     pub fn resolve_with<T: Syncable>(&self, merged: &T) -> Result<(), StoreError> {
         let table = self.table::<T>()?;
         let mut value = merged.clone();
@@ -1139,23 +1420,44 @@ impl LocalStore {
                 id,
             })?;
             let mut clocks: T::Clocks = serde_json::from_str(&row.clocks).unwrap_or_default();
+            let sent = sent_items_of(tx, &table.entity.name, id)?;
+            // What the server will hold once the items in flight are through: the patch
+            // starts there, so nothing they carry is sent twice. (A delete in flight: the
+            // resolution is moot and only the conflict goes.)
+            let ops: Vec<(OutboxOp, String)> = sent.iter().map(|(_, op, p)| (*op, p.clone())).collect();
+            let start = rebase::<T>(&base.record, &base.clocks, &ops).map_err(StoreError::Corrupt)?;
+            tx.execute(
+                "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND (\"status\" = 'dead' OR (\"status\" = 'pending' AND \"attempt_count\" = 0))",
+                params![table.entity.name, id.to_string()],
+            )?;
+            tx.execute(
+                "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+                params![table.entity.name, id.to_string()],
+            )?;
+            let Some((start, _)) = start else {
+                return Ok(());
+            };
             // Only the patch from the server's copy: manual fields carry the server's value
             // as their base, so the server applies them.
-            let server_value = T::from_record(&base.record)?;
+            let server_value = T::from_record(&start)?;
             let patch = T::diff(&server_value, &value, hlc)?;
             T::stamp(&mut clocks, &patch);
             let clocks = serde_json::to_value(clocks).expect("clocks serialise");
+            let status = if patch.is_empty() && sent.is_empty() {
+                "clean"
+            } else {
+                "pending"
+            };
             put_row(
                 tx,
                 table,
                 &record,
                 &clocks,
-                "pending",
+                status,
                 false,
                 base.version,
-                "",
+                &base.server_updated_at,
             )?;
-            delete_items_of(tx, &table.entity.name, id)?;
             if !patch.is_empty() {
                 enqueue(
                     tx,
@@ -1166,13 +1468,7 @@ impl LocalStore {
                     Some(base.version),
                     self.new_key(),
                 )?;
-            } else {
-                set_row_meta(tx, table, id, "clean", None)?;
             }
-            tx.execute(
-                "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
-                params![table.entity.name, id.to_string()],
-            )?;
             Ok(())
         })
     }
@@ -1189,6 +1485,117 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn item(id: i64, entity: &str, n: u128, op: OutboxOp) -> OutboxItem {
+        OutboxItem {
+            id,
+            entity_type: entity.into(),
+            entity_id: Uuid::from_u128(n),
+            op,
+            payload: Json::Null,
+            idempotency_key: format!("k{id}"),
+            base_version: None,
+            created_at: String::new(),
+            attempt_count: 0,
+            next_attempt_at: None,
+            status: OutboxStatus::Pending,
+            last_error: None,
+        }
+    }
+
+    /// `refs[i]` = the records item `i` points at.
+    fn plan(
+        items: &[OutboxItem],
+        refs: &[&[(&str, u128)]],
+        max: usize,
+    ) -> (Vec<i64>, Vec<(i64, String)>) {
+        let p = plan_batch(items, max, "2100-01-01T00:00:00Z", |i| {
+            let n = (i.id - 1) as usize; // ids are 1, 2, ... in queue order
+            refs[n]
+                .iter()
+                .map(|(e, id)| (e.to_string(), Uuid::from_u128(*id)))
+                .collect()
+        });
+        (p.chosen.iter().map(|&n| items[n].id).collect(), p.notes)
+    }
+
+    #[test]
+    fn a_chain_of_any_depth_goes_dependencies_first_in_every_batch_size() {
+        // d -> c -> b -> a, queued d, c, b, a.
+        let items = [
+            item(1, "d", 4, OutboxOp::Create),
+            item(2, "c", 3, OutboxOp::Create),
+            item(3, "b", 2, OutboxOp::Create),
+            item(4, "a", 1, OutboxOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 4] = [&[("c", 3)], &[("b", 2)], &[("a", 1)], &[]];
+        assert_eq!(plan(&items, &refs, 100).0, [4, 3, 2, 1]);
+        assert_eq!(plan(&items, &refs, 1).0, [4]);
+        assert_eq!(plan(&items, &refs, 2).0, [4, 3]);
+    }
+
+    #[test]
+    fn a_deep_chain_needs_no_call_stack() {
+        let n = 100_000u128;
+        let items: Vec<OutboxItem> = (0..n)
+            .map(|i| item(i as i64 + 1, "e", n - i, OutboxOp::Create))
+            .collect();
+        let refs_owned: Vec<Vec<(&str, u128)>> = (0..n)
+            .map(|i| {
+                if n - i > 1 {
+                    vec![("e", n - i - 1)]
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        let refs: Vec<&[(&str, u128)]> = refs_owned.iter().map(Vec::as_slice).collect();
+        let (chosen, _) = plan(&items, &refs, 3);
+        assert_eq!(chosen, [n as i64, n as i64 - 1, n as i64 - 2]);
+    }
+
+    #[test]
+    fn a_cycle_is_sent_in_queue_order_and_noted() {
+        let items = [
+            item(1, "a", 1, OutboxOp::Create),
+            item(2, "b", 2, OutboxOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 2] = [&[("b", 2)], &[("a", 1)]];
+        let (chosen, notes) = plan(&items, &refs, 100);
+        assert_eq!(chosen, [2, 1]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes.iter().all(|(_, n)| n.contains("cycle")));
+    }
+
+    #[test]
+    fn a_dead_create_holds_back_its_dependents_only() {
+        let mut dead = item(1, "a", 1, OutboxOp::Create);
+        dead.status = OutboxStatus::Dead;
+        dead.last_error = Some("rejected".into());
+        let items = [
+            dead,
+            item(2, "b", 2, OutboxOp::Create),
+            item(3, "c", 3, OutboxOp::Create),
+            item(4, "b", 2, OutboxOp::Update),
+        ];
+        let refs: [&[(&str, u128)]; 4] = [&[], &[("a", 1)], &[], &[]];
+        let (chosen, notes) = plan(&items, &refs, 100);
+        assert_eq!(chosen, [3]);
+        assert!(
+            notes
+                .iter()
+                .any(|(id, n)| *id == 2 && n.contains("waiting for the create of a")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|(id, n)| *id == 4 && n.contains("waiting for the create of a")),
+            "{notes:?}"
+        );
+    }
+
     #[test]
     fn clocks_text_is_serde_json_compact_text() {
         for v in [
