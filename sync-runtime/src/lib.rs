@@ -63,7 +63,9 @@ mod syncable;
 pub use chrono;
 pub use sync_derive::Syncable;
 pub use sync_model as model;
-pub use syncable::{Clocks, DiffError, InvalidValue, Merged, Patch, Record, RecordError, Syncable};
+pub use syncable::{
+    Clocks, DiffError, InvalidValue, Merged, Patch, Record, RecordError, Syncable, check_record,
+};
 pub use uuid;
 
 /// What an application imports: `use sync_runtime::prelude::*;`.

@@ -201,3 +201,65 @@ pub struct InvalidValue {
     /// What is wrong, phrased to follow the field name.
     pub reason: &'static str,
 }
+
+/// Checks the values of `record` against what the protocol accepts, whatever the
+/// database behind either end: no string anywhere in it (a text field, a set element, a
+/// key or value at any depth of a `json` field) holds U+0000, and every timestamp lies
+/// in the years 0001 to 9999.
+///
+/// These are the values one supported database refuses where another stores them:
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000 (SQLite can), and RFC 3339, the
+/// timestamp format of the OpenAPI document, has four-digit years (PostgreSQL stops at
+/// 294276, SQLite's text has no bound). So the protocol decides, and the same record is
+/// refused the same way everywhere: the local store refuses it at the write, the server
+/// with a 422 for that mutation alone.
+///
+/// # Errors
+/// [`InvalidValue`] naming the first offending field.
+pub fn check_record(
+    entity: &'static sync_model::Entity,
+    record: &Record,
+) -> Result<(), InvalidValue> {
+    use sync_model::{ScalarType, TypeKind};
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(has_nul),
+            serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn bad_time(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => !chrono::DateTime::parse_from_rfc3339(s)
+                .is_ok_and(|t| (1..=9999).contains(&chrono::Datelike::year(&t.naive_utc()))),
+            serde_json::Value::Array(a) => a.iter().any(bad_time),
+            _ => false,
+        }
+    }
+    for f in entity.synced_fields() {
+        let Some(v) = record.get(&f.name) else {
+            continue;
+        };
+        if has_nul(v) {
+            return Err(InvalidValue {
+                entity: &entity.name,
+                field: &f.name,
+                reason: "contains a NUL character (U+0000), which the protocol refuses (PostgreSQL cannot store it)",
+            });
+        }
+        let timestamp = match &f.ty.kind {
+            TypeKind::Scalar { scalar } => *scalar == ScalarType::Timestamp,
+            TypeKind::Set { item, .. } => *item == ScalarType::Timestamp,
+            _ => false,
+        };
+        if timestamp && bad_time(v) {
+            return Err(InvalidValue {
+                entity: &entity.name,
+                field: &f.name,
+                reason: "holds a timestamp outside the years 0001 to 9999 (RFC 3339), which the protocol refuses",
+            });
+        }
+    }
+    Ok(())
+}

@@ -75,8 +75,10 @@ fn check_record<T: Syncable>(
         Some(c) => serde_json::from_value(c).map_err(|e| format!("invalid clocks: {e}"))?,
         None => T::Clocks::all(Hlc::ZERO),
     };
+    let record = value.to_record().map_err(|e| e.to_string())?;
+    sync_runtime::check_record(model, &record).map_err(|e| e.to_string())?;
     Ok((
-        value.to_record().map_err(|e| e.to_string())?,
+        record,
         serde_json::to_value(clocks).map_err(|e| e.to_string())?,
     ))
 }
@@ -105,8 +107,10 @@ fn apply_patch<T: Syncable>(
     }
     value.normalize();
     value.validate().map_err(|e| e.to_string())?;
+    let record = value.to_record().map_err(|e| e.to_string())?;
+    sync_runtime::check_record(T::model(), &record).map_err(|e| e.to_string())?;
     Ok(PatchOutcome::Applied {
-        record: value.to_record().map_err(|e| e.to_string())?,
+        record,
         clocks: serde_json::to_value(clocks).map_err(|e| e.to_string())?,
     })
 }

@@ -44,6 +44,7 @@ both_backends!(
     delete_then_recreate_leaves_nothing_stale,
     expired_tokens_are_410,
     request_ids_and_health,
+    a_value_one_backend_refuses_is_that_mutations_422_on_every_backend,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -531,4 +532,63 @@ async fn request_ids_and_health(s: &TestServer) {
     let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
     let p: Json = res.json().await.unwrap();
     assert_eq!(p["instance"], format!("urn:request:{id}"));
+}
+
+/// Issue "Nothing lost at the edges", class 5: five creates in one push, one task title
+/// holding a NUL (PostgreSQL's text cannot store it; SQLite's can). On every backend the
+/// four good ones are applied and the bad one alone is a 422 naming the field; a patch
+/// carrying such a value, or a timestamp past year 9999, is refused the same way.
+async fn a_value_one_backend_refuses_is_that_mutations_422_on_every_backend(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let p = Uuid::now_v7();
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let mut mutations = vec![project_create(p, "P")];
+    for (n, id) in ids.iter().enumerate() {
+        let mut m = task_create(*id, p);
+        if n == 2 {
+            m["record"]["title"] = json!("bad\u{0}title");
+        }
+        mutations.push(m);
+    }
+    let r = c.push(mutations).await;
+    let statuses: Vec<&str> = r.iter().map(|x| x["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        statuses,
+        ["applied", "applied", "applied", "rejected", "applied"],
+        "{r:#?}"
+    );
+    let problem = &r[3]["problem"];
+    assert_eq!(problem["status"], 422, "{problem:#?}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("`title`")
+            && problem["detail"].as_str().unwrap().contains("NUL"),
+        "{problem:#?}"
+    );
+    // A patch with a NUL in a set element, and one with a timestamp past 9999.
+    let r = c
+        .push(vec![
+            task_update(ids[0], 1, json!({ "tags": { "add": ["x\u{0}"], "remove": [] } })),
+            task_update(
+                ids[1],
+                1,
+                json!({ "due": { "set": "+10000-01-01T00:00:00Z", "hlc": "000000000009-00000000-0000000000000001" } }),
+            ),
+            task_update(ids[3], 1, json!({ "likes": { "add": 1 } })),
+        ])
+        .await;
+    let statuses: Vec<&str> = r.iter().map(|x| x["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["rejected", "rejected", "applied"], "{r:#?}");
+    assert!(
+        r[0]["problem"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`tags`"),
+        "{r:#?}"
+    );
+    // Nothing of the refused mutations was stored.
+    let (changes, _) = c.pull_all(None, 100).await;
+    let latest = latest(&changes);
+    assert!(!latest.contains_key(&ids[2].to_string()));
+    assert_eq!(latest[&ids[0].to_string()]["record"]["tags"], json!(["a"]));
+    assert_eq!(latest[&ids[1].to_string()]["record"]["due"], Json::Null);
 }

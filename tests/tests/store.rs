@@ -497,3 +497,34 @@ fn clock_and_node_id_persist_across_restarts() {
     let later = store.record_meta::<Task>(t.id).unwrap().unwrap().updated_at;
     assert!(later > stamp, "{later} > {stamp}");
 }
+
+/// Values the protocol refuses (a NUL in any string, a timestamp past year 9999) are
+/// refused at the write, on every path, and nothing is stored or queued.
+#[test]
+fn values_the_protocol_refuses_are_refused_at_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("s.db"));
+    let bad = task("bad\u{0}title");
+    let err = store.create(&bad).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "title"),
+        "{err}"
+    );
+    assert!(store.get::<Task>(bad.id).unwrap().is_none());
+    assert!(store.outbox().unwrap().is_empty());
+    let mut good = task("good");
+    store.create(&good).unwrap();
+    good.tags.insert("x\u{0}".into());
+    let err = store.update(&good).unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(v) if v.field == "tags"), "{err}");
+    good.tags.clear();
+    good.meta.insert("k".into(), "v\u{0}".into());
+    let err = store.update(&good).unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(v) if v.field == "meta"), "{err}");
+    good.meta.clear();
+    good.due = Some("+10000-01-01T00:00:00Z".parse().unwrap());
+    let err = store.update(&good).unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(v) if v.field == "due"), "{err}");
+    assert_eq!(store.get::<Task>(good.id).unwrap().unwrap().title, "good");
+    assert_eq!(store.outbox().unwrap().len(), 1);
+}

@@ -813,6 +813,7 @@ impl LocalStore {
         value.validate()?;
         let id = value.id();
         let record = value.to_record()?;
+        crate::check_record(entity, &record)?;
         self.write(entity, id, ChangeKind::Created, |tx, hlc| {
             let existing = read_row(tx, table, id)?;
             if let Some(row) = &existing
@@ -879,6 +880,7 @@ impl LocalStore {
                 sync::keep_base(tx, table, id)?;
             }
             let record = value.to_record()?;
+            crate::check_record(entity, &record)?;
             update_columns(
                 tx,
                 table,

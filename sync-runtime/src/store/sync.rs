@@ -1408,6 +1408,7 @@ impl LocalStore {
         value.validate()?;
         let id = value.id();
         let record = value.to_record()?;
+        crate::check_record(table.entity, &record)?;
         self.write(table.entity, id, ChangeKind::Updated, |tx, hlc| {
             // A clean row is its own base (resolving a conflict already resolved).
             keep_base(tx, table, id)?;
