@@ -97,6 +97,19 @@ fn item() -> impl Strategy<Value = Item> {
         )
 }
 
+/// A stamp later than every stamp of [`clocks`]: an edit made after the base.
+fn later_hlc() -> impl Strategy<Value = Hlc> {
+    (3u64..5, 0u32..2, 0u64..2).prop_map(|(m, c, n)| Hlc::new(m, c, NodeId(n)))
+}
+
+/// The item with a finite ratio (stores refuse NaN before anything is sent).
+fn finite(mut i: Item) -> Item {
+    if i.ratio.is_nan() {
+        i.ratio = 0.0;
+    }
+    i
+}
+
 /// Equality that treats NaN as equal to itself (what `MergeValue::same` does).
 fn same(a: &Item, b: &Item) -> bool {
     let mut a = a.clone();
@@ -224,6 +237,40 @@ proptest! {
         once.apply(&p1.clone().compose(p2.clone()));
         prop_assert!(same(&seq, &once), "{:?}\nvs\n{:?}", seq, once);
         prop_assert!(same(&once, &z));
+    }
+
+    /// The server applies a patch onto a newer record (`apply_concurrent`), the client
+    /// merges three records (`merge3`): two algorithms for one rule set. For two
+    /// concurrent edits of one base, both give the same record, clocks and conflicts.
+    #[test]
+    fn the_servers_apply_and_the_clients_merge_agree(
+        b in item(), l in item(), r in item(), bc in clocks(), hl in later_hlc(), hr in later_hlc()
+    ) {
+        let (b, l, r) = (finite(b), finite(l), finite(r));
+        let pl = Item::diff(&b, &l, hl).unwrap();
+        let pr = Item::diff(&b, &r, hr).unwrap();
+        let mut lc = bc;
+        Item::stamp(&mut lc, &pl);
+        let mut rc = bc;
+        Item::stamp(&mut rc, &pr);
+        // The server holds the remote edit and receives the local one.
+        let mut server = r.clone();
+        let mut server_clocks = rc;
+        let server_conflicts = server.apply_concurrent(&mut server_clocks, &pl);
+        // The client merges the server's record into its own.
+        let m = Item::merge3(&b, &l, &lc, &r, &rc);
+        let mut client_conflicts: Vec<&str> = m.conflicts.iter().map(|c| c.field.as_str()).collect();
+        let mut server_conflicts = server_conflicts.clone();
+        client_conflicts.sort_unstable();
+        server_conflicts.sort_unstable();
+        prop_assert_eq!(&client_conflicts, &server_conflicts);
+        if server_conflicts.is_empty() {
+            let mut merged = m.value.clone();
+            merged.normalize();
+            server.normalize();
+            prop_assert!(same(&server, &merged), "server {:?}\nclient {:?}", server, merged);
+            prop_assert_eq!(server_clocks, m.clocks);
+        }
     }
 
     #[test]

@@ -516,15 +516,24 @@ fn values_the_protocol_refuses_are_refused_at_the_write() {
     store.create(&good).unwrap();
     good.tags.insert("x\u{0}".into());
     let err = store.update(&good).unwrap_err();
-    assert!(matches!(&err, StoreError::Invalid(v) if v.field == "tags"), "{err}");
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "tags"),
+        "{err}"
+    );
     good.tags.clear();
     good.meta.insert("k".into(), "v\u{0}".into());
     let err = store.update(&good).unwrap_err();
-    assert!(matches!(&err, StoreError::Invalid(v) if v.field == "meta"), "{err}");
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "meta"),
+        "{err}"
+    );
     good.meta.clear();
     good.due = Some("+10000-01-01T00:00:00Z".parse().unwrap());
     let err = store.update(&good).unwrap_err();
-    assert!(matches!(&err, StoreError::Invalid(v) if v.field == "due"), "{err}");
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "due"),
+        "{err}"
+    );
     assert_eq!(store.get::<Task>(good.id).unwrap().unwrap().title, "good");
     assert_eq!(store.outbox().unwrap().len(), 1);
 }
