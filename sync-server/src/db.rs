@@ -379,10 +379,9 @@ pub(crate) fn canonical_timestamp(s: &str) -> Option<String> {
     Some(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
 }
 
-pub(crate) fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+/// A time in the stored form: RFC 3339, microseconds, `Z`.
+pub(crate) fn timestamp_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// The bound value of a field's wire value.

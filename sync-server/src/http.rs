@@ -68,6 +68,12 @@ impl From<ServerError> for ProblemResponse {
                 "Change token expired",
                 "the changes after this token were compacted; take a new snapshot (GET /snapshot) and continue from its token",
             ),
+            ServerError::TokenUnknown => ProblemResponse::new(
+                410,
+                "token-unknown",
+                "Change token unknown",
+                "this database did not issue this change token or cursor to this account (the database was restored from a backup or replaced, or the token is another account's); take a new snapshot (GET /snapshot) and push again what the server lost",
+            ),
             ServerError::BadRecord(msg) => {
                 ProblemResponse::new(422, "invalid-record", "Invalid record", msg)
             }
@@ -85,6 +91,7 @@ impl From<ServerError> for ProblemResponse {
 }
 
 pub(crate) fn router(state: Shared) -> Router {
+    let clock = state.clone();
     Router::new()
         .route("/push", post(push))
         .route("/changes", get(changes))
@@ -107,6 +114,18 @@ pub(crate) fn router(state: Shared) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Every response says the server's time (RFC 9110 `Date`), from the server's
+        // clock: clients learn their clock offset from it (see *Clocks* in the crate docs).
+        .layer(axum::middleware::map_response(move |mut res: Response| {
+            let now = clock.now();
+            async move {
+                let date = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+                if let Ok(v) = HeaderValue::from_str(&date) {
+                    res.headers_mut().insert(header::DATE, v);
+                }
+                res
+            }
+        }))
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -276,24 +295,25 @@ async fn changes(
             ProblemResponse::new(400, "invalid-query", "Invalid query", e.body_text())
         })?;
         let since = match &params.since {
-            None => 0,
-            Some(t) => logic::parse_token(t).ok_or_else(|| {
+            None => None,
+            Some(t) => Some(logic::parse_token(t).ok_or_else(|| {
                 ProblemResponse::new(
                     400,
                     "invalid-token",
                     "Invalid change token",
                     format!("`{t}` is not a change token from this server"),
                 )
-            })?,
+            })?),
         };
         let limit = params
             .limit
             .unwrap_or(state.config.max_page)
             .clamp(1, state.config.max_page);
-        let (changes, next, has_more) = logic::changes(&state, &account, since, limit).await?;
+        let (changes, next_token, has_more) =
+            logic::changes(&state, &account, since.as_ref(), limit).await?;
         Ok(Json(ChangesResponse {
             changes,
-            next_token: logic::token(next),
+            next_token,
             has_more,
         }))
     }
@@ -337,7 +357,7 @@ async fn snapshot(
             records,
             has_more: next.is_some(),
             next_cursor: next.map(|c| c.encode()),
-            token: logic::token(pinned),
+            token: pinned,
         }))
     }
     .await;

@@ -52,6 +52,39 @@
 //! [`ServerBuilder::idempotency_retention`] (24 hours by default) and purged by
 //! [`Server::collect_garbage`].
 //!
+//! # Clocks
+//!
+//! `lww` fields carry hybrid-logical-clock stamps made on devices, whose clocks can be
+//! wrong by hours. Two rules bound what such a device can do:
+//! - Every response carries the server's time in its `Date` header, from the server's
+//!   clock ([`ServerBuilder::clock`]); the client's engine learns the offset of the
+//!   device's clock from it after every request, and stamps later edits in the server's
+//!   time (`LocalStore::observe_server_time`, within 2 s).
+//! - A stamp that lies further in the server's future than [`Config::max_clock_skew`]
+//!   (60 s by default), in a create's clocks or a patch's `lww` operation, is brought
+//!   back to the server's time plus that bound before it is stored. So an edit made on a
+//!   device whose clock runs ahead, before it ever talked to the server, wins over later
+//!   edits of other devices for at most that long.
+//!
+//! A device whose clock runs behind and that has never talked to the server stamps its
+//! edits in the past; they lose against edits made since (the server cannot tell them
+//! from genuinely old offline edits). Its first response corrects the clock.
+//!
+//! # What the protocol accepts
+//!
+//! Values are checked by the protocol, not by the database: a string holding U+0000
+//! (PostgreSQL cannot store it, SQLite can) or a timestamp outside the years 0001-9999
+//! is refused with a 422 problem for that mutation, naming the field, on every backend
+//! (`sync_runtime::check_record`); the other mutations of the push are applied.
+//!
+//! # Twin creates
+//!
+//! A create of an id that is live on the server (the same per-user record created on two
+//! devices) is answered `conflict` with the server's record, even if the two records are
+//! equal: the client merges the two creates field by field as two concurrent updates
+//! from an empty base (`lww` by stamp, sums add, sets unite, a `manual` field with two
+//! values is a conflict for the user) and pushes the result as an update.
+//!
 //! # Old clients
 //!
 //! A client sends the fingerprint of the model it was built with in the
@@ -117,6 +150,12 @@ pub struct Config {
     pub max_page: u32,
     /// How long idempotency keys and their results are kept (default 24 hours).
     pub idempotency_retention: chrono::Duration,
+    /// How far in the server's future a hybrid-logical-clock stamp may lie (default 60
+    /// seconds). A stamp beyond it (a device clock running ahead) is brought back to the
+    /// server's time plus this bound before it is stored, so an edit from such a device
+    /// wins over later edits of others for at most this long. See *Clocks* in the crate
+    /// docs.
+    pub max_clock_skew: chrono::Duration,
 }
 
 impl Default for Config {
@@ -126,6 +165,7 @@ impl Default for Config {
             max_batch: 500,
             max_page: 1000,
             idempotency_retention: chrono::Duration::hours(24),
+            max_clock_skew: chrono::Duration::seconds(60),
         }
     }
 }
@@ -149,6 +189,9 @@ pub enum ServerError {
     /// A change token older than the tombstone horizon.
     #[error("change token expired")]
     TokenExpired,
+    /// A change token or snapshot cursor this database did not issue to this account.
+    #[error("change token unknown to this database")]
+    TokenUnknown,
     /// A stored or sent record does not fit its entity.
     #[error("invalid record: {0}")]
     BadRecord(String),
@@ -179,13 +222,38 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) fingerprints: BTreeSet<String>,
     pub(crate) current_fingerprint: String,
+    pub(crate) clock: ServerClock,
 }
+
+impl State {
+    /// The server's wall time.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
+    }
+
+    /// The server's wall time in the stored form (RFC 3339, microseconds, `Z`).
+    pub(crate) fn now_text(&self) -> String {
+        db::timestamp_text(self.now())
+    }
+
+    /// The greatest HLC milliseconds a stamp may carry now: the server's time plus
+    /// [`Config::max_clock_skew`].
+    pub(crate) fn max_stamp_millis(&self) -> u64 {
+        let bound = self.now() + self.config.max_clock_skew;
+        u64::try_from(bound.timestamp_millis()).unwrap_or(0)
+    }
+}
+
+/// Where the server reads its wall time: the system clock unless
+/// [`ServerBuilder::clock`] sets another (tests move it).
+pub type ServerClock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 /// Configures a [`Server`].
 pub struct ServerBuilder {
     entities: Vec<registry::EntityOps>,
     verifier: Option<Arc<dyn TokenVerifier>>,
     config: Config,
+    clock: ServerClock,
 }
 
 impl Server {
@@ -195,6 +263,7 @@ impl Server {
             entities: Vec::new(),
             verifier: None,
             config: Config::default(),
+            clock: Arc::new(chrono::Utc::now),
         }
     }
 }
@@ -221,6 +290,17 @@ impl ServerBuilder {
     /// How long idempotency keys are kept (default 24 hours).
     pub fn idempotency_retention(mut self, retention: chrono::Duration) -> Self {
         self.config.idempotency_retention = retention;
+        self
+    }
+
+    /// Where the server reads its wall time (default: the system clock). Every stored
+    /// time (`server_updated_at`, the change log's commit times, idempotency expiry), the
+    /// `Date` header of every response and the bound on clock stamps follow it.
+    pub fn clock(
+        mut self,
+        clock: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static,
+    ) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -278,6 +358,7 @@ impl ServerBuilder {
                 config: self.config,
                 fingerprints: fingerprints.into_iter().collect(),
                 current_fingerprint: compiled,
+                clock: self.clock,
             }),
         })
     }

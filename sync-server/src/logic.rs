@@ -23,7 +23,7 @@ use sync_model::Entity;
 use sync_runtime::protocol::{Mutation, MutationOp, MutationResult, Problem, ServerRecord};
 use uuid::Uuid;
 
-use crate::db::{Arg, DbError, Tx, decode, encode, now, ph, q, sel};
+use crate::db::{Arg, DbError, Tx, decode, encode, ph, q, sel};
 use crate::registry::PatchOutcome;
 use crate::{ServerError, State};
 
@@ -77,6 +77,7 @@ enum KeyState {
 /// Looks the key up (the caller holds the account's lock, so no other request of this
 /// account can insert or change it until the transaction ends).
 async fn key_state(
+    state: &State,
     tx: &mut Tx<'_>,
     account: &str,
     m: &Mutation,
@@ -132,8 +133,7 @@ async fn key_state(
         .unwrap_or_default();
     let stale = chrono::DateTime::parse_from_rfc3339(&created)
         .map(|t| {
-            (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()
-                > IN_FLIGHT_TIMEOUT_SECS
+            (state.now() - t.with_timezone(&chrono::Utc)).num_seconds() > IN_FLIGHT_TIMEOUT_SECS
         })
         .unwrap_or(false);
     Ok(if stale && stored_hash == request_hash {
@@ -154,7 +154,7 @@ async fn store_result(
 ) -> Result<(), ServerError> {
     let d = tx.dialect();
     let ts = ts_type(d);
-    let expires = (chrono::Utc::now() + state.config.idempotency_retention)
+    let expires = (state.now() + state.config.idempotency_retention)
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string();
     let body = serde_json::to_string(result).expect("results serialise");
@@ -182,7 +182,7 @@ async fn store_result(
             Arg::Text(m.idempotency_key.clone()),
             Arg::Text(request_hash.into()),
             Arg::Text(body),
-            Arg::Text(now()),
+            Arg::Text(state.now_text()),
             Arg::Text(expires),
         ],
     )
@@ -215,7 +215,7 @@ pub(crate) async fn push_batch(
     let mut in_flight = None;
     for m in mutations {
         let request_hash = hash(m);
-        match key_state(&mut tx, account, m, &request_hash).await? {
+        match key_state(state, &mut tx, account, m, &request_hash).await? {
             KeyState::Answer(result) => results.push(result),
             KeyState::InFlight => {
                 in_flight = Some(m.idempotency_key.clone());
@@ -391,12 +391,13 @@ async fn write(
     deleted: bool,
     last_seq: &mut i64,
     exists: bool,
+    ts: &str,
 ) -> Result<String, ServerError> {
     // The account's counter is locked by the caller's transaction; the new value is
     // written once, when the push's mutations are done.
     let seq = *last_seq + 1;
     let d = tx.dialect();
-    let ts = now();
+    let ts = ts.to_string();
     let mut cols = Vec::new();
     let mut args = Vec::new();
     let mut types = Vec::new();
@@ -575,22 +576,27 @@ async fn apply(
                     "the record's id is not `entity_id`",
                 ));
             }
-            let (record, clocks) = match (ops.check_record)(e, record, m.clocks.clone()) {
-                Ok(v) => v,
-                Err(msg) => return Ok(rejected(key, 422, "invalid-record", "Invalid record", msg)),
-            };
+            let (record, clocks) =
+                match (ops.check_record)(e, record, m.clocks.clone(), state.max_stamp_millis()) {
+                    Ok(v) => v,
+                    Err(msg) => {
+                        return Ok(rejected(key, 422, "invalid-record", "Invalid record", msg));
+                    }
+                };
             match current {
                 Some(cur) if !cur.deleted => {
-                    // The same id created twice (never by UUIDs made independently): a
-                    // conflict on every field that differs.
+                    // The same id created on two devices (an app's fixed per-user
+                    // record, say): a conflict listing the fields that differ. The
+                    // client merges the two creates field by field, as two concurrent
+                    // updates from an empty base, and pushes the result as an update;
+                    // even identical twins go that way, since a `sum` counts both
+                    // creates. (A retry of the same create carries the same key and is
+                    // answered from the idempotency record before this point.)
                     let fields: Vec<String> = record
                         .iter()
                         .filter(|(k, v)| cur.record.get(*k) != Some(*v))
                         .map(|(k, _)| k.clone())
                         .collect();
-                    if fields.is_empty() {
-                        return Ok(applied(cur));
-                    }
                     Ok(MutationResult::Conflict {
                         idempotency_key: key.clone(),
                         server: server_record(e, m.entity_id, cur),
@@ -613,6 +619,7 @@ async fn apply(
                         false,
                         last_seq,
                         exists,
+                        &state.now_text(),
                     )
                     .await?;
                     Ok(applied(Stored {
@@ -656,7 +663,13 @@ async fn apply(
                 });
             }
             let same_version = m.base_version == Some(cur.version);
-            match (ops.apply_patch)(&cur.record, &cur.clocks, patch, same_version) {
+            match (ops.apply_patch)(
+                &cur.record,
+                &cur.clocks,
+                patch,
+                same_version,
+                state.max_stamp_millis(),
+            ) {
                 Err(msg) => Ok(rejected(key, 422, "invalid-patch", "Invalid patch", msg)),
                 Ok(PatchOutcome::Conflict(fields)) => Ok(MutationResult::Conflict {
                     idempotency_key: key.clone(),
@@ -676,6 +689,7 @@ async fn apply(
                         false,
                         last_seq,
                         true,
+                        &state.now_text(),
                     )
                     .await?;
                     Ok(applied(Stored {
@@ -710,6 +724,7 @@ async fn apply(
                     true,
                     last_seq,
                     true,
+                    &state.now_text(),
                 )
                 .await?;
                 Ok(applied(Stored {
@@ -723,19 +738,119 @@ async fn apply(
     }
 }
 
-/// A change token (opaque to clients): `t1.<seq>`.
-pub(crate) fn token(seq: i64) -> String {
-    format!("t1.{seq}")
+/// A change token as the client sent it: the sequence number it stands for, and the tag
+/// that binds it to one change of one account in this database (`None` for a legacy
+/// `t1.` token, which carried none).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Token {
+    pub(crate) seq: i64,
+    pub(crate) tag: Option<String>,
 }
 
-pub(crate) fn parse_token(t: &str) -> Option<i64> {
-    t.strip_prefix("t1.")?
+/// The tag of a token or cursor for `seq`: the first 16 hex digits of
+/// `SHA-256(account, seq, commit time of change seq)` (an empty commit time for 0).
+///
+/// A database restored from a backup, or replaced, and then written to again gives its
+/// change `seq` another commit time (or has none): the tags of tokens issued before no
+/// longer match, and the tokens are refused, where a bare sequence number would have
+/// been taken as valid and the changes between the backup and the restore skipped. A
+/// token of another account never matches either.
+fn tag(account: &str, seq: i64, committed_at: &str) -> String {
+    let digest = Sha256::digest(format!("{account}\n{seq}\n{committed_at}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A change token (opaque to clients): `t2.<seq>.<tag>` (see [`tag`]).
+pub(crate) fn token(account: &str, seq: i64, committed_at: &str) -> String {
+    format!("t2.{seq}.{}", tag(account, seq, committed_at))
+}
+
+/// Parses `t2.<seq>.<tag>`, or a legacy `t1.<seq>` (no tag).
+pub(crate) fn parse_token(t: &str) -> Option<Token> {
+    if let Some(rest) = t.strip_prefix("t2.") {
+        let (seq, tag) = rest.split_once('.')?;
+        let seq: i64 = seq.parse().ok().filter(|s: &i64| *s >= 0)?;
+        let ok = tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+        return ok.then(|| Token {
+            seq,
+            tag: Some(tag.to_ascii_lowercase()),
+        });
+    }
+    let seq = t
+        .strip_prefix("t1.")?
         .parse()
         .ok()
-        .filter(|s: &i64| *s >= 0)
+        .filter(|s: &i64| *s >= 0)?;
+    Some(Token { seq, tag: None })
 }
 
-/// The account's horizon: tokens below it are expired (their tombstones were collected).
+/// The commit time of the account's change `seq`, if the change log holds it.
+async fn committed_at(
+    tx: &mut Tx<'_>,
+    account: &str,
+    seq: i64,
+) -> Result<Option<String>, ServerError> {
+    if seq == 0 {
+        return Ok(Some(String::new()));
+    }
+    let d = tx.dialect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
+                sel(d, "committed_at"),
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "seq"),
+                ph(d, 2, big_type(d)),
+            ),
+            &[Arg::Text(account.into()), Arg::Int(seq)],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r[0].as_str().and_then(crate::db::canonical_timestamp)))
+}
+
+/// The token for the account's change `seq` (a legacy `t1.` token if the change log no
+/// longer holds that change: it was collected by a server version that kept no row at
+/// the horizon).
+async fn token_for(tx: &mut Tx<'_>, account: &str, seq: i64) -> Result<String, ServerError> {
+    Ok(match committed_at(tx, account, seq).await? {
+        Some(c) => token(account, seq, &c),
+        None => format!("t1.{seq}"),
+    })
+}
+
+/// Checks a token (or a snapshot cursor's pinned token) against the account's history:
+/// [`ServerError::TokenExpired`] below the horizon (collected; the client re-snapshots
+/// and drops what the server no longer has), [`ServerError::TokenUnknown`] for one this
+/// database did not issue to this account (ahead of its counter, or a tag that does not
+/// match: a restore, a replaced database, another account's token; the client
+/// re-snapshots and pushes again what the server lost).
+async fn check_token(tx: &mut Tx<'_>, account: &str, t: &Token) -> Result<(), ServerError> {
+    let (last_seq, horizon_seq) = horizon(tx, account).await?;
+    if t.seq > last_seq {
+        return Err(ServerError::TokenUnknown);
+    }
+    if t.seq < horizon_seq {
+        return Err(ServerError::TokenExpired);
+    }
+    let Some(expected) = &t.tag else {
+        return Ok(());
+    };
+    match committed_at(tx, account, t.seq).await? {
+        Some(c) if tag(account, t.seq, &c) == *expected => Ok(()),
+        Some(_) => Err(ServerError::TokenUnknown),
+        // At the horizon, collected by a server version that kept no row there.
+        None if t.seq == horizon_seq => Ok(()),
+        None => Err(ServerError::TokenUnknown),
+    }
+}
+
+/// The account's counter and horizon: tokens below the horizon are expired (their
+/// tombstones were collected).
 async fn horizon(tx: &mut Tx<'_>, account: &str) -> Result<(i64, i64), ServerError> {
     let d = tx.dialect();
     let rows = tx
@@ -758,26 +873,29 @@ async fn horizon(tx: &mut Tx<'_>, account: &str) -> Result<(i64, i64), ServerErr
 }
 
 /// `GET /changes`: the records changed after `since`, in commit order.
+///
+/// Returns the records, the next token and whether more follow.
 pub(crate) async fn changes(
     state: &State,
     account: &str,
-    since: i64,
+    since: Option<&Token>,
     limit: u32,
-) -> Result<(Vec<ServerRecord>, i64, bool), ServerError> {
+) -> Result<(Vec<ServerRecord>, String, bool), ServerError> {
     let d = state.db.dialect();
     let mut tx = state.db.begin().await?;
-    let (_, horizon_seq) = horizon(&mut tx, account).await?;
-    if since < horizon_seq {
-        return Err(ServerError::TokenExpired);
-    }
+    let zero = Token { seq: 0, tag: None };
+    let since_token = since.unwrap_or(&zero);
+    check_token(&mut tx, account, since_token).await?;
+    let since = since_token.seq;
     let big = big_type(d);
     let rows = tx
         .query(
             &format!(
-                "SELECT {}, {}, {} FROM {} WHERE {} = {} AND {} > {} ORDER BY {} LIMIT {}",
+                "SELECT {}, {}, {}, {} FROM {} WHERE {} = {} AND {} > {} ORDER BY {} LIMIT {}",
                 sel(d, "seq"),
                 sel(d, "entity_type"),
                 sel(d, "entity_id"),
+                sel(d, "committed_at"),
                 q(d, "sync_changes"),
                 q(d, "sync_account"),
                 ph(d, 1, "TEXT"),
@@ -835,9 +953,23 @@ pub(crate) async fn changes(
             out.push((seq, server_record(e, id, stored_from_row(d, e, row)?)));
         }
     }
+    let next_token = match page.last() {
+        Some(r) => {
+            let c = r[3]
+                .as_str()
+                .and_then(crate::db::canonical_timestamp)
+                .unwrap_or_default();
+            token(account, next, &c)
+        }
+        None => token_for(&mut tx, account, since).await?,
+    };
     tx.commit().await?;
     out.sort_unstable_by_key(|(seq, _)| *seq);
-    Ok((out.into_iter().map(|(_, r)| r).collect(), next, has_more))
+    Ok((
+        out.into_iter().map(|(_, r)| r).collect(),
+        next_token,
+        has_more,
+    ))
 }
 
 /// The columns `stored_from_row` reads: the synced fields, then the sync metadata.
@@ -854,28 +986,38 @@ fn record_columns(d: sync_model::sql::Dialect, e: &Entity) -> Vec<String> {
     cols
 }
 
-/// A snapshot cursor: `s1.<pinned seq>.<entity index>.<last id>`.
+/// A snapshot cursor: `s2.<pinned seq>.<tag>.<entity index>.<last id>`, the tag binding
+/// the pinned token like a change token's (a legacy `s1.` cursor has none).
 pub(crate) struct Cursor {
-    pub(crate) pinned: i64,
+    pub(crate) pinned: Token,
     pub(crate) entity: usize,
     pub(crate) after: Option<Uuid>,
 }
 
 impl Cursor {
     pub(crate) fn encode(&self) -> String {
-        format!(
-            "s1.{}.{}.{}",
-            self.pinned,
-            self.entity,
-            self.after.map(|u| u.to_string()).unwrap_or_default()
-        )
+        let after = self.after.map(|u| u.to_string()).unwrap_or_default();
+        match &self.pinned.tag {
+            Some(tag) => format!("s2.{}.{tag}.{}.{after}", self.pinned.seq, self.entity),
+            None => format!("s1.{}.{}.{after}", self.pinned.seq, self.entity),
+        }
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        let mut parts = s.strip_prefix("s1.")?.splitn(3, '.');
-        let pinned = parts.next()?.parse().ok()?;
-        let entity = parts.next()?.parse().ok()?;
-        let after = match parts.next()? {
+        let (pinned, rest) = if let Some(rest) = s.strip_prefix("s2.") {
+            let mut parts = rest.splitn(3, '.');
+            let seq = parts.next()?;
+            let tag = parts.next()?;
+            let pinned = parse_token(&format!("t2.{seq}.{tag}"))?;
+            (pinned, parts.next()?)
+        } else {
+            let rest = s.strip_prefix("s1.")?;
+            let (seq, rest) = rest.split_once('.')?;
+            (parse_token(&format!("t1.{seq}"))?, rest)
+        };
+        let (entity, after) = rest.split_once('.')?;
+        let entity = entity.parse().ok()?;
+        let after = match after {
             "" => None,
             id => Some(id.parse().ok()?),
         };
@@ -889,23 +1031,31 @@ impl Cursor {
 
 /// `GET /snapshot`: one page of records as of the pinned token, tombstones included (a
 /// client that already holds a record deleted before the token learns of the delete).
+///
+/// Returns the records, the next cursor and the pinned token.
 pub(crate) async fn snapshot(
     state: &State,
     account: &str,
     cursor: Option<Cursor>,
     limit: u32,
-) -> Result<(Vec<ServerRecord>, Option<Cursor>, i64), ServerError> {
+) -> Result<(Vec<ServerRecord>, Option<Cursor>, String), ServerError> {
     let d = state.db.dialect();
     let mut tx = state.db.begin().await?;
-    let (last_seq, horizon_seq) = horizon(&mut tx, account).await?;
-    let mut cur = cursor.unwrap_or(Cursor {
-        pinned: last_seq,
-        entity: 0,
-        after: None,
-    });
-    if cur.pinned < horizon_seq {
-        return Err(ServerError::TokenExpired);
-    }
+    let mut cur = match cursor {
+        Some(c) => {
+            check_token(&mut tx, account, &c.pinned).await?;
+            c
+        }
+        None => {
+            let (last_seq, _) = horizon(&mut tx, account).await?;
+            let pinned = token_for(&mut tx, account, last_seq).await?;
+            Cursor {
+                pinned: parse_token(&pinned).expect("a token this server made"),
+                entity: 0,
+                after: None,
+            }
+        }
+    };
     let big = big_type(d);
     let mut out = Vec::new();
     while out.len() < limit as usize && cur.entity < state.entity_order.len() {
@@ -915,7 +1065,7 @@ pub(crate) async fn snapshot(
         let mut cols = record_columns(d, e);
         cols.push(sel(d, &e.id_field().column));
         let id_col = q(d, &e.id_field().column);
-        let mut args = vec![Arg::Text(account.into()), Arg::Int(cur.pinned)];
+        let mut args = vec![Arg::Text(account.into()), Arg::Int(cur.pinned.seq)];
         let after = match cur.after {
             Some(id) => {
                 args.push(Arg::Text(id.to_string()));
@@ -955,7 +1105,10 @@ pub(crate) async fn snapshot(
         }
     }
     tx.commit().await?;
-    let pinned = cur.pinned;
+    let pinned = match &cur.pinned.tag {
+        Some(tag) => format!("t2.{}.{tag}", cur.pinned.seq),
+        None => format!("t1.{}", cur.pinned.seq),
+    };
     let next = (cur.entity < state.entity_order.len()).then_some(cur);
     Ok((out, next, pinned))
 }
@@ -1022,9 +1175,11 @@ pub(crate) async fn collect_garbage(
                 )
                 .await?;
         }
+        // The change at the horizon stays: tokens issued for it are still valid, and
+        // its commit time is what their tags are checked against.
         tx.execute(
             &format!(
-                "DELETE FROM {} WHERE {} = {} AND {} <= {}",
+                "DELETE FROM {} WHERE {} = {} AND {} < {}",
                 q(d, "sync_changes"),
                 q(d, "sync_account"),
                 ph(d, 1, "TEXT"),
@@ -1056,7 +1211,7 @@ pub(crate) async fn collect_garbage(
             q(d, "expires_at"),
             ph(d, 1, ts)
         ),
-        &[Arg::Text(crate::db::now())],
+        &[Arg::Text(state.now_text())],
     )
     .await?;
     tx.commit().await?;

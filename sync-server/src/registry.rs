@@ -14,12 +14,53 @@ pub(crate) enum PatchOutcome {
     Conflict(Vec<String>),
 }
 
-/// Checks a client's record: `(model, record, clocks) -> (canonical record, clocks)`.
+/// Checks a client's record: `(model, record, clocks, latest stamp millis) -> (canonical
+/// record, clocks)`.
 pub(crate) type CheckRecord =
-    fn(&'static Entity, Record, Option<Json>) -> Result<(Record, Json), String>;
+    fn(&'static Entity, Record, Option<Json>, u64) -> Result<(Record, Json), String>;
 
-/// Applies a patch: `(record, clocks, patch, same version) -> outcome`.
-pub(crate) type ApplyPatch = fn(&Record, &Json, &Json, bool) -> Result<PatchOutcome, String>;
+/// Applies a patch: `(record, clocks, patch, same version, latest stamp millis) -> outcome`.
+pub(crate) type ApplyPatch = fn(&Record, &Json, &Json, bool, u64) -> Result<PatchOutcome, String>;
+
+/// Brings a stamp from the server's future back to `max_millis` (the server's time plus
+/// its skew bound), keeping its counter and node so distinct stamps stay distinct.
+fn bound(text: &str, max_millis: u64) -> Option<String> {
+    let h: Hlc = text.parse().ok()?;
+    (h.millis > max_millis).then(|| Hlc::new(max_millis, h.counter, h.node).to_string())
+}
+
+/// [`bound`] on every stamp of a clocks object (`{field: stamp}`).
+fn bound_clocks(clocks: &mut Json, max_millis: u64) {
+    if let Some(map) = clocks.as_object_mut() {
+        for v in map.values_mut() {
+            if let Some(b) = v.as_str().and_then(|t| bound(t, max_millis)) {
+                *v = Json::String(b);
+            }
+        }
+    }
+}
+
+/// [`bound`] on the stamp of every `lww` operation of a patch (`{field: {set, hlc}}`).
+fn bound_patch(patch: &Json, max_millis: u64) -> std::borrow::Cow<'_, Json> {
+    let late = |op: &Json| {
+        op.get("hlc")
+            .and_then(Json::as_str)
+            .and_then(|t| bound(t, max_millis))
+    };
+    let Some(map) = patch.as_object() else {
+        return std::borrow::Cow::Borrowed(patch);
+    };
+    if !map.values().any(|op| late(op).is_some()) {
+        return std::borrow::Cow::Borrowed(patch);
+    }
+    let mut out = patch.clone();
+    for op in out.as_object_mut().expect("an object").values_mut() {
+        if let Some(b) = late(op) {
+            op["hlc"] = Json::String(b);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// The generated functions of one entity, behind plain function pointers.
 pub(crate) struct EntityOps {
@@ -66,7 +107,12 @@ fn check_record<T: Syncable>(
     model: &'static Entity,
     mut record: Record,
     clocks: Option<Json>,
+    max_millis: u64,
 ) -> Result<(Record, Json), String> {
+    let clocks = clocks.map(|mut c| {
+        bound_clocks(&mut c, max_millis);
+        c
+    });
     fill_defaults(model, &mut record);
     let mut value = T::from_record(&record).map_err(|e| e.to_string())?;
     value.normalize();
@@ -88,12 +134,14 @@ fn apply_patch<T: Syncable>(
     clocks: &Json,
     patch: &Json,
     same_version: bool,
+    max_millis: u64,
 ) -> Result<PatchOutcome, String> {
+    let patch = bound_patch(patch, max_millis);
     let mut value = T::from_record(current).map_err(|e| format!("stored record: {e}"))?;
     let mut clocks: T::Clocks =
         serde_json::from_value(clocks.clone()).map_err(|e| format!("stored clocks: {e}"))?;
     let patch: T::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid patch: {e}"))?;
+        serde_json::from_value(patch.into_owned()).map_err(|e| format!("invalid patch: {e}"))?;
     if same_version {
         value.apply(&patch);
         T::stamp(&mut clocks, &patch);

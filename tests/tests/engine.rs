@@ -135,19 +135,23 @@ impl Transport for Faulty {
         self.check()?;
         self.inner.health().await
     }
+
+    fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.server_time()
+    }
 }
 
 struct Device {
+    /// Added to the system clock for the store's wall clock (a device clock set wrong).
+    wall_skew_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Added to the real monotonic time for the engine's retry schedule.
+    mono_extra_ms: Arc<std::sync::atomic::AtomicU64>,
     engine: SyncEngine<Faulty>,
     faults: Arc<Mutex<Faults>>,
     log: Arc<Mutex<Vec<(String, Uuid)>>>,
     path: std::path::PathBuf,
     url: String,
     _dir: Option<tempfile::TempDir>,
-}
-
-fn open_store(path: &std::path::Path) -> LocalStore {
-    tasks::store_builder(path).unwrap().open().unwrap()
 }
 
 fn config(token: &str) -> EngineConfig {
@@ -167,8 +171,24 @@ impl Device {
         d
     }
 
-    fn open(url: &str, path: &std::path::Path, config: EngineConfig) -> Device {
-        let store = open_store(path);
+    fn open(url: &str, path: &std::path::Path, mut config: EngineConfig) -> Device {
+        let wall_skew_ms = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let skew = wall_skew_ms.clone();
+        let store = tasks::store_builder(path)
+            .unwrap()
+            .wall_clock(move || {
+                let real = chrono::Utc::now().timestamp_millis();
+                (real + skew.load(std::sync::atomic::Ordering::SeqCst)) as u64
+            })
+            .open()
+            .unwrap();
+        let mono_extra_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let extra = mono_extra_ms.clone();
+        let origin = std::time::Instant::now();
+        config.monotonic_clock = Arc::new(move || {
+            origin.elapsed()
+                + Duration::from_millis(extra.load(std::sync::atomic::Ordering::SeqCst))
+        });
         let faults = Arc::new(Mutex::new(Faults::default()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let transport = Faulty {
@@ -179,6 +199,8 @@ impl Device {
             log: log.clone(),
         };
         Device {
+            wall_skew_ms,
+            mono_extra_ms,
             engine: SyncEngine::new(store, transport, config),
             faults,
             log,
@@ -190,6 +212,18 @@ impl Device {
 
     fn store(&self) -> &LocalStore {
         self.engine.store()
+    }
+
+    /// Moves the engine's monotonic clock forward (time passes for retry schedules).
+    fn advance(&self, d: Duration) {
+        self.mono_extra_ms
+            .fetch_add(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sets the device's wall clock this far from the real time.
+    fn skew_wall_clock(&self, by: chrono::Duration) {
+        self.wall_skew_ms
+            .store(by.num_milliseconds(), std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn sync(&self) -> SyncReport {
@@ -622,15 +656,15 @@ async fn server_errors_back_off_then_die_and_can_be_retried() {
         next.timestamp() >= before.timestamp() + 29,
         "waits at least Retry-After"
     );
-    // The user retries; the server is back.
+    // The server is back, but the item waits out Retry-After (on the monotonic clock).
     a.faults.lock().unwrap().fail = None;
-    let conn = rusqlite::Connection::open(&a.path).unwrap();
-    conn.execute("UPDATE sync_outbox SET next_attempt_at = NULL", [])
-        .unwrap();
+    let r = a.sync().await;
+    assert_eq!(r.applied, 0, "{r:?}");
+    a.advance(Duration::from_secs(31));
     let r = a.sync().await;
     assert_eq!(r.applied, 1, "{r:?}");
     // Backoff grows and has jitter.
-    let delays: Vec<Duration> = (1..=4).map(|n| a.engine.backoff(n, None)).collect();
+    let delays: Vec<Duration> = (1..=4).map(|n| a.engine.backoff("k", n, None)).collect();
     assert!(delays[3] >= delays[0]);
     assert!(delays.iter().all(|d| *d <= Duration::from_millis(50)));
 }
@@ -929,4 +963,103 @@ async fn twin_creates_of_one_id_merge_field_by_field() {
         let t = d.store().get::<Task>(id).unwrap().unwrap();
         assert_eq!((t.likes, t.price_cents), (8, 500));
     }
+}
+
+/// Issue "Nothing lost at the edges", class 2: a push fails while the device clock runs
+/// five hours ahead, then the clock is corrected. The retry comes after its normal
+/// backoff: schedules are monotonic, never wall time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_corrected_after_a_failure_does_not_delay_the_retry() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    a.skew_wall_clock(chrono::Duration::hours(5));
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.faults.lock().unwrap().fail = Some((503, None, 1));
+    let r = a.sync().await;
+    assert!(matches!(r.paused, Some(PauseReason::Backoff(_))), "{r:?}");
+    a.skew_wall_clock(chrono::Duration::zero());
+    // The backoff (at most 50 ms here) passes on the monotonic clock.
+    a.advance(Duration::from_millis(60));
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1, "{r:?}");
+    // And the other way: a clock set back hours does not make the item wait either.
+    let t = task(p.id, "after a clock jump back");
+    a.store().create(&t).unwrap();
+    a.faults.lock().unwrap().fail = Some((503, None, 1));
+    a.sync().await;
+    a.skew_wall_clock(chrono::Duration::hours(-5));
+    a.advance(Duration::from_millis(60));
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1, "{r:?}");
+}
+
+/// Class 2: once a device has talked to the server, its hybrid logical clock follows the
+/// server's time; and the server bounds a stamp from its future. A device five hours
+/// ahead that never synced cannot make its edit win over a later edit of another device
+/// for longer than the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_clock_hours_off_follows_the_server_and_cannot_win_beyond_the_bound() {
+    let s = server().await;
+    let ahead = Device::new(&s.url);
+    let other = Device::new(&s.url);
+    let p = project();
+    let t = task(p.id, "original");
+    other.store().create(&p).unwrap();
+    other.store().create(&t).unwrap();
+    other.sync_until_quiet().await;
+    ahead.sync().await;
+    // The first sync taught the device the offset to the server's clock.
+    ahead.skew_wall_clock(chrono::Duration::hours(5));
+    ahead.sync().await;
+    let offset = ahead.store().clock_offset_ms();
+    assert!(
+        (offset + 5 * 3_600_000).abs() < 5_000,
+        "offset {offset} ms, expected about -5 h"
+    );
+    // Its edits are stamped in the server's time: a later edit elsewhere wins.
+    let mut mine = ahead.store().get::<Task>(t.id).unwrap().unwrap();
+    mine.title = "from the device 5 h ahead".into();
+    ahead.store().update(&mine).unwrap();
+    let stamp = ahead
+        .store()
+        .record_meta::<Task>(t.id)
+        .unwrap()
+        .unwrap()
+        .updated_at;
+    let now = chrono::Utc::now().timestamp_millis() as u64;
+    assert!(stamp.millis <= now + 5_000, "stamp {stamp} vs now {now}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut theirs = other.store().get::<Task>(t.id).unwrap().unwrap();
+    theirs.title = "later, elsewhere".into();
+    other.store().update(&theirs).unwrap();
+    ahead.sync_until_quiet().await;
+    other.sync_until_quiet().await;
+    ahead.sync().await;
+    for d in [&ahead, &other] {
+        assert_eq!(
+            d.store().get::<Task>(t.id).unwrap().unwrap().title,
+            "later, elsewhere"
+        );
+    }
+    // A device that never talked to the server, five hours ahead: the server brings its
+    // stamp back to its own time plus the bound (60 s by default).
+    let fresh = Device::new(&s.url);
+    fresh.skew_wall_clock(chrono::Duration::hours(5));
+    let p2 = project();
+    fresh.store().create(&p2).unwrap();
+    fresh.sync_until_quiet().await;
+    let c = support::Client::new(&s.url, "token-a");
+    let (all, _) = c.pull_all(None, 1000).await;
+    let stored = all
+        .iter()
+        .rev()
+        .find(|r| r["entity_id"] == serde_json::json!(p2.id))
+        .unwrap();
+    let stamp: Hlc = stored["clocks"]["name"].as_str().unwrap().parse().unwrap();
+    let now = chrono::Utc::now().timestamp_millis() as u64;
+    assert!(
+        stamp.millis <= now + 61_000,
+        "stored stamp {stamp} is beyond the server's time plus the bound"
+    );
 }

@@ -60,7 +60,7 @@ async fn run(backend: Backend, seconds: u64) {
                     seen.push(ch["entity_id"].as_str().unwrap().to_string());
                 }
                 let next = body["next_token"].as_str().unwrap().to_string();
-                let seq: i64 = next.trim_start_matches("t1.").parse().unwrap();
+                let seq: i64 = next.split('.').nth(1).unwrap().parse().unwrap();
                 assert!(seq >= last_seq, "tokens never go back");
                 last_seq = seq;
                 token = next;

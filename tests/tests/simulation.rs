@@ -1,15 +1,24 @@
 //! Deterministic fault simulation: N clients, each with its own `LocalStore` on a real
 //! SQLite file, and the reference server, in one process, driven by one seeded generator.
 //! Random creates, updates of every merge strategy, deletes, recreates and conflict
-//! resolutions; faults at random points: request dropped, response dropped after the
-//! server applied it, duplicate and delayed delivery, 5xx and 429, token expiry, a client
-//! crash mid-push (every in-memory object dropped, the database reopened) and server
-//! restarts. After quiescence (faults off, everyone syncs until the outboxes are empty)
-//! every replica equals the server, every counter equals the sum of all increments ever
-//! made (exactly once), and no outbox item is left `sending` or dead.
+//! resolutions; twin creates (one fixed id created on several clients with no common
+//! base); dependency chains of depth three saved in reverse (comment, task, project);
+//! values the protocol refuses (refused by the store, and sent raw by an "old client"
+//! next to a good create); device clocks set hours ahead or behind and corrected later
+//! (the server's clock and the engines' monotonic retry clock are the simulation's own,
+//! and backoffs really wait on the latter); faults at random points: request dropped, response dropped
+//! after the server applied it, duplicate and delayed delivery, 5xx and 429, token
+//! expiry, a client crash mid-push (every in-memory object dropped, the database
+//! reopened) and server restarts. After quiescence (faults off, everyone syncs until the
+//! outboxes are empty) every replica equals the server (tasks, projects and comments),
+//! every counter equals the sum of all increments ever made, twin creates' initial
+//! values included (exactly once), no create reached the server before the create of a
+//! record it references, and no outbox item is left `sending` or dead.
 //!
-//! `SYNC_SIM_SEEDS=N` runs seeds 0..N (default 1000); `SYNC_SIM_SEED=S` runs one seed
-//! and prints its trace. Each failure prints the command that reproduces it.
+//! `SYNC_SIM_SEEDS=N` runs seeds 0..N (default 1000 in a release build, 300 in a debug
+//! one; CI runs 10,000 in release); `SYNC_SIM_SEED=S` runs one seed and prints its
+//! trace. Each failure prints the command that reproduces it. `simulation_seeds_postgres`
+//! runs the same against the server on PostgreSQL (`SYNC_SIM_PG_SEEDS`).
 #![allow(missing_docs)]
 
 mod support;
@@ -60,7 +69,22 @@ struct Faults {
     delayed: Vec<Json>,
 }
 
+/// What the simulation checks about the order in which creates reach the server.
+#[derive(Default)]
+struct Order {
+    /// Records whose create the server applied.
+    known: BTreeSet<Uuid>,
+    /// Records created as part of a dependency chain, with the record each references
+    /// (dropped when the parent is deleted before it was sent).
+    parents: BTreeMap<Uuid, Uuid>,
+    /// Creates that reached the server before the create of their parent.
+    violations: Vec<String>,
+}
+
 struct SimTransport {
+    /// The server's wall clock (milliseconds), which its responses report.
+    server_wall: Arc<AtomicU64>,
+    order: Arc<Mutex<Order>>,
     router: Arc<Mutex<axum::Router>>,
     faults: Arc<Mutex<Faults>>,
     rng: Arc<Mutex<Rng>>,
@@ -156,6 +180,26 @@ impl Transport for SimTransport {
         request: &PushRequest,
     ) -> Result<PushResponse, TransportError> {
         self.pre_faults()?;
+        {
+            let mut o = self.order.lock().unwrap();
+            for (k, m) in request.mutations.iter().enumerate() {
+                if m.op != sync_runtime::protocol::MutationOp::Create {
+                    continue;
+                }
+                if let Some(parent) = o.parents.get(&m.entity_id).copied() {
+                    let earlier = request.mutations[..k].iter().any(|x| {
+                        x.entity_id == parent && x.op == sync_runtime::protocol::MutationOp::Create
+                    });
+                    if !earlier && !o.known.contains(&parent) {
+                        let v = format!(
+                            "the create of {} {} was sent before the create of {parent}, which it references",
+                            m.entity_type, m.entity_id
+                        );
+                        o.violations.push(v);
+                    }
+                }
+            }
+        }
         let body = serde_json::to_value(request).unwrap();
         if self.roll(4) {
             self.note("fault: push delayed".into());
@@ -166,6 +210,18 @@ impl Transport for SimTransport {
             std::mem::take(&mut f.crash_next_push)
         };
         let mut response = self.send("POST", "/push", Some(&body)).await?;
+        {
+            let mut o = self.order.lock().unwrap();
+            for (m, r) in request
+                .mutations
+                .iter()
+                .zip(response["results"].as_array().into_iter().flatten())
+            {
+                if m.op == sync_runtime::protocol::MutationOp::Create && r["status"] == "applied" {
+                    o.known.insert(m.entity_id);
+                }
+            }
+        }
         if crash {
             self.note("fault: client crashed after the server applied its push".into());
             self.faults.lock().unwrap().crashed = true;
@@ -252,6 +308,14 @@ impl Transport for SimTransport {
     async fn health(&self) -> Result<(), TransportError> {
         Ok(())
     }
+
+    fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        millis_to_time(self.server_wall.load(Ordering::SeqCst))
+    }
+}
+
+fn millis_to_time(ms: u64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)
 }
 
 struct Client {
@@ -274,30 +338,86 @@ struct Sim {
     /// Every increment ever made to a record's `likes`, by any client.
     increments: BTreeMap<Uuid, i64>,
     ids: Vec<Uuid>,
+    /// Ids every client may create on its own (an app's fixed per-user record): twins.
+    shared_ids: Vec<Uuid>,
+    order: Arc<Mutex<Order>>,
+    /// The server's wall clock; every client's `wall` drifts from it, or is set hours off.
+    server_wall: Arc<AtomicU64>,
+    /// The monotonic clock of every engine's retry schedule (milliseconds).
+    mono: Arc<AtomicU64>,
+    db: ServerDb,
 }
 
-fn server_migrations() -> Migrations {
-    Migrations::embedded(include!(
-        "../../examples/tasks/generated/server_sqlite_migrations.rs"
-    ))
-    .unwrap()
+/// Where every clock of a run starts (2027-01-15).
+const START_MILLIS: u64 = 1_800_000_000_000;
+
+fn sim_task(id: Uuid, project_id: Uuid, title: String, likes: i64, price_cents: i64) -> Task {
+    Task {
+        id,
+        project_id,
+        title,
+        status: "open".into(),
+        tags: BTreeSet::new(),
+        likes,
+        price_cents,
+        due: None,
+        meta: Default::default(),
+        r#type: None,
+        draft: None,
+    }
 }
 
-async fn open_server(path: &std::path::Path) -> Server {
-    Server::builder()
+/// The server's database: a SQLite file, or a PostgreSQL schema of its own.
+#[derive(Clone)]
+enum ServerDb {
+    Sqlite(std::path::PathBuf),
+    /// The URL that uses the schema, the base URL and the schema's name.
+    Postgres(String, String, String),
+}
+
+async fn open_server(db: &ServerDb, wall: Arc<AtomicU64>) -> Server {
+    let builder = Server::builder()
+        .clock(move || millis_to_time(wall.load(Ordering::SeqCst)).unwrap_or_default())
         .entity::<Project>()
         .entity::<Task>()
         .entity::<Comment>()
-        .token_verifier(StaticTokens::new([("sim-token", "sim")]))
-        .open_sqlite(path, server_migrations())
-        .await
-        .unwrap()
+        .token_verifier(StaticTokens::new([("sim-token", "sim")]));
+    match db {
+        ServerDb::Sqlite(path) => builder
+            .open_sqlite(
+                path,
+                Migrations::embedded(include!(
+                    "../../examples/tasks/generated/server_sqlite_migrations.rs"
+                ))
+                .unwrap(),
+            )
+            .await
+            .unwrap(),
+        ServerDb::Postgres(url, _, _) => builder
+            .connect_postgres(
+                url,
+                Migrations::embedded(include!(
+                    "../../examples/tasks/generated/server_postgres_migrations.rs"
+                ))
+                .unwrap(),
+            )
+            .await
+            .unwrap(),
+    }
 }
 
 impl Sim {
-    async fn new(seed: u64, clients: usize) -> Sim {
+    async fn new(seed: u64, clients: usize, postgres: Option<&str>) -> Sim {
         let dir = tempfile::tempdir().unwrap();
-        let server = open_server(&dir.path().join("server.db")).await;
+        let server_wall = Arc::new(AtomicU64::new(START_MILLIS));
+        let db = match postgres {
+            Some(base) => {
+                let (url, schema) = support::fresh_schema(base).await;
+                ServerDb::Postgres(url, base.to_string(), schema)
+            }
+            None => ServerDb::Sqlite(dir.path().join("server.db")),
+        };
+        let server = open_server(&db, server_wall.clone()).await;
         let router = Arc::new(Mutex::new(server.router()));
         let mut sim = Sim {
             rng: Arc::new(Mutex::new(Rng(seed))),
@@ -309,12 +429,18 @@ impl Sim {
             touched_by_delete: BTreeSet::new(),
             increments: BTreeMap::new(),
             ids: Vec::new(),
+            shared_ids: Vec::new(),
+            order: Arc::new(Mutex::new(Order::default())),
+            server_wall,
+            mono: Arc::new(AtomicU64::new(0)),
+            db,
             dir,
         };
+        sim.shared_ids = (0..2).map(|_| sim.rng.lock().unwrap().uuid()).collect();
         for i in 0..clients {
             let name = format!("c{i}");
             let path = sim.dir.path().join(format!("{name}.db"));
-            let wall = Arc::new(AtomicU64::new(1_800_000_000_000));
+            let wall = Arc::new(AtomicU64::new(START_MILLIS));
             let mut c = Client {
                 name,
                 path,
@@ -338,6 +464,8 @@ impl Sim {
             .open()
             .unwrap();
         let transport = SimTransport {
+            server_wall: self.server_wall.clone(),
+            order: self.order.clone(),
             router: self.router.clone(),
             faults: self.faults.clone(),
             rng: self.rng.clone(),
@@ -346,8 +474,14 @@ impl Sim {
         };
         let mut cfg = EngineConfig::new("sim", "sim-token");
         cfg.refresher = Some(Arc::new(|| Some("sim-token".to_string())));
-        cfg.backoff_base = std::time::Duration::ZERO;
-        cfg.backoff_cap = std::time::Duration::ZERO;
+        // Backoff measured on the simulation's monotonic clock, which advances a few
+        // milliseconds a step: failed items really wait, and wall-clock jumps must not
+        // change how long.
+        cfg.backoff_base = std::time::Duration::from_millis(1);
+        cfg.backoff_cap = std::time::Duration::from_millis(6);
+        let mono = self.mono.clone();
+        cfg.monotonic_clock =
+            Arc::new(move || std::time::Duration::from_millis(mono.load(Ordering::SeqCst)));
         cfg.max_attempts = 1_000_000;
         cfg.page_size = 7;
         c.engine = Some(SyncEngine::new(store, transport, cfg));
@@ -403,7 +537,7 @@ impl Sim {
     async fn restart_server(&mut self) {
         self.note("server restart".into());
         self.server = None;
-        let server = open_server(&self.dir.path().join("server.db")).await;
+        let server = open_server(&self.db, self.server_wall.clone()).await;
         *self.router.lock().unwrap() = server.router();
         self.server = Some(server);
     }
@@ -414,10 +548,13 @@ impl Sim {
             c.wall
                 .fetch_add(1 + self.rng.lock().unwrap().below(3), Ordering::SeqCst);
         }
+        let tick = 1 + self.rng.lock().unwrap().below(3);
+        self.server_wall.fetch_add(tick, Ordering::SeqCst);
+        self.mono.fetch_add(tick, Ordering::SeqCst);
         let store = self.clients[i].engine.as_ref().unwrap().store().clone();
         let name = self.clients[i].name.clone();
         let live: Vec<Task> = store.list::<Task>().unwrap();
-        match self.r(100) {
+        match self.r(110) {
             0..=19 => {
                 let id = self.rng.lock().unwrap().uuid();
                 let t = Task {
@@ -462,6 +599,8 @@ impl Sim {
                 let t = &live[self.r(live.len() as u64) as usize];
                 store.delete::<Task>(t.id).unwrap();
                 self.touched_by_delete.insert(t.id);
+                // Children of a task deleted before it was sent point at nothing.
+                self.order.lock().unwrap().parents.retain(|_, p| *p != t.id);
                 self.note(format!("{name} delete {}", t.id));
             }
             62..=64 if !self.ids.is_empty() => {
@@ -518,6 +657,115 @@ impl Sim {
                     self.note("late delivery of an old push".into());
                 }
             }
+            100..=102 => {
+                // Twin creates: a fixed id this client does not hold yet, which another
+                // client may have created too (and may already be on the server).
+                let id = self.shared_ids[self.r(self.shared_ids.len() as u64) as usize];
+                if store.record_meta::<Task>(id).unwrap().is_none() {
+                    let likes = self.r(3) as i64;
+                    let mut t = sim_task(id, id, format!("twin {name}"), likes, self.r(3) as i64);
+                    t.tags.insert(format!("g{i}"));
+                    store.create(&t).unwrap();
+                    *self.increments.entry(id).or_default() += likes;
+                    if !self.ids.contains(&id) {
+                        self.ids.push(id);
+                    }
+                    self.note(format!("{name} twin create {id} (likes {likes})"));
+                }
+            }
+            103..=104 => {
+                // A dependency chain of depth three, saved in reverse: the comment, then
+                // its task, then the task's project.
+                let (p, t, c) = {
+                    let mut rng = self.rng.lock().unwrap();
+                    (rng.uuid(), rng.uuid(), rng.uuid())
+                };
+                store
+                    .create(&Comment {
+                        id: c,
+                        task_id: t,
+                        body: "first".into(),
+                    })
+                    .unwrap();
+                store
+                    .create(&sim_task(t, p, "in a chain".into(), 0, 0))
+                    .unwrap();
+                store
+                    .create(&Project {
+                        id: p,
+                        name: "chain".into(),
+                        created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                    })
+                    .unwrap();
+                self.ids.push(t);
+                {
+                    let mut o = self.order.lock().unwrap();
+                    o.parents.insert(c, t);
+                    o.parents.insert(t, p);
+                }
+                self.note(format!(
+                    "{name} chain comment {c} -> task {t} -> project {p}"
+                ));
+            }
+            105 => {
+                // A value the protocol refuses: the store refuses it at the write and
+                // nothing changes; an old client that sends one anyway (raw, next to a
+                // good create) gets a 422 for that mutation alone.
+                let before = store.outbox().unwrap().len();
+                let id = self.rng.lock().unwrap().uuid();
+                let bad = sim_task(id, id, "bad\u{0}".into(), 0, 0);
+                let refused = store.create(&bad);
+                assert!(
+                    matches!(refused, Err(sync_runtime::store::StoreError::Invalid(_))),
+                    "{refused:?}"
+                );
+                assert_eq!(store.outbox().unwrap().len(), before);
+                let good = self.rng.lock().unwrap().uuid();
+                let mutation = |t: &Task| {
+                    serde_json::json!({
+                        "idempotency_key": Uuid::from_u128(u128::from(self.rng.lock().unwrap().next())).to_string(),
+                        "entity_type": "task", "entity_id": t.id, "op": "create",
+                        "record": t.to_record().unwrap(), "clocks": {}
+                    })
+                };
+                let body = serde_json::json!({
+                    "mutations": [mutation(&sim_task(good, good, "old client".into(), 0, 0)), mutation(&bad)]
+                });
+                let t = self.clients[i].engine.as_ref().unwrap().transport();
+                let r = t.send("POST", "/push", Some(&body)).await.unwrap();
+                let statuses: Vec<&str> = r["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["status"].as_str().unwrap())
+                    .collect();
+                assert_eq!(statuses, ["applied", "rejected"], "{r}");
+                self.ids.push(good);
+                self.note(format!("an old client pushed {good} and a refused value"));
+            }
+            106..=107 => {
+                // A device clock set hours wrong (ahead or behind).
+                let hours = 1 + self.r(6);
+                let ahead = self.r(2) == 0;
+                let by = hours * 3_600_000;
+                let w = &self.clients[i].wall;
+                if ahead {
+                    w.fetch_add(by, Ordering::SeqCst);
+                } else {
+                    w.fetch_sub(by, Ordering::SeqCst);
+                }
+                self.note(format!(
+                    "{name} clock set {hours} h {}",
+                    if ahead { "ahead" } else { "behind" }
+                ));
+            }
+            108..=109 => {
+                // The device's clock corrected (to the server's, give or take a second).
+                let drift = self.r(2000);
+                let w = self.server_wall.load(Ordering::SeqCst) + drift;
+                self.clients[i].wall.store(w, Ordering::SeqCst);
+                self.note(format!("{name} clock corrected"));
+            }
             _ => {}
         }
     }
@@ -525,6 +773,8 @@ impl Sim {
     async fn quiesce(&mut self) -> Result<(), String> {
         self.faults.lock().unwrap().on = false;
         for _round in 0..30 {
+            // Time passes: every backoff runs out.
+            self.mono.fetch_add(10, Ordering::SeqCst);
             let mut busy = false;
             for i in 0..self.clients.len() {
                 let store = self.clients[i].engine.as_ref().unwrap().store().clone();
@@ -562,8 +812,27 @@ impl Sim {
                 .await
                 .map_err(|e| e.to_string())?;
             for r in page.records {
-                if r.entity_type == "task" && !r.deleted {
-                    server.insert(r.entity_id.to_string(), Json::Object(r.record));
+                if !r.deleted {
+                    // Through the typed value, as the clients hold it (timestamps in
+                    // one canonical form).
+                    let (key, record) = match r.entity_type.as_str() {
+                        "task" => (r.entity_id.to_string(), r.record),
+                        "project" => (
+                            format!("project {}", r.entity_id),
+                            Project::from_record(&r.record)
+                                .unwrap()
+                                .to_record()
+                                .unwrap(),
+                        ),
+                        _ => (
+                            format!("{} {}", r.entity_type, r.entity_id),
+                            Comment::from_record(&r.record)
+                                .unwrap()
+                                .to_record()
+                                .unwrap(),
+                        ),
+                    };
+                    server.insert(key, Json::Object(record));
                 }
             }
             cursor = page.next_cursor;
@@ -573,12 +842,24 @@ impl Sim {
         }
         for c in &self.clients {
             let store = c.engine.as_ref().unwrap().store();
-            let local: BTreeMap<String, Json> = store
+            let mut local: BTreeMap<String, Json> = store
                 .list::<Task>()
                 .unwrap()
                 .into_iter()
                 .map(|t| (t.id.to_string(), Json::Object(t.to_record().unwrap())))
                 .collect();
+            for p in store.list::<Project>().unwrap() {
+                local.insert(
+                    format!("project {}", p.id),
+                    Json::Object(p.to_record().unwrap()),
+                );
+            }
+            for c in store.list::<Comment>().unwrap() {
+                local.insert(
+                    format!("comment {}", c.id),
+                    Json::Object(c.to_record().unwrap()),
+                );
+            }
             if local != server {
                 let only_here: Vec<&String> =
                     local.keys().filter(|k| !server.contains_key(*k)).collect();
@@ -604,6 +885,9 @@ impl Sim {
                 ));
             }
         }
+        if let Some(v) = self.order.lock().unwrap().violations.first() {
+            return Err(v.clone());
+        }
         for (id, inc) in &self.increments {
             if self.touched_by_delete.contains(id) {
                 continue;
@@ -621,8 +905,8 @@ impl Sim {
     }
 }
 
-async fn run_seed(seed: u64, steps: usize) -> Result<Vec<String>, String> {
-    let mut sim = Sim::new(seed, 3).await;
+async fn run_seed(seed: u64, steps: usize, postgres: Option<&str>) -> Result<Vec<String>, String> {
+    let mut sim = Sim::new(seed, 3, postgres).await;
     sim.faults.lock().unwrap().on = true;
     for _ in 0..steps {
         sim.step().await;
@@ -632,6 +916,18 @@ async fn run_seed(seed: u64, steps: usize) -> Result<Vec<String>, String> {
         Err(e) => Err(e),
     };
     let trace = sim.trace.lock().unwrap().clone();
+    sim.server = None;
+    *sim.router.lock().unwrap() = axum::Router::new();
+    if let ServerDb::Postgres(_, base, schema) = &sim.db {
+        use sqlx::Connection;
+        if let Ok(mut c) = sqlx::PgConnection::connect(base).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
+            .execute(&mut c)
+            .await;
+        }
+    }
     match result {
         Ok(()) => Ok(trace),
         Err(e) if std::env::var("SYNC_SIM_SEED").is_ok() => {
@@ -648,8 +944,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Seeds a run takes by default: CI runs the release build with `SYNC_SIM_SEEDS=10000`;
+/// a plain `cargo test` (a debug build, about ten times slower) runs fewer.
+const DEFAULT_SEEDS: u64 = if cfg!(debug_assertions) { 300 } else { 1000 };
+
 #[test]
 fn simulation_seeds() {
+    run_seeds("SYNC_SIM_SEEDS", DEFAULT_SEEDS, None);
+}
+
+/// The same simulation against the reference server on PostgreSQL
+/// (`SYNC_TEST_POSTGRES_URL`; fewer seeds: `SYNC_SIM_PG_SEEDS`, default 30, or 500 in a
+/// release build).
+#[test]
+fn simulation_seeds_postgres() {
+    let Some(base) = support::postgres_url() else {
+        eprintln!("skipped: SYNC_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let default = if cfg!(debug_assertions) { 30 } else { 500 };
+    run_seeds("SYNC_SIM_PG_SEEDS", default, Some(&base));
+}
+
+fn run_seeds(count_var: &str, default: u64, postgres: Option<&str>) {
     let (first, count) = match std::env::var("SYNC_SIM_SEED")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -657,10 +974,10 @@ fn simulation_seeds() {
         Some(s) => (s, 1),
         None => (
             0,
-            std::env::var("SYNC_SIM_SEEDS")
+            std::env::var(count_var)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(1000),
+                .unwrap_or(default),
         ),
     };
     let steps = std::env::var("SYNC_SIM_STEPS")
@@ -670,7 +987,7 @@ fn simulation_seeds() {
     let rt = runtime();
     let mut failures = Vec::new();
     for seed in first..first + count {
-        match rt.block_on(run_seed(seed, steps)) {
+        match rt.block_on(run_seed(seed, steps, postgres)) {
             Ok(trace) => {
                 if count == 1 {
                     for line in trace {
@@ -679,8 +996,13 @@ fn simulation_seeds() {
                 }
             }
             Err(e) => {
+                let test = if postgres.is_some() {
+                    "simulation_seeds_postgres"
+                } else {
+                    "simulation_seeds"
+                };
                 failures.push(format!(
-                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test -p sync-tests --test simulation -- --nocapture"
+                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test --release -p sync-tests --test simulation -- {test} --nocapture"
                 ));
                 if failures.len() >= 5 {
                     break;
@@ -700,8 +1022,8 @@ fn simulation_seeds() {
 fn the_same_seed_gives_the_same_trace() {
     let rt = runtime();
     for seed in [3, 17] {
-        let a = rt.block_on(run_seed(seed, 60)).unwrap();
-        let b = rt.block_on(run_seed(seed, 60)).unwrap();
+        let a = rt.block_on(run_seed(seed, 60, None)).unwrap();
+        let b = rt.block_on(run_seed(seed, 60, None)).unwrap();
         assert_eq!(a, b, "seed {seed}");
     }
 }

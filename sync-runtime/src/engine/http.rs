@@ -1,5 +1,6 @@
 //! The HTTP transport (reqwest).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::protocol::{
@@ -14,6 +15,8 @@ pub struct HttpTransport {
     client: reqwest::Client,
     base_url: String,
     fingerprint: Option<String>,
+    /// The `Date` of the last response (the server's clock).
+    server_time: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
 }
 
 impl HttpTransport {
@@ -36,6 +39,7 @@ impl HttpTransport {
             client,
             base_url: base_url.into().trim_end_matches('/').to_string(),
             fingerprint: None,
+            server_time: Arc::default(),
         })
     }
 
@@ -58,9 +62,11 @@ impl HttpTransport {
     }
 
     async fn send<R: serde::de::DeserializeOwned>(
+        &self,
         req: reqwest::RequestBuilder,
     ) -> Result<R, TransportError> {
         let res = req.send().await.map_err(map_error)?;
+        self.note_date(res.headers());
         let status = res.status().as_u16();
         // The server's request id, so a client log line can be matched with the server's.
         if let Some(id) = res
@@ -99,6 +105,20 @@ impl HttpTransport {
     }
 }
 
+impl HttpTransport {
+    /// Keeps the server's time from a response's `Date` header (RFC 9110, one-second
+    /// resolution).
+    fn note_date(&self, headers: &reqwest::header::HeaderMap) {
+        let date = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok());
+        if let Some(d) = date {
+            *self.server_time.lock().unwrap_or_else(|e| e.into_inner()) = Some(d.to_utc());
+        }
+    }
+}
+
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -131,7 +151,7 @@ impl Transport for HttpTransport {
         token: &str,
         request: &PushRequest,
     ) -> Result<PushResponse, TransportError> {
-        Self::send(
+        self.send(
             self.request(reqwest::Method::POST, "/push", token)
                 .json(request),
         )
@@ -150,7 +170,8 @@ impl Transport for HttpTransport {
             Some(s) => format!("/changes?limit={limit}&since={}", escape(s)),
             None => format!("/changes?limit={limit}"),
         };
-        Self::send(self.request(reqwest::Method::GET, &path, token)).await
+        self.send(self.request(reqwest::Method::GET, &path, token))
+            .await
     }
 
     async fn snapshot(
@@ -163,7 +184,12 @@ impl Transport for HttpTransport {
             Some(c) => format!("/snapshot?limit={limit}&cursor={}", escape(c)),
             None => format!("/snapshot?limit={limit}"),
         };
-        Self::send(self.request(reqwest::Method::GET, &path, token)).await
+        self.send(self.request(reqwest::Method::GET, &path, token))
+            .await
+    }
+
+    fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self.server_time.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn health(&self) -> Result<(), TransportError> {
@@ -173,6 +199,7 @@ impl Transport for HttpTransport {
             .send()
             .await
             .map_err(map_error)?;
+        self.note_date(res.headers());
         if res.status().is_success() {
             Ok(())
         } else {

@@ -84,10 +84,28 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SnapshotResponse, TransportError>> + Send;
     /// `GET /health`: whether the server is reachable (the reachability check).
     fn health(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// The server's wall time as of the last response (its `Date` header), if known. The
+    /// engine hands it to [`LocalStore::observe_server_time`] after every request, so
+    /// the device's hybrid logical clock follows the server's time. `None` (the default)
+    /// leaves the device's clock as it is.
+    fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
 }
 
 /// Gives the engine a fresh bearer token when the server answers 401/403.
 pub type TokenRefresher = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// A monotonic clock: time since an arbitrary origin that never goes backwards and does
+/// not follow changes of the device's wall clock. Retry schedules are measured on it.
+pub type MonotonicClock = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// The default [`MonotonicClock`]: [`std::time::Instant`] since the first call.
+fn system_monotonic() -> Duration {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed()
+}
 
 /// Engine settings.
 #[derive(Clone)]
@@ -108,6 +126,9 @@ pub struct EngineConfig {
     pub backoff_base: Duration,
     /// The longest retry delay (default 15 min).
     pub backoff_cap: Duration,
+    /// Where retry schedules read the time (default: [`std::time::Instant`]). Tests move
+    /// it; see [`MonotonicClock`].
+    pub monotonic_clock: MonotonicClock,
 }
 
 impl EngineConfig {
@@ -122,6 +143,7 @@ impl EngineConfig {
             max_attempts: 8,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(15 * 60),
+            monotonic_clock: Arc::new(system_monotonic),
         }
     }
 }
@@ -195,6 +217,10 @@ pub struct SyncEngine<T: Transport> {
     config: EngineConfig,
     token: Mutex<String>,
     running: tokio::sync::Mutex<()>,
+    /// When each failed item may be tried again, on [`EngineConfig::monotonic_clock`].
+    /// In memory: after a restart, failed items are due at once (their attempts, and so
+    /// their next delay and when they go dead, are counted in the database).
+    retry_at: Mutex<std::collections::HashMap<i64, Duration>>,
 }
 
 impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
@@ -209,9 +235,14 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-fn jitter_fraction() -> f64 {
-    let r = Uuid::new_v4().as_u128() as u64;
-    (r >> 11) as f64 / (1u64 << 53) as f64
+/// A fraction in `[0, 1)` drawn from the item's idempotency key and attempt: spread over
+/// items (so retries of many devices do not align), the same for a given item and
+/// attempt (so a seeded run is reproducible).
+fn jitter_fraction(key: &str, attempt: i64) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key, attempt).hash(&mut h);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn to_mutation(item: &OutboxItem) -> Mutation {
@@ -251,6 +282,7 @@ impl<T: Transport> SyncEngine<T> {
             config,
             token,
             running: tokio::sync::Mutex::new(()),
+            retry_at: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -268,13 +300,14 @@ impl<T: Transport> SyncEngine<T> {
         self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The delay before attempt `attempt + 1`: exponential, capped, with jitter in
-    /// `[d/2, d]`, and never shorter than the server's `Retry-After`.
-    pub fn backoff(&self, attempt: i64, retry_after: Option<Duration>) -> Duration {
+    /// The delay before attempt `attempt + 1` of the item with idempotency key `key`:
+    /// exponential, capped, with jitter in `[d/2, d]` (drawn from the key and attempt),
+    /// and never shorter than the server's `Retry-After`.
+    pub fn backoff(&self, key: &str, attempt: i64, retry_after: Option<Duration>) -> Duration {
         let exp = 2f64.powi(attempt.clamp(1, 30) as i32 - 1);
         let d = (self.config.backoff_base.as_secs_f64() * exp)
             .min(self.config.backoff_cap.as_secs_f64());
-        let d = Duration::from_secs_f64(d * (0.5 + 0.5 * jitter_fraction()));
+        let d = Duration::from_secs_f64(d * (0.5 + 0.5 * jitter_fraction(key, attempt)));
         retry_after
             .map_or(d, |r| d.max(r))
             .min(self.config.backoff_cap.max(retry_after.unwrap_or_default()))
@@ -282,6 +315,21 @@ impl<T: Transport> SyncEngine<T> {
 
     /// Calls the server, refreshing the token once on 401/403.
     async fn call<R, F, Fut>(&self, f: F) -> Result<R, TransportError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<R, TransportError>>,
+    {
+        let result = self.call_once(f).await;
+        // A response (success or an error status) carries the server's time.
+        if matches!(&result, Ok(_) | Err(TransportError::Http { .. }))
+            && let Some(t) = self.transport.server_time()
+        {
+            self.store.observe_server_time(t);
+        }
+        result
+    }
+
+    async fn call_once<R, F, Fut>(&self, f: F) -> Result<R, TransportError>
     where
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<R, TransportError>>,
@@ -351,12 +399,23 @@ impl<T: Transport> SyncEngine<T> {
     async fn upload(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
         let mut batch_size = self.config.batch_size.max(1);
         loop {
-            let now = rfc3339(chrono::Utc::now());
-            let batch = self.store.next_batch(batch_size, &now)?;
+            let now = (self.config.monotonic_clock)();
+            let batch = {
+                let retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
+                self.store.next_batch(batch_size, |item| {
+                    retry_at.get(&item.id).is_none_or(|at| *at <= now)
+                })?
+            };
             if batch.is_empty() {
                 return Ok(Step::Done(()));
             }
             let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
+            {
+                let mut retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
+                for id in &ids {
+                    retry_at.remove(id);
+                }
+            }
             let request = PushRequest {
                 mutations: batch.iter().map(to_mutation).collect(),
             };
@@ -409,13 +468,23 @@ impl<T: Transport> SyncEngine<T> {
                         _ => None,
                     };
                     let permanent = matches!(&e, TransportError::Http { status, .. } if (400..500).contains(status) && ![408, 409, 425, 429].contains(status));
+                    let first = &batch[0];
                     let attempt = batch.iter().map(|i| i.attempt_count).max().unwrap_or(1);
                     let max_attempts = if permanent {
                         0
                     } else {
                         self.config.max_attempts
                     };
-                    let delay = self.backoff(attempt, retry_after);
+                    let delay = self.backoff(&first.idempotency_key, attempt, retry_after);
+                    // The schedule is monotonic; the wall time written beside it is for
+                    // display only (a device clock changed meanwhile moves nothing).
+                    {
+                        let due = now + delay;
+                        let mut retry_at = self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
+                        for id in &ids {
+                            retry_at.insert(*id, due);
+                        }
+                    }
                     let retry_at = rfc3339(
                         chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     );

@@ -170,6 +170,10 @@ pub enum Durability {
     Normal,
 }
 
+/// Offsets between the device's clock and the server's smaller than this (2 s) are
+/// ignored: the server's `Date` header has one-second resolution, and a request takes time.
+pub const CLOCK_OFFSET_RESOLUTION_MS: i64 = 2_000;
+
 /// A source of wall-clock milliseconds.
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// A source of idempotency keys.
@@ -299,6 +303,7 @@ impl StoreBuilder {
                     .collect(),
                 path: self.path,
                 wall_clock: self.wall_clock,
+                clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 key_source: self.key_source,
                 subscribers: Mutex::new(Vec::new()),
                 status_watchers: Mutex::new(Vec::new()),
@@ -423,6 +428,9 @@ struct Inner {
     tables: BTreeMap<String, Table>,
     path: PathBuf,
     wall_clock: Option<WallClock>,
+    /// Server time minus device time, in milliseconds, as last learned from a response
+    /// (0 until then, and when within [`CLOCK_OFFSET_RESOLUTION_MS`]).
+    clock_offset_ms: std::sync::atomic::AtomicI64,
     key_source: Option<KeySource>,
     subscribers: Mutex<Vec<mpsc::Sender<StoreEvent>>>,
     status_watchers: Mutex<Vec<mpsc::Sender<SyncStatus>>>,
@@ -742,12 +750,59 @@ impl LocalStore {
         }
     }
 
-    /// A new clock stamp for a local event.
+    /// A new clock stamp for a local event: the device's wall time corrected by the
+    /// offset learned from the server ([`LocalStore::observe_server_time`]).
     pub(crate) fn stamp(&self) -> Hlc {
+        let offset = self
+            .inner
+            .clock_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .clock
+            .now_at(self.device_wall_millis().saturating_add_signed(offset))
+    }
+
+    /// The device's wall time in milliseconds since the epoch (the store's wall clock).
+    fn device_wall_millis(&self) -> u64 {
         match &self.inner.wall_clock {
-            Some(w) => self.inner.clock.now_at(w()),
-            None => self.inner.clock.now(),
+            Some(w) => w(),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
         }
+    }
+
+    /// Learns the server's time, `server` (from a response's `Date` header): from now
+    /// on, local edits are stamped with the device's wall time plus the offset to the
+    /// server's, so a device whose clock runs hours ahead or behind stamps its edits in
+    /// the server's time. The offset is kept in memory and learned again from every
+    /// response (a device clock corrected meanwhile is followed at once); offsets within
+    /// [`CLOCK_OFFSET_RESOLUTION_MS`] (the `Date` header has one-second resolution, plus
+    /// latency) count as none. The [`SyncEngine`](crate::engine::SyncEngine) calls this
+    /// after every request.
+    ///
+    /// Returns the offset now in force, in milliseconds (server minus device).
+    pub fn observe_server_time(&self, server: chrono::DateTime<chrono::Utc>) -> i64 {
+        let device = i64::try_from(self.device_wall_millis()).unwrap_or(i64::MAX);
+        let offset = server.timestamp_millis().saturating_sub(device);
+        let offset = if offset.abs() < CLOCK_OFFSET_RESOLUTION_MS {
+            0
+        } else {
+            offset
+        };
+        self.inner
+            .clock_offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        offset
+    }
+
+    /// The offset in force (server time minus device time, milliseconds); see
+    /// [`LocalStore::observe_server_time`].
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.inner
+            .clock_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A new idempotency key.

@@ -800,12 +800,12 @@ enum Mark {
 fn plan_batch(
     items: &[OutboxItem],
     max: usize,
-    now: &str,
+    retry_due: impl Fn(&OutboxItem) -> bool,
     references: impl Fn(&OutboxItem) -> Vec<(String, Uuid)>,
 ) -> Plan {
     let due = |i: &OutboxItem| match i.status {
         OutboxStatus::Pending => true,
-        OutboxStatus::Failed => i.next_attempt_at.as_deref().is_none_or(|t| t <= now),
+        OutboxStatus::Failed => retry_due(i),
         OutboxStatus::Sending | OutboxStatus::Dead => false,
     };
     let own_reason = |i: &OutboxItem| match i.status {
@@ -1024,9 +1024,16 @@ impl LocalStore {
     /// waits, so one poisoned record never blocks the queue. A cycle of references
     /// between unsent creates is sent in queue order (the server does not enforce
     /// references), and each item of it says so in its `last_error`.
-    pub(crate) fn next_batch(&self, max: usize, now: &str) -> Result<Vec<OutboxItem>, StoreError> {
+    ///
+    /// `retry_due(item)` says whether a failed item's backoff is over (the engine keeps
+    /// the schedule, on a monotonic clock).
+    pub(crate) fn next_batch(
+        &self,
+        max: usize,
+        retry_due: impl Fn(&OutboxItem) -> bool,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let items = self.outbox()?;
-        let plan = plan_batch(&items, max, now, |item| self.references(item));
+        let plan = plan_batch(&items, max, retry_due, |item| self.references(item));
         let (chosen, waiting) = (plan.chosen, plan.notes);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1511,13 +1518,18 @@ mod tests {
         refs: &[&[(&str, u128)]],
         max: usize,
     ) -> (Vec<i64>, Vec<(i64, String)>) {
-        let p = plan_batch(items, max, "2100-01-01T00:00:00Z", |i| {
-            let n = (i.id - 1) as usize; // ids are 1, 2, ... in queue order
-            refs[n]
-                .iter()
-                .map(|(e, id)| (e.to_string(), Uuid::from_u128(*id)))
-                .collect()
-        });
+        let p = plan_batch(
+            items,
+            max,
+            |_| true,
+            |i| {
+                let n = (i.id - 1) as usize; // ids are 1, 2, ... in queue order
+                refs[n]
+                    .iter()
+                    .map(|(e, id)| (e.to_string(), Uuid::from_u128(*id)))
+                    .collect()
+            },
+        );
         (p.chosen.iter().map(|&n| items[n].id).collect(), p.notes)
     }
 
