@@ -52,6 +52,44 @@
 //! [`ServerBuilder::idempotency_retention`] (24 hours by default) and purged by
 //! [`Server::collect_garbage`].
 //!
+//! # Retention windows
+//!
+//! What the server forgets, and what a device away longer than the window sees, however
+//! long it was away:
+//! - **Tombstones and the change log** are collected by [`Server::collect_garbage`] (the
+//!   change at the new horizon stays, so tokens issued for it remain checkable). A change
+//!   token older than the horizon is 410 `token-expired`: the device takes a new
+//!   snapshot, and every record it holds as synced that neither the snapshot nor the
+//!   changes after it deliver is removed on the device (it was deleted and collected).
+//!   An update or delete that names a version this server issued for a record it no
+//!   longer holds, once the account has collected anything, is answered with a
+//!   *collected tombstone* (`deleted`, empty `record`): delete wins, as it does while the
+//!   tombstone exists, and the device drops the record and its pending edits. A record
+//!   created again after its collection starts above every collected version (at the
+//!   horizon plus one), so a device still holding the old tombstone takes the new record.
+//! - **Idempotency keys** are kept with their stored result for
+//!   [`ServerBuilder::idempotency_retention`] (24 hours by default). After that,
+//!   garbage collection compacts them: the result goes, the key, its request hash and
+//!   the outcome's kind stay, forever. A mutation re-sent after that however long is
+//!   answered with its outcome and the record as it is now, and counts once. The cost is
+//!   a small row per mutation ever received; bounding it needs devices to confirm what
+//!   they will never re-send (a per-device low-water mark), which is not built yet.
+//!
+//! # Restored or replaced databases
+//!
+//! Change tokens are `t2.<seq>.<tag>` and snapshot cursors carry the same tag: a hash of
+//! the account, the sequence number and the commit time of that change. A token ahead of
+//! the account's counter, or whose tag does not match the change this database holds
+//! under that number (a database restored from a backup and written to again, a
+//! replaced database, another account's token), is 410 `token-unknown`. The device
+//! then takes a new snapshot and, once caught up, creates again on the server every
+//! record it holds as synced that the server no longer has; an update of a record the
+//! server does not know (and did not collect) is turned into a create of the record as
+//! the device holds it. Not yet reconciled: a record both sides still hold whose
+//! server copy went back to an older version (edits lost by the restore to a record
+//! that survived it) keeps the server's copy. Legacy `t1.` tokens are checked against
+//! the counter and the horizon only.
+//!
 //! # Clocks
 //!
 //! `lww` fields carry hybrid-logical-clock stamps made on devices, whose clocks can be

@@ -87,11 +87,12 @@ async fn key_state(
     let rows = tx
         .query(
             &format!(
-                "SELECT {}, {}, {}, {} FROM {} WHERE {} = {} AND {} = {}",
+                "SELECT {}, {}, {}, {}, {} FROM {} WHERE {} = {} AND {} = {}",
                 sel(d, "request_hash"),
                 sel(d, "state"),
                 sel(d, "response_body"),
                 sel(d, "created_at"),
+                sel(d, "response_status"),
                 q(d, "sync_idempotency"),
                 q(d, "sync_account"),
                 ph(d, 1, "TEXT"),
@@ -108,7 +109,16 @@ async fn key_state(
         return Ok(KeyState::New);
     };
     let stored_hash = row[0].as_str().unwrap_or_default();
-    if row[1].as_str() == Some("done") {
+    if row[1].as_str() == Some("compacted") && stored_hash == request_hash {
+        // Processed long ago; its stored result was compacted away, its outcome kept
+        // (`response_status`). The mutation counts once: the answer is that outcome with
+        // the record as it is now.
+        let status = row[4].as_i64().unwrap_or(200);
+        return Ok(KeyState::Answer(
+            current_answer(state, tx, account, m, status).await?,
+        ));
+    }
+    if matches!(row[1].as_str(), Some("done" | "compacted")) {
         if stored_hash != request_hash {
             return Ok(KeyState::Answer(rejected(
                 &m.idempotency_key,
@@ -143,6 +153,77 @@ async fn key_state(
     })
 }
 
+/// A tombstone for a record the server no longer holds because garbage collection
+/// removed it: `deleted`, with an empty `record` (a real record always holds its id), so
+/// the client drops the record and whatever it still meant to send for it.
+fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
+    ServerRecord {
+        entity_type: e.name.clone(),
+        entity_id: id,
+        version,
+        server_updated_at: String::new(),
+        deleted: true,
+        record: sync_runtime::Record::new(),
+        clocks: Json::Object(serde_json::Map::new()),
+    }
+}
+
+/// A delete of a record deleted and collected already: done.
+fn applied_collected(key: &str, e: &Entity, m: &Mutation) -> MutationResult {
+    MutationResult::Applied {
+        idempotency_key: key.to_string(),
+        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
+    }
+}
+
+/// The answer to a mutation whose stored result was compacted, from the outcome kept
+/// (`status`: 200 applied, 409 conflict, else rejected): the record as it is now (or its
+/// collected tombstone). A conflict is answered as a conflict with the current record, so
+/// the client merges again; nothing of it was applied.
+async fn current_answer(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    status: i64,
+) -> Result<MutationResult, ServerError> {
+    if status != 200 && status != 409 {
+        return Ok(rejected(
+            &m.idempotency_key,
+            u16::try_from(status).unwrap_or(422),
+            "rejected-earlier",
+            "Rejected earlier",
+            "this mutation was rejected when it was first received; the details are no longer kept",
+        ));
+    }
+    let Some(ops) = state.entities.get(&m.entity_type) else {
+        return Ok(rejected(
+            &m.idempotency_key,
+            422,
+            "unknown-entity",
+            "Unknown entity type",
+            format!("entity type `{}` is not served here", m.entity_type),
+        ));
+    };
+    let e = ops.model;
+    let server = match load(tx, e, account, m.entity_id).await? {
+        Some(cur) => server_record(e, m.entity_id, cur),
+        None => collected(e, m.entity_id, m.base_version.unwrap_or(0)),
+    };
+    Ok(if status == 409 {
+        MutationResult::Conflict {
+            idempotency_key: m.idempotency_key.clone(),
+            server,
+            fields: Vec::new(),
+        }
+    } else {
+        MutationResult::Applied {
+            idempotency_key: m.idempotency_key.clone(),
+            server,
+        }
+    })
+}
+
 /// Stores a mutation's result under its key, in the transaction that applied it.
 async fn store_result(
     state: &State,
@@ -158,9 +239,15 @@ async fn store_result(
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string();
     let body = serde_json::to_string(result).expect("results serialise");
+    // The outcome's kind outlives the stored result (see `current_answer`).
+    let status = match result {
+        MutationResult::Applied { .. } => 200,
+        MutationResult::Conflict { .. } => 409,
+        MutationResult::Rejected { problem, .. } => i64::from(problem.status),
+    };
     tx.execute(
         &format!(
-            "INSERT INTO {t} ({a}, {k}, {h}, {s}, {rs}, {rb}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, 'done', 200, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO UPDATE SET {h} = excluded.{h}, {s} = 'done', {rs} = 200, {rb} = excluded.{rb}, {c} = excluded.{c}, {e} = excluded.{e}",
+            "INSERT INTO {t} ({a}, {k}, {h}, {s}, {rs}, {rb}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, 'done', {status}, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO UPDATE SET {h} = excluded.{h}, {s} = 'done', {rs} = excluded.{rs}, {rb} = excluded.{rb}, {c} = excluded.{c}, {e} = excluded.{e}",
             t = q(d, "sync_idempotency"),
             a = q(d, "sync_account"),
             k = q(d, "idempotency_key"),
@@ -607,7 +694,14 @@ async fn apply(
                     // New, or recreated after a delete: the record replaces the tombstone
                     // entirely, so nothing of the old record comes back.
                     let exists = other.is_some();
-                    let version = other.map_or(0, |c| c.version) + 1;
+                    // A record that is gone may have been collected, with versions a
+                    // device still holds: start above every collected version (a
+                    // record's version never exceeds its last change's number, and
+                    // collected changes lie at or below the horizon).
+                    let version = match other {
+                        Some(c) => c.version + 1,
+                        None => horizon(tx, account).await?.1 + 1,
+                    };
                     let ts = write(
                         tx,
                         e,
@@ -643,6 +737,15 @@ async fn apply(
                 ));
             };
             let Some(cur) = current else {
+                if m.base_version.is_some() && horizon(tx, account).await?.1 > 0 {
+                    // Made against a version this server issued, and gone: collected
+                    // after its delete. Delete wins, as it does while the tombstone lasts.
+                    return Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
+                        fields: Vec::new(),
+                    });
+                }
                 return Ok(rejected(
                     key,
                     422,
@@ -703,6 +806,10 @@ async fn apply(
             }
         }
         MutationOp::Delete => match current {
+            None if m.base_version.is_some() && horizon(tx, account).await?.1 > 0 => {
+                // Deleted and collected already: the delete is done.
+                Ok(applied_collected(key, e, m))
+            }
             None => Ok(rejected(
                 key,
                 422,
@@ -1204,14 +1311,24 @@ pub(crate) async fn collect_garbage(
         )
         .await?;
     }
+    // Idempotency keys past their retention are compacted, not deleted: the stored
+    // result goes, the key and its request hash stay (and leave the expiry index's range),
+    // so a device that re-sends the mutation however much later is answered with the
+    // record as it is now, and its mutation still counts once.
     tx.execute(
         &format!(
-            "DELETE FROM {} WHERE {} < {}",
-            q(d, "sync_idempotency"),
-            q(d, "expires_at"),
-            ph(d, 1, ts)
+            "UPDATE {t} SET {s} = 'compacted', {rb} = NULL, {e} = {far} WHERE {s} = 'done' AND {e} < {p1}",
+            t = q(d, "sync_idempotency"),
+            s = q(d, "state"),
+            rb = q(d, "response_body"),
+            e = q(d, "expires_at"),
+            far = ph(d, 2, ts),
+            p1 = ph(d, 1, ts),
         ),
-        &[Arg::Text(state.now_text())],
+        &[
+            Arg::Text(state.now_text()),
+            Arg::Text("9999-12-31T00:00:00.000000Z".into()),
+        ],
     )
     .await?;
     tx.commit().await?;

@@ -1063,3 +1063,180 @@ async fn a_device_clock_hours_off_follows_the_server_and_cannot_win_beyond_the_b
         "stored stamp {stamp} is beyond the server's time plus the bound"
     );
 }
+
+/// A SQLite server of its own, with short idempotency retention, on a free port.
+async fn sqlite_server_at(path: &std::path::Path) -> (sync_server::Server, String) {
+    let server = support::builder()
+        .idempotency_retention(chrono::Duration::zero())
+        .open_sqlite(path, support::sqlite_migrations())
+        .await
+        .unwrap();
+    let url = support::serve(&server).await;
+    (server, url)
+}
+
+/// Issue "Nothing lost at the edges", class 1: devices A and B hold task X; A deletes it
+/// and syncs; the server collects garbage past that point; B comes back. X is gone on B,
+/// and an edit B made to X offline ends superseded by the delete, not dead. B's other
+/// records stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_back_after_the_retention_window_sees_the_delete() {
+    for edit_offline in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, url) = sqlite_server_at(&dir.path().join("server.db")).await;
+        let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+        let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+        let p = project();
+        let x = task(p.id, "X");
+        let y = task(p.id, "Y");
+        a.store().create(&p).unwrap();
+        a.store().create(&x).unwrap();
+        a.store().create(&y).unwrap();
+        a.sync_until_quiet().await;
+        b.sync_until_quiet().await;
+        assert!(b.store().get::<Task>(x.id).unwrap().is_some());
+        a.store().delete::<Task>(x.id).unwrap();
+        a.sync_until_quiet().await;
+        if edit_offline {
+            let mut mine = b.store().get::<Task>(x.id).unwrap().unwrap();
+            mine.likes += 1;
+            b.store().update(&mine).unwrap();
+        }
+        let removed = server
+            .collect_garbage(chrono::Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(removed, 1, "X's tombstone");
+        let r = b.sync_until_quiet().await;
+        assert_eq!(r.dead, 0, "{r:?}");
+        if edit_offline {
+            assert_eq!(r.superseded, 1, "{r:?}");
+        }
+        assert!(
+            b.store().get::<Task>(x.id).unwrap().is_none(),
+            "X is gone on B (edited offline: {edit_offline})"
+        );
+        assert!(b.store().get::<Task>(y.id).unwrap().is_some());
+        assert!(b.store().outbox().unwrap().is_empty());
+        // And it stays gone.
+        b.sync().await;
+        assert!(b.store().get::<Task>(x.id).unwrap().is_none());
+    }
+}
+
+/// Class 1, the idempotency window: a mutation re-sent after its key was purged still
+/// counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_resent_after_its_key_expired_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url) = sqlite_server_at(&dir.path().join("server.db")).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let p = project();
+    let t = task(p.id, "liked");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
+    liked.likes += 1;
+    a.store().update(&liked).unwrap();
+    // The server applies the +1; the answer is lost.
+    a.faults.lock().unwrap().drop_next_response = true;
+    a.sync().await;
+    // Long after, the key is past its retention and collected.
+    server
+        .collect_garbage(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    a.advance(Duration::from_secs(3600));
+    a.sync_until_quiet().await;
+    let server_copy = server_records(&url).await;
+    assert_eq!(server_copy[&t.id]["likes"], 1, "counted once");
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 1);
+}
+
+/// Issue "Nothing lost at the edges", class 6: the server's database is restored from a
+/// backup. A device's token is from the future: refused (410 token-unknown), the device
+/// takes a new snapshot, and the records it holds as synced that the server lost reach
+/// the server again; a change pushed after the restore reaches every device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restored_from_a_backup_gets_back_what_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let p1 = project();
+    a.store().create(&p1).unwrap();
+    a.sync_until_quiet().await;
+    // The backup.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    let p2 = Project {
+        name: "made after the backup".into(),
+        ..project()
+    };
+    a.store().create(&p2).unwrap();
+    a.sync_until_quiet().await;
+    assert_eq!(
+        a.store()
+            .record_meta::<Project>(p2.id)
+            .unwrap()
+            .unwrap()
+            .sync_status,
+        "clean"
+    );
+    drop(a);
+    drop(server);
+    // The restore: the backup becomes the database a new server runs on.
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let (_server, url) = sqlite_server_at(&restored).await;
+    // Another device writes after the restore (the counter moves past A's token).
+    let c = Device::open(&url, &dir.path().join("c.db"), config("token-a"));
+    let p3 = Project {
+        name: "made after the restore".into(),
+        ..project()
+    };
+    c.store().create(&p3).unwrap();
+    c.sync_until_quiet().await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    a.sync_until_quiet().await;
+    c.sync_until_quiet().await;
+    for (name, d) in [("A", &a), ("C", &c)] {
+        let ids: BTreeSet<Uuid> = d
+            .store()
+            .list::<Project>()
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, BTreeSet::from([p1.id, p2.id, p3.id]), "device {name}");
+    }
+    assert!(
+        server_records(&url).await.contains_key(&p2.id),
+        "the server has P2 again"
+    );
+}
+
+/// The server's live records of account A, through a snapshot.
+async fn server_records(url: &str) -> std::collections::BTreeMap<Uuid, serde_json::Value> {
+    let c = support::Client::new(url, "token-a");
+    let (status, snap) = c.get("/snapshot?limit=1000").await;
+    assert_eq!(status, 200, "{snap:#}");
+    snap["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["deleted"] == false)
+        .map(|r| {
+            (
+                r["entity_id"].as_str().unwrap().parse().unwrap(),
+                r["record"].clone(),
+            )
+        })
+        .collect()
+}

@@ -45,6 +45,7 @@ both_backends!(
     expired_tokens_are_410,
     request_ids_and_health,
     a_value_one_backend_refuses_is_that_mutations_422_on_every_backend,
+    tokens_not_issued_here_are_refused,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -591,4 +592,52 @@ async fn a_value_one_backend_refuses_is_that_mutations_422_on_every_backend(s: &
     assert!(!latest.contains_key(&ids[2].to_string()));
     assert_eq!(latest[&ids[0].to_string()]["record"]["tags"], json!(["a"]));
     assert_eq!(latest[&ids[1].to_string()]["record"]["due"], Json::Null);
+}
+
+/// Issue "Nothing lost at the edges", class 6: `GET /changes?since=` with a token ahead of
+/// the account's counter, another account's token, or a token whose change this database
+/// does not hold (restored, replaced) is 410 `token-unknown`, never 200 with nothing;
+/// snapshot cursors are checked the same way. A token this server issued still works.
+async fn tokens_not_issued_here_are_refused(s: &TestServer) {
+    let a = Client::new(&s.url, "token-a");
+    let b = Client::new(&s.url, "token-b");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    a.push(vec![project_create(p, "P"), task_create(t, p)])
+        .await;
+    let (_, token_a) = a.pull_all(None, 100).await;
+    let seq: i64 = token_a.split('.').nth(1).unwrap().parse().unwrap();
+    let tag = token_a.split('.').nth(2).unwrap();
+    let unknown = "https://syncgen.dev/problems/token-unknown";
+    for bad in [
+        format!("t2.{}.{tag}", seq + 5),
+        format!("t2.{seq}.0000000000000000"),
+        format!("t1.{}", seq + 1),
+    ] {
+        let (status, body) = a.get(&format!("/changes?since={bad}")).await;
+        assert_eq!(status, 410, "{bad}: {body:#}");
+        assert_eq!(body["type"], unknown, "{bad}");
+    }
+    // Another account's token, even at a sequence number B has reached.
+    b.push(vec![
+        project_create(Uuid::now_v7(), "B1"),
+        project_create(Uuid::now_v7(), "B2"),
+    ])
+    .await;
+    let (status, body) = b.get(&format!("/changes?since={token_a}")).await;
+    assert_eq!(status, 410, "{body:#}");
+    assert_eq!(body["type"], unknown);
+    // A snapshot cursor with a forged pin.
+    let (_, page) = a.get("/snapshot?limit=1").await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = cursor.splitn(4, '.').collect();
+    let forged = format!("s2.{}.ffffffffffffffff.{}", parts[1], parts[3]);
+    let (status, body) = a.get(&format!("/snapshot?cursor={forged}")).await;
+    assert_eq!(status, 410, "{body:#}");
+    assert_eq!(body["type"], unknown);
+    // The real ones work, and the snapshot's token continues it.
+    let (status, _) = a.get(&format!("/snapshot?cursor={cursor}")).await;
+    assert_eq!(status, 200);
+    let (status, body) = a.get(&format!("/changes?since={token_a}")).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["next_token"], token_a.as_str());
 }

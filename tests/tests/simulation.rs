@@ -4,7 +4,9 @@
 //! resolutions; twin creates (one fixed id created on several clients with no common
 //! base); dependency chains of depth three saved in reverse (comment, task, project);
 //! values the protocol refuses (refused by the store, and sent raw by an "old client"
-//! next to a good create); device clocks set hours ahead or behind and corrected later
+//! next to a good create); retention windows running out while clients are away
+//! (tombstones, the change log and idempotency keys collected); device clocks set hours
+//! ahead or behind and corrected later
 //! (the server's clock and the engines' monotonic retry clock are the simulation's own,
 //! and backoffs really wait on the latter); faults at random points: request dropped, response dropped
 //! after the server applied it, duplicate and delayed delivery, 5xx and 429, token
@@ -12,8 +14,9 @@
 //! reopened) and server restarts. After quiescence (faults off, everyone syncs until the
 //! outboxes are empty) every replica equals the server (tasks, projects and comments),
 //! every counter equals the sum of all increments ever made, twin creates' initial
-//! values included (exactly once), no create reached the server before the create of a
-//! record it references, and no outbox item is left `sending` or dead.
+//! values included (exactly once), no record deleted and never created again is back, no
+//! create reached the server before the create of a record it references, and no outbox
+//! item is left `sending` or dead.
 //!
 //! `SYNC_SIM_SEEDS=N` runs seeds 0..N (default 1000 in a release build, 300 in a debug
 //! one; CI runs 10,000 in release); `SYNC_SIM_SEED=S` runs one seed and prints its
@@ -340,6 +343,10 @@ struct Sim {
     ids: Vec<Uuid>,
     /// Ids every client may create on its own (an app's fixed per-user record): twins.
     shared_ids: Vec<Uuid>,
+    /// Records deleted: none may come back, unless created again ([`Sim::recreated`]).
+    stays_deleted: BTreeSet<Uuid>,
+    /// Records created more than once (recreated, or twins): they may come back.
+    recreated: BTreeSet<Uuid>,
     order: Arc<Mutex<Order>>,
     /// The server's wall clock; every client's `wall` drifts from it, or is set hours off.
     server_wall: Arc<AtomicU64>,
@@ -381,6 +388,8 @@ async fn open_server(db: &ServerDb, wall: Arc<AtomicU64>) -> Server {
         .entity::<Project>()
         .entity::<Task>()
         .entity::<Comment>()
+        // Keys outlive a few steps only: retries and late deliveries meet compacted keys.
+        .idempotency_retention(chrono::Duration::milliseconds(20))
         .token_verifier(StaticTokens::new([("sim-token", "sim")]));
     match db {
         ServerDb::Sqlite(path) => builder
@@ -430,6 +439,8 @@ impl Sim {
             increments: BTreeMap::new(),
             ids: Vec::new(),
             shared_ids: Vec::new(),
+            stays_deleted: BTreeSet::new(),
+            recreated: BTreeSet::new(),
             order: Arc::new(Mutex::new(Order::default())),
             server_wall,
             mono: Arc::new(AtomicU64::new(0)),
@@ -554,7 +565,7 @@ impl Sim {
         let store = self.clients[i].engine.as_ref().unwrap().store().clone();
         let name = self.clients[i].name.clone();
         let live: Vec<Task> = store.list::<Task>().unwrap();
-        match self.r(110) {
+        match self.r(113) {
             0..=19 => {
                 let id = self.rng.lock().unwrap().uuid();
                 let t = Task {
@@ -599,6 +610,7 @@ impl Sim {
                 let t = &live[self.r(live.len() as u64) as usize];
                 store.delete::<Task>(t.id).unwrap();
                 self.touched_by_delete.insert(t.id);
+                self.stays_deleted.insert(t.id);
                 // Children of a task deleted before it was sent point at nothing.
                 self.order.lock().unwrap().parents.retain(|_, p| *p != t.id);
                 self.note(format!("{name} delete {}", t.id));
@@ -626,6 +638,7 @@ impl Sim {
                     };
                     store.create(&t).unwrap();
                     self.touched_by_delete.insert(id);
+                    self.recreated.insert(id);
                     self.note(format!("{name} recreate {id}"));
                 }
             }
@@ -667,6 +680,7 @@ impl Sim {
                     t.tags.insert(format!("g{i}"));
                     store.create(&t).unwrap();
                     *self.increments.entry(id).or_default() += likes;
+                    self.recreated.insert(id);
                     if !self.ids.contains(&id) {
                         self.ids.push(id);
                     }
@@ -765,6 +779,24 @@ impl Sim {
                 let w = self.server_wall.load(Ordering::SeqCst) + drift;
                 self.clients[i].wall.store(w, Ordering::SeqCst);
                 self.note(format!("{name} clock corrected"));
+            }
+            110..=112 => {
+                // A retention window runs out: the server collects tombstones and the
+                // change log older than a few steps, and compacts expired idempotency
+                // keys, while some clients are away.
+                let window = self.r(30);
+                let now = self.server_wall.load(Ordering::SeqCst);
+                let before = millis_to_time(now.saturating_sub(window)).unwrap();
+                let removed = self
+                    .server
+                    .as_ref()
+                    .unwrap()
+                    .collect_garbage(before)
+                    .await
+                    .unwrap();
+                self.note(format!(
+                    "garbage collected ({removed} tombstones, window {window} ms)"
+                ));
             }
             _ => {}
         }
@@ -884,6 +916,15 @@ impl Sim {
                     c.name, i.status
                 ));
             }
+        }
+        if let Some(id) = self
+            .stays_deleted
+            .iter()
+            .find(|id| !self.recreated.contains(*id) && server.contains_key(&id.to_string()))
+        {
+            return Err(format!(
+                "task {id} was deleted, never created again, and is back"
+            ));
         }
         if let Some(v) = self.order.lock().unwrap().violations.first() {
             return Err(v.clone());

@@ -33,7 +33,7 @@ pub use http::HttpTransport;
 use crate::protocol::{
     ChangesResponse, Mutation, MutationOp, Problem, PushRequest, PushResponse, SnapshotResponse,
 };
-use crate::store::{ItemOutcome, LocalStore, OutboxItem, OutboxOp, StoreError, SyncState};
+use crate::store::{ItemOutcome, LocalStore, OutboxItem, OutboxOp, Restart, StoreError, SyncState};
 
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -264,6 +264,18 @@ fn to_mutation(item: &OutboxItem) -> Mutation {
         clocks: get("clocks"),
         patch: get("patch"),
         hlc: get("hlc").and_then(|h| serde_json::from_value(h).ok()),
+    }
+}
+
+/// What a 410 means for the records the device holds (see `LocalStore::reset_token`):
+/// `token-unknown` (a restored or replaced server) keeps and re-sends them, anything
+/// else (`token-expired`) drops those the new snapshot no longer has.
+fn restart_reason(e: &TransportError) -> Restart {
+    match e {
+        TransportError::Http {
+            problem: Some(p), ..
+        } if p.problem_type.ends_with("/token-unknown") => Restart::Unknown,
+        _ => Restart::Collected,
     }
 }
 
@@ -509,6 +521,13 @@ impl<T: Transport> SyncEngine<T> {
             let Some(token) = state.change_token.clone() else {
                 // First sync, or after a 410: a snapshot, resumable page by page.
                 report.snapshot = true;
+                if state.snapshot_cursor.is_none() {
+                    // What the device holds as synced is confirmed by this snapshot and
+                    // the changes after it; what is not was collected (or, after a
+                    // `token-unknown`, lost by the server). Push results acknowledged
+                    // before a first snapshot are held the same way.
+                    self.store.reset_token(&account, Restart::Collected)?;
+                }
                 let mut cursor = state.snapshot_cursor.clone();
                 loop {
                     let page = match self
@@ -523,9 +542,10 @@ impl<T: Transport> SyncEngine<T> {
                         .await
                     {
                         Ok(p) => p,
-                        Err(TransportError::Http { status: 410, .. }) => {
-                            // The pinned token expired during the snapshot: start over.
-                            self.store.reset_token(&account)?;
+                        Err(e @ TransportError::Http { status: 410, .. }) => {
+                            // The pinned token expired during the snapshot (or the server
+                            // was restored meanwhile): start over.
+                            self.store.reset_token(&account, restart_reason(&e))?;
                             cursor = None;
                             continue;
                         }
@@ -566,9 +586,9 @@ impl<T: Transport> SyncEngine<T> {
                     .await
                 {
                     Ok(p) => p,
-                    Err(TransportError::Http { status: 410, .. }) if !restarted => {
+                    Err(e @ TransportError::Http { status: 410, .. }) if !restarted => {
                         restarted = true;
-                        self.store.reset_token(&account)?;
+                        self.store.reset_token(&account, restart_reason(&e))?;
                         break;
                     }
                     Err(e) => return Ok(Step::Pause(self.pause_for(&e))),
@@ -580,6 +600,11 @@ impl<T: Transport> SyncEngine<T> {
                 report.pulled += self.store.apply_pulled(&account, &page.changes, &next)?;
                 since = page.next_token;
                 if !page.has_more {
+                    // Caught up: every record the server holds was delivered since the
+                    // last snapshot began (by the snapshot if it changed before its pin,
+                    // by these changes if after). Records a restart marked and nothing
+                    // delivered are gone from the server.
+                    self.store.finish_resnapshot(&account)?;
                     return Ok(Step::Done(()));
                 }
             }

@@ -68,6 +68,7 @@ use sync_model::{Entity, Model, OutboxMode};
 use uuid::Uuid;
 
 pub use migrations::{MigrationFile, Migrations};
+pub(crate) use sync::Restart;
 pub use sync::{Conflict, ItemOutcome, SyncState};
 
 use crate::hlc::{Hlc, HlcClock, NodeId};
@@ -622,7 +623,8 @@ pub struct OutboxItem {
 /// The sync metadata of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMeta {
-    /// `clean`, `pending`, `syncing`, `failed` or `conflicted`.
+    /// `clean`, `pending`, `syncing` (synced, and being confirmed against a new snapshot
+    /// of the server), `failed` or `conflicted`.
     pub sync_status: String,
     /// The stamp of the last local edit.
     pub updated_at: Hlc,
@@ -1236,7 +1238,11 @@ fn row_from_sql(entity: &Entity, r: &rusqlite::Row<'_>) -> Result<Row, StoreErro
     let clocks: String = r.get(i)?;
     let deleted: i64 = r.get(i + 1)?;
     let version: Option<i64> = r.get(i + 2)?;
-    let clean = r.get_ref(i + 3)?.as_str().is_ok_and(|s| s == "clean");
+    // `syncing`: clean, and awaiting confirmation by a snapshot (see `reset_token`).
+    let clean = r
+        .get_ref(i + 3)?
+        .as_str()
+        .is_ok_and(|s| s == "clean" || s == "syncing");
     Ok(Row {
         record,
         clocks,

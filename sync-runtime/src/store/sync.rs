@@ -193,6 +193,13 @@ fn twin<T: Syncable>(
     ))
 }
 
+/// The outbox payload of a create, owned.
+#[derive(Serialize)]
+struct CreatePayloadOwned {
+    record: Record,
+    clocks: Json,
+}
+
 #[derive(Serialize)]
 struct UpdatePayloadRef<'a, P> {
     patch: &'a P,
@@ -203,6 +210,15 @@ fn diff<T: Syncable>(old: &Record, new: &Record, hlc: Hlc) -> Result<Option<Stri
     let new = T::from_record(new).map_err(|e| e.to_string())?;
     let patch = T::diff(&old, &new, hlc).map_err(|e| e.to_string())?;
     Ok((!patch.is_empty()).then(|| to_json_string(&UpdatePayloadRef { patch: &patch })))
+}
+
+/// Why a sync starts over with a snapshot (see [`LocalStore::reset_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restart {
+    /// The change token is older than the server's horizon (`token-expired`).
+    Collected,
+    /// The server did not issue the token (`token-unknown`): restored or replaced.
+    Unknown,
 }
 
 /// Where a sync of one account stands.
@@ -356,14 +372,14 @@ impl PullSql {
                 t = q(&e.table),
             ),
             probe: format!(
-                "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} = 'clean' FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead')",
+                "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} IN ('clean', 'syncing') FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead'), (SELECT {s} = 'syncing' FROM {t} WHERE {id} = ?1)",
                 base = q(&base_table),
                 t = q(&e.table),
                 v = q("sync_version"),
                 s = q("sync_status"),
             ),
             keep_base: format!(
-                "INSERT INTO {base} ({cols}) SELECT {cols} FROM {t} WHERE {id} = ?1 AND {v} IS NOT NULL AND {s} = 'clean' ON CONFLICT ({id}) DO NOTHING",
+                "INSERT INTO {base} ({cols}) SELECT {cols} FROM {t} WHERE {id} = ?1 AND {v} IS NOT NULL AND {s} IN ('clean', 'syncing') ON CONFLICT ({id}) DO NOTHING",
                 base = q(&base_table),
                 cols = base_cols.join(", "),
                 t = q(&e.table),
@@ -428,6 +444,8 @@ struct Probe {
     clean: Option<bool>,
     /// Whether the record has outbox items still to send.
     pending: bool,
+    /// The row awaits confirmation by the snapshot under way (`syncing`).
+    unconfirmed: bool,
 }
 
 impl Probe {
@@ -440,6 +458,7 @@ impl Probe {
                     row_version: x.get(1)?,
                     clean: x.get(2)?,
                     pending: x.get(3)?,
+                    unconfirmed: x.get::<_, Option<bool>>(4)?.unwrap_or(false),
                 })
             },
         )?)
@@ -626,6 +645,55 @@ fn delete_superseded(conn: &Connection, entity: &str, item: &OutboxItem) -> Resu
         "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" >= ?3 AND \"id\" < COALESCE((SELECT MIN(\"id\") FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" > ?3 AND \"op\" = 'create'), 9223372036854775807)",
         params![entity, item.entity_id.to_string(), item.id],
     )?;
+    Ok(())
+}
+
+/// Whether a server record is the tombstone of a record the server collected: deleted,
+/// with an empty record (a real record always holds its id).
+fn is_collected(s: &ServerRecord) -> bool {
+    s.deleted && s.record.is_empty()
+}
+
+/// The record was deleted on the server and its tombstone collected: this item and the
+/// record's later items up to its next create go (delete wins), and so do its base copy
+/// and conflicts; the row goes too, unless a create made here after the delete starts
+/// the record again.
+fn forget_collected(conn: &Connection, table: &Table, item: &OutboxItem) -> Result<(), StoreError> {
+    let e = table.entity;
+    let id = item.entity_id.to_string();
+    delete_superseded(conn, &e.name, item)?;
+    conn.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} = ?1",
+            q(&format!("sync_base_{}", e.table)),
+            q(&e.id_field().column)
+        ),
+        [&id],
+    )?;
+    conn.execute(
+        "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        params![e.name, id],
+    )?;
+    if pending_for(conn, &e.name, item.entity_id)?.is_empty() {
+        conn.execute(
+            &format!(
+                "DELETE FROM {} WHERE {} = ?1",
+                q(&e.table),
+                q(&e.id_field().column)
+            ),
+            [&id],
+        )?;
+    } else {
+        conn.execute(
+            &format!(
+                "UPDATE {} SET {} = NULL WHERE {} = ?1",
+                q(&e.table),
+                q("sync_version"),
+                q(&e.id_field().column)
+            ),
+            [&id],
+        )?;
+    }
     Ok(())
 }
 
@@ -976,14 +1044,135 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Forgets the change token (after a 410): the next sync takes a new snapshot.
-    pub(crate) fn reset_token(&self, scope: &str) -> Result<(), StoreError> {
-        let conn = self.conn();
-        conn.execute(
+    /// Forgets the change token (after a 410): the next sync takes a new snapshot, and
+    /// what the device holds is reconciled with it when it completes
+    /// ([`LocalStore::finish_resnapshot`]).
+    ///
+    /// Every synced record without local changes is marked `syncing` in the same
+    /// transaction; each one the snapshot delivers (or shows unchanged) is confirmed and
+    /// clean again. What is still `syncing` at the end is a record the server no longer
+    /// has, and `why` says what that means: [`Restart::Collected`] (the token was older
+    /// than the server's horizon), the record was deleted and its tombstone collected, so
+    /// it goes here too; [`Restart::Unknown`] (the server did not issue the token: it was
+    /// restored from a backup or replaced), the server lost it, so it is created on the
+    /// server again. A second restart before the first finished keeps `Unknown` if either
+    /// was: when in doubt, nothing is dropped.
+    pub(crate) fn reset_token(&self, scope: &str, why: Restart) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE \"sync_state\" SET \"change_token\" = NULL, \"snapshot_cursor\" = NULL, \"snapshot_token\" = NULL WHERE \"scope\" = ?1",
             [scope],
         )?;
+        for table in self.inner.tables.values() {
+            tx.execute(
+                &format!(
+                    "UPDATE {t} SET {s} = 'syncing' WHERE {s} = 'clean' AND {d} = 0 AND {v} IS NOT NULL",
+                    t = q(&table.entity.table),
+                    s = q("sync_status"),
+                    d = q("sync_deleted"),
+                    v = q("sync_version"),
+                ),
+                [],
+            )?;
+        }
+        let key = format!("resnapshot:{scope}");
+        let before = super::meta_get(&tx, &key)?;
+        let why = match (before.as_deref(), why) {
+            (Some("unknown"), _) | (_, Restart::Unknown) => "unknown",
+            _ => "collected",
+        };
+        super::meta_set(&tx, &key, why)?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Once the changes after a snapshot that followed [`LocalStore::reset_token`] are
+    /// caught up (every record the server holds has been delivered since the snapshot
+    /// began): the records still `syncing` are gone from the server. After [`Restart::Collected`] they are
+    /// removed here (deleted elsewhere, tombstone collected); after
+    /// [`Restart::Unknown`] they are queued as creates, so the server gets back what a
+    /// restore lost. Returns how many records it removed or queued. A no-op unless a
+    /// restart is unfinished; idempotent, and resumed by the next sync after a crash.
+    pub(crate) fn finish_resnapshot(&self, scope: &str) -> Result<usize, StoreError> {
+        let key = format!("resnapshot:{scope}");
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(why) = super::meta_get(&tx, &key)? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for table in self.inner.tables.values() {
+            let e = table.entity;
+            let ids: Vec<String> = {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT {} FROM {} WHERE {} = 'syncing'",
+                    q(&e.id_field().column),
+                    q(&e.table),
+                    q("sync_status")
+                ))?;
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            for id in ids {
+                let uuid: Uuid = id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("{} id `{id}`", e.table)))?;
+                if why == "unknown" {
+                    let row = read_row(&tx, table, uuid)?
+                        .ok_or_else(|| StoreError::Corrupt(format!("{} {id} vanished", e.name)))?;
+                    let clocks: Json = serde_json::from_str(&row.clocks).unwrap_or(Json::Null);
+                    let payload = to_json_string(&CreatePayloadOwned {
+                        record: row.record,
+                        clocks,
+                    });
+                    tx.execute(
+                        &format!(
+                            "UPDATE {} SET {} = NULL, {} = 'pending' WHERE {} = ?1",
+                            q(&e.table),
+                            q("sync_version"),
+                            q("sync_status"),
+                            q(&e.id_field().column)
+                        ),
+                        [&id],
+                    )?;
+                    enqueue(
+                        &tx,
+                        e,
+                        uuid,
+                        OutboxOp::Create,
+                        &payload,
+                        None,
+                        self.new_key(),
+                    )?;
+                } else {
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {} WHERE {} = ?1",
+                            q(&format!("sync_base_{}", e.table)),
+                            q(&e.id_field().column)
+                        ),
+                        [&id],
+                    )?;
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {} WHERE {} = ?1",
+                            q(&e.table),
+                            q(&e.id_field().column)
+                        ),
+                        [&id],
+                    )?;
+                }
+                n += 1;
+            }
+        }
+        tx.execute("DELETE FROM \"sync_meta\" WHERE \"key\" = ?1", [&key])?;
+        tx.commit()?;
+        drop(conn);
+        if n > 0 {
+            self.notify_status();
+        }
+        Ok(n)
     }
 
     /// The ids of records this item's record or patch points at (`references` fields).
@@ -1106,10 +1295,28 @@ impl LocalStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let outcome = match result {
+            MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. }
+                if is_collected(server) =>
+            {
+                forget_collected(&tx, table, item)?;
+                match result {
+                    MutationResult::Applied { .. } => ItemOutcome::Applied,
+                    _ => ItemOutcome::Superseded(format!(
+                        "the {} was deleted on the server (and since collected); delete wins over a concurrent edit",
+                        table.entity.name
+                    )),
+                }
+            }
             MutationResult::Applied { server, .. } => {
                 tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
                 rebase_row(&tx, table, server)?;
                 ItemOutcome::Applied
+            }
+            MutationResult::Rejected { problem, .. }
+                if problem.problem_type.ends_with("/unknown-record")
+                    && item.op != OutboxOp::Create =>
+            {
+                self.recreate_lost(&tx, table, item)?
             }
             MutationResult::Rejected { problem, .. } => {
                 tx.execute(
@@ -1140,6 +1347,74 @@ impl LocalStore {
             change: ChangeKind::Updated,
         });
         Ok(outcome)
+    }
+
+    /// The server does not know a record this item edits or deletes, and the record was
+    /// not collected (that answer is a tombstone): the server lost it, restored from a
+    /// backup taken before the record reached it. An update becomes a create of the
+    /// record as this device holds it, in the item's place, under a new key; a delete is
+    /// done (there is nothing left to delete).
+    fn recreate_lost(
+        &self,
+        tx: &Connection,
+        table: &Table,
+        item: &OutboxItem,
+    ) -> Result<ItemOutcome, StoreError> {
+        let id = item.entity_id;
+        let row = read_row(tx, table, id)?;
+        match (item.op, row) {
+            (OutboxOp::Update, Some(row)) if !row.deleted => {
+                // The record as this item left it (its later items stay, and apply on
+                // top of it as they would have).
+                let base = read_base(tx, table, id)?;
+                let (record, clocks) = match &base {
+                    Some(b) => {
+                        let raw = serde_json::to_string(&item.payload).expect("JSON serialises");
+                        (table.fns.rebase)(&b.record, &b.clocks, &[(item.op, raw)])
+                            .map_err(StoreError::Corrupt)?
+                            .unwrap_or((row.record.clone(), Json::Null))
+                    }
+                    None => (
+                        row.record.clone(),
+                        serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
+                    ),
+                };
+                let payload = to_json_string(&CreatePayloadOwned { record, clocks });
+                tx.execute(
+                    "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
+                    params![payload, self.new_key(), item.id],
+                )?;
+                // From here the record is new to the server: no base, no version.
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE {} = ?1",
+                        q(&format!("sync_base_{}", table.entity.table)),
+                        q(&table.entity.id_field().column)
+                    ),
+                    [id.to_string()],
+                )?;
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET {} = NULL, {} = 'pending' WHERE {} = ?1",
+                        q(&table.entity.table),
+                        q("sync_version"),
+                        q("sync_status"),
+                        q(&table.entity.id_field().column)
+                    ),
+                    [id.to_string()],
+                )?;
+                Ok(ItemOutcome::Merged)
+            }
+            _ => {
+                // A delete of a record the server does not have (or an update of one
+                // deleted here since): nothing to send.
+                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+                if pending_for(tx, &table.entity.name, id)?.is_empty() {
+                    set_row_meta(tx, table, id, "clean", None)?;
+                }
+                Ok(ItemOutcome::Applied)
+            }
+        }
     }
 
     /// The server answered `conflict` to `item`: nothing of it was applied.
@@ -1305,6 +1580,10 @@ impl LocalStore {
                 let direct = empty || {
                     let probe = Probe::of(&tx, table, r.entity_id)?;
                     if probe.known_version().is_some_and(|v| v >= r.version) {
+                        if probe.unconfirmed {
+                            // The snapshot holds what the device holds: confirmed.
+                            set_row_meta(&tx, table, r.entity_id, "clean", None)?;
+                        }
                         continue;
                     }
                     probe.base.is_none() && probe.clean != Some(false) && !probe.pending

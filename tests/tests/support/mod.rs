@@ -46,21 +46,21 @@ pub fn tokens() -> StaticTokens {
     StaticTokens::new([("token-a", "account-a"), ("token-b", "account-b")])
 }
 
-fn sqlite_migrations() -> Migrations {
+pub fn sqlite_migrations() -> Migrations {
     Migrations::embedded(include!(
         "../../../examples/tasks/generated/server_sqlite_migrations.rs"
     ))
     .unwrap()
 }
 
-fn postgres_migrations() -> Migrations {
+pub fn postgres_migrations() -> Migrations {
     Migrations::embedded(include!(
         "../../../examples/tasks/generated/server_postgres_migrations.rs"
     ))
     .unwrap()
 }
 
-fn builder() -> sync_server::ServerBuilder {
+pub fn builder() -> sync_server::ServerBuilder {
     Server::builder()
         .entity::<model::Project>()
         .entity::<model::Task>()
