@@ -648,6 +648,47 @@ fn delete_superseded(conn: &Connection, entity: &str, item: &OutboxItem) -> Resu
     Ok(())
 }
 
+/// Removes the base copy of a record.
+fn delete_base(conn: &Connection, e: &sync_model::Entity, id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} = ?1",
+            q(&format!("sync_base_{}", e.table)),
+            q(&e.id_field().column)
+        ),
+        [id],
+    )?;
+    Ok(())
+}
+
+/// Removes a record's row.
+fn delete_row(conn: &Connection, e: &sync_model::Entity, id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} = ?1",
+            q(&e.table),
+            q(&e.id_field().column)
+        ),
+        [id],
+    )?;
+    Ok(())
+}
+
+/// Makes a row new to the server: no version, `pending` (its create is queued).
+fn unversion_row(conn: &Connection, e: &sync_model::Entity, id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "UPDATE {} SET {} = NULL, {} = 'pending' WHERE {} = ?1",
+            q(&e.table),
+            q("sync_version"),
+            q("sync_status"),
+            q(&e.id_field().column)
+        ),
+        [id],
+    )?;
+    Ok(())
+}
+
 /// Whether a server record is the tombstone of a record the server collected: deleted,
 /// with an empty record (a real record always holds its id).
 fn is_collected(s: &ServerRecord) -> bool {
@@ -662,39 +703,16 @@ fn forget_collected(conn: &Connection, table: &Table, item: &OutboxItem) -> Resu
     let e = table.entity;
     let id = item.entity_id.to_string();
     delete_superseded(conn, &e.name, item)?;
-    conn.execute(
-        &format!(
-            "DELETE FROM {} WHERE {} = ?1",
-            q(&format!("sync_base_{}", e.table)),
-            q(&e.id_field().column)
-        ),
-        [&id],
-    )?;
+    delete_base(conn, e, &id)?;
     conn.execute(
         "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
         params![e.name, id],
     )?;
     if pending_for(conn, &e.name, item.entity_id)?.is_empty() {
-        conn.execute(
-            &format!(
-                "DELETE FROM {} WHERE {} = ?1",
-                q(&e.table),
-                q(&e.id_field().column)
-            ),
-            [&id],
-        )?;
+        delete_row(conn, e, &id)
     } else {
-        conn.execute(
-            &format!(
-                "UPDATE {} SET {} = NULL WHERE {} = ?1",
-                q(&e.table),
-                q("sync_version"),
-                q(&e.id_field().column)
-            ),
-            [&id],
-        )?;
+        unversion_row(conn, e, &id)
     }
-    Ok(())
 }
 
 /// Moves the base to the server's record and rebuilds the local row: the server's record
@@ -1126,16 +1144,8 @@ impl LocalStore {
                         record: row.record,
                         clocks,
                     });
-                    tx.execute(
-                        &format!(
-                            "UPDATE {} SET {} = NULL, {} = 'pending' WHERE {} = ?1",
-                            q(&e.table),
-                            q("sync_version"),
-                            q("sync_status"),
-                            q(&e.id_field().column)
-                        ),
-                        [&id],
-                    )?;
+                    delete_base(&tx, e, &id)?;
+                    unversion_row(&tx, e, &id)?;
                     enqueue(
                         &tx,
                         e,
@@ -1146,22 +1156,8 @@ impl LocalStore {
                         self.new_key(),
                     )?;
                 } else {
-                    tx.execute(
-                        &format!(
-                            "DELETE FROM {} WHERE {} = ?1",
-                            q(&format!("sync_base_{}", e.table)),
-                            q(&e.id_field().column)
-                        ),
-                        [&id],
-                    )?;
-                    tx.execute(
-                        &format!(
-                            "DELETE FROM {} WHERE {} = ?1",
-                            q(&e.table),
-                            q(&e.id_field().column)
-                        ),
-                        [&id],
-                    )?;
+                    delete_base(&tx, e, &id)?;
+                    delete_row(&tx, e, &id)?;
                 }
                 n += 1;
             }
@@ -1385,24 +1381,8 @@ impl LocalStore {
                     params![payload, self.new_key(), item.id],
                 )?;
                 // From here the record is new to the server: no base, no version.
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {} WHERE {} = ?1",
-                        q(&format!("sync_base_{}", table.entity.table)),
-                        q(&table.entity.id_field().column)
-                    ),
-                    [id.to_string()],
-                )?;
-                tx.execute(
-                    &format!(
-                        "UPDATE {} SET {} = NULL, {} = 'pending' WHERE {} = ?1",
-                        q(&table.entity.table),
-                        q("sync_version"),
-                        q("sync_status"),
-                        q(&table.entity.id_field().column)
-                    ),
-                    [id.to_string()],
-                )?;
+                delete_base(tx, table.entity, &id.to_string())?;
+                unversion_row(tx, table.entity, &id.to_string())?;
                 Ok(ItemOutcome::Merged)
             }
             _ => {
