@@ -338,8 +338,10 @@ pub(crate) fn openapi_without_fingerprint(
             "hlc": "019a1b2c3d4e-00000000-7f3a9c1d2e4b5a60"
         }]})
     });
-    let changes_example = json!({ "changes": [], "next_token": "t1.42", "has_more": false });
-    let snapshot_example = json!({ "records": [], "has_more": false, "token": "t1.42" });
+    let changes_example =
+        json!({ "changes": [], "next_token": "t2.42.5f2c8e1a9b3d7c60", "has_more": false });
+    let snapshot_example =
+        json!({ "records": [], "has_more": false, "token": "t2.42.5f2c8e1a9b3d7c60" });
     let retry_after = json!({
         "Retry-After": { "description": "Seconds to wait before retrying.", "schema": { "type": "integer", "minimum": 0 } }
     });
@@ -376,7 +378,7 @@ pub(crate) fn openapi_without_fingerprint(
         ),
     );
     let r410 = problem_response(
-        "The change token expired (its changes were compacted): take a new snapshot.",
+        "The change token or snapshot cursor cannot be continued: `token-expired` (its changes were compacted) or `token-unknown` (this database did not issue it to this account: a restored or replaced database, another account's token). Take a new snapshot; after `token-unknown`, push again what the server lost.",
         problem_example(
             "token-expired",
             "Change token expired",
