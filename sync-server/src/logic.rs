@@ -168,6 +168,23 @@ fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
     }
 }
 
+/// Whether a record this server does not hold, which a mutation says it saw at
+/// `base_version`, can have been collected: a collected record's versions lie at or
+/// below the account's horizon (a record's version never exceeds its last change's
+/// number), and the account has one. Otherwise the record is unknown here (never
+/// created, or lost in a restore): 422 `unknown-record`, and the client creates it again.
+async fn collected_before(
+    tx: &mut Tx<'_>,
+    account: &str,
+    base_version: Option<i64>,
+) -> Result<bool, ServerError> {
+    let Some(v) = base_version else {
+        return Ok(false);
+    };
+    let horizon_seq = horizon(tx, account).await?.1;
+    Ok(horizon_seq > 0 && v <= horizon_seq)
+}
+
 /// A delete of a record deleted and collected already: done.
 fn applied_collected(key: &str, e: &Entity, m: &Mutation) -> MutationResult {
     MutationResult::Applied {
@@ -737,7 +754,7 @@ async fn apply(
                 ));
             };
             let Some(cur) = current else {
-                if m.base_version.is_some() && horizon(tx, account).await?.1 > 0 {
+                if collected_before(tx, account, m.base_version).await? {
                     // Made against a version this server issued, and gone: collected
                     // after its delete. Delete wins, as it does while the tombstone lasts.
                     return Ok(MutationResult::Conflict {
@@ -806,7 +823,7 @@ async fn apply(
             }
         }
         MutationOp::Delete => match current {
-            None if m.base_version.is_some() && horizon(tx, account).await?.1 > 0 => {
+            None if collected_before(tx, account, m.base_version).await? => {
                 // Deleted and collected already: the delete is done.
                 Ok(applied_collected(key, e, m))
             }

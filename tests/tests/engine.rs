@@ -1240,3 +1240,90 @@ async fn server_records(url: &str) -> std::collections::BTreeMap<Uuid, serde_jso
         })
         .collect()
 }
+
+/// Review finding: an item answered `conflict` is rewritten with the stamps of the edits
+/// it carries, so a later edit of the same field on this device, queued behind it, still
+/// wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_local_edit_still_wins_after_an_earlier_item_conflicts() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let t = task(p.id, "original");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    // A: title A1 and price 150; the push fails, so the item can no longer absorb edits.
+    let mut mine = a.store().get::<Task>(t.id).unwrap().unwrap();
+    mine.title = "A1".into();
+    mine.price_cents = 150;
+    a.store().update(&mine).unwrap();
+    a.faults.lock().unwrap().fail = Some((503, None, 1));
+    a.sync().await;
+    // A again: title A2, a second item.
+    mine.title = "A2".into();
+    a.store().update(&mine).unwrap();
+    // B: price 120.
+    let mut theirs = b.store().get::<Task>(t.id).unwrap().unwrap();
+    theirs.price_cents = 120;
+    b.store().update(&theirs).unwrap();
+    b.sync_until_quiet().await;
+    a.advance(Duration::from_secs(1));
+    a.sync().await;
+    a.store().keep_server::<Task>(t.id).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    for d in [&a, &b] {
+        let t = d.store().get::<Task>(t.id).unwrap().unwrap();
+        assert_eq!((t.title.as_str(), t.price_cents), ("A2", 120));
+    }
+}
+
+/// Review finding: two devices that both hold a record a restored server lost both create
+/// it again; the second is merged against the version both knew, so sums count once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_recreating_a_lost_record_do_not_double_its_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    let mut t = task(p.id, "liked");
+    t.likes = 10;
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    // More changes after the backup, so the devices' tokens are ahead of the restore.
+    a.store().create(&task(p.id, "also lost")).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    drop((a, b, server));
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let (_server, url) = sqlite_server_at(&restored).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    for _ in 0..3 {
+        a.sync_until_quiet().await;
+        b.sync_until_quiet().await;
+    }
+    assert_eq!(
+        server_records(&url).await[&t.id]["likes"],
+        10,
+        "counted once"
+    );
+    for d in [&a, &b] {
+        assert_eq!(d.store().get::<Task>(t.id).unwrap().unwrap().likes, 10);
+        assert_eq!(d.store().list::<Task>().unwrap().len(), 2);
+    }
+}

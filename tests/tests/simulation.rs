@@ -133,6 +133,9 @@ impl SimTransport {
             .await
             .unwrap();
         let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        if status == 410 {
+            self.note(format!("{method} {uri} -> 410 {}", json["type"]));
+        }
         if status != 200 {
             return Err(TransportError::Http {
                 status,

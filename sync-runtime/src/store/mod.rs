@@ -710,6 +710,9 @@ fn now_rfc3339() -> String {
 struct CreatePayload<'a, C> {
     record: &'a Record,
     clocks: &'a C,
+    /// Kept through coalescing: see `sync::CreatePayloadOwned::resend_base`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resend_base: Option<Json>,
 }
 
 /// The outbox payload of an update.
@@ -891,6 +894,7 @@ impl LocalStore {
             let payload = to_json_string(&CreatePayload {
                 record: &record,
                 clocks: &clocks,
+                resend_base: None,
             });
             let base_version = existing.and_then(|r| r.version);
             enqueue(
@@ -938,15 +942,30 @@ impl LocalStore {
             }
             let record = value.to_record()?;
             crate::check_record(entity, &record)?;
+            let fields = patch.fields();
             update_columns(
                 tx,
                 table,
                 id,
                 &record,
-                &patch.fields(),
+                &fields,
                 to_json_string(&clocks),
                 hlc,
             )?;
+            // A `manual` field in conflict edited again: the user's side of the conflict is
+            // the new value (a rebuild of the row keeps it, `keep_local` sends it).
+            for f in &fields {
+                if entity
+                    .field(f)
+                    .is_some_and(|f| f.merge == sync_model::MergeStrategy::Manual)
+                {
+                    let v = record.get(*f).cloned().unwrap_or(Json::Null);
+                    tx.prepare_cached(
+                        "UPDATE \"sync_conflicts\" SET \"local\" = ?1 WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?3 AND \"field\" = ?4",
+                    )?
+                    .execute(params![v.to_string(), entity.name, id.to_string(), f])?;
+                }
+            }
             let last = if entity.outbox == OutboxMode::Coalesce {
                 last_item(tx, entity, id)?.filter(|l| l.mergeable)
             } else {
@@ -954,9 +973,13 @@ impl LocalStore {
             };
             match last {
                 Some(l) if l.op == OutboxOp::Create => {
+                    let resend_base = serde_json::from_str::<Json>(&l.payload)
+                        .ok()
+                        .and_then(|p| p.get("resend_base").cloned());
                     let payload = to_json_string(&CreatePayload {
                         record: &record,
                         clocks: &clocks,
+                        resend_base,
                     });
                     rewrite_item(tx, l.id, OutboxOp::Create, &payload)?;
                 }

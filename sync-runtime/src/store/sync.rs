@@ -198,6 +198,16 @@ fn twin<T: Syncable>(
 struct CreatePayloadOwned {
     record: Record,
     clocks: Json,
+    /// For a record created again after the server lost it: the last version both sides
+    /// knew (`{record, clocks}`), the base of a merge if another device re-creates it
+    /// too. Local to the outbox: not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resend_base: Option<Json>,
+}
+
+/// `{record, clocks}` of a base copy, for [`CreatePayloadOwned::resend_base`].
+fn resend_base(record: &Record, clocks: &Json) -> Option<Json> {
+    Some(serde_json::json!({ "record": record, "clocks": clocks }))
 }
 
 #[derive(Serialize)]
@@ -689,6 +699,27 @@ fn unversion_row(conn: &Connection, e: &sync_model::Entity, id: &str) -> Result<
     Ok(())
 }
 
+/// An update payload (`{"patch": {...}}`) with every `lww` operation's stamp replaced by
+/// the field's stamp in `clocks` (where it has one).
+fn restamp(payload: &str, clocks: &Json) -> String {
+    let Ok(mut p) = serde_json::from_str::<Json>(payload) else {
+        return payload.to_string();
+    };
+    if let Some(ops) = p.get_mut("patch").and_then(Json::as_object_mut) {
+        for (field, op) in ops.iter_mut() {
+            if let (Some(op), Some(stamp)) = (op.as_object_mut(), clocks.get(field))
+                && op.contains_key("hlc")
+                && stamp
+                    .as_str()
+                    .is_some_and(|s| s.parse::<Hlc>().is_ok_and(|h| h != Hlc::ZERO))
+            {
+                op.insert("hlc".into(), stamp.clone());
+            }
+        }
+    }
+    p.to_string()
+}
+
 /// Whether a server record is the tombstone of a record the server collected: deleted,
 /// with an empty record (a real record always holds its id).
 fn is_collected(s: &ServerRecord) -> bool {
@@ -1082,6 +1113,13 @@ impl LocalStore {
             "UPDATE \"sync_state\" SET \"change_token\" = NULL, \"snapshot_cursor\" = NULL, \"snapshot_token\" = NULL WHERE \"scope\" = ?1",
             [scope],
         )?;
+        // Records with local changes keep their status (the user's view); the ones the
+        // server had acknowledged are listed, and confirmed the same way. There are few:
+        // only records edited since the last sync.
+        let held_key = format!("resnapshot-held:{scope}");
+        let mut held: Vec<(String, Uuid)> = super::meta_get(&tx, &held_key)?
+            .map(|j| serde_json::from_str(&j).unwrap_or_default())
+            .unwrap_or_default();
         for table in self.inner.tables.values() {
             tx.execute(
                 &format!(
@@ -1093,7 +1131,28 @@ impl LocalStore {
                 ),
                 [],
             )?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {id} FROM {t} WHERE {s} NOT IN ('clean', 'syncing') AND {d} = 0 AND ({v} IS NOT NULL OR EXISTS (SELECT 1 FROM {b} WHERE {b}.{id} = {t}.{id}))",
+                id = q(&table.entity.id_field().column),
+                t = q(&table.entity.table),
+                b = q(&format!("sync_base_{}", table.entity.table)),
+                s = q("sync_status"),
+                d = q("sync_deleted"),
+                v = q("sync_version"),
+            ))?;
+            let ids: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in ids {
+                if let Ok(id) = id.parse::<Uuid>() {
+                    let key = (table.entity.name.clone(), id);
+                    if !held.contains(&key) {
+                        held.push(key);
+                    }
+                }
+            }
         }
+        super::meta_set(&tx, &held_key, &serde_json::to_string(&held).expect("JSON"))?;
         let key = format!("resnapshot:{scope}");
         let before = super::meta_get(&tx, &key)?;
         let why = match (before.as_deref(), why) {
@@ -1140,9 +1199,12 @@ impl LocalStore {
                     let row = read_row(&tx, table, uuid)?
                         .ok_or_else(|| StoreError::Corrupt(format!("{} {id} vanished", e.name)))?;
                     let clocks: Json = serde_json::from_str(&row.clocks).unwrap_or(Json::Null);
+                    // A clean row is the last version both sides knew.
+                    let known = resend_base(&row.record, &clocks);
                     let payload = to_json_string(&CreatePayloadOwned {
                         record: row.record,
                         clocks,
+                        resend_base: known,
                     });
                     delete_base(&tx, e, &id)?;
                     unversion_row(&tx, e, &id)?;
@@ -1162,7 +1224,59 @@ impl LocalStore {
                 n += 1;
             }
         }
-        tx.execute("DELETE FROM \"sync_meta\" WHERE \"key\" = ?1", [&key])?;
+        // Records with local changes the server no longer has. Collected: delete wins
+        // over the local edits, as it would have while the tombstone lasted. Lost: the
+        // record as this device holds it (edits included) is created again.
+        let held_key = format!("resnapshot-held:{scope}");
+        let held: Vec<(String, Uuid)> = super::meta_get(&tx, &held_key)?
+            .map(|j| serde_json::from_str(&j).unwrap_or_default())
+            .unwrap_or_default();
+        for (entity, uuid) in held {
+            let Some(table) = self.table_of(&entity) else {
+                continue;
+            };
+            let e = table.entity;
+            let id = uuid.to_string();
+            let Some(row) = read_row(&tx, table, uuid)? else {
+                continue;
+            };
+            if row.deleted {
+                continue;
+            }
+            let known =
+                read_base(&tx, table, uuid)?.and_then(|b| resend_base(&b.record, &b.clocks));
+            delete_items_of(&tx, &e.name, uuid)?;
+            tx.execute(
+                "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+                params![e.name, id],
+            )?;
+            delete_base(&tx, e, &id)?;
+            if why == "unknown" {
+                let clocks: Json = serde_json::from_str(&row.clocks).unwrap_or(Json::Null);
+                let payload = to_json_string(&CreatePayloadOwned {
+                    record: row.record,
+                    clocks,
+                    resend_base: known,
+                });
+                unversion_row(&tx, e, &id)?;
+                enqueue(
+                    &tx,
+                    e,
+                    uuid,
+                    OutboxOp::Create,
+                    &payload,
+                    None,
+                    self.new_key(),
+                )?;
+            } else {
+                delete_row(&tx, e, &id)?;
+            }
+            n += 1;
+        }
+        tx.execute(
+            "DELETE FROM \"sync_meta\" WHERE \"key\" IN (?1, ?2)",
+            params![key, held_key],
+        )?;
         tx.commit()?;
         drop(conn);
         if n > 0 {
@@ -1322,7 +1436,7 @@ impl LocalStore {
                 set_row_meta(&tx, table, item.entity_id, "failed", None)?;
                 ItemOutcome::Dead(problem.to_string())
             }
-            MutationResult::Conflict { server, .. } => {
+            MutationResult::Conflict { server, fields, .. } => {
                 if server.deleted {
                     delete_superseded(&tx, &table.entity.name, item)?;
                     rebase_row(&tx, table, server)?;
@@ -1331,7 +1445,7 @@ impl LocalStore {
                         table.entity.name
                     ))
                 } else {
-                    self.merge_conflict(&tx, table, item, server)?
+                    self.merge_conflict(&tx, table, item, server, fields)?
                 }
             }
         };
@@ -1358,7 +1472,19 @@ impl LocalStore {
     ) -> Result<ItemOutcome, StoreError> {
         let id = item.entity_id;
         let row = read_row(tx, table, id)?;
+        let created_before = pending_for(tx, &table.entity.name, id)?
+            .iter()
+            .any(|(n, op, _)| *n < item.id && *op == OutboxOp::Create);
         match (item.op, row) {
+            (OutboxOp::Update, Some(_)) if created_before => {
+                // An earlier item of this push was turned into the create already: this
+                // update goes after it, as an update, under a new key.
+                tx.execute(
+                    "UPDATE \"sync_outbox\" SET \"idempotency_key\" = ?1, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?2",
+                    params![self.new_key(), item.id],
+                )?;
+                Ok(ItemOutcome::Merged)
+            }
             (OutboxOp::Update, Some(row)) if !row.deleted => {
                 // The record as this item left it (its later items stay, and apply on
                 // top of it as they would have).
@@ -1375,7 +1501,13 @@ impl LocalStore {
                         serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
                     ),
                 };
-                let payload = to_json_string(&CreatePayloadOwned { record, clocks });
+                let payload = to_json_string(&CreatePayloadOwned {
+                    record,
+                    clocks,
+                    resend_base: base
+                        .as_ref()
+                        .and_then(|b| resend_base(&b.record, &b.clocks)),
+                });
                 tx.execute(
                     "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
                     params![payload, self.new_key(), item.id],
@@ -1414,6 +1546,7 @@ impl LocalStore {
         table: &Table,
         item: &OutboxItem,
         server: &ServerRecord,
+        server_fields: &[String],
     ) -> Result<ItemOutcome, StoreError> {
         let id = item.entity_id;
         let entity = &table.entity.name;
@@ -1422,12 +1555,36 @@ impl LocalStore {
         let payload: AnyPayload = serde_json::from_value(item.payload.clone())
             .map_err(|e| StoreError::Corrupt(format!("outbox item {}: {e}", item.id)))?;
         // A replayed answer can carry a record older than the base the store already
-        // holds: merge against the newer one, never move the record backwards.
+        // holds: merge against the newer one, never move the record backwards. If that
+        // is a tombstone, delete wins, as for any edit of a deleted record.
         let server = match &base {
-            Some(b) if b.version > server.version && !b.deleted => b.as_server_record(entity, id),
+            Some(b) if b.version > server.version => b.as_server_record(entity, id),
             _ => server.clone(),
         };
-        let (merged, _clocks, mut conflicts) = match (item.op, &base) {
+        if server.deleted {
+            delete_superseded(tx, entity, item)?;
+            rebase_row(tx, table, &server)?;
+            return Ok(ItemOutcome::Superseded(format!(
+                "the {entity} was deleted on the server; delete wins over a concurrent edit"
+            )));
+        }
+        // A record created again after the server lost it carries the last version both
+        // sides knew: merged three-way against it, so a second device doing the same does
+        // not add its sums twice.
+        let resend_base: Option<(Record, Json)> = item.payload.get("resend_base").and_then(|b| {
+            Some((
+                b.get("record")?.as_object()?.clone(),
+                b.get("clocks")?.clone(),
+            ))
+        });
+        let (merged, merged_clocks, mut conflicts) = match (item.op, &base) {
+            (OutboxOp::Create, _) if resend_base.is_some() => {
+                let (b, _) = resend_base.expect("checked");
+                let mine = payload.record.clone().unwrap_or_default();
+                let mine_clocks = payload.clocks.clone().unwrap_or(Json::Null);
+                (table.fns.merge)(&b, &mine, &mine_clocks, &server.record, &server.clocks)
+                    .map_err(StoreError::Corrupt)?
+            }
             (OutboxOp::Create, _) | (_, None) => {
                 // Two creates of one id, or an item with no acknowledged base: merged from
                 // an empty base, field by field.
@@ -1461,6 +1618,36 @@ impl LocalStore {
                 .map_err(StoreError::Corrupt)?
             }
         };
+        // A `manual` field the server found in conflict stays one unless both sides now
+        // hold the same value: the base copy may have moved (a pull) since the item was
+        // made, and a merge against it would see no conflict and push over the server's
+        // value.
+        for field in server_fields {
+            let manual = table
+                .entity
+                .field(field)
+                .is_some_and(|f| f.merge == sync_model::MergeStrategy::Manual);
+            if !manual || conflicts.iter().any(|c| c.field == *field) {
+                continue;
+            }
+            let mine = merged.get(field).cloned().unwrap_or(Json::Null);
+            let theirs = server.record.get(field).cloned().unwrap_or(Json::Null);
+            if mine != theirs {
+                let op_base = item
+                    .payload
+                    .get("patch")
+                    .and_then(|p| p.get(field))
+                    .and_then(|op| op.get("base"))
+                    .cloned()
+                    .unwrap_or(Json::Null);
+                conflicts.push(FieldConflict {
+                    field: field.clone(),
+                    base: op_base,
+                    local: mine,
+                    remote: theirs,
+                });
+            }
+        }
         // The user decides between the server's value and their latest one.
         if let Some(row) = &row {
             for c in &mut conflicts {
@@ -1477,8 +1664,14 @@ impl LocalStore {
                 push.insert(c.field.clone(), v.clone());
             }
         }
+        // The rewritten item keeps the stamps of the edits it carries (the merged clocks),
+        // not a new one: a later edit of the same field on this device, already queued
+        // behind it, must still win.
         let hlc = self.stamp();
-        match (table.fns.diff)(&server.record, &push, hlc).map_err(StoreError::Corrupt)? {
+        let payload = (table.fns.diff)(&server.record, &push, hlc)
+            .map_err(StoreError::Corrupt)?
+            .map(|p| restamp(&p, &merged_clocks));
+        match payload {
             Some(payload) => {
                 tx.execute(
                     "UPDATE \"sync_outbox\" SET \"op\" = 'update', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = ?3, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?4",
@@ -1540,7 +1733,15 @@ impl LocalStore {
             // written straight to their rows. (A page holds a record once: a snapshot page
             // by id, a changes page by its latest change.)
             let mut fresh: BTreeMap<&str, bool> = BTreeMap::new();
+            // Records with local changes a restart is confirming (see `reset_token`).
+            let held_key = format!("resnapshot-held:{scope}");
+            let mut held: Option<Vec<(String, Uuid)>> = super::meta_get(&tx, &held_key)?
+                .map(|j| serde_json::from_str(&j).unwrap_or_default());
+            let held_before = held.as_ref().map(Vec::len);
             for r in records {
+                if let Some(h) = held.as_mut() {
+                    h.retain(|(e, id)| !(*e == r.entity_type && *id == r.entity_id));
+                }
                 let Some(table) = self.table_of(&r.entity_type) else {
                     continue;
                 };
@@ -1575,6 +1776,11 @@ impl LocalStore {
                     rebase_onto(&tx, table, r)?;
                 }
                 changed.push((r.entity_type.clone(), r.entity_id));
+            }
+            if let Some(h) = &held
+                && Some(h.len()) != held_before
+            {
+                super::meta_set(&tx, &held_key, &serde_json::to_string(h).expect("JSON"))?;
             }
             tx.execute(
                 "INSERT INTO \"sync_state\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\"",
