@@ -1327,3 +1327,53 @@ async fn two_devices_recreating_a_lost_record_do_not_double_its_sums() {
         assert_eq!(d.store().list::<Task>().unwrap().len(), 2);
     }
 }
+
+/// Review finding: a server restored from a backup taken after it had collected garbage
+/// (horizon above 0) must not take a record it lost for a collected one: a device's
+/// pending edit of it creates it again instead of being dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_server_with_a_horizon_gets_back_an_edited_record_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let p = project();
+    let gone = task(p.id, "deleted and collected");
+    a.store().create(&p).unwrap();
+    a.store().create(&gone).unwrap();
+    a.sync_until_quiet().await;
+    a.store().delete::<Task>(gone.id).unwrap();
+    a.sync_until_quiet().await;
+    server
+        .collect_garbage(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    // Created after the backup, then edited offline.
+    let mut t = task(p.id, "made after the backup");
+    t.likes = 2;
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    let mut edited = a.store().get::<Task>(t.id).unwrap().unwrap();
+    edited.likes += 3;
+    edited.title = "edited offline".into();
+    a.store().update(&edited).unwrap();
+    drop((a, server));
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let (_server, url) = sqlite_server_at(&restored).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let r = a.sync_until_quiet().await;
+    assert_eq!((r.dead, r.superseded), (0, 0), "{r:?}");
+    a.sync_until_quiet().await;
+    let on_server = server_records(&url).await;
+    assert_eq!(on_server[&t.id]["likes"], 5, "{on_server:#?}");
+    assert_eq!(on_server[&t.id]["title"], "edited offline");
+    assert!(!on_server.contains_key(&gone.id));
+    let local = a.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!((local.likes, local.title.as_str()), (5, "edited offline"));
+}
