@@ -23,10 +23,40 @@ pub(crate) type CheckRecord =
 pub(crate) type ApplyPatch = fn(&Record, &Json, &Json, bool, u64) -> Result<PatchOutcome, String>;
 
 /// Brings a stamp from the server's future back to `max_millis` (the server's time plus
-/// its skew bound), keeping its counter and node so distinct stamps stay distinct.
+/// its skew bound). The distance it lay beyond becomes the counter, so stamps of one
+/// device keep their order when several are brought back at once (an earlier edit must
+/// not tie with, or beat, a later one); the node stays.
 fn bound(text: &str, max_millis: u64) -> Option<String> {
     let h: Hlc = text.parse().ok()?;
-    (h.millis > max_millis).then(|| Hlc::new(max_millis, h.counter, h.node).to_string())
+    (h.millis > max_millis).then(|| {
+        let beyond = u32::try_from(h.millis - max_millis).unwrap_or(u32::MAX);
+        Hlc::new(max_millis, beyond, h.node).to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_runtime::hlc::NodeId;
+
+    #[test]
+    fn bounded_stamps_keep_their_order_and_the_bound() {
+        let node = NodeId(7);
+        let max = 1_000_000;
+        let early = Hlc::new(max + 5_000, 0, node).to_string();
+        let late = Hlc::new(max + 9_000, 0, node).to_string();
+        let (e, l): (Hlc, Hlc) = (
+            bound(&early, max).unwrap().parse().unwrap(),
+            bound(&late, max).unwrap().parse().unwrap(),
+        );
+        assert!(e < l, "{e} < {l}");
+        assert_eq!((e.millis, l.millis, e.node), (max, max, node));
+        assert_eq!(
+            bound(&Hlc::new(max, 3, node).to_string(), max),
+            None,
+            "within the bound"
+        );
+    }
 }
 
 /// [`bound`] on every stamp of a clocks object (`{field: stamp}`).
