@@ -34,31 +34,6 @@ fn bound(text: &str, max_millis: u64) -> Option<String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sync_runtime::hlc::NodeId;
-
-    #[test]
-    fn bounded_stamps_keep_their_order_and_the_bound() {
-        let node = NodeId(7);
-        let max = 1_000_000;
-        let early = Hlc::new(max + 5_000, 0, node).to_string();
-        let late = Hlc::new(max + 9_000, 0, node).to_string();
-        let (e, l): (Hlc, Hlc) = (
-            bound(&early, max).unwrap().parse().unwrap(),
-            bound(&late, max).unwrap().parse().unwrap(),
-        );
-        assert!(e < l, "{e} < {l}");
-        assert_eq!((e.millis, l.millis, e.node), (max, max, node));
-        assert_eq!(
-            bound(&Hlc::new(max, 3, node).to_string(), max),
-            None,
-            "within the bound"
-        );
-    }
-}
-
 /// [`bound`] on every stamp of a clocks object (`{field: stamp}`).
 fn bound_clocks(clocks: &mut Json, max_millis: u64) {
     if let Some(map) = clocks.as_object_mut() {
@@ -191,4 +166,29 @@ fn apply_patch<T: Syncable>(
         record,
         clocks: serde_json::to_value(clocks).map_err(|e| e.to_string())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_runtime::hlc::NodeId;
+
+    #[test]
+    fn bounded_stamps_keep_their_order_and_the_bound() {
+        let node = NodeId(7);
+        let max = 1_000_000;
+        let early = Hlc::new(max + 5_000, 0, node).to_string();
+        let late = Hlc::new(max + 9_000, 0, node).to_string();
+        let (e, l): (Hlc, Hlc) = (
+            bound(&early, max).unwrap().parse().unwrap(),
+            bound(&late, max).unwrap().parse().unwrap(),
+        );
+        assert!(e < l, "{e} < {l}");
+        assert_eq!((e.millis, l.millis, e.node), (max, max, node));
+        assert_eq!(
+            bound(&Hlc::new(max, 3, node).to_string(), max),
+            None,
+            "within the bound"
+        );
+    }
 }
