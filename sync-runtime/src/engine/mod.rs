@@ -12,11 +12,14 @@
 //! | failure | what the engine does |
 //! |---|---|
 //! | network unavailable (connection refused, DNS) | the items go back to the queue without counting an attempt; the run pauses ([`PauseReason::Offline`]) |
-//! | timeout, 5xx, 429, 409 (in progress) | the items wait with exponential backoff and jitter (honouring `Retry-After`), capped at [`EngineConfig::backoff_cap`]; dead after [`EngineConfig::max_attempts`] |
+//! | timeout, 5xx, 429, 409 (in progress) | the items wait with exponential backoff and jitter (honouring `Retry-After`), capped at [`EngineConfig::backoff_cap`], measured on [`EngineConfig::monotonic_clock`] (never the wall clock); dead after [`EngineConfig::max_attempts`] |
 //! | 401/403 | the app's token refresher is called once and the request retried; then the run pauses ([`PauseReason::AuthFailed`]) |
 //! | `conflict` result | the generated three-way merge combines both sides and the result is pushed; `manual` fields make the record `conflicted` until the user resolves it ([`LocalStore::conflicts`], [`LocalStore::keep_local`], [`LocalStore::keep_server`], [`LocalStore::resolve_with`]) |
 //! | `rejected` result, 4xx | the item is dead with the reason, visible in [`LocalStore::status`], retried by [`LocalStore::retry_dead`] |
-//! | 410 on a change token | the engine takes a new snapshot |
+//! | 410 on a change token | the engine takes a new snapshot; once caught up, records the device held as synced that the server no longer has are removed (`token-expired`: collected) or created on the server again (`token-unknown`: a restored or replaced server) |
+//!
+//! After every response the engine hands the server's `Date` to
+//! [`LocalStore::observe_server_time`], so local edits are stamped in the server's time.
 
 mod http;
 
