@@ -109,11 +109,22 @@ async fn key_state(
         return Ok(KeyState::New);
     };
     let stored_hash = row[0].as_str().unwrap_or_default();
+    let status = row[4].as_i64().unwrap_or(200);
+    if row[1].as_str() == Some("compacted")
+        && stored_hash == request_hash
+        && status != 200
+        && status != 409
+    {
+        // Rejected long ago, and the reason was compacted away. Nothing of it was
+        // applied, so it is evaluated again: its reason may no longer hold (a record
+        // unknown then, created since), and a reason given again is exact, where "it
+        // was rejected" alone would leave the client nothing to act on.
+        return Ok(KeyState::New);
+    }
     if row[1].as_str() == Some("compacted") && stored_hash == request_hash {
         // Processed long ago; its stored result was compacted away, its outcome kept
         // (`response_status`). The mutation counts once: the answer is that outcome with
         // the record as it is now.
-        let status = row[4].as_i64().unwrap_or(200);
         return Ok(KeyState::Answer(
             current_answer(state, tx, account, m, status).await?,
         ));
@@ -168,21 +179,53 @@ fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
     }
 }
 
-/// Whether a record this server does not hold, which a mutation says it saw at
-/// `base_version`, can have been collected: a collected record's versions lie at or
-/// below the account's horizon (a record's version never exceeds its last change's
-/// number), and the account has one. Otherwise the record is unknown here (never
-/// created, or lost in a restore): 422 `unknown-record`, and the client creates it again.
+/// Whether a record this server does not hold was collected: deleted here, and its
+/// tombstone removed by garbage collection. Garbage collection keeps the change-log row
+/// of every delete (a slim tombstone: ids, version and commit time, no record), so this
+/// is exact. A record this server never held (never created, or lost when the database
+/// was restored from a backup taken before it reached it) has none: 422
+/// `unknown-record`, and the client creates it again. (Telling the two apart by version
+/// numbers alone would take a record a restore lost for one collected, once a later
+/// collection moved the horizon past its versions, and drop it everywhere.)
 async fn collected_before(
     tx: &mut Tx<'_>,
     account: &str,
+    e: &Entity,
+    id: Uuid,
     base_version: Option<i64>,
 ) -> Result<bool, ServerError> {
-    let Some(v) = base_version else {
+    if base_version.is_none() {
         return Ok(false);
+    }
+    let d = tx.dialect();
+    let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
+    let true_lit = if d == sync_model::sql::Dialect::Postgres {
+        "TRUE"
+    } else {
+        "1"
     };
-    let horizon_seq = horizon(tx, account).await?.1;
-    Ok(horizon_seq > 0 && v <= horizon_seq)
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {} AND {} = {} AND {} = {} AND {} = {true_lit} LIMIT 1",
+                sel(d, "seq"),
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "entity_type"),
+                ph(d, 2, "TEXT"),
+                q(d, "entity_id"),
+                ph(d, 3, uuid_ty),
+                q(d, "deleted"),
+            ),
+            &[
+                Arg::Text(account.into()),
+                Arg::Text(e.name.clone()),
+                Arg::Text(id.to_string()),
+            ],
+        )
+        .await?;
+    Ok(!rows.is_empty())
 }
 
 /// A delete of a record deleted and collected already: done.
@@ -194,7 +237,8 @@ fn applied_collected(key: &str, e: &Entity, m: &Mutation) -> MutationResult {
 }
 
 /// The answer to a mutation whose stored result was compacted, from the outcome kept
-/// (`status`: 200 applied, 409 conflict, else rejected): the record as it is now (or its
+/// (`status`: 200 applied, 409 conflict; a rejection is evaluated again, see
+/// `key_state`): the record as it is now (or its
 /// collected tombstone). A conflict is answered as a conflict with the current record, so
 /// the client merges again; nothing of it was applied.
 async fn current_answer(
@@ -204,15 +248,6 @@ async fn current_answer(
     m: &Mutation,
     status: i64,
 ) -> Result<MutationResult, ServerError> {
-    if status != 200 && status != 409 {
-        return Ok(rejected(
-            &m.idempotency_key,
-            u16::try_from(status).unwrap_or(422),
-            "rejected-earlier",
-            "Rejected earlier",
-            "this mutation was rejected when it was first received; the details are no longer kept",
-        ));
-    }
     let Some(ops) = state.entities.get(&m.entity_type) else {
         return Ok(rejected(
             &m.idempotency_key,
@@ -654,6 +689,10 @@ async fn apply(
     };
     let e = ops.model;
     let current = load(tx, e, account, m.entity_id).await?;
+    // A record's versions stay above every version a client saw, even when this
+    // database lost some (restored from a backup): a version number never names two
+    // states of one record, so clients can tell the states apart.
+    let seen = m.base_version.unwrap_or(0).max(0);
     let applied = |stored: Stored| MutationResult::Applied {
         idempotency_key: key.clone(),
         server: server_record(e, m.entity_id, stored),
@@ -707,6 +746,23 @@ async fn apply(
                         fields,
                     })
                 }
+                Some(cur)
+                    if cur.deleted
+                        && m.base_version != Some(cur.version)
+                        && latest_stamp(&clocks) <= latest_stamp(&cur.clocks) =>
+                {
+                    // A create over a tombstone, made before the delete (stamped no
+                    // later than it): a retry whose first delivery a restore lost, or a
+                    // device sending again what a restore lost. The delete wins, as over
+                    // any concurrent edit. A recreate is a create after the delete: from
+                    // a device that saw this tombstone (it carries its version), or
+                    // stamped later than the delete (whose stamp the tombstone keeps).
+                    Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: server_record(e, m.entity_id, cur),
+                        fields: Vec::new(),
+                    })
+                }
                 other => {
                     // New, or recreated after a delete: the record replaces the tombstone
                     // entirely, so nothing of the old record comes back.
@@ -716,8 +772,8 @@ async fn apply(
                     // record's version never exceeds its last change's number, and
                     // collected changes lie at or below the horizon).
                     let version = match other {
-                        Some(c) => c.version + 1,
-                        None => horizon(tx, account).await?.1 + 1,
+                        Some(c) => c.version.max(seen) + 1,
+                        None => horizon(tx, account).await?.1.max(seen) + 1,
                     };
                     let ts = write(
                         tx,
@@ -754,7 +810,7 @@ async fn apply(
                 ));
             };
             let Some(cur) = current else {
-                if collected_before(tx, account, m.base_version).await? {
+                if collected_before(tx, account, e, m.entity_id, m.base_version).await? {
                     // Made against a version this server issued, and gone: collected
                     // after its delete. Delete wins, as it does while the tombstone lasts.
                     return Ok(MutationResult::Conflict {
@@ -782,6 +838,11 @@ async fn apply(
                     fields: Vec::new(),
                 });
             }
+            if patch.as_object().is_some_and(serde_json::Map::is_empty) {
+                // Nothing to change (a client checking the record, say): the record as it
+                // is, without a new version.
+                return Ok(applied(cur));
+            }
             let same_version = m.base_version == Some(cur.version);
             match (ops.apply_patch)(
                 &cur.record,
@@ -797,7 +858,7 @@ async fn apply(
                     fields,
                 }),
                 Ok(PatchOutcome::Applied { record, clocks }) => {
-                    let version = cur.version + 1;
+                    let version = cur.version.max(seen) + 1;
                     let ts = write(
                         tx,
                         e,
@@ -823,7 +884,7 @@ async fn apply(
             }
         }
         MutationOp::Delete => match current {
-            None if collected_before(tx, account, m.base_version).await? => {
+            None if collected_before(tx, account, e, m.entity_id, m.base_version).await? => {
                 // Deleted and collected already: the delete is done.
                 Ok(applied_collected(key, e, m))
             }
@@ -836,14 +897,21 @@ async fn apply(
             )),
             Some(cur) if cur.deleted => Ok(applied(cur)),
             Some(cur) => {
-                let version = cur.version + 1;
+                let version = cur.version.max(seen) + 1;
+                // The tombstone's stamps include the delete's own (bounded like any
+                // stamp): a create that arrives later is a recreate only if it was made
+                // after the delete (see `Create`).
+                let clocks = match m.hlc {
+                    Some(h) => stamped_at_least(&cur.clocks, h, state.max_stamp_millis()),
+                    None => cur.clocks.clone(),
+                };
                 let ts = write(
                     tx,
                     e,
                     account,
                     m.entity_id,
                     &cur.record,
-                    &cur.clocks,
+                    &clocks,
                     version,
                     true,
                     last_seq,
@@ -855,11 +923,39 @@ async fn apply(
                     deleted: true,
                     version,
                     server_updated_at: ts,
+                    clocks,
                     ..cur
                 }))
             }
         },
     }
+}
+
+/// `clocks` (`{field: stamp}`) with every stamp raised to at least `h` (bounded to
+/// `max_millis` first, as every stamp a client sends).
+fn stamped_at_least(clocks: &Json, h: sync_runtime::hlc::Hlc, max_millis: u64) -> Json {
+    let h = crate::registry::bound(&h.to_string(), max_millis)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(h);
+    let mut out = clocks.clone();
+    if let Some(map) = out.as_object_mut() {
+        for v in map.values_mut() {
+            let old: Option<sync_runtime::hlc::Hlc> = v.as_str().and_then(|t| t.parse().ok());
+            if old.is_none_or(|o| o < h) {
+                *v = Json::String(h.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The latest stamp of a clocks object (`{field: stamp}`).
+fn latest_stamp(clocks: &Json) -> Option<sync_runtime::hlc::Hlc> {
+    clocks
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_str()?.parse().ok())
+        .max()
 }
 
 /// A change token as the client sent it: the sequence number it stands for, and the tag
@@ -1300,15 +1396,18 @@ pub(crate) async fn collect_garbage(
                 .await?;
         }
         // The change at the horizon stays: tokens issued for it are still valid, and
-        // its commit time is what their tags are checked against.
+        // its commit time is what their tags are checked against. So do the rows of
+        // deletes: slim tombstones, by which a late mutation of a collected record is
+        // told from one of a record this database never held (`collected_before`).
         tx.execute(
             &format!(
-                "DELETE FROM {} WHERE {} = {} AND {} < {}",
+                "DELETE FROM {} WHERE {} = {} AND {} < {} AND {} <> {true_lit}",
                 q(d, "sync_changes"),
                 q(d, "sync_account"),
                 ph(d, 1, "TEXT"),
                 q(d, "seq"),
-                ph(d, 2, big)
+                ph(d, 2, big),
+                q(d, "deleted"),
             ),
             &[Arg::Text(account.clone()), Arg::Int(max_seq)],
         )

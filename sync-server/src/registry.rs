@@ -26,7 +26,7 @@ pub(crate) type ApplyPatch = fn(&Record, &Json, &Json, bool, u64) -> Result<Patc
 /// its skew bound). The distance it lay beyond becomes the counter, so stamps of one
 /// device keep their order when several are brought back at once (an earlier edit must
 /// not tie with, or beat, a later one); the node stays.
-fn bound(text: &str, max_millis: u64) -> Option<String> {
+pub(crate) fn bound(text: &str, max_millis: u64) -> Option<String> {
     let h: Hlc = text.parse().ok()?;
     (h.millis > max_millis).then(|| {
         let beyond = u32::try_from(h.millis - max_millis).unwrap_or(u32::MAX);

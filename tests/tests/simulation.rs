@@ -133,8 +133,11 @@ impl SimTransport {
             .await
             .unwrap();
         let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
-        if status == 410 {
-            self.note(format!("{method} {uri} -> 410 {}", json["type"]));
+        if status == 410 || status >= 500 && !json["type"].is_null() {
+            self.note(format!(
+                "{method} {uri} -> {status} {} {}",
+                json["type"], json["detail"]
+            ));
         }
         if status != 200 {
             return Err(TransportError::Http {
@@ -356,6 +359,19 @@ struct Sim {
     /// The monotonic clock of every engine's retry schedule (milliseconds).
     mono: Arc<AtomicU64>,
     db: ServerDb,
+    /// The last backup of the server's database (SQLite runs only), taken with
+    /// `VACUUM INTO`.
+    backup: Option<std::path::PathBuf>,
+    /// How many times the server was restored from a backup.
+    restores: u32,
+    /// Every increment made since the last restore: these are never lost (what was made
+    /// and acknowledged between the backup and the restore may be).
+    increments_since_restore: BTreeMap<Uuid, i64>,
+    /// Records an "old client" pushed raw: no device holds them until it pulls them, so
+    /// a restore may lose them for good.
+    pushed_raw: BTreeSet<Uuid>,
+    /// Records a restore may have lost for good (see `pushed_raw`).
+    may_be_lost: BTreeSet<Uuid>,
 }
 
 /// Where every clock of a run starts (2027-01-15).
@@ -449,6 +465,11 @@ impl Sim {
             mono: Arc::new(AtomicU64::new(0)),
             db,
             dir,
+            backup: None,
+            restores: 0,
+            increments_since_restore: BTreeMap::new(),
+            pushed_raw: BTreeSet::new(),
+            may_be_lost: BTreeSet::new(),
         };
         sim.shared_ids = (0..2).map(|_| sim.rng.lock().unwrap().uuid()).collect();
         for i in 0..clients {
@@ -556,6 +577,47 @@ impl Sim {
         self.server = Some(server);
     }
 
+    /// A backup of the server's database as it is now (SQLite runs only; the PostgreSQL
+    /// run has no restore event).
+    fn take_backup(&mut self) {
+        let ServerDb::Sqlite(path) = &self.db else {
+            return;
+        };
+        let to = self
+            .dir
+            .path()
+            .join(format!("backup-{}.db", self.trace.lock().unwrap().len()));
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute("VACUUM INTO ?1", [to.to_str().unwrap()])
+            .unwrap();
+        self.backup = Some(to);
+        self.note("server backup taken".into());
+    }
+
+    /// The server's database replaced by the last backup (a copy: the backup may be
+    /// restored again), and the server started on it. What was written after the backup
+    /// is gone from the server; clients still hold it.
+    async fn restore_backup(&mut self) {
+        let Some(backup) = self.backup.clone() else {
+            return;
+        };
+        self.server = None;
+        *self.router.lock().unwrap() = axum::Router::new();
+        self.restores += 1;
+        let to = self.dir.path().join(format!("server-{}.db", self.restores));
+        std::fs::copy(&backup, &to).unwrap();
+        self.db = ServerDb::Sqlite(to);
+        let server = open_server(&self.db, self.server_wall.clone()).await;
+        *self.router.lock().unwrap() = server.router();
+        self.server = Some(server);
+        // Deletes acknowledged between the backup and the restore are undone with it,
+        // and increments acknowledged then are lost: the invariants start over.
+        self.stays_deleted.clear();
+        self.increments_since_restore.clear();
+        self.may_be_lost.append(&mut self.pushed_raw);
+        self.note("server restored from its last backup".into());
+    }
+
     async fn step(&mut self) {
         let i = self.r(self.clients.len() as u64) as usize;
         for c in &self.clients {
@@ -568,7 +630,7 @@ impl Sim {
         let store = self.clients[i].engine.as_ref().unwrap().store().clone();
         let name = self.clients[i].name.clone();
         let live: Vec<Task> = store.list::<Task>().unwrap();
-        match self.r(113) {
+        match self.r(116) {
             0..=19 => {
                 let id = self.rng.lock().unwrap().uuid();
                 let t = Task {
@@ -597,6 +659,7 @@ impl Sim {
                         let d = 1 + self.r(3) as i64;
                         t.likes += d;
                         *self.increments.entry(t.id).or_default() += d;
+                        *self.increments_since_restore.entry(t.id).or_default() += d;
                     }
                     3 => {
                         let tag = format!("g{}", self.r(4));
@@ -683,6 +746,7 @@ impl Sim {
                     t.tags.insert(format!("g{i}"));
                     store.create(&t).unwrap();
                     *self.increments.entry(id).or_default() += likes;
+                    *self.increments_since_restore.entry(id).or_default() += likes;
                     self.recreated.insert(id);
                     if !self.ids.contains(&id) {
                         self.ids.push(id);
@@ -758,6 +822,7 @@ impl Sim {
                     .collect();
                 assert_eq!(statuses, ["applied", "rejected"], "{r}");
                 self.ids.push(good);
+                self.pushed_raw.insert(good);
                 self.note(format!("an old client pushed {good} and a refused value"));
             }
             106..=107 => {
@@ -801,6 +866,8 @@ impl Sim {
                     "garbage collected ({removed} tombstones, window {window} ms)"
                 ));
             }
+            113..=114 => self.take_backup(),
+            115 => self.restore_backup().await,
             _ => {}
         }
     }
@@ -929,6 +996,17 @@ impl Sim {
                 "task {id} was deleted, never created again, and is back"
             ));
         }
+        // Nothing lost: every task created and never deleted is on the server (after a
+        // restore too: the clients that hold one the server lost create it again).
+        if let Some(id) = self.ids.iter().find(|id| {
+            !self.touched_by_delete.contains(*id)
+                && !self.may_be_lost.contains(*id)
+                && !server.contains_key(&id.to_string())
+        }) {
+            return Err(format!(
+                "task {id} was created, never deleted, and is not on the server"
+            ));
+        }
         if let Some(v) = self.order.lock().unwrap().violations.first() {
             return Err(v.clone());
         }
@@ -938,9 +1016,16 @@ impl Sim {
             }
             if let Some(r) = server.get(&id.to_string()) {
                 let likes = r["likes"].as_i64().unwrap_or(0);
-                if likes != *inc {
+                let since_restore = self.increments_since_restore.get(id).copied().unwrap_or(0);
+                if self.restores == 0 && likes != *inc {
                     return Err(format!(
                         "task {id}: likes is {likes} on the server, but the increments add up to {inc}"
+                    ));
+                }
+                // After a restore: nothing doubled, nothing made since the restore lost.
+                if likes > *inc || likes < since_restore {
+                    return Err(format!(
+                        "task {id}: likes is {likes} on the server, but the increments add up to {inc}, {since_restore} of them since the last restore"
                     ));
                 }
             }
@@ -1002,6 +1087,9 @@ fn simulation_seeds() {
 /// release build).
 #[test]
 fn simulation_seeds_postgres() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("sync_server=error")
+        .try_init();
     let Some(base) = support::postgres_url() else {
         eprintln!("skipped: SYNC_TEST_POSTGRES_URL is not set");
         return;

@@ -603,6 +603,16 @@ impl<T: Transport> SyncEngine<T> {
                 report.pulled += self.store.apply_pulled(&account, &page.changes, &next)?;
                 since = page.next_token;
                 if !page.has_more {
+                    if !restarted && self.store.restore_suspected(&account)? {
+                        // The server was restored and the token survived it: start
+                        // again, and send what it lost.
+                        restarted = true;
+                        self.store.reset_token(&account, Restart::Unknown)?;
+                        break;
+                    }
+                    // Own writes the changes never showed are checked with the server
+                    // (before a restart's end takes missing records for collected).
+                    self.store.check_own_writes()?;
                     // Caught up: every record the server holds was delivered since the
                     // last snapshot began (by the snapshot if it changed before its pin,
                     // by these changes if after). Records a restart marked and nothing

@@ -723,8 +723,8 @@ struct UpdatePayload<P> {
 
 /// The outbox payload of a delete.
 #[derive(Serialize)]
-struct DeletePayload {
-    hlc: Hlc,
+pub(super) struct DeletePayload {
+    pub(super) hlc: Hlc,
 }
 
 fn to_json_string<T: Serialize>(value: &T) -> String {
@@ -732,7 +732,7 @@ fn to_json_string<T: Serialize>(value: &T) -> String {
 }
 
 /// A stored row, read back.
-struct Row {
+pub(super) struct Row {
     record: Record,
     clocks: String,
     deleted: bool,
@@ -1032,6 +1032,13 @@ impl LocalStore {
                 params![entity.name, id.to_string()],
             )?;
             match last {
+                Some(l) if l.op == OutboxOp::Create && l.base_version.is_some() => {
+                    // A create of a record the server knows of (a recreate, or one it lost
+                    // in a restore and other devices may send again): the server must
+                    // learn of the delete, so both go.
+                    mark_deleted(tx, entity, id, hlc)?;
+                    enqueue(tx, entity, id, OutboxOp::Delete, &payload, None, self.new_key())?;
+                }
                 Some(l) if l.op == OutboxOp::Create => {
                     // Created and deleted before the server heard of it: nothing to send.
                     tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [l.id])?;
@@ -1366,6 +1373,9 @@ struct LastItem {
     payload: String,
     /// Never attempted and still pending: its body may be rewritten.
     mergeable: bool,
+    /// The version the item was made against (a create has one when it recreates a
+    /// record over a tombstone, or sends again one the server lost).
+    base_version: Option<i64>,
 }
 
 fn last_item(conn: &Connection, entity: &Entity, id: Uuid) -> Result<Option<LastItem>, StoreError> {
@@ -1373,22 +1383,31 @@ fn last_item(conn: &Connection, entity: &Entity, id: Uuid) -> Result<Option<Last
     // makes the statement re-prepare on every execution (measured: 20% of an update).
     // A coalescing entity has very few items per record, so the last is picked here.
     let mut stmt = conn.prepare_cached(
-        "SELECT \"id\", \"op\", \"payload\", \"status\", \"attempt_count\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        "SELECT \"id\", \"op\", \"payload\", \"status\", \"attempt_count\", \"base_version\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
     )?;
     let mut rows = stmt.query(params![entity.name, id.to_string()])?;
-    let mut last: Option<(i64, String, String, String, i64)> = None;
+    type Found = (i64, String, String, String, i64, Option<i64>);
+    let mut last: Option<Found> = None;
     while let Some(r) = rows.next()? {
         let item_id: i64 = r.get(0)?;
         if last.as_ref().is_none_or(|l| l.0 < item_id) {
-            last = Some((item_id, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
+            last = Some((
+                item_id,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ));
         }
     }
-    last.map(|(id, op, payload, status, attempts)| {
+    last.map(|(id, op, payload, status, attempts, base_version)| {
         Ok(LastItem {
             id,
             op: OutboxOp::parse(&op)?,
             payload,
             mergeable: status == "pending" && attempts == 0,
+            base_version,
         })
     })
     .transpose()

@@ -382,11 +382,13 @@ impl PullSql {
                 t = q(&e.table),
             ),
             probe: format!(
-                "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} IN ('clean', 'syncing') FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead'), (SELECT {s} = 'syncing' FROM {t} WHERE {id} = ?1)",
+                "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} IN ('clean', 'syncing') FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead'), (SELECT {s} = 'syncing' FROM {t} WHERE {id} = ?1), (SELECT {at} FROM {base} WHERE {id} = ?1), (SELECT {at} FROM {t} WHERE {id} = ?1), (SELECT {d} FROM {t} WHERE {id} = ?1)",
                 base = q(&base_table),
                 t = q(&e.table),
                 v = q("sync_version"),
                 s = q("sync_status"),
+                at = q("sync_server_updated_at"),
+                d = q("sync_deleted"),
             ),
             keep_base: format!(
                 "INSERT INTO {base} ({cols}) SELECT {cols} FROM {t} WHERE {id} = ?1 AND {v} IS NOT NULL AND {s} IN ('clean', 'syncing') ON CONFLICT ({id}) DO NOTHING",
@@ -456,6 +458,12 @@ struct Probe {
     pending: bool,
     /// The row awaits confirmation by the snapshot under way (`syncing`).
     unconfirmed: bool,
+    /// The base copy's `server_updated_at`, if there is a base copy.
+    base_at: Option<String>,
+    /// The row's `sync_server_updated_at`.
+    row_at: Option<String>,
+    /// The row is a tombstone.
+    row_deleted: bool,
 }
 
 impl Probe {
@@ -469,6 +477,9 @@ impl Probe {
                     clean: x.get(2)?,
                     pending: x.get(3)?,
                     unconfirmed: x.get::<_, Option<bool>>(4)?.unwrap_or(false),
+                    base_at: x.get(5)?,
+                    row_at: x.get(6)?,
+                    row_deleted: x.get::<_, Option<bool>>(7)?.unwrap_or(false),
                 })
             },
         )?)
@@ -481,6 +492,49 @@ impl Probe {
             None => self.row_version.filter(|_| self.clean == Some(true)),
         }
     }
+
+    /// The commit time of [`Probe::known_version`] (empty if a store of an earlier
+    /// version wrote it without one).
+    fn known_at(&self) -> &str {
+        match self.base {
+            Some(_) => self.base_at.as_deref(),
+            None => self.row_at.as_deref().filter(|_| self.clean == Some(true)),
+        }
+        .unwrap_or("")
+    }
+
+    /// How the server's record `r` relates to the version the store holds.
+    fn compare(&self, r: &ServerRecord) -> Known {
+        let Some(v) = self.known_version() else {
+            return Known::Older;
+        };
+        let at = self.known_at();
+        if v < r.version {
+            Known::Older
+        } else if at.is_empty() || (v == r.version && at == r.server_updated_at) {
+            // The same version (or, without a commit time to tell, an older record: a
+            // replayed answer).
+            Known::Same
+        } else {
+            // The server holds another version under a number the store knows, or an
+            // older number: it is not the history the store followed. Within one
+            // history a record's versions only grow and each has one commit time.
+            Known::OtherHistory
+        }
+    }
+}
+
+/// How the version of a record the store holds relates to one the server sent
+/// ([`Probe::compare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// The store holds nothing, or an older version.
+    Older,
+    /// The store holds this version (or a newer one of the same history).
+    Same,
+    /// The server's record is from another history than the store's: the server was
+    /// restored from a backup or replaced since the store heard of the record.
+    OtherHistory,
 }
 
 /// The synced fields' column values of `record`, in column order.
@@ -743,6 +797,80 @@ fn forget_collected(conn: &Connection, table: &Table, item: &OutboxItem) -> Resu
         delete_row(conn, e, &id)
     } else {
         unversion_row(conn, e, &id)
+    }
+}
+
+/// The `sync_meta` key of an own write the pull has not shown yet (see
+/// [`record_own_write`]).
+fn own_write_key(entity: &str, id: Uuid) -> String {
+    format!("own-write:{entity}:{id}")
+}
+
+/// Notes a write the server acknowledged (`s` is the record it answered with): the
+/// pulls that follow must show this version or a later one. If they catch up without
+/// it, the server may have lost it (restored from a backup taken before the write,
+/// with the device's change token still valid there), and the record is checked
+/// ([`LocalStore::check_own_writes`]).
+fn record_own_write(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
+    super::meta_set(
+        conn,
+        &own_write_key(&s.entity_type, s.entity_id),
+        &format!("{} {}", s.version, s.server_updated_at),
+    )
+}
+
+/// The payload of a check ([`LocalStore::check_own_writes`]): an update that changes
+/// nothing.
+const CHECK_PAYLOAD: &str = r#"{"patch":{}}"#;
+
+/// Whether `item` is a check ([`LocalStore::check_own_writes`]).
+fn is_check(item: &OutboxItem) -> bool {
+    item.op == OutboxOp::Update
+        && item
+            .payload
+            .get("patch")
+            .and_then(Json::as_object)
+            .is_some_and(serde_json::Map::is_empty)
+}
+
+/// Whether any own write awaits its pull (one query per page, so pulls of a store that
+/// has none cost nothing more).
+fn has_own_writes(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM \"sync_meta\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;')",
+    )?
+    .query_row([], |r| r.get(0))?)
+}
+
+/// A pulled record shows an own write (this version or a later one: done), or another
+/// history under its version number (the server lost it).
+fn confirm_own_write(
+    conn: &Connection,
+    r: &ServerRecord,
+    other_history: &mut bool,
+) -> Result<(), StoreError> {
+    let key = own_write_key(&r.entity_type, r.entity_id);
+    let Some(value) = super::meta_get(conn, &key)? else {
+        return Ok(());
+    };
+    let (version, at) = value.split_once(' ').unwrap_or((value.as_str(), ""));
+    let version: i64 = version.parse().unwrap_or(0);
+    if r.version < version || (r.version == version && r.server_updated_at != at) {
+        *other_history = true;
+    }
+    conn.execute("DELETE FROM \"sync_meta\" WHERE \"key\" = ?1", [key])?;
+    Ok(())
+}
+
+/// The server sent records of another history than the store followed: a restart
+/// under way re-sends what the server does not have (it becomes `unknown`); otherwise
+/// one is due ([`LocalStore::restore_suspected`]).
+fn suspect_restore(conn: &Connection, scope: &str) -> Result<(), StoreError> {
+    let key = format!("resnapshot:{scope}");
+    if super::meta_get(conn, &key)?.is_some() {
+        super::meta_set(conn, &key, "unknown")
+    } else {
+        super::meta_set(conn, &format!("restore-suspected:{scope}"), "1")
     }
 }
 
@@ -1153,6 +1281,19 @@ impl LocalStore {
             }
         }
         super::meta_set(&tx, &held_key, &serde_json::to_string(&held).expect("JSON"))?;
+        // After a restore every record the server lost is sent again when the snapshot
+        // is through; otherwise own writes are still checked (a first snapshot after a
+        // push must not take the records it lacks for collected).
+        tx.execute(
+            "DELETE FROM \"sync_meta\" WHERE \"key\" = ?1",
+            [format!("restore-suspected:{scope}")],
+        )?;
+        if why == Restart::Unknown {
+            tx.execute(
+                "DELETE FROM \"sync_meta\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;'",
+                [],
+            )?;
+        }
         let key = format!("resnapshot:{scope}");
         let before = super::meta_get(&tx, &key)?;
         let why = match (before.as_deref(), why) {
@@ -1164,20 +1305,37 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Whether, now that the pulls caught up, the server shows signs of a restore the
+    /// change token did not reveal: it sent a record of another history than the one
+    /// this store followed (a version number the store knows with another commit time,
+    /// or a lower one). The engine then starts again as after a `token-unknown`
+    /// ([`LocalStore::reset_token`] with [`Restart::Unknown`]): the server's records
+    /// replace the device's, and what the server lost is sent again.
+    pub(crate) fn restore_suspected(&self, scope: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        Ok(super::meta_get(&conn, &format!("restore-suspected:{scope}"))?.is_some())
+    }
+
     /// Once the changes after a snapshot that followed [`LocalStore::reset_token`] are
     /// caught up (every record the server holds has been delivered since the snapshot
-    /// began): the records still `syncing` are gone from the server. After [`Restart::Collected`] they are
-    /// removed here (deleted elsewhere, tombstone collected); after
-    /// [`Restart::Unknown`] they are queued as creates, so the server gets back what a
-    /// restore lost. Returns how many records it removed or queued. A no-op unless a
-    /// restart is unfinished; idempotent, and resumed by the next sync after a crash.
+    /// began): the records still `syncing` are not on the server. Each is checked with
+    /// the server rather than dropped or re-sent on inference ([`enqueue_check`]): the
+    /// server tells a record it deleted and collected (its slim tombstone: the device
+    /// drops the record) from one it never had or lost in a restore (`unknown-record`:
+    /// the device creates it again), whatever the 410 said. A token can expire on a
+    /// restored server too, once it collected past the token; taking every missing
+    /// record for collected then would drop what the restore lost. Records with local
+    /// changes need no check: their own items get the same answers. Returns how many
+    /// checks it queued. A no-op unless a restart is unfinished; idempotent, and
+    /// resumed by the next sync after a crash.
     pub(crate) fn finish_resnapshot(&self, scope: &str) -> Result<usize, StoreError> {
         let key = format!("resnapshot:{scope}");
+        let held_key = format!("resnapshot-held:{scope}");
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(why) = super::meta_get(&tx, &key)? else {
+        if super::meta_get(&tx, &key)?.is_none() {
             return Ok(0);
-        };
+        }
         let mut n = 0;
         for table in self.inner.tables.values() {
             let e = table.entity;
@@ -1195,83 +1353,11 @@ impl LocalStore {
                 let uuid: Uuid = id
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("{} id `{id}`", e.table)))?;
-                if why == "unknown" {
-                    let row = read_row(&tx, table, uuid)?
-                        .ok_or_else(|| StoreError::Corrupt(format!("{} {id} vanished", e.name)))?;
-                    let clocks: Json = serde_json::from_str(&row.clocks).unwrap_or(Json::Null);
-                    // A clean row is the last version both sides knew.
-                    let known = resend_base(&row.record, &clocks);
-                    let payload = to_json_string(&CreatePayloadOwned {
-                        record: row.record,
-                        clocks,
-                        resend_base: known,
-                    });
-                    delete_base(&tx, e, &id)?;
-                    unversion_row(&tx, e, &id)?;
-                    enqueue(
-                        &tx,
-                        e,
-                        uuid,
-                        OutboxOp::Create,
-                        &payload,
-                        None,
-                        self.new_key(),
-                    )?;
-                } else {
-                    delete_base(&tx, e, &id)?;
-                    delete_row(&tx, e, &id)?;
-                }
+                let row = read_row(&tx, table, uuid)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("{} {id} vanished", e.name)))?;
+                self.enqueue_check(&tx, table, uuid, &row, row.version)?;
                 n += 1;
             }
-        }
-        // Records with local changes the server no longer has. Collected: delete wins
-        // over the local edits, as it would have while the tombstone lasted. Lost: the
-        // record as this device holds it (edits included) is created again.
-        let held_key = format!("resnapshot-held:{scope}");
-        let held: Vec<(String, Uuid)> = super::meta_get(&tx, &held_key)?
-            .map(|j| serde_json::from_str(&j).unwrap_or_default())
-            .unwrap_or_default();
-        for (entity, uuid) in held {
-            let Some(table) = self.table_of(&entity) else {
-                continue;
-            };
-            let e = table.entity;
-            let id = uuid.to_string();
-            let Some(row) = read_row(&tx, table, uuid)? else {
-                continue;
-            };
-            if row.deleted {
-                continue;
-            }
-            let known =
-                read_base(&tx, table, uuid)?.and_then(|b| resend_base(&b.record, &b.clocks));
-            delete_items_of(&tx, &e.name, uuid)?;
-            tx.execute(
-                "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
-                params![e.name, id],
-            )?;
-            delete_base(&tx, e, &id)?;
-            if why == "unknown" {
-                let clocks: Json = serde_json::from_str(&row.clocks).unwrap_or(Json::Null);
-                let payload = to_json_string(&CreatePayloadOwned {
-                    record: row.record,
-                    clocks,
-                    resend_base: known,
-                });
-                unversion_row(&tx, e, &id)?;
-                enqueue(
-                    &tx,
-                    e,
-                    uuid,
-                    OutboxOp::Create,
-                    &payload,
-                    None,
-                    self.new_key(),
-                )?;
-            } else {
-                delete_row(&tx, e, &id)?;
-            }
-            n += 1;
         }
         tx.execute(
             "DELETE FROM \"sync_meta\" WHERE \"key\" IN (?1, ?2)",
@@ -1283,6 +1369,34 @@ impl LocalStore {
             self.notify_status();
         }
         Ok(n)
+    }
+
+    /// Queues a check of a clean record with the server: an update with an empty patch
+    /// made against `version` (a delete, for a record the device holds deleted). The
+    /// server's answer is the record as it is (unchanged, no new version), its
+    /// tombstone (deleted, or collected: the device drops the record), or
+    /// `unknown-record` (the server lost it: the device creates it again, see
+    /// `recreate_lost`).
+    fn enqueue_check(
+        &self,
+        tx: &Connection,
+        table: &Table,
+        id: Uuid,
+        row: &super::Row,
+        version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        keep_base(tx, table, id)?;
+        let (op, payload) = if row.deleted {
+            let hlc = self.stamp();
+            (
+                OutboxOp::Delete,
+                to_json_string(&super::DeletePayload { hlc }),
+            )
+        } else {
+            (OutboxOp::Update, CHECK_PAYLOAD.to_string())
+        };
+        set_row_meta(tx, table, id, "pending", None)?;
+        enqueue(tx, table.entity, id, op, &payload, version, self.new_key())
     }
 
     /// The ids of records this item's record or patch points at (`references` fields).
@@ -1419,7 +1533,19 @@ impl LocalStore {
             }
             MutationResult::Applied { server, .. } => {
                 tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
-                rebase_row(&tx, table, server)?;
+                let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
+                if is_check(item) {
+                    if known == Known::OtherHistory && !server.deleted {
+                        self.send_lost_writes(&tx, table, server)?;
+                    } else {
+                        rebase_row(&tx, table, server)?;
+                    }
+                } else {
+                    if known != Known::Same {
+                        record_own_write(&tx, server)?;
+                    }
+                    rebase_row(&tx, table, server)?;
+                }
                 ItemOutcome::Applied
             }
             MutationResult::Rejected { problem, .. }
@@ -1457,6 +1583,88 @@ impl LocalStore {
             change: ChangeKind::Updated,
         });
         Ok(outcome)
+    }
+
+    /// The answer to a check ([`LocalStore::check_own_writes`]) shows the record from
+    /// another history than the device's base copy: the server was restored from a
+    /// backup taken before this device's own writes reached it, and the device has
+    /// pulled nothing since the backup (its change token was still valid there), so what
+    /// its base copy holds beyond the server's record is exactly those writes. They are
+    /// sent again, as the patch from the server's record to the base copy (with the base
+    /// copy's stamps), and the row is rebuilt on the server's record.
+    fn send_lost_writes(
+        &self,
+        tx: &Connection,
+        table: &Table,
+        server: &ServerRecord,
+    ) -> Result<(), StoreError> {
+        let id = server.entity_id;
+        let old = read_base(tx, table, id)?;
+        write_base(tx, table, server)?;
+        if let Some(old) = old.filter(|b| !b.deleted)
+            && let Some(payload) = (table.fns.diff)(&server.record, &old.record, self.stamp())
+                .map_err(StoreError::Corrupt)?
+        {
+            enqueue(
+                tx,
+                table.entity,
+                id,
+                OutboxOp::Update,
+                &restamp(&payload, &old.clocks),
+                Some(server.version),
+                self.new_key(),
+            )?;
+        }
+        rebase_onto(tx, table, server)
+    }
+
+    /// After the pulls caught up: own writes the server acknowledged and the changes
+    /// since never showed ([`record_own_write`]). Either the record changed again and
+    /// was collected after a delete, or the server lost the write (restored from a
+    /// backup taken before it, with the device's change token still valid there). Each
+    /// record is checked by the server: an update with an empty patch (a delete for a
+    /// record the device holds deleted), with the version the write produced as its
+    /// base. The answer tells the cases apart, as for any late mutation: the record
+    /// itself (unchanged: done; from another history: the lost writes are sent again,
+    /// see [`LocalStore::send_lost_writes`]), `unknown-record` (lost: created again),
+    /// or a tombstone (deleted, maybe collected: gone here too). Returns how many
+    /// checks it queued.
+    ///
+    /// Runs before [`LocalStore::finish_resnapshot`], so a record a first snapshot did
+    /// not deliver is checked rather than taken for collected.
+    pub(crate) fn check_own_writes(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let left: Vec<(String, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT \"key\", \"value\" FROM \"sync_meta\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;'",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut n = 0;
+        for (key, value) in left {
+            tx.execute("DELETE FROM \"sync_meta\" WHERE \"key\" = ?1", [&key])?;
+            let mut parts = key.splitn(3, ':').skip(1);
+            let (Some(entity), Some(id)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Some(table), Ok(id)) = (self.table_of(entity), id.parse::<Uuid>()) else {
+                continue;
+            };
+            let version: Option<i64> = value.split(' ').next().and_then(|v| v.parse().ok());
+            let Some(row) = read_row(&tx, table, id)? else {
+                continue;
+            };
+            if !row.clean {
+                // Local changes follow: their answers tell the same.
+                continue;
+            }
+            self.enqueue_check(&tx, table, id, &row, version)?;
+            n += 1;
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     /// The server does not know a record this item edits or deletes, and the record was
@@ -1508,11 +1716,44 @@ impl LocalStore {
                         .as_ref()
                         .and_then(|b| resend_base(&b.record, &b.clocks)),
                 });
+                // The create keeps the item's base version: a server that deleted the
+                // record since answers with the tombstone (delete wins).
                 tx.execute(
-                    "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
+                    "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
                     params![payload, self.new_key(), item.id],
                 )?;
                 // From here the record is new to the server: no base, no version.
+                delete_base(tx, table.entity, &id.to_string())?;
+                unversion_row(tx, table.entity, &id.to_string())?;
+                Ok(ItemOutcome::Merged)
+            }
+            (OutboxOp::Delete, Some(row)) if item.base_version.is_some() => {
+                // A delete of a record the server lost (a restore): other devices that
+                // hold the record will send it again, so the server must learn it is
+                // deleted. The record as the device last held it is created (in the
+                // item's place, with the item's base version) and deleted after it.
+                let base = read_base(tx, table, id)?;
+                let payload = to_json_string(&CreatePayloadOwned {
+                    record: row.record.clone(),
+                    clocks: serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
+                    resend_base: base
+                        .as_ref()
+                        .and_then(|b| resend_base(&b.record, &b.clocks)),
+                });
+                tx.execute(
+                    "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
+                    params![payload, self.new_key(), item.id],
+                )?;
+                let delete = serde_json::to_string(&item.payload).expect("JSON serialises");
+                enqueue(
+                    tx,
+                    table.entity,
+                    id,
+                    OutboxOp::Delete,
+                    &delete,
+                    None,
+                    self.new_key(),
+                )?;
                 delete_base(tx, table.entity, &id.to_string())?;
                 unversion_row(tx, table.entity, &id.to_string())?;
                 Ok(ItemOutcome::Merged)
@@ -1738,6 +1979,11 @@ impl LocalStore {
             let mut held: Option<Vec<(String, Uuid)>> = super::meta_get(&tx, &held_key)?
                 .map(|j| serde_json::from_str(&j).unwrap_or_default());
             let held_before = held.as_ref().map(Vec::len);
+            // Records the server sent from another history than the one this store
+            // followed (see `Known::OtherHistory`), or own writes it answered for and
+            // now shows otherwise: it was restored from a backup or replaced.
+            let mut other_history = false;
+            let own_writes = has_own_writes(&tx)?;
             for r in records {
                 if let Some(h) = held.as_mut() {
                     h.retain(|(e, id)| !(*e == r.entity_type && *id == r.entity_id));
@@ -1758,14 +2004,48 @@ impl LocalStore {
                 // Written straight to the row when nothing local sits on top of it (the
                 // row, if any, is clean: its own base); otherwise the base moves to it and
                 // the pending changes are replayed on top.
+                if own_writes {
+                    confirm_own_write(&tx, r, &mut other_history)?;
+                }
                 let direct = empty || {
                     let probe = Probe::of(&tx, table, r.entity_id)?;
-                    if probe.known_version().is_some_and(|v| v >= r.version) {
-                        if probe.unconfirmed {
-                            // The snapshot holds what the device holds: confirmed.
-                            set_row_meta(&tx, table, r.entity_id, "clean", None)?;
+                    match probe.compare(r) {
+                        Known::Same => {
+                            if probe.unconfirmed {
+                                // The snapshot holds what the device holds: confirmed.
+                                set_row_meta(&tx, table, r.entity_id, "clean", None)?;
+                            }
+                            continue;
                         }
-                        continue;
+                        Known::OtherHistory => {
+                            other_history = true;
+                            if probe.row_deleted
+                                && probe.clean == Some(true)
+                                && !probe.pending
+                                && !r.deleted
+                                && r.server_updated_at.as_str() < probe.known_at()
+                            {
+                                // The device saw this record deleted after the version
+                                // the server holds now: the server lost the delete (a
+                                // restore). It is sent again; the tombstone stays.
+                                write_base(&tx, table, r)?;
+                                let payload =
+                                    to_json_string(&super::DeletePayload { hlc: self.stamp() });
+                                set_row_meta(&tx, table, r.entity_id, "pending", Some(r.version))?;
+                                enqueue(
+                                    &tx,
+                                    table.entity,
+                                    r.entity_id,
+                                    OutboxOp::Delete,
+                                    &payload,
+                                    Some(r.version),
+                                    self.new_key(),
+                                )?;
+                                changed.push((r.entity_type.clone(), r.entity_id));
+                                continue;
+                            }
+                        }
+                        Known::Older => {}
                     }
                     probe.base.is_none() && probe.clean != Some(false) && !probe.pending
                 };
@@ -1781,6 +2061,9 @@ impl LocalStore {
                 && Some(h.len()) != held_before
             {
                 super::meta_set(&tx, &held_key, &serde_json::to_string(h).expect("JSON"))?;
+            }
+            if other_history {
+                suspect_restore(&tx, scope)?;
             }
             tx.execute(
                 "INSERT INTO \"sync_state\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\"",
