@@ -57,16 +57,20 @@
 //! What the server forgets, and what a device away longer than the window sees, however
 //! long it was away:
 //! - **Tombstones and the change log** are collected by [`Server::collect_garbage`] (the
-//!   change at the new horizon stays, so tokens issued for it remain checkable). A change
-//!   token older than the horizon is 410 `token-expired`: the device takes a new
-//!   snapshot, and every record it holds as synced that neither the snapshot nor the
-//!   changes after it deliver is removed on the device (it was deleted and collected).
-//!   An update or delete that names a version this server issued for a record it no
-//!   longer holds, once the account has collected anything, is answered with a
+//!   change at the new horizon stays, so tokens issued for it remain checkable, and so
+//!   does the change-log row of every delete: a *slim tombstone*, ids, version and
+//!   commit time without the record). A change token older than the horizon is 410
+//!   `token-expired`: the device takes a new snapshot, and asks about every record it
+//!   holds as synced that neither the snapshot nor the changes after it deliver (an
+//!   update with an empty patch, which changes nothing). An update or delete of a record
+//!   this server no longer holds and has a slim tombstone of is answered with a
 //!   *collected tombstone* (`deleted`, empty `record`): delete wins, as it does while the
-//!   tombstone exists, and the device drops the record and its pending edits. A record
-//!   created again after its collection starts above every collected version (at the
-//!   horizon plus one), so a device still holding the old tombstone takes the new record.
+//!   tombstone exists, and the device drops the record and its pending edits. One it has
+//!   no slim tombstone of it never held, or lost in a restore: 422 `unknown-record`, and
+//!   the device creates it again. A record created again after its collection starts
+//!   above every collected version (at the horizon plus one), so a device still holding
+//!   the old tombstone takes the new record. Slim tombstones are kept forever (one small
+//!   row per deleted record).
 //! - **Idempotency keys** are kept with their stored result for
 //!   [`ServerBuilder::idempotency_retention`] (24 hours by default). After that,
 //!   garbage collection compacts them: the result goes, the key, its request hash and
@@ -82,13 +86,37 @@
 //! the account's counter, or whose tag does not match the change this database holds
 //! under that number (a database restored from a backup and written to again, a
 //! replaced database, another account's token), is 410 `token-unknown`. The device
-//! then takes a new snapshot and, once caught up, creates again on the server every
-//! record it holds as synced that the server no longer has; an update of a record the
-//! server does not know (and did not collect) is turned into a create of the record as
-//! the device holds it. Not yet reconciled: a record both sides still hold whose
-//! server copy went back to an older version (edits lost by the restore to a record
-//! that survived it) keeps the server's copy. Legacy `t1.` tokens are checked against
-//! the counter and the horizon only.
+//! then takes a new snapshot, and reconciles what it holds (the fault simulation
+//! restores the server from a backup mid-run to hold these to account):
+//! - Records it holds as synced that the server lost are asked about once the device
+//!   caught up, and created again (`unknown-record`); their `sum` fields count once
+//!   however many devices send them (each create carries the copy it started from).
+//! - A record's versions stay above every version a device reports having seen (the
+//!   `base_version` of its mutations), and a version is identified by its number and its
+//!   commit time: a device that holds version 4 of a record and is sent another
+//!   version 4 (or a lower number) knows the server was restored, takes the server's
+//!   record and starts over as after `token-unknown`, even if its token survived.
+//! - A token survives a restore when the device pulled nothing after the backup. What
+//!   it pushed after the backup is then lost on the server while its token is valid:
+//!   the device notes every write the server acknowledges and, when the pulls catch up
+//!   without showing one, asks about the record.
+//! - Deletes: a delete of a record the server lost is sent as a create followed by the
+//!   delete, so the server keeps the tombstone. The tombstone keeps the delete's stamp;
+//!   a create over it is a recreate only from a device that saw it (it names the
+//!   tombstone's version) or, naming none, when stamped after the delete. A create that
+//!   names an older version, or was made before the delete (a retry whose first delivery
+//!   the restore lost), is answered with the tombstone: delete wins. A create that
+//!   finds the record holding its own stamps (its first delivery was lost in the
+//!   restore and another device sent the record again) is answered as applied.
+//! - What a restore loses: edits acknowledged between the backup and the restore to
+//!   records the server still holds. The server's copy wins on every device. Edits made
+//!   after the restore are never lost.
+//!
+//! A compacted idempotency key answered with a rejection is evaluated again (nothing of
+//! it was applied, and its reason, such as an unknown record, may no longer hold).
+//! Legacy `t1.` tokens are checked against the counter and the horizon only. Deletes
+//! collected by a server older than the slim tombstones left none: a late edit of such a
+//! record is answered `unknown-record`, and the record is created again.
 //!
 //! # Clocks
 //!

@@ -727,6 +727,18 @@ async fn apply(
                     }
                 };
             match current {
+                Some(cur)
+                    if !cur.deleted
+                        && m.base_version.is_none()
+                        && shares_stamp(&clocks, &cur.clocks) =>
+                {
+                    // This very create is in the record already: its first delivery was
+                    // applied and lost in a restore, and another device that held the
+                    // record sent it again. (A stamp names one event of one device: a
+                    // field still carrying the create's stamp came from it.) Taking it
+                    // for a twin would count its `sum` values twice.
+                    Ok(applied(cur))
+                }
                 Some(cur) if !cur.deleted => {
                     // The same id created on two devices (an app's fixed per-user
                     // record, say): a conflict listing the fields that differ. The
@@ -749,14 +761,18 @@ async fn apply(
                 Some(cur)
                     if cur.deleted
                         && m.base_version != Some(cur.version)
-                        && latest_stamp(&clocks) <= latest_stamp(&cur.clocks) =>
+                        && (m.base_version.is_some_and(|b| b < cur.version)
+                            || latest_stamp(&clocks) <= latest_stamp(&cur.clocks)) =>
                 {
-                    // A create over a tombstone, made before the delete (stamped no
-                    // later than it): a retry whose first delivery a restore lost, or a
-                    // device sending again what a restore lost. The delete wins, as over
-                    // any concurrent edit. A recreate is a create after the delete: from
-                    // a device that saw this tombstone (it carries its version), or
-                    // stamped later than the delete (whose stamp the tombstone keeps).
+                    // A create over a tombstone from a device that did not see the
+                    // delete: it last saw the record (live, or an earlier tombstone) at
+                    // an earlier version (it sends again what a restore lost, say), or
+                    // the create was made before the delete (stamped no later: a retry
+                    // whose first delivery a restore lost). The delete wins, as over any
+                    // concurrent edit. A recreate is a create after the delete: from a
+                    // device that saw this tombstone (it carries its version), or, with
+                    // no version, stamped later than the delete (whose stamp the
+                    // tombstone keeps).
                     Ok(MutationResult::Conflict {
                         idempotency_key: key.clone(),
                         server: server_record(e, m.entity_id, cur),
@@ -947,6 +963,19 @@ fn stamped_at_least(clocks: &Json, h: sync_runtime::hlc::Hlc, max_millis: u64) -
         }
     }
     out
+}
+
+/// Whether two clocks objects (`{field: stamp}`) give some field the same stamp.
+fn shares_stamp(a: &Json, b: &Json) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return false;
+    };
+    a.iter().any(|(k, v)| {
+        v.as_str().is_some_and(|s| {
+            s.parse::<sync_runtime::hlc::Hlc>()
+                .is_ok_and(|h| h != sync_runtime::hlc::Hlc::ZERO)
+        }) && b.get(k) == Some(v)
+    })
 }
 
 /// The latest stamp of a clocks object (`{field: stamp}`).

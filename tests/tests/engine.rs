@@ -1377,3 +1377,166 @@ async fn a_restored_server_with_a_horizon_gets_back_an_edited_record_it_lost() {
     let local = a.store().get::<Task>(t.id).unwrap().unwrap();
     assert_eq!((local.likes, local.title.as_str()), (5, "edited offline"));
 }
+
+/// The server's database replaced by `backup` (a copy of it), and a server started on it.
+async fn restore(
+    backup: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+) -> (sync_server::Server, String) {
+    let restored = dir.join(name);
+    std::fs::copy(backup, &restored).unwrap();
+    sqlite_server_at(&restored).await
+}
+
+fn take_backup(db: &std::path::Path, to: &std::path::Path) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [to.to_str().unwrap()])
+        .unwrap();
+}
+
+/// Issue "Nothing lost at the edges", class 6: a restore the device's change token
+/// survives. The device pulled nothing after the backup (its pull after the push
+/// failed), so the restored server still accepts its token; the record it pushed and
+/// the server acknowledged is gone there. The write is checked once the pulls catch up
+/// without showing it, and the record is created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_a_restore_lost_is_sent_again_though_the_token_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    let mut t = task(p.id, "pushed after the backup");
+    t.likes = 3;
+    a.store().create(&t).unwrap();
+    a.faults.lock().unwrap().pull_pages_left = Some(0);
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1, "{r:?}");
+    assert!(r.paused.is_some(), "the pull failed: {r:?}");
+    a.faults.lock().unwrap().pull_pages_left = None;
+    drop((a, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    let on_server = server_records(&url).await;
+    assert_eq!(on_server[&t.id]["title"], "pushed after the backup");
+    assert_eq!(on_server[&t.id]["likes"], 3);
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 3);
+}
+
+/// Issue "Nothing lost at the edges": a delete made after a restore holds. The server
+/// lost task X (created after the backup); A deletes it (the server answers
+/// `unknown-record`: A creates it and deletes it, so the server holds its tombstone), and
+/// B, which holds X as synced, would send it again after its restart: the delete wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_after_a_restore_holds_against_a_device_sending_the_record_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    let x = task(p.id, "lost in the restore");
+    a.store().create(&x).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    assert!(b.store().get::<Task>(x.id).unwrap().is_some());
+    drop((a, b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    a.store().delete::<Task>(x.id).unwrap();
+    for _ in 0..3 {
+        let r = a.sync_until_quiet().await;
+        assert_eq!(r.dead, 0, "{r:?}");
+        let r = b.sync_until_quiet().await;
+        assert_eq!(r.dead, 0, "{r:?}");
+    }
+    assert!(
+        !server_records(&url).await.contains_key(&x.id),
+        "X stays deleted"
+    );
+    for (name, d) in [("A", &a), ("B", &b)] {
+        assert!(
+            d.store().get::<Task>(x.id).unwrap().is_none(),
+            "device {name}"
+        );
+        assert_eq!(
+            d.store().list::<Project>().unwrap().len(),
+            1,
+            "device {name}"
+        );
+    }
+}
+
+/// Issue "Nothing lost at the edges": after a restore, version numbers the devices know
+/// may name other states of a record (the restored server counts from the backup's).
+/// B holds task X at version 2 (an edit made after the backup); after the restore C edits
+/// X, which the server numbers 2 again. B tells the two apart by their commit times,
+/// takes the server's record, and every replica and the server agree; C's edit (made
+/// after the restore) is kept, and an increment made after the restore counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_number_reused_after_a_restore_is_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    let mut x = task(p.id, "first");
+    b.store().create(&p).unwrap();
+    b.store().create(&x).unwrap();
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    x.title = "edited after the backup".into();
+    b.store().update(&x).unwrap();
+    b.sync_until_quiet().await;
+    assert_eq!(
+        b.store()
+            .record_meta::<Task>(x.id)
+            .unwrap()
+            .unwrap()
+            .version,
+        Some(2)
+    );
+    drop((b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let c = Device::open(&url, &dir.path().join("c.db"), config("token-a"));
+    c.sync_until_quiet().await;
+    let mut cx = c.store().get::<Task>(x.id).unwrap().unwrap();
+    assert_eq!(cx.title, "first", "the restored server has the backup's X");
+    cx.status = "done".into();
+    cx.likes += 2;
+    c.store().update(&cx).unwrap();
+    c.sync_until_quiet().await;
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    for _ in 0..2 {
+        b.sync_until_quiet().await;
+        c.sync_until_quiet().await;
+    }
+    let on_server = server_records(&url).await;
+    assert_eq!(
+        on_server[&x.id]["status"], "done",
+        "C's edit after the restore"
+    );
+    assert_eq!(on_server[&x.id]["likes"], 2);
+    for (name, d) in [("B", &b), ("C", &c)] {
+        let got = d.store().get::<Task>(x.id).unwrap().unwrap();
+        assert_eq!(
+            serde_json::Value::Object(got.to_record().unwrap()),
+            on_server[&x.id],
+            "device {name} holds the server's X"
+        );
+    }
+}

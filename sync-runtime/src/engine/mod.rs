@@ -16,7 +16,7 @@
 //! | 401/403 | the app's token refresher is called once and the request retried; then the run pauses ([`PauseReason::AuthFailed`]) |
 //! | `conflict` result | the generated three-way merge combines both sides and the result is pushed; `manual` fields make the record `conflicted` until the user resolves it ([`LocalStore::conflicts`], [`LocalStore::keep_local`], [`LocalStore::keep_server`], [`LocalStore::resolve_with`]) |
 //! | `rejected` result, 4xx | the item is dead with the reason, visible in [`LocalStore::status`], retried by [`LocalStore::retry_dead`] |
-//! | 410 on a change token | the engine takes a new snapshot; once caught up, records the device held as synced that the server no longer has are removed (`token-expired`: collected) or created on the server again (`token-unknown`: a restored or replaced server) |
+//! | 410 on a change token | the engine takes a new snapshot; once caught up, it asks the server about each record the device held as synced that the server no longer has: removed if the server collected it (`token-expired`), created on the server again if it lost it (a restored or replaced server). A record sent from another history than the device followed (a version number it knows with another commit time) starts the same over; an own write the pulls never show is asked about |
 //!
 //! After every response the engine hands the server's `Date` to
 //! [`LocalStore::observe_server_time`], so local edits are stamped in the server's time.
@@ -270,9 +270,9 @@ fn to_mutation(item: &OutboxItem) -> Mutation {
     }
 }
 
-/// What a 410 means for the records the device holds (see `LocalStore::reset_token`):
-/// `token-unknown` (a restored or replaced server) keeps and re-sends them, anything
-/// else (`token-expired`) drops those the new snapshot no longer has.
+/// What a 410 means (see `LocalStore::reset_token`): `token-unknown` (a restored or
+/// replaced server), or anything else (`token-expired`). Either way the records the new
+/// snapshot no longer has are asked about, not dropped.
 fn restart_reason(e: &TransportError) -> Restart {
     match e {
         TransportError::Http {

@@ -896,7 +896,11 @@ impl LocalStore {
                 clocks: &clocks,
                 resend_base: None,
             });
-            let base_version = existing.and_then(|r| r.version);
+            // Over the server's tombstone (a clean deleted row): its version, so the
+            // server knows this recreate saw the delete. Over a delete of this device's
+            // still to be sent: none (the create is stamped after that delete, which is
+            // how the server tells it is a recreate).
+            let base_version = existing.filter(|r| r.clean).and_then(|r| r.version);
             enqueue(
                 tx,
                 entity,

@@ -1228,12 +1228,11 @@ impl LocalStore {
     /// Every synced record without local changes is marked `syncing` in the same
     /// transaction; each one the snapshot delivers (or shows unchanged) is confirmed and
     /// clean again. What is still `syncing` at the end is a record the server no longer
-    /// has, and `why` says what that means: [`Restart::Collected`] (the token was older
-    /// than the server's horizon), the record was deleted and its tombstone collected, so
-    /// it goes here too; [`Restart::Unknown`] (the server did not issue the token: it was
-    /// restored from a backup or replaced), the server lost it, so it is created on the
-    /// server again. A second restart before the first finished keeps `Unknown` if either
-    /// was: when in doubt, nothing is dropped.
+    /// has, deleted and collected or lost in a restore: the server is asked which
+    /// ([`LocalStore::finish_resnapshot`]). `why` is [`Restart::Collected`] (the token was
+    /// older than the server's horizon) or [`Restart::Unknown`] (the server did not issue
+    /// the token: it was restored from a backup or replaced); after `Unknown` the own
+    /// writes awaiting their pull are forgotten too, since the snapshot reconciles them.
     pub(crate) fn reset_token(&self, scope: &str, why: Restart) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1535,8 +1534,11 @@ impl LocalStore {
                 tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
                 let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                 if is_check(item) {
-                    if known == Known::OtherHistory && !server.deleted {
-                        self.send_lost_writes(&tx, table, server)?;
+                    if known == Known::OtherHistory {
+                        // The server's record is from another history (a restore): it
+                        // replaces the device's copy, pending changes on top.
+                        write_base(&tx, table, server)?;
+                        rebase_onto(&tx, table, server)?;
                     } else {
                         rebase_row(&tx, table, server)?;
                     }
@@ -1585,39 +1587,6 @@ impl LocalStore {
         Ok(outcome)
     }
 
-    /// The answer to a check ([`LocalStore::check_own_writes`]) shows the record from
-    /// another history than the device's base copy: the server was restored from a
-    /// backup taken before this device's own writes reached it, and the device has
-    /// pulled nothing since the backup (its change token was still valid there), so what
-    /// its base copy holds beyond the server's record is exactly those writes. They are
-    /// sent again, as the patch from the server's record to the base copy (with the base
-    /// copy's stamps), and the row is rebuilt on the server's record.
-    fn send_lost_writes(
-        &self,
-        tx: &Connection,
-        table: &Table,
-        server: &ServerRecord,
-    ) -> Result<(), StoreError> {
-        let id = server.entity_id;
-        let old = read_base(tx, table, id)?;
-        write_base(tx, table, server)?;
-        if let Some(old) = old.filter(|b| !b.deleted)
-            && let Some(payload) = (table.fns.diff)(&server.record, &old.record, self.stamp())
-                .map_err(StoreError::Corrupt)?
-        {
-            enqueue(
-                tx,
-                table.entity,
-                id,
-                OutboxOp::Update,
-                &restamp(&payload, &old.clocks),
-                Some(server.version),
-                self.new_key(),
-            )?;
-        }
-        rebase_onto(tx, table, server)
-    }
-
     /// After the pulls caught up: own writes the server acknowledged and the changes
     /// since never showed ([`record_own_write`]). Either the record changed again and
     /// was collected after a delete, or the server lost the write (restored from a
@@ -1625,8 +1594,8 @@ impl LocalStore {
     /// record is checked by the server: an update with an empty patch (a delete for a
     /// record the device holds deleted), with the version the write produced as its
     /// base. The answer tells the cases apart, as for any late mutation: the record
-    /// itself (unchanged: done; from another history: the lost writes are sent again,
-    /// see [`LocalStore::send_lost_writes`]), `unknown-record` (lost: created again),
+    /// itself (unchanged: done; from another history: it replaces the device's copy),
+    /// `unknown-record` (lost: created again),
     /// or a tombstone (deleted, maybe collected: gone here too). Returns how many
     /// checks it queued.
     ///
