@@ -363,9 +363,12 @@ struct Sim {
     /// The monotonic clock of every engine's retry schedule (milliseconds).
     mono: Arc<AtomicU64>,
     db: ServerDb,
-    /// The last backup of the server's database (SQLite runs only), taken with
-    /// `VACUUM INTO`.
-    backup: Option<std::path::PathBuf>,
+    /// The last backup of the server's database.
+    backup: Option<Backup>,
+    /// The schema a PostgreSQL run started on (backups and restores are named after it).
+    pg_root: String,
+    /// Every schema a PostgreSQL run created besides its first (dropped at the end).
+    pg_schemas: Vec<String>,
     /// How many times the server was restored from a backup.
     restores: u32,
     /// Every increment made since the last restore: these are never lost (what was made
@@ -376,6 +379,32 @@ struct Sim {
     pushed_raw: BTreeSet<Uuid>,
     /// Records a restore may have lost for good (see `pushed_raw`).
     may_be_lost: BTreeSet<Uuid>,
+}
+
+/// A backup of the server's database: a SQLite file (`VACUUM INTO`), or a PostgreSQL
+/// schema with a copy of every table.
+#[derive(Clone)]
+enum Backup {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+/// Copies every table of schema `from` (rows, keys and indexes) into a new schema `to`.
+/// The server is idle between steps, so the copy is consistent.
+async fn copy_schema(base: &str, from: &str, to: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DO $$ DECLARE t text; BEGIN \
+         EXECUTE format('CREATE SCHEMA %I', '{to}'); \
+         FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = '{from}' LOOP \
+         EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING ALL)', '{to}', t, '{from}', t); \
+         EXECUTE format('INSERT INTO %I.%I SELECT * FROM %I.%I', '{to}', t, '{from}', t); \
+         END LOOP; END $$"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
 }
 
 /// Where every clock of a run starts (2027-01-15).
@@ -450,6 +479,10 @@ impl Sim {
             None => ServerDb::Sqlite(dir.path().join("server.db")),
         };
         let server = open_server(&db, server_wall.clone()).await;
+        let pg_root = match &db {
+            ServerDb::Postgres(_, _, schema) => schema.clone(),
+            ServerDb::Sqlite(_) => String::new(),
+        };
         let router = Arc::new(Mutex::new(server.router()));
         let mut sim = Sim {
             rng: Arc::new(Mutex::new(Rng(seed))),
@@ -470,6 +503,8 @@ impl Sim {
             db,
             dir,
             backup: None,
+            pg_root,
+            pg_schemas: Vec::new(),
             restores: 0,
             increments_since_restore: BTreeMap::new(),
             pushed_raw: BTreeSet::new(),
@@ -583,18 +618,23 @@ impl Sim {
 
     /// A backup of the server's database as it is now (SQLite runs only; the PostgreSQL
     /// run has no restore event).
-    fn take_backup(&mut self) {
-        let ServerDb::Sqlite(path) = &self.db else {
-            return;
-        };
-        let to = self
-            .dir
-            .path()
-            .join(format!("backup-{}.db", self.trace.lock().unwrap().len()));
-        let conn = rusqlite::Connection::open(path).unwrap();
-        conn.execute("VACUUM INTO ?1", [to.to_str().unwrap()])
-            .unwrap();
-        self.backup = Some(to);
+    async fn take_backup(&mut self) {
+        let n = self.trace.lock().unwrap().len();
+        match &self.db {
+            ServerDb::Sqlite(path) => {
+                let to = self.dir.path().join(format!("backup-{n}.db"));
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute("VACUUM INTO ?1", [to.to_str().unwrap()])
+                    .unwrap();
+                self.backup = Some(Backup::Sqlite(to));
+            }
+            ServerDb::Postgres(_, base, schema) => {
+                let to = format!("{}_b{n}", self.pg_root);
+                copy_schema(base, schema, &to).await;
+                self.pg_schemas.push(to.clone());
+                self.backup = Some(Backup::Postgres(to));
+            }
+        }
         self.note("server backup taken".into());
     }
 
@@ -608,9 +648,25 @@ impl Sim {
         self.server = None;
         *self.router.lock().unwrap() = axum::Router::new();
         self.restores += 1;
-        let to = self.dir.path().join(format!("server-{}.db", self.restores));
-        std::fs::copy(&backup, &to).unwrap();
-        self.db = ServerDb::Sqlite(to);
+        self.db = match (backup, &self.db) {
+            (Backup::Sqlite(backup), _) => {
+                let to = self.dir.path().join(format!("server-{}.db", self.restores));
+                std::fs::copy(&backup, &to).unwrap();
+                ServerDb::Sqlite(to)
+            }
+            (Backup::Postgres(backup), ServerDb::Postgres(_, base, _)) => {
+                let to = format!("{}_r{}", self.pg_root, self.restores);
+                copy_schema(base, &backup, &to).await;
+                self.pg_schemas.push(to.clone());
+                let sep = if base.contains('?') { '&' } else { '?' };
+                ServerDb::Postgres(
+                    format!("{base}{sep}options=-csearch_path%3D{to}"),
+                    base.clone(),
+                    to,
+                )
+            }
+            (Backup::Postgres(_), ServerDb::Sqlite(_)) => unreachable!("a run has one backend"),
+        };
         let server = open_server(&self.db, self.server_wall.clone()).await;
         *self.router.lock().unwrap() = server.router();
         self.server = Some(server);
@@ -870,7 +926,7 @@ impl Sim {
                     "garbage collected ({removed} tombstones, window {window} ms)"
                 ));
             }
-            113..=114 => self.take_backup(),
+            113..=114 => self.take_backup().await,
             115 => self.restore_backup().await,
             _ => {}
         }
@@ -1051,14 +1107,16 @@ async fn run_seed(seed: u64, steps: usize, postgres: Option<&str>) -> Result<Vec
     let trace = sim.trace.lock().unwrap().clone();
     sim.server = None;
     *sim.router.lock().unwrap() = axum::Router::new();
-    if let ServerDb::Postgres(_, base, schema) = &sim.db {
+    if let ServerDb::Postgres(_, base, _) = &sim.db {
         use sqlx::Connection;
         if let Ok(mut c) = sqlx::PgConnection::connect(base).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA \"{schema}\" CASCADE"
-            )))
-            .execute(&mut c)
-            .await;
+            for schema in std::iter::once(&sim.pg_root).chain(&sim.pg_schemas) {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA \"{schema}\" CASCADE"
+                )))
+                .execute(&mut c)
+                .await;
+            }
         }
     }
     match result {
