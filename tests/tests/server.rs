@@ -46,6 +46,7 @@ both_backends!(
     request_ids_and_health,
     a_value_one_backend_refuses_is_that_mutations_422_on_every_backend,
     tokens_not_issued_here_are_refused,
+    creates_over_a_tombstone_and_checks,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -640,4 +641,71 @@ async fn tokens_not_issued_here_are_refused(s: &TestServer) {
     let (status, body) = a.get(&format!("/changes?since={token_a}")).await;
     assert_eq!(status, 200, "{body:#}");
     assert_eq!(body["next_token"], token_a.as_str());
+}
+
+/// Issue "Nothing lost at the edges" (restores): a create over a tombstone is a recreate
+/// only when made after the delete (it names the tombstone's version, or is stamped
+/// later than the delete, whose stamp the tombstone keeps); an update with an empty
+/// patch (a device checking a record) changes nothing; and a create whose stamps the
+/// live record already carries (its first delivery was applied) is answered as applied.
+async fn creates_over_a_tombstone_and_checks(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let stamp = |n: u8| format!("0000000000{n:02x}-00000000-0000000000000001");
+    let create = |clocks_at: u8, base: Option<i64>, title: &str| {
+        let mut m = task_create(t, p);
+        m["record"]["title"] = json!(title);
+        m["clocks"] = json!({ "title": stamp(clocks_at) });
+        m["base_version"] = json!(base);
+        m
+    };
+    let delete = |base: i64, at: u8| {
+        json!({ "idempotency_key": Uuid::new_v4().to_string(), "entity_type": "task",
+                "entity_id": t, "op": "delete", "base_version": base, "hlc": stamp(at) })
+    };
+    let r = c
+        .push(vec![project_create(p, "P"), create(0x05, None, "first")])
+        .await;
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    // A check: nothing changes, no new version.
+    let r = c.push(vec![task_update(t, 1, json!({}))]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[0]["server"]["version"], 1);
+    // The first create again, under another key (its first delivery's key lost):
+    // already in the record.
+    let r = c.push(vec![create(0x05, None, "first")]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[0]["server"]["version"], 1);
+    let r = c.push(vec![delete(1, 0x09)]).await;
+    assert_eq!(r[0]["server"]["deleted"], true, "{r:#?}");
+    assert_eq!(r[0]["server"]["version"], 2);
+    assert_eq!(
+        r[0]["server"]["clocks"]["title"],
+        stamp(0x09),
+        "the delete's stamp"
+    );
+    // Made before the delete: the delete wins.
+    let r = c.push(vec![create(0x07, None, "stale")]).await;
+    assert_eq!(r[0]["status"], "conflict", "{r:#?}");
+    assert_eq!(r[0]["server"]["deleted"], true);
+    // Made after it: a recreate.
+    let r = c.push(vec![create(0x0b, None, "again")]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[0]["server"]["version"], 3);
+    let r = c.push(vec![delete(3, 0x0c)]).await;
+    assert_eq!(r[0]["server"]["version"], 4, "{r:#?}");
+    // From a device that saw an older version (2), however late its stamp: it never saw
+    // this delete, which wins.
+    let r = c.push(vec![create(0x0f, Some(2), "never saw it")]).await;
+    assert_eq!(r[0]["status"], "conflict", "{r:#?}");
+    // From a device that saw this tombstone: a recreate.
+    let r = c.push(vec![create(0x03, Some(4), "saw it")]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[0]["server"]["record"]["title"], "saw it");
+    // A record's versions stay above every version a device reports having seen.
+    let r = c
+        .push(vec![task_update(t, 9, json!({ "likes": { "add": 1 } }))])
+        .await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[0]["server"]["version"], 10);
 }

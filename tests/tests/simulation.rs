@@ -23,7 +23,8 @@
 //! and is never above the sum; and a delete is held to account from the last restore on.
 //!
 //! `SYNC_SIM_SEEDS=N` runs seeds 0..N (default 1000 in a release build, 300 in a debug
-//! one; CI runs 10,000 in release; `SYNC_SIM_FIRST=F` starts at seed F instead); `SYNC_SIM_SEED=S` runs one seed and prints its
+//! one; CI runs 10,000 in release; `SYNC_SIM_FIRST=F` starts at seed F instead);
+//! `SYNC_SIM_SEED=S` runs one seed and prints its
 //! trace. Each failure prints the command that reproduces it. `simulation_seeds_postgres`
 //! runs the same against the server on PostgreSQL (`SYNC_SIM_PG_SEEDS`).
 #![allow(missing_docs)]
