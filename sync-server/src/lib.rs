@@ -105,7 +105,9 @@
 //!   a create over it is a recreate only from a device that saw it (it names the
 //!   tombstone's version) or, naming none, when stamped after the delete. A create that
 //!   names an older version, or was made before the delete (a retry whose first delivery
-//!   the restore lost), is answered with the tombstone: delete wins. A create that
+//!   the restore lost), is answered with the tombstone: delete wins. Once the tombstone
+//!   is collected, its slim tombstone answers the same, the delete's commit time
+//!   standing for its stamp. A create that
 //!   finds the record holding its own stamps (its first delivery was lost in the
 //!   restore and another device sent the record again) is answered as applied.
 //! - What a restore loses: edits acknowledged between the backup and the restore to

@@ -228,6 +228,66 @@ async fn collected_before(
     Ok(!rows.is_empty())
 }
 
+/// Whether a create of a record this server deleted and collected was made before that
+/// delete: it names no version or an older one than the delete's, and its latest stamp
+/// is no later than the delete's commit time (the server bounds stamps to its own
+/// clock, so a stamp made after the delete is later). A retry whose first delivery a
+/// restore lost, say; the delete wins, as it would over the tombstone.
+async fn made_before_collected_delete(
+    tx: &mut Tx<'_>,
+    account: &str,
+    e: &Entity,
+    m: &Mutation,
+    clocks: &Json,
+) -> Result<bool, ServerError> {
+    let d = tx.dialect();
+    let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
+    let true_lit = if d == sync_model::sql::Dialect::Postgres {
+        "TRUE"
+    } else {
+        "1"
+    };
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {} FROM {} WHERE {} = {} AND {} = {} AND {} = {} AND {} = {true_lit} ORDER BY {} DESC LIMIT 1",
+                sel(d, "version"),
+                sel(d, "committed_at"),
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "entity_type"),
+                ph(d, 2, "TEXT"),
+                q(d, "entity_id"),
+                ph(d, 3, uuid_ty),
+                q(d, "deleted"),
+                q(d, "seq"),
+            ),
+            &[
+                Arg::Text(account.into()),
+                Arg::Text(e.name.clone()),
+                Arg::Text(m.entity_id.to_string()),
+            ],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(false);
+    };
+    let version = row[0].as_i64().unwrap_or(0);
+    if m.base_version.is_some_and(|b| b >= version) {
+        return Ok(false);
+    }
+    let deleted_at = row[1]
+        .as_str()
+        .and_then(crate::db::canonical_timestamp)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.timestamp_millis());
+    Ok(match (latest_stamp(clocks), deleted_at) {
+        (Some(stamp), Some(at)) => i64::try_from(stamp.millis).unwrap_or(i64::MAX) <= at,
+        _ => false,
+    })
+}
+
 /// A delete of a record deleted and collected already: done.
 fn applied_collected(key: &str, e: &Entity, m: &Mutation) -> MutationResult {
     MutationResult::Applied {
@@ -776,6 +836,15 @@ async fn apply(
                     Ok(MutationResult::Conflict {
                         idempotency_key: key.clone(),
                         server: server_record(e, m.entity_id, cur),
+                        fields: Vec::new(),
+                    })
+                }
+                None if made_before_collected_delete(tx, account, e, m, &clocks).await? => {
+                    // The same rule once the tombstone was collected, by its slim
+                    // tombstone: the delete's commit time stands for its stamp.
+                    Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
                         fields: Vec::new(),
                     })
                 }

@@ -708,4 +708,33 @@ async fn creates_over_a_tombstone_and_checks(s: &TestServer) {
         .await;
     assert_eq!(r[0]["status"], "applied", "{r:#?}");
     assert_eq!(r[0]["server"]["version"], 10);
+    // Deleted and collected: the slim tombstone keeps answering the same way.
+    let r = c.push(vec![delete(10, 0x10)]).await;
+    assert_eq!(r[0]["server"]["deleted"], true, "{r:#?}");
+    let removed = s
+        .server
+        .collect_garbage(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let r = c.push(vec![create(0x11, None, "stale")]).await;
+    assert_eq!(r[0]["status"], "conflict", "made before the delete: {r:#?}");
+    assert_eq!(r[0]["server"]["deleted"], true);
+    let r = c.push(vec![task_update(t, 10, json!({}))]).await;
+    assert_eq!(r[0]["status"], "conflict", "collected: {r:#?}");
+    assert_eq!(r[0]["server"]["record"], json!({}));
+    // A record this server never held is not taken for a collected one.
+    let never = Uuid::now_v7();
+    let r = c.push(vec![task_update(never, 1, json!({}))]).await;
+    assert_eq!(r[0]["status"], "rejected", "{r:#?}");
+    assert_eq!(
+        r[0]["problem"]["type"],
+        "https://syncgen.dev/problems/unknown-record"
+    );
+    // A recreate stamped now (after the delete) is one.
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut m = task_create(t, p);
+    m["clocks"] = json!({ "title": format!("{now:012x}-00000000-0000000000000001") });
+    let r = c.push(vec![m]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
 }
