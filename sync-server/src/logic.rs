@@ -197,49 +197,17 @@ async fn collected_before(
     if base_version.is_none() {
         return Ok(false);
     }
-    let d = tx.dialect();
-    let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
-    let true_lit = if d == sync_model::sql::Dialect::Postgres {
-        "TRUE"
-    } else {
-        "1"
-    };
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {} FROM {} WHERE {} = {} AND {} = {} AND {} = {} AND {} = {true_lit} LIMIT 1",
-                sel(d, "seq"),
-                q(d, "sync_changes"),
-                q(d, "sync_account"),
-                ph(d, 1, "TEXT"),
-                q(d, "entity_type"),
-                ph(d, 2, "TEXT"),
-                q(d, "entity_id"),
-                ph(d, 3, uuid_ty),
-                q(d, "deleted"),
-            ),
-            &[
-                Arg::Text(account.into()),
-                Arg::Text(e.name.clone()),
-                Arg::Text(id.to_string()),
-            ],
-        )
-        .await?;
-    Ok(!rows.is_empty())
+    Ok(last_delete(tx, account, e, id).await?.is_some())
 }
 
-/// Whether a create of a record this server deleted and collected was made before that
-/// delete: it names no version or an older one than the delete's, and its latest stamp
-/// is no later than the delete's commit time (the server bounds stamps to its own
-/// clock, so a stamp made after the delete is later). A retry whose first delivery a
-/// restore lost, say; the delete wins, as it would over the tombstone.
-async fn made_before_collected_delete(
+/// The slim tombstone of the record's last delete, if the change log holds one: its
+/// version and commit time.
+async fn last_delete(
     tx: &mut Tx<'_>,
     account: &str,
     e: &Entity,
-    m: &Mutation,
-    clocks: &Json,
-) -> Result<bool, ServerError> {
+    id: Uuid,
+) -> Result<Option<(i64, Option<String>)>, ServerError> {
     let d = tx.dialect();
     let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
     let true_lit = if d == sync_model::sql::Dialect::Postgres {
@@ -266,20 +234,37 @@ async fn made_before_collected_delete(
             &[
                 Arg::Text(account.into()),
                 Arg::Text(e.name.clone()),
-                Arg::Text(m.entity_id.to_string()),
+                Arg::Text(id.to_string()),
             ],
         )
         .await?;
-    let Some(row) = rows.first() else {
+    Ok(rows.first().map(|r| {
+        (
+            r[0].as_i64().unwrap_or(0),
+            r[1].as_str().and_then(crate::db::canonical_timestamp),
+        )
+    }))
+}
+
+/// Whether a create of a record this server deleted and collected was made before that
+/// delete: it names no version or an older one than the delete's, and its latest stamp
+/// is no later than the delete's commit time (the server bounds stamps to its own
+/// clock, so a stamp made after the delete is later). A retry whose first delivery a
+/// restore lost, say; the delete wins, as it would over the tombstone.
+async fn made_before_collected_delete(
+    tx: &mut Tx<'_>,
+    account: &str,
+    e: &Entity,
+    m: &Mutation,
+    clocks: &Json,
+) -> Result<bool, ServerError> {
+    let Some((version, deleted_at)) = last_delete(tx, account, e, m.entity_id).await? else {
         return Ok(false);
     };
-    let version = row[0].as_i64().unwrap_or(0);
     if m.base_version.is_some_and(|b| b >= version) {
         return Ok(false);
     }
-    let deleted_at = row[1]
-        .as_str()
-        .and_then(crate::db::canonical_timestamp)
+    let deleted_at = deleted_at
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.timestamp_millis());
     Ok(match (latest_stamp(clocks), deleted_at) {

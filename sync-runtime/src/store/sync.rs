@@ -1636,6 +1636,16 @@ impl LocalStore {
         Ok(n)
     }
 
+    /// Turns outbox item `id` into a create with `payload`, under a new key, to be sent
+    /// afresh (its base version stays: see `recreate_lost`).
+    fn rewrite_as_create(&self, tx: &Connection, id: i64, payload: &str) -> Result<(), StoreError> {
+        tx.execute(
+            "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
+            params![payload, self.new_key(), id],
+        )?;
+        Ok(())
+    }
+
     /// The server does not know a record this item edits or deletes, and the record was
     /// not collected (that answer is a tombstone): the server lost it, restored from a
     /// backup taken before the record reached it. An update becomes a create of the
@@ -1687,10 +1697,7 @@ impl LocalStore {
                 });
                 // The create keeps the item's base version: a server that deleted the
                 // record since answers with the tombstone (delete wins).
-                tx.execute(
-                    "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
-                    params![payload, self.new_key(), item.id],
-                )?;
+                self.rewrite_as_create(tx, item.id, &payload)?;
                 // From here the record is new to the server: no base, no version.
                 delete_base(tx, table.entity, &id.to_string())?;
                 unversion_row(tx, table.entity, &id.to_string())?;
@@ -1709,10 +1716,7 @@ impl LocalStore {
                         .as_ref()
                         .and_then(|b| resend_base(&b.record, &b.clocks)),
                 });
-                tx.execute(
-                    "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
-                    params![payload, self.new_key(), item.id],
-                )?;
+                self.rewrite_as_create(tx, item.id, &payload)?;
                 let delete = serde_json::to_string(&item.payload).expect("JSON serialises");
                 enqueue(
                     tx,
