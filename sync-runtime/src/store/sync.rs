@@ -1240,8 +1240,13 @@ impl LocalStore {
             "UPDATE \"sync_state\" SET \"change_token\" = NULL, \"snapshot_cursor\" = NULL, \"snapshot_token\" = NULL WHERE \"scope\" = ?1",
             [scope],
         )?;
-        // Records with local changes keep their status (the user's view): their own
-        // items get the server's answers (unknown, collected or deleted) as they go.
+        // Records with local changes keep their status (the user's view); the ones the
+        // server had acknowledged are listed, and confirmed the same way. There are few:
+        // only records edited since the last sync.
+        let held_key = format!("resnapshot-held:{scope}");
+        let mut held: Vec<(String, Uuid)> = super::meta_get(&tx, &held_key)?
+            .map(|j| serde_json::from_str(&j).unwrap_or_default())
+            .unwrap_or_default();
         for table in self.inner.tables.values() {
             tx.execute(
                 &format!(
@@ -1253,7 +1258,28 @@ impl LocalStore {
                 ),
                 [],
             )?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {id} FROM {t} WHERE {s} NOT IN ('clean', 'syncing') AND {d} = 0 AND ({v} IS NOT NULL OR EXISTS (SELECT 1 FROM {b} WHERE {b}.{id} = {t}.{id}))",
+                id = q(&table.entity.id_field().column),
+                t = q(&table.entity.table),
+                b = q(&format!("sync_base_{}", table.entity.table)),
+                s = q("sync_status"),
+                d = q("sync_deleted"),
+                v = q("sync_version"),
+            ))?;
+            let ids: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in ids {
+                if let Ok(id) = id.parse::<Uuid>() {
+                    let key = (table.entity.name.clone(), id);
+                    if !held.contains(&key) {
+                        held.push(key);
+                    }
+                }
+            }
         }
+        super::meta_set(&tx, &held_key, &serde_json::to_string(&held).expect("JSON"))?;
         // After a restore every record the server lost is sent again when the snapshot
         // is through; otherwise own writes are still checked (a first snapshot after a
         // push must not take the records it lacks for collected).
@@ -1303,7 +1329,6 @@ impl LocalStore {
     /// resumed by the next sync after a crash.
     pub(crate) fn finish_resnapshot(&self, scope: &str) -> Result<usize, StoreError> {
         let key = format!("resnapshot:{scope}");
-        // (A store of an earlier version listed records with local changes here.)
         let held_key = format!("resnapshot-held:{scope}");
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1922,12 +1947,20 @@ impl LocalStore {
             // written straight to their rows. (A page holds a record once: a snapshot page
             // by id, a changes page by its latest change.)
             let mut fresh: BTreeMap<&str, bool> = BTreeMap::new();
+            // Records with local changes a restart is confirming (see `reset_token`).
+            let held_key = format!("resnapshot-held:{scope}");
+            let mut held: Option<Vec<(String, Uuid)>> = super::meta_get(&tx, &held_key)?
+                .map(|j| serde_json::from_str(&j).unwrap_or_default());
+            let held_before = held.as_ref().map(Vec::len);
             // Records the server sent from another history than the one this store
             // followed (see `Known::OtherHistory`), or own writes it answered for and
             // now shows otherwise: it was restored from a backup or replaced.
             let mut other_history = false;
             let own_writes = has_own_writes(&tx)?;
             for r in records {
+                if let Some(h) = held.as_mut() {
+                    h.retain(|(e, id)| !(*e == r.entity_type && *id == r.entity_id));
+                }
                 let Some(table) = self.table_of(&r.entity_type) else {
                     continue;
                 };
@@ -1996,6 +2029,11 @@ impl LocalStore {
                     rebase_onto(&tx, table, r)?;
                 }
                 changed.push((r.entity_type.clone(), r.entity_id));
+            }
+            if let Some(h) = &held
+                && Some(h.len()) != held_before
+            {
+                super::meta_set(&tx, &held_key, &serde_json::to_string(h).expect("JSON"))?;
             }
             if other_history {
                 suspect_restore(&tx, scope)?;
