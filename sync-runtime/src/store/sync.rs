@@ -1358,6 +1358,37 @@ impl LocalStore {
                 n += 1;
             }
         }
+        // Records with local changes the snapshot did not deliver: their own items get
+        // the server's answers, but one with nothing left to send (a conflict awaiting
+        // the user, say) is checked too, keeping its status.
+        let held: Vec<(String, Uuid)> = super::meta_get(&tx, &held_key)?
+            .map(|j| serde_json::from_str(&j).unwrap_or_default())
+            .unwrap_or_default();
+        for (entity, uuid) in held {
+            let Some(table) = self.table_of(&entity) else {
+                continue;
+            };
+            let Some(row) = read_row(&tx, table, uuid)? else {
+                continue;
+            };
+            if row.deleted || !pending_for(&tx, &entity, uuid)?.is_empty() {
+                continue;
+            }
+            let version = read_base(&tx, table, uuid)?
+                .map(|b| b.version)
+                .or(row.version);
+            let payload = CHECK_PAYLOAD.to_string();
+            enqueue(
+                &tx,
+                table.entity,
+                uuid,
+                OutboxOp::Update,
+                &payload,
+                version,
+                self.new_key(),
+            )?;
+            n += 1;
+        }
         tx.execute(
             "DELETE FROM \"sync_meta\" WHERE \"key\" IN (?1, ?2)",
             params![key, held_key],
@@ -2155,10 +2186,12 @@ impl LocalStore {
             // resolution is moot and only the conflict goes.)
             let ops: Vec<(OutboxOp, String)> = sent.iter().map(|(_, op, p)| (*op, p.clone())).collect();
             let start = rebase::<T>(&base.record, &base.clocks, &ops).map_err(StoreError::Corrupt)?;
+            // (A check of the record with the server stays: see `finish_resnapshot`.)
             tx.execute(
-                "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND (\"status\" = 'dead' OR (\"status\" = 'pending' AND \"attempt_count\" = 0))",
-                params![table.entity.name, id.to_string()],
+                "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND (\"status\" = 'dead' OR (\"status\" = 'pending' AND \"attempt_count\" = 0)) AND \"payload\" <> ?3",
+                params![table.entity.name, id.to_string(), CHECK_PAYLOAD],
             )?;
+            let checking = !pending_for(tx, &table.entity.name, id)?.is_empty();
             tx.execute(
                 "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
                 params![table.entity.name, id.to_string()],
@@ -2172,7 +2205,7 @@ impl LocalStore {
             let patch = T::diff(&server_value, &value, hlc)?;
             T::stamp(&mut clocks, &patch);
             let clocks = serde_json::to_value(clocks).expect("clocks serialise");
-            let status = if patch.is_empty() && sent.is_empty() {
+            let status = if patch.is_empty() && sent.is_empty() && !checking {
                 "clean"
             } else {
                 "pending"
