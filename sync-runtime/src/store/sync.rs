@@ -1324,8 +1324,10 @@ impl LocalStore {
     /// the device creates it again), whatever the 410 said. A token can expire on a
     /// restored server too, once it collected past the token; taking every missing
     /// record for collected then would drop what the restore lost. Records with local
-    /// changes need no check: their own items get the same answers. Returns how many
-    /// checks it queued. A no-op unless a restart is unfinished; idempotent, and
+    /// changes the snapshot did not deliver need no check while they have items to
+    /// send (those get the same answers); one with nothing to send (a conflict
+    /// awaiting the user) is checked too, keeping its status. Returns how many checks
+    /// it queued. A no-op unless a restart is unfinished; idempotent, and
     /// resumed by the next sync after a crash.
     pub(crate) fn finish_resnapshot(&self, scope: &str) -> Result<usize, StoreError> {
         let key = format!("resnapshot:{scope}");
