@@ -526,9 +526,9 @@ impl<T: Transport> SyncEngine<T> {
                 report.snapshot = true;
                 if state.snapshot_cursor.is_none() {
                     // What the device holds as synced is confirmed by this snapshot and
-                    // the changes after it; what is not was collected (or, after a
-                    // `token-unknown`, lost by the server). Push results acknowledged
-                    // before a first snapshot are held the same way.
+                    // the changes after it; what is not is asked about once caught up
+                    // (collected, or lost by the server). Push results acknowledged
+                    // before a first snapshot are checked the same way.
                     self.store.reset_token(&account, Restart::Collected)?;
                 }
                 let mut cursor = state.snapshot_cursor.clone();
