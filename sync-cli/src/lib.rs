@@ -19,7 +19,7 @@
 //! - `DIR/openapi.json` and `DIR/openapi.yaml`: the protocol as OpenAPI 3.1 (see [`openapi`]);
 //! - `DIR/client_migrations.rs` and `DIR/server_{sqlite,postgres,mysql}_migrations.rs`:
 //!   the migrations as Rust expressions, so an app or a server can embed them with
-//!   `include!` (see `sync_runtime::store::Migrations::embedded`).
+//!   `include!` (see `sync_runtime::migrations::Migrations::embedded`).
 //!
 //! Each migration ends by recording itself in `sync_migrations` with the model
 //! fingerprint. Files hold no transaction statements: apply each in one transaction

@@ -52,8 +52,10 @@
 
 #[cfg(feature = "engine")]
 pub mod engine;
+pub mod erased;
 pub mod hlc;
 pub mod merge;
+pub mod migrations;
 pub mod ops;
 pub mod protocol;
 #[cfg(feature = "sqlite")]

@@ -41,6 +41,28 @@ pub enum MutationOp {
     Delete,
 }
 
+impl MutationOp {
+    /// The wire name: `create`, `update` or `delete` (also the client outbox's column
+    /// value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MutationOp::Create => "create",
+            MutationOp::Update => "update",
+            MutationOp::Delete => "delete",
+        }
+    }
+
+    /// The operation of a wire name; `None` for anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "create" => MutationOp::Create,
+            "update" => MutationOp::Update,
+            "delete" => MutationOp::Delete,
+            _ => return None,
+        })
+    }
+}
+
 /// One change made offline by a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use sqlx::Connection as _;
 use sync_model::sql::Dialect;
 use sync_model::{Field, ScalarType, TypeKind};
-use sync_runtime::store::Migrations;
+use sync_runtime::migrations::Migrations;
 
 /// A storage error.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,7 @@
 //! # #[derive(Syncable, Clone, Debug, PartialEq)]
 //! # pub struct Task { #[sync(id)] pub id: Uuid, pub title: String }
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use sync_server::{Server, StaticTokens};
-//! use sync_runtime::store::Migrations;
+//! use sync_server::{Migrations, Server, StaticTokens};
 //!
 //! let server = Server::builder()
 //!     .entity::<Task>()
@@ -172,9 +171,9 @@ use std::sync::Arc;
 
 use sync_runtime::Syncable;
 use sync_runtime::protocol::Problem;
-use sync_runtime::store::Migrations;
 
 pub use db::DbError;
+pub use sync_runtime::migrations::{MigrationFile, Migrations, MigrationsError};
 
 /// Resolves a bearer token to the account it may act for.
 ///
@@ -268,6 +267,12 @@ pub enum ServerError {
     Config(String),
 }
 
+impl From<MigrationsError> for ServerError {
+    fn from(e: MigrationsError) -> Self {
+        ServerError::Config(format!("server migrations: {e}"))
+    }
+}
+
 impl From<rusqlite::Error> for ServerError {
     fn from(e: rusqlite::Error) -> Self {
         ServerError::Db(DbError::Sqlite(e))
@@ -283,7 +288,7 @@ impl From<sqlx::Error> for ServerError {
 /// Shared state of a running server.
 pub(crate) struct State {
     pub(crate) db: db::Db,
-    pub(crate) entities: BTreeMap<String, registry::EntityOps>,
+    pub(crate) entities: BTreeMap<String, sync_runtime::erased::ErasedEntity>,
     /// Entity wire names in registration order (snapshot order).
     pub(crate) entity_order: Vec<String>,
     pub(crate) verifier: Arc<dyn TokenVerifier>,
@@ -318,7 +323,7 @@ pub type ServerClock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sy
 
 /// Configures a [`Server`].
 pub struct ServerBuilder {
-    entities: Vec<registry::EntityOps>,
+    entities: Vec<sync_runtime::erased::ErasedEntity>,
     verifier: Option<Arc<dyn TokenVerifier>>,
     config: Config,
     clock: ServerClock,
@@ -339,7 +344,8 @@ impl Server {
 impl ServerBuilder {
     /// Serves an entity type. Register every entity of the model.
     pub fn entity<T: Syncable>(mut self) -> Self {
-        self.entities.push(registry::EntityOps::of::<T>());
+        self.entities
+            .push(sync_runtime::erased::ErasedEntity::of::<T>());
         self
     }
 
@@ -405,21 +411,25 @@ impl ServerBuilder {
         }
         let fingerprints = db.migrate(&migrations).await?;
         let model = sync_model::Model {
-            entities: self.entities.iter().map(|e| e.model.clone()).collect(),
+            entities: self.entities.iter().map(|e| e.model().clone()).collect(),
         };
         let compiled = sync_model::fingerprint(&model).0;
         let database = fingerprints.last().cloned().unwrap_or_default();
         if database != compiled {
             return Err(ServerError::FingerprintMismatch { database, compiled });
         }
-        let entity_order = self.entities.iter().map(|e| e.model.name.clone()).collect();
+        let entity_order = self
+            .entities
+            .iter()
+            .map(|e| e.model().name.clone())
+            .collect();
         Ok(Server {
             state: Arc::new(State {
                 db,
                 entities: self
                     .entities
                     .into_iter()
-                    .map(|e| (e.model.name.clone(), e))
+                    .map(|e| (e.model().name.clone(), e))
                     .collect(),
                 entity_order,
                 verifier,

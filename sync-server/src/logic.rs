@@ -23,8 +23,10 @@ use sync_model::Entity;
 use sync_runtime::protocol::{Mutation, MutationOp, MutationResult, Problem, ServerRecord};
 use uuid::Uuid;
 
+use sync_runtime::erased::PatchOutcome;
+
 use crate::db::{Arg, DbError, Tx, decode, encode, ph, q, sel};
-use crate::registry::PatchOutcome;
+use crate::registry;
 use crate::{ServerError, State};
 
 /// Idempotency keys in flight for longer than this are considered abandoned (the server
@@ -302,7 +304,7 @@ async fn current_answer(
             format!("entity type `{}` is not served here", m.entity_type),
         ));
     };
-    let e = ops.model;
+    let e = ops.model();
     let server = match load(tx, e, account, m.entity_id).await? {
         Some(cur) => server_record(e, m.entity_id, cur),
         None => collected(e, m.entity_id, m.base_version.unwrap_or(0)),
@@ -732,7 +734,7 @@ async fn apply(
             ),
         ));
     };
-    let e = ops.model;
+    let e = ops.model();
     let current = load(tx, e, account, m.entity_id).await?;
     // A record's versions stay above every version a client saw, even when this
     // database lost some (restored from a backup): a version number never names two
@@ -764,13 +766,17 @@ async fn apply(
                     "the record's id is not `entity_id`",
                 ));
             }
-            let (record, clocks) =
-                match (ops.check_record)(e, record, m.clocks.clone(), state.max_stamp_millis()) {
-                    Ok(v) => v,
-                    Err(msg) => {
-                        return Ok(rejected(key, 422, "invalid-record", "Invalid record", msg));
-                    }
-                };
+            let (record, clocks) = match registry::check_record(
+                ops,
+                record,
+                m.clocks.clone(),
+                state.max_stamp_millis(),
+            ) {
+                Ok(v) => v,
+                Err(msg) => {
+                    return Ok(rejected(key, 422, "invalid-record", "Invalid record", msg));
+                }
+            };
             match current {
                 Some(cur)
                     if !cur.deleted
@@ -914,7 +920,8 @@ async fn apply(
                 return Ok(applied(cur));
             }
             let same_version = m.base_version == Some(cur.version);
-            match (ops.apply_patch)(
+            match registry::apply_patch(
+                ops,
                 &cur.record,
                 &cur.clocks,
                 patch,
@@ -1225,7 +1232,7 @@ pub(crate) async fn changes(
         let Some(ops) = state.entities.get(t) else {
             continue;
         };
-        let e = ops.model;
+        let e = ops.model();
         let mut cols = record_columns(d, e);
         cols.push(sel(d, "sync_seq"));
         cols.push(sel(d, &e.id_field().column));
@@ -1363,7 +1370,7 @@ pub(crate) async fn snapshot(
     let mut out = Vec::new();
     while out.len() < limit as usize && cur.entity < state.entity_order.len() {
         let ops = &state.entities[&state.entity_order[cur.entity]];
-        let e = ops.model;
+        let e = ops.model();
         let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
         let mut cols = record_columns(d, e);
         cols.push(sel(d, &e.id_field().column));
@@ -1462,7 +1469,7 @@ pub(crate) async fn collect_garbage(
         let Some(max_seq) = rows.iter().filter_map(|r| r[0].as_i64()).max() else {
             continue;
         };
-        for e in state.entities.values().map(|o| o.model) {
+        for e in state.entities.values().map(|o| o.model()) {
             removed += tx
                 .execute(
                     &format!(

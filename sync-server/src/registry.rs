@@ -1,26 +1,12 @@
-//! The registered entity types, type-erased: the server receives `entity_type` strings
-//! and dispatches to the generated code of the matching `Syncable` type.
+//! The server's side of the registered entity types: the server receives `entity_type`
+//! strings and dispatches to the generated code of the matching `Syncable` type through
+//! `sync_runtime`'s [`ErasedEntity`] (the one type-erased view, shared with the client
+//! store); what it adds is the bound on stamps from its future.
 
 use serde_json::Value as Json;
-use sync_model::{Entity, TypeKind};
+use sync_runtime::Record;
+use sync_runtime::erased::{ErasedEntity, PatchOutcome};
 use sync_runtime::hlc::Hlc;
-use sync_runtime::{Clocks, Record, Syncable};
-
-/// What applying a patch to the server's record did.
-pub(crate) enum PatchOutcome {
-    /// The new record and clocks.
-    Applied { record: Record, clocks: Json },
-    /// `manual` fields hold third values: nothing applied.
-    Conflict(Vec<String>),
-}
-
-/// Checks a client's record: `(model, record, clocks, latest stamp millis) -> (canonical
-/// record, clocks)`.
-pub(crate) type CheckRecord =
-    fn(&'static Entity, Record, Option<Json>, u64) -> Result<(Record, Json), String>;
-
-/// Applies a patch: `(record, clocks, patch, same version, latest stamp millis) -> outcome`.
-pub(crate) type ApplyPatch = fn(&Record, &Json, &Json, bool, u64) -> Result<PatchOutcome, String>;
 
 /// Brings a stamp from the server's future back to `max_millis` (the server's time plus
 /// its skew bound). The distance it lay beyond becomes the counter, so stamps of one
@@ -67,50 +53,12 @@ fn bound_patch(patch: &Json, max_millis: u64) -> std::borrow::Cow<'_, Json> {
     std::borrow::Cow::Owned(out)
 }
 
-/// The generated functions of one entity, behind plain function pointers.
-pub(crate) struct EntityOps {
-    pub(crate) model: &'static Entity,
-    /// A client's record, checked and brought to canonical form (fields an older client
-    /// does not know get their defaults).
-    pub(crate) check_record: CheckRecord,
-    /// Applies a client's patch to the server's record.
-    pub(crate) apply_patch: ApplyPatch,
-}
-
-impl EntityOps {
-    pub(crate) fn of<T: Syncable>() -> Self {
-        EntityOps {
-            model: T::model(),
-            check_record: check_record::<T>,
-            apply_patch: apply_patch::<T>,
-        }
-    }
-}
-
-/// Fills fields missing from an older client's record with the value existing rows got
-/// when the field was added: its `default`, `null`, or an empty set.
-fn fill_defaults(model: &Entity, record: &mut Record) {
-    for f in model.synced_fields() {
-        if record.contains_key(&f.name) {
-            continue;
-        }
-        let v = match (&f.default, &f.ty.kind) {
-            (Some(d), TypeKind::Json { .. }) => match d {
-                Json::String(s) => serde_json::from_str(s).unwrap_or(Json::Null),
-                other => other.clone(),
-            },
-            (Some(d), _) => d.clone(),
-            (None, TypeKind::Set { .. }) => Json::Array(Vec::new()),
-            (None, _) if f.ty.nullable => Json::Null,
-            (None, _) => continue,
-        };
-        record.insert(f.name.clone(), v);
-    }
-}
-
-fn check_record<T: Syncable>(
-    model: &'static Entity,
-    mut record: Record,
+/// A client's record checked by its entity's generated code
+/// ([`ErasedEntity::check_record`]), with stamps from the server's future brought back
+/// to `max_millis` first ([`bound`]).
+pub(crate) fn check_record(
+    entity: &ErasedEntity,
+    record: Record,
     clocks: Option<Json>,
     max_millis: u64,
 ) -> Result<(Record, Json), String> {
@@ -118,54 +66,26 @@ fn check_record<T: Syncable>(
         bound_clocks(&mut c, max_millis);
         c
     });
-    fill_defaults(model, &mut record);
-    let mut value = T::from_record(&record).map_err(|e| e.to_string())?;
-    value.normalize();
-    value.validate().map_err(|e| e.to_string())?;
-    let clocks: T::Clocks = match clocks {
-        Some(c) => serde_json::from_value(c).map_err(|e| format!("invalid clocks: {e}"))?,
-        None => T::Clocks::all(Hlc::ZERO),
-    };
-    let record = value.to_record().map_err(|e| e.to_string())?;
-    sync_runtime::check_record(model, &record).map_err(|e| e.to_string())?;
-    Ok((
-        record,
-        serde_json::to_value(clocks).map_err(|e| e.to_string())?,
-    ))
+    entity.check_record(record, clocks)
 }
 
-fn apply_patch<T: Syncable>(
+/// A client's patch applied by its entity's generated code
+/// ([`ErasedEntity::apply_patch`]), with stamps from the server's future brought back to
+/// `max_millis` first ([`bound`]).
+pub(crate) fn apply_patch(
+    entity: &ErasedEntity,
     current: &Record,
     clocks: &Json,
     patch: &Json,
     same_version: bool,
     max_millis: u64,
 ) -> Result<PatchOutcome, String> {
-    let patch = bound_patch(patch, max_millis);
-    let mut value = T::from_record(current).map_err(|e| format!("stored record: {e}"))?;
-    let mut clocks: T::Clocks =
-        serde_json::from_value(clocks.clone()).map_err(|e| format!("stored clocks: {e}"))?;
-    let patch: T::Patch =
-        serde_json::from_value(patch.into_owned()).map_err(|e| format!("invalid patch: {e}"))?;
-    if same_version {
-        value.apply(&patch);
-        T::stamp(&mut clocks, &patch);
-    } else {
-        let conflicts = value.apply_concurrent(&mut clocks, &patch);
-        if !conflicts.is_empty() {
-            return Ok(PatchOutcome::Conflict(
-                conflicts.iter().map(|s| (*s).to_string()).collect(),
-            ));
-        }
-    }
-    value.normalize();
-    value.validate().map_err(|e| e.to_string())?;
-    let record = value.to_record().map_err(|e| e.to_string())?;
-    sync_runtime::check_record(T::model(), &record).map_err(|e| e.to_string())?;
-    Ok(PatchOutcome::Applied {
-        record,
-        clocks: serde_json::to_value(clocks).map_err(|e| e.to_string())?,
-    })
+    entity.apply_patch(
+        current,
+        clocks,
+        &bound_patch(patch, max_millis),
+        same_version,
+    )
 }
 
 #[cfg(test)]

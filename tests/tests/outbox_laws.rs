@@ -17,7 +17,7 @@ use model::{ItemC, ItemH};
 use proptest::prelude::*;
 use sync_runtime::Record;
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, Migrations, OutboxItem, OutboxOp};
+use sync_runtime::store::{LocalStore, Migrations, MutationOp, OutboxItem};
 
 /// The client migrations of the fixture model, generated once by sync-cli.
 fn migrations_dir() -> &'static std::path::Path {
@@ -105,12 +105,12 @@ fn replay<T: Syncable>(items: &[OutboxItem]) -> BTreeMap<Uuid, Option<Record>> {
     let mut server: BTreeMap<Uuid, Option<T>> = BTreeMap::new();
     for item in items.iter().filter(|i| i.entity_type == T::ENTITY) {
         match item.op {
-            OutboxOp::Create => {
+            MutationOp::Create => {
                 let record: Record =
                     serde_json::from_value(item.payload["record"].clone()).unwrap();
                 server.insert(item.entity_id, Some(T::from_record(&record).unwrap()));
             }
-            OutboxOp::Update => {
+            MutationOp::Update => {
                 let patch: T::Patch =
                     serde_json::from_value(item.payload["patch"].clone()).unwrap();
                 let current = server
@@ -119,7 +119,7 @@ fn replay<T: Syncable>(items: &[OutboxItem]) -> BTreeMap<Uuid, Option<Record>> {
                     .expect("an update is only queued for a record the server will have");
                 current.apply(&patch);
             }
-            OutboxOp::Delete => {
+            MutationOp::Delete => {
                 server.insert(item.entity_id, None);
             }
         }

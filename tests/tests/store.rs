@@ -10,7 +10,7 @@ use model::{Comment, Project, Task, TaskPatch};
 use sync_runtime::ops::{LwwOp, SumOp, UnionOp};
 use sync_runtime::prelude::*;
 use sync_runtime::store::{
-    ChangeKind, LocalStore, Migrations, OutboxOp, OutboxStatus, Query, StoreError, StoreEvent,
+    ChangeKind, LocalStore, Migrations, MutationOp, OutboxStatus, Query, StoreError, StoreEvent,
 };
 
 fn migrations() -> Migrations {
@@ -60,7 +60,7 @@ fn offline_create_survives_a_restart_with_its_outbox_item() {
     assert_eq!(meta.version, None);
     let outbox = store.outbox().unwrap();
     assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].op, OutboxOp::Create);
+    assert_eq!(outbox[0].op, MutationOp::Create);
     assert_eq!(outbox[0].entity_type, "task");
     assert_eq!(outbox[0].entity_id, t.id);
     assert_eq!(outbox[0].payload["record"]["title"], "write tests");
@@ -113,7 +113,7 @@ fn five_updates_coalesce_into_one_composed_patch() {
     }
     let outbox = store.outbox().unwrap();
     assert_eq!(outbox.len(), 1, "{outbox:#?}");
-    assert_eq!(outbox[0].op, OutboxOp::Update);
+    assert_eq!(outbox[0].op, MutationOp::Update);
     assert_eq!(outbox[0].base_version, Some(1));
     let patch: TaskPatch = serde_json::from_value(outbox[0].payload["patch"].clone()).unwrap();
     let expected = patches.into_iter().reduce(|a, b| a.compose(b)).unwrap();
@@ -151,15 +151,15 @@ fn history_entities_keep_every_mutation() {
         c.body = i.to_string();
         store.update(&c).unwrap();
     }
-    let ops: Vec<OutboxOp> = store.outbox().unwrap().iter().map(|i| i.op).collect();
+    let ops: Vec<MutationOp> = store.outbox().unwrap().iter().map(|i| i.op).collect();
     assert_eq!(
         ops,
         [
-            OutboxOp::Create,
-            OutboxOp::Update,
-            OutboxOp::Update,
-            OutboxOp::Update,
-            OutboxOp::Update
+            MutationOp::Create,
+            MutationOp::Update,
+            MutationOp::Update,
+            MutationOp::Update,
+            MutationOp::Update
         ]
     );
     store.delete::<Comment>(c.id).unwrap();
@@ -204,7 +204,7 @@ fn update_then_delete_is_a_delete() {
     store.delete::<Task>(t.id).unwrap();
     let outbox = store.outbox().unwrap();
     assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].op, OutboxOp::Delete);
+    assert_eq!(outbox[0].op, MutationOp::Delete);
     assert_eq!(outbox[0].base_version, Some(1));
     let meta = store.record_meta::<Task>(t.id).unwrap().unwrap();
     assert!(meta.deleted);
@@ -236,8 +236,8 @@ fn delete_then_recreate_does_not_resurrect_old_fields() {
     ));
     assert_eq!(store.get::<Task>(old.id).unwrap().unwrap(), new);
     let outbox = store.outbox().unwrap();
-    let ops: Vec<OutboxOp> = outbox.iter().map(|i| i.op).collect();
-    assert_eq!(ops, [OutboxOp::Delete, OutboxOp::Create]);
+    let ops: Vec<MutationOp> = outbox.iter().map(|i| i.op).collect();
+    assert_eq!(ops, [MutationOp::Delete, MutationOp::Create]);
     assert_eq!(outbox[1].payload["record"]["likes"], 0);
     assert_eq!(outbox[1].payload["record"]["tags"], serde_json::json!([]));
     assert_eq!(
@@ -272,7 +272,7 @@ fn items_being_sent_are_never_rewritten() {
         after[0], before[0],
         "the in-flight item keeps its key and body"
     );
-    assert_eq!(after[1].op, OutboxOp::Update);
+    assert_eq!(after[1].op, MutationOp::Update);
     assert_ne!(after[0].idempotency_key, after[1].idempotency_key);
 }
 

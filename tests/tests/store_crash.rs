@@ -12,7 +12,7 @@ use std::time::Duration;
 use model::{Project, Task};
 use sync_runtime::Record;
 use sync_runtime::prelude::*;
-use sync_runtime::store::{LocalStore, OutboxOp};
+use sync_runtime::store::{LocalStore, MutationOp};
 
 const COUNTER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00ff);
 
@@ -98,7 +98,7 @@ fn sigkill_never_loses_a_committed_write() {
         for item in &outbox {
             assert_eq!(
                 item.op,
-                OutboxOp::Create,
+                MutationOp::Create,
                 "nothing was sent, so every item is a (coalesced) create"
             );
             creates.insert(

@@ -10,20 +10,21 @@ pub mod model;
 /// The migrations generated from [`model`], relative to this crate.
 pub const GENERATED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/generated");
 
+use sync_runtime::migrations::MigrationsError;
 use sync_runtime::store::{LocalStore, Migrations, StoreBuilder, StoreError};
 
 /// The client migrations generated from [`model`], embedded.
-pub fn client_migrations() -> Result<Migrations, StoreError> {
+pub fn client_migrations() -> Result<Migrations, MigrationsError> {
     Migrations::embedded(include!("../generated/client_migrations.rs"))
 }
 
 /// The server's SQLite migrations, embedded.
-pub fn server_sqlite_migrations() -> Result<Migrations, StoreError> {
+pub fn server_sqlite_migrations() -> Result<Migrations, MigrationsError> {
     Migrations::embedded(include!("../generated/server_sqlite_migrations.rs"))
 }
 
 /// The server's PostgreSQL migrations, embedded.
-pub fn server_postgres_migrations() -> Result<Migrations, StoreError> {
+pub fn server_postgres_migrations() -> Result<Migrations, MigrationsError> {
     Migrations::embedded(include!("../generated/server_postgres_migrations.rs"))
 }
 

@@ -34,9 +34,9 @@ use uuid::Uuid;
 pub use http::HttpTransport;
 
 use crate::protocol::{
-    ChangesResponse, Mutation, MutationOp, Problem, PushRequest, PushResponse, SnapshotResponse,
+    ChangesResponse, Mutation, Problem, PushRequest, PushResponse, SnapshotResponse,
 };
-use crate::store::{ItemOutcome, LocalStore, OutboxItem, OutboxOp, Restart, StoreError, SyncState};
+use crate::store::{ItemOutcome, LocalStore, OutboxItem, Restart, StoreError, SyncState};
 
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -254,11 +254,7 @@ fn to_mutation(item: &OutboxItem) -> Mutation {
         idempotency_key: item.idempotency_key.clone(),
         entity_type: item.entity_type.clone(),
         entity_id: item.entity_id,
-        op: match item.op {
-            OutboxOp::Create => MutationOp::Create,
-            OutboxOp::Update => MutationOp::Update,
-            OutboxOp::Delete => MutationOp::Delete,
-        },
+        op: item.op,
         base_version: item.base_version,
         record: get("record").and_then(|r| match r {
             Json::Object(m) => Some(m),

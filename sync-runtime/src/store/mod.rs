@@ -67,12 +67,19 @@ use serde_json::Value as Json;
 use sync_model::{Entity, Model, OutboxMode};
 use uuid::Uuid;
 
+pub use crate::protocol::MutationOp;
 pub use migrations::{MigrationFile, Migrations};
 pub(crate) use sync::Restart;
 pub use sync::{Conflict, ItemOutcome, SyncState};
 
 use crate::hlc::{Hlc, HlcClock, NodeId};
 use crate::syncable::{Clocks, DiffError, InvalidValue, Patch, Record, RecordError, Syncable};
+
+impl From<crate::migrations::MigrationsError> for StoreError {
+    fn from(e: crate::migrations::MigrationsError) -> Self {
+        StoreError::Migrations(e.to_string())
+    }
+}
 
 /// Errors of the local store.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +191,7 @@ pub type KeySource = Arc<dyn Fn() -> Uuid + Send + Sync>;
 pub struct StoreBuilder {
     path: PathBuf,
     entities: Vec<&'static Entity>,
-    fns: Vec<sync::EntityFns>,
+    fns: Vec<crate::erased::ErasedEntity>,
     migrations: Option<Migrations>,
     wall_clock: Option<WallClock>,
     key_source: Option<KeySource>,
@@ -204,7 +211,7 @@ impl StoreBuilder {
     /// that together they are the model the database was migrated for.
     pub fn entity<T: Syncable>(mut self) -> Self {
         self.entities.push(T::model());
-        self.fns.push(sync::EntityFns::of::<T>());
+        self.fns.push(crate::erased::ErasedEntity::of::<T>());
         self
     }
 
@@ -244,7 +251,7 @@ impl StoreBuilder {
         })?;
         let mut conn = Connection::open(&self.path)?;
         configure(&conn, self.durability)?;
-        let db_fp = migrations.apply(&mut conn)?;
+        let db_fp = migrations::apply(&migrations, &mut conn)?;
         let model = Model {
             entities: self.entities.iter().map(|e| (*e).clone()).collect(),
         };
@@ -351,7 +358,7 @@ fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError>
 struct Table {
     entity: &'static Entity,
     /// The entity's generated code, type-erased, for the sync engine.
-    fns: sync::EntityFns,
+    erased: crate::erased::ErasedEntity,
     /// `SELECT <columns> FROM t WHERE id = ?1`.
     select_by_id: String,
     /// `SELECT <columns> FROM t WHERE sync_deleted = 0`.
@@ -369,7 +376,7 @@ struct Table {
 }
 
 impl Table {
-    fn new(entity: &'static Entity, fns: sync::EntityFns) -> Self {
+    fn new(entity: &'static Entity, erased: crate::erased::ErasedEntity) -> Self {
         let t = q(&entity.table);
         let id = q(&entity.id_field().column);
         let mut list: Vec<String> = entity.synced_fields().map(|f| q(&f.column)).collect();
@@ -398,7 +405,7 @@ impl Table {
             .collect();
         Table {
             entity,
-            fns,
+            erased,
             select_by_id: format!("SELECT {list} FROM {t} WHERE {id} = ?1"),
             select_live: format!("SELECT {list} FROM {t} WHERE {} = 0", q("sync_deleted")),
             upsert: format!(
@@ -534,35 +541,9 @@ pub struct SyncStatus {
     pub retries: u64,
 }
 
-/// The operation of an outbox item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutboxOp {
-    /// A new record.
-    Create,
-    /// A field-level patch.
-    Update,
-    /// A tombstone.
-    Delete,
-}
-
-impl OutboxOp {
-    fn as_str(self) -> &'static str {
-        match self {
-            OutboxOp::Create => "create",
-            OutboxOp::Update => "update",
-            OutboxOp::Delete => "delete",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "create" => OutboxOp::Create,
-            "update" => OutboxOp::Update,
-            "delete" => OutboxOp::Delete,
-            other => return Err(StoreError::Corrupt(format!("outbox op `{other}`"))),
-        })
-    }
+/// The outbox's own spelling of an operation ([`MutationOp::as_str`]), read back.
+fn parse_op(s: &str) -> Result<MutationOp, StoreError> {
+    MutationOp::parse(s).ok_or_else(|| StoreError::Corrupt(format!("outbox op `{s}`")))
 }
 
 /// The state of an outbox item.
@@ -601,7 +582,7 @@ pub struct OutboxItem {
     /// The record's id.
     pub entity_id: Uuid,
     /// What to do.
-    pub op: OutboxOp,
+    pub op: MutationOp,
     /// `{"record", "clocks"}` for a create, `{"patch"}` for an update, `{"hlc"}` for a delete.
     pub payload: Json,
     /// Sent with every attempt; the server replays its stored result for a repeat.
@@ -905,7 +886,7 @@ impl LocalStore {
                 tx,
                 entity,
                 id,
-                OutboxOp::Create,
+                MutationOp::Create,
                 &payload,
                 base_version,
                 self.new_key(),
@@ -976,7 +957,7 @@ impl LocalStore {
                 None
             };
             match last {
-                Some(l) if l.op == OutboxOp::Create => {
+                Some(l) if l.op == MutationOp::Create => {
                     let resend_base = serde_json::from_str::<Json>(&l.payload)
                         .ok()
                         .and_then(|p| p.get("resend_base").cloned());
@@ -985,15 +966,15 @@ impl LocalStore {
                         clocks: &clocks,
                         resend_base,
                     });
-                    rewrite_item(tx, l.id, OutboxOp::Create, &payload)?;
+                    rewrite_item(tx, l.id, MutationOp::Create, &payload)?;
                 }
-                Some(l) if l.op == OutboxOp::Update => {
+                Some(l) if l.op == MutationOp::Update => {
                     let earlier: UpdatePayload<T::Patch> = serde_json::from_str(&l.payload)
                         .map_err(|e| StoreError::Corrupt(format!("outbox item {}: {e}", l.id)))?;
                     let composed = UpdatePayload {
                         patch: earlier.patch.compose(patch),
                     };
-                    rewrite_item(tx, l.id, OutboxOp::Update, &to_json_string(&composed))?;
+                    rewrite_item(tx, l.id, MutationOp::Update, &to_json_string(&composed))?;
                 }
                 _ => {
                     let payload = to_json_string(&UpdatePayload { patch });
@@ -1001,7 +982,7 @@ impl LocalStore {
                         tx,
                         entity,
                         id,
-                        OutboxOp::Update,
+                        MutationOp::Update,
                         &payload,
                         row.version,
                         self.new_key(),
@@ -1036,14 +1017,14 @@ impl LocalStore {
                 params![entity.name, id.to_string()],
             )?;
             match last {
-                Some(l) if l.op == OutboxOp::Create && l.base_version.is_some() => {
+                Some(l) if l.op == MutationOp::Create && l.base_version.is_some() => {
                     // A create of a record the server knows of (a recreate, or one it lost
                     // in a restore and other devices may send again): the server must
                     // learn of the delete, so both go.
                     mark_deleted(tx, entity, id, hlc)?;
-                    enqueue(tx, entity, id, OutboxOp::Delete, &payload, None, self.new_key())?;
+                    enqueue(tx, entity, id, MutationOp::Delete, &payload, None, self.new_key())?;
                 }
-                Some(l) if l.op == OutboxOp::Create => {
+                Some(l) if l.op == MutationOp::Create => {
                     // Created and deleted before the server heard of it: nothing to send.
                     tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [l.id])?;
                     let others: i64 = tx.query_row(
@@ -1057,13 +1038,13 @@ impl LocalStore {
                         mark_deleted(tx, entity, id, hlc)?;
                     }
                 }
-                Some(l) if l.op == OutboxOp::Update => {
+                Some(l) if l.op == MutationOp::Update => {
                     mark_deleted(tx, entity, id, hlc)?;
-                    rewrite_item(tx, l.id, OutboxOp::Delete, &payload)?;
+                    rewrite_item(tx, l.id, MutationOp::Delete, &payload)?;
                 }
                 _ => {
                     mark_deleted(tx, entity, id, hlc)?;
-                    enqueue(tx, entity, id, OutboxOp::Delete, &payload, row.version, self.new_key())?;
+                    enqueue(tx, entity, id, MutationOp::Delete, &payload, row.version, self.new_key())?;
                 }
             }
             Ok(())
@@ -1373,7 +1354,7 @@ fn mark_deleted(conn: &Connection, entity: &Entity, id: Uuid, hlc: Hlc) -> Resul
 
 struct LastItem {
     id: i64,
-    op: OutboxOp,
+    op: MutationOp,
     payload: String,
     /// Never attempted and still pending: its body may be rewritten.
     mergeable: bool,
@@ -1408,7 +1389,7 @@ fn last_item(conn: &Connection, entity: &Entity, id: Uuid) -> Result<Option<Last
     last.map(|(id, op, payload, status, attempts, base_version)| {
         Ok(LastItem {
             id,
-            op: OutboxOp::parse(&op)?,
+            op: parse_op(&op)?,
             payload,
             mergeable: status == "pending" && attempts == 0,
             base_version,
@@ -1421,7 +1402,7 @@ fn enqueue(
     conn: &Connection,
     entity: &Entity,
     id: Uuid,
-    op: OutboxOp,
+    op: MutationOp,
     payload: &str,
     base_version: Option<i64>,
     key: String,
@@ -1444,7 +1425,7 @@ fn enqueue(
 fn rewrite_item(
     conn: &Connection,
     item: i64,
-    op: OutboxOp,
+    op: MutationOp,
     payload: &str,
 ) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE \"sync_outbox\" SET \"op\" = ?1, \"payload\" = ?2 WHERE \"id\" = ?3 AND \"status\" = 'pending' AND \"attempt_count\" = 0")?
@@ -1470,7 +1451,7 @@ fn read_outbox(conn: &Connection, filter: &str) -> Result<Vec<OutboxItem>, Store
             entity_id: entity_id
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("outbox entity id `{entity_id}`")))?,
-            op: OutboxOp::parse(&op)?,
+            op: parse_op(&op)?,
             payload: serde_json::from_str(&payload)
                 .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
             idempotency_key: r.get(5)?,

@@ -14,184 +14,14 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::{
-    ChangeKind, LocalStore, OutboxItem, OutboxOp, OutboxStatus, StoreError, StoreEvent, Table,
-    columns, enqueue, q, read_outbox, read_row, to_json_string,
+    ChangeKind, LocalStore, OutboxItem, OutboxStatus, StoreError, StoreEvent, Table, columns,
+    enqueue, q, read_outbox, read_row, to_json_string,
 };
+use crate::erased::AnyPayload;
 use crate::hlc::Hlc;
 use crate::merge::FieldConflict;
-use crate::protocol::{MutationResult, ServerRecord};
+use crate::protocol::{MutationOp, MutationResult, ServerRecord};
 use crate::syncable::{Patch, Record, Syncable};
-
-type RebaseFn = fn(&Record, &Json, &[(OutboxOp, String)]) -> Result<Option<(Record, Json)>, String>;
-type MergeFn = fn(
-    &Record,
-    &Record,
-    &Json,
-    &Record,
-    &Json,
-) -> Result<(Record, Json, Vec<FieldConflict>), String>;
-type DiffFn = fn(&Record, &Record, Hlc) -> Result<Option<String>, String>;
-type TwinFn =
-    fn(&Record, &Json, &Record, &Json) -> Result<(Record, Json, Vec<FieldConflict>), String>;
-
-/// The generated code of one entity, type-erased for the engine.
-#[derive(Clone, Copy)]
-pub(crate) struct EntityFns {
-    /// The server's record with the still-pending local mutations applied on top (`None`
-    /// if a pending mutation deletes it).
-    rebase: RebaseFn,
-    /// `merge3(base, local, local clocks, server, server clocks)`.
-    merge: MergeFn,
-    /// The patch from one record to another, as outbox payload JSON (`None` if equal).
-    diff: DiffFn,
-    /// `twin(local, local clocks, server, server clocks)`: two creates of one id, merged
-    /// like two concurrent updates from an empty base (see [`twin`]).
-    twin: TwinFn,
-}
-
-impl std::fmt::Debug for EntityFns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EntityFns")
-    }
-}
-
-impl EntityFns {
-    pub(crate) fn of<T: Syncable>() -> Self {
-        EntityFns {
-            rebase: rebase::<T>,
-            merge: merge::<T>,
-            diff: diff::<T>,
-            twin: twin::<T>,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct AnyPayload {
-    #[serde(default)]
-    record: Option<Record>,
-    #[serde(default)]
-    clocks: Option<Json>,
-    #[serde(default)]
-    patch: Option<Json>,
-}
-
-fn rebase<T: Syncable>(
-    server: &Record,
-    clocks: &Json,
-    pending: &[(OutboxOp, String)],
-) -> Result<Option<(Record, Json)>, String> {
-    let mut value = T::from_record(server).map_err(|e| e.to_string())?;
-    let mut clocks: T::Clocks = serde_json::from_value(clocks.clone()).unwrap_or_default();
-    for (op, payload) in pending {
-        let p: AnyPayload = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-        match op {
-            OutboxOp::Create => {
-                if let Some(r) = p.record {
-                    value = T::from_record(&r).map_err(|e| e.to_string())?;
-                }
-                if let Some(c) = p.clocks {
-                    clocks = serde_json::from_value(c).unwrap_or_default();
-                }
-            }
-            OutboxOp::Update => {
-                if let Some(patch) = p.patch {
-                    let patch: T::Patch =
-                        serde_json::from_value(patch).map_err(|e| e.to_string())?;
-                    value.apply(&patch);
-                    T::stamp(&mut clocks, &patch);
-                }
-            }
-            OutboxOp::Delete => return Ok(None),
-        }
-    }
-    value.normalize();
-    Ok(Some((
-        value.to_record().map_err(|e| e.to_string())?,
-        serde_json::to_value(clocks).map_err(|e| e.to_string())?,
-    )))
-}
-
-fn merge<T: Syncable>(
-    base: &Record,
-    local: &Record,
-    local_clocks: &Json,
-    server: &Record,
-    server_clocks: &Json,
-) -> Result<(Record, Json, Vec<FieldConflict>), String> {
-    let base = T::from_record(base).map_err(|e| e.to_string())?;
-    let local = T::from_record(local).map_err(|e| e.to_string())?;
-    let server = T::from_record(server).map_err(|e| e.to_string())?;
-    let lc: T::Clocks = serde_json::from_value(local_clocks.clone()).unwrap_or_default();
-    let sc: T::Clocks = serde_json::from_value(server_clocks.clone()).unwrap_or_default();
-    let m = T::merge3(&base, &local, &lc, &server, &sc);
-    Ok((
-        m.value.to_record().map_err(|e| e.to_string())?,
-        serde_json::to_value(m.clocks).map_err(|e| e.to_string())?,
-        m.conflicts,
-    ))
-}
-
-/// Two creates of one id made without a common base, merged field by field like two
-/// concurrent updates from an empty base (DESIGN.md): the local record becomes a patch
-/// from nothing (`lww`: set with the field's stamp; `sum`: add the value; `union`: add
-/// every element; `manual`: set, with no base the server's value could still hold) and
-/// is applied onto the server's record as the server applies a concurrent patch. So
-/// `lww` fields take the later stamp, sums add up, sets unite, and a `manual` field that
-/// holds different values on the two sides is a conflict (base `null`), never a silent
-/// pick. The id and `immutable` fields keep the server's values: the first create the
-/// server accepted fixed them.
-fn twin<T: Syncable>(
-    local: &Record,
-    local_clocks: &Json,
-    server: &Record,
-    server_clocks: &Json,
-) -> Result<(Record, Json, Vec<FieldConflict>), String> {
-    use sync_model::MergeStrategy;
-    let zero = Json::String(Hlc::ZERO.to_string());
-    let mut ops = serde_json::Map::new();
-    for f in T::model().synced_fields().filter(|f| !f.id && !f.immutable) {
-        let v = local.get(&f.name).cloned().unwrap_or(Json::Null);
-        let op = match f.merge {
-            MergeStrategy::Lww => serde_json::json!({
-                "set": v,
-                "hlc": local_clocks.get(&f.name).unwrap_or(&zero),
-            }),
-            MergeStrategy::Sum => serde_json::json!({ "add": v }),
-            MergeStrategy::Union => serde_json::json!({ "add": v, "remove": [] }),
-            MergeStrategy::Manual => serde_json::json!({ "set": v, "base": v }),
-        };
-        ops.insert(f.name.clone(), op);
-    }
-    let mut value = T::from_record(server).map_err(|e| e.to_string())?;
-    let mut clocks: T::Clocks = serde_json::from_value(server_clocks.clone()).unwrap_or_default();
-    let patch: T::Patch =
-        serde_json::from_value(Json::Object(ops.clone())).map_err(|e| e.to_string())?;
-    let mut conflicts = Vec::new();
-    let clash = value.clone().apply_concurrent(&mut clocks.clone(), &patch);
-    let patch = if clash.is_empty() {
-        patch
-    } else {
-        for field in clash {
-            ops.remove(field);
-            conflicts.push(FieldConflict {
-                field: field.to_string(),
-                base: Json::Null,
-                local: local.get(field).cloned().unwrap_or(Json::Null),
-                remote: server.get(field).cloned().unwrap_or(Json::Null),
-            });
-        }
-        serde_json::from_value(Json::Object(ops)).map_err(|e| e.to_string())?
-    };
-    let left = value.apply_concurrent(&mut clocks, &patch);
-    debug_assert!(left.is_empty(), "conflicting fields were taken out");
-    value.normalize();
-    Ok((
-        value.to_record().map_err(|e| e.to_string())?,
-        serde_json::to_value(clocks).map_err(|e| e.to_string())?,
-        conflicts,
-    ))
-}
 
 /// The outbox payload of a create, owned.
 #[derive(Serialize)]
@@ -208,18 +38,6 @@ struct CreatePayloadOwned {
 /// `{record, clocks}` of a base copy, for [`CreatePayloadOwned::resend_base`].
 fn resend_base(record: &Record, clocks: &Json) -> Option<Json> {
     Some(serde_json::json!({ "record": record, "clocks": clocks }))
-}
-
-#[derive(Serialize)]
-struct UpdatePayloadRef<'a, P> {
-    patch: &'a P,
-}
-
-fn diff<T: Syncable>(old: &Record, new: &Record, hlc: Hlc) -> Result<Option<String>, String> {
-    let old = T::from_record(old).map_err(|e| e.to_string())?;
-    let new = T::from_record(new).map_err(|e| e.to_string())?;
-    let patch = T::diff(&old, &new, hlc).map_err(|e| e.to_string())?;
-    Ok((!patch.is_empty()).then(|| to_json_string(&UpdatePayloadRef { patch: &patch })))
 }
 
 /// Why a sync starts over with a snapshot (see [`LocalStore::reset_token`]).
@@ -655,7 +473,7 @@ fn pending_for(
     conn: &Connection,
     entity: &str,
     id: Uuid,
-) -> Result<Vec<(i64, OutboxOp, String)>, StoreError> {
+) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead'",
     )?;
@@ -663,7 +481,7 @@ fn pending_for(
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let op: String = r.get(1)?;
-        out.push((r.get(0)?, OutboxOp::parse(&op)?, r.get(2)?));
+        out.push((r.get(0)?, super::parse_op(&op)?, r.get(2)?));
     }
     out.sort_by_key(|x| x.0);
     Ok(out)
@@ -674,7 +492,7 @@ fn sent_items_of(
     conn: &Connection,
     entity: &str,
     id: Uuid,
-) -> Result<Vec<(i64, OutboxOp, String)>, StoreError> {
+) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"status\" <> 'pending') ORDER BY \"id\"",
     )?;
@@ -688,7 +506,7 @@ fn sent_items_of(
     let mut out = Vec::new();
     for r in rows {
         let (n, op, payload) = r?;
-        out.push((n, OutboxOp::parse(&op)?, payload));
+        out.push((n, super::parse_op(&op)?, payload));
     }
     Ok(out)
 }
@@ -825,7 +643,7 @@ const CHECK_PAYLOAD: &str = r#"{"patch":{}}"#;
 
 /// Whether `item` is a check ([`LocalStore::check_own_writes`]).
 fn is_check(item: &OutboxItem) -> bool {
-    item.op == OutboxOp::Update
+    item.op == MutationOp::Update
         && item
             .payload
             .get("patch")
@@ -926,13 +744,16 @@ fn rebase_onto(conn: &Connection, table: &Table, s: &ServerRecord) -> Result<(),
     if pending.is_empty() {
         return put_server_row(conn, table, s);
     }
-    let ops: Vec<(OutboxOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
-    let base_record = if s.deleted && ops.first().map(|o| o.0) != Some(OutboxOp::Create) {
+    let ops: Vec<(MutationOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
+    let base_record = if s.deleted && ops.first().map(|o| o.0) != Some(MutationOp::Create) {
         // Deleted on the server; a pending update cannot revive it (delete wins). Keep the
         // tombstone and let the push of those updates report the conflict.
         None
     } else {
-        (table.fns.rebase)(&s.record, &s.clocks, &ops).map_err(StoreError::Corrupt)?
+        table
+            .erased
+            .rebase(&s.record, &s.clocks, &ops)
+            .map_err(StoreError::Corrupt)?
     };
     match base_record {
         Some((record, clocks)) => put_row(
@@ -970,11 +791,13 @@ fn rebase_conflicted(
     conn: &Connection,
     table: &Table,
     s: &ServerRecord,
-    pending: Vec<(i64, OutboxOp, String)>,
+    pending: Vec<(i64, MutationOp, String)>,
 ) -> Result<(), StoreError> {
-    let ops: Vec<(OutboxOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
-    let Some((mut record, clocks)) =
-        (table.fns.rebase)(&s.record, &s.clocks, &ops).map_err(StoreError::Corrupt)?
+    let ops: Vec<(MutationOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
+    let Some((mut record, clocks)) = table
+        .erased
+        .rebase(&s.record, &s.clocks, &ops)
+        .map_err(StoreError::Corrupt)?
     else {
         // A pending delete of a conflicted record (deleting discards the conflict, so
         // this is not reached through the store's API): the tombstone stands.
@@ -1074,7 +897,7 @@ fn plan_batch(
             previous[n] = last_of.get(&key).copied();
         }
         last_of.insert(key, n);
-        if i.op == OutboxOp::Create && i.status != OutboxStatus::Sending {
+        if i.op == MutationOp::Create && i.status != OutboxStatus::Sending {
             creates.insert((i.entity_type.clone(), i.entity_id), n);
         }
     }
@@ -1384,7 +1207,7 @@ impl LocalStore {
                 &tx,
                 table.entity,
                 uuid,
-                OutboxOp::Update,
+                MutationOp::Update,
                 &payload,
                 version,
                 self.new_key(),
@@ -1421,11 +1244,11 @@ impl LocalStore {
         let (op, payload) = if row.deleted {
             let hlc = self.stamp();
             (
-                OutboxOp::Delete,
+                MutationOp::Delete,
                 to_json_string(&super::DeletePayload { hlc }),
             )
         } else {
-            (OutboxOp::Update, CHECK_PAYLOAD.to_string())
+            (MutationOp::Update, CHECK_PAYLOAD.to_string())
         };
         set_row_meta(tx, table, id, "pending", None)?;
         enqueue(tx, table.entity, id, op, &payload, version, self.new_key())
@@ -1442,13 +1265,13 @@ impl LocalStore {
                 continue;
             };
             let v = match item.op {
-                OutboxOp::Create => item.payload.get("record").and_then(|r| r.get(&f.name)),
-                OutboxOp::Update => item
+                MutationOp::Create => item.payload.get("record").and_then(|r| r.get(&f.name)),
+                MutationOp::Update => item
                     .payload
                     .get("patch")
                     .and_then(|p| p.get(&f.name))
                     .and_then(|o| o.get("set")),
-                OutboxOp::Delete => None,
+                MutationOp::Delete => None,
             };
             if let Some(id) = v.and_then(Json::as_str).and_then(|s| s.parse().ok()) {
                 out.push((target.clone(), id));
@@ -1585,7 +1408,7 @@ impl LocalStore {
             }
             MutationResult::Rejected { problem, .. }
                 if problem.problem_type.ends_with("/unknown-record")
-                    && item.op != OutboxOp::Create =>
+                    && item.op != MutationOp::Create =>
             {
                 self.recreate_lost(&tx, table, item)?
             }
@@ -1694,9 +1517,9 @@ impl LocalStore {
         let row = read_row(tx, table, id)?;
         let created_before = pending_for(tx, &table.entity.name, id)?
             .iter()
-            .any(|(n, op, _)| *n < item.id && *op == OutboxOp::Create);
+            .any(|(n, op, _)| *n < item.id && *op == MutationOp::Create);
         match (item.op, row) {
-            (OutboxOp::Update, Some(_)) if created_before => {
+            (MutationOp::Update, Some(_)) if created_before => {
                 // An earlier item of this push was turned into the create already: this
                 // update goes after it, as an update, under a new key.
                 tx.execute(
@@ -1705,14 +1528,16 @@ impl LocalStore {
                 )?;
                 Ok(ItemOutcome::Merged)
             }
-            (OutboxOp::Update, Some(row)) if !row.deleted => {
+            (MutationOp::Update, Some(row)) if !row.deleted => {
                 // The record as this item left it (its later items stay, and apply on
                 // top of it as they would have).
                 let base = read_base(tx, table, id)?;
                 let (record, clocks) = match &base {
                     Some(b) => {
                         let raw = serde_json::to_string(&item.payload).expect("JSON serialises");
-                        (table.fns.rebase)(&b.record, &b.clocks, &[(item.op, raw)])
+                        table
+                            .erased
+                            .rebase(&b.record, &b.clocks, &[(item.op, raw)])
                             .map_err(StoreError::Corrupt)?
                             .unwrap_or((row.record.clone(), Json::Null))
                     }
@@ -1736,7 +1561,7 @@ impl LocalStore {
                 unversion_row(tx, table.entity, &id.to_string())?;
                 Ok(ItemOutcome::Merged)
             }
-            (OutboxOp::Delete, Some(row)) if item.base_version.is_some() => {
+            (MutationOp::Delete, Some(row)) if item.base_version.is_some() => {
                 // A delete of a record the server lost (a restore): other devices that
                 // hold the record will send it again, so the server must learn it is
                 // deleted. The record as the device last held it is created (in the
@@ -1755,7 +1580,7 @@ impl LocalStore {
                     tx,
                     table.entity,
                     id,
-                    OutboxOp::Delete,
+                    MutationOp::Delete,
                     &delete,
                     None,
                     self.new_key(),
@@ -1825,14 +1650,16 @@ impl LocalStore {
             ))
         });
         let (merged, merged_clocks, mut conflicts) = match (item.op, &base) {
-            (OutboxOp::Create, _) if resend_base.is_some() => {
+            (MutationOp::Create, _) if resend_base.is_some() => {
                 let (b, _) = resend_base.expect("checked");
                 let mine = payload.record.clone().unwrap_or_default();
                 let mine_clocks = payload.clocks.clone().unwrap_or(Json::Null);
-                (table.fns.merge)(&b, &mine, &mine_clocks, &server.record, &server.clocks)
+                table
+                    .erased
+                    .merge(&b, &mine, &mine_clocks, &server.record, &server.clocks)
                     .map_err(StoreError::Corrupt)?
             }
-            (OutboxOp::Create, _) | (_, None) => {
+            (MutationOp::Create, _) | (_, None) => {
                 // Two creates of one id, or an item with no acknowledged base: merged from
                 // an empty base, field by field.
                 let record = payload
@@ -1842,12 +1669,16 @@ impl LocalStore {
                     StoreError::Corrupt(format!("outbox item {} has no record", item.id))
                 })?;
                 let clocks = payload.clocks.unwrap_or(Json::Null);
-                (table.fns.twin)(&record, &clocks, &server.record, &server.clocks)
+                table
+                    .erased
+                    .twin(&record, &clocks, &server.record, &server.clocks)
                     .map_err(StoreError::Corrupt)?
             }
             (op, Some(b)) => {
                 let raw = serde_json::to_string(&item.payload).expect("JSON serialises");
-                let (mine, mine_clocks) = (table.fns.rebase)(&b.record, &b.clocks, &[(op, raw)])
+                let (mine, mine_clocks) = table
+                    .erased
+                    .rebase(&b.record, &b.clocks, &[(op, raw)])
                     .map_err(StoreError::Corrupt)?
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!(
@@ -1855,14 +1686,16 @@ impl LocalStore {
                             item.id
                         ))
                     })?;
-                (table.fns.merge)(
-                    &b.record,
-                    &mine,
-                    &mine_clocks,
-                    &server.record,
-                    &server.clocks,
-                )
-                .map_err(StoreError::Corrupt)?
+                table
+                    .erased
+                    .merge(
+                        &b.record,
+                        &mine,
+                        &mine_clocks,
+                        &server.record,
+                        &server.clocks,
+                    )
+                    .map_err(StoreError::Corrupt)?
             }
         };
         // A `manual` field the server found in conflict stays one unless both sides now
@@ -1915,7 +1748,9 @@ impl LocalStore {
         // not a new one: a later edit of the same field on this device, already queued
         // behind it, must still win.
         let hlc = self.stamp();
-        let payload = (table.fns.diff)(&server.record, &push, hlc)
+        let payload = table
+            .erased
+            .diff(&server.record, &push, hlc)
             .map_err(StoreError::Corrupt)?
             .map(|p| restamp(&p, &merged_clocks));
         match payload {
@@ -2042,7 +1877,7 @@ impl LocalStore {
                                     &tx,
                                     table.entity,
                                     r.entity_id,
-                                    OutboxOp::Delete,
+                                    MutationOp::Delete,
                                     &payload,
                                     Some(r.version),
                                     self.new_key(),
@@ -2186,8 +2021,8 @@ impl LocalStore {
             // What the server will hold once the items in flight are through: the patch
             // starts there, so nothing they carry is sent twice. (A delete in flight: the
             // resolution is moot and only the conflict goes.)
-            let ops: Vec<(OutboxOp, String)> = sent.iter().map(|(_, op, p)| (*op, p.clone())).collect();
-            let start = rebase::<T>(&base.record, &base.clocks, &ops).map_err(StoreError::Corrupt)?;
+            let ops: Vec<(MutationOp, String)> = sent.iter().map(|(_, op, p)| (*op, p.clone())).collect();
+            let start = table.erased.rebase(&base.record, &base.clocks, &ops).map_err(StoreError::Corrupt)?;
             // (A check of the record with the server stays: see `finish_resnapshot`.)
             tx.execute(
                 "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND (\"status\" = 'dead' OR (\"status\" = 'pending' AND \"attempt_count\" = 0)) AND \"payload\" <> ?3",
@@ -2227,7 +2062,7 @@ impl LocalStore {
                     tx,
                     table.entity,
                     id,
-                    OutboxOp::Update,
+                    MutationOp::Update,
                     &to_json_string(&super::UpdatePayload { patch }),
                     Some(base.version),
                     self.new_key(),
@@ -2251,7 +2086,7 @@ impl LocalStore {
 mod tests {
     use super::*;
 
-    fn item(id: i64, entity: &str, n: u128, op: OutboxOp) -> OutboxItem {
+    fn item(id: i64, entity: &str, n: u128, op: MutationOp) -> OutboxItem {
         OutboxItem {
             id,
             entity_type: entity.into(),
@@ -2293,10 +2128,10 @@ mod tests {
     fn a_chain_of_any_depth_goes_dependencies_first_in_every_batch_size() {
         // d -> c -> b -> a, queued d, c, b, a.
         let items = [
-            item(1, "d", 4, OutboxOp::Create),
-            item(2, "c", 3, OutboxOp::Create),
-            item(3, "b", 2, OutboxOp::Create),
-            item(4, "a", 1, OutboxOp::Create),
+            item(1, "d", 4, MutationOp::Create),
+            item(2, "c", 3, MutationOp::Create),
+            item(3, "b", 2, MutationOp::Create),
+            item(4, "a", 1, MutationOp::Create),
         ];
         let refs: [&[(&str, u128)]; 4] = [&[("c", 3)], &[("b", 2)], &[("a", 1)], &[]];
         assert_eq!(plan(&items, &refs, 100).0, [4, 3, 2, 1]);
@@ -2308,7 +2143,7 @@ mod tests {
     fn a_deep_chain_needs_no_call_stack() {
         let n = 100_000u128;
         let items: Vec<OutboxItem> = (0..n)
-            .map(|i| item(i as i64 + 1, "e", n - i, OutboxOp::Create))
+            .map(|i| item(i as i64 + 1, "e", n - i, MutationOp::Create))
             .collect();
         let refs_owned: Vec<Vec<(&str, u128)>> = (0..n)
             .map(|i| {
@@ -2327,8 +2162,8 @@ mod tests {
     #[test]
     fn a_cycle_is_sent_in_queue_order_and_noted() {
         let items = [
-            item(1, "a", 1, OutboxOp::Create),
-            item(2, "b", 2, OutboxOp::Create),
+            item(1, "a", 1, MutationOp::Create),
+            item(2, "b", 2, MutationOp::Create),
         ];
         let refs: [&[(&str, u128)]; 2] = [&[("b", 2)], &[("a", 1)]];
         let (chosen, notes) = plan(&items, &refs, 100);
@@ -2339,14 +2174,14 @@ mod tests {
 
     #[test]
     fn a_dead_create_holds_back_its_dependents_only() {
-        let mut dead = item(1, "a", 1, OutboxOp::Create);
+        let mut dead = item(1, "a", 1, MutationOp::Create);
         dead.status = OutboxStatus::Dead;
         dead.last_error = Some("rejected".into());
         let items = [
             dead,
-            item(2, "b", 2, OutboxOp::Create),
-            item(3, "c", 3, OutboxOp::Create),
-            item(4, "b", 2, OutboxOp::Update),
+            item(2, "b", 2, MutationOp::Create),
+            item(3, "c", 3, MutationOp::Create),
+            item(4, "b", 2, MutationOp::Update),
         ];
         let refs: [&[(&str, u128)]; 4] = [&[], &[("a", 1)], &[], &[]];
         let (chosen, notes) = plan(&items, &refs, 100);
