@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
+use sync_runtime::protocol::{changes_target, snapshot_target};
 use uuid::Uuid;
 
 /// What to check, and where.
@@ -136,7 +137,7 @@ impl Client {
         let mut since = since.to_string();
         let mut all = Vec::new();
         for _ in 0..10_000 {
-            let body = self.get(token, &format!("/changes?since={since}&limit={limit}"))?;
+            let body = self.get(token, &changes_target(Some(&since), limit))?;
             all.extend(body["changes"].as_array().cloned().unwrap_or_default());
             since = body["next_token"]
                 .as_str()
@@ -563,7 +564,7 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             let during = Uuid::now_v7();
             c.push(t, vec![create(e, during, variant)])?;
             while let Some(cur) = cursor {
-                let page = c.get(t, &format!("/snapshot?limit=5&cursor={cur}"))?;
+                let page = c.get(t, &snapshot_target(Some(&cur), 5))?;
                 if page["token"] != json!(token) {
                     return Ok(Err("a later page is pinned to another token".into()));
                 }
@@ -608,7 +609,7 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             };
             let (status, ctype, _) = c.call(
                 reqwest::Method::GET,
-                &format!("/changes?since={expired}"),
+                &changes_target(Some(expired), 100),
                 Some(t),
                 None,
             )?;

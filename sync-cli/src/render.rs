@@ -304,17 +304,12 @@ impl Renderer {
                 (_, false) => "FALSE".into(),
             },
             (ScalarType::Timestamp, serde_json::Value::String(s)) => {
-                match chrono::DateTime::parse_from_rfc3339(s) {
-                    Ok(t) => {
-                        let t = t.with_timezone(&chrono::Utc);
-                        match self.d {
-                            Dialect::Mysql => {
-                                self.string(&t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
-                            }
-                            _ => self.string(&t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()),
-                        }
-                    }
-                    Err(_) => self.string(s),
+                match sync_runtime::time::parse(s) {
+                    Some(t) => match self.d {
+                        Dialect::Mysql => self.string(&sync_runtime::time::mysql_datetime(t)),
+                        _ => self.string(&sync_runtime::time::format(t)),
+                    },
+                    None => self.string(s),
                 }
             }
             (_, serde_json::Value::String(s)) => self.string(s),
@@ -750,7 +745,7 @@ pub fn check_defaults(model: &sync_model::Model) -> Vec<String> {
                         scalar: ScalarType::Timestamp,
                     },
                     serde_json::Value::String(s),
-                ) => chrono::DateTime::parse_from_rfc3339(s).err().map(|_| {
+                ) => sync_runtime::time::parse(s).is_none().then(|| {
                     format!(
                         "`{s}` is not an RFC 3339 timestamp (for example \"2024-01-01T00:00:00Z\")"
                     )

@@ -38,12 +38,7 @@ fn hash(value: &impl Serialize) -> Fingerprint {
     // (serde_json's default `Map` is a BTreeMap), so the bytes are canonical.
     let bytes = serde_json::to_vec(value).expect("the model always serialises");
     let digest = Sha256::digest(&bytes);
-    let mut hex = String::with_capacity(7 + 32);
-    hex.push_str("sha256:");
-    for b in digest.iter().take(16) {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    Fingerprint(hex)
+    Fingerprint(format!("sha256:{}", hex::encode(&digest[..16])))
 }
 
 /// The fingerprint of a whole model.

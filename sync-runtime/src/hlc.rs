@@ -64,17 +64,14 @@ impl Hlc {
     /// The text form in a fixed buffer (no allocation, no formatting machinery: stamps
     /// are written on every local edit).
     fn encode(&self) -> [u8; 38] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        fn put(out: &mut [u8], mut v: u64) {
-            for b in out.iter_mut().rev() {
-                *b = HEX[(v & 0xf) as usize];
-                v >>= 4;
-            }
-        }
         let mut out = [b'-'; 38];
-        put(&mut out[0..12], self.millis);
-        put(&mut out[13..21], u64::from(self.counter));
-        put(&mut out[22..38], self.node.0);
+        // 12 hex digits are the low 6 bytes of the millis (at most `MAX_MILLIS`).
+        let put = |bytes: &[u8], to: &mut [u8]| {
+            hex::encode_to_slice(bytes, to).expect("the slices have twice the bytes' length");
+        };
+        put(&self.millis.to_be_bytes()[2..], &mut out[0..12]);
+        put(&self.counter.to_be_bytes(), &mut out[13..21]);
+        put(&self.node.0.to_be_bytes(), &mut out[22..38]);
         out
     }
 }
@@ -102,16 +99,11 @@ impl FromStr for Hlc {
         if b.len() != 38 || b[12] != b'-' || b[21] != b'-' {
             return Err(err());
         }
+        // Big-endian bytes into the low end of a u64.
         let hex = |part: &[u8]| -> Option<u64> {
-            part.iter().try_fold(0u64, |acc, &c| {
-                let d = match c {
-                    b'0'..=b'9' => c - b'0',
-                    b'a'..=b'f' => c - b'a' + 10,
-                    b'A'..=b'F' => c - b'A' + 10,
-                    _ => return None,
-                };
-                Some(acc << 4 | u64::from(d))
-            })
+            let mut buf = [0u8; 8];
+            hex::decode_to_slice(part, &mut buf[8 - part.len() / 2..]).ok()?;
+            Some(u64::from_be_bytes(buf))
         };
         match (hex(&b[..12]), hex(&b[13..21]), hex(&b[22..])) {
             (Some(millis), Some(counter), Some(node)) => Ok(Hlc {

@@ -61,6 +61,7 @@ pub mod protocol;
 #[cfg(feature = "sqlite")]
 pub mod store;
 mod syncable;
+pub mod time;
 
 pub use chrono;
 pub use sync_derive::Syncable;

@@ -20,6 +20,40 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The media type of error bodies (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Everything but the unreserved characters of RFC 3986 (section 2.3) is escaped in a
+/// query value.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The request target of `GET /changes`: `/changes?limit=<limit>[&since=<token>]`, the
+/// token percent-encoded (RFC 3986). The reference server's tokens are URL-safe
+/// (`t2.<seq>.<tag>`), but a server may mint others: the client and the conformance
+/// checker both build the target here.
+pub fn changes_target(since: Option<&str>, limit: u32) -> String {
+    match since {
+        Some(s) => format!(
+            "/changes?limit={limit}&since={}",
+            percent_encoding::utf8_percent_encode(s, UNRESERVED)
+        ),
+        None => format!("/changes?limit={limit}"),
+    }
+}
+
+/// The request target of `GET /snapshot`: `/snapshot?limit=<limit>[&cursor=<cursor>]`,
+/// the cursor percent-encoded (see [`changes_target`]).
+pub fn snapshot_target(cursor: Option<&str>, limit: u32) -> String {
+    match cursor {
+        Some(c) => format!(
+            "/snapshot?limit={limit}&cursor={}",
+            percent_encoding::utf8_percent_encode(c, UNRESERVED)
+        ),
+        None => format!("/snapshot?limit={limit}"),
+    }
+}
+
 /// `POST /push`: an ordered batch of mutations.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

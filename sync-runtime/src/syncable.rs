@@ -231,8 +231,8 @@ pub fn check_record(
     }
     fn bad_time(v: &serde_json::Value) -> bool {
         match v {
-            serde_json::Value::String(s) => !chrono::DateTime::parse_from_rfc3339(s)
-                .is_ok_and(|t| (1..=9999).contains(&chrono::Datelike::year(&t.naive_utc()))),
+            serde_json::Value::String(s) => !crate::time::parse(s)
+                .is_some_and(|t| (1..=9999).contains(&chrono::Datelike::year(&t.naive_utc()))),
             serde_json::Value::Array(a) => a.iter().any(bad_time),
             _ => false,
         }

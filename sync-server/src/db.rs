@@ -6,7 +6,6 @@
 //! values are bound as text and cast in SQL, and read back as `to_json(column)`, so one
 //! conversion (wire JSON <-> column) serves every type.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use serde_json::Value as Json;
@@ -14,6 +13,7 @@ use sqlx::Connection as _;
 use sync_model::sql::Dialect;
 use sync_model::{Field, ScalarType, TypeKind};
 use sync_runtime::migrations::Migrations;
+use sync_runtime::time;
 
 /// A storage error.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ impl Arg {
             Arg::Int(i) => Some(i.to_string()),
             Arg::Real(f) => Some(f.to_string()),
             Arg::Text(s) => Some(s.clone()),
-            Arg::Blob(b) => Some(b.iter().map(|x| format!("{x:02x}")).collect()),
+            Arg::Blob(b) => Some(hex::encode(b)),
             Arg::Bool(b) => Some(b.to_string()),
         }
     }
@@ -370,20 +370,6 @@ pub(crate) fn ph(d: Dialect, n: usize, ty: &str) -> String {
     }
 }
 
-/// The canonical text form of a timestamp: microseconds, `Z`.
-pub(crate) fn canonical_timestamp(s: &str) -> Option<String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .or_else(|| chrono::DateTime::<chrono::FixedOffset>::from_str(s).ok())?
-        .with_timezone(&chrono::Utc);
-    Some(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-}
-
-/// A time in the stored form: RFC 3339, microseconds, `Z`.
-pub(crate) fn timestamp_text(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
 /// The bound value of a field's wire value.
 pub(crate) fn encode(field: &Field, v: &Json) -> Result<Arg, String> {
     if v.is_null() {
@@ -403,7 +389,7 @@ pub(crate) fn encode(field: &Field, v: &Json) -> Result<Arg, String> {
             }
             ScalarType::Timestamp => Arg::Text(
                 v.as_str()
-                    .and_then(canonical_timestamp)
+                    .and_then(time::canonical_lenient)
                     .ok_or_else(|| bad("an RFC 3339 timestamp"))?,
             ),
             ScalarType::Bytes => {
@@ -446,22 +432,23 @@ pub(crate) fn decode(d: Dialect, field: &Field, v: Json) -> Result<Json, DbError
                 scalar: ScalarType::Timestamp,
             },
             _,
-        ) => Json::String(v.as_str().and_then(canonical_timestamp).ok_or_else(bad)?),
+        ) => Json::String(
+            v.as_str()
+                .and_then(time::canonical_lenient)
+                .ok_or_else(bad)?,
+        ),
         (
             TypeKind::Scalar {
                 scalar: ScalarType::Bytes,
             },
             Dialect::Postgres,
         ) => {
-            let hex = v
+            let digits = v
                 .as_str()
                 .and_then(|s| s.strip_prefix("\\x"))
                 .ok_or_else(bad)?;
-            let bytes: Result<Vec<Json>, _> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map(Json::from))
-                .collect();
-            Json::Array(bytes.map_err(|_| bad())?)
+            let bytes = hex::decode(digits).map_err(|_| bad())?;
+            Json::Array(bytes.into_iter().map(Json::from).collect())
         }
         (
             TypeKind::Scalar {

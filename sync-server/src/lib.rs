@@ -306,7 +306,7 @@ impl State {
 
     /// The server's wall time in the stored form (RFC 3339, microseconds, `Z`).
     pub(crate) fn now_text(&self) -> String {
-        db::timestamp_text(self.now())
+        sync_runtime::time::format(self.now())
     }
 
     /// The greatest HLC milliseconds a stamp may carry now: the server's time plus

@@ -24,6 +24,7 @@ use sync_runtime::protocol::{Mutation, MutationOp, MutationResult, Problem, Serv
 use uuid::Uuid;
 
 use sync_runtime::erased::PatchOutcome;
+use sync_runtime::time;
 
 use crate::db::{Arg, DbError, Tx, decode, encode, ph, q, sel};
 use crate::registry;
@@ -35,10 +36,7 @@ const IN_FLIGHT_TIMEOUT_SECS: i64 = 60;
 
 fn hash(m: &Mutation) -> String {
     let bytes = serde_json::to_vec(m).expect("mutations serialise");
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(&bytes))
 }
 
 fn rejected(
@@ -152,12 +150,10 @@ async fn key_state(
     // `in_flight`: written by a server that claimed keys in a transaction of their own.
     let created = row[3]
         .as_str()
-        .and_then(crate::db::canonical_timestamp)
+        .and_then(time::canonical_lenient)
         .unwrap_or_default();
-    let stale = chrono::DateTime::parse_from_rfc3339(&created)
-        .map(|t| {
-            (state.now() - t.with_timezone(&chrono::Utc)).num_seconds() > IN_FLIGHT_TIMEOUT_SECS
-        })
+    let stale = time::parse(&created)
+        .map(|t| (state.now() - t).num_seconds() > IN_FLIGHT_TIMEOUT_SECS)
         .unwrap_or(false);
     Ok(if stale && stored_hash == request_hash {
         KeyState::Abandoned
@@ -243,7 +239,7 @@ async fn last_delete(
     Ok(rows.first().map(|r| {
         (
             r[0].as_i64().unwrap_or(0),
-            r[1].as_str().and_then(crate::db::canonical_timestamp),
+            r[1].as_str().and_then(time::canonical_lenient),
         )
     }))
 }
@@ -267,7 +263,7 @@ async fn made_before_collected_delete(
         return Ok(false);
     }
     let deleted_at = deleted_at
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .and_then(|t| time::parse(&t))
         .map(|t| t.timestamp_millis());
     Ok(match (latest_stamp(clocks), deleted_at) {
         (Some(stamp), Some(at)) => i64::try_from(stamp.millis).unwrap_or(i64::MAX) <= at,
@@ -334,9 +330,7 @@ async fn store_result(
 ) -> Result<(), ServerError> {
     let d = tx.dialect();
     let ts = ts_type(d);
-    let expires = (state.now() + state.config.idempotency_retention)
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
+    let expires = time::format(state.now() + state.config.idempotency_retention);
     let body = serde_json::to_string(result).expect("results serialise");
     // The outcome's kind outlives the stored result (see `current_answer`).
     let status = match result {
@@ -507,7 +501,7 @@ fn stored_from_row(
     };
     let server_updated_at = it
         .next()
-        .and_then(|v| v.as_str().and_then(crate::db::canonical_timestamp))
+        .and_then(|v| v.as_str().and_then(time::canonical_lenient))
         .unwrap_or_default();
     Ok(Stored {
         record,
@@ -1067,7 +1061,7 @@ pub(crate) struct Token {
 /// token of another account never matches either.
 fn tag(account: &str, seq: i64, committed_at: &str) -> String {
     let digest = Sha256::digest(format!("{account}\n{seq}\n{committed_at}").as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..8])
 }
 
 /// A change token (opaque to clients): `t2.<seq>.<tag>` (see [`tag`]).
@@ -1120,7 +1114,7 @@ async fn committed_at(
         .await?;
     Ok(rows
         .first()
-        .and_then(|r| r[0].as_str().and_then(crate::db::canonical_timestamp)))
+        .and_then(|r| r[0].as_str().and_then(time::canonical_lenient)))
 }
 
 /// The token for the account's change `seq` (a legacy `t1.` token if the change log no
@@ -1267,7 +1261,7 @@ pub(crate) async fn changes(
         Some(r) => {
             let c = r[3]
                 .as_str()
-                .and_then(crate::db::canonical_timestamp)
+                .and_then(time::canonical_lenient)
                 .unwrap_or_default();
             token(account, next, &c)
         }
@@ -1432,7 +1426,7 @@ pub(crate) async fn collect_garbage(
     let d = state.db.dialect();
     let mut tx = state.db.begin().await?;
     let ts = ts_type(d);
-    let cutoff = before.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let cutoff = time::format(before);
     let accounts = tx
         .query(
             &format!(
@@ -1533,7 +1527,7 @@ pub(crate) async fn collect_garbage(
         ),
         &[
             Arg::Text(state.now_text()),
-            Arg::Text("9999-12-31T00:00:00.000000Z".into()),
+            Arg::Text(time::NEVER.into()),
         ],
     )
     .await?;

@@ -663,10 +663,6 @@ async fn server_errors_back_off_then_die_and_can_be_retried() {
     a.advance(Duration::from_secs(31));
     let r = a.sync().await;
     assert_eq!(r.applied, 1, "{r:?}");
-    // Backoff grows and has jitter.
-    let delays: Vec<Duration> = (1..=4).map(|n| a.engine.backoff("k", n, None)).collect();
-    assert!(delays[3] >= delays[0]);
-    assert!(delays.iter().all(|d| *d <= Duration::from_millis(50)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -559,6 +559,12 @@ impl Sim {
             Arc::new(move || std::time::Duration::from_millis(mono.load(Ordering::SeqCst)));
         cfg.max_attempts = 1_000_000;
         cfg.page_size = 7;
+        // Reproducible jitter that draws nothing from the run's generator.
+        cfg.jitter_seed = Some(
+            c.name
+                .bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
+        );
         c.engine = Some(SyncEngine::new(store, transport, cfg));
     }
 

@@ -119,19 +119,6 @@ impl HttpTransport {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn map_error(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout
@@ -164,12 +151,7 @@ impl Transport for HttpTransport {
         since: Option<&str>,
         limit: u32,
     ) -> Result<ChangesResponse, TransportError> {
-        // Tokens and cursors are URL-safe by construction (`t1.<n>`, `s1.<n>.<n>.<uuid>`),
-        // but escape them anyway for servers that mint others.
-        let path = match since {
-            Some(s) => format!("/changes?limit={limit}&since={}", escape(s)),
-            None => format!("/changes?limit={limit}"),
-        };
+        let path = crate::protocol::changes_target(since, limit);
         self.send(self.request(reqwest::Method::GET, &path, token))
             .await
     }
@@ -180,10 +162,7 @@ impl Transport for HttpTransport {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<SnapshotResponse, TransportError> {
-        let path = match cursor {
-            Some(c) => format!("/snapshot?limit={limit}&cursor={}", escape(c)),
-            None => format!("/snapshot?limit={limit}"),
-        };
+        let path = crate::protocol::snapshot_target(cursor, limit);
         self.send(self.request(reqwest::Method::GET, &path, token))
             .await
     }

@@ -132,6 +132,10 @@ pub struct EngineConfig {
     /// Where retry schedules read the time (default: [`std::time::Instant`]). Tests move
     /// it; see [`MonotonicClock`].
     pub monotonic_clock: MonotonicClock,
+    /// The seed of the retry jitter (default `None`: drawn from the system's entropy, so
+    /// retries of many devices do not align). Set it for a reproducible run, as the
+    /// fault simulation does.
+    pub jitter_seed: Option<u64>,
 }
 
 impl EngineConfig {
@@ -147,6 +151,7 @@ impl EngineConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(15 * 60),
             monotonic_clock: Arc::new(system_monotonic),
+            jitter_seed: None,
         }
     }
 }
@@ -224,6 +229,8 @@ pub struct SyncEngine<T: Transport> {
     /// In memory: after a restart, failed items are due at once (their attempts, and so
     /// their next delay and when they go dead, are counted in the database).
     retry_at: Mutex<std::collections::HashMap<i64, Duration>>,
+    /// The source of the retry jitter ([`EngineConfig::jitter_seed`]).
+    jitter: Mutex<fastrand::Rng>,
 }
 
 impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
@@ -234,18 +241,22 @@ impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
     }
 }
 
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// A fraction in `[0, 1)` drawn from the item's idempotency key and attempt: spread over
-/// items (so retries of many devices do not align), the same for a given item and
-/// attempt (so a seeded run is reproducible).
-fn jitter_fraction(key: &str, attempt: i64) -> f64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (key, attempt).hash(&mut h);
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+/// The delay before attempt `attempt + 1`: `backoff_base * 2^(attempt - 1)`, capped at
+/// `backoff_cap`, scaled by `0.5 + 0.5 * jitter` (`jitter` in `[0, 1)`, so the delay lies
+/// in `[d/2, d]`), and never shorter than the server's `Retry-After` (which may exceed
+/// the cap).
+fn retry_delay(
+    config: &EngineConfig,
+    attempt: i64,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let exp = 2f64.powi(attempt.clamp(1, 30) as i32 - 1);
+    let d = (config.backoff_base.as_secs_f64() * exp).min(config.backoff_cap.as_secs_f64());
+    let d = Duration::from_secs_f64(d * (0.5 + 0.5 * jitter));
+    retry_after
+        .map_or(d, |r| d.max(r))
+        .min(config.backoff_cap.max(retry_after.unwrap_or_default()))
 }
 
 fn to_mutation(item: &OutboxItem) -> Mutation {
@@ -287,6 +298,9 @@ impl<T: Transport> SyncEngine<T> {
     /// An engine for `store`, talking through `transport`.
     pub fn new(store: LocalStore, transport: T, config: EngineConfig) -> Self {
         let token = Mutex::new(config.token.clone());
+        let config_jitter = config
+            .jitter_seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
         SyncEngine {
             store,
             transport,
@@ -294,6 +308,7 @@ impl<T: Transport> SyncEngine<T> {
             token,
             running: tokio::sync::Mutex::new(()),
             retry_at: Mutex::new(std::collections::HashMap::new()),
+            jitter: Mutex::new(config_jitter),
         }
     }
 
@@ -311,17 +326,10 @@ impl<T: Transport> SyncEngine<T> {
         self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The delay before attempt `attempt + 1` of the item with idempotency key `key`:
-    /// exponential, capped, with jitter in `[d/2, d]` (drawn from the key and attempt),
-    /// and never shorter than the server's `Retry-After`.
-    pub fn backoff(&self, key: &str, attempt: i64, retry_after: Option<Duration>) -> Duration {
-        let exp = 2f64.powi(attempt.clamp(1, 30) as i32 - 1);
-        let d = (self.config.backoff_base.as_secs_f64() * exp)
-            .min(self.config.backoff_cap.as_secs_f64());
-        let d = Duration::from_secs_f64(d * (0.5 + 0.5 * jitter_fraction(key, attempt)));
-        retry_after
-            .map_or(d, |r| d.max(r))
-            .min(self.config.backoff_cap.max(retry_after.unwrap_or_default()))
+    /// The delay before attempt `attempt + 1` ([`retry_delay`] with the next jitter).
+    fn backoff(&self, attempt: i64, retry_after: Option<Duration>) -> Duration {
+        let jitter = self.jitter.lock().unwrap_or_else(|e| e.into_inner()).f64();
+        retry_delay(&self.config, attempt, retry_after, jitter)
     }
 
     /// Calls the server, refreshing the token once on 401/403.
@@ -479,14 +487,13 @@ impl<T: Transport> SyncEngine<T> {
                         _ => None,
                     };
                     let permanent = matches!(&e, TransportError::Http { status, .. } if (400..500).contains(status) && ![408, 409, 425, 429].contains(status));
-                    let first = &batch[0];
                     let attempt = batch.iter().map(|i| i.attempt_count).max().unwrap_or(1);
                     let max_attempts = if permanent {
                         0
                     } else {
                         self.config.max_attempts
                     };
-                    let delay = self.backoff(&first.idempotency_key, attempt, retry_after);
+                    let delay = self.backoff(attempt, retry_after);
                     // The schedule is monotonic; the wall time written beside it is for
                     // display only (a device clock changed meanwhile moves nothing).
                     {
@@ -496,7 +503,7 @@ impl<T: Transport> SyncEngine<T> {
                             retry_at.insert(*id, due);
                         }
                     }
-                    let retry_at = rfc3339(
+                    let retry_at = crate::time::format(
                         chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     );
                     self.store
@@ -699,5 +706,28 @@ impl<T: Transport> SyncEngine<T> {
             }
         });
         EngineHandle { task, wake }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_stay_capped_and_honour_retry_after() {
+        let mut c = EngineConfig::new("a", "t");
+        c.backoff_base = Duration::from_millis(10);
+        c.backoff_cap = Duration::from_millis(50);
+        let full = |n| retry_delay(&c, n, None, 0.999_999);
+        let half = |n| retry_delay(&c, n, None, 0.0);
+        assert_eq!(half(1), Duration::from_millis(5), "jitter halves at most");
+        assert!(full(1) < Duration::from_millis(10) && full(1) > Duration::from_millis(9));
+        assert!(full(3) > full(2) && full(2) > full(1), "grows");
+        assert!(full(30) <= Duration::from_millis(50), "capped");
+        assert_eq!(
+            retry_delay(&c, 1, Some(Duration::from_secs(30)), 0.5),
+            Duration::from_secs(30),
+            "Retry-After wins, even above the cap"
+        );
     }
 }

@@ -49,7 +49,7 @@ pub(crate) fn to_sql(field: &Field, v: &Json) -> Result<Sql, StoreError> {
                     .as_str()
                     .ok_or_else(|| bad(field, "expected a timestamp"))?;
                 Sql::Text(
-                    canonical_timestamp(s)
+                    crate::time::canonical(s)
                         .ok_or_else(|| bad(field, "expected an RFC 3339 timestamp"))?,
                 )
             }
@@ -64,14 +64,6 @@ pub(crate) fn to_sql(field: &Field, v: &Json) -> Result<Sql, StoreError> {
             _ => unreachable!("every scalar is covered"),
         },
     })
-}
-
-/// The canonical text form of a timestamp: microseconds, `Z`.
-pub(crate) fn canonical_timestamp(s: &str) -> Option<String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .ok()?
-        .with_timezone(&chrono::Utc);
-    Some(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
 }
 
 /// The wire value of a field read from SQLite.

@@ -680,12 +680,6 @@ fn q(ident: &str) -> String {
     sync_model::sql::Dialect::Sqlite.quote(ident)
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
-}
-
 /// The outbox payload of a create.
 #[derive(Serialize)]
 struct CreatePayload<'a, C> {
@@ -1417,7 +1411,7 @@ fn enqueue(
         payload,
         key,
         base_version,
-        now_rfc3339()
+        crate::time::now()
     ])?;
     Ok(())
 }

@@ -1037,7 +1037,7 @@ impl LocalStore {
             let conn = self.conn();
             conn.execute(
                 "INSERT INTO \"sync_state\" (\"scope\", \"last_sync_at\") VALUES (?1, ?2) ON CONFLICT (\"scope\") DO UPDATE SET \"last_sync_at\" = excluded.\"last_sync_at\", \"last_error\" = NULL",
-                params![scope, super::now_rfc3339()],
+                params![scope, crate::time::now()],
             )?;
         }
         self.notify_status();
@@ -1764,7 +1764,7 @@ impl LocalStore {
                 tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
             }
         }
-        let now = super::now_rfc3339();
+        let now = crate::time::now();
         for c in &conflicts {
             tx.execute(
                 "INSERT INTO \"sync_conflicts\" (\"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\", \"remote_version\", \"detected_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (\"entity_type\", \"entity_id\", \"field\") DO UPDATE SET \"base\" = excluded.\"base\", \"local\" = excluded.\"local\", \"remote\" = excluded.\"remote\", \"remote_version\" = excluded.\"remote_version\", \"detected_at\" = excluded.\"detected_at\"",
