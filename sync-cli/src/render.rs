@@ -184,26 +184,15 @@ impl Renderer {
     }
 
     fn string(&self, s: &str) -> String {
-        let escaped = s.replace('\'', "''");
-        match self.d {
-            // MySQL treats backslash as an escape character inside string literals.
-            Dialect::Mysql => format!("'{}'", escaped.replace('\\', "\\\\")),
-            _ => format!("'{escaped}'"),
-        }
+        self.d.string_literal(s)
     }
 
     fn big(&self) -> &'static str {
-        match self.d {
-            Dialect::Sqlite => "INTEGER",
-            _ => "BIGINT",
-        }
+        self.d.big_int_type()
     }
 
     fn key_text(&self) -> &'static str {
-        match self.d {
-            Dialect::Mysql => "VARCHAR(255)",
-            _ => "TEXT",
-        }
+        self.d.key_text_type()
     }
 
     fn long_text(&self) -> &'static str {
@@ -219,18 +208,11 @@ impl Renderer {
     }
 
     fn json(&self) -> &'static str {
-        match self.d {
-            Dialect::Sqlite => "TEXT",
-            Dialect::Postgres => "JSONB",
-            Dialect::Mysql => "JSON",
-        }
+        self.d.json_type()
     }
 
     fn false_lit(&self) -> &'static str {
-        match self.d {
-            Dialect::Sqlite => "0",
-            _ => "FALSE",
-        }
+        self.d.bool_literal(false)
     }
 
     fn create_table(&self, table: &str, columns: Vec<String>) -> Result<String, askama::Error> {
@@ -252,11 +234,7 @@ impl Renderer {
     }
 
     fn drop_index(&self, table: &str, name_suffix: &str) -> String {
-        let name = self.q(&index_name(table, name_suffix));
-        match self.d {
-            Dialect::Mysql => format!("DROP INDEX {name} ON {}", self.q(table)),
-            _ => format!("DROP INDEX {name}"),
-        }
+        self.d.drop_index(&index_name(table, name_suffix), table)
     }
 
     fn column(&self, name: &str, ty: &str, constraints: &str) -> String {
@@ -286,29 +264,15 @@ impl Renderer {
             }
             (TypeKind::Scalar { scalar }, Some(v)) => self.scalar_literal(*scalar, v),
         };
-        let needs_parens = self.d == Dialect::Mysql
-            && matches!(column_type(&f.ty, self.d), "LONGTEXT" | "JSON" | "LONGBLOB");
-        Some(if needs_parens {
-            format!("DEFAULT ({literal})")
-        } else {
-            format!("DEFAULT {literal}")
-        })
+        Some(self.d.default_clause(column_type(&f.ty, self.d), &literal))
     }
 
     fn scalar_literal(&self, scalar: ScalarType, v: &serde_json::Value) -> String {
         match (scalar, v) {
-            (ScalarType::Bool, serde_json::Value::Bool(b)) => match (self.d, b) {
-                (Dialect::Sqlite, true) => "1".into(),
-                (Dialect::Sqlite, false) => "0".into(),
-                (_, true) => "TRUE".into(),
-                (_, false) => "FALSE".into(),
-            },
+            (ScalarType::Bool, serde_json::Value::Bool(b)) => self.d.bool_literal(*b).into(),
             (ScalarType::Timestamp, serde_json::Value::String(s)) => {
-                match sync_runtime::time::parse(s) {
-                    Some(t) => match self.d {
-                        Dialect::Mysql => self.string(&sync_runtime::time::mysql_datetime(t)),
-                        _ => self.string(&sync_runtime::time::format(t)),
-                    },
+                match sync_runtime::time::canonical(s) {
+                    Some(t) => self.string(&self.d.timestamp_text(&t)),
                     None => self.string(s),
                 }
             }
@@ -619,21 +583,12 @@ impl Renderer {
     }
 
     fn change_type(&self, table: &str, f: &Field) -> Option<String> {
-        match self.d {
-            // SQLite columns keep INTEGER/REAL affinity whatever the width.
-            Dialect::Sqlite => None,
-            Dialect::Postgres => Some(format!(
-                "ALTER TABLE {} ALTER COLUMN {} TYPE {}",
-                self.q(table),
-                self.q(&f.column),
-                column_type(&f.ty, self.d)
-            )),
-            Dialect::Mysql => Some(format!(
-                "ALTER TABLE {} MODIFY COLUMN {}",
-                self.q(table),
-                self.field_column(f, true)
-            )),
-        }
+        self.d.change_column_type(
+            table,
+            &f.column,
+            column_type(&f.ty, self.d),
+            &self.field_column(f, true),
+        )
     }
 
     fn up(&self, step: &Step) -> Result<Vec<String>, askama::Error> {

@@ -1,7 +1,11 @@
-//! The one mapping of logical types to each SQL dialect's column types.
+//! Every difference between the SQL dialects syncgen targets, in one place: column types
+//! ([`column_type`]), quoting, literals, the forms of statements that differ (row locks,
+//! dropping an index, changing a column's type, defaults) and how values travel through
+//! each driver (placeholders, what a column reads back as).
 //!
-//! The CLI's migrations, the runtime's local store and the server's storage all call
-//! [`column_type`], so a column is declared and read the same way everywhere.
+//! The CLI's migrations and the server's storage both call [`Dialect`]; no other code
+//! branches on the database. (The server's driver layer still picks rusqlite or sqlx by
+//! backend, which is a choice of driver, not of SQL.)
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +57,159 @@ impl Dialect {
         out.push(q);
         out
     }
+
+    /// A string literal: single quotes doubled; on MySQL, whose string literals treat a
+    /// backslash as an escape, backslashes doubled too.
+    pub fn string_literal(self, s: &str) -> String {
+        let escaped = s.replace('\'', "''");
+        match self {
+            Dialect::Mysql => format!("'{}'", escaped.replace('\\', "\\\\")),
+            _ => format!("'{escaped}'"),
+        }
+    }
+
+    /// A boolean literal: `1`/`0` on SQLite (no boolean type), `TRUE`/`FALSE` elsewhere.
+    pub fn bool_literal(self, b: bool) -> &'static str {
+        match (self, b) {
+            (Dialect::Sqlite, true) => "1",
+            (Dialect::Sqlite, false) => "0",
+            (_, true) => "TRUE",
+            (_, false) => "FALSE",
+        }
+    }
+
+    /// A timestamp literal's text from the canonical form (`2026-11-30T12:00:00.000000Z`,
+    /// see `sync_runtime::time`): as is, except on MySQL, whose `DATETIME(6)` takes
+    /// `2026-11-30 12:00:00.000000` (UTC, no offset). Returns the text to quote with
+    /// [`Dialect::string_literal`].
+    pub fn timestamp_text(self, canonical: &str) -> String {
+        match self {
+            Dialect::Mysql => canonical
+                .replacen('T', " ", 1)
+                .trim_end_matches('Z')
+                .to_string(),
+            _ => canonical.to_string(),
+        }
+    }
+
+    /// The type of a JSON column (sets, `json` fields, clocks): `TEXT` on SQLite, `JSONB`
+    /// on PostgreSQL, `JSON` on MySQL.
+    pub fn json_type(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "TEXT",
+            Dialect::Postgres => "JSONB",
+            Dialect::Mysql => "JSON",
+        }
+    }
+
+    /// The type of versions, sequence numbers and counters (`i64`): `INTEGER` on SQLite,
+    /// `BIGINT` elsewhere.
+    pub fn big_int_type(self) -> &'static str {
+        scalar_type(ScalarType::I64, self)
+    }
+
+    /// The type of a text column that is part of a key or index (entity names, account
+    /// ids, idempotency keys): `TEXT`, except `VARCHAR(255)` on MySQL, which cannot index
+    /// unbounded text.
+    pub fn key_text_type(self) -> &'static str {
+        match self {
+            Dialect::Mysql => "VARCHAR(255)",
+            _ => "TEXT",
+        }
+    }
+
+    /// `DEFAULT <literal>` for a column of type `column_type`. MySQL takes a default for
+    /// a `LONGTEXT`, `JSON` or `LONGBLOB` column only as an expression in parentheses.
+    pub fn default_clause(self, column_type: &str, literal: &str) -> String {
+        if self == Dialect::Mysql && matches!(column_type, "LONGTEXT" | "JSON" | "LONGBLOB") {
+            format!("DEFAULT ({literal})")
+        } else {
+            format!("DEFAULT {literal}")
+        }
+    }
+
+    /// `DROP INDEX` of index `index` on `table` (both unquoted): MySQL names the table.
+    pub fn drop_index(self, index: &str, table: &str) -> String {
+        match self {
+            Dialect::Mysql => format!("DROP INDEX {} ON {}", self.quote(index), self.quote(table)),
+            _ => format!("DROP INDEX {}", self.quote(index)),
+        }
+    }
+
+    /// The statement that changes a column's type, given the table (unquoted), the
+    /// column (unquoted), its new type and its whole new definition (`"col" TYPE NOT NULL
+    /// DEFAULT ...`, which MySQL restates). `None` on SQLite, whose columns keep their
+    /// INTEGER/REAL affinity whatever the width.
+    pub fn change_column_type(
+        self,
+        table: &str,
+        column: &str,
+        new_type: &str,
+        definition: &str,
+    ) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!(
+                "ALTER TABLE {} ALTER COLUMN {} TYPE {new_type}",
+                self.quote(table),
+                self.quote(column)
+            )),
+            Dialect::Mysql => Some(format!(
+                "ALTER TABLE {} MODIFY COLUMN {definition}",
+                self.quote(table)
+            )),
+        }
+    }
+
+    /// What a `SELECT ... WHERE` that reads rows it will update appends to lock them:
+    /// ` FOR UPDATE` on PostgreSQL and MySQL; nothing on SQLite, where the write
+    /// transaction already holds the database.
+    pub fn row_lock(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            _ => " FOR UPDATE",
+        }
+    }
+
+    /// How the server selects a column (unquoted): PostgreSQL's `to_json(col)::text`, so
+    /// every value reads back as JSON text through one driver call; the quoted column
+    /// elsewhere.
+    pub fn select_column(self, column: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("to_json({})::text", self.quote(column)),
+            _ => self.quote(column),
+        }
+    }
+
+    /// Placeholder `n` (1-based) for a value of SQL type `ty` bound as text or a number:
+    /// PostgreSQL casts from text (`CAST($n AS ty)`; bytes travel as hex,
+    /// `decode($n, 'hex')`); SQLite numbers its placeholders (`?n`); MySQL's are
+    /// positional (`?`), so there each value must be bound in order, once.
+    pub fn placeholder(self, n: usize, ty: &str) -> String {
+        match self {
+            Dialect::Postgres if ty == "BYTEA" => format!("decode(${n}, 'hex')"),
+            Dialect::Postgres => format!("CAST(${n} AS {ty})"),
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Mysql => "?".to_string(),
+        }
+    }
+
+    /// Whether a JSON column reads back as JSON text to parse (SQLite, MySQL) rather than
+    /// as the value itself (PostgreSQL through [`Dialect::select_column`]).
+    pub fn json_reads_as_text(self) -> bool {
+        self != Dialect::Postgres
+    }
+
+    /// Whether a boolean column reads back as an integer (SQLite).
+    pub fn bool_reads_as_int(self) -> bool {
+        self == Dialect::Sqlite
+    }
+
+    /// Whether a bytes column reads back as PostgreSQL's hex text (`\x0a0b`) rather than
+    /// as an array of numbers.
+    pub fn bytes_read_as_hex(self) -> bool {
+        self == Dialect::Postgres
+    }
 }
 
 /// The column type (without `NULL`/`NOT NULL`) for a field type in a dialect.
@@ -73,11 +230,7 @@ impl Dialect {
 pub fn column_type(ty: &FieldType, dialect: Dialect) -> &'static str {
     match &ty.kind {
         TypeKind::Scalar { scalar } => scalar_type(*scalar, dialect),
-        TypeKind::Set { .. } | TypeKind::Json { .. } => match dialect {
-            Dialect::Sqlite => "TEXT",
-            Dialect::Postgres => "JSONB",
-            Dialect::Mysql => "JSON",
-        },
+        TypeKind::Set { .. } | TypeKind::Json { .. } => dialect.json_type(),
     }
 }
 
@@ -122,6 +275,40 @@ mod tests {
         assert_eq!(Dialect::Postgres.quote("order"), "\"order\"");
         assert_eq!(Dialect::Sqlite.quote("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(Dialect::Mysql.quote("ty`pe"), "`ty``pe`");
+    }
+
+    #[test]
+    fn literals_and_statement_forms() {
+        assert_eq!(Dialect::Sqlite.string_literal("it's"), "'it''s'");
+        assert_eq!(Dialect::Mysql.string_literal("a\\b'"), "'a\\\\b'''");
+        assert_eq!(Dialect::Sqlite.bool_literal(true), "1");
+        assert_eq!(Dialect::Postgres.bool_literal(false), "FALSE");
+        assert_eq!(
+            Dialect::Mysql.timestamp_text("2026-11-30T12:00:00.000000Z"),
+            "2026-11-30 12:00:00.000000"
+        );
+        assert_eq!(
+            Dialect::Postgres.timestamp_text("2026-11-30T12:00:00.000000Z"),
+            "2026-11-30T12:00:00.000000Z"
+        );
+        assert_eq!(Dialect::Mysql.drop_index("i", "t"), "DROP INDEX `i` ON `t`");
+        assert_eq!(Dialect::Sqlite.drop_index("i", "t"), "DROP INDEX \"i\"");
+        assert_eq!(
+            Dialect::Mysql.default_clause("JSON", "'[]'"),
+            "DEFAULT ('[]')"
+        );
+        assert_eq!(Dialect::Mysql.default_clause("BIGINT", "0"), "DEFAULT 0");
+        assert_eq!(
+            Dialect::Sqlite.change_column_type("t", "c", "BIGINT", "x"),
+            None
+        );
+        assert_eq!(
+            Dialect::Postgres.placeholder(2, "BYTEA"),
+            "decode($2, 'hex')"
+        );
+        assert_eq!(Dialect::Sqlite.placeholder(2, "TEXT"), "?2");
+        assert_eq!(Dialect::Sqlite.row_lock(), "");
+        assert_eq!(Dialect::Postgres.select_column("v"), "to_json(\"v\")::text");
     }
 
     #[test]

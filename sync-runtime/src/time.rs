@@ -52,12 +52,6 @@ pub fn canonical_lenient(s: &str) -> Option<String> {
     parse_lenient(s).map(format)
 }
 
-/// `t` as a MySQL `DATETIME(6)` literal's text (`2026-11-30 12:00:00.123456`, UTC, no
-/// offset: the column type has none).
-pub fn mysql_datetime(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,18 +64,22 @@ mod tests {
             canonical("2026-11-30T12:00:00Z").as_deref(),
             Some("2026-11-30T12:00:00.000000Z")
         );
-        assert_eq!(canonical("2026-11-30T12:00Z"), None, "strict: seconds are required");
-        assert_eq!(canonical("2026-11-30T12:00:00"), None, "strict: so is the offset");
+        assert_eq!(
+            canonical("2026-11-30T12:00Z"),
+            None,
+            "strict: seconds are required"
+        );
+        assert_eq!(
+            canonical("2026-11-30T12:00:00"),
+            None,
+            "strict: so is the offset"
+        );
         assert_eq!(
             canonical_lenient("2026-11-30 12:00:00.5 +00:00").as_deref(),
             Some("2026-11-30T12:00:00.500000Z")
         );
         assert_eq!(canonical("yesterday"), None);
         assert_eq!(canonical(NEVER).as_deref(), Some(NEVER));
-        assert_eq!(
-            mysql_datetime(parse(NEVER).unwrap()),
-            "9999-12-31 00:00:00.000000"
-        );
     }
 
     #[test]

@@ -353,21 +353,14 @@ pub(crate) fn q(d: Dialect, ident: &str) -> String {
     d.quote(ident)
 }
 
-/// A column in a SELECT list: as is for SQLite, `to_json(col)::text` for PostgreSQL.
+/// A column in a SELECT list ([`Dialect::select_column`]).
 pub(crate) fn sel(d: Dialect, column: &str) -> String {
-    match d {
-        Dialect::Postgres => format!("to_json({})::text", q(d, column)),
-        _ => q(d, column),
-    }
+    d.select_column(column)
 }
 
-/// Placeholder `n` (1-based) for a value of SQL type `ty` (PostgreSQL casts from text).
+/// Placeholder `n` (1-based) for a value of SQL type `ty` ([`Dialect::placeholder`]).
 pub(crate) fn ph(d: Dialect, n: usize, ty: &str) -> String {
-    match d {
-        Dialect::Postgres if ty == "BYTEA" => format!("decode(${n}, 'hex')"),
-        Dialect::Postgres => format!("CAST(${n} AS {ty})"),
-        _ => format!("?{n}"),
-    }
+    d.placeholder(n, ty)
 }
 
 /// The bound value of a field's wire value.
@@ -416,33 +409,24 @@ pub(crate) fn decode(d: Dialect, field: &Field, v: Json) -> Result<Json, DbError
             field.column
         ))
     };
-    Ok(match (&field.ty.kind, d) {
-        (TypeKind::Set { .. } | TypeKind::Json { .. }, Dialect::Postgres) => v,
-        (TypeKind::Set { .. } | TypeKind::Json { .. }, _) => {
+    Ok(match &field.ty.kind {
+        TypeKind::Set { .. } | TypeKind::Json { .. } if !d.json_reads_as_text() => v,
+        TypeKind::Set { .. } | TypeKind::Json { .. } => {
             serde_json::from_str(v.as_str().ok_or_else(bad)?).map_err(|_| bad())?
         }
-        (
-            TypeKind::Scalar {
-                scalar: ScalarType::Bool,
-            },
-            Dialect::Sqlite,
-        ) => Json::Bool(v.as_i64().ok_or_else(bad)? != 0),
-        (
-            TypeKind::Scalar {
-                scalar: ScalarType::Timestamp,
-            },
-            _,
-        ) => Json::String(
+        TypeKind::Scalar {
+            scalar: ScalarType::Bool,
+        } if d.bool_reads_as_int() => Json::Bool(v.as_i64().ok_or_else(bad)? != 0),
+        TypeKind::Scalar {
+            scalar: ScalarType::Timestamp,
+        } => Json::String(
             v.as_str()
                 .and_then(time::canonical_lenient)
                 .ok_or_else(bad)?,
         ),
-        (
-            TypeKind::Scalar {
-                scalar: ScalarType::Bytes,
-            },
-            Dialect::Postgres,
-        ) => {
+        TypeKind::Scalar {
+            scalar: ScalarType::Bytes,
+        } if d.bytes_read_as_hex() => {
             let digits = v
                 .as_str()
                 .and_then(|s| s.strip_prefix("\\x"))
@@ -450,12 +434,9 @@ pub(crate) fn decode(d: Dialect, field: &Field, v: Json) -> Result<Json, DbError
             let bytes = hex::decode(digits).map_err(|_| bad())?;
             Json::Array(bytes.into_iter().map(Json::from).collect())
         }
-        (
-            TypeKind::Scalar {
-                scalar: ScalarType::F32 | ScalarType::F64,
-            },
-            _,
-        ) => Json::from(v.as_f64().ok_or_else(bad)?),
+        TypeKind::Scalar {
+            scalar: ScalarType::F32 | ScalarType::F64,
+        } => Json::from(v.as_f64().ok_or_else(bad)?),
         _ => v,
     })
 }

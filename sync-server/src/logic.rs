@@ -58,7 +58,7 @@ fn ts_type(d: sync_model::sql::Dialect) -> &'static str {
 
 /// The column type of sequence numbers and versions (`BIGINT`; SQLite's `INTEGER`).
 fn big_type(d: sync_model::sql::Dialect) -> &'static str {
-    sync_model::sql::scalar_type(sync_model::ScalarType::I64, d)
+    d.big_int_type()
 }
 
 /// What the idempotency table says about a key before the mutation is processed.
@@ -208,11 +208,7 @@ async fn last_delete(
 ) -> Result<Option<(i64, Option<String>)>, ServerError> {
     let d = tx.dialect();
     let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
-    let true_lit = if d == sync_model::sql::Dialect::Postgres {
-        "TRUE"
-    } else {
-        "1"
-    };
+    let true_lit = d.bool_literal(true);
     let rows = tx
         .query(
             &format!(
@@ -446,11 +442,7 @@ async fn load(
     let d = tx.dialect();
     let id_col = &e.id_field().column;
     let cols = record_columns(d, e);
-    let lock = if d == sync_model::sql::Dialect::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let lock = d.row_lock();
     let sql = format!(
         "SELECT {} FROM {} WHERE {} = {} AND {} = {}{lock}",
         cols.join(", "),
@@ -488,9 +480,7 @@ fn stored_from_row(
         record.insert(f.name.clone(), decode(d, f, v)?);
     }
     let clocks = match it.next().unwrap_or(Json::Null) {
-        Json::String(s) if d == sync_model::sql::Dialect::Sqlite => {
-            serde_json::from_str(&s).unwrap_or(Json::Null)
-        }
+        Json::String(s) if d.json_reads_as_text() => serde_json::from_str(&s).unwrap_or(Json::Null),
         other => other,
     };
     let version = it.next().and_then(|v| v.as_i64()).unwrap_or(0);
@@ -538,11 +528,7 @@ async fn lock_account(tx: &mut Tx<'_>, account: &str) -> Result<i64, ServerError
         &[Arg::Text(account.into())],
     )
     .await?;
-    let lock = if d == sync_model::sql::Dialect::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let lock = d.row_lock();
     let rows = tx
         .query(
             &format!(
@@ -589,11 +575,7 @@ async fn write(
         );
         types.push(sync_model::sql::column_type(&f.ty, d));
     }
-    let json_ty = if d == sync_model::sql::Dialect::Postgres {
-        "JSONB"
-    } else {
-        "TEXT"
-    };
+    let json_ty = d.json_type();
     let big = big_type(d);
     let boolean = sync_model::sql::scalar_type(sync_model::ScalarType::Bool, d);
     for (c, a, t) in [
@@ -1438,11 +1420,7 @@ pub(crate) async fn collect_garbage(
         )
         .await?;
     let big = big_type(d);
-    let true_lit = if d == sync_model::sql::Dialect::Postgres {
-        "TRUE"
-    } else {
-        "1"
-    };
+    let true_lit = d.bool_literal(true);
     let mut removed = 0;
     for a in accounts {
         let account = a[0].as_str().unwrap_or_default().to_string();
