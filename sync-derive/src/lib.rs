@@ -23,7 +23,66 @@ pub fn derive_syncable(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     match sync_model::parse_derive_input(&input) {
         Ok(parsed) => expand(&input, parsed).into(),
-        Err(err) => err.to_compile_error().into(),
+        Err(err) => {
+            let mut out = err.to_compile_error();
+            out.extend(fallback(&input));
+            out.into()
+        }
+    }
+}
+
+/// After an attribute error: an impl of `Syncable` and the `<Name>Patch`/`<Name>Clocks`
+/// names whose bodies never run, so code using the type reports nothing beyond the
+/// error itself (thiserror and clap do the same). Generic types get none: the bounds the
+/// real impl would need are unknown.
+fn fallback(input: &DeriveInput) -> TokenStream2 {
+    // A custom runtime path (`#[sync(crate = "...")]`) is not known here: no fallback
+    // rather than one that names a crate the user does not have.
+    let custom_crate = input.attrs.iter().any(|a| {
+        a.path().is_ident("sync")
+            && a.meta
+                .require_list()
+                .is_ok_and(|l| l.tokens.to_string().contains("crate"))
+    });
+    if !input.generics.params.is_empty() || custom_crate {
+        return TokenStream2::new();
+    }
+    let name = &input.ident;
+    let vis = &input.vis;
+    let patch = format_ident!("{}Patch", name);
+    let clocks = format_ident!("{}Clocks", name);
+    let p = quote! { ::sync_runtime::__private };
+    let never = quote! { ::core::unreachable!("`#[derive(Syncable)]` failed: see its error") };
+    quote! {
+        #[allow(dead_code)]
+        #vis type #patch = #p::Unavailable;
+        #[allow(dead_code)]
+        #vis type #clocks = #p::Unavailable;
+        #[allow(unused_variables)]
+        impl #p::Syncable for #name {
+            type Patch = #p::Unavailable;
+            type Clocks = #p::Unavailable;
+            const ENTITY: &'static str = "";
+            const FINGERPRINT: &'static str = "";
+            fn model() -> &'static #p::sync_model::Entity { #never }
+            fn id(&self) -> #p::Uuid { #never }
+            fn diff(old: &Self, new: &Self, hlc: #p::Hlc) -> ::core::result::Result<Self::Patch, #p::DiffError> { #never }
+            fn apply(&mut self, patch: &Self::Patch) { #never }
+            fn stamp(clocks: &mut Self::Clocks, patch: &Self::Patch) { #never }
+            fn apply_concurrent(&mut self, clocks: &mut Self::Clocks, patch: &Self::Patch) -> ::std::vec::Vec<&'static str> { #never }
+            fn merge_into(
+                &mut self,
+                clocks: &mut Self::Clocks,
+                base: &Self,
+                remote: &Self,
+                remote_clocks: &Self::Clocks,
+                conflicts: &mut ::std::vec::Vec<#p::FieldConflict>,
+            ) { #never }
+            fn normalize(&mut self) { #never }
+            fn validate(&self) -> ::core::result::Result<(), #p::InvalidValue> { #never }
+            fn to_record(&self) -> ::core::result::Result<#p::Record, #p::RecordError> { #never }
+            fn from_record(record: &#p::Record) -> ::core::result::Result<Self, #p::RecordError> { #never }
+        }
     }
 }
 

@@ -100,6 +100,35 @@ pub mod __private {
     pub use sync_model;
     pub use uuid::Uuid;
 
+    /// What `#[derive(Syncable)]` puts in place of the generated patch and clocks when
+    /// the struct's `#[sync(...)]` attributes are wrong: the derive reports the error once,
+    /// and code that uses `Task`, `TaskPatch` or `TaskClocks` does not fail a second
+    /// time (as thiserror and clap emit a fallback impl). Never constructed by a
+    /// program that compiles.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    pub struct Unavailable;
+
+    impl Patch for Unavailable {
+        fn compose(self, _later: Self) -> Self {
+            self
+        }
+        fn is_empty(&self) -> bool {
+            true
+        }
+        fn fields(&self) -> Vec<&'static str> {
+            Vec::new()
+        }
+    }
+
+    impl Clocks for Unavailable {
+        fn all(_hlc: Hlc) -> Self {
+            Unavailable
+        }
+        fn latest(&self) -> Hlc {
+            Hlc::ZERO
+        }
+    }
+
     /// Parses the model JSON the derive embeds.
     pub fn model_from_json(json: &str) -> sync_model::Entity {
         serde_json::from_str(json).expect("the derive embeds a valid model")

@@ -1,6 +1,6 @@
 use sync_runtime::prelude::*;
 
-#[derive(Syncable)]
+#[derive(Syncable, Clone, Debug)]
 #[sync(entity = "task", tabel = "tasks")]
 pub struct Task {
     #[sync(id)]

@@ -1,6 +1,6 @@
 use sync_runtime::prelude::*;
 
-#[derive(Syncable)]
+#[derive(Syncable, Clone, Debug)]
 #[sync(outbox = "audit")]
 pub struct Comment {
     #[sync(id)]
