@@ -16,7 +16,7 @@ use sync_runtime::engine::{
 };
 use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
-use sync_runtime::store::{LocalStore, OutboxStatus};
+use sync_runtime::store::{LocalStore, OutboxStatus, RecordStatus};
 
 /// Faults to inject, changed by the test between runs.
 #[derive(Default)]
@@ -462,7 +462,7 @@ async fn edits_on_two_devices_merge_and_a_manual_conflict_resolves() {
             .unwrap()
             .unwrap()
             .sync_status,
-        "conflicted"
+        RecordStatus::Conflicted
     );
     let conflicts = b.store().conflicts().unwrap();
     assert_eq!(conflicts.len(), 1);
@@ -650,8 +650,7 @@ async fn server_errors_back_off_then_die_and_can_be_retried() {
     let before = chrono::Utc::now();
     a.sync().await;
     let item = a.store().outbox().unwrap()[0].clone();
-    let next =
-        chrono::DateTime::parse_from_rfc3339(item.next_attempt_at.as_deref().unwrap()).unwrap();
+    let next = item.next_attempt_at.unwrap();
     assert!(
         next.timestamp() >= before.timestamp() + 29,
         "waits at least Retry-After"
@@ -1181,7 +1180,7 @@ async fn a_server_restored_from_a_backup_gets_back_what_it_lost() {
             .unwrap()
             .unwrap()
             .sync_status,
-        "clean"
+        RecordStatus::Clean
     );
     drop(a);
     drop(server);

@@ -10,7 +10,8 @@ use model::{Comment, Project, Task, TaskPatch};
 use sync_runtime::ops::{LwwOp, SumOp, UnionOp};
 use sync_runtime::prelude::*;
 use sync_runtime::store::{
-    ChangeKind, LocalStore, Migrations, MutationOp, OutboxStatus, Query, StoreError, StoreEvent,
+    ChangeKind, LocalStore, Migrations, MutationOp, OutboxStatus, Query, RecordStatus, StoreError,
+    StoreEvent,
 };
 
 fn migrations() -> Migrations {
@@ -56,7 +57,7 @@ fn offline_create_survives_a_restart_with_its_outbox_item() {
         }
     );
     let meta = store.record_meta::<Task>(t.id).unwrap().unwrap();
-    assert_eq!(meta.sync_status, "pending");
+    assert_eq!(meta.sync_status, RecordStatus::Pending);
     assert_eq!(meta.version, None);
     let outbox = store.outbox().unwrap();
     assert_eq!(outbox.len(), 1);
@@ -371,7 +372,10 @@ fn status_shows_failed_dead_and_conflicted() {
     assert_eq!(s.dead.len(), 1);
     assert_eq!(s.dead[0].entity_id, b.id);
     assert_eq!(s.conflicted, vec![("task".to_string(), c.id)]);
-    assert_eq!(s.last_sync_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(
+        s.last_sync_at.map(sync_runtime::time::format).as_deref(),
+        Some("2026-01-01T00:00:00.000000Z")
+    );
     assert_eq!(s.retries, 2, "the failed item is on its third attempt");
     let oldest = s.oldest_pending_at.clone().unwrap();
     assert!(

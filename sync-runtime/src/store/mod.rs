@@ -60,6 +60,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use serde::{Deserialize, Serialize};
@@ -69,8 +70,9 @@ use uuid::Uuid;
 
 pub use crate::protocol::MutationOp;
 pub use migrations::{MigrationFile, Migrations};
+pub(crate) use sync::ItemOutcome;
 pub(crate) use sync::Restart;
-pub use sync::{Conflict, ItemOutcome, SyncState};
+pub use sync::{Conflict, SyncState};
 
 use crate::hlc::{Hlc, HlcClock, NodeId};
 use crate::syncable::{Clocks, DiffError, InvalidValue, Patch, Record, RecordError, Syncable};
@@ -531,11 +533,11 @@ pub struct SyncStatus {
     pub dead: Vec<OutboxItem>,
     /// Records with an unresolved conflict: `(entity, id)`.
     pub conflicted: Vec<(String, Uuid)>,
-    /// When a sync last completed (RFC 3339), if ever.
-    pub last_sync_at: Option<String>,
-    /// When the oldest change still waiting for the server was made (RFC 3339): its age is
-    /// how far behind the server is.
-    pub oldest_pending_at: Option<String>,
+    /// When a sync last completed, if ever.
+    pub last_sync_at: Option<DateTime<Utc>>,
+    /// When the oldest change still waiting for the server was made: its age is how far
+    /// behind the server is.
+    pub oldest_pending_at: Option<DateTime<Utc>>,
     /// Attempts beyond the first made for the items still queued (how much retrying is
     /// going on).
     pub retries: u64,
@@ -589,12 +591,13 @@ pub struct OutboxItem {
     pub idempotency_key: String,
     /// The server version the mutation was made against (`None` for a new record).
     pub base_version: Option<i64>,
-    /// When it was queued (RFC 3339).
-    pub created_at: String,
+    /// When it was queued (the device's wall clock).
+    pub created_at: DateTime<Utc>,
     /// Attempts so far.
     pub attempt_count: i64,
-    /// Not before this time (RFC 3339).
-    pub next_attempt_at: Option<String>,
+    /// When the next attempt is due, for display (the schedule itself runs on the
+    /// engine's monotonic clock).
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Its state.
     pub status: OutboxStatus,
     /// Why the last attempt failed.
@@ -604,15 +607,78 @@ pub struct OutboxItem {
 /// The sync metadata of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMeta {
-    /// `clean`, `pending`, `syncing` (synced, and being confirmed against a new snapshot
-    /// of the server), `failed` or `conflicted`.
-    pub sync_status: String,
+    /// Where the record stands with the server.
+    pub sync_status: RecordStatus,
     /// The stamp of the last local edit.
     pub updated_at: Hlc,
     /// The server's version of the record, once acknowledged.
     pub version: Option<i64>,
     /// A tombstone.
     pub deleted: bool,
+}
+
+/// Where one record stands with the server (its `sync_status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    /// As the server last acknowledged it.
+    Clean,
+    /// Local changes wait in the outbox.
+    Pending,
+    /// Synced, and being confirmed against a new snapshot of the server (after a change
+    /// token expired or the server's database was replaced).
+    Syncing,
+    /// A change of the record failed and waits for a retry, or is dead.
+    Failed,
+    /// `manual` fields hold an unresolved conflict ([`LocalStore::conflicts`]).
+    Conflicted,
+}
+
+impl RecordStatus {
+    /// The column's spelling: `clean`, `pending`, `syncing`, `failed` or `conflicted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordStatus::Clean => "clean",
+            RecordStatus::Pending => "pending",
+            RecordStatus::Syncing => "syncing",
+            RecordStatus::Failed => "failed",
+            RecordStatus::Conflicted => "conflicted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "clean" => RecordStatus::Clean,
+            "pending" => RecordStatus::Pending,
+            "syncing" => RecordStatus::Syncing,
+            "failed" => RecordStatus::Failed,
+            "conflicted" => RecordStatus::Conflicted,
+            other => return Err(StoreError::Corrupt(format!("sync_status `{other}`"))),
+        })
+    }
+}
+
+/// A time column (the canonical text of [`crate::time`]) read back.
+fn time_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let Some(text) = r.get::<_, Option<String>>(i)? else {
+        return Ok(None);
+    };
+    crate::time::parse(&text).map(Some).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("`{text}` is not an RFC 3339 time").into(),
+        )
+    })
+}
+
+/// A time column that is never NULL.
+fn time_col_required(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+    time_col(r, i)?.ok_or(rusqlite::Error::InvalidColumnType(
+        i,
+        "time".into(),
+        rusqlite::types::Type::Null,
+    ))
 }
 
 /// A simple query: filters on synced fields (by wire name), an order and a limit.
@@ -1131,7 +1197,7 @@ impl LocalStore {
         .optional()?
         .map(|(sync_status, updated_at, version, deleted)| {
             Ok(RecordMeta {
-                sync_status,
+                sync_status: RecordStatus::parse(&sync_status)?,
                 updated_at: updated_at
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("sync_updated_at `{updated_at}`")))?,
@@ -1450,9 +1516,9 @@ fn read_outbox(conn: &Connection, filter: &str) -> Result<Vec<OutboxItem>, Store
                 .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
             idempotency_key: r.get(5)?,
             base_version: r.get(6)?,
-            created_at: r.get(7)?,
+            created_at: time_col_required(r, 7)?,
             attempt_count: r.get(8)?,
-            next_attempt_at: r.get(9)?,
+            next_attempt_at: time_col(r, 9)?,
             status: OutboxStatus::parse(&status)?,
             last_error: r.get(11)?,
         });
@@ -1496,12 +1562,12 @@ fn status<'a>(
         last_sync_at: conn.query_row(
             "SELECT MAX(\"last_sync_at\") FROM \"sync_state\"",
             [],
-            |r| r.get(0),
+            |r| time_col(r, 0),
         )?,
         oldest_pending_at: conn.query_row(
             "SELECT MIN(\"created_at\") FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
             [],
-            |r| r.get(0),
+            |r| time_col(r, 0),
         )?,
         retries: conn.query_row(
             "SELECT COALESCE(SUM(MAX(\"attempt_count\" - 1, 0)), 0) FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",

@@ -58,13 +58,13 @@ pub struct SyncState {
     pub snapshot_cursor: Option<String>,
     /// The token the snapshot under way is pinned to.
     pub snapshot_token: Option<String>,
-    /// When a sync last completed (RFC 3339).
-    pub last_sync_at: Option<String>,
+    /// When a sync last completed.
+    pub last_sync_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What happened to an outbox item after the server answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemOutcome {
+pub(crate) enum ItemOutcome {
     /// Applied by the server; the base copy moved to the server's record.
     Applied,
     /// The server had moved on; the generated merge combined both sides and the result
@@ -1003,7 +1003,7 @@ impl LocalStore {
 
     /// Puts items left `sending` by a process that stopped mid-push back in the queue;
     /// they are sent again with the same idempotency key and body.
-    pub fn recover_sending(&self) -> Result<usize, StoreError> {
+    pub(crate) fn recover_sending(&self) -> Result<usize, StoreError> {
         let conn = self.conn();
         Ok(conn.execute(
             "UPDATE \"sync_outbox\" SET \"status\" = 'pending' WHERE \"status\" = 'sending'",
@@ -1023,7 +1023,7 @@ impl LocalStore {
                         change_token: r.get(0)?,
                         snapshot_cursor: r.get(1)?,
                         snapshot_token: r.get(2)?,
-                        last_sync_at: r.get(3)?,
+                        last_sync_at: super::time_col(r, 3)?,
                     })
                 },
             )
@@ -2095,7 +2095,7 @@ mod tests {
             payload: Json::Null,
             idempotency_key: format!("k{id}"),
             base_version: None,
-            created_at: String::new(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
             attempt_count: 0,
             next_attempt_at: None,
             status: OutboxStatus::Pending,

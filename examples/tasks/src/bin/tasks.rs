@@ -268,7 +268,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             println!("pending changes: {}", s.pending);
             println!(
                 "last sync: {}",
-                s.last_sync_at.as_deref().unwrap_or("never")
+                s.last_sync_at
+                    .map_or_else(|| "never".to_string(), sync_runtime::time::format)
             );
             for f in &s.failed {
                 println!(
