@@ -377,7 +377,7 @@ fn status_shows_failed_dead_and_conflicted() {
         Some("2026-01-01T00:00:00.000000Z")
     );
     assert_eq!(s.retries, 2, "the failed item is on its third attempt");
-    let oldest = s.oldest_pending_at.clone().unwrap();
+    let oldest = s.oldest_pending_at.unwrap();
     assert!(
         store
             .outbox()
