@@ -79,8 +79,6 @@ struct Client {
     base: String,
 }
 
-type Check = Result<(), String>;
-
 impl Client {
     fn call(
         &self,
@@ -150,9 +148,24 @@ impl Client {
         Err("`has_more` never became false".into())
     }
 
+    /// Every record of the token's account, from all pages of `GET /snapshot`.
+    fn records(&self, token: &str) -> Result<Vec<Json>, String> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let page = self.get(token, &snapshot_target(cursor.as_deref(), 500))?;
+            out.extend(page["records"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(out),
+            }
+        }
+        Err("`next_cursor` never ended".into())
+    }
+
     /// The current end of the change stream.
     fn head(&self, token: &str) -> Result<String, String> {
-        let body = self.get(token, "/snapshot?limit=1")?;
+        let body = self.get(token, &snapshot_target(None, 1))?;
         let (_, end) = self.pull(
             token,
             body["token"].as_str().ok_or("no snapshot `token`")?,
@@ -259,414 +272,448 @@ fn op_for(f: &Field, current: &Json) -> Option<(Json, Json)> {
     })
 }
 
+/// A record a check created: its entity, id, the sample variant the server accepted and
+/// the server's answer (`{version, record, ...}`).
+struct Created<'m> {
+    entity: &'m Entity,
+    id: Uuid,
+    variant: usize,
+    server: Json,
+}
+
+/// What the checks share: the client, the options and the records created at the start.
+struct Ctx<'m> {
+    c: Client,
+    opts: &'m Options,
+    model: &'m Model,
+    created: Vec<Created<'m>>,
+}
+
+/// A check's outcome, or why it could not talk to the server (a failure).
+type Checked = Result<Outcome, String>;
+
+fn pass_if(ok: bool, why: impl FnOnce() -> String) -> Outcome {
+    if ok {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(why())
+    }
+}
+
+impl Ctx<'_> {
+    fn token(&self) -> &str {
+        &self.opts.token
+    }
+
+    /// The first record created, for checks that need any entity.
+    fn any_entity(&self) -> Option<(&Entity, usize)> {
+        self.created.first().map(|c| (c.entity, c.variant))
+    }
+}
+
+const NOTHING_CREATED: &str = "nothing could be created";
+
 /// Runs every check.
 pub fn run(model: &Model, opts: &Options) -> Report {
-    let c = Client {
-        http: reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client"),
-        base: opts.base_url.trim_end_matches('/').to_string(),
+    let mut cx = Ctx {
+        c: Client {
+            http: reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+            base: opts.base_url.trim_end_matches('/').to_string(),
+        },
+        opts,
+        model,
+        created: Vec::new(),
     };
     let mut report = Report::default();
-    let mut check = |name: &str, result: Result<Check, String>| {
-        let outcome = match result {
-            Ok(Ok(())) => Outcome::Pass,
-            Ok(Err(why)) | Err(why) => {
-                if let Some(skip) = why.strip_prefix("SKIP: ") {
-                    Outcome::Skip(skip.to_string())
-                } else {
-                    Outcome::Fail(why)
-                }
-            }
-        };
-        report.checks.push((name.to_string(), outcome));
+    let mut record = |name: String, checked: Checked| {
+        report
+            .checks
+            .push((name, checked.unwrap_or_else(Outcome::Fail)));
     };
-    let t = opts.token.as_str();
-
-    check(
-        "health: GET /health answers 200",
-        (|| {
-            let (status, _, _) = c.call(reqwest::Method::GET, "/health", None, None)?;
-            Ok(if status == 200 {
-                Ok(())
-            } else {
-                Err(format!("status {status}"))
-            })
-        })(),
+    record("health: GET /health answers 200".into(), health(&cx));
+    record(
+        "auth: a request without a token is 401 problem+json".into(),
+        auth(&cx),
     );
-
-    check(
-        "auth: a request without a token is 401 problem+json",
-        (|| {
-            let (status, ctype, body) = c.call(reqwest::Method::GET, "/changes", None, None)?;
-            Ok(if status != 401 {
-                Err(format!("status {status}"))
-            } else if !ctype.starts_with("application/problem+json") {
-                Err(format!("content type `{ctype}`"))
-            } else if body["status"] != 401 || !body["title"].is_string() {
-                Err(format!("not a problem body: {body}"))
-            } else {
-                Ok(())
-            })
-        })(),
+    let created = create_one_of_each(&mut cx);
+    record(
+        "create: a record of every entity is applied".into(),
+        created,
     );
+    for strategy in MergeStrategy::ALL {
+        record(
+            format!("round trip: a `{strategy}` operation is applied and pulled back"),
+            round_trip(&cx, strategy),
+        );
+    }
+    let checks: [(&str, fn(&Ctx) -> Checked); 7] = [
+        (
+            "idempotency: the same key and body replays the stored result",
+            idempotent_replay,
+        ),
+        (
+            "idempotency: the same key with another body is rejected with 422",
+            key_reused_with_another_body,
+        ),
+        (
+            "occ: concurrent edits of a manual field give a conflict with the server record",
+            manual_conflict,
+        ),
+        (
+            "pagination: paging through changes loses and repeats nothing",
+            pagination,
+        ),
+        (
+            "snapshot: pages then changes since the snapshot token miss nothing",
+            snapshot_then_changes,
+        ),
+        ("expiry: an expired change token is 410", expired_token),
+        (
+            "isolation: another account sees and changes nothing of this one",
+            isolation,
+        ),
+    ];
+    for (name, check) in checks {
+        record(name.into(), check(&cx));
+    }
+    report
+}
 
-    // A record of each entity the server accepts, for the checks below.
-    let mut created: Vec<(&Entity, Uuid, usize, Json)> = Vec::new();
-    let mut create_failures = Vec::new();
-    for e in &model.entities {
+fn health(cx: &Ctx) -> Checked {
+    let (status, _, _) = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    Ok(pass_if(status == 200, || format!("status {status}")))
+}
+
+fn auth(cx: &Ctx) -> Checked {
+    let (status, ctype, body) = cx.c.call(reqwest::Method::GET, "/changes", None, None)?;
+    Ok(if status != 401 {
+        Outcome::Fail(format!("status {status}"))
+    } else if !ctype.starts_with("application/problem+json") {
+        Outcome::Fail(format!("content type `{ctype}`"))
+    } else if body["status"] != 401 || !body["title"].is_string() {
+        Outcome::Fail(format!("not a problem body: {body}"))
+    } else {
+        Outcome::Pass
+    })
+}
+
+/// Creates a record of each entity the server accepts (trying the sample variants in
+/// turn), for the checks after it.
+fn create_one_of_each(cx: &mut Ctx) -> Checked {
+    let mut failures = Vec::new();
+    for e in &cx.model.entities {
         let mut done = false;
         for variant in 0..6 {
             let id = Uuid::now_v7();
-            match c.push(t, vec![create(e, id, variant)]) {
+            match cx.c.push(&cx.opts.token, vec![create(e, id, variant)]) {
                 Ok(r) if r.first().is_some_and(|x| x["status"] == "applied") => {
-                    created.push((e, id, variant, r[0]["server"].clone()));
+                    cx.created.push(Created {
+                        entity: e,
+                        id,
+                        variant,
+                        server: r[0]["server"].clone(),
+                    });
                     done = true;
                     break;
                 }
-                Ok(r) => create_failures.push(format!(
+                Ok(r) => failures.push(format!(
                     "{}: {}",
                     e.name,
                     r.first()
                         .map(|x| x["problem"].to_string())
                         .unwrap_or_default()
                 )),
-                Err(why) => create_failures.push(why),
+                Err(why) => failures.push(why),
             }
         }
-        if !done && create_failures.is_empty() {
-            create_failures.push(format!("{}: never applied", e.name));
+        if !done && failures.is_empty() {
+            failures.push(format!("{}: never applied", e.name));
         }
     }
-    check(
-        "create: a record of every entity is applied",
-        Ok(if created.len() == model.entities.len() {
-            Ok(())
-        } else {
-            Err(create_failures.join("; "))
-        }),
-    );
+    Ok(pass_if(cx.created.len() == cx.model.entities.len(), || {
+        failures.join("; ")
+    }))
+}
 
-    for strategy in MergeStrategy::ALL {
-        let name = format!("round trip: a `{strategy}` operation is applied and pulled back");
-        let target = created.iter().find_map(|(e, id, _, server)| {
-            e.synced_fields()
-                .filter(|f| !f.id && !f.immutable && f.merge == strategy)
-                .find_map(|f| {
-                    op_for(f, &server["record"][&f.name]).map(|op| (*e, *id, server.clone(), f, op))
-                })
-                .or_else(|| {
-                    (strategy == MergeStrategy::Union)
-                        .then(|| {
-                            e.synced_fields()
-                                .find(|f| f.merge == MergeStrategy::Union && !f.immutable)
-                        })
-                        .flatten()
-                        .map(|f| {
-                            (
-                                *e,
-                                *id,
-                                server.clone(),
-                                f,
-                                (json!({ "add": [sample_item(f)], "remove": [] }), Json::Null),
-                            )
-                        })
-                })
-        });
-        let Some((e, id, server, f, (op, expect))) = target else {
-            check(
-                &name,
-                Ok(Err(format!(
-                    "SKIP: no field merged with `{strategy}` in the model"
-                ))),
-            );
-            continue;
-        };
-        check(
-            &name,
-            (|| {
-                let before = c.head(t)?;
-                let version = server["version"].as_i64().unwrap_or(1);
-                let r = c.push(
-                    t,
-                    vec![update(e, id, version, json!({ f.name.clone(): op }))],
-                )?;
-                if r[0]["status"] != "applied" {
-                    return Ok(Err(format!("result {}", r[0])));
-                }
-                let (changes, _) = c.pull(t, &before, 100)?;
-                let Some(ch) = changes.iter().find(|ch| ch["entity_id"] == json!(id)) else {
-                    return Ok(Err("the change is not in GET /changes".into()));
-                };
-                let got = &ch["record"][&f.name];
-                Ok(if expect.is_null() {
-                    if got.as_array().is_some_and(|a| a.contains(&sample_item(f))) {
-                        Ok(())
-                    } else {
-                        Err(format!("`{}` is {got}", f.name))
-                    }
-                } else if *got == expect {
-                    Ok(())
-                } else {
-                    Err(format!("`{}` is {got}, expected {expect}", f.name))
-                })
-            })(),
-        );
-    }
-
-    let first = created.first().map(|(e, _, v, _)| (*e, *v));
-    check(
-        "idempotency: the same key and body replays the stored result",
-        (|| {
-            let Some((e, variant)) = first else {
-                return Ok(Err("SKIP: nothing could be created".into()));
-            };
-            let m = create(e, Uuid::now_v7(), variant);
-            let a = c.push(t, vec![m.clone()])?;
-            let b = c.push(t, vec![m])?;
-            Ok(if a == b {
-                Ok(())
-            } else {
-                Err(format!("first {} then {}", a[0], b[0]))
-            })
-        })(),
-    );
-
-    check(
-        "idempotency: the same key with another body is rejected with 422",
-        (|| {
-            let Some((e, variant)) = first else {
-                return Ok(Err("SKIP: nothing could be created".into()));
-            };
-            let m = create(e, Uuid::now_v7(), variant);
-            c.push(t, vec![m.clone()])?;
-            let mut other = create(e, Uuid::now_v7(), variant);
-            other["idempotency_key"] = m["idempotency_key"].clone();
-            let r = c.push(t, vec![other])?;
-            Ok(
-                if r[0]["status"] == "rejected" && r[0]["problem"]["status"] == 422 {
-                    Ok(())
-                } else {
-                    Err(format!("result {}", r[0]))
-                },
-            )
-        })(),
-    );
-
-    check(
-        "occ: concurrent edits of a manual field give a conflict with the server record",
-        (|| {
-            let Some((e, id, server, f)) = created.iter().find_map(|(e, id, _, s)| {
-                e.synced_fields()
-                    .find(|f| {
-                        f.merge == MergeStrategy::Manual
-                            && !f.immutable
-                            && op_for(f, &s["record"][&f.name]).is_some()
+/// An operation of `strategy` on a created record: `(record, field, op, expected value)`
+/// (`Null`: the field must contain [`sample_item`], for sets).
+fn round_trip_target<'a>(
+    cx: &'a Ctx,
+    strategy: MergeStrategy,
+) -> Option<(&'a Created<'a>, &'a Field, Json, Json)> {
+    cx.created.iter().find_map(|cr| {
+        let e = cr.entity;
+        e.synced_fields()
+            .filter(|f| !f.id && !f.immutable && f.merge == strategy)
+            .find_map(|f| op_for(f, &cr.server["record"][&f.name]).map(|(op, v)| (cr, f, op, v)))
+            .or_else(|| {
+                (strategy == MergeStrategy::Union)
+                    .then(|| {
+                        e.synced_fields()
+                            .find(|f| f.merge == MergeStrategy::Union && !f.immutable)
                     })
-                    .map(|f| (*e, *id, s.clone(), f))
-            }) else {
-                return Ok(Err("SKIP: no manual field in the model".into()));
-            };
-            let current = server["version"].as_i64().unwrap_or(1);
-            let latest = c
-                .pull(t, "t1.0", 1000)
-                .ok()
-                .and_then(|(ch, _)| ch.into_iter().rfind(|x| x["entity_id"] == json!(id)));
-            let (version, value) = latest
-                .map(|l| {
-                    (
-                        l["version"].as_i64().unwrap_or(current),
-                        l["record"][&f.name].clone(),
-                    )
-                })
-                .unwrap_or((current, server["record"][&f.name].clone()));
-            let (op1, _) = op_for(f, &value).ok_or("no op")?;
-            let mut op2 = op1.clone();
-            op2["set"] = json!(match &op1["set"] {
-                Json::String(_) => json!("another edit"),
-                Json::Number(n) => json!(n.as_f64().unwrap_or(0.0) as i64 + 5),
-                Json::Bool(b) => json!(!b),
-                other => other.clone(),
-            });
-            let r1 = c.push(
-                t,
-                vec![update(e, id, version, json!({ f.name.clone(): op1 }))],
-            )?;
-            let r2 = c.push(
-                t,
-                vec![update(e, id, version, json!({ f.name.clone(): op2 }))],
-            )?;
-            Ok(if r1[0]["status"] != "applied" {
-                Err(format!("first edit: {}", r1[0]))
-            } else if r2[0]["status"] != "conflict" {
-                Err(format!("second edit from the same base: {}", r2[0]))
-            } else if !r2[0]["fields"]
-                .as_array()
-                .is_some_and(|a| a.contains(&json!(f.name)))
-            {
-                Err(format!("`fields` does not name `{}`: {}", f.name, r2[0]))
-            } else if r2[0]["server"]["version"].as_i64() <= Some(version) {
-                Err("the conflict does not carry the server's newer record".into())
-            } else {
-                Ok(())
+                    .flatten()
+                    .map(|f| {
+                        let op = json!({ "add": [sample_item(f)], "remove": [] });
+                        (cr, f, op, Json::Null)
+                    })
             })
-        })(),
-    );
+    })
+}
 
-    check(
-        "pagination: paging through changes loses and repeats nothing",
-        (|| {
-            let Some((e, variant)) = first else {
-                return Ok(Err("SKIP: nothing could be created".into()));
-            };
-            let before = c.head(t)?;
-            let ids: Vec<Uuid> = (0..25).map(|_| Uuid::now_v7()).collect();
-            c.push(t, ids.iter().map(|id| create(e, *id, variant)).collect())?;
-            let (changes, _) = c.pull(t, &before, 7)?;
-            let seen: Vec<String> = changes
-                .iter()
-                .filter_map(|x| x["entity_id"].as_str().map(str::to_string))
-                .collect();
-            let unique: BTreeSet<&String> = seen.iter().collect();
-            let missing = ids
-                .iter()
-                .filter(|id| !unique.contains(&id.to_string()))
-                .count();
-            Ok(if unique.len() != seen.len() {
-                Err("a record came twice".into())
-            } else if missing > 0 {
-                Err(format!("{missing} of 25 records missing"))
-            } else {
-                Ok(())
+fn round_trip(cx: &Ctx, strategy: MergeStrategy) -> Checked {
+    let Some((cr, f, op, expect)) = round_trip_target(cx, strategy) else {
+        return Ok(Outcome::Skip(format!(
+            "no field merged with `{strategy}` in the model"
+        )));
+    };
+    let t = cx.token();
+    let before = cx.c.head(t)?;
+    let version = cr.server["version"].as_i64().unwrap_or(1);
+    let r = cx.c.push(
+        t,
+        vec![update(
+            cr.entity,
+            cr.id,
+            version,
+            json!({ f.name.clone(): op }),
+        )],
+    )?;
+    if r[0]["status"] != "applied" {
+        return Ok(Outcome::Fail(format!("result {}", r[0])));
+    }
+    let (changes, _) = cx.c.pull(t, &before, 100)?;
+    let Some(ch) = changes.iter().find(|ch| ch["entity_id"] == json!(cr.id)) else {
+        return Ok(Outcome::Fail("the change is not in GET /changes".into()));
+    };
+    let got = &ch["record"][&f.name];
+    Ok(if expect.is_null() {
+        pass_if(
+            got.as_array().is_some_and(|a| a.contains(&sample_item(f))),
+            || format!("`{}` is {got}", f.name),
+        )
+    } else {
+        pass_if(*got == expect, || {
+            format!("`{}` is {got}, expected {expect}", f.name)
+        })
+    })
+}
+
+fn idempotent_replay(cx: &Ctx) -> Checked {
+    let Some((e, variant)) = cx.any_entity() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let m = create(e, Uuid::now_v7(), variant);
+    let a = cx.c.push(cx.token(), vec![m.clone()])?;
+    let b = cx.c.push(cx.token(), vec![m])?;
+    Ok(pass_if(a == b, || format!("first {} then {}", a[0], b[0])))
+}
+
+fn key_reused_with_another_body(cx: &Ctx) -> Checked {
+    let Some((e, variant)) = cx.any_entity() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let m = create(e, Uuid::now_v7(), variant);
+    cx.c.push(cx.token(), vec![m.clone()])?;
+    let mut other = create(e, Uuid::now_v7(), variant);
+    other["idempotency_key"] = m["idempotency_key"].clone();
+    let r = cx.c.push(cx.token(), vec![other])?;
+    Ok(pass_if(
+        r[0]["status"] == "rejected" && r[0]["problem"]["status"] == 422,
+        || format!("result {}", r[0]),
+    ))
+}
+
+fn manual_conflict(cx: &Ctx) -> Checked {
+    let t = cx.token();
+    let Some((cr, f)) = cx.created.iter().find_map(|cr| {
+        cr.entity
+            .synced_fields()
+            .find(|f| {
+                f.merge == MergeStrategy::Manual
+                    && !f.immutable
+                    && op_for(f, &cr.server["record"][&f.name]).is_some()
             })
-        })(),
-    );
+            .map(|f| (cr, f))
+    }) else {
+        return Ok(Outcome::Skip("no manual field in the model".into()));
+    };
+    // The record as the server holds it now (earlier checks may have changed it).
+    let latest =
+        cx.c.records(t)?
+            .into_iter()
+            .find(|r| r["entity_id"] == json!(cr.id))
+            .ok_or("the created record is not in GET /snapshot")?;
+    let version = latest["version"].as_i64().unwrap_or(1);
+    let (op1, _) = op_for(f, &latest["record"][&f.name]).ok_or("no op")?;
+    let mut op2 = op1.clone();
+    op2["set"] = json!(match &op1["set"] {
+        Json::String(_) => json!("another edit"),
+        Json::Number(n) => json!(n.as_f64().unwrap_or(0.0) as i64 + 5),
+        Json::Bool(b) => json!(!b),
+        other => other.clone(),
+    });
+    let edit = |op: Json| update(cr.entity, cr.id, version, json!({ f.name.clone(): op }));
+    let r1 = cx.c.push(t, vec![edit(op1)])?;
+    let r2 = cx.c.push(t, vec![edit(op2)])?;
+    Ok(if r1[0]["status"] != "applied" {
+        Outcome::Fail(format!("first edit: {}", r1[0]))
+    } else if r2[0]["status"] != "conflict" {
+        Outcome::Fail(format!("second edit from the same base: {}", r2[0]))
+    } else if !r2[0]["fields"]
+        .as_array()
+        .is_some_and(|a| a.contains(&json!(f.name)))
+    {
+        Outcome::Fail(format!("`fields` does not name `{}`: {}", f.name, r2[0]))
+    } else if r2[0]["server"]["version"].as_i64() <= Some(version) {
+        Outcome::Fail("the conflict does not carry the server's newer record".into())
+    } else {
+        Outcome::Pass
+    })
+}
 
-    check(
-        "snapshot: pages then changes since the snapshot token miss nothing",
-        (|| {
-            let Some((e, variant)) = first else {
-                return Ok(Err("SKIP: nothing could be created".into()));
-            };
-            let first_page = c.get(t, "/snapshot?limit=5")?;
-            let token = first_page["token"]
-                .as_str()
-                .ok_or("no `token`")?
-                .to_string();
-            let mut cursor = first_page["next_cursor"].as_str().map(str::to_string);
-            let mut seen: BTreeSet<String> = first_page["records"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["entity_id"].as_str().map(str::to_string))
-                .collect();
-            let during = Uuid::now_v7();
-            c.push(t, vec![create(e, during, variant)])?;
-            while let Some(cur) = cursor {
-                let page = c.get(t, &snapshot_target(Some(&cur), 5))?;
-                if page["token"] != json!(token) {
-                    return Ok(Err("a later page is pinned to another token".into()));
-                }
-                seen.extend(
-                    page["records"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|r| r["entity_id"].as_str().map(str::to_string)),
-                );
-                cursor = page["next_cursor"].as_str().map(str::to_string);
-            }
-            let (changes, _) = c.pull(t, &token, 100)?;
-            seen.extend(
-                changes
-                    .iter()
-                    .filter_map(|r| r["entity_id"].as_str().map(str::to_string)),
-            );
-            let all_created = created
-                .iter()
-                .all(|(_, id, _, _)| seen.contains(&id.to_string()));
-            Ok(if !seen.contains(&during.to_string()) {
-                Err(
-                    "a record created during the snapshot is in neither the pages nor the changes"
-                        .into(),
-                )
-            } else if !all_created {
-                Err("a record created before the snapshot is missing".into())
-            } else {
-                Ok(())
-            })
-        })(),
-    );
+fn pagination(cx: &Ctx) -> Checked {
+    let Some((e, variant)) = cx.any_entity() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let t = cx.token();
+    let before = cx.c.head(t)?;
+    let ids: Vec<Uuid> = (0..25).map(|_| Uuid::now_v7()).collect();
+    cx.c.push(t, ids.iter().map(|id| create(e, *id, variant)).collect())?;
+    let (changes, _) = cx.c.pull(t, &before, 7)?;
+    let seen: Vec<String> = changes
+        .iter()
+        .filter_map(|x| x["entity_id"].as_str().map(str::to_string))
+        .collect();
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    let missing = ids
+        .iter()
+        .filter(|id| !unique.contains(&id.to_string()))
+        .count();
+    Ok(if unique.len() != seen.len() {
+        Outcome::Fail("a record came twice".into())
+    } else if missing > 0 {
+        Outcome::Fail(format!("{missing} of 25 records missing"))
+    } else {
+        Outcome::Pass
+    })
+}
 
-    check(
-        "expiry: an expired change token is 410",
-        (|| {
-            let Some(expired) = &opts.expired_token else {
-                return Ok(Err(
-                    "SKIP: pass --expired-token with a token this server has expired".into(),
-                ));
-            };
-            let (status, ctype, _) = c.call(
-                reqwest::Method::GET,
-                &changes_target(Some(expired), 100),
-                Some(t),
-                None,
-            )?;
-            Ok(
-                if status == 410 && ctype.starts_with("application/problem+json") {
-                    Ok(())
-                } else {
-                    Err(format!("status {status}"))
-                },
-            )
-        })(),
+fn snapshot_then_changes(cx: &Ctx) -> Checked {
+    let Some((e, variant)) = cx.any_entity() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let t = cx.token();
+    let ids = |page: &Json| -> Vec<String> {
+        page["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["entity_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let first_page = cx.c.get(t, &snapshot_target(None, 5))?;
+    let token = first_page["token"]
+        .as_str()
+        .ok_or("no `token`")?
+        .to_string();
+    let mut cursor = first_page["next_cursor"].as_str().map(str::to_string);
+    let mut seen: BTreeSet<String> = ids(&first_page).into_iter().collect();
+    let during = Uuid::now_v7();
+    cx.c.push(t, vec![create(e, during, variant)])?;
+    while let Some(cur) = cursor {
+        let page = cx.c.get(t, &snapshot_target(Some(&cur), 5))?;
+        if page["token"] != json!(token) {
+            return Ok(Outcome::Fail(
+                "a later page is pinned to another token".into(),
+            ));
+        }
+        seen.extend(ids(&page));
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+    }
+    let (changes, _) = cx.c.pull(t, &token, 100)?;
+    seen.extend(
+        changes
+            .iter()
+            .filter_map(|r| r["entity_id"].as_str().map(str::to_string)),
     );
+    let all_created = cx
+        .created
+        .iter()
+        .all(|cr| seen.contains(&cr.id.to_string()));
+    Ok(if !seen.contains(&during.to_string()) {
+        Outcome::Fail(
+            "a record created during the snapshot is in neither the pages nor the changes".into(),
+        )
+    } else if !all_created {
+        Outcome::Fail("a record created before the snapshot is missing".into())
+    } else {
+        Outcome::Pass
+    })
+}
 
-    check(
-        "isolation: another account sees and changes nothing of this one",
-        (|| {
-            let Some(tb) = &opts.token_b else {
-                return Ok(Err(
-                    "SKIP: pass --token-b with a token of another account".into()
-                ));
-            };
-            let Some((e, id, _, server)) = created.first() else {
-                return Ok(Err("SKIP: nothing could be created".into()));
-            };
-            let (changes, _) = c.pull(tb, "t1.0", 1000).or_else(|_| {
-                let s = c.get(tb, "/snapshot?limit=1000")?;
-                Ok::<_, String>((
-                    s["records"].as_array().cloned().unwrap_or_default(),
-                    String::new(),
-                ))
-            })?;
-            if changes.iter().any(|x| x["entity_id"] == json!(id)) {
-                return Ok(Err("account B can read account A's record".into()));
-            }
-            let field = e
-                .synced_fields()
-                .find(|f| !f.id && !f.immutable && op_for(f, &server["record"][&f.name]).is_some());
-            if let Some(f) = field {
-                let (op, _) = op_for(f, &server["record"][&f.name]).expect("checked");
-                let r = c.push(
-                    tb,
-                    vec![update(
-                        e,
-                        *id,
-                        server["version"].as_i64().unwrap_or(1),
-                        json!({ f.name.clone(): op }),
-                    )],
-                )?;
-                if r[0]["status"] == "applied" {
-                    return Ok(Err("account B could update account A's record".into()));
-                }
-            }
-            Ok(Ok(()))
-        })(),
-    );
+fn expired_token(cx: &Ctx) -> Checked {
+    let Some(expired) = &cx.opts.expired_token else {
+        return Ok(Outcome::Skip(
+            "pass --expired-token with a token this server has expired".into(),
+        ));
+    };
+    let (status, ctype, _) = cx.c.call(
+        reqwest::Method::GET,
+        &changes_target(Some(expired), 100),
+        Some(cx.token()),
+        None,
+    )?;
+    Ok(pass_if(
+        status == 410 && ctype.starts_with("application/problem+json"),
+        || format!("status {status}"),
+    ))
+}
 
-    report
+fn isolation(cx: &Ctx) -> Checked {
+    let Some(tb) = &cx.opts.token_b else {
+        return Ok(Outcome::Skip(
+            "pass --token-b with a token of another account".into(),
+        ));
+    };
+    let Some(cr) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    if cx
+        .c
+        .records(tb)?
+        .iter()
+        .any(|x| x["entity_id"] == json!(cr.id))
+    {
+        return Ok(Outcome::Fail(
+            "account B can read account A's record".into(),
+        ));
+    }
+    let field = cr
+        .entity
+        .synced_fields()
+        .find(|f| !f.id && !f.immutable && op_for(f, &cr.server["record"][&f.name]).is_some());
+    if let Some(f) = field {
+        let (op, _) = op_for(f, &cr.server["record"][&f.name]).expect("checked");
+        let r = cx.c.push(
+            tb,
+            vec![update(
+                cr.entity,
+                cr.id,
+                cr.server["version"].as_i64().unwrap_or(1),
+                json!({ f.name.clone(): op }),
+            )],
+        )?;
+        if r[0]["status"] == "applied" {
+            return Ok(Outcome::Fail(
+                "account B could update account A's record".into(),
+            ));
+        }
+    }
+    Ok(Outcome::Pass)
 }
 
 fn sample_item(f: &Field) -> Json {
