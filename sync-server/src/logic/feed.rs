@@ -1,0 +1,373 @@
+//! `GET /changes` and `GET /snapshot`: change tokens and snapshot cursors, how they are
+//! checked, and the pages.
+
+use super::*;
+
+/// A change token as the client sent it: the sequence number it stands for, and the tag
+/// that binds it to one change of one account in this database (`None` for a legacy
+/// `t1.` token, which carried none).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Token {
+    pub(crate) seq: i64,
+    pub(crate) tag: Option<String>,
+}
+
+/// The tag of a token or cursor for `seq`: the first 16 hex digits of
+/// `SHA-256(account, seq, commit time of change seq)` (an empty commit time for 0).
+///
+/// A database restored from a backup, or replaced, and then written to again gives its
+/// change `seq` another commit time (or has none): the tags of tokens issued before no
+/// longer match, and the tokens are refused, where a bare sequence number would have
+/// been taken as valid and the changes between the backup and the restore skipped. A
+/// token of another account never matches either.
+pub(crate) fn tag(account: &str, seq: i64, committed_at: &str) -> String {
+    let digest = Sha256::digest(format!("{account}\n{seq}\n{committed_at}").as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// A change token (opaque to clients): `t2.<seq>.<tag>` (see [`tag`]).
+pub(crate) fn token(account: &str, seq: i64, committed_at: &str) -> String {
+    format!("t2.{seq}.{}", tag(account, seq, committed_at))
+}
+
+/// Parses `t2.<seq>.<tag>`, or a legacy `t1.<seq>` (no tag).
+pub(crate) fn parse_token(t: &str) -> Option<Token> {
+    if let Some(rest) = t.strip_prefix("t2.") {
+        let (seq, tag) = rest.split_once('.')?;
+        let seq: i64 = seq.parse().ok().filter(|s: &i64| *s >= 0)?;
+        let ok = tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+        return ok.then(|| Token {
+            seq,
+            tag: Some(tag.to_ascii_lowercase()),
+        });
+    }
+    let seq = t
+        .strip_prefix("t1.")?
+        .parse()
+        .ok()
+        .filter(|s: &i64| *s >= 0)?;
+    Some(Token { seq, tag: None })
+}
+
+/// The commit time of the account's change `seq`, if the change log holds it.
+pub(crate) async fn committed_at(
+    tx: &mut Tx<'_>,
+    account: &str,
+    seq: i64,
+) -> Result<Option<String>, ServerError> {
+    if seq == 0 {
+        return Ok(Some(String::new()));
+    }
+    let d = tx.dialect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
+                sel(d, "committed_at"),
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "seq"),
+                ph(d, 2, big_type(d)),
+            ),
+            &[Arg::Text(account.into()), Arg::Int(seq)],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r[0].as_str().and_then(time::canonical_lenient)))
+}
+
+/// The token for the account's change `seq` (a legacy `t1.` token if the change log no
+/// longer holds that change: it was collected by a server version that kept no row at
+/// the horizon).
+pub(crate) async fn token_for(
+    tx: &mut Tx<'_>,
+    account: &str,
+    seq: i64,
+) -> Result<String, ServerError> {
+    Ok(match committed_at(tx, account, seq).await? {
+        Some(c) => token(account, seq, &c),
+        None => format!("t1.{seq}"),
+    })
+}
+
+/// Checks a token (or a snapshot cursor's pinned token) against the account's history:
+/// [`ServerError::TokenExpired`] below the horizon (collected; the client re-snapshots
+/// and drops what the server no longer has), [`ServerError::TokenUnknown`] for one this
+/// database did not issue to this account (ahead of its counter, or a tag that does not
+/// match: a restore, a replaced database, another account's token; the client
+/// re-snapshots and pushes again what the server lost).
+pub(crate) async fn check_token(
+    tx: &mut Tx<'_>,
+    account: &str,
+    t: &Token,
+) -> Result<(), ServerError> {
+    let (last_seq, horizon_seq) = horizon(tx, account).await?;
+    if t.seq > last_seq {
+        return Err(ServerError::TokenUnknown);
+    }
+    if t.seq < horizon_seq {
+        return Err(ServerError::TokenExpired);
+    }
+    let Some(expected) = &t.tag else {
+        return Ok(());
+    };
+    match committed_at(tx, account, t.seq).await? {
+        Some(c) if tag(account, t.seq, &c) == *expected => Ok(()),
+        Some(_) => Err(ServerError::TokenUnknown),
+        // At the horizon, collected by a server version that kept no row there.
+        None if t.seq == horizon_seq => Ok(()),
+        None => Err(ServerError::TokenUnknown),
+    }
+}
+
+/// The account's counter and horizon: tokens below the horizon are expired (their
+/// tombstones were collected).
+pub(crate) async fn horizon(tx: &mut Tx<'_>, account: &str) -> Result<(i64, i64), ServerError> {
+    let d = tx.dialect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {} FROM {} WHERE {} = {}",
+                sel(d, "last_seq"),
+                sel(d, "horizon_seq"),
+                q(d, "sync_accounts"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT")
+            ),
+            &[Arg::Text(account.into())],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .map(|r| (r[0].as_i64().unwrap_or(0), r[1].as_i64().unwrap_or(0)))
+        .unwrap_or((0, 0)))
+}
+
+/// `GET /changes`: the records changed after `since`, in commit order.
+///
+/// Returns the records, the next token and whether more follow.
+pub(crate) async fn changes(
+    state: &State,
+    account: &str,
+    since: Option<&Token>,
+    limit: u32,
+) -> Result<(Vec<ServerRecord>, String, bool), ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    let zero = Token { seq: 0, tag: None };
+    let since_token = since.unwrap_or(&zero);
+    check_token(&mut tx, account, since_token).await?;
+    let since = since_token.seq;
+    let big = big_type(d);
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {}, {}, {} FROM {} WHERE {} = {} AND {} > {} ORDER BY {} LIMIT {}",
+                sel(d, "seq"),
+                sel(d, "entity_type"),
+                sel(d, "entity_id"),
+                sel(d, "committed_at"),
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "seq"),
+                ph(d, 2, big),
+                q(d, "seq"),
+                i64::from(limit) + 1
+            ),
+            &[Arg::Text(account.into()), Arg::Int(since)],
+        )
+        .await?;
+    let has_more = rows.len() > limit as usize;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next = page.last().and_then(|r| r[0].as_i64()).unwrap_or(since);
+    // A record's `sync_seq` is its latest change, so the records this page carries are
+    // those whose `sync_seq` lies in (since, next]: one range read per entity type on the
+    // (account, seq) index, instead of two reads per change (earlier changes of a record
+    // changed again are superseded and skipped by the same rule).
+    let mut types: Vec<&str> = page.iter().filter_map(|r| r[1].as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut out: Vec<(i64, ServerRecord)> = Vec::new();
+    for t in types {
+        let Some(ops) = state.entities.get(t) else {
+            continue;
+        };
+        let e = ops.model();
+        let mut cols = record_columns(d, e);
+        cols.push(sel(d, "sync_seq"));
+        cols.push(sel(d, &e.id_field().column));
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {} FROM {} WHERE {} = {} AND {} > {} AND {} <= {}",
+                    cols.join(", "),
+                    q(d, &e.table),
+                    q(d, "sync_account"),
+                    ph(d, 1, "TEXT"),
+                    q(d, "sync_seq"),
+                    ph(d, 2, big),
+                    q(d, "sync_seq"),
+                    ph(d, 3, big),
+                ),
+                &[Arg::Text(account.into()), Arg::Int(since), Arg::Int(next)],
+            )
+            .await?;
+        for mut row in rows {
+            let id = row
+                .pop()
+                .and_then(|v| v.as_str().and_then(|s| s.parse::<Uuid>().ok()));
+            let seq = row.pop().and_then(|v| v.as_i64());
+            let (Some(id), Some(seq)) = (id, seq) else {
+                continue;
+            };
+            out.push((seq, server_record(e, id, stored_from_row(d, e, row)?)));
+        }
+    }
+    let next_token = match page.last() {
+        Some(r) => {
+            let c = r[3]
+                .as_str()
+                .and_then(time::canonical_lenient)
+                .unwrap_or_default();
+            token(account, next, &c)
+        }
+        None => token_for(&mut tx, account, since).await?,
+    };
+    tx.commit().await?;
+    out.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok((
+        out.into_iter().map(|(_, r)| r).collect(),
+        next_token,
+        has_more,
+    ))
+}
+
+/// A snapshot cursor: `s2.<pinned seq>.<tag>.<entity index>.<last id>`, the tag binding
+/// the pinned token like a change token's (a legacy `s1.` cursor has none).
+pub(crate) struct Cursor {
+    pub(crate) pinned: Token,
+    pub(crate) entity: usize,
+    pub(crate) after: Option<Uuid>,
+}
+
+impl Cursor {
+    pub(crate) fn encode(&self) -> String {
+        let after = self.after.map(|u| u.to_string()).unwrap_or_default();
+        match &self.pinned.tag {
+            Some(tag) => format!("s2.{}.{tag}.{}.{after}", self.pinned.seq, self.entity),
+            None => format!("s1.{}.{}.{after}", self.pinned.seq, self.entity),
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (pinned, rest) = if let Some(rest) = s.strip_prefix("s2.") {
+            let mut parts = rest.splitn(3, '.');
+            let seq = parts.next()?;
+            let tag = parts.next()?;
+            let pinned = parse_token(&format!("t2.{seq}.{tag}"))?;
+            (pinned, parts.next()?)
+        } else {
+            let rest = s.strip_prefix("s1.")?;
+            let (seq, rest) = rest.split_once('.')?;
+            (parse_token(&format!("t1.{seq}"))?, rest)
+        };
+        let (entity, after) = rest.split_once('.')?;
+        let entity = entity.parse().ok()?;
+        let after = match after {
+            "" => None,
+            id => Some(id.parse().ok()?),
+        };
+        Some(Cursor {
+            pinned,
+            entity,
+            after,
+        })
+    }
+}
+
+/// `GET /snapshot`: one page of records as of the pinned token, tombstones included (a
+/// client that already holds a record deleted before the token learns of the delete).
+///
+/// Returns the records, the next cursor and the pinned token.
+pub(crate) async fn snapshot(
+    state: &State,
+    account: &str,
+    cursor: Option<Cursor>,
+    limit: u32,
+) -> Result<(Vec<ServerRecord>, Option<Cursor>, String), ServerError> {
+    let d = state.db.dialect();
+    let mut tx = state.db.begin().await?;
+    let mut cur = match cursor {
+        Some(c) => {
+            check_token(&mut tx, account, &c.pinned).await?;
+            c
+        }
+        None => {
+            let (last_seq, _) = horizon(&mut tx, account).await?;
+            let pinned = token_for(&mut tx, account, last_seq).await?;
+            Cursor {
+                pinned: parse_token(&pinned).expect("a token this server made"),
+                entity: 0,
+                after: None,
+            }
+        }
+    };
+    let big = big_type(d);
+    let mut out = Vec::new();
+    while out.len() < limit as usize && cur.entity < state.entity_order.len() {
+        let ops = &state.entities[&state.entity_order[cur.entity]];
+        let e = ops.model();
+        let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
+        let mut cols = record_columns(d, e);
+        cols.push(sel(d, &e.id_field().column));
+        let id_col = q(d, &e.id_field().column);
+        let mut args = vec![Arg::Text(account.into()), Arg::Int(cur.pinned.seq)];
+        let after = match cur.after {
+            Some(id) => {
+                args.push(Arg::Text(id.to_string()));
+                format!(" AND {id_col} > {}", ph(d, 3, uuid_ty))
+            }
+            None => String::new(),
+        };
+        let want = limit as usize - out.len();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {} FROM {} WHERE {} = {} AND {} <= {}{after} ORDER BY {id_col} LIMIT {}",
+                    cols.join(", "),
+                    q(d, &e.table),
+                    q(d, "sync_account"),
+                    ph(d, 1, "TEXT"),
+                    q(d, "sync_seq"),
+                    ph(d, 2, big),
+                    want + 1,
+                ),
+                &args,
+            )
+            .await?;
+        let more_here = rows.len() > want;
+        for mut row in rows.into_iter().take(want) {
+            let id: Uuid = row
+                .pop()
+                .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| DbError::Invalid("snapshot id".into()))?;
+            let stored = stored_from_row(d, e, row)?;
+            out.push(server_record(e, id, stored));
+            cur.after = Some(id);
+        }
+        if !more_here {
+            cur.entity += 1;
+            cur.after = None;
+        }
+    }
+    tx.commit().await?;
+    let pinned = match &cur.pinned.tag {
+        Some(tag) => format!("t2.{}.{tag}", cur.pinned.seq),
+        None => format!("t1.{}", cur.pinned.seq),
+    };
+    let next = (cur.entity < state.entity_order.len()).then_some(cur);
+    Ok((out, next, pinned))
+}

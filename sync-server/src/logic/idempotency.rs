@@ -1,0 +1,165 @@
+//! Idempotency keys: what the table says about a key before its mutation runs, and the
+//! stored result a retry gets back.
+
+use super::*;
+
+/// Idempotency keys in flight for longer than this are considered abandoned (the server
+/// that held them died) and may be taken over.
+pub(crate) const IN_FLIGHT_TIMEOUT_SECS: i64 = 60;
+
+pub(crate) fn hash(m: &Mutation) -> String {
+    let bytes = serde_json::to_vec(m).expect("mutations serialise");
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// What the idempotency table says about a key before the mutation is processed.
+pub(crate) enum KeyState {
+    /// Unknown key: process the mutation.
+    New,
+    /// Answer with this (a replay of the stored result, or a 422 for a reused key).
+    Answer(MutationResult),
+    /// Left `in_flight` by a server that stopped mid-request, long enough ago to take
+    /// over: process the mutation and overwrite the row.
+    Abandoned,
+    /// `in_flight` and recent: the whole push answers 409.
+    InFlight,
+}
+
+/// Looks the key up (the caller holds the account's lock, so no other request of this
+/// account can insert or change it until the transaction ends).
+pub(crate) async fn key_state(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    request_hash: &str,
+) -> Result<KeyState, ServerError> {
+    let d = tx.dialect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {}, {}, {}, {} FROM {} WHERE {} = {} AND {} = {}",
+                sel(d, "request_hash"),
+                sel(d, "state"),
+                sel(d, "response_body"),
+                sel(d, "created_at"),
+                sel(d, "response_status"),
+                q(d, "sync_idempotency"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "idempotency_key"),
+                ph(d, 2, "TEXT"),
+            ),
+            &[
+                Arg::Text(account.into()),
+                Arg::Text(m.idempotency_key.clone()),
+            ],
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(KeyState::New);
+    };
+    let stored_hash = row[0].as_str().unwrap_or_default();
+    let status = row[4].as_i64().unwrap_or(200);
+    if row[1].as_str() == Some("compacted")
+        && stored_hash == request_hash
+        && status != 200
+        && status != 409
+    {
+        // Rejected long ago, and the reason was compacted away. Nothing of it was
+        // applied, so it is evaluated again: its reason may no longer hold (a record
+        // unknown then, created since), and a reason given again is exact, where "it
+        // was rejected" alone would leave the client nothing to act on.
+        return Ok(KeyState::New);
+    }
+    if row[1].as_str() == Some("compacted") && stored_hash == request_hash {
+        // Processed long ago; its stored result was compacted away, its outcome kept
+        // (`response_status`). The mutation counts once: the answer is that outcome with
+        // the record as it is now.
+        return Ok(KeyState::Answer(
+            current_answer(state, tx, account, m, status).await?,
+        ));
+    }
+    if matches!(row[1].as_str(), Some("done" | "compacted")) {
+        if stored_hash != request_hash {
+            return Ok(KeyState::Answer(rejected(
+                &m.idempotency_key,
+                422,
+                "idempotency-key-reused",
+                "Idempotency key reused with a different request",
+                format!(
+                    "idempotency key `{}` was first used with another mutation; a retry must send the same body, and a new mutation needs a new key",
+                    m.idempotency_key
+                ),
+            )));
+        }
+        let body = row[2].as_str().unwrap_or("null");
+        let result: MutationResult = serde_json::from_str(body)
+            .map_err(|e| DbError::Invalid(format!("stored result: {e}")))?;
+        return Ok(KeyState::Answer(result));
+    }
+    // `in_flight`: written by a server that claimed keys in a transaction of their own.
+    let created = row[3]
+        .as_str()
+        .and_then(time::canonical_lenient)
+        .unwrap_or_default();
+    let stale = time::parse(&created)
+        .map(|t| (state.now() - t).num_seconds() > IN_FLIGHT_TIMEOUT_SECS)
+        .unwrap_or(false);
+    Ok(if stale && stored_hash == request_hash {
+        KeyState::Abandoned
+    } else {
+        KeyState::InFlight
+    })
+}
+
+/// Stores a mutation's result under its key, in the transaction that applied it.
+pub(crate) async fn store_result(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    request_hash: &str,
+    result: &MutationResult,
+) -> Result<(), ServerError> {
+    let d = tx.dialect();
+    let ts = ts_type(d);
+    let expires = time::format(state.now() + state.config.idempotency_retention);
+    let body = serde_json::to_string(result).expect("results serialise");
+    // The outcome's kind outlives the stored result (see `current_answer`).
+    let status = match result {
+        MutationResult::Applied { .. } => 200,
+        MutationResult::Conflict { .. } => 409,
+        MutationResult::Rejected { problem, .. } => i64::from(problem.status),
+    };
+    tx.execute(
+        &format!(
+            "INSERT INTO {t} ({a}, {k}, {h}, {s}, {rs}, {rb}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, 'done', {status}, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO UPDATE SET {h} = excluded.{h}, {s} = 'done', {rs} = excluded.{rs}, {rb} = excluded.{rb}, {c} = excluded.{c}, {e} = excluded.{e}",
+            t = q(d, "sync_idempotency"),
+            a = q(d, "sync_account"),
+            k = q(d, "idempotency_key"),
+            h = q(d, "request_hash"),
+            s = q(d, "state"),
+            rs = q(d, "response_status"),
+            rb = q(d, "response_body"),
+            c = q(d, "created_at"),
+            e = q(d, "expires_at"),
+            p1 = ph(d, 1, "TEXT"),
+            p2 = ph(d, 2, "TEXT"),
+            p3 = ph(d, 3, "TEXT"),
+            p4 = ph(d, 4, "TEXT"),
+            p5 = ph(d, 5, ts),
+            p6 = ph(d, 6, ts),
+        ),
+        &[
+            Arg::Text(account.into()),
+            Arg::Text(m.idempotency_key.clone()),
+            Arg::Text(request_hash.into()),
+            Arg::Text(body),
+            Arg::Text(state.now_text()),
+            Arg::Text(expires),
+        ],
+    )
+    .await?;
+    Ok(())
+}

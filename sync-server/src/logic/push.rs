@@ -1,0 +1,551 @@
+//! `POST /push`: one mutation at a time, in order, each in the batch's transaction,
+//! including the rules for records whose tombstones were collected.
+
+use super::*;
+
+/// A tombstone for a record the server no longer holds because garbage collection
+/// removed it: `deleted`, with an empty `record` (a real record always holds its id), so
+/// the client drops the record and whatever it still meant to send for it.
+pub(crate) fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
+    ServerRecord {
+        entity_type: e.name.clone(),
+        entity_id: id,
+        version,
+        server_updated_at: String::new(),
+        deleted: true,
+        record: sync_runtime::Record::new(),
+        clocks: Json::Object(serde_json::Map::new()),
+    }
+}
+
+/// Whether a record this server does not hold was collected: deleted here, and its
+/// tombstone removed by garbage collection. Garbage collection keeps the change-log row
+/// of every delete (a slim tombstone: ids, version and commit time, no record), so this
+/// is exact. A record this server never held (never created, or lost when the database
+/// was restored from a backup taken before it reached it) has none: 422
+/// `unknown-record`, and the client creates it again. (Telling the two apart by version
+/// numbers alone would take a record a restore lost for one collected, once a later
+/// collection moved the horizon past its versions, and drop it everywhere.)
+pub(crate) async fn collected_before(
+    tx: &mut Tx<'_>,
+    account: &str,
+    e: &Entity,
+    id: Uuid,
+    base_version: Option<i64>,
+) -> Result<bool, ServerError> {
+    if base_version.is_none() {
+        return Ok(false);
+    }
+    Ok(last_delete(tx, account, e, id).await?.is_some())
+}
+
+/// The slim tombstone of the record's last delete, if the change log holds one: its
+/// version and commit time.
+pub(crate) async fn last_delete(
+    tx: &mut Tx<'_>,
+    account: &str,
+    e: &Entity,
+    id: Uuid,
+) -> Result<Option<(i64, Option<String>)>, ServerError> {
+    let d = tx.dialect();
+    let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
+    let true_lit = d.bool_literal(true);
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {}, {} FROM {} WHERE {} = {} AND {} = {} AND {} = {} AND {} = {true_lit} ORDER BY {} DESC LIMIT 1",
+                sel(d, "version"),
+                sel(d, "committed_at"),
+                q(d, "sync_changes"),
+                q(d, "sync_account"),
+                ph(d, 1, "TEXT"),
+                q(d, "entity_type"),
+                ph(d, 2, "TEXT"),
+                q(d, "entity_id"),
+                ph(d, 3, uuid_ty),
+                q(d, "deleted"),
+                q(d, "seq"),
+            ),
+            &[
+                Arg::Text(account.into()),
+                Arg::Text(e.name.clone()),
+                Arg::Text(id.to_string()),
+            ],
+        )
+        .await?;
+    Ok(rows.first().map(|r| {
+        (
+            r[0].as_i64().unwrap_or(0),
+            r[1].as_str().and_then(time::canonical_lenient),
+        )
+    }))
+}
+
+/// Whether a create of a record this server deleted and collected was made before that
+/// delete: it names no version or an older one than the delete's, and its latest stamp
+/// is no later than the delete's commit time (the server bounds stamps to its own
+/// clock, so a stamp made after the delete is later). A retry whose first delivery a
+/// restore lost, say; the delete wins, as it would over the tombstone.
+pub(crate) async fn made_before_collected_delete(
+    tx: &mut Tx<'_>,
+    account: &str,
+    e: &Entity,
+    m: &Mutation,
+    clocks: &Json,
+) -> Result<bool, ServerError> {
+    let Some((version, deleted_at)) = last_delete(tx, account, e, m.entity_id).await? else {
+        return Ok(false);
+    };
+    if m.base_version.is_some_and(|b| b >= version) {
+        return Ok(false);
+    }
+    let deleted_at = deleted_at
+        .and_then(|t| time::parse(&t))
+        .map(|t| t.timestamp_millis());
+    Ok(match (latest_stamp(clocks), deleted_at) {
+        (Some(stamp), Some(at)) => i64::try_from(stamp.millis).unwrap_or(i64::MAX) <= at,
+        _ => false,
+    })
+}
+
+/// A delete of a record deleted and collected already: done.
+pub(crate) fn applied_collected(key: &str, e: &Entity, m: &Mutation) -> MutationResult {
+    MutationResult::Applied {
+        idempotency_key: key.to_string(),
+        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
+    }
+}
+
+/// The answer to a mutation whose stored result was compacted, from the outcome kept
+/// (`status`: 200 applied, 409 conflict; a rejection is evaluated again, see
+/// `key_state`): the record as it is now (or its
+/// collected tombstone). A conflict is answered as a conflict with the current record, so
+/// the client merges again; nothing of it was applied.
+pub(crate) async fn current_answer(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    status: i64,
+) -> Result<MutationResult, ServerError> {
+    let Some(ops) = state.entities.get(&m.entity_type) else {
+        return Ok(rejected(
+            &m.idempotency_key,
+            422,
+            "unknown-entity",
+            "Unknown entity type",
+            format!("entity type `{}` is not served here", m.entity_type),
+        ));
+    };
+    let e = ops.model();
+    let server = match load(tx, e, account, m.entity_id).await? {
+        Some(cur) => server_record(e, m.entity_id, cur),
+        None => collected(e, m.entity_id, m.base_version.unwrap_or(0)),
+    };
+    Ok(if status == 409 {
+        MutationResult::Conflict {
+            idempotency_key: m.idempotency_key.clone(),
+            server,
+            fields: Vec::new(),
+        }
+    } else {
+        MutationResult::Applied {
+            idempotency_key: m.idempotency_key.clone(),
+            server,
+        }
+    })
+}
+
+/// Processes a push: every mutation in order, each with its idempotency check, its
+/// change and its stored result, all in one transaction that holds the account's lock
+/// from the start.
+///
+/// One commit per request, not two per mutation: the commits (each an fsync) were the
+/// largest cost of a push. Holding the account's lock first serialises the pushes of one
+/// account (their changes were serialised by that lock already) and orders the locks, so
+/// two servers handling retries of the same keys cannot deadlock: the second waits, then
+/// finds the keys done and replays their results. A server error rolls the whole request
+/// back; the client retries it with the same keys, and nothing was applied twice.
+///
+/// Returns the results, and the key at which processing stopped if a key is still
+/// marked in flight by another server (the results before it are committed).
+pub(crate) async fn push_batch(
+    state: &State,
+    account: &str,
+    mutations: &[Mutation],
+) -> Result<(Vec<MutationResult>, Option<String>), ServerError> {
+    let mut tx = state.db.begin().await?;
+    let first_seq = lock_account(&mut tx, account).await?;
+    let mut last_seq = first_seq;
+    let mut results = Vec::with_capacity(mutations.len());
+    let mut in_flight = None;
+    for m in mutations {
+        let request_hash = hash(m);
+        match key_state(state, &mut tx, account, m, &request_hash).await? {
+            KeyState::Answer(result) => results.push(result),
+            KeyState::InFlight => {
+                in_flight = Some(m.idempotency_key.clone());
+                break;
+            }
+            KeyState::New | KeyState::Abandoned => {
+                let result = match apply(state, &mut tx, account, m, &mut last_seq).await {
+                    Ok(result) => result,
+                    // A value that does not fit its column: this mutation's own problem,
+                    // answered like any rejection (nothing of it was written: `write`
+                    // encodes every value before its first statement).
+                    Err(ServerError::BadRecord(msg)) => rejected(
+                        &m.idempotency_key,
+                        422,
+                        "invalid-record",
+                        "Invalid record",
+                        msg,
+                    ),
+                    Err(e) => return Err(e),
+                };
+                store_result(state, &mut tx, account, m, &request_hash, &result).await?;
+                results.push(result);
+            }
+        }
+    }
+    if last_seq != first_seq {
+        save_seq(&mut tx, account, last_seq).await?;
+    }
+    tx.commit().await?;
+    Ok((results, in_flight))
+}
+
+pub(crate) async fn apply(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    last_seq: &mut i64,
+) -> Result<MutationResult, ServerError> {
+    let key = &m.idempotency_key;
+    let Some(ops) = state.entities.get(&m.entity_type) else {
+        let known: Vec<&str> = state.entities.keys().map(String::as_str).collect();
+        return Ok(rejected(
+            key,
+            422,
+            "unknown-entity",
+            "Unknown entity type",
+            format!(
+                "entity type `{}` is not served here; known: {}",
+                m.entity_type,
+                known.join(", ")
+            ),
+        ));
+    };
+    let e = ops.model();
+    let current = load(tx, e, account, m.entity_id).await?;
+    // A record's versions stay above every version a client saw, even when this
+    // database lost some (restored from a backup): a version number never names two
+    // states of one record, so clients can tell the states apart.
+    let seen = m.base_version.unwrap_or(0).max(0);
+    let applied = |stored: Stored| MutationResult::Applied {
+        idempotency_key: key.clone(),
+        server: server_record(e, m.entity_id, stored),
+    };
+    match m.op {
+        MutationOp::Create => {
+            let Some(record) = m.record.clone() else {
+                return Ok(rejected(
+                    key,
+                    422,
+                    "invalid-mutation",
+                    "Invalid mutation",
+                    "a create needs `record`",
+                ));
+            };
+            if record.get(&e.id_field().name).and_then(Json::as_str)
+                != Some(m.entity_id.to_string().as_str())
+            {
+                return Ok(rejected(
+                    key,
+                    422,
+                    "invalid-mutation",
+                    "Invalid mutation",
+                    "the record's id is not `entity_id`",
+                ));
+            }
+            let (record, clocks) = match registry::check_record(
+                ops,
+                record,
+                m.clocks.clone(),
+                state.max_stamp_millis(),
+            ) {
+                Ok(v) => v,
+                Err(msg) => {
+                    return Ok(rejected(key, 422, "invalid-record", "Invalid record", msg));
+                }
+            };
+            match current {
+                Some(cur)
+                    if !cur.deleted
+                        && m.base_version.is_none()
+                        && shares_stamp(&clocks, &cur.clocks) =>
+                {
+                    // This very create is in the record already: its first delivery was
+                    // applied and lost in a restore, and another device that held the
+                    // record sent it again. (A stamp names one event of one device: a
+                    // field still carrying the create's stamp came from it.) Taking it
+                    // for a twin would count its `sum` values twice.
+                    Ok(applied(cur))
+                }
+                Some(cur) if !cur.deleted => {
+                    // The same id created on two devices (an app's fixed per-user
+                    // record, say): a conflict listing the fields that differ. The
+                    // client merges the two creates field by field, as two concurrent
+                    // updates from an empty base, and pushes the result as an update;
+                    // even identical twins go that way, since a `sum` counts both
+                    // creates. (A retry of the same create carries the same key and is
+                    // answered from the idempotency record before this point.)
+                    let fields: Vec<String> = record
+                        .iter()
+                        .filter(|(k, v)| cur.record.get(*k) != Some(*v))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: server_record(e, m.entity_id, cur),
+                        fields,
+                    })
+                }
+                Some(cur)
+                    if cur.deleted
+                        && m.base_version != Some(cur.version)
+                        && (m.base_version.is_some_and(|b| b < cur.version)
+                            || latest_stamp(&clocks) <= latest_stamp(&cur.clocks)) =>
+                {
+                    // A create over a tombstone from a device that did not see the
+                    // delete: it last saw the record (live, or an earlier tombstone) at
+                    // an earlier version (it sends again what a restore lost, say), or
+                    // the create was made before the delete (stamped no later: a retry
+                    // whose first delivery a restore lost). The delete wins, as over any
+                    // concurrent edit. A recreate is a create after the delete: from a
+                    // device that saw this tombstone (it carries its version), or, with
+                    // no version, stamped later than the delete (whose stamp the
+                    // tombstone keeps).
+                    Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: server_record(e, m.entity_id, cur),
+                        fields: Vec::new(),
+                    })
+                }
+                None if made_before_collected_delete(tx, account, e, m, &clocks).await? => {
+                    // The same rule once the tombstone was collected, by its slim
+                    // tombstone: the delete's commit time stands for its stamp.
+                    Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
+                        fields: Vec::new(),
+                    })
+                }
+                other => {
+                    // New, or recreated after a delete: the record replaces the tombstone
+                    // entirely, so nothing of the old record comes back.
+                    let exists = other.is_some();
+                    // A record that is gone may have been collected, with versions a
+                    // device still holds: start above every collected version (a
+                    // record's version never exceeds its last change's number, and
+                    // collected changes lie at or below the horizon).
+                    let version = match other {
+                        Some(c) => c.version.max(seen) + 1,
+                        None => horizon(tx, account).await?.1.max(seen) + 1,
+                    };
+                    let ts = write(
+                        tx,
+                        e,
+                        account,
+                        m.entity_id,
+                        &record,
+                        &clocks,
+                        version,
+                        false,
+                        last_seq,
+                        exists,
+                        &state.now_text(),
+                    )
+                    .await?;
+                    Ok(applied(Stored {
+                        record,
+                        clocks,
+                        version,
+                        deleted: false,
+                        server_updated_at: ts,
+                    }))
+                }
+            }
+        }
+        MutationOp::Update => {
+            let Some(patch) = &m.patch else {
+                return Ok(rejected(
+                    key,
+                    422,
+                    "invalid-mutation",
+                    "Invalid mutation",
+                    "an update needs `patch`",
+                ));
+            };
+            let Some(cur) = current else {
+                if collected_before(tx, account, e, m.entity_id, m.base_version).await? {
+                    // Made against a version this server issued, and gone: collected
+                    // after its delete. Delete wins, as it does while the tombstone lasts.
+                    return Ok(MutationResult::Conflict {
+                        idempotency_key: key.clone(),
+                        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
+                        fields: Vec::new(),
+                    });
+                }
+                return Ok(rejected(
+                    key,
+                    422,
+                    "unknown-record",
+                    "Unknown record",
+                    format!(
+                        "no `{}` with id {} to update; create it first",
+                        e.name, m.entity_id
+                    ),
+                ));
+            };
+            if cur.deleted {
+                // Delete wins over a concurrent update: the client learns of the tombstone.
+                return Ok(MutationResult::Conflict {
+                    idempotency_key: key.clone(),
+                    server: server_record(e, m.entity_id, cur),
+                    fields: Vec::new(),
+                });
+            }
+            if patch.as_object().is_some_and(serde_json::Map::is_empty) {
+                // Nothing to change (a client checking the record, say): the record as it
+                // is, without a new version.
+                return Ok(applied(cur));
+            }
+            let same_version = m.base_version == Some(cur.version);
+            match registry::apply_patch(
+                ops,
+                &cur.record,
+                &cur.clocks,
+                patch,
+                same_version,
+                state.max_stamp_millis(),
+            ) {
+                Err(msg) => Ok(rejected(key, 422, "invalid-patch", "Invalid patch", msg)),
+                Ok(PatchOutcome::Conflict(fields)) => Ok(MutationResult::Conflict {
+                    idempotency_key: key.clone(),
+                    server: server_record(e, m.entity_id, cur),
+                    fields,
+                }),
+                Ok(PatchOutcome::Applied { record, clocks }) => {
+                    let version = cur.version.max(seen) + 1;
+                    let ts = write(
+                        tx,
+                        e,
+                        account,
+                        m.entity_id,
+                        &record,
+                        &clocks,
+                        version,
+                        false,
+                        last_seq,
+                        true,
+                        &state.now_text(),
+                    )
+                    .await?;
+                    Ok(applied(Stored {
+                        record,
+                        clocks,
+                        version,
+                        deleted: false,
+                        server_updated_at: ts,
+                    }))
+                }
+            }
+        }
+        MutationOp::Delete => match current {
+            None if collected_before(tx, account, e, m.entity_id, m.base_version).await? => {
+                // Deleted and collected already: the delete is done.
+                Ok(applied_collected(key, e, m))
+            }
+            None => Ok(rejected(
+                key,
+                422,
+                "unknown-record",
+                "Unknown record",
+                format!("no `{}` with id {} to delete", e.name, m.entity_id),
+            )),
+            Some(cur) if cur.deleted => Ok(applied(cur)),
+            Some(cur) => {
+                let version = cur.version.max(seen) + 1;
+                // The tombstone's stamps include the delete's own (bounded like any
+                // stamp): a create that arrives later is a recreate only if it was made
+                // after the delete (see `Create`).
+                let clocks = match m.hlc {
+                    Some(h) => stamped_at_least(&cur.clocks, h, state.max_stamp_millis()),
+                    None => cur.clocks.clone(),
+                };
+                let ts = write(
+                    tx,
+                    e,
+                    account,
+                    m.entity_id,
+                    &cur.record,
+                    &clocks,
+                    version,
+                    true,
+                    last_seq,
+                    true,
+                    &state.now_text(),
+                )
+                .await?;
+                Ok(applied(Stored {
+                    deleted: true,
+                    version,
+                    server_updated_at: ts,
+                    clocks,
+                    ..cur
+                }))
+            }
+        },
+    }
+}
+
+/// `clocks` (`{field: stamp}`) with every stamp raised to at least `h` (bounded to
+/// `max_millis` first, as every stamp a client sends).
+pub(crate) fn stamped_at_least(clocks: &Json, h: sync_runtime::hlc::Hlc, max_millis: u64) -> Json {
+    let h = crate::registry::bound(&h.to_string(), max_millis)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(h);
+    let mut out = clocks.clone();
+    if let Some(map) = out.as_object_mut() {
+        for v in map.values_mut() {
+            let old: Option<sync_runtime::hlc::Hlc> = v.as_str().and_then(|t| t.parse().ok());
+            if old.is_none_or(|o| o < h) {
+                *v = Json::String(h.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Whether two clocks objects (`{field: stamp}`) give some field the same stamp.
+pub(crate) fn shares_stamp(a: &Json, b: &Json) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return false;
+    };
+    a.iter().any(|(k, v)| {
+        v.as_str().is_some_and(|s| {
+            s.parse::<sync_runtime::hlc::Hlc>()
+                .is_ok_and(|h| h != sync_runtime::hlc::Hlc::ZERO)
+        }) && b.get(k) == Some(v)
+    })
+}
+
+/// The latest stamp of a clocks object (`{field: stamp}`).
+pub(crate) fn latest_stamp(clocks: &Json) -> Option<sync_runtime::hlc::Hlc> {
+    clocks
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_str()?.parse().ok())
+        .max()
+}
