@@ -101,51 +101,194 @@ impl F<'_> {
         !self.model.skip && !self.model.id && !self.model.immutable
     }
     fn clocked(&self) -> bool {
-        self.patched() && self.model.merge == MergeStrategy::Lww
+        self.patched() && strategy(self.model.merge).clocked
+    }
+}
+
+/// What every part of the expansion reads: the runtime path, the fields and the names.
+struct Cx<'a> {
+    /// `<runtime>::__private`.
+    p: TokenStream2,
+    fields: Vec<F<'a>>,
+    vis: &'a syn::Visibility,
+    name: &'a syn::Ident,
+    patch: syn::Ident,
+    clocks: syn::Ident,
+    entity: &'a sync_model::Entity,
+}
+
+impl<'a> Cx<'a> {
+    /// The fields a patch carries (synced, not the id, not immutable).
+    fn patched(&self) -> impl Iterator<Item = &F<'a>> {
+        self.fields.iter().filter(|f| f.patched())
+    }
+
+    /// The fields with a clock (`lww`).
+    fn clocked(&self) -> impl Iterator<Item = &F<'a>> {
+        self.fields.iter().filter(|f| f.clocked())
+    }
+}
+
+/// The runtime functions (in `sync_runtime::__private`) that implement one merge
+/// strategy: the one place the derive maps a strategy to code. Pairs are `[plain, json]`
+/// (a `#[sync(json)]` field compares and copies through serde).
+struct Strategy {
+    /// The patch operation type.
+    op: &'static str,
+    /// `compose(earlier, later)` for coalescing.
+    compose: &'static str,
+    /// `diff(old, new[, hlc])`.
+    diff: [&'static str; 2],
+    /// Whether fields of this strategy carry a hybrid logical clock: `diff` stamps the
+    /// operation, and `<Name>Clocks` has a slot for the field.
+    clocked: bool,
+    /// `apply(&mut value, op)`: a patch from the same base, or a concurrent one that
+    /// merges by adding (sums, sets).
+    apply: &'static str,
+    /// For a concurrent patch of an `lww` field: `wins(op value, op stamp, value, stamp)`.
+    concurrent_wins: Option<[&'static str; 2]>,
+    /// For a concurrent patch of a `manual` field: `conflicts(value, op base, op value)`.
+    concurrent_conflicts: Option<[&'static str; 2]>,
+    /// The three-way merge of the field, `into(&mut local, ...)`.
+    merge: [&'static str; 2],
+    /// The arguments `merge` takes after `&mut self.field`.
+    merge_args: MergeArgs,
+}
+
+/// The argument shapes of the three-way merge functions.
+#[derive(Clone, Copy)]
+enum MergeArgs {
+    /// `(&mut clocks.f, &base.f, &remote.f, remote_clocks.f)`.
+    Stamped,
+    /// `(&base.f, &remote.f)`.
+    Plain,
+    /// `(&base.f, &remote.f, "wire", conflicts)`.
+    Reported,
+}
+
+fn strategy(s: MergeStrategy) -> Strategy {
+    match s {
+        MergeStrategy::Lww => Strategy {
+            op: "LwwOp",
+            compose: "lww_compose",
+            diff: ["lww_diff", "lww_json_diff"],
+            clocked: true,
+            apply: "lww_apply",
+            concurrent_wins: Some(["lww_op_wins", "lww_json_op_wins"]),
+            concurrent_conflicts: None,
+            merge: ["lww_into", "lww_json_into"],
+            merge_args: MergeArgs::Stamped,
+        },
+        MergeStrategy::Sum => Strategy {
+            op: "SumOp",
+            compose: "sum_compose",
+            diff: ["sum_diff", "sum_diff"],
+            clocked: false,
+            apply: "sum_apply",
+            concurrent_wins: None,
+            concurrent_conflicts: None,
+            merge: ["sum_into", "sum_into"],
+            merge_args: MergeArgs::Plain,
+        },
+        MergeStrategy::Union => Strategy {
+            op: "UnionOp",
+            compose: "union_compose",
+            diff: ["union_diff", "union_diff"],
+            clocked: false,
+            apply: "union_apply",
+            concurrent_wins: None,
+            concurrent_conflicts: None,
+            merge: ["union_into", "union_into"],
+            merge_args: MergeArgs::Plain,
+        },
+        MergeStrategy::Manual => Strategy {
+            op: "ManualOp",
+            compose: "manual_compose",
+            diff: ["manual_diff", "manual_json_diff"],
+            clocked: false,
+            apply: "manual_apply",
+            concurrent_wins: None,
+            concurrent_conflicts: Some(["manual_op_conflicts", "manual_json_op_conflicts"]),
+            merge: ["manual_into", "manual_json_into"],
+            merge_args: MergeArgs::Reported,
+        },
+    }
+}
+
+impl F<'_> {
+    fn strategy(&self) -> Strategy {
+        strategy(self.model.merge)
+    }
+
+    /// The plain or json variant of a `[plain, json]` pair, as an identifier spanned at
+    /// the field's type.
+    fn pick(&self, pair: [&'static str; 2]) -> syn::Ident {
+        syn::Ident::new(pair[usize::from(self.json())], self.ty.span())
     }
 }
 
 fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2 {
-    let entity = &parsed.entity;
     let rt: syn::Path = parsed
         .runtime_crate
         .clone()
         .unwrap_or_else(|| syn::parse_quote!(::sync_runtime));
-    let p = quote!(#rt::__private);
-
     let Data::Struct(data) = &input.data else {
         unreachable!("the parser only accepts structs")
     };
     let Fields::Named(named) = &data.fields else {
         unreachable!("the parser only accepts named fields")
     };
-    let fields: Vec<F<'_>> = entity
-        .fields
-        .iter()
-        .zip(&named.named)
-        .map(|(model, f)| F {
-            model,
-            ident: f.ident.as_ref().expect("named"),
-            ty: &f.ty,
-        })
-        .collect();
-
-    let vis = &input.vis;
+    let entity = &parsed.entity;
     let name = &input.ident;
-    let patch = format_ident!("{}Patch", name);
-    let clocks = format_ident!("{}Clocks", name);
-    let entity_name = &entity.name;
-    let fingerprint = sync_model::fingerprint_entity(entity).0;
-    let model_json = serde_json::to_string(entity).expect("the model serialises");
-    let id = fields.iter().find(|f| f.model.id).expect("exactly one id");
-    let id_ident = id.ident;
+    let cx = Cx {
+        p: quote!(#rt::__private),
+        fields: entity
+            .fields
+            .iter()
+            .zip(&named.named)
+            .map(|(model, f)| F {
+                model,
+                ident: f.ident.as_ref().expect("named"),
+                ty: &f.ty,
+            })
+            .collect(),
+        vis: &input.vis,
+        name,
+        patch: format_ident!("{}Patch", name),
+        clocks: format_ident!("{}Clocks", name),
+        entity,
+    };
+    let (patch_struct, patch_impls) = patch_items(&cx);
+    let (clocks_struct, clocks_impls) = clocks_items(&cx);
+    let syncable = syncable_impl(&cx);
+    quote! {
+        #patch_struct
+        #clocks_struct
 
-    // ---- <Name>Patch ------------------------------------------------------------
-    let patch_fields = fields.iter().filter(|f| f.patched()).map(|f| {
+        #[automatically_derived]
+        #[allow(clippy::all, clippy::pedantic, unused_variables)]
+        const _: () = {
+            #patch_impls
+            #clocks_impls
+            #syncable
+        };
+    }
+}
+
+/// `<Name>Patch` (the struct) and its impls (`PartialEq`, serde, `Patch`).
+fn patch_items(cx: &Cx<'_>) -> (TokenStream2, TokenStream2) {
+    let Cx {
+        p,
+        vis,
+        name,
+        patch,
+        ..
+    } = cx;
+    let patch_fields = cx.patched().map(|f| {
         let ident = f.ident;
         let ty = f.ty;
         let wire = &f.model.name;
-        let op = op_type(&p, f);
+        let op = op_type(p, f);
         let doc = format!("Operation on `{}` ({} merge).", f.model.name, f.model.merge);
         let _ = (ty, wire);
         quote! {
@@ -156,7 +299,7 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
     let patch_doc = format!(
         "Field-level patch of [`{name}`]: one optional operation per synced field, generated by `#[derive(Syncable)]`."
     );
-    let patch_eq = fields.iter().filter(|f| f.patched()).map(|f| {
+    let patch_eq = cx.patched().map(|f| {
         let ident = f.ident;
         if f.json() {
             quote!(#p::serde_json::to_value(&self.#ident).ok() == #p::serde_json::to_value(&other.#ident).ok())
@@ -164,21 +307,16 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
             quote!(self.#ident == other.#ident)
         }
     });
-    let compose = fields.iter().filter(|f| f.patched()).map(|f| {
+    let compose = cx.patched().map(|f| {
         let ident = f.ident;
-        let func = match f.model.merge {
-            MergeStrategy::Lww => quote!(lww_compose),
-            MergeStrategy::Sum => quote!(sum_compose),
-            MergeStrategy::Union => quote!(union_compose),
-            MergeStrategy::Manual => quote!(manual_compose),
-        };
+        let func = format_ident!("{}", f.strategy().compose);
         quote!(#ident: #p::compose_opt(self.#ident, later.#ident, #p::#func))
     });
-    let is_empty = fields.iter().filter(|f| f.patched()).map(|f| {
+    let is_empty = cx.patched().map(|f| {
         let ident = f.ident;
         quote!(&& self.#ident.is_none())
     });
-    let changed_fields = fields.iter().filter(|f| f.patched()).map(|f| {
+    let changed_fields = cx.patched().map(|f| {
         let ident = f.ident;
         let wire = &f.model.name;
         quote!(if self.#ident.is_some() { out.push(#wire); })
@@ -186,12 +324,8 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
 
     // serde for the patch, by hand: an object of the changed fields by wire name, unknown
     // and repeated keys refused (what `deny_unknown_fields` did), `null` = unchanged.
-    let patch_wires: Vec<&str> = fields
-        .iter()
-        .filter(|f| f.patched())
-        .map(|f| f.model.name.as_str())
-        .collect();
-    let patch_ser = fields.iter().filter(|f| f.patched()).map(|f| {
+    let patch_wires: Vec<&str> = cx.patched().map(|f| f.model.name.as_str()).collect();
+    let patch_ser = cx.patched().map(|f| {
         let ident = f.ident;
         let wire = &f.model.name;
         quote! {
@@ -202,10 +336,10 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
             }
         }
     });
-    let patch_de = fields.iter().filter(|f| f.patched()).enumerate().map(|(i, f)| {
+    let patch_de = cx.patched().enumerate().map(|(i, f)| {
         let ident = f.ident;
         let wire = &f.model.name;
-        let op = op_type(&p, f);
+        let op = op_type(p, f);
         let bit = 1u128.checked_shl(i as u32).unwrap_or(0);
         quote! {
             #wire => {
@@ -218,215 +352,16 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
         }
     });
     let patch_name = patch.to_string();
-    let patch_idents: Vec<&syn::Ident> = fields
-        .iter()
-        .filter(|f| f.patched())
-        .map(|f| f.ident)
-        .collect();
+    let patch_idents: Vec<&syn::Ident> = cx.patched().map(|f| f.ident).collect();
 
-    // ---- <Name>Clocks -----------------------------------------------------------
-    let clock_fields = fields.iter().filter(|f| f.clocked()).map(|f| {
-        let ident = f.ident;
-        let wire = &f.model.name;
-        let doc = format!("When `{wire}` was last edited.");
-        quote! {
-            #[doc = #doc]
-            pub #ident: #p::Hlc
-        }
-    });
-    let clock_idents: Vec<&syn::Ident> = fields
-        .iter()
-        .filter(|f| f.clocked())
-        .map(|f| f.ident)
-        .collect();
-    let clock_wires: Vec<&str> = fields
-        .iter()
-        .filter(|f| f.clocked())
-        .map(|f| f.model.name.as_str())
-        .collect();
-    let clock_slots = 0..clock_idents.len();
-    let clock_count = clock_idents.len();
-    let clocks_name = clocks.to_string();
-    let clocks_doc = format!(
-        "The hybrid logical clock of each `lww` field of [`{name}`], generated by `#[derive(Syncable)]`."
-    );
-    let clocks_all = fields.iter().filter(|f| f.clocked()).map(|f| {
-        let ident = f.ident;
-        quote!(#ident: hlc)
-    });
-    let clocks_latest = fields.iter().filter(|f| f.clocked()).map(|f| {
-        let ident = f.ident;
-        quote!(if self.#ident > latest { latest = self.#ident; })
-    });
-
-    // ---- Syncable ---------------------------------------------------------------
-    let immutable_checks = fields
-        .iter()
-        .filter(|f| f.model.immutable && !f.model.skip)
-        .map(|f| {
-            let ident = f.ident;
-            let wire = &f.model.name;
-            let p = respan(&p, f.ty.span());
-            let changed = if f.json() {
-                quote_spanned!(f.ty.span()=> #p::serde_json::to_value(&old.#ident).ok() != #p::serde_json::to_value(&new.#ident).ok())
-            } else {
-                quote_spanned!(f.ty.span()=> !#p::MergeValue::same(&old.#ident, &new.#ident))
-            };
-            quote! {
-                if #changed {
-                    return ::core::result::Result::Err(#p::DiffError::ImmutableChanged { entity: #entity_name, field: #wire });
-                }
-            }
-        });
-    let diffs = fields.iter().filter(|f| f.patched()).map(|f| {
-        let ident = f.ident;
-        let span = f.ty.span();
-        let p = respan(&p, span);
-        let call = match (f.model.merge, f.json()) {
-            (MergeStrategy::Lww, false) => {
-                quote_spanned!(span=> #p::lww_diff(&old.#ident, &new.#ident, hlc))
-            }
-            (MergeStrategy::Lww, true) => {
-                quote_spanned!(span=> #p::lww_json_diff(&old.#ident, &new.#ident, hlc))
-            }
-            (MergeStrategy::Sum, _) => {
-                quote_spanned!(span=> #p::sum_diff(&old.#ident, &new.#ident))
-            }
-            (MergeStrategy::Union, _) => {
-                quote_spanned!(span=> #p::union_diff(&old.#ident, &new.#ident))
-            }
-            (MergeStrategy::Manual, false) => {
-                quote_spanned!(span=> #p::manual_diff(&old.#ident, &new.#ident))
-            }
-            (MergeStrategy::Manual, true) => {
-                quote_spanned!(span=> #p::manual_json_diff(&old.#ident, &new.#ident))
-            }
-        };
-        quote!(#ident: #call)
-    });
-    let applies = fields.iter().filter(|f| f.patched()).map(|f| {
-        let ident = f.ident;
-        let func = match f.model.merge {
-            MergeStrategy::Lww => quote!(lww_apply),
-            MergeStrategy::Sum => quote!(sum_apply),
-            MergeStrategy::Union => quote!(union_apply),
-            MergeStrategy::Manual => quote!(manual_apply),
-        };
-        quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::#func(&mut self.#ident, op); })
-    });
-    let stamps = fields.iter().filter(|f| f.clocked()).map(|f| {
-        let ident = f.ident;
-        quote!(if let ::core::option::Option::Some(op) = &patch.#ident { if op.hlc > clocks.#ident { clocks.#ident = op.hlc; } })
-    });
-    let concurrent_checks = fields
-        .iter()
-        .filter(|f| f.patched() && f.model.merge == MergeStrategy::Manual)
-        .map(|f| {
-            let ident = f.ident;
-            let wire = &f.model.name;
-            let p = respan(&p, f.ty.span());
-            let check = if f.json() {
-                quote_spanned!(f.ty.span()=> #p::manual_json_op_conflicts(&self.#ident, &op.base, &op.set))
-            } else {
-                quote_spanned!(f.ty.span()=> #p::manual_op_conflicts(&self.#ident, &op.base, &op.set))
-            };
-            quote!(if let ::core::option::Option::Some(op) = &patch.#ident { if #check { conflicts.push(#wire); } })
-        });
-    let concurrent_applies = fields.iter().filter(|f| f.patched()).map(|f| {
-        let ident = f.ident;
-        let p = respan(&p, f.ty.span());
-        match f.model.merge {
-            MergeStrategy::Lww => {
-                let wins = if f.json() {
-                    quote_spanned!(f.ty.span()=> #p::lww_json_op_wins(&op.set, op.hlc, &self.#ident, clocks.#ident))
-                } else {
-                    quote_spanned!(f.ty.span()=> #p::lww_op_wins(&op.set, op.hlc, &self.#ident, clocks.#ident))
-                };
-                quote!(if let ::core::option::Option::Some(op) = &patch.#ident {
-                    if #wins { self.#ident.clone_from(&op.set); clocks.#ident = op.hlc; }
-                })
-            }
-            MergeStrategy::Sum => quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::sum_apply(&mut self.#ident, op); }),
-            MergeStrategy::Union => quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::union_apply(&mut self.#ident, op); }),
-            MergeStrategy::Manual => quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::manual_apply(&mut self.#ident, op); }),
-        }
-    });
-    let merges = fields.iter().filter(|f| f.patched()).map(|f| {
-        let ident = f.ident;
-        let wire = &f.model.name;
-        let span = f.ty.span();
-        let p = respan(&p, span);
-        match (f.model.merge, f.json()) {
-            (MergeStrategy::Lww, false) => quote_spanned!(span=> #p::lww_into(&mut self.#ident, &mut clocks.#ident, &base.#ident, &remote.#ident, remote_clocks.#ident);),
-            (MergeStrategy::Lww, true) => quote_spanned!(span=> #p::lww_json_into(&mut self.#ident, &mut clocks.#ident, &base.#ident, &remote.#ident, remote_clocks.#ident);),
-            (MergeStrategy::Sum, _) => quote_spanned!(span=> #p::sum_into(&mut self.#ident, &base.#ident, &remote.#ident);),
-            (MergeStrategy::Union, _) => quote_spanned!(span=> #p::union_into(&mut self.#ident, &base.#ident, &remote.#ident);),
-            (MergeStrategy::Manual, false) => quote_spanned!(span=> #p::manual_into(&mut self.#ident, &base.#ident, &remote.#ident, #wire, conflicts);),
-            (MergeStrategy::Manual, true) => quote_spanned!(span=> #p::manual_json_into(&mut self.#ident, &base.#ident, &remote.#ident, #wire, conflicts);),
-        }
-    });
-    let normalizes = fields.iter().filter(|f| !f.model.skip).filter_map(|f| {
-        let ident = f.ident;
-        let span = f.ty.span();
-        let p = respan(&p, span);
-        match &f.model.ty.kind {
-            TypeKind::Set { .. } => Some(quote_spanned!(span=> #p::UnionSet::normalize(&mut self.#ident);)),
-            TypeKind::Scalar { scalar: ScalarType::Timestamp } => {
-                Some(quote_spanned!(span=> #p::NormalizeTimestamp::normalize_timestamp(&mut self.#ident);))
-            }
-            _ => None,
-        }
-    });
-    let validates = fields.iter().filter(|f| !f.model.skip).filter_map(|f| {
-        let ident = f.ident;
-        let wire = &f.model.name;
-        let p = respan(&p, f.ty.span());
-        matches!(
-            f.model.ty.kind,
-            TypeKind::Scalar {
-                scalar: ScalarType::F32 | ScalarType::F64
-            }
-        )
-        .then(
-            || quote_spanned!(f.ty.span()=> #p::check_finite(&self.#ident, #entity_name, #wire)?;),
-        )
-    });
-    let to_record = fields.iter().filter(|f| !f.model.skip).map(|f| {
-        let ident = f.ident;
-        let p = respan(&p, f.ty.span());
-        let wire = &f.model.name;
-        quote_spanned!(f.ty.span()=> #p::field_to_record(&mut record, #entity_name, #wire, &self.#ident)?;)
-    });
-    let from_record = fields.iter().map(|f| {
-        let ident = f.ident;
-        let p = respan(&p, f.ty.span());
-        let wire = &f.model.name;
-        if f.model.skip {
-            quote_spanned!(f.ty.span()=> #ident: ::core::default::Default::default())
-        } else {
-            quote_spanned!(f.ty.span()=> #ident: #p::field_from_record(record, #entity_name, #wire)?)
-        }
-    });
-    let synced_count = fields.iter().filter(|f| !f.model.skip).count();
-    let id_ty = id.ty;
-    let id_expr = quote_spanned!(id_ty.span()=> self.#id_ident);
-
-    quote! {
+    let patch_struct = quote! {
         #[doc = #patch_doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::core::default::Default)]
         #vis struct #patch {
             #(#patch_fields,)*
         }
-
-        #[doc = #clocks_doc]
-        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug, ::core::default::Default, ::core::cmp::PartialEq, ::core::cmp::Eq)]
-        #vis struct #clocks {
-            #(#clock_fields,)*
-        }
-
-        #[automatically_derived]
-        #[allow(clippy::all, clippy::pedantic, unused_variables)]
-        const _: () = {
+    };
+    let patch_impls = quote! {
             impl ::core::cmp::PartialEq for #patch {
                 fn eq(&self, other: &Self) -> bool {
                     true #(&& #patch_eq)*
@@ -481,7 +416,53 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
                     out
                 }
             }
+    };
+    (patch_struct, patch_impls)
+}
 
+/// `<Name>Clocks` (the struct) and its impls (serde, `Clocks`).
+fn clocks_items(cx: &Cx<'_>) -> (TokenStream2, TokenStream2) {
+    let Cx {
+        p,
+        vis,
+        name,
+        clocks,
+        ..
+    } = cx;
+    let clock_fields = cx.clocked().map(|f| {
+        let ident = f.ident;
+        let wire = &f.model.name;
+        let doc = format!("When `{wire}` was last edited.");
+        quote! {
+            #[doc = #doc]
+            pub #ident: #p::Hlc
+        }
+    });
+    let clock_idents: Vec<&syn::Ident> = cx.clocked().map(|f| f.ident).collect();
+    let clock_wires: Vec<&str> = cx.clocked().map(|f| f.model.name.as_str()).collect();
+    let clock_slots = 0..clock_idents.len();
+    let clock_count = clock_idents.len();
+    let clocks_name = clocks.to_string();
+    let clocks_doc = format!(
+        "The hybrid logical clock of each `lww` field of [`{name}`], generated by `#[derive(Syncable)]`."
+    );
+    let clocks_all = cx.clocked().map(|f| {
+        let ident = f.ident;
+        quote!(#ident: hlc)
+    });
+    let clocks_latest = cx.clocked().map(|f| {
+        let ident = f.ident;
+        quote!(if self.#ident > latest { latest = self.#ident; })
+    });
+
+    let clocks_struct = quote! {
+        #[doc = #clocks_doc]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug, ::core::default::Default, ::core::cmp::PartialEq, ::core::cmp::Eq)]
+        #vis struct #clocks {
+            #(#clock_fields,)*
+        }
+    };
+    let clocks_impls = quote! {
             // serde by hand, through one shared function: a serde derive per entity cost
             // more to compile than the entity's own serde derive.
             impl #p::serde::Serialize for #clocks {
@@ -508,7 +489,152 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
                     latest
                 }
             }
+    };
+    (clocks_struct, clocks_impls)
+}
 
+/// `impl Syncable for <Name>`.
+fn syncable_impl(cx: &Cx<'_>) -> TokenStream2 {
+    let Cx {
+        p,
+        name,
+        patch,
+        clocks,
+        entity,
+        fields,
+        ..
+    } = cx;
+    let entity_name = &entity.name;
+    let fingerprint = sync_model::fingerprint_entity(entity).0;
+    let model_json = serde_json::to_string(entity).expect("the model serialises");
+    let id = fields.iter().find(|f| f.model.id).expect("exactly one id");
+    let id_ident = id.ident;
+    let immutable_checks = fields
+        .iter()
+        .filter(|f| f.model.immutable && !f.model.skip)
+        .map(|f| {
+            let ident = f.ident;
+            let wire = &f.model.name;
+            let p = respan(p, f.ty.span());
+            let changed = if f.json() {
+                quote_spanned!(f.ty.span()=> #p::serde_json::to_value(&old.#ident).ok() != #p::serde_json::to_value(&new.#ident).ok())
+            } else {
+                quote_spanned!(f.ty.span()=> !#p::MergeValue::same(&old.#ident, &new.#ident))
+            };
+            quote! {
+                if #changed {
+                    return ::core::result::Result::Err(#p::DiffError::ImmutableChanged { entity: #entity_name, field: #wire });
+                }
+            }
+        });
+    let diffs = cx.patched().map(|f| {
+        let ident = f.ident;
+        let span = f.ty.span();
+        let p = respan(p, span);
+        let st = f.strategy();
+        let func = f.pick(st.diff);
+        let call = if st.clocked {
+            quote_spanned!(span=> #p::#func(&old.#ident, &new.#ident, hlc))
+        } else {
+            quote_spanned!(span=> #p::#func(&old.#ident, &new.#ident))
+        };
+        quote!(#ident: #call)
+    });
+    let applies = cx.patched().map(|f| {
+        let ident = f.ident;
+        let func = format_ident!("{}", f.strategy().apply);
+        quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::#func(&mut self.#ident, op); })
+    });
+    let stamps = cx.clocked().map(|f| {
+        let ident = f.ident;
+        quote!(if let ::core::option::Option::Some(op) = &patch.#ident { if op.hlc > clocks.#ident { clocks.#ident = op.hlc; } })
+    });
+    let concurrent_checks = cx.patched().filter_map(|f| {
+        let func = f.pick(f.strategy().concurrent_conflicts?);
+        let ident = f.ident;
+        let wire = &f.model.name;
+        let p = respan(p, f.ty.span());
+        let check = quote_spanned!(f.ty.span()=> #p::#func(&self.#ident, &op.base, &op.set));
+        Some(quote!(if let ::core::option::Option::Some(op) = &patch.#ident { if #check { conflicts.push(#wire); } }))
+    });
+    let concurrent_applies = cx.patched().map(|f| {
+        let ident = f.ident;
+        let p = respan(p, f.ty.span());
+        let st = f.strategy();
+        match st.concurrent_wins {
+            Some(pair) => {
+                let func = f.pick(pair);
+                let wins = quote_spanned!(f.ty.span()=> #p::#func(&op.set, op.hlc, &self.#ident, clocks.#ident));
+                quote!(if let ::core::option::Option::Some(op) = &patch.#ident {
+                    if #wins { self.#ident.clone_from(&op.set); clocks.#ident = op.hlc; }
+                })
+            }
+            None => {
+                let func = format_ident!("{}", st.apply);
+                quote!(if let ::core::option::Option::Some(op) = &patch.#ident { #p::#func(&mut self.#ident, op); })
+            }
+        }
+    });
+    let merges = cx.patched().map(|f| {
+        let ident = f.ident;
+        let wire = &f.model.name;
+        let span = f.ty.span();
+        let p = respan(p, span);
+        let st = f.strategy();
+        let func = f.pick(st.merge);
+        match st.merge_args {
+            MergeArgs::Stamped => quote_spanned!(span=> #p::#func(&mut self.#ident, &mut clocks.#ident, &base.#ident, &remote.#ident, remote_clocks.#ident);),
+            MergeArgs::Plain => quote_spanned!(span=> #p::#func(&mut self.#ident, &base.#ident, &remote.#ident);),
+            MergeArgs::Reported => quote_spanned!(span=> #p::#func(&mut self.#ident, &base.#ident, &remote.#ident, #wire, conflicts);),
+        }
+    });
+    let normalizes = fields.iter().filter(|f| !f.model.skip).filter_map(|f| {
+        let ident = f.ident;
+        let span = f.ty.span();
+        let p = respan(p, span);
+        match &f.model.ty.kind {
+            TypeKind::Set { .. } => Some(quote_spanned!(span=> #p::UnionSet::normalize(&mut self.#ident);)),
+            TypeKind::Scalar { scalar: ScalarType::Timestamp } => {
+                Some(quote_spanned!(span=> #p::NormalizeTimestamp::normalize_timestamp(&mut self.#ident);))
+            }
+            _ => None,
+        }
+    });
+    let validates = fields.iter().filter(|f| !f.model.skip).filter_map(|f| {
+        let ident = f.ident;
+        let wire = &f.model.name;
+        let p = respan(p, f.ty.span());
+        matches!(
+            f.model.ty.kind,
+            TypeKind::Scalar {
+                scalar: ScalarType::F32 | ScalarType::F64
+            }
+        )
+        .then(
+            || quote_spanned!(f.ty.span()=> #p::check_finite(&self.#ident, #entity_name, #wire)?;),
+        )
+    });
+    let to_record = fields.iter().filter(|f| !f.model.skip).map(|f| {
+        let ident = f.ident;
+        let p = respan(p, f.ty.span());
+        let wire = &f.model.name;
+        quote_spanned!(f.ty.span()=> #p::field_to_record(&mut record, #entity_name, #wire, &self.#ident)?;)
+    });
+    let from_record = fields.iter().map(|f| {
+        let ident = f.ident;
+        let p = respan(p, f.ty.span());
+        let wire = &f.model.name;
+        if f.model.skip {
+            quote_spanned!(f.ty.span()=> #ident: ::core::default::Default::default())
+        } else {
+            quote_spanned!(f.ty.span()=> #ident: #p::field_from_record(record, #entity_name, #wire)?)
+        }
+    });
+    let synced_count = fields.iter().filter(|f| !f.model.skip).count();
+    let id_ty = id.ty;
+    let id_expr = quote_spanned!(id_ty.span()=> self.#id_ident);
+
+    quote! {
             impl #p::Syncable for #name {
                 type Patch = #patch;
                 type Clocks = #clocks;
@@ -581,7 +707,6 @@ fn expand(input: &DeriveInput, parsed: sync_model::ParsedEntity) -> TokenStream2
                     ::core::result::Result::Ok(#name { #(#from_record,)* })
                 }
             }
-        };
     }
 }
 
@@ -607,10 +732,6 @@ fn respan(tokens: &TokenStream2, span: proc_macro2::Span) -> TokenStream2 {
 fn op_type(p: &TokenStream2, f: &F<'_>) -> TokenStream2 {
     let ty = f.ty;
     let span = ty.span();
-    match f.model.merge {
-        MergeStrategy::Lww => quote_spanned!(span=> #p::LwwOp<#ty>),
-        MergeStrategy::Sum => quote_spanned!(span=> #p::SumOp<#ty>),
-        MergeStrategy::Union => quote_spanned!(span=> #p::UnionOp<#ty>),
-        MergeStrategy::Manual => quote_spanned!(span=> #p::ManualOp<#ty>),
-    }
+    let op = syn::Ident::new(f.strategy().op, span);
+    quote_spanned!(span=> #p::#op<#ty>)
 }
