@@ -68,6 +68,13 @@ impl Builder {
     }
 
     /// Runs the generator.
+    ///
+    /// # Errors
+    /// Those of [`generate()`](crate::generate()): [`Error::MissingInput`], [`Error::Io`],
+    /// [`Error::Input`] and [`Error::NoEntities`] while reading the source;
+    /// [`Error::Unsupported`], [`Error::Destructive`] and [`Error::Snapshot`] while
+    /// planning the migration; [`Error::Stale`] with [`Builder::check`]; [`Error::Io`]
+    /// while writing.
     pub fn generate(self) -> Result<Report, Error> {
         let result = generate(&self.opts);
         if self.rerun_if_changed {

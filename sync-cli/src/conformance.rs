@@ -292,6 +292,9 @@ struct Ctx<'m> {
 /// A check's outcome, or why it could not talk to the server (a failure).
 type Checked = Result<Outcome, String>;
 
+/// A check that needs nothing but the context.
+type CheckFn = fn(&Ctx) -> Checked;
+
 fn pass_if(ok: bool, why: impl FnOnce() -> String) -> Outcome {
     if ok {
         Outcome::Pass
@@ -349,7 +352,7 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             round_trip(&cx, strategy),
         );
     }
-    let checks: [(&str, fn(&Ctx) -> Checked); 7] = [
+    let checks: [(&str, CheckFn); 7] = [
         (
             "idempotency: the same key and body replays the stored result",
             idempotent_replay,

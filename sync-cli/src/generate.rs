@@ -114,6 +114,19 @@ pub struct Report {
 /// temporary files beside their destinations and moved into place, and `sync-schema.json` is
 /// replaced last, so an interrupted run leaves the old snapshot and regenerates the same
 /// files next time.
+///
+/// # Errors
+/// [`Error::MissingInput`], [`Error::Io`], [`Error::Input`] or [`Error::NoEntities`]
+/// if the sources cannot be read or hold no valid model (see [`load`]);
+/// [`Error::Unsupported`] if a `default` value is not valid for its field's type, or the
+/// change from the snapshot cannot be expressed as a migration; [`Error::Io`] or
+/// [`Error::Snapshot`] if `sync-schema.json` exists but cannot be read or parsed, or has
+/// another format; [`Error::Destructive`] if the change drops an entity or a field and
+/// [`Options::allow_destructive`] is not set; [`Error::Stale`] with [`Options::check`] if
+/// a committed file differs from the generated one or is missing; [`Error::Io`] if
+/// writing fails (the temporary files are removed; if a rename fails, the files already
+/// moved stay but the old snapshot is kept). [`Error::Render`] is declared but does not
+/// occur with the current templates.
 pub fn generate(opts: &Options) -> Result<Report, Error> {
     let loaded = load(&opts.inputs)?;
     let model = loaded.model;
@@ -346,6 +359,11 @@ fn migration_name(steps: &[Step]) -> String {
 }
 
 /// Reads `sync-schema.json`, if it exists.
+///
+/// # Errors
+/// [`Error::Io`] if the file exists but cannot be read; [`Error::Snapshot`] if it is not
+/// a valid snapshot (bad JSON, an unknown key) or its `format` is not 1. A missing file
+/// is `Ok(None)`.
 pub fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, Error> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,

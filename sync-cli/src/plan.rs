@@ -129,6 +129,12 @@ fn type_name(t: &FieldType) -> String {
 }
 
 /// The steps from `old` to `new`. Destructive steps are refused unless `allow_destructive`.
+///
+/// # Errors
+/// [`Error::Unsupported`], listing every such change, if an entity's table or id field
+/// changed, a new field is required and has no `default`, or a field's nullability
+/// changed; otherwise [`Error::Destructive`], listing every drop, if an entity or a field
+/// would be dropped and `allow_destructive` is `false`.
 pub fn diff(old: &Model, new: &Model, allow_destructive: bool) -> Result<Vec<Step>, Error> {
     let mut steps = Vec::new();
     let mut unsupported = Vec::new();

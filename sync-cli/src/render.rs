@@ -87,6 +87,10 @@ pub struct Migration<'a> {
 }
 
 /// The rendered up and (when the migration is reversible) down SQL for one target.
+///
+/// # Errors
+/// An [`askama::Error`] if a template fails to render. The templates only lay out
+/// strings and numbers, so this does not happen in practice.
 pub fn render(
     m: &Migration<'_>,
     target: Target,

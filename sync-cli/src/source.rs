@@ -23,6 +23,15 @@ pub struct Loaded {
 /// are skipped). A file also contributes the files of its `mod x;` declarations, found
 /// the way rustc finds them (`x.rs` or `x/mod.rs`, or `#[path = "..."]`); modules under
 /// `#[cfg(test)]` are skipped. Every error in every file is reported, nothing is partial.
+///
+/// # Errors
+/// [`Error::MissingInput`] if an input is neither a file nor a folder; [`Error::Io`] at
+/// the first file or folder that cannot be read (this stops the run);
+/// [`Error::Input`] with every diagnostic found: Rust that does not parse, a bad
+/// `#[sync(...)]` attribute, a `mod x;` whose file is missing, a `Syncable` struct
+/// behind `#[cfg]`, and, when there is no other error, model-wide problems
+/// ([`validate_model`]); [`Error::NoEntities`] if no `Syncable` struct was found
+/// (also when `inputs` is empty).
 pub fn load(inputs: &[PathBuf]) -> Result<Loaded, Error> {
     let mut queue: Vec<(PathBuf, bool)> = Vec::new();
     for input in inputs {

@@ -84,6 +84,13 @@ impl<T> Attr<T> {
 /// Parses a struct deriving `Syncable` into its model.
 ///
 /// Every error found is reported, combined into one `syn::Error` with a span for each.
+///
+/// # Errors
+/// A [`syn::Error`] combining every problem: the item is not a struct with named
+/// fields, or is generic; a `#[sync(...)]` key is unknown, repeated or has a bad value;
+/// a field's type cannot be synced; or a rule across fields fails (no `#[sync(id)]`
+/// field, two fields with one wire name or column, a reserved or non-portable name).
+/// Rules across entities are not checked here: see [`validate_model`](crate::validate_model).
 pub fn parse_derive_input(input: &DeriveInput) -> Result<ParsedEntity, syn::Error> {
     let cx = Ctxt::new();
     let parsed = parse_with(&cx, input);
@@ -92,6 +99,9 @@ pub fn parse_derive_input(input: &DeriveInput) -> Result<ParsedEntity, syn::Erro
 }
 
 /// Parses a struct item (as the CLI finds it in a source file) into its model.
+///
+/// # Errors
+/// As [`parse_derive_input`].
 pub fn parse_item_struct(item: &syn::ItemStruct) -> Result<ParsedEntity, syn::Error> {
     parse_derive_input(&DeriveInput::from(item.clone()))
 }

@@ -38,6 +38,11 @@ pub fn derives_syncable(item: &ItemStruct) -> bool {
 /// `#[cfg]` and `#[cfg_attr]` on a `Syncable` struct or its fields are rejected: the
 /// migrations and the API describe one schema for every build, so a struct whose
 /// shape depends on a build flag cannot be generated from source alone.
+///
+/// # Errors
+/// A [`syn::Error`] combining the errors of every `Syncable` struct in the file (see
+/// [`parse_derive_input`](crate::parse_derive_input)), a `#[cfg]` or `#[cfg_attr]` on
+/// one of them or their fields, and each inline module behind `#[cfg]` that holds one.
 pub fn entities_in_file(file: &syn::File) -> Result<Vec<ParsedEntity>, syn::Error> {
     let mut out = Vec::new();
     let mut errors: Option<syn::Error> = None;
@@ -119,6 +124,12 @@ fn reject_cfg(s: &ItemStruct) -> Result<(), syn::Error> {
 }
 
 /// Parses Rust source text and returns the model of every `Syncable` struct in it.
+///
+/// # Errors
+/// A [`syn::Error`] if `src` is not valid Rust (the first syntax error only), otherwise
+/// the errors of [`entities_in_file`]. Rules across entities (unique names, references
+/// that resolve) are not checked: run [`validate_model`](crate::validate_model) on the
+/// result.
 pub fn parse_source(src: &str) -> Result<Model, syn::Error> {
     let file = syn::parse_file(src)?;
     Ok(Model {

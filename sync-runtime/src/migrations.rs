@@ -56,6 +56,11 @@ fn parse_name(file: &str) -> Option<(u32, String)> {
 
 impl Migrations {
     /// Migrations from `(file name, SQL)` pairs, as in the generated `client_migrations.rs`.
+    ///
+    /// # Errors
+    /// [`MigrationsError`] if a file name is not `NNNN_name.sql` (a `.down.sql` name
+    /// counts as wrong here), if the numbers are not 1, 2, 3, ... without gaps or
+    /// repeats, or if `files` is empty.
     pub fn embedded(
         files: &'static [(&'static str, &'static str)],
     ) -> Result<Self, MigrationsError> {
@@ -76,6 +81,11 @@ impl Migrations {
     }
 
     /// The `NNNN_name.sql` files of a folder (`.down.sql` files are ignored).
+    ///
+    /// # Errors
+    /// [`MigrationsError`] if the folder or one of its migration files cannot be read, if
+    /// the numbers are not 1, 2, 3, ... without gaps or repeats, or if the folder holds no
+    /// migration file. Other files are skipped, not reported.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, MigrationsError> {
         let dir = dir.as_ref();
         let entries = std::fs::read_dir(dir)

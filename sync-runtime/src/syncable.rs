@@ -39,6 +39,11 @@ pub trait Syncable: Clone + Debug + Send + Sync + 'static {
     /// The patch that turns `old` into `new`, with `lww` operations stamped `hlc`.
     ///
     /// Fails if `new` changes the id or an `immutable` field.
+    ///
+    /// # Errors
+    /// [`DiffError::IdChanged`] if `new` has another id than `old`;
+    /// [`DiffError::ImmutableChanged`] for the first `immutable` field (in declaration
+    /// order) whose value differs.
     fn diff(old: &Self, new: &Self, hlc: Hlc) -> Result<Self::Patch, DiffError>;
 
     /// Applies every operation of `patch` to `self`.
@@ -99,12 +104,27 @@ pub trait Syncable: Clone + Debug + Send + Sync + 'static {
 
     /// Checks values that no target can store or send: floats must be finite (JSON has
     /// no NaN or infinity, and MySQL stores neither). Stores call it before every write.
+    ///
+    /// # Errors
+    /// [`InvalidValue`] naming the first `f32` or `f64` field (or `Option` of one) that
+    /// holds NaN or an infinity. Floats inside `json` fields are not checked.
     fn validate(&self) -> Result<(), InvalidValue>;
 
     /// The record's synced fields by wire name.
+    ///
+    /// # Errors
+    /// [`RecordError::Invalid`] if a field's value does not serialise to JSON (a `json`
+    /// field whose `Serialize` fails, such as a map with non-string keys). The derived
+    /// implementation never returns [`RecordError::Missing`].
     fn to_record(&self) -> Result<Record, RecordError>;
 
     /// Builds a value from a record; local-only (`skip`) fields get their `Default`.
+    ///
+    /// # Errors
+    /// [`RecordError::Missing`] if a synced field is absent from `record` (an `Option`
+    /// field must be present, as `null`); [`RecordError::Invalid`] if a field's value does
+    /// not deserialise into its Rust type. The first failing field, in declaration order,
+    /// is reported.
     fn from_record(record: &Record) -> Result<Self, RecordError>;
 }
 

@@ -380,6 +380,15 @@ impl ServerBuilder {
 
     /// Opens (creating if needed) a SQLite database file and applies the CLI's
     /// `migrations/server/sqlite` migrations.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] if no token verifier or no entity was registered (checked
+    /// once the file is open); [`ServerError::FingerprintMismatch`] if the last
+    /// migration's fingerprint is not the registered entities' (the migrations are
+    /// applied first); [`ServerError::Db`] with [`DbError::Invalid`] if the database is at
+    /// a migration newer than `migrations` knows, or a migration's SQL fails (that
+    /// migration is rolled back), and with [`DbError::Sqlite`] if the file cannot be
+    /// opened or configured, or a query fails.
     pub async fn open_sqlite(
         self,
         path: impl AsRef<Path>,
@@ -391,6 +400,15 @@ impl ServerBuilder {
 
     /// Connects to PostgreSQL (`postgres://...`) and applies the CLI's
     /// `migrations/server/postgres` migrations (one server at a time).
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] if no token verifier or no entity was registered (checked
+    /// once connected); [`ServerError::FingerprintMismatch`] if the last migration's
+    /// fingerprint is not the registered entities' (the migrations are applied first);
+    /// [`ServerError::Db`] with [`DbError::Invalid`] if the database is at a migration
+    /// newer than `migrations` knows, or a migration's SQL fails (that migration is rolled
+    /// back), and with [`DbError::Postgres`] if `url` does not parse, the connection
+    /// fails, or a query fails.
     pub async fn connect_postgres(
         self,
         url: &str,
@@ -472,6 +490,10 @@ impl Server {
     /// Removes tombstones and change-log entries committed before `before`, and expired
     /// idempotency keys. Change tokens from before the collected changes become expired:
     /// clients holding them get 410 and take a new snapshot. Returns the tombstones removed.
+    ///
+    /// # Errors
+    /// [`ServerError::Db`] with [`DbError::Sqlite`] or [`DbError::Postgres`] if the
+    /// database fails; the work is one transaction, so nothing is removed then.
     pub async fn collect_garbage(
         &self,
         before: chrono::DateTime<chrono::Utc>,

@@ -21,11 +21,20 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     /// A transport to `base_url` (e.g. `http://127.0.0.1:8080`), with a 30 s timeout.
+    ///
+    /// # Errors
+    /// As [`HttpTransport::with_timeout`].
     pub fn new(base_url: impl Into<String>) -> Result<Self, TransportError> {
         Self::with_timeout(base_url, Duration::from_secs(30))
     }
 
     /// A transport with another request timeout.
+    ///
+    /// # Errors
+    /// [`TransportError::Invalid`] if reqwest cannot build its client (it fails only when
+    /// a TLS backend or the system's resolver configuration cannot be loaded). `base_url`
+    /// is not checked here: a malformed one fails each request, as
+    /// [`TransportError::Unreachable`].
     pub fn with_timeout(
         base_url: impl Into<String>,
         timeout: Duration,

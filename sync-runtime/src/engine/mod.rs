@@ -371,6 +371,14 @@ impl<T: Transport> SyncEngine<T> {
     }
 
     /// One sync run: upload, then pull. Returns at once if a run is in progress.
+    ///
+    /// # Errors
+    /// [`SyncError::Store`] if the local store fails: [`StoreError::Sqlite`] on a database
+    /// error, [`StoreError::Corrupt`] if it holds sync data it cannot read back, or if a
+    /// record or result the server sent does not fit the registered entity. The run stops
+    /// there; what it committed stays, and the next run resumes from it. Network and
+    /// server failures are not errors: the run pauses ([`SyncReport::paused`]) and the
+    /// items wait for their retry.
     pub async fn sync_now(&self) -> Result<SyncOutcome, SyncError> {
         let Ok(_guard) = self.running.try_lock() else {
             return Ok(SyncOutcome::AlreadyRunning);

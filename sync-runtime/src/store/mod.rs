@@ -245,6 +245,17 @@ impl StoreBuilder {
 
     /// Opens (creating if needed) the database, applies pending migrations and checks that
     /// the database's schema is the registered model's.
+    ///
+    /// # Errors
+    /// [`StoreError::Migrations`] if no migrations were given
+    /// ([`StoreBuilder::migrations`]); [`StoreError::NewerDatabase`] if the database has a
+    /// migration numbered above the app's last one; [`StoreError::MigrationFailed`] if a
+    /// migration's SQL fails (that migration is rolled back, earlier ones stay applied);
+    /// [`StoreError::FingerprintMismatch`] if the registered entities are not the model
+    /// the last migration recorded (for example an entity is missing from the builder);
+    /// [`StoreError::Corrupt`] if the stored node id or clock cannot be parsed;
+    /// [`StoreError::Sqlite`] if the file cannot be opened or configured, or a query
+    /// fails (also when the migrations never created `sync_migrations`).
     pub fn open(self) -> Result<LocalStore, StoreError> {
         let migrations = self.migrations.ok_or_else(|| {
             StoreError::Migrations(
@@ -906,6 +917,14 @@ impl LocalStore {
 
     /// Creates a record. Creating an id whose record was deleted recreates it: the old
     /// record's fields are gone, and the server is told delete-then-create.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::Invalid`] if the value fails [`Syncable::validate`] or
+    /// [`check_record`](crate::check_record); [`StoreError::Record`] if a field does not
+    /// serialise to JSON; [`StoreError::AlreadyExists`] if a live record has this id;
+    /// [`StoreError::Corrupt`] if the stored row of this id cannot be read back;
+    /// [`StoreError::Sqlite`] if the database fails.
     pub fn create<T: Syncable>(&self, value: &T) -> Result<(), StoreError> {
         let table = self.table::<T>()?;
         let entity = table.entity;
@@ -957,6 +976,15 @@ impl LocalStore {
 
     /// Updates a record: the store diffs it against the stored row and queues the patch.
     /// Returns `false` if nothing changed (nothing is written then).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::Invalid`] if the value fails [`Syncable::validate`] or
+    /// [`check_record`](crate::check_record); [`StoreError::NotFound`] if no live record
+    /// has this id; [`StoreError::Diff`] if the value changes an `immutable` field;
+    /// [`StoreError::Record`] if the stored record does not fit `T` or a field does not
+    /// serialise; [`StoreError::Corrupt`] if the stored row, its clocks or the record's
+    /// last outbox item cannot be read back; [`StoreError::Sqlite`] if the database fails.
     pub fn update<T: Syncable>(&self, value: &T) -> Result<bool, StoreError> {
         let table = self.table::<T>()?;
         let entity = table.entity;
@@ -1055,6 +1083,12 @@ impl LocalStore {
     }
 
     /// Deletes a record (a tombstone until the server has it).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::NotFound`] if no live record has this id (also when it is already
+    /// deleted); [`StoreError::Corrupt`] if the stored row or the record's last outbox
+    /// item cannot be read back; [`StoreError::Sqlite`] if the database fails.
     pub fn delete<T: Syncable>(&self, id: Uuid) -> Result<(), StoreError> {
         let table = self.table::<T>()?;
         let entity = table.entity;
@@ -1112,6 +1146,12 @@ impl LocalStore {
     }
 
     /// The live record with this id.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::Corrupt`] if a column holds a value of the wrong SQLite type;
+    /// [`StoreError::Record`] if the stored record does not fit `T`;
+    /// [`StoreError::Sqlite`] if the database fails. No record is `Ok(None)`, not an error.
     pub fn get<T: Syncable>(&self, id: Uuid) -> Result<Option<T>, StoreError> {
         let table = self.table::<T>()?;
         let conn = self.conn();
@@ -1122,11 +1162,25 @@ impl LocalStore {
     }
 
     /// Every live record of a type, in id order.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::Corrupt`] if a column holds a value of the wrong SQLite type;
+    /// [`StoreError::Record`] if a stored record does not fit `T`;
+    /// [`StoreError::Sqlite`] if the database fails.
     pub fn list<T: Syncable>(&self) -> Result<Vec<T>, StoreError> {
         self.query(&Query::new())
     }
 
     /// Live records matching a query.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::UnknownField`] if a filter or the ordering names something that is
+    /// not a synced field's wire name; [`StoreError::Corrupt`] if a filter value does not
+    /// have its field's type (for example a string for a `bool` field), or a column holds
+    /// a value of the wrong SQLite type; [`StoreError::Record`] if a stored record does
+    /// not fit `T`; [`StoreError::Sqlite`] if the database fails.
     pub fn query<T: Syncable>(&self, query: &Query) -> Result<Vec<T>, StoreError> {
         let entity = self.entity::<T>()?;
         let field = |name: &str| {
@@ -1174,6 +1228,11 @@ impl LocalStore {
     }
 
     /// The sync metadata of a record (also of a tombstone).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::Corrupt`] if the stored `sync_status` or `sync_updated_at` cannot be
+    /// parsed; [`StoreError::Sqlite`] if the database fails. No row is `Ok(None)`.
     pub fn record_meta<T: Syncable>(&self, id: Uuid) -> Result<Option<RecordMeta>, StoreError> {
         let entity = self.entity::<T>()?;
         let conn = self.conn();
@@ -1209,18 +1268,31 @@ impl LocalStore {
     }
 
     /// Every outbox item, in queue order.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if an item's entity id, op, payload or status cannot be
+    /// read back; [`StoreError::Sqlite`] if the database fails, also when an item's
+    /// `created_at` or `next_attempt_at` is not a valid time.
     pub fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
         let conn = self.conn();
         read_outbox(&conn, "1 = 1")
     }
 
     /// What a UI shows: pending count, failed and dead items, conflicts, last sync.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a failed or dead outbox item, or the id of a conflicted
+    /// record, cannot be read back; [`StoreError::Sqlite`] if the database fails, also
+    /// when a stored time is not valid.
     pub fn status(&self) -> Result<SyncStatus, StoreError> {
         let conn = self.conn();
         status(&conn, self.entities())
     }
 
     /// Puts every dead item back in the queue (after the user fixed the cause).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the database fails.
     pub fn retry_dead(&self) -> Result<usize, StoreError> {
         let n = {
             let conn = self.conn();

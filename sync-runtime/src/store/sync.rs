@@ -1012,6 +1012,11 @@ impl LocalStore {
     }
 
     /// The sync state of `scope` (an account).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the database fails, also when the stored `last_sync_at`
+    /// is not a valid time. A scope that never synced is not an error: its state is the
+    /// default.
     pub fn sync_state(&self, scope: &str) -> Result<SyncState, StoreError> {
         let conn = self.conn();
         Ok(conn
@@ -1924,6 +1929,11 @@ impl LocalStore {
     }
 
     /// Every unresolved conflict, with base, local and server values per field.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a conflict's record id is not a UUID;
+    /// [`StoreError::Sqlite`] if the database fails. A stored value that is not JSON is
+    /// not an error: it reads as `null`.
     pub fn conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -1957,6 +1967,10 @@ impl LocalStore {
     }
 
     /// Resolves a conflict with the local values.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if no live record has this id; then, reading it, the
+    /// errors of [`LocalStore::get`], and, writing it, those of [`LocalStore::resolve_with`].
     pub fn keep_local<T: Syncable>(&self, id: Uuid) -> Result<(), StoreError> {
         let local = self.get::<T>(id)?.ok_or(StoreError::NotFound {
             entity: T::ENTITY,
@@ -1966,6 +1980,13 @@ impl LocalStore {
     }
 
     /// Resolves a conflict with the server's values.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if no live record has this id; [`StoreError::Record`] if
+    /// a conflict's server value does not fit its field (a stored value that is not JSON
+    /// reads as `null`); [`StoreError::Corrupt`] if any stored conflict, of any record,
+    /// has an id that is not a UUID; then, reading the record, the errors of
+    /// [`LocalStore::get`], and, writing it, those of [`LocalStore::resolve_with`].
     pub fn keep_server<T: Syncable>(&self, id: Uuid) -> Result<(), StoreError> {
         let table = self.table::<T>()?;
         let mut value = self.get::<T>(id)?.ok_or(StoreError::NotFound {
@@ -1995,8 +2016,14 @@ impl LocalStore {
     /// to `merged`; the record's other items are replaced by it.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] if the record is not stored; [`StoreError::Invalid`] if
-    /// `merged` fails [`Syncable::validate`]; [`StoreError::Sqlite`] on a database error.
+    /// [`StoreError::NotFound`] if the record is not stored, or has no copy acknowledged
+    /// by the server (it was never synced); [`StoreError::Invalid`] if
+    /// `merged` fails [`Syncable::validate`] or [`check_record`](crate::check_record);
+    /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
+    /// [`StoreError::Record`] if `merged` does not serialise or the server's copy does not
+    /// fit `T`; [`StoreError::Diff`] if `merged` changes an `immutable` field of the
+    /// server's copy; [`StoreError::Corrupt`] if the stored copy or an outbox item of the
+    /// record cannot be read back; [`StoreError::Sqlite`] on a database error.
     pub fn resolve_with<T: Syncable>(&self, merged: &T) -> Result<(), StoreError> {
         let table = self.table::<T>()?;
         let mut value = merged.clone();
@@ -2073,6 +2100,11 @@ impl LocalStore {
     }
 
     /// The items of the outbox that wait, with why (for a UI).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if an item's entity id, op, payload or status cannot be
+    /// read back; [`StoreError::Sqlite`] if the database fails, also when an item's
+    /// `created_at` or `next_attempt_at` is not a valid time.
     pub fn waiting(&self) -> Result<Vec<OutboxItem>, StoreError> {
         let conn = self.conn();
         read_outbox(
