@@ -37,7 +37,7 @@ pub struct MigrationFile {
 /// ```
 ///
 /// or read them from the folder at run time with [`Migrations::from_dir`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Migrations {
     files: Vec<MigrationFile>,
 }

@@ -536,6 +536,53 @@ async fn edits_on_two_devices_merge_and_a_manual_conflict_resolves() {
     );
 }
 
+/// A record in conflict that the user then deletes: resolving the stale conflict must not
+/// bring the record back, and the delete reaches the other device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_a_conflict_of_a_record_deleted_here_is_refused_and_the_delete_stands() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let t = task(p.id, "title");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync().await;
+    b.sync().await;
+    let mut at = a.store().get::<Task>(t.id).unwrap().unwrap();
+    at.price_cents = 150;
+    a.store().update(&at).unwrap();
+    let mut bt = b.store().get::<Task>(t.id).unwrap().unwrap();
+    bt.price_cents = 175;
+    b.store().update(&bt).unwrap();
+    a.sync().await;
+    assert_eq!(b.sync().await.conflicted, 1);
+
+    let stale = b.store().get::<Task>(t.id).unwrap().unwrap();
+    b.store().delete::<Task>(t.id).unwrap();
+    let err = b
+        .store()
+        .resolve_with(&Task {
+            price_cents: 1,
+            ..stale
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, sync_runtime::store::StoreError::NotFound { .. }),
+        "{err}"
+    );
+    assert!(
+        b.store().get::<Task>(t.id).unwrap().is_none(),
+        "still deleted"
+    );
+    b.sync_until_quiet().await;
+    a.sync().await;
+    assert!(
+        a.store().get::<Task>(t.id).unwrap().is_none(),
+        "the delete reached the other device"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_paginated_pull_resumes_without_losing_a_record() {
     let s = server().await;

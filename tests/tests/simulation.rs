@@ -41,7 +41,7 @@ use support::model::{Comment, Project, Task};
 use sync_runtime::engine::{EngineConfig, SyncEngine, SyncOutcome, Transport, TransportError};
 use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
-use sync_runtime::store::{Durability, Migrations, OutboxStatus};
+use sync_runtime::store::{Durability, Migrations, OutboxStatus, StoreError};
 use sync_server::{Server, StaticTokens};
 use tower::ServiceExt;
 
@@ -777,10 +777,36 @@ impl Sim {
             }
             65..=69 => {
                 for c in store.conflicts().unwrap() {
-                    let resolved = if self.r(2) == 0 {
-                        store.keep_local::<Task>(c.id)
-                    } else {
-                        store.keep_server::<Task>(c.id)
+                    let resolved = match self.r(4) {
+                        0 => store.keep_local::<Task>(c.id),
+                        1 => store.keep_server::<Task>(c.id),
+                        _ => {
+                            // A resolution the user built from the record as shown; now
+                            // and then the user deleted the record meanwhile, and then
+                            // the delete stands (the resolution is refused).
+                            let Some(shown) = store.get::<Task>(c.id).unwrap() else {
+                                continue;
+                            };
+                            let merged = Task {
+                                price_cents: shown.price_cents + 1,
+                                ..shown
+                            };
+                            if self.r(3) == 0 {
+                                store.delete::<Task>(c.id).unwrap();
+                                self.touched_by_delete.insert(c.id);
+                                self.stays_deleted.insert(c.id);
+                                self.order.lock().unwrap().parents.retain(|_, p| *p != c.id);
+                                let refused = store.resolve_with(&merged);
+                                assert!(
+                                    matches!(refused, Err(StoreError::NotFound { .. })),
+                                    "{name}: resolving the conflict of {} after deleting it: {refused:?}",
+                                    c.id
+                                );
+                                self.note(format!("{name} delete {} then resolve (refused)", c.id));
+                                continue;
+                            }
+                            store.resolve_with(&merged)
+                        }
                     };
                     resolved
                         .map_err(|e| format!("{name}: resolving the conflict of {}: {e}", c.id))

@@ -22,6 +22,13 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// A transport to `base_url` (e.g. `http://127.0.0.1:8080`), with a 30 s timeout.
     ///
+    /// ```
+    /// use sync_runtime::engine::HttpTransport;
+    ///
+    /// assert!(HttpTransport::new("http://127.0.0.1:8080/sync").is_ok());
+    /// assert!(HttpTransport::new("127.0.0.1:8080").is_err(), "no scheme");
+    /// ```
+    ///
     /// # Errors
     /// As [`HttpTransport::with_timeout`].
     pub fn new(base_url: impl Into<String>) -> Result<Self, TransportError> {
@@ -31,14 +38,29 @@ impl HttpTransport {
     /// A transport with another request timeout.
     ///
     /// # Errors
-    /// [`TransportError::Invalid`] if reqwest cannot build its client (it fails only when
-    /// a TLS backend or the system's resolver configuration cannot be loaded). `base_url`
-    /// is not checked here: a malformed one fails each request, as
-    /// [`TransportError::Unreachable`].
+    /// [`TransportError::Invalid`] if `base_url` is not an absolute `http` or `https` URL
+    /// (a malformed one would otherwise fail every request as if the server were
+    /// unreachable, and the engine would wait for it forever), or if reqwest cannot build
+    /// its client (a TLS backend or the system's resolver configuration cannot be loaded).
     pub fn with_timeout(
         base_url: impl Into<String>,
         timeout: Duration,
     ) -> Result<Self, TransportError> {
+        let base_url = base_url.into();
+        match reqwest::Url::parse(&base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+            Ok(u) => {
+                return Err(TransportError::Invalid(format!(
+                    "server URL `{base_url}`: expected http:// or https:// with a host, got scheme `{}`",
+                    u.scheme()
+                )));
+            }
+            Err(e) => {
+                return Err(TransportError::Invalid(format!(
+                    "server URL `{base_url}`: {e} (expected e.g. http://127.0.0.1:8080)"
+                )));
+            }
+        }
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -46,7 +68,7 @@ impl HttpTransport {
             .map_err(|e| TransportError::Invalid(e.to_string()))?;
         Ok(HttpTransport {
             client,
-            base_url: base_url.into().trim_end_matches('/').to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
             fingerprint: None,
             server_time: Arc::default(),
         })

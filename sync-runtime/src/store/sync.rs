@@ -2016,8 +2016,9 @@ impl LocalStore {
     /// to `merged`; the record's other items are replaced by it.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] if the record is not stored, or has no copy acknowledged
-    /// by the server (it was never synced); [`StoreError::Invalid`] if
+    /// [`StoreError::NotFound`] if the record is not stored, was deleted here since the
+    /// conflict (the delete stands), or has no copy acknowledged by the server (it was
+    /// never synced); [`StoreError::Invalid`] if
     /// `merged` fails [`Syncable::validate`] or [`check_record`](crate::check_record);
     /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
     /// [`StoreError::Record`] if `merged` does not serialise or the server's copy does not
@@ -2039,10 +2040,14 @@ impl LocalStore {
                 entity: T::ENTITY,
                 id,
             })?;
-            let row = read_row(tx, table, id)?.ok_or(StoreError::NotFound {
-                entity: T::ENTITY,
-                id,
-            })?;
+            // A record deleted here since the conflict: the delete stands (as for an
+            // update of a deleted record), the resolution would bring it back.
+            let row = read_row(tx, table, id)?
+                .filter(|r| !r.deleted)
+                .ok_or(StoreError::NotFound {
+                    entity: T::ENTITY,
+                    id,
+                })?;
             let mut clocks: T::Clocks = serde_json::from_str(&row.clocks).unwrap_or_default();
             let sent = sent_items_of(tx, &table.entity.name, id)?;
             // What the server will hold once the items in flight are through: the patch
