@@ -1,0 +1,774 @@
+//! Sending: the next batch of outbox items (dependencies first), and what the server
+//! answered for each.
+//!
+//! Each function is one transaction, so a process killed at any point resumes from a
+//! consistent state: an item is `sending` only between [`LocalStore::next_batch`] and the
+//! recording of its result, and [`LocalStore::recover_sending`] puts such items back in
+//! the queue, to be sent again with the same idempotency key and body.
+
+use crate::hlc::Hlc;
+use crate::protocol::{MutationOp, MutationResult, ServerRecord};
+use crate::syncable::Record;
+use rusqlite::{Connection, TransactionBehavior, params};
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+use super::*;
+
+/// The outbox payload of a create, owned.
+#[derive(Serialize)]
+pub(crate) struct CreatePayloadOwned {
+    pub(crate) record: Record,
+    pub(crate) clocks: Json,
+    /// For a record created again after the server lost it: the last version both sides
+    /// knew (`{record, clocks}`), the base of a merge if another device re-creates it
+    /// too. Local to the outbox: not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) resend_base: Option<Json>,
+}
+
+/// `{record, clocks}` of a base copy, for [`CreatePayloadOwned::resend_base`].
+pub(crate) fn resend_base(record: &Record, clocks: &Json) -> Option<Json> {
+    Some(serde_json::json!({ "record": record, "clocks": clocks }))
+}
+
+/// What happened to an outbox item after the server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ItemOutcome {
+    /// Applied by the server; the base copy moved to the server's record.
+    Applied,
+    /// The server had moved on; the generated merge combined both sides and the result
+    /// was queued again.
+    Merged,
+    /// `manual` fields changed on both sides: the record is `conflicted` until the user
+    /// resolves it; the rest of the merge was queued.
+    Conflicted(Vec<String>),
+    /// The server deleted the record while it was edited here: delete wins, the local
+    /// edits are dropped (documented rule).
+    Superseded(String),
+    /// Rejected by the server; kept as a dead item with the reason.
+    Dead(String),
+}
+
+/// The outbox items of one record still to be sent (not dead), in order.
+pub(crate) fn pending_for(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead'",
+    )?;
+    let mut rows = stmt.query(params![entity, id.to_string()])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let op: String = r.get(1)?;
+        out.push((r.get(0)?, super::parse_op(&op)?, r.get(2)?));
+    }
+    out.sort_by_key(|x| x.0);
+    Ok(out)
+}
+
+/// The items of one record already handed to the network (attempted, not dead), in order.
+pub(crate) fn sent_items_of(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"status\" <> 'pending') ORDER BY \"id\"",
+    )?;
+    let rows = stmt.query_map(params![entity, id.to_string()], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (n, op, payload) = r?;
+        out.push((n, super::parse_op(&op)?, payload));
+    }
+    Ok(out)
+}
+
+pub(crate) fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        params![entity, id.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The record was deleted on the server while `item` edited it: delete wins, so this item
+/// and the record's later items up to its next create go. A later create (the record
+/// deleted and created again here) and what follows it stay: they start a new record.
+pub(crate) fn delete_superseded(
+    conn: &Connection,
+    entity: &str,
+    item: &OutboxItem,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" >= ?3 AND \"id\" < COALESCE((SELECT MIN(\"id\") FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" > ?3 AND \"op\" = 'create'), 9223372036854775807)",
+        params![entity, item.entity_id.to_string(), item.id],
+    )?;
+    Ok(())
+}
+
+/// An update payload (`{"patch": {...}}`) with every `lww` operation's stamp replaced by
+/// the field's stamp in `clocks` (where it has one).
+pub(crate) fn restamp(payload: &str, clocks: &Json) -> String {
+    let Ok(mut p) = serde_json::from_str::<Json>(payload) else {
+        return payload.to_string();
+    };
+    if let Some(ops) = p.get_mut("patch").and_then(Json::as_object_mut) {
+        for (field, op) in ops.iter_mut() {
+            if let (Some(op), Some(stamp)) = (op.as_object_mut(), clocks.get(field))
+                && op.contains_key("hlc")
+                && stamp
+                    .as_str()
+                    .is_some_and(|s| s.parse::<Hlc>().is_ok_and(|h| h != Hlc::ZERO))
+            {
+                op.insert("hlc".into(), stamp.clone());
+            }
+        }
+    }
+    p.to_string()
+}
+
+/// Whether a server record is the tombstone of a record the server collected: deleted,
+/// with an empty record (a real record always holds its id).
+pub(crate) fn is_collected(s: &ServerRecord) -> bool {
+    s.deleted && s.record.is_empty()
+}
+
+/// The record was deleted on the server and its tombstone collected: this item and the
+/// record's later items up to its next create go (delete wins), and so do its base copy
+/// and conflicts; the row goes too, unless a create made here after the delete starts
+/// the record again.
+pub(crate) fn forget_collected(
+    conn: &Connection,
+    table: &Table,
+    item: &OutboxItem,
+) -> Result<(), StoreError> {
+    let e = table.entity;
+    let id = item.entity_id.to_string();
+    delete_superseded(conn, &e.name, item)?;
+    delete_base(conn, e, &id)?;
+    conn.execute(
+        "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        params![e.name, id],
+    )?;
+    if pending_for(conn, &e.name, item.entity_id)?.is_empty() {
+        delete_row(conn, e, &id)
+    } else {
+        unversion_row(conn, e, &id)
+    }
+}
+
+/// The order of one push: see [`LocalStore::next_batch`].
+pub(crate) struct Plan {
+    /// Indices into the queue, prerequisites first; at most `max`.
+    pub(crate) chosen: Vec<usize>,
+    /// Notes for items' `last_error`: why they wait, or that they are in a cycle.
+    pub(crate) notes: Vec<(i64, String)>,
+}
+
+#[derive(Clone, PartialEq)]
+pub(crate) enum Mark {
+    New,
+    Visiting,
+    Placed,
+    Blocked(String),
+}
+
+/// Plans a batch over the queue `items` (in queue order). `references(item)` lists the
+/// `(entity, id)` records an item points at.
+///
+/// Depth-first over prerequisites with an explicit stack, so a chain of any depth costs
+/// no call stack; each item is visited once (O(items + references)).
+pub(crate) fn plan_batch(
+    items: &[OutboxItem],
+    max: usize,
+    retry_due: impl Fn(&OutboxItem) -> bool,
+    references: impl Fn(&OutboxItem) -> Vec<(String, Uuid)>,
+) -> Plan {
+    let due = |i: &OutboxItem| match i.status {
+        OutboxStatus::Pending => true,
+        OutboxStatus::Failed => retry_due(i),
+        OutboxStatus::Sending | OutboxStatus::Dead => false,
+    };
+    let own_reason = |i: &OutboxItem| match i.status {
+        OutboxStatus::Dead => format!(
+            "waiting: an earlier change of this {} is dead ({})",
+            i.entity_type,
+            i.last_error.clone().unwrap_or_default()
+        ),
+        _ => format!(
+            "waiting: an earlier change of this {} has not gone through yet",
+            i.entity_type
+        ),
+    };
+    // Per record: its items in queue order; the latest unsent create.
+    let mut previous: Vec<Option<usize>> = vec![None; items.len()];
+    let mut last_of: BTreeMap<(&str, Uuid), usize> = BTreeMap::new();
+    let mut creates: BTreeMap<(String, Uuid), usize> = BTreeMap::new();
+    for (n, i) in items.iter().enumerate() {
+        let key = (i.entity_type.as_str(), i.entity_id);
+        if i.status != OutboxStatus::Sending {
+            previous[n] = last_of.get(&key).copied();
+        }
+        last_of.insert(key, n);
+        if i.op == MutationOp::Create && i.status != OutboxStatus::Sending {
+            creates.insert((i.entity_type.clone(), i.entity_id), n);
+        }
+    }
+    // An item's prerequisites: the previous item of its record (which in turn needs its
+    // own), and the creates its references point at. `None` reason: same record.
+    let prerequisites = |n: usize| -> Vec<(usize, Option<(String, Uuid)>)> {
+        let mut out = Vec::new();
+        if let Some(p) = previous[n] {
+            out.push((p, None));
+        }
+        for r in references(&items[n]) {
+            if let Some(&c) = creates.get(&r)
+                && c != n
+            {
+                out.push((c, Some(r)));
+            }
+        }
+        out
+    };
+    let mut mark = vec![Mark::New; items.len()];
+    let mut chosen = Vec::new();
+    let mut notes = Vec::new();
+    for root in 0..items.len() {
+        if chosen.len() >= max {
+            break;
+        }
+        if mark[root] != Mark::New {
+            continue;
+        }
+        if !due(&items[root]) {
+            mark[root] = Mark::Blocked(own_reason(&items[root]));
+            continue;
+        }
+        mark[root] = Mark::Visiting;
+        let mut stack = vec![(root, prerequisites(root), 0usize)];
+        while let Some((n, pre, next)) = stack.last_mut() {
+            let n = *n;
+            if let Mark::Blocked(_) = mark[n] {
+                stack.pop();
+                continue;
+            }
+            let Some((m, via)) = pre.get(*next).cloned() else {
+                mark[n] = Mark::Placed;
+                chosen.push(n);
+                stack.pop();
+                continue;
+            };
+            let waits = |why: &str| match &via {
+                None => why.to_string(),
+                Some((entity, id)) => format!("waiting for the create of {entity} {id} ({why})"),
+            };
+            match mark[m].clone() {
+                Mark::Placed => *next += 1,
+                Mark::Visiting => {
+                    // A cycle: `m` is on the stack below. Send in queue order.
+                    *next += 1;
+                    let from = stack.iter().position(|(k, _, _)| *k == m).unwrap_or(0);
+                    for (k, _, _) in &stack[from..] {
+                        notes.push((
+                            items[*k].id,
+                            "dependency cycle between unsent creates: sent in queue order"
+                                .to_string(),
+                        ));
+                    }
+                }
+                Mark::Blocked(why) => {
+                    let reason = waits(&why);
+                    notes.push((items[n].id, reason.clone()));
+                    mark[n] = Mark::Blocked(reason);
+                }
+                Mark::New if !due(&items[m]) => {
+                    let why = own_reason(&items[m]);
+                    let why = match &via {
+                        None => why,
+                        Some(_) => items[m]
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| format!("{:?}", items[m].status).to_lowercase()),
+                    };
+                    mark[m] = Mark::Blocked(own_reason(&items[m]));
+                    let reason = waits(&why);
+                    notes.push((items[n].id, reason.clone()));
+                    mark[n] = Mark::Blocked(reason);
+                }
+                Mark::New => {
+                    mark[m] = Mark::Visiting;
+                    let pre = prerequisites(m);
+                    stack.push((m, pre, 0));
+                }
+            }
+        }
+    }
+    chosen.truncate(max);
+    notes.sort();
+    notes.dedup();
+    Plan { chosen, notes }
+}
+
+impl LocalStore {
+    pub(crate) fn table_of(&self, entity: &str) -> Option<&Table> {
+        self.inner.tables.get(entity)
+    }
+
+    /// Puts items left `sending` by a process that stopped mid-push back in the queue;
+    /// they are sent again with the same idempotency key and body.
+    pub(crate) fn recover_sending(&self) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        Ok(conn.execute(
+            "UPDATE \"sync_outbox\" SET \"status\" = 'pending' WHERE \"status\" = 'sending'",
+            [],
+        )?)
+    }
+
+    /// Picks the next items to push, in order, and marks them `sending` (one attempt more).
+    ///
+    /// The batch is the queue in order, each item preceded by what must reach the server
+    /// first, at any depth: the earlier items of its own record, and for every
+    /// `references` field the unsent create of the record it points at (with, in turn,
+    /// that create's own prerequisites). So a comment saved before its task, saved before
+    /// its project, goes project, task, comment, whatever the batch size (the batch is a
+    /// prefix of that order). An item waits while a prerequisite cannot be sent yet
+    /// (failed and backing off, dead), and says why in its `last_error`; nothing else
+    /// waits, so one poisoned record never blocks the queue. A cycle of references
+    /// between unsent creates is sent in queue order (the server does not enforce
+    /// references), and each item of it says so in its `last_error`.
+    ///
+    /// `retry_due(item)` says whether a failed item's backoff is over (the engine keeps
+    /// the schedule, on a monotonic clock).
+    pub(crate) fn next_batch(
+        &self,
+        max: usize,
+        retry_due: impl Fn(&OutboxItem) -> bool,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let items = self.outbox()?;
+        let plan = plan_batch(&items, max, retry_due, |item| self.references(item));
+        let (chosen, waiting) = (plan.chosen, plan.notes);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (id, reason) in &waiting {
+            tx.execute(
+                "UPDATE \"sync_outbox\" SET \"last_error\" = ?1 WHERE \"id\" = ?2 AND \"status\" <> 'dead'",
+                params![reason, id],
+            )?;
+        }
+        let mut out = Vec::new();
+        for n in chosen {
+            let mut item = items[n].clone();
+            tx.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = 'sending', \"attempt_count\" = \"attempt_count\" + 1 WHERE \"id\" = ?1",
+                [item.id],
+            )?;
+            item.status = OutboxStatus::Sending;
+            item.attempt_count += 1;
+            out.push(item);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The ids of records this item's record or patch points at (`references` fields).
+    pub(crate) fn references(&self, item: &OutboxItem) -> Vec<(String, Uuid)> {
+        let Some(table) = self.table_of(&item.entity_type) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for f in table.entity.synced_fields() {
+            let Some(target) = &f.references else {
+                continue;
+            };
+            let v = match item.op {
+                MutationOp::Create => item.payload.get("record").and_then(|r| r.get(&f.name)),
+                MutationOp::Update => item
+                    .payload
+                    .get("patch")
+                    .and_then(|p| p.get(&f.name))
+                    .and_then(|o| o.get("set")),
+                MutationOp::Delete => None,
+            };
+            if let Some(id) = v.and_then(Json::as_str).and_then(|s| s.parse().ok()) {
+                out.push((target.clone(), id));
+            }
+        }
+        out
+    }
+
+    /// Items that were not sent after all (the network was unavailable): back to the queue,
+    /// without counting the attempt.
+    pub(crate) fn mark_unsent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let conn = self.conn();
+        for id in ids {
+            conn.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = 'pending', \"attempt_count\" = MAX(\"attempt_count\" - 1, 0) WHERE \"id\" = ?1 AND \"status\" = 'sending'",
+                [id],
+            )?;
+        }
+        drop(conn);
+        self.notify_status();
+        Ok(())
+    }
+
+    /// Items whose attempt failed (timeout, 5xx, 429): retried after `retry_at`, or dead
+    /// once they used `max_attempts`.
+    pub(crate) fn mark_failed(
+        &self,
+        ids: &[i64],
+        error: &str,
+        retry_at: &str,
+        max_attempts: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        for id in ids {
+            conn.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = CASE WHEN \"attempt_count\" >= ?1 THEN 'dead' ELSE 'failed' END, \"next_attempt_at\" = ?2, \"last_error\" = ?3 WHERE \"id\" = ?4",
+                params![max_attempts, retry_at, error, id],
+            )?;
+        }
+        drop(conn);
+        self.notify_status();
+        Ok(())
+    }
+
+    /// Records the server's answer to one item, in one transaction.
+    pub(crate) fn apply_result(
+        &self,
+        item: &OutboxItem,
+        result: &MutationResult,
+    ) -> Result<ItemOutcome, StoreError> {
+        let table = self
+            .table_of(&item.entity_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox entity `{}`", item.entity_type)))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcome = match result {
+            MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. }
+                if is_collected(server) =>
+            {
+                forget_collected(&tx, table, item)?;
+                match result {
+                    MutationResult::Applied { .. } => ItemOutcome::Applied,
+                    _ => ItemOutcome::Superseded(format!(
+                        "the {} was deleted on the server (and since collected); delete wins over a concurrent edit",
+                        table.entity.name
+                    )),
+                }
+            }
+            MutationResult::Applied { server, .. } => {
+                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+                let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
+                if is_check(item) {
+                    if known == Known::OtherHistory {
+                        // The server's record is from another history (a restore): it
+                        // replaces the device's copy, pending changes on top.
+                        write_base(&tx, table, server)?;
+                        rebase_onto(&tx, table, server)?;
+                    } else {
+                        rebase_row(&tx, table, server)?;
+                    }
+                } else {
+                    if known != Known::Same {
+                        record_own_write(&tx, server)?;
+                    }
+                    rebase_row(&tx, table, server)?;
+                }
+                ItemOutcome::Applied
+            }
+            MutationResult::Rejected { problem, .. }
+                if problem.problem_type.ends_with("/unknown-record")
+                    && item.op != MutationOp::Create =>
+            {
+                self.recreate_lost(&tx, table, item)?
+            }
+            MutationResult::Rejected { problem, .. } => {
+                tx.execute(
+                    "UPDATE \"sync_outbox\" SET \"status\" = 'dead', \"last_error\" = ?1 WHERE \"id\" = ?2",
+                    params![format!("rejected by the server: {problem}"), item.id],
+                )?;
+                set_row_meta(&tx, table, item.entity_id, "failed", None)?;
+                ItemOutcome::Dead(problem.to_string())
+            }
+            MutationResult::Conflict { server, fields, .. } => {
+                if server.deleted {
+                    delete_superseded(&tx, &table.entity.name, item)?;
+                    rebase_row(&tx, table, server)?;
+                    ItemOutcome::Superseded(format!(
+                        "the {} was deleted on the server; delete wins over a concurrent edit",
+                        table.entity.name
+                    ))
+                } else {
+                    self.merge_conflict(&tx, table, item, server, fields)?
+                }
+            }
+        };
+        tx.commit()?;
+        drop(conn);
+        self.notify(StoreEvent::Changed {
+            entity: item.entity_type.clone(),
+            id: item.entity_id,
+            change: ChangeKind::Updated,
+        });
+        Ok(outcome)
+    }
+
+    /// Turns outbox item `id` into a create with `payload`, under a new key, to be sent
+    /// afresh (its base version stays: see `recreate_lost`).
+    pub(crate) fn rewrite_as_create(
+        &self,
+        tx: &Connection,
+        id: i64,
+        payload: &str,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
+            params![payload, self.new_key(), id],
+        )?;
+        Ok(())
+    }
+
+    /// The server does not know a record this item edits or deletes, and the record was
+    /// not collected (that answer is a tombstone): the server lost it, restored from a
+    /// backup taken before the record reached it. An update becomes a create of the
+    /// record as this device holds it, in the item's place, under a new key; a delete is
+    /// done (there is nothing left to delete).
+    pub(crate) fn recreate_lost(
+        &self,
+        tx: &Connection,
+        table: &Table,
+        item: &OutboxItem,
+    ) -> Result<ItemOutcome, StoreError> {
+        let id = item.entity_id;
+        let row = read_row(tx, table, id)?;
+        let created_before = pending_for(tx, &table.entity.name, id)?
+            .iter()
+            .any(|(n, op, _)| *n < item.id && *op == MutationOp::Create);
+        match (item.op, row) {
+            (MutationOp::Update, Some(_)) if created_before => {
+                // An earlier item of this push was turned into the create already: this
+                // update goes after it, as an update, under a new key.
+                tx.execute(
+                    "UPDATE \"sync_outbox\" SET \"idempotency_key\" = ?1, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?2",
+                    params![self.new_key(), item.id],
+                )?;
+                Ok(ItemOutcome::Merged)
+            }
+            (MutationOp::Update, Some(row)) if !row.deleted => {
+                // The record as this item left it (its later items stay, and apply on
+                // top of it as they would have).
+                let base = read_base(tx, table, id)?;
+                let (record, clocks) = match &base {
+                    Some(b) => {
+                        let raw = serde_json::to_string(&item.payload).expect("JSON serialises");
+                        table
+                            .erased
+                            .rebase(&b.record, &b.clocks, &[(item.op, raw)])
+                            .map_err(StoreError::Corrupt)?
+                            .unwrap_or((row.record.clone(), Json::Null))
+                    }
+                    None => (
+                        row.record.clone(),
+                        serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
+                    ),
+                };
+                let payload = to_json_string(&CreatePayloadOwned {
+                    record,
+                    clocks,
+                    resend_base: base
+                        .as_ref()
+                        .and_then(|b| resend_base(&b.record, &b.clocks)),
+                });
+                // The create keeps the item's base version: a server that deleted the
+                // record since answers with the tombstone (delete wins).
+                self.rewrite_as_create(tx, item.id, &payload)?;
+                // From here the record is new to the server: no base, no version.
+                delete_base(tx, table.entity, &id.to_string())?;
+                unversion_row(tx, table.entity, &id.to_string())?;
+                Ok(ItemOutcome::Merged)
+            }
+            (MutationOp::Delete, Some(row)) if item.base_version.is_some() => {
+                // A delete of a record the server lost (a restore): other devices that
+                // hold the record will send it again, so the server must learn it is
+                // deleted. The record as the device last held it is created (in the
+                // item's place, with the item's base version) and deleted after it.
+                let base = read_base(tx, table, id)?;
+                let payload = to_json_string(&CreatePayloadOwned {
+                    record: row.record.clone(),
+                    clocks: serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
+                    resend_base: base
+                        .as_ref()
+                        .and_then(|b| resend_base(&b.record, &b.clocks)),
+                });
+                self.rewrite_as_create(tx, item.id, &payload)?;
+                let delete = serde_json::to_string(&item.payload).expect("JSON serialises");
+                enqueue(
+                    tx,
+                    table.entity,
+                    id,
+                    MutationOp::Delete,
+                    &delete,
+                    None,
+                    self.new_key(),
+                )?;
+                delete_base(tx, table.entity, &id.to_string())?;
+                unversion_row(tx, table.entity, &id.to_string())?;
+                Ok(ItemOutcome::Merged)
+            }
+            _ => {
+                // A delete of a record the server does not have (or an update of one
+                // deleted here since): nothing to send.
+                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+                if pending_for(tx, &table.entity.name, id)?.is_empty() {
+                    set_row_meta(tx, table, id, "clean", None)?;
+                }
+                Ok(ItemOutcome::Applied)
+            }
+        }
+    }
+
+    /// The items of the outbox that wait, with why (for a UI).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if an item's entity id, op, payload or status cannot be
+    /// read back; [`StoreError::Sqlite`] if the database fails, also when an item's
+    /// `created_at` or `next_attempt_at` is not a valid time.
+    pub fn waiting(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        let conn = self.conn();
+        read_outbox(
+            &conn,
+            "\"status\" <> 'dead' AND \"last_error\" LIKE 'waiting%'",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: i64, entity: &str, n: u128, op: MutationOp) -> OutboxItem {
+        OutboxItem {
+            id,
+            entity_type: entity.into(),
+            entity_id: Uuid::from_u128(n),
+            op,
+            payload: Json::Null,
+            idempotency_key: format!("k{id}"),
+            base_version: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            attempt_count: 0,
+            next_attempt_at: None,
+            status: OutboxStatus::Pending,
+            last_error: None,
+        }
+    }
+
+    /// `refs[i]` = the records item `i` points at.
+    fn plan(
+        items: &[OutboxItem],
+        refs: &[&[(&str, u128)]],
+        max: usize,
+    ) -> (Vec<i64>, Vec<(i64, String)>) {
+        let p = plan_batch(
+            items,
+            max,
+            |_| true,
+            |i| {
+                let n = (i.id - 1) as usize; // ids are 1, 2, ... in queue order
+                refs[n]
+                    .iter()
+                    .map(|(e, id)| (e.to_string(), Uuid::from_u128(*id)))
+                    .collect()
+            },
+        );
+        (p.chosen.iter().map(|&n| items[n].id).collect(), p.notes)
+    }
+
+    #[test]
+    fn a_chain_of_any_depth_goes_dependencies_first_in_every_batch_size() {
+        // d -> c -> b -> a, queued d, c, b, a.
+        let items = [
+            item(1, "d", 4, MutationOp::Create),
+            item(2, "c", 3, MutationOp::Create),
+            item(3, "b", 2, MutationOp::Create),
+            item(4, "a", 1, MutationOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 4] = [&[("c", 3)], &[("b", 2)], &[("a", 1)], &[]];
+        assert_eq!(plan(&items, &refs, 100).0, [4, 3, 2, 1]);
+        assert_eq!(plan(&items, &refs, 1).0, [4]);
+        assert_eq!(plan(&items, &refs, 2).0, [4, 3]);
+    }
+
+    #[test]
+    fn a_deep_chain_needs_no_call_stack() {
+        let n = 100_000u128;
+        let items: Vec<OutboxItem> = (0..n)
+            .map(|i| item(i as i64 + 1, "e", n - i, MutationOp::Create))
+            .collect();
+        let refs_owned: Vec<Vec<(&str, u128)>> = (0..n)
+            .map(|i| {
+                if n - i > 1 {
+                    vec![("e", n - i - 1)]
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        let refs: Vec<&[(&str, u128)]> = refs_owned.iter().map(Vec::as_slice).collect();
+        let (chosen, _) = plan(&items, &refs, 3);
+        assert_eq!(chosen, [n as i64, n as i64 - 1, n as i64 - 2]);
+    }
+
+    #[test]
+    fn a_cycle_is_sent_in_queue_order_and_noted() {
+        let items = [
+            item(1, "a", 1, MutationOp::Create),
+            item(2, "b", 2, MutationOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 2] = [&[("b", 2)], &[("a", 1)]];
+        let (chosen, notes) = plan(&items, &refs, 100);
+        assert_eq!(chosen, [2, 1]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes.iter().all(|(_, n)| n.contains("cycle")));
+    }
+
+    #[test]
+    fn a_dead_create_holds_back_its_dependents_only() {
+        let mut dead = item(1, "a", 1, MutationOp::Create);
+        dead.status = OutboxStatus::Dead;
+        dead.last_error = Some("rejected".into());
+        let items = [
+            dead,
+            item(2, "b", 2, MutationOp::Create),
+            item(3, "c", 3, MutationOp::Create),
+            item(4, "b", 2, MutationOp::Update),
+        ];
+        let refs: [&[(&str, u128)]; 4] = [&[], &[("a", 1)], &[], &[]];
+        let (chosen, notes) = plan(&items, &refs, 100);
+        assert_eq!(chosen, [3]);
+        assert!(
+            notes
+                .iter()
+                .any(|(id, n)| *id == 2 && n.contains("waiting for the create of a")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|(id, n)| *id == 4 && n.contains("waiting for the create of a")),
+            "{notes:?}"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! What a UI shows: the outbox, the sync status and its subscriptions, and retrying dead
+//! items.
+
+use super::*;
+
+pub(crate) fn read_outbox(conn: &Connection, filter: &str) -> Result<Vec<OutboxItem>, StoreError> {
+    let sql = format!(
+        "SELECT \"id\", \"entity_type\", \"entity_id\", \"op\", \"payload\", \"idempotency_key\", \"base_version\", \"created_at\", \"attempt_count\", \"next_attempt_at\", \"status\", \"last_error\" FROM \"sync_outbox\" WHERE {filter} ORDER BY \"id\""
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let payload: String = r.get(4)?;
+        let entity_id: String = r.get(2)?;
+        let op: String = r.get(3)?;
+        let status: String = r.get(10)?;
+        out.push(OutboxItem {
+            id: r.get(0)?,
+            entity_type: r.get(1)?,
+            entity_id: entity_id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("outbox entity id `{entity_id}`")))?,
+            op: parse_op(&op)?,
+            payload: serde_json::from_str(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+            idempotency_key: r.get(5)?,
+            base_version: r.get(6)?,
+            created_at: time_col_required(r, 7)?,
+            attempt_count: r.get(8)?,
+            next_attempt_at: time_col(r, 9)?,
+            status: OutboxStatus::parse(&status)?,
+            last_error: r.get(11)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn status<'a>(
+    conn: &Connection,
+    entities: impl Iterator<Item = &'a Entity>,
+) -> Result<SyncStatus, StoreError> {
+    let pending: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut conflicted = Vec::new();
+    for e in entities {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = 'conflicted' ORDER BY 1",
+            q(&e.id_field().column),
+            q(&e.table),
+            q("sync_status")
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for id in ids {
+            let id = id?;
+            conflicted.push((
+                e.name.clone(),
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("id `{id}`")))?,
+            ));
+        }
+    }
+    Ok(SyncStatus {
+        pending: pending as u64,
+        failed: read_outbox(conn, "\"status\" = 'failed'")?,
+        dead: read_outbox(conn, "\"status\" = 'dead'")?,
+        conflicted,
+        last_sync_at: conn.query_row(
+            "SELECT MAX(\"last_sync_at\") FROM \"sync_state\"",
+            [],
+            |r| time_col(r, 0),
+        )?,
+        oldest_pending_at: conn.query_row(
+            "SELECT MIN(\"created_at\") FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+            [],
+            |r| time_col(r, 0),
+        )?,
+        retries: conn.query_row(
+            "SELECT COALESCE(SUM(MAX(\"attempt_count\" - 1, 0)), 0) FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64,
+    })
+}
+
+impl LocalStore {
+    /// Every outbox item, in queue order.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if an item's entity id, op, payload or status cannot be
+    /// read back; [`StoreError::Sqlite`] if the database fails, also when an item's
+    /// `created_at` or `next_attempt_at` is not a valid time.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        let conn = self.conn();
+        read_outbox(&conn, "1 = 1")
+    }
+
+    /// What a UI shows: pending count, failed and dead items, conflicts, last sync.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a failed or dead outbox item, or the id of a conflicted
+    /// record, cannot be read back; [`StoreError::Sqlite`] if the database fails, also
+    /// when a stored time is not valid.
+    pub fn status(&self) -> Result<SyncStatus, StoreError> {
+        let conn = self.conn();
+        status(&conn, self.entities())
+    }
+
+    /// Puts every dead item back in the queue (after the user fixed the cause).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the database fails.
+    pub fn retry_dead(&self) -> Result<usize, StoreError> {
+        let n = {
+            let conn = self.conn();
+            conn.execute(
+                "UPDATE \"sync_outbox\" SET \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL WHERE \"status\" = 'dead'",
+                [],
+            )?
+        };
+        self.notify_status();
+        Ok(n)
+    }
+
+    /// Events after each commit.
+    pub fn subscribe(&self) -> Subscription<StoreEvent> {
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        Subscription { rx }
+    }
+
+    /// The [`SyncStatus`] after each commit that may change it.
+    pub fn watch_status(&self) -> Subscription<SyncStatus> {
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .status_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        Subscription { rx }
+    }
+
+    pub(crate) fn notify_status(&self) {
+        let mut watchers = self
+            .inner
+            .status_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if watchers.is_empty() {
+            return;
+        }
+        if let Ok(s) = self.status() {
+            watchers.retain(|w| w.send(s.clone()).is_ok());
+        }
+    }
+
+    pub(crate) fn notify(&self, event: StoreEvent) {
+        self.inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.send(event.clone()).is_ok());
+        self.notify_status();
+    }
+}
