@@ -21,7 +21,10 @@
 //! After every response the engine hands the server's `Date` to
 //! [`LocalStore::observe_server_time`], so local edits are stamped in the server's time.
 
+mod background;
 mod http;
+mod retry;
+mod transport;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -31,71 +34,14 @@ use serde_json::Value as Json;
 use tracing::Instrument;
 use uuid::Uuid;
 
+pub use background::{EngineHandle, Triggers};
 pub use http::HttpTransport;
+pub use transport::{Transport, TransportError};
 
 use crate::protocol::{
     ChangesResponse, Mutation, Problem, PushRequest, PushResponse, SnapshotResponse,
 };
 use crate::store::{ItemOutcome, LocalStore, OutboxItem, Restart, StoreError, SyncState};
-
-/// A failed request.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TransportError {
-    /// The server could not be reached at all (no network, connection refused).
-    #[error("server unreachable: {0}")]
-    Unreachable(String),
-    /// The request timed out (it may or may not have been applied).
-    #[error("request timed out")]
-    Timeout,
-    /// The server answered with an error status.
-    #[error("HTTP {status}{}", problem.as_ref().map(|p| format!(": {p}")).unwrap_or_default())]
-    Http {
-        /// The status code.
-        status: u16,
-        /// `Retry-After`, if the server sent one.
-        retry_after: Option<Duration>,
-        /// The problem body, if any.
-        problem: Option<Box<Problem>>,
-    },
-    /// The response could not be understood.
-    #[error("invalid response: {0}")]
-    Invalid(String),
-}
-
-/// How the engine talks to a server. [`HttpTransport`] is the real one; tests wrap it to
-/// inject faults, or implement it in process.
-pub trait Transport: Send + Sync + 'static {
-    /// `POST /push`.
-    fn push(
-        &self,
-        token: &str,
-        request: &PushRequest,
-    ) -> impl Future<Output = Result<PushResponse, TransportError>> + Send;
-    /// `GET /changes`.
-    fn changes(
-        &self,
-        token: &str,
-        since: Option<&str>,
-        limit: u32,
-    ) -> impl Future<Output = Result<ChangesResponse, TransportError>> + Send;
-    /// `GET /snapshot`.
-    fn snapshot(
-        &self,
-        token: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> impl Future<Output = Result<SnapshotResponse, TransportError>> + Send;
-    /// `GET /health`: whether the server is reachable (the reachability check).
-    fn health(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// The server's wall time as of the last response (its `Date` header), if known. The
-    /// engine hands it to [`LocalStore::observe_server_time`] after every request, so
-    /// the device's hybrid logical clock follows the server's time. `None` (the default)
-    /// leaves the device's clock as it is.
-    fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        None
-    }
-}
 
 /// Gives the engine a fresh bearer token when the server answers 401/403.
 pub type TokenRefresher = Arc<dyn Fn() -> Option<String> + Send + Sync>;
@@ -241,24 +187,6 @@ impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
     }
 }
 
-/// The delay before attempt `attempt + 1`: `backoff_base * 2^(attempt - 1)`, capped at
-/// `backoff_cap`, scaled by `0.5 + 0.5 * jitter` (`jitter` in `[0, 1)`, so the delay lies
-/// in `[d/2, d]`), and never shorter than the server's `Retry-After` (which may exceed
-/// the cap).
-fn retry_delay(
-    config: &EngineConfig,
-    attempt: i64,
-    retry_after: Option<Duration>,
-    jitter: f64,
-) -> Duration {
-    let exp = 2f64.powi(attempt.clamp(1, 30) as i32 - 1);
-    let d = (config.backoff_base.as_secs_f64() * exp).min(config.backoff_cap.as_secs_f64());
-    let d = Duration::from_secs_f64(d * (0.5 + 0.5 * jitter));
-    retry_after
-        .map_or(d, |r| d.max(r))
-        .min(config.backoff_cap.max(retry_after.unwrap_or_default()))
-}
-
 fn to_mutation(item: &OutboxItem) -> Mutation {
     let get = |k: &str| item.payload.get(k).cloned().filter(|v| !v.is_null());
     Mutation {
@@ -322,54 +250,6 @@ impl<T: Transport> SyncEngine<T> {
         &self.transport
     }
 
-    fn token(&self) -> String {
-        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The delay before attempt `attempt + 1` ([`retry_delay`] with the next jitter).
-    fn backoff(&self, attempt: i64, retry_after: Option<Duration>) -> Duration {
-        let jitter = self.jitter.lock().unwrap_or_else(|e| e.into_inner()).f64();
-        retry_delay(&self.config, attempt, retry_after, jitter)
-    }
-
-    /// Calls the server, refreshing the token once on 401/403.
-    async fn call<R, F, Fut>(&self, f: F) -> Result<R, TransportError>
-    where
-        F: Fn(String) -> Fut,
-        Fut: Future<Output = Result<R, TransportError>>,
-    {
-        let result = self.call_once(f).await;
-        // A response (success or an error status) carries the server's time.
-        if matches!(&result, Ok(_) | Err(TransportError::Http { .. }))
-            && let Some(t) = self.transport.server_time()
-        {
-            self.store.observe_server_time(t);
-        }
-        result
-    }
-
-    async fn call_once<R, F, Fut>(&self, f: F) -> Result<R, TransportError>
-    where
-        F: Fn(String) -> Fut,
-        Fut: Future<Output = Result<R, TransportError>>,
-    {
-        match f(self.token()).await {
-            Err(TransportError::Http {
-                status: 401 | 403, ..
-            }) if self.config.refresher.is_some() => {
-                let refreshed = (self.config.refresher.as_ref().expect("checked"))();
-                match refreshed {
-                    Some(t) => {
-                        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = t.clone();
-                        f(t).await
-                    }
-                    None => f(self.token()).await,
-                }
-            }
-            other => other,
-        }
-    }
-
     /// One sync run: upload, then pull. Returns at once if a run is in progress.
     ///
     /// # Errors
@@ -411,16 +291,6 @@ impl<T: Transport> SyncEngine<T> {
         }
         .instrument(span)
         .await
-    }
-
-    fn pause_for(&self, e: &TransportError) -> PauseReason {
-        match e {
-            TransportError::Unreachable(m) => PauseReason::Offline(m.clone()),
-            TransportError::Http {
-                status: 401 | 403, ..
-            } => PauseReason::AuthFailed(e.to_string()),
-            other => PauseReason::Backoff(other.to_string()),
-        }
     }
 
     async fn upload(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
@@ -633,109 +503,5 @@ impl<T: Transport> SyncEngine<T> {
                 }
             }
         }
-    }
-}
-
-/// When the engine syncs on its own.
-#[derive(Debug, Clone)]
-pub struct Triggers {
-    /// A periodic sync (default every 60 s).
-    pub interval: Duration,
-    /// A sync this long after the last local write (default 500 ms), so a burst of edits
-    /// goes in one push.
-    pub debounce: Duration,
-}
-
-impl Default for Triggers {
-    fn default() -> Self {
-        Triggers {
-            interval: Duration::from_secs(60),
-            debounce: Duration::from_millis(500),
-        }
-    }
-}
-
-/// A running background engine; dropping it (or [`EngineHandle::stop`]) stops it.
-#[derive(Debug)]
-pub struct EngineHandle {
-    task: tokio::task::JoinHandle<()>,
-    wake: Arc<tokio::sync::Notify>,
-}
-
-impl EngineHandle {
-    /// Asks for a sync now (does not wait for it).
-    pub fn sync_soon(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Stops the background engine.
-    pub fn stop(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for EngineHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl<T: Transport> SyncEngine<T> {
-    /// Runs the engine in the background: a sync every `interval`, one `debounce` after
-    /// local writes, and on [`EngineHandle::sync_soon`]. Before each run the engine checks
-    /// that the server answers its health endpoint (never a network-interface flag), and
-    /// skips the run while it does not.
-    pub fn start(self: Arc<Self>, triggers: Triggers) -> EngineHandle {
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let writes = self.store.subscribe();
-        let wake_on_write = wake.clone();
-        // Store events arrive on a std channel; forward them to the async side.
-        std::thread::spawn(move || {
-            while writes.recv().is_some() {
-                wake_on_write.notify_one();
-            }
-        });
-        let wake_loop = wake.clone();
-        let task = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(triggers.interval);
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {}
-                    _ = wake_loop.notified() => {
-                        tokio::time::sleep(triggers.debounce).await;
-                    }
-                }
-                if self.transport.health().await.is_err() {
-                    continue;
-                }
-                if let Err(e) = self.sync_now().await {
-                    tracing::error!(error = %e, "sync failed");
-                }
-            }
-        });
-        EngineHandle { task, wake }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_grow_stay_capped_and_honour_retry_after() {
-        let mut c = EngineConfig::new("a", "t");
-        c.backoff_base = Duration::from_millis(10);
-        c.backoff_cap = Duration::from_millis(50);
-        let full = |n| retry_delay(&c, n, None, 0.999_999);
-        let half = |n| retry_delay(&c, n, None, 0.0);
-        assert_eq!(half(1), Duration::from_millis(5), "jitter halves at most");
-        assert!(full(1) < Duration::from_millis(10) && full(1) > Duration::from_millis(9));
-        assert!(full(3) > full(2) && full(2) > full(1), "grows");
-        assert!(full(30) <= Duration::from_millis(50), "capped");
-        assert_eq!(
-            retry_delay(&c, 1, Some(Duration::from_secs(30)), 0.5),
-            Duration::from_secs(30),
-            "Retry-After wins, even above the cap"
-        );
     }
 }
