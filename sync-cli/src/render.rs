@@ -4,6 +4,7 @@
 //! in `templates/` only lay out what this module computed.
 
 use askama::Template;
+use sync_model::sql::meta;
 use sync_model::sql::{Dialect, column_type, scalar_type};
 use sync_model::{Entity, Field, FieldType, ScalarType, TypeKind};
 
@@ -114,7 +115,7 @@ pub fn render(
     }
     up.push(format!(
         "INSERT INTO {} ({}, {}, {}) VALUES ({}, {}, {})",
-        r.q("sync_migrations"),
+        r.q(meta::MIGRATIONS),
         r.q("version"),
         r.q("name"),
         r.q("fingerprint"),
@@ -145,7 +146,7 @@ pub fn render(
     } else {
         down_statements.push(format!(
             "DELETE FROM {} WHERE {} = {}",
-            r.q("sync_migrations"),
+            r.q(meta::MIGRATIONS),
             r.q("version"),
             m.version
         ));
@@ -319,7 +320,7 @@ impl Renderer {
     }
 
     fn base_table(e: &Entity) -> String {
-        format!("sync_base_{}", e.table)
+        meta::base_table(&e.table)
     }
 
     fn entity_tables(&self, e: &Entity) -> Result<Vec<String>, askama::Error> {
@@ -330,53 +331,53 @@ impl Renderer {
                 let mut cols = vec![self.id_column(e)];
                 cols.extend(data.iter().cloned());
                 cols.extend([
-                    self.column("sync_clocks", "TEXT", "NOT NULL DEFAULT '{}'"),
-                    self.column("sync_updated_at", "TEXT", "NOT NULL"),
-                    self.column("sync_server_updated_at", "TEXT", ""),
-                    self.column("sync_version", "INTEGER", ""),
+                    self.column(meta::CLOCKS, "TEXT", "NOT NULL DEFAULT '{}'"),
+                    self.column(meta::UPDATED_AT, "TEXT", "NOT NULL"),
+                    self.column(meta::SERVER_UPDATED_AT, "TEXT", ""),
+                    self.column(meta::VERSION, "INTEGER", ""),
                     self.column(
-                        "sync_status",
+                        meta::STATUS,
                         "TEXT",
                         "NOT NULL DEFAULT 'pending' CHECK (\"sync_status\" IN ('clean', 'pending', 'syncing', 'failed', 'conflicted'))",
                     ),
-                    self.column("sync_deleted", "INTEGER", "NOT NULL DEFAULT 0"),
+                    self.column(meta::DELETED, "INTEGER", "NOT NULL DEFAULT 0"),
                 ]);
                 out.push(self.create_table(&e.table, cols)?);
-                out.push(self.create_index(&e.table, "sync_status", &["sync_status"]));
+                out.push(self.create_index(&e.table, meta::STATUS, &[meta::STATUS]));
                 let mut base = vec![self.id_column(e)];
                 base.extend(data);
                 base.extend([
-                    self.column("sync_clocks", "TEXT", "NOT NULL DEFAULT '{}'"),
-                    self.column("sync_version", "INTEGER", "NOT NULL"),
-                    self.column("sync_server_updated_at", "TEXT", ""),
-                    self.column("sync_deleted", "INTEGER", "NOT NULL DEFAULT 0"),
+                    self.column(meta::CLOCKS, "TEXT", "NOT NULL DEFAULT '{}'"),
+                    self.column(meta::VERSION, "INTEGER", "NOT NULL"),
+                    self.column(meta::SERVER_UPDATED_AT, "TEXT", ""),
+                    self.column(meta::DELETED, "INTEGER", "NOT NULL DEFAULT 0"),
                 ]);
                 out.push(self.create_table(&Self::base_table(e), base)?);
             }
             Target::Server(_) => {
                 let mut cols = vec![
-                    self.column("sync_account", self.key_text(), "NOT NULL"),
+                    self.column(meta::ACCOUNT, self.key_text(), "NOT NULL"),
                     self.id_column(e),
                 ];
                 cols.extend(self.data_columns(e));
                 cols.extend([
-                    self.column("sync_clocks", self.json(), "NOT NULL"),
-                    self.column("sync_version", self.big(), "NOT NULL"),
-                    self.column("sync_seq", self.big(), "NOT NULL"),
-                    self.column("sync_server_updated_at", self.timestamp(), "NOT NULL"),
+                    self.column(meta::CLOCKS, self.json(), "NOT NULL"),
+                    self.column(meta::VERSION, self.big(), "NOT NULL"),
+                    self.column(meta::SEQ, self.big(), "NOT NULL"),
+                    self.column(meta::SERVER_UPDATED_AT, self.timestamp(), "NOT NULL"),
                     self.column(
-                        "sync_deleted",
+                        meta::DELETED,
                         self.boolean(),
                         &format!("NOT NULL DEFAULT {}", self.false_lit()),
                     ),
                     format!(
                         "PRIMARY KEY ({}, {})",
-                        self.q("sync_account"),
+                        self.q(meta::ACCOUNT),
                         self.q(&e.id_field().column)
                     ),
                 ]);
                 out.push(self.create_table(&e.table, cols)?);
-                out.push(self.create_index(&e.table, "sync_seq", &["sync_account", "sync_seq"]));
+                out.push(self.create_index(&e.table, meta::SEQ, &[meta::ACCOUNT, meta::SEQ]));
             }
         }
         for f in e.synced_fields().filter(|f| f.references.is_some()) {
@@ -389,7 +390,7 @@ impl Renderer {
         match self.target {
             Target::Client => self.create_index(&e.table, &f.column, &[&f.column]),
             Target::Server(_) => {
-                self.create_index(&e.table, &f.column, &["sync_account", &f.column])
+                self.create_index(&e.table, &f.column, &[meta::ACCOUNT, &f.column])
             }
         }
     }
@@ -403,7 +404,7 @@ impl Renderer {
 
     fn toolkit_tables(&self) -> Result<Vec<String>, askama::Error> {
         let mut out = vec![self.create_table(
-            "sync_migrations",
+            meta::MIGRATIONS,
             vec![
                 self.column("version", "INTEGER", "NOT NULL PRIMARY KEY"),
                 self.column("name", self.key_text(), "NOT NULL"),
@@ -413,7 +414,7 @@ impl Renderer {
         match self.target {
             Target::Client => {
                 out.push(self.create_table(
-                    "sync_outbox",
+                    meta::OUTBOX,
                     vec![
                         self.column("id", "INTEGER", "PRIMARY KEY AUTOINCREMENT"),
                         self.column("entity_type", "TEXT", "NOT NULL"),
@@ -433,14 +434,10 @@ impl Renderer {
                         self.column("last_error", "TEXT", ""),
                     ],
                 )?);
-                out.push(self.create_index("sync_outbox", "entity", &["entity_type", "entity_id"]));
-                out.push(self.create_index(
-                    "sync_outbox",
-                    "status",
-                    &["status", "next_attempt_at"],
-                ));
+                out.push(self.create_index(meta::OUTBOX, "entity", &["entity_type", "entity_id"]));
+                out.push(self.create_index(meta::OUTBOX, "status", &["status", "next_attempt_at"]));
                 out.push(self.create_table(
-                    "sync_state",
+                    meta::STATE,
                     vec![
                         self.column("scope", "TEXT", "NOT NULL PRIMARY KEY"),
                         self.column("change_token", "TEXT", ""),
@@ -451,14 +448,14 @@ impl Renderer {
                     ],
                 )?);
                 out.push(self.create_table(
-                    "sync_meta",
+                    meta::META,
                     vec![
                         self.column("key", "TEXT", "NOT NULL PRIMARY KEY"),
                         self.column("value", "TEXT", "NOT NULL"),
                     ],
                 )?);
                 out.push(self.create_table(
-                    "sync_conflicts",
+                    meta::CONFLICTS,
                     vec![
                         self.column("entity_type", "TEXT", "NOT NULL"),
                         self.column("entity_id", "TEXT", "NOT NULL"),
@@ -480,39 +477,35 @@ impl Renderer {
             Target::Server(_) => {
                 let uuid = scalar_type(ScalarType::Uuid, self.d);
                 out.push(self.create_table(
-                    "sync_accounts",
+                    meta::ACCOUNTS,
                     vec![
-                        self.column("sync_account", self.key_text(), "NOT NULL PRIMARY KEY"),
+                        self.column(meta::ACCOUNT, self.key_text(), "NOT NULL PRIMARY KEY"),
                         self.column("last_seq", self.big(), "NOT NULL DEFAULT 0"),
                         self.column("horizon_seq", self.big(), "NOT NULL DEFAULT 0"),
                     ],
                 )?);
                 out.push(self.create_table(
-                    "sync_changes",
+                    meta::CHANGES,
                     vec![
-                        self.column("sync_account", self.key_text(), "NOT NULL"),
+                        self.column(meta::ACCOUNT, self.key_text(), "NOT NULL"),
                         self.column("seq", self.big(), "NOT NULL"),
                         self.column("entity_type", self.key_text(), "NOT NULL"),
                         self.column("entity_id", uuid, "NOT NULL"),
                         self.column("version", self.big(), "NOT NULL"),
                         self.column("deleted", self.boolean(), "NOT NULL"),
                         self.column("committed_at", self.timestamp(), "NOT NULL"),
-                        format!(
-                            "PRIMARY KEY ({}, {})",
-                            self.q("sync_account"),
-                            self.q("seq")
-                        ),
+                        format!("PRIMARY KEY ({}, {})", self.q(meta::ACCOUNT), self.q("seq")),
                     ],
                 )?);
                 out.push(self.create_index(
-                    "sync_changes",
+                    meta::CHANGES,
                     "entity",
-                    &["sync_account", "entity_type", "entity_id"],
+                    &[meta::ACCOUNT, "entity_type", "entity_id"],
                 ));
                 out.push(self.create_table(
-                    "sync_idempotency",
+                    meta::IDEMPOTENCY,
                     vec![
-                        self.column("sync_account", self.key_text(), "NOT NULL"),
+                        self.column(meta::ACCOUNT, self.key_text(), "NOT NULL"),
                         self.column("idempotency_key", self.key_text(), "NOT NULL"),
                         self.column("request_hash", self.key_text(), "NOT NULL"),
                         self.column("state", self.key_text(), "NOT NULL"),
@@ -522,12 +515,12 @@ impl Renderer {
                         self.column("expires_at", self.timestamp(), "NOT NULL"),
                         format!(
                             "PRIMARY KEY ({}, {})",
-                            self.q("sync_account"),
+                            self.q(meta::ACCOUNT),
                             self.q("idempotency_key")
                         ),
                     ],
                 )?);
-                out.push(self.create_index("sync_idempotency", "expiry", &["expires_at"]));
+                out.push(self.create_index(meta::IDEMPOTENCY, "expiry", &["expires_at"]));
             }
         }
         Ok(out)
@@ -536,17 +529,17 @@ impl Renderer {
     fn drop_toolkit_tables(&self) -> Vec<String> {
         let tables: &[&str] = match self.target {
             Target::Client => &[
-                "sync_conflicts",
-                "sync_meta",
-                "sync_state",
-                "sync_outbox",
-                "sync_migrations",
+                meta::CONFLICTS,
+                meta::META,
+                meta::STATE,
+                meta::OUTBOX,
+                meta::MIGRATIONS,
             ],
             Target::Server(_) => &[
-                "sync_idempotency",
-                "sync_changes",
-                "sync_accounts",
-                "sync_migrations",
+                meta::IDEMPOTENCY,
+                meta::CHANGES,
+                meta::ACCOUNTS,
+                meta::MIGRATIONS,
             ],
         };
         tables

@@ -266,6 +266,52 @@ pub fn scalar_type(scalar: ScalarType, dialect: Dialect) -> &'static str {
     }
 }
 
+/// The names of syncgen's metadata tables and columns: the generator creates them, the
+/// client store and the server query them, all through these constants. Every name
+/// starts with [`crate::RESERVED_PREFIX`] (`sync_`), which model fields may not use.
+pub mod meta {
+    /// Server: the account a row belongs to.
+    pub const ACCOUNT: &str = "sync_account";
+    /// Server table: each account's change counter.
+    pub const ACCOUNTS: &str = "sync_accounts";
+    /// Server table: one row per change, for `GET /changes` and collected deletes.
+    pub const CHANGES: &str = "sync_changes";
+    /// Client and server: the hybrid logical clock of each `lww` field, as JSON.
+    pub const CLOCKS: &str = "sync_clocks";
+    /// Client table: unresolved conflicts on `manual` fields.
+    pub const CONFLICTS: &str = "sync_conflicts";
+    /// Client and server: the row is a tombstone.
+    pub const DELETED: &str = "sync_deleted";
+    /// Server table: idempotency keys and their stored results.
+    pub const IDEMPOTENCY: &str = "sync_idempotency";
+    /// Client table: the device's node id, clock and other settings.
+    pub const META: &str = "sync_meta";
+    /// Client and server table: the applied migrations and the model fingerprint.
+    pub const MIGRATIONS: &str = "sync_migrations";
+    /// Client table: the durable outbox.
+    pub const OUTBOX: &str = "sync_outbox";
+    /// Server: the number of the record's last change in its account's change stream.
+    pub const SEQ: &str = "sync_seq";
+    /// Client and server: when the server last wrote the record (the server's clock).
+    pub const SERVER_UPDATED_AT: &str = "sync_server_updated_at";
+    /// Client table: each account's change token and snapshot cursor.
+    pub const STATE: &str = "sync_state";
+    /// Client: where a record stands with the server (`clean`, `pending`, `syncing`, `failed`, `conflicted`).
+    pub const STATUS: &str = "sync_status";
+    /// Client: the hybrid logical clock stamp of the last local edit.
+    pub const UPDATED_AT: &str = "sync_updated_at";
+    /// Client and server: the server's version of the record (`NULL` on the client until acknowledged).
+    pub const VERSION: &str = "sync_version";
+    /// The prefix of a client table holding the base copies of an entity's records
+    /// (`sync_base_<table>`).
+    pub const BASE_PREFIX: &str = "sync_base_";
+
+    /// The client table of base copies for the entity table `table`.
+    pub fn base_table(table: &str) -> String {
+        format!("{BASE_PREFIX}{table}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! runs (built once), and the device's clock and identity.
 
 use super::*;
+use sync_model::sql::meta;
 
 impl StoreBuilder {
     /// Registers an entity type. Register every entity of the model: the store checks
@@ -99,7 +100,7 @@ impl StoreBuilder {
         };
         for e in &self.entities {
             let newest: Option<String> = conn.query_row(
-                &format!("SELECT MAX({}) FROM {}", q("sync_updated_at"), q(&e.table)),
+                &format!("SELECT MAX({}) FROM {}", q(meta::UPDATED_AT), q(&e.table)),
                 [],
                 |r| r.get(0),
             )?;
@@ -189,21 +190,16 @@ impl Table {
         let id = q(&entity.id_field().column);
         let mut list: Vec<String> = entity.synced_fields().map(|f| q(&f.column)).collect();
         list.extend(
-            ["sync_clocks", "sync_deleted", "sync_version", "sync_status"]
+            [meta::CLOCKS, meta::DELETED, meta::VERSION, meta::STATUS]
                 .iter()
                 .map(|c| q(c)),
         );
         let list = list.join(", ");
         let mut cols: Vec<String> = entity.synced_fields().map(|f| q(&f.column)).collect();
         cols.extend(
-            [
-                "sync_clocks",
-                "sync_updated_at",
-                "sync_status",
-                "sync_deleted",
-            ]
-            .iter()
-            .map(|c| q(c)),
+            [meta::CLOCKS, meta::UPDATED_AT, meta::STATUS, meta::DELETED]
+                .iter()
+                .map(|c| q(c)),
         );
         let placeholders = vec!["?"; cols.len()].join(", ");
         let updates: Vec<String> = cols
@@ -215,7 +211,7 @@ impl Table {
             entity,
             erased,
             select_by_id: format!("SELECT {list} FROM {t} WHERE {id} = ?1"),
-            select_live: format!("SELECT {list} FROM {t} WHERE {} = 0", q("sync_deleted")),
+            select_live: format!("SELECT {list} FROM {t} WHERE {} = 0", q(meta::DELETED)),
             upsert: format!(
                 "INSERT INTO {t} ({}) VALUES ({placeholders}) ON CONFLICT ({id}) DO UPDATE SET {}",
                 cols.join(", "),
@@ -228,9 +224,9 @@ impl Table {
             // A record with an open conflict stays `conflicted` through later local edits.
             update_tail: format!(
                 "{} = ?, {} = ?, {s} = CASE WHEN {s} = 'conflicted' THEN 'conflicted' ELSE 'pending' END WHERE {id} = ?",
-                q("sync_clocks"),
-                q("sync_updated_at"),
-                s = q("sync_status")
+                q(meta::CLOCKS),
+                q(meta::UPDATED_AT),
+                s = q(meta::STATUS)
             ),
             update_head: format!("UPDATE {t} SET "),
             pull: PullSql::new(entity),

@@ -2,6 +2,7 @@
 //! sync metadata and the outbox item (coalesced with the record's last unsent item).
 
 use super::*;
+use sync_model::sql::meta;
 
 /// The outbox's own spelling of an operation ([`MutationOp::as_str`]), read back.
 pub(crate) fn parse_op(s: &str) -> Result<MutationOp, StoreError> {
@@ -152,9 +153,9 @@ pub(crate) fn mark_deleted(
         &format!(
             "UPDATE {} SET {} = 1, {} = 'pending', {} = ?1 WHERE {} = ?2",
             q(&entity.table),
-            q("sync_deleted"),
-            q("sync_status"),
-            q("sync_updated_at"),
+            q(meta::DELETED),
+            q(meta::STATUS),
+            q(meta::UPDATED_AT),
             q(&entity.id_field().column)
         ),
         params![hlc.to_string(), id.to_string()],

@@ -7,6 +7,7 @@ use crate::syncable::Record;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
+use sync_model::sql::meta;
 use uuid::Uuid;
 
 use super::*;
@@ -80,12 +81,12 @@ impl PullSql {
             )
         };
         let base_meta = [
-            "sync_clocks",
-            "sync_version",
-            "sync_server_updated_at",
-            "sync_deleted",
+            meta::CLOCKS,
+            meta::VERSION,
+            meta::SERVER_UPDATED_AT,
+            meta::DELETED,
         ];
-        let base_table = format!("sync_base_{}", e.table);
+        let base_table = meta::base_table(&e.table);
         let base_cols: Vec<String> = synced
             .iter()
             .cloned()
@@ -101,17 +102,17 @@ impl PullSql {
             put_row: upsert(
                 &e.table,
                 &[
-                    "sync_clocks",
-                    "sync_updated_at",
-                    "sync_status",
-                    "sync_deleted",
-                    "sync_version",
-                    "sync_server_updated_at",
+                    meta::CLOCKS,
+                    meta::UPDATED_AT,
+                    meta::STATUS,
+                    meta::DELETED,
+                    meta::VERSION,
+                    meta::SERVER_UPDATED_AT,
                 ],
             ),
             conflicted: format!(
                 "SELECT {} = 'conflicted' FROM {} WHERE {id} = ?1",
-                q("sync_status"),
+                q(meta::STATUS),
                 q(&e.table)
             ),
             empty: format!(
@@ -123,24 +124,24 @@ impl PullSql {
                 "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} IN ('clean', 'syncing') FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead'), (SELECT {s} = 'syncing' FROM {t} WHERE {id} = ?1), (SELECT {at} FROM {base} WHERE {id} = ?1), (SELECT {at} FROM {t} WHERE {id} = ?1), (SELECT {d} FROM {t} WHERE {id} = ?1)",
                 base = q(&base_table),
                 t = q(&e.table),
-                v = q("sync_version"),
-                s = q("sync_status"),
-                at = q("sync_server_updated_at"),
-                d = q("sync_deleted"),
+                v = q(meta::VERSION),
+                s = q(meta::STATUS),
+                at = q(meta::SERVER_UPDATED_AT),
+                d = q(meta::DELETED),
             ),
             keep_base: format!(
                 "INSERT INTO {base} ({cols}) SELECT {cols} FROM {t} WHERE {id} = ?1 AND {v} IS NOT NULL AND {s} IN ('clean', 'syncing') ON CONFLICT ({id}) DO NOTHING",
                 base = q(&base_table),
                 cols = base_cols.join(", "),
                 t = q(&e.table),
-                v = q("sync_version"),
-                s = q("sync_status"),
+                v = q(meta::VERSION),
+                s = q(meta::STATUS),
             ),
             set_meta: format!(
                 "UPDATE {} SET {s} = ?1, {v} = COALESCE(?2, {v}) WHERE {id} = ?3",
                 q(&e.table),
-                s = q("sync_status"),
-                v = q("sync_version"),
+                s = q(meta::STATUS),
+                v = q(meta::VERSION),
             ),
         }
     }
@@ -412,7 +413,7 @@ pub(crate) fn delete_base(
     conn.execute(
         &format!(
             "DELETE FROM {} WHERE {} = ?1",
-            q(&format!("sync_base_{}", e.table)),
+            q(&meta::base_table(&e.table)),
             q(&e.id_field().column)
         ),
         [id],
@@ -447,8 +448,8 @@ pub(crate) fn unversion_row(
         &format!(
             "UPDATE {} SET {} = NULL, {} = 'pending' WHERE {} = ?1",
             q(&e.table),
-            q("sync_version"),
-            q("sync_status"),
+            q(meta::VERSION),
+            q(meta::STATUS),
             q(&e.id_field().column)
         ),
         [id],

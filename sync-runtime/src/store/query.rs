@@ -1,6 +1,7 @@
 //! Reading records: by id, all, by a simple query, and a record's sync metadata.
 
 use super::*;
+use sync_model::sql::meta;
 
 /// A time column (the canonical text of [`crate::time`]) read back.
 pub(crate) fn time_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -126,10 +127,10 @@ impl LocalStore {
         let conn = self.conn();
         let sql = format!(
             "SELECT {}, {}, {}, {} FROM {} WHERE {} = ?1",
-            q("sync_status"),
-            q("sync_updated_at"),
-            q("sync_version"),
-            q("sync_deleted"),
+            q(meta::STATUS),
+            q(meta::UPDATED_AT),
+            q(meta::VERSION),
+            q(meta::DELETED),
             q(&entity.table),
             q(&entity.id_field().column)
         );

@@ -6,6 +6,7 @@ use crate::protocol::{MutationOp, ServerRecord};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use sync_model::sql::meta;
 use uuid::Uuid;
 
 use super::*;
@@ -176,9 +177,9 @@ impl LocalStore {
                 &format!(
                     "UPDATE {t} SET {s} = 'syncing' WHERE {s} = 'clean' AND {d} = 0 AND {v} IS NOT NULL",
                     t = q(&table.entity.table),
-                    s = q("sync_status"),
-                    d = q("sync_deleted"),
-                    v = q("sync_version"),
+                    s = q(meta::STATUS),
+                    d = q(meta::DELETED),
+                    v = q(meta::VERSION),
                 ),
                 [],
             )?;
@@ -186,10 +187,10 @@ impl LocalStore {
                 "SELECT {id} FROM {t} WHERE {s} NOT IN ('clean', 'syncing') AND {d} = 0 AND ({v} IS NOT NULL OR EXISTS (SELECT 1 FROM {b} WHERE {b}.{id} = {t}.{id}))",
                 id = q(&table.entity.id_field().column),
                 t = q(&table.entity.table),
-                b = q(&format!("sync_base_{}", table.entity.table)),
-                s = q("sync_status"),
-                d = q("sync_deleted"),
-                v = q("sync_version"),
+                b = q(&meta::base_table(&table.entity.table)),
+                s = q(meta::STATUS),
+                d = q(meta::DELETED),
+                v = q(meta::VERSION),
             ))?;
             let ids: Vec<String> = stmt
                 .query_map([], |r| r.get(0))?
@@ -269,7 +270,7 @@ impl LocalStore {
                     "SELECT {} FROM {} WHERE {} = 'syncing'",
                     q(&e.id_field().column),
                     q(&e.table),
-                    q("sync_status")
+                    q(meta::STATUS)
                 ))?;
                 stmt.query_map([], |r| r.get(0))?
                     .collect::<Result<_, _>>()?

@@ -2,6 +2,7 @@
 //! items.
 
 use super::*;
+use sync_model::sql::meta;
 
 pub(crate) fn read_outbox(conn: &Connection, filter: &str) -> Result<Vec<OutboxItem>, StoreError> {
     let sql = format!(
@@ -51,7 +52,7 @@ pub(crate) fn status<'a>(
             "SELECT {} FROM {} WHERE {} = 'conflicted' ORDER BY 1",
             q(&e.id_field().column),
             q(&e.table),
-            q("sync_status")
+            q(meta::STATUS)
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;

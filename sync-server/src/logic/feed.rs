@@ -2,6 +2,7 @@
 //! checked, and the pages.
 
 use super::*;
+use sync_model::sql::meta;
 
 /// A change token as the client sent it: the sequence number it stands for, and the tag
 /// that binds it to one change of one account in this database (`None` for a legacy
@@ -64,8 +65,8 @@ pub(crate) async fn committed_at(
             &format!(
                 "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
                 sel(d, "committed_at"),
-                q(d, "sync_changes"),
-                q(d, "sync_account"),
+                q(d, meta::CHANGES),
+                q(d, meta::ACCOUNT),
                 ph(d, 1, "TEXT"),
                 q(d, "seq"),
                 ph(d, 2, big_type(d)),
@@ -132,8 +133,8 @@ pub(crate) async fn horizon(tx: &mut Tx<'_>, account: &str) -> Result<(i64, i64)
                 "SELECT {}, {} FROM {} WHERE {} = {}",
                 sel(d, "last_seq"),
                 sel(d, "horizon_seq"),
-                q(d, "sync_accounts"),
-                q(d, "sync_account"),
+                q(d, meta::ACCOUNTS),
+                q(d, meta::ACCOUNT),
                 ph(d, 1, "TEXT")
             ),
             &[Arg::Text(account.into())],
@@ -169,8 +170,8 @@ pub(crate) async fn changes(
                 sel(d, "entity_type"),
                 sel(d, "entity_id"),
                 sel(d, "committed_at"),
-                q(d, "sync_changes"),
-                q(d, "sync_account"),
+                q(d, meta::CHANGES),
+                q(d, meta::ACCOUNT),
                 ph(d, 1, "TEXT"),
                 q(d, "seq"),
                 ph(d, 2, big),
@@ -197,7 +198,7 @@ pub(crate) async fn changes(
         };
         let e = ops.model();
         let mut cols = record_columns(d, e);
-        cols.push(sel(d, "sync_seq"));
+        cols.push(sel(d, meta::SEQ));
         cols.push(sel(d, &e.id_field().column));
         let rows = tx
             .query(
@@ -205,11 +206,11 @@ pub(crate) async fn changes(
                     "SELECT {} FROM {} WHERE {} = {} AND {} > {} AND {} <= {}",
                     cols.join(", "),
                     q(d, &e.table),
-                    q(d, "sync_account"),
+                    q(d, meta::ACCOUNT),
                     ph(d, 1, "TEXT"),
-                    q(d, "sync_seq"),
+                    q(d, meta::SEQ),
                     ph(d, 2, big),
-                    q(d, "sync_seq"),
+                    q(d, meta::SEQ),
                     ph(d, 3, big),
                 ),
                 &[Arg::Text(account.into()), Arg::Int(since), Arg::Int(next)],
@@ -339,9 +340,9 @@ pub(crate) async fn snapshot(
                     "SELECT {} FROM {} WHERE {} = {} AND {} <= {}{after} ORDER BY {id_col} LIMIT {}",
                     cols.join(", "),
                     q(d, &e.table),
-                    q(d, "sync_account"),
+                    q(d, meta::ACCOUNT),
                     ph(d, 1, "TEXT"),
-                    q(d, "sync_seq"),
+                    q(d, meta::SEQ),
                     ph(d, 2, big),
                     want + 1,
                 ),

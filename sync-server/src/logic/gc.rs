@@ -1,6 +1,7 @@
 //! Garbage collection: tombstones, change rows and idempotency keys past their windows.
 
 use super::*;
+use sync_model::sql::meta;
 
 /// Collects tombstones and change-log rows older than `before` for every account;
 /// tokens older than what was collected become expired (410).
@@ -16,8 +17,8 @@ pub(crate) async fn collect_garbage(
         .query(
             &format!(
                 "SELECT {} FROM {}",
-                sel(d, "sync_account"),
-                q(d, "sync_accounts")
+                sel(d, meta::ACCOUNT),
+                q(d, meta::ACCOUNTS)
             ),
             &[],
         )
@@ -32,8 +33,8 @@ pub(crate) async fn collect_garbage(
                 &format!(
                     "SELECT {} FROM {} WHERE {} = {} AND {} < {}",
                     sel(d, "seq"),
-                    q(d, "sync_changes"),
-                    q(d, "sync_account"),
+                    q(d, meta::CHANGES),
+                    q(d, meta::ACCOUNT),
                     ph(d, 1, "TEXT"),
                     q(d, "committed_at"),
                     ph(d, 2, ts)
@@ -50,10 +51,10 @@ pub(crate) async fn collect_garbage(
                     &format!(
                         "DELETE FROM {} WHERE {} = {} AND {} = {true_lit} AND {} <= {}",
                         q(d, &e.table),
-                        q(d, "sync_account"),
+                        q(d, meta::ACCOUNT),
                         ph(d, 1, "TEXT"),
-                        q(d, "sync_deleted"),
-                        q(d, "sync_seq"),
+                        q(d, meta::DELETED),
+                        q(d, meta::SEQ),
                         ph(d, 2, big)
                     ),
                     &[Arg::Text(account.clone()), Arg::Int(max_seq)],
@@ -67,8 +68,8 @@ pub(crate) async fn collect_garbage(
         tx.execute(
             &format!(
                 "DELETE FROM {} WHERE {} = {} AND {} < {} AND {} <> {true_lit}",
-                q(d, "sync_changes"),
-                q(d, "sync_account"),
+                q(d, meta::CHANGES),
+                q(d, meta::ACCOUNT),
                 ph(d, 1, "TEXT"),
                 q(d, "seq"),
                 ph(d, 2, big),
@@ -80,10 +81,10 @@ pub(crate) async fn collect_garbage(
         tx.execute(
             &format!(
                 "UPDATE {} SET {} = {} WHERE {} = {} AND {} < {}",
-                q(d, "sync_accounts"),
+                q(d, meta::ACCOUNTS),
                 q(d, "horizon_seq"),
                 ph(d, 1, big),
-                q(d, "sync_account"),
+                q(d, meta::ACCOUNT),
                 ph(d, 2, "TEXT"),
                 q(d, "horizon_seq"),
                 ph(d, 3, big)
@@ -99,7 +100,7 @@ pub(crate) async fn collect_garbage(
     tx.execute(
         &format!(
             "UPDATE {t} SET {s} = 'compacted', {rb} = NULL, {e} = {far} WHERE {s} = 'done' AND {e} < {p1}",
-            t = q(d, "sync_idempotency"),
+            t = q(d, meta::IDEMPOTENCY),
             s = q(d, "state"),
             rb = q(d, "response_body"),
             e = q(d, "expires_at"),

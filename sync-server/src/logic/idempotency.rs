@@ -2,6 +2,7 @@
 //! stored result a retry gets back.
 
 use super::*;
+use sync_model::sql::meta;
 
 /// Idempotency keys in flight for longer than this are considered abandoned (the server
 /// that held them died) and may be taken over.
@@ -44,8 +45,8 @@ pub(crate) async fn key_state(
                 sel(d, "response_body"),
                 sel(d, "created_at"),
                 sel(d, "response_status"),
-                q(d, "sync_idempotency"),
-                q(d, "sync_account"),
+                q(d, meta::IDEMPOTENCY),
+                q(d, meta::ACCOUNT),
                 ph(d, 1, "TEXT"),
                 q(d, "idempotency_key"),
                 ph(d, 2, "TEXT"),
@@ -135,8 +136,8 @@ pub(crate) async fn store_result(
     tx.execute(
         &format!(
             "INSERT INTO {t} ({a}, {k}, {h}, {s}, {rs}, {rb}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, 'done', {status}, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO UPDATE SET {h} = excluded.{h}, {s} = 'done', {rs} = excluded.{rs}, {rb} = excluded.{rb}, {c} = excluded.{c}, {e} = excluded.{e}",
-            t = q(d, "sync_idempotency"),
-            a = q(d, "sync_account"),
+            t = q(d, meta::IDEMPOTENCY),
+            a = q(d, meta::ACCOUNT),
             k = q(d, "idempotency_key"),
             h = q(d, "request_hash"),
             s = q(d, "state"),

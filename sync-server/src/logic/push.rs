@@ -2,6 +2,7 @@
 //! including the rules for records whose tombstones were collected.
 
 use super::*;
+use sync_model::sql::meta;
 
 /// A tombstone for a record the server no longer holds because garbage collection
 /// removed it: `deleted`, with an empty `record` (a real record always holds its id), so
@@ -56,8 +57,8 @@ pub(crate) async fn last_delete(
                 "SELECT {}, {} FROM {} WHERE {} = {} AND {} = {} AND {} = {} AND {} = {true_lit} ORDER BY {} DESC LIMIT 1",
                 sel(d, "version"),
                 sel(d, "committed_at"),
-                q(d, "sync_changes"),
-                q(d, "sync_account"),
+                q(d, meta::CHANGES),
+                q(d, meta::ACCOUNT),
                 ph(d, 1, "TEXT"),
                 q(d, "entity_type"),
                 ph(d, 2, "TEXT"),

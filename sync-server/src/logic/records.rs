@@ -2,6 +2,7 @@
 //! change row), and the account's change counter.
 
 use super::*;
+use sync_model::sql::meta;
 
 /// A record as stored.
 pub(crate) struct Stored {
@@ -26,7 +27,7 @@ pub(crate) async fn load(
         "SELECT {} FROM {} WHERE {} = {} AND {} = {}{lock}",
         cols.join(", "),
         q(d, &e.table),
-        q(d, "sync_account"),
+        q(d, meta::ACCOUNT),
         ph(d, 1, "TEXT"),
         q(d, id_col),
         ph(
@@ -99,10 +100,10 @@ pub(crate) async fn lock_account(tx: &mut Tx<'_>, account: &str) -> Result<i64, 
     tx.execute(
         &format!(
             "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING",
-            q(d, "sync_accounts"),
-            q(d, "sync_account"),
+            q(d, meta::ACCOUNTS),
+            q(d, meta::ACCOUNT),
             ph(d, 1, "TEXT"),
-            q(d, "sync_account")
+            q(d, meta::ACCOUNT)
         ),
         &[Arg::Text(account.into())],
     )
@@ -113,8 +114,8 @@ pub(crate) async fn lock_account(tx: &mut Tx<'_>, account: &str) -> Result<i64, 
             &format!(
                 "SELECT {} FROM {} WHERE {} = {}{lock}",
                 sel(d, "last_seq"),
-                q(d, "sync_accounts"),
-                q(d, "sync_account"),
+                q(d, meta::ACCOUNTS),
+                q(d, meta::ACCOUNT),
                 ph(d, 1, "TEXT")
             ),
             &[Arg::Text(account.into())],
@@ -158,18 +159,18 @@ pub(crate) async fn write(
     let big = big_type(d);
     let boolean = sync_model::sql::scalar_type(sync_model::ScalarType::Bool, d);
     for (c, a, t) in [
-        ("sync_clocks", Arg::Text(clocks.to_string()), json_ty),
-        ("sync_version", Arg::Int(version), big),
-        ("sync_seq", Arg::Int(seq), big),
-        ("sync_server_updated_at", Arg::Text(ts.clone()), ts_type(d)),
-        ("sync_deleted", Arg::Bool(deleted), boolean),
+        (meta::CLOCKS, Arg::Text(clocks.to_string()), json_ty),
+        (meta::VERSION, Arg::Int(version), big),
+        (meta::SEQ, Arg::Int(seq), big),
+        (meta::SERVER_UPDATED_AT, Arg::Text(ts.clone()), ts_type(d)),
+        (meta::DELETED, Arg::Bool(deleted), boolean),
     ] {
         cols.push(q(d, c));
         args.push(a);
         types.push(t);
     }
     let id_col = q(d, &e.id_field().column);
-    let account_col = q(d, "sync_account");
+    let account_col = q(d, meta::ACCOUNT);
     if exists {
         let sets: Vec<String> = cols
             .iter()
@@ -217,8 +218,8 @@ pub(crate) async fn write(
     tx.execute(
         &format!(
             "INSERT INTO {} ({}, {}, {}, {}, {}, {}, {}) VALUES ({}, {}, {}, {}, {}, {}, {})",
-            q(d, "sync_changes"),
-            q(d, "sync_account"),
+            q(d, meta::CHANGES),
+            q(d, meta::ACCOUNT),
             q(d, "seq"),
             q(d, "entity_type"),
             q(d, "entity_id"),
@@ -255,10 +256,10 @@ pub(crate) async fn save_seq(tx: &mut Tx<'_>, account: &str, seq: i64) -> Result
     tx.execute(
         &format!(
             "UPDATE {} SET {} = {} WHERE {} = {}",
-            q(d, "sync_accounts"),
+            q(d, meta::ACCOUNTS),
             q(d, "last_seq"),
             ph(d, 1, big),
-            q(d, "sync_account"),
+            q(d, meta::ACCOUNT),
             ph(d, 2, "TEXT")
         ),
         &[Arg::Int(seq), Arg::Text(account.into())],
@@ -271,10 +272,10 @@ pub(crate) async fn save_seq(tx: &mut Tx<'_>, account: &str, seq: i64) -> Result
 pub(crate) fn record_columns(d: sync_model::sql::Dialect, e: &Entity) -> Vec<String> {
     let mut cols: Vec<String> = e.synced_fields().map(|f| sel(d, &f.column)).collect();
     for c in [
-        "sync_clocks",
-        "sync_version",
-        "sync_deleted",
-        "sync_server_updated_at",
+        meta::CLOCKS,
+        meta::VERSION,
+        meta::DELETED,
+        meta::SERVER_UPDATED_AT,
     ] {
         cols.push(sel(d, c));
     }
