@@ -40,9 +40,12 @@ fn fallback(input: &DeriveInput) -> TokenStream2 {
     // rather than one that names a crate the user does not have.
     let custom_crate = input.attrs.iter().any(|a| {
         a.path().is_ident("sync")
-            && a.meta
-                .require_list()
-                .is_ok_and(|l| l.tokens.to_string().contains("crate"))
+            && a.meta.require_list().is_ok_and(|l| {
+                l.tokens
+                    .clone()
+                    .into_iter()
+                    .any(|t| matches!(t, proc_macro2::TokenTree::Ident(i) if i == "crate"))
+            })
     });
     if !input.generics.params.is_empty() || custom_crate {
         return TokenStream2::new();

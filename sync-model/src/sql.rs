@@ -184,7 +184,9 @@ impl Dialect {
     /// Placeholder `n` (1-based) for a value of SQL type `ty` bound as text or a number:
     /// PostgreSQL casts from text (`CAST($n AS ty)`; bytes travel as hex,
     /// `decode($n, 'hex')`); SQLite numbers its placeholders (`?n`); MySQL's are
-    /// positional (`?`), so there each value must be bound in order, once.
+    /// positional (`?`), so there each value must be bound in order, once. (The reference
+    /// server has no MySQL backend; its queries number placeholders out of order, so one
+    /// would need numbered binding.)
     pub fn placeholder(self, n: usize, ty: &str) -> String {
         match self {
             Dialect::Postgres if ty == "BYTEA" => format!("decode(${n}, 'hex')"),

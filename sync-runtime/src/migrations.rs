@@ -2,7 +2,7 @@
 //! embedded in the binary, checked for gaps and put in order.
 //!
 //! The list carries no database code: the client store ([`crate::store`], SQLite) and the
-//! reference server (`sync-server`, SQLite, PostgreSQL or MySQL) each apply it to their
+//! reference server (`sync-server`, SQLite or PostgreSQL) each apply it to their
 //! own database, so the server depends on this module without building the client store.
 
 use std::borrow::Cow;

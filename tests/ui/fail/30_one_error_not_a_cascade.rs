@@ -1,8 +1,10 @@
 // An attribute error is reported once: code that uses the type, its patch and its
-// `Syncable` impl does not fail a second time (the derive emits a fallback impl).
+// `Syncable` impl does not fail a second time (the derive emits a fallback impl), also
+// when another struct attribute's value happens to contain the word "crate".
 use sync_runtime::prelude::*;
 
 #[derive(Syncable, Clone, Debug)]
+#[sync(table = "crates")]
 pub struct Task {
     #[sync(id)]
     pub id: Uuid,
