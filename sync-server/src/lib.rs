@@ -288,6 +288,8 @@ impl From<sqlx::Error> for ServerError {
 /// Shared state of a running server.
 pub(crate) struct State {
     pub(crate) db: db::Db,
+    /// Every statement the protocol runs, built for `db`'s dialect at start-up.
+    pub(crate) sql: logic::Statements,
     pub(crate) entities: BTreeMap<String, sync_runtime::erased::ErasedEntity>,
     /// Entity wire names in registration order (snapshot order).
     pub(crate) entity_order: Vec<String>,
@@ -441,9 +443,11 @@ impl ServerBuilder {
             .iter()
             .map(|e| e.model().name.clone())
             .collect();
+        let sql = logic::Statements::new(db.dialect(), &model.entities);
         Ok(Server {
             state: Arc::new(State {
                 db,
+                sql,
                 entities: self
                     .entities
                     .into_iter()

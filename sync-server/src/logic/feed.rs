@@ -2,7 +2,6 @@
 //! checked, and the pages.
 
 use super::*;
-use sync_model::sql::meta;
 
 /// A change token as the client sent it: the sequence number it stands for, and the tag
 /// that binds it to one change of one account in this database (`None` for a legacy
@@ -53,24 +52,16 @@ pub(crate) fn parse_token(t: &str) -> Option<Token> {
 /// The commit time of the account's change `seq`, if the change log holds it.
 pub(crate) async fn committed_at(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     account: &str,
     seq: i64,
 ) -> Result<Option<String>, ServerError> {
     if seq == 0 {
         return Ok(Some(String::new()));
     }
-    let d = tx.dialect();
     let rows = tx
         .query(
-            &format!(
-                "SELECT {} FROM {} WHERE {} = {} AND {} = {}",
-                sel(d, "committed_at"),
-                q(d, meta::CHANGES),
-                q(d, meta::ACCOUNT),
-                ph(d, 1, "TEXT"),
-                q(d, "seq"),
-                ph(d, 2, big_type(d)),
-            ),
+            &sql.change_committed_at,
             &[Arg::Text(account.into()), Arg::Int(seq)],
         )
         .await?;
@@ -84,10 +75,11 @@ pub(crate) async fn committed_at(
 /// the horizon).
 pub(crate) async fn token_for(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     account: &str,
     seq: i64,
 ) -> Result<String, ServerError> {
-    Ok(match committed_at(tx, account, seq).await? {
+    Ok(match committed_at(tx, sql, account, seq).await? {
         Some(c) => token(account, seq, &c),
         None => format!("t1.{seq}"),
     })
@@ -101,10 +93,11 @@ pub(crate) async fn token_for(
 /// re-snapshots and pushes again what the server lost).
 pub(crate) async fn check_token(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     account: &str,
     t: &Token,
 ) -> Result<(), ServerError> {
-    let (last_seq, horizon_seq) = horizon(tx, account).await?;
+    let (last_seq, horizon_seq) = horizon(tx, sql, account).await?;
     if t.seq > last_seq {
         return Err(ServerError::TokenUnknown);
     }
@@ -114,7 +107,7 @@ pub(crate) async fn check_token(
     let Some(expected) = &t.tag else {
         return Ok(());
     };
-    match committed_at(tx, account, t.seq).await? {
+    match committed_at(tx, sql, account, t.seq).await? {
         Some(c) if tag(account, t.seq, &c) == *expected => Ok(()),
         Some(_) => Err(ServerError::TokenUnknown),
         // At the horizon, collected by a server version that kept no row there.
@@ -125,20 +118,13 @@ pub(crate) async fn check_token(
 
 /// The account's counter and horizon: tokens below the horizon are expired (their
 /// tombstones were collected).
-pub(crate) async fn horizon(tx: &mut Tx<'_>, account: &str) -> Result<(i64, i64), ServerError> {
-    let d = tx.dialect();
+pub(crate) async fn horizon(
+    tx: &mut Tx<'_>,
+    sql: &Statements,
+    account: &str,
+) -> Result<(i64, i64), ServerError> {
     let rows = tx
-        .query(
-            &format!(
-                "SELECT {}, {} FROM {} WHERE {} = {}",
-                sel(d, "last_seq"),
-                sel(d, "horizon_seq"),
-                q(d, meta::ACCOUNTS),
-                q(d, meta::ACCOUNT),
-                ph(d, 1, "TEXT")
-            ),
-            &[Arg::Text(account.into())],
-        )
+        .query(&sql.account_horizon, &[Arg::Text(account.into())])
         .await?;
     Ok(rows
         .first()
@@ -159,26 +145,16 @@ pub(crate) async fn changes(
     let mut tx = state.db.begin().await?;
     let zero = Token { seq: 0, tag: None };
     let since_token = since.unwrap_or(&zero);
-    check_token(&mut tx, account, since_token).await?;
+    check_token(&mut tx, &state.sql, account, since_token).await?;
     let since = since_token.seq;
-    let big = big_type(d);
     let rows = tx
         .query(
-            &format!(
-                "SELECT {}, {}, {}, {} FROM {} WHERE {} = {} AND {} > {} ORDER BY {} LIMIT {}",
-                sel(d, "seq"),
-                sel(d, "entity_type"),
-                sel(d, "entity_id"),
-                sel(d, "committed_at"),
-                q(d, meta::CHANGES),
-                q(d, meta::ACCOUNT),
-                ph(d, 1, "TEXT"),
-                q(d, "seq"),
-                ph(d, 2, big),
-                q(d, "seq"),
-                i64::from(limit) + 1
-            ),
-            &[Arg::Text(account.into()), Arg::Int(since)],
+            &state.sql.changes_page,
+            &[
+                Arg::Text(account.into()),
+                Arg::Int(since),
+                Arg::Int(i64::from(limit) + 1),
+            ],
         )
         .await?;
     let has_more = rows.len() > limit as usize;
@@ -197,22 +173,9 @@ pub(crate) async fn changes(
             continue;
         };
         let e = ops.model();
-        let mut cols = record_columns(d, e);
-        cols.push(sel(d, meta::SEQ));
-        cols.push(sel(d, &e.id_field().column));
         let rows = tx
             .query(
-                &format!(
-                    "SELECT {} FROM {} WHERE {} = {} AND {} > {} AND {} <= {}",
-                    cols.join(", "),
-                    q(d, &e.table),
-                    q(d, meta::ACCOUNT),
-                    ph(d, 1, "TEXT"),
-                    q(d, meta::SEQ),
-                    ph(d, 2, big),
-                    q(d, meta::SEQ),
-                    ph(d, 3, big),
-                ),
+                &state.sql.entity(e)?.changed_between,
                 &[Arg::Text(account.into()), Arg::Int(since), Arg::Int(next)],
             )
             .await?;
@@ -235,7 +198,7 @@ pub(crate) async fn changes(
                 .unwrap_or_default();
             token(account, next, &c)
         }
-        None => token_for(&mut tx, account, since).await?,
+        None => token_for(&mut tx, &state.sql, account, since).await?,
     };
     tx.commit().await?;
     out.sort_unstable_by_key(|(seq, _)| *seq);
@@ -303,12 +266,12 @@ pub(crate) async fn snapshot(
     let mut tx = state.db.begin().await?;
     let mut cur = match cursor {
         Some(c) => {
-            check_token(&mut tx, account, &c.pinned).await?;
+            check_token(&mut tx, &state.sql, account, &c.pinned).await?;
             c
         }
         None => {
-            let (last_seq, _) = horizon(&mut tx, account).await?;
-            let pinned = token_for(&mut tx, account, last_seq).await?;
+            let (last_seq, _) = horizon(&mut tx, &state.sql, account).await?;
+            let pinned = token_for(&mut tx, &state.sql, account, last_seq).await?;
             Cursor {
                 pinned: parse_token(&pinned).expect("a token this server made"),
                 entity: 0,
@@ -316,39 +279,36 @@ pub(crate) async fn snapshot(
             }
         }
     };
-    let big = big_type(d);
     let mut out = Vec::new();
     while out.len() < limit as usize && cur.entity < state.entity_order.len() {
         let ops = &state.entities[&state.entity_order[cur.entity]];
         let e = ops.model();
-        let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
-        let mut cols = record_columns(d, e);
-        cols.push(sel(d, &e.id_field().column));
-        let id_col = q(d, &e.id_field().column);
-        let mut args = vec![Arg::Text(account.into()), Arg::Int(cur.pinned.seq)];
-        let after = match cur.after {
-            Some(id) => {
-                args.push(Arg::Text(id.to_string()));
-                format!(" AND {id_col} > {}", ph(d, 3, uuid_ty))
-            }
-            None => String::new(),
-        };
+        let statements = state.sql.entity(e)?;
         let want = limit as usize - out.len();
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {} FROM {} WHERE {} = {} AND {} <= {}{after} ORDER BY {id_col} LIMIT {}",
-                    cols.join(", "),
-                    q(d, &e.table),
-                    q(d, meta::ACCOUNT),
-                    ph(d, 1, "TEXT"),
-                    q(d, meta::SEQ),
-                    ph(d, 2, big),
-                    want + 1,
-                ),
-                &args,
-            )
-            .await?;
+        let page = i64::try_from(want + 1).unwrap_or(i64::MAX);
+        let account_arg = Arg::Text(account.into());
+        let pinned = Arg::Int(cur.pinned.seq);
+        let rows = match cur.after {
+            Some(id) => {
+                tx.query(
+                    &statements.snapshot_after,
+                    &[
+                        account_arg,
+                        pinned,
+                        Arg::Text(id.to_string()),
+                        Arg::Int(page),
+                    ],
+                )
+                .await?
+            }
+            None => {
+                tx.query(
+                    &statements.snapshot_first,
+                    &[account_arg, pinned, Arg::Int(page)],
+                )
+                .await?
+            }
+        };
         let more_here = rows.len() > want;
         for mut row in rows.into_iter().take(want) {
             let id: Uuid = row

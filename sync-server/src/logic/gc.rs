@@ -1,7 +1,6 @@
 //! Garbage collection: tombstones, change rows and idempotency keys past their windows.
 
 use super::*;
-use sync_model::sql::meta;
 
 /// Collects tombstones and change-log rows older than `before` for every account;
 /// tokens older than what was collected become expired (410).
@@ -9,36 +8,16 @@ pub(crate) async fn collect_garbage(
     state: &State,
     before: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, ServerError> {
-    let d = state.db.dialect();
+    let sql = &state.sql;
     let mut tx = state.db.begin().await?;
-    let ts = ts_type(d);
     let cutoff = time::format(before);
-    let accounts = tx
-        .query(
-            &format!(
-                "SELECT {} FROM {}",
-                sel(d, meta::ACCOUNT),
-                q(d, meta::ACCOUNTS)
-            ),
-            &[],
-        )
-        .await?;
-    let big = big_type(d);
-    let true_lit = d.bool_literal(true);
+    let accounts = tx.query(&sql.accounts_all, &[]).await?;
     let mut removed = 0;
     for a in accounts {
         let account = a[0].as_str().unwrap_or_default().to_string();
         let rows = tx
             .query(
-                &format!(
-                    "SELECT {} FROM {} WHERE {} = {} AND {} < {}",
-                    sel(d, "seq"),
-                    q(d, meta::CHANGES),
-                    q(d, meta::ACCOUNT),
-                    ph(d, 1, "TEXT"),
-                    q(d, "committed_at"),
-                    ph(d, 2, ts)
-                ),
+                &sql.changes_before,
                 &[Arg::Text(account.clone()), Arg::Text(cutoff.clone())],
             )
             .await?;
@@ -48,15 +27,7 @@ pub(crate) async fn collect_garbage(
         for e in state.entities.values().map(|o| o.model()) {
             removed += tx
                 .execute(
-                    &format!(
-                        "DELETE FROM {} WHERE {} = {} AND {} = {true_lit} AND {} <= {}",
-                        q(d, &e.table),
-                        q(d, meta::ACCOUNT),
-                        ph(d, 1, "TEXT"),
-                        q(d, meta::DELETED),
-                        q(d, meta::SEQ),
-                        ph(d, 2, big)
-                    ),
+                    &sql.entity(e)?.collect_tombstones,
                     &[Arg::Text(account.clone()), Arg::Int(max_seq)],
                 )
                 .await?;
@@ -66,29 +37,12 @@ pub(crate) async fn collect_garbage(
         // deletes: slim tombstones, by which a late mutation of a collected record is
         // told from one of a record this database never held (`collected_before`).
         tx.execute(
-            &format!(
-                "DELETE FROM {} WHERE {} = {} AND {} < {} AND {} <> {true_lit}",
-                q(d, meta::CHANGES),
-                q(d, meta::ACCOUNT),
-                ph(d, 1, "TEXT"),
-                q(d, "seq"),
-                ph(d, 2, big),
-                q(d, "deleted"),
-            ),
+            &sql.changes_collect,
             &[Arg::Text(account.clone()), Arg::Int(max_seq)],
         )
         .await?;
         tx.execute(
-            &format!(
-                "UPDATE {} SET {} = {} WHERE {} = {} AND {} < {}",
-                q(d, meta::ACCOUNTS),
-                q(d, "horizon_seq"),
-                ph(d, 1, big),
-                q(d, meta::ACCOUNT),
-                ph(d, 2, "TEXT"),
-                q(d, "horizon_seq"),
-                ph(d, 3, big)
-            ),
+            &sql.account_raise_horizon,
             &[Arg::Int(max_seq), Arg::Text(account), Arg::Int(max_seq)],
         )
         .await?;
@@ -98,19 +52,8 @@ pub(crate) async fn collect_garbage(
     // so a device that re-sends the mutation however much later is answered with the
     // record as it is now, and its mutation still counts once.
     tx.execute(
-        &format!(
-            "UPDATE {t} SET {s} = 'compacted', {rb} = NULL, {e} = {far} WHERE {s} = 'done' AND {e} < {p1}",
-            t = q(d, meta::IDEMPOTENCY),
-            s = q(d, "state"),
-            rb = q(d, "response_body"),
-            e = q(d, "expires_at"),
-            far = ph(d, 2, ts),
-            p1 = ph(d, 1, ts),
-        ),
-        &[
-            Arg::Text(state.now_text()),
-            Arg::Text(time::NEVER.into()),
-        ],
+        &sql.keys_compact,
+        &[Arg::Text(state.now_text()), Arg::Text(time::NEVER.into())],
     )
     .await?;
     tx.commit().await?;

@@ -2,7 +2,6 @@
 //! stored result a retry gets back.
 
 use super::*;
-use sync_model::sql::meta;
 
 /// Idempotency keys in flight for longer than this are considered abandoned (the server
 /// that held them died) and may be taken over.
@@ -35,22 +34,9 @@ pub(crate) async fn key_state(
     m: &Mutation,
     request_hash: &str,
 ) -> Result<KeyState, ServerError> {
-    let d = tx.dialect();
     let rows = tx
         .query(
-            &format!(
-                "SELECT {}, {}, {}, {}, {} FROM {} WHERE {} = {} AND {} = {}",
-                sel(d, "request_hash"),
-                sel(d, "state"),
-                sel(d, "response_body"),
-                sel(d, "created_at"),
-                sel(d, "response_status"),
-                q(d, meta::IDEMPOTENCY),
-                q(d, meta::ACCOUNT),
-                ph(d, 1, "TEXT"),
-                q(d, "idempotency_key"),
-                ph(d, 2, "TEXT"),
-            ),
+            &state.sql.key_lookup,
             &[
                 Arg::Text(account.into()),
                 Arg::Text(m.idempotency_key.clone()),
@@ -123,8 +109,6 @@ pub(crate) async fn store_result(
     request_hash: &str,
     result: &MutationResult,
 ) -> Result<(), ServerError> {
-    let d = tx.dialect();
-    let ts = ts_type(d);
     let expires = time::format(state.now() + state.config.idempotency_retention);
     let body = serde_json::to_string(result).expect("results serialise");
     // The outcome's kind outlives the stored result (see `current_answer`).
@@ -134,28 +118,12 @@ pub(crate) async fn store_result(
         MutationResult::Rejected { problem, .. } => i64::from(problem.status),
     };
     tx.execute(
-        &format!(
-            "INSERT INTO {t} ({a}, {k}, {h}, {s}, {rs}, {rb}, {c}, {e}) VALUES ({p1}, {p2}, {p3}, 'done', {status}, {p4}, {p5}, {p6}) ON CONFLICT ({a}, {k}) DO UPDATE SET {h} = excluded.{h}, {s} = 'done', {rs} = excluded.{rs}, {rb} = excluded.{rb}, {c} = excluded.{c}, {e} = excluded.{e}",
-            t = q(d, meta::IDEMPOTENCY),
-            a = q(d, meta::ACCOUNT),
-            k = q(d, "idempotency_key"),
-            h = q(d, "request_hash"),
-            s = q(d, "state"),
-            rs = q(d, "response_status"),
-            rb = q(d, "response_body"),
-            c = q(d, "created_at"),
-            e = q(d, "expires_at"),
-            p1 = ph(d, 1, "TEXT"),
-            p2 = ph(d, 2, "TEXT"),
-            p3 = ph(d, 3, "TEXT"),
-            p4 = ph(d, 4, "TEXT"),
-            p5 = ph(d, 5, ts),
-            p6 = ph(d, 6, ts),
-        ),
+        &state.sql.key_store,
         &[
             Arg::Text(account.into()),
             Arg::Text(m.idempotency_key.clone()),
             Arg::Text(request_hash.into()),
+            Arg::Int(status),
             Arg::Text(body),
             Arg::Text(state.now_text()),
             Arg::Text(expires),

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use sync_runtime::erased::PatchOutcome;
 use sync_runtime::time;
 
-use crate::db::{Arg, DbError, Tx, decode, encode, ph, q, sel};
+use crate::db::{Arg, DbError, Tx, decode, encode};
 use crate::registry;
 use crate::{ServerError, State};
 
@@ -39,12 +39,14 @@ mod gc;
 mod idempotency;
 mod push;
 mod records;
+mod sql;
 
 pub(crate) use feed::*;
 pub(crate) use gc::*;
 pub(crate) use idempotency::*;
 pub(crate) use push::*;
 pub(crate) use records::*;
+pub(crate) use sql::*;
 
 pub(crate) fn rejected(
     key: &str,
@@ -57,13 +59,4 @@ pub(crate) fn rejected(
         idempotency_key: key.to_string(),
         problem: Problem::new(kind, title, status, detail),
     }
-}
-
-pub(crate) fn ts_type(d: sync_model::sql::Dialect) -> &'static str {
-    sync_model::sql::scalar_type(sync_model::ScalarType::Timestamp, d)
-}
-
-/// The column type of sequence numbers and versions (`BIGINT`; SQLite's `INTEGER`).
-pub(crate) fn big_type(d: sync_model::sql::Dialect) -> &'static str {
-    d.big_int_type()
 }

@@ -2,7 +2,6 @@
 //! including the rules for records whose tombstones were collected.
 
 use super::*;
-use sync_model::sql::meta;
 
 /// A tombstone for a record the server no longer holds because garbage collection
 /// removed it: `deleted`, with an empty `record` (a real record always holds its id), so
@@ -29,6 +28,7 @@ pub(crate) fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
 /// collection moved the horizon past its versions, and drop it everywhere.)
 pub(crate) async fn collected_before(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     account: &str,
     e: &Entity,
     id: Uuid,
@@ -37,36 +37,21 @@ pub(crate) async fn collected_before(
     if base_version.is_none() {
         return Ok(false);
     }
-    Ok(last_delete(tx, account, e, id).await?.is_some())
+    Ok(last_delete(tx, sql, account, e, id).await?.is_some())
 }
 
 /// The slim tombstone of the record's last delete, if the change log holds one: its
 /// version and commit time.
 pub(crate) async fn last_delete(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     account: &str,
     e: &Entity,
     id: Uuid,
 ) -> Result<Option<(i64, Option<String>)>, ServerError> {
-    let d = tx.dialect();
-    let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
-    let true_lit = d.bool_literal(true);
     let rows = tx
         .query(
-            &format!(
-                "SELECT {}, {} FROM {} WHERE {} = {} AND {} = {} AND {} = {} AND {} = {true_lit} ORDER BY {} DESC LIMIT 1",
-                sel(d, "version"),
-                sel(d, "committed_at"),
-                q(d, meta::CHANGES),
-                q(d, meta::ACCOUNT),
-                ph(d, 1, "TEXT"),
-                q(d, "entity_type"),
-                ph(d, 2, "TEXT"),
-                q(d, "entity_id"),
-                ph(d, 3, uuid_ty),
-                q(d, "deleted"),
-                q(d, "seq"),
-            ),
+            &sql.last_delete,
             &[
                 Arg::Text(account.into()),
                 Arg::Text(e.name.clone()),
@@ -89,12 +74,13 @@ pub(crate) async fn last_delete(
 /// restore lost, say; the delete wins, as it would over the tombstone.
 pub(crate) async fn made_before_collected_delete(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     account: &str,
     e: &Entity,
     m: &Mutation,
     clocks: &Json,
 ) -> Result<bool, ServerError> {
-    let Some((version, deleted_at)) = last_delete(tx, account, e, m.entity_id).await? else {
+    let Some((version, deleted_at)) = last_delete(tx, sql, account, e, m.entity_id).await? else {
         return Ok(false);
     };
     if m.base_version.is_some_and(|b| b >= version) {
@@ -139,7 +125,7 @@ pub(crate) async fn current_answer(
         ));
     };
     let e = ops.model();
-    let server = match load(tx, e, account, m.entity_id).await? {
+    let server = match load(tx, &state.sql, e, account, m.entity_id).await? {
         Some(cur) => server_record(e, m.entity_id, cur),
         None => collected(e, m.entity_id, m.base_version.unwrap_or(0)),
     };
@@ -176,7 +162,7 @@ pub(crate) async fn push_batch(
     mutations: &[Mutation],
 ) -> Result<(Vec<MutationResult>, Option<String>), ServerError> {
     let mut tx = state.db.begin().await?;
-    let first_seq = lock_account(&mut tx, account).await?;
+    let first_seq = lock_account(&mut tx, &state.sql, account).await?;
     let mut last_seq = first_seq;
     let mut results = Vec::with_capacity(mutations.len());
     let mut in_flight = None;
@@ -209,7 +195,7 @@ pub(crate) async fn push_batch(
         }
     }
     if last_seq != first_seq {
-        save_seq(&mut tx, account, last_seq).await?;
+        save_seq(&mut tx, &state.sql, account, last_seq).await?;
     }
     tx.commit().await?;
     Ok((results, in_flight))
@@ -238,7 +224,7 @@ pub(crate) async fn apply(
         ));
     };
     let e = ops.model();
-    let current = load(tx, e, account, m.entity_id).await?;
+    let current = load(tx, &state.sql, e, account, m.entity_id).await?;
     // A record's versions stay above every version a client saw, even when this
     // database lost some (restored from a backup): a version number never names two
     // states of one record, so clients can tell the states apart.
@@ -333,7 +319,9 @@ pub(crate) async fn apply(
                         fields: Vec::new(),
                     })
                 }
-                None if made_before_collected_delete(tx, account, e, m, &clocks).await? => {
+                None if made_before_collected_delete(tx, &state.sql, account, e, m, &clocks)
+                    .await? =>
+                {
                     // The same rule once the tombstone was collected, by its slim
                     // tombstone: the delete's commit time stands for its stamp.
                     Ok(MutationResult::Conflict {
@@ -352,10 +340,11 @@ pub(crate) async fn apply(
                     // collected changes lie at or below the horizon).
                     let version = match other {
                         Some(c) => c.version.max(seen) + 1,
-                        None => horizon(tx, account).await?.1.max(seen) + 1,
+                        None => horizon(tx, &state.sql, account).await?.1.max(seen) + 1,
                     };
                     let ts = write(
                         tx,
+                        &state.sql,
                         e,
                         account,
                         m.entity_id,
@@ -389,7 +378,8 @@ pub(crate) async fn apply(
                 ));
             };
             let Some(cur) = current else {
-                if collected_before(tx, account, e, m.entity_id, m.base_version).await? {
+                if collected_before(tx, &state.sql, account, e, m.entity_id, m.base_version).await?
+                {
                     // Made against a version this server issued, and gone: collected
                     // after its delete. Delete wins, as it does while the tombstone lasts.
                     return Ok(MutationResult::Conflict {
@@ -441,6 +431,7 @@ pub(crate) async fn apply(
                     let version = cur.version.max(seen) + 1;
                     let ts = write(
                         tx,
+                        &state.sql,
                         e,
                         account,
                         m.entity_id,
@@ -464,7 +455,9 @@ pub(crate) async fn apply(
             }
         }
         MutationOp::Delete => match current {
-            None if collected_before(tx, account, e, m.entity_id, m.base_version).await? => {
+            None if collected_before(tx, &state.sql, account, e, m.entity_id, m.base_version)
+                .await? =>
+            {
                 // Deleted and collected already: the delete is done.
                 Ok(applied_collected(key, e, m))
             }
@@ -487,6 +480,7 @@ pub(crate) async fn apply(
                 };
                 let ts = write(
                     tx,
+                    &state.sql,
                     e,
                     account,
                     m.entity_id,

@@ -2,7 +2,6 @@
 //! change row), and the account's change counter.
 
 use super::*;
-use sync_model::sql::meta;
 
 /// A record as stored.
 pub(crate) struct Stored {
@@ -15,37 +14,21 @@ pub(crate) struct Stored {
 
 pub(crate) async fn load(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     e: &Entity,
     account: &str,
     id: Uuid,
 ) -> Result<Option<Stored>, ServerError> {
-    let d = tx.dialect();
-    let id_col = &e.id_field().column;
-    let cols = record_columns(d, e);
-    let lock = d.row_lock();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} = {} AND {} = {}{lock}",
-        cols.join(", "),
-        q(d, &e.table),
-        q(d, meta::ACCOUNT),
-        ph(d, 1, "TEXT"),
-        q(d, id_col),
-        ph(
-            d,
-            2,
-            sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d)
-        ),
-    );
     let rows = tx
         .query(
-            &sql,
+            &sql.entity(e)?.load,
             &[Arg::Text(account.into()), Arg::Text(id.to_string())],
         )
         .await?;
     let Some(row) = rows.into_iter().next() else {
         return Ok(None);
     };
-    Ok(Some(stored_from_row(d, e, row)?))
+    Ok(Some(stored_from_row(tx.dialect(), e, row)?))
 }
 
 pub(crate) fn stored_from_row(
@@ -95,31 +78,15 @@ pub(crate) fn server_record(e: &Entity, id: Uuid, s: Stored) -> ServerRecord {
 }
 
 /// Locks the account's counter and returns its current value.
-pub(crate) async fn lock_account(tx: &mut Tx<'_>, account: &str) -> Result<i64, ServerError> {
-    let d = tx.dialect();
-    tx.execute(
-        &format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING",
-            q(d, meta::ACCOUNTS),
-            q(d, meta::ACCOUNT),
-            ph(d, 1, "TEXT"),
-            q(d, meta::ACCOUNT)
-        ),
-        &[Arg::Text(account.into())],
-    )
-    .await?;
-    let lock = d.row_lock();
+pub(crate) async fn lock_account(
+    tx: &mut Tx<'_>,
+    sql: &Statements,
+    account: &str,
+) -> Result<i64, ServerError> {
+    tx.execute(&sql.account_ensure, &[Arg::Text(account.into())])
+        .await?;
     let rows = tx
-        .query(
-            &format!(
-                "SELECT {} FROM {} WHERE {} = {}{lock}",
-                sel(d, "last_seq"),
-                q(d, meta::ACCOUNTS),
-                q(d, meta::ACCOUNT),
-                ph(d, 1, "TEXT")
-            ),
-            &[Arg::Text(account.into())],
-        )
+        .query(&sql.account_lock, &[Arg::Text(account.into())])
         .await?;
     Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0))
 }
@@ -128,6 +95,7 @@ pub(crate) async fn lock_account(tx: &mut Tx<'_>, account: &str) -> Result<i64, 
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write(
     tx: &mut Tx<'_>,
+    sql: &Statements,
     e: &Entity,
     account: &str,
     id: Uuid,
@@ -142,98 +110,32 @@ pub(crate) async fn write(
     // The account's counter is locked by the caller's transaction; the new value is
     // written once, when the push's mutations are done.
     let seq = *last_seq + 1;
-    let d = tx.dialect();
     let ts = ts.to_string();
-    let mut cols = Vec::new();
+    // In the order of `EntityStatements::insert` and `update`.
     let mut args = Vec::new();
-    let mut types = Vec::new();
     for f in e.synced_fields() {
-        cols.push(q(d, &f.column));
         args.push(
             encode(f, record.get(&f.name).unwrap_or(&Json::Null))
                 .map_err(ServerError::BadRecord)?,
         );
-        types.push(sync_model::sql::column_type(&f.ty, d));
     }
-    let json_ty = d.json_type();
-    let big = big_type(d);
-    let boolean = sync_model::sql::scalar_type(sync_model::ScalarType::Bool, d);
-    for (c, a, t) in [
-        (meta::CLOCKS, Arg::Text(clocks.to_string()), json_ty),
-        (meta::VERSION, Arg::Int(version), big),
-        (meta::SEQ, Arg::Int(seq), big),
-        (meta::SERVER_UPDATED_AT, Arg::Text(ts.clone()), ts_type(d)),
-        (meta::DELETED, Arg::Bool(deleted), boolean),
-    ] {
-        cols.push(q(d, c));
-        args.push(a);
-        types.push(t);
-    }
-    let id_col = q(d, &e.id_field().column);
-    let account_col = q(d, meta::ACCOUNT);
+    args.extend([
+        Arg::Text(clocks.to_string()),
+        Arg::Int(version),
+        Arg::Int(seq),
+        Arg::Text(ts.clone()),
+        Arg::Bool(deleted),
+        Arg::Text(account.into()),
+    ]);
+    let statements = sql.entity(e)?;
     if exists {
-        let sets: Vec<String> = cols
-            .iter()
-            .zip(&types)
-            .enumerate()
-            .filter(|(_, (c, _))| **c != id_col)
-            .map(|(i, (c, t))| format!("{c} = {}", ph(d, i + 1, t)))
-            .collect();
-        let n = args.len();
-        args.push(Arg::Text(account.into()));
         args.push(Arg::Text(id.to_string()));
-        let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
-        tx.execute(
-            &format!(
-                "UPDATE {} SET {} WHERE {account_col} = {} AND {id_col} = {}",
-                q(d, &e.table),
-                sets.join(", "),
-                ph(d, n + 1, "TEXT"),
-                ph(d, n + 2, uuid_ty)
-            ),
-            &args,
-        )
-        .await?;
+        tx.execute(&statements.update, &args).await?;
     } else {
-        cols.push(account_col);
-        args.push(Arg::Text(account.into()));
-        types.push("TEXT");
-        let phs: Vec<String> = types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| ph(d, i + 1, t))
-            .collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO {} ({}) VALUES ({})",
-                q(d, &e.table),
-                cols.join(", "),
-                phs.join(", ")
-            ),
-            &args,
-        )
-        .await?;
+        tx.execute(&statements.insert, &args).await?;
     }
-    let uuid_ty = sync_model::sql::scalar_type(sync_model::ScalarType::Uuid, d);
     tx.execute(
-        &format!(
-            "INSERT INTO {} ({}, {}, {}, {}, {}, {}, {}) VALUES ({}, {}, {}, {}, {}, {}, {})",
-            q(d, meta::CHANGES),
-            q(d, meta::ACCOUNT),
-            q(d, "seq"),
-            q(d, "entity_type"),
-            q(d, "entity_id"),
-            q(d, "version"),
-            q(d, "deleted"),
-            q(d, "committed_at"),
-            ph(d, 1, "TEXT"),
-            ph(d, 2, big),
-            ph(d, 3, "TEXT"),
-            ph(d, 4, uuid_ty),
-            ph(d, 5, big),
-            ph(d, 6, boolean),
-            ph(d, 7, ts_type(d)),
-        ),
+        &sql.change_insert,
         &[
             Arg::Text(account.into()),
             Arg::Int(seq),
@@ -250,34 +152,16 @@ pub(crate) async fn write(
 }
 
 /// Stores the account's counter after a push wrote changes up to `seq`.
-pub(crate) async fn save_seq(tx: &mut Tx<'_>, account: &str, seq: i64) -> Result<(), ServerError> {
-    let d = tx.dialect();
-    let big = big_type(d);
+pub(crate) async fn save_seq(
+    tx: &mut Tx<'_>,
+    sql: &Statements,
+    account: &str,
+    seq: i64,
+) -> Result<(), ServerError> {
     tx.execute(
-        &format!(
-            "UPDATE {} SET {} = {} WHERE {} = {}",
-            q(d, meta::ACCOUNTS),
-            q(d, "last_seq"),
-            ph(d, 1, big),
-            q(d, meta::ACCOUNT),
-            ph(d, 2, "TEXT")
-        ),
+        &sql.account_save_seq,
         &[Arg::Int(seq), Arg::Text(account.into())],
     )
     .await?;
     Ok(())
-}
-
-/// The columns `stored_from_row` reads: the synced fields, then the sync metadata.
-pub(crate) fn record_columns(d: sync_model::sql::Dialect, e: &Entity) -> Vec<String> {
-    let mut cols: Vec<String> = e.synced_fields().map(|f| sel(d, &f.column)).collect();
-    for c in [
-        meta::CLOCKS,
-        meta::VERSION,
-        meta::DELETED,
-        meta::SERVER_UPDATED_AT,
-    ] {
-        cols.push(sel(d, c));
-    }
-    cols
 }
