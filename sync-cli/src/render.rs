@@ -338,7 +338,10 @@ impl Renderer {
                     self.column(
                         meta::STATUS,
                         "TEXT",
-                        "NOT NULL DEFAULT 'pending' CHECK (\"sync_status\" IN ('clean', 'pending', 'syncing', 'failed', 'conflicted'))",
+                        &format!(
+                            "NOT NULL DEFAULT 'pending' CHECK (\"{}\" IN ('clean', 'pending', 'syncing', 'failed', 'conflicted'))",
+                            meta::STATUS
+                        ),
                     ),
                     self.column(meta::DELETED, "INTEGER", "NOT NULL DEFAULT 0"),
                 ]);

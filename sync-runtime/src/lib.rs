@@ -50,6 +50,7 @@
 //! toolkit uses maps it natively, and they are kept to microseconds, the precision every
 //! target database stores.
 
+pub mod column;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod erased;

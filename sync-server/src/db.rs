@@ -6,7 +6,9 @@
 //! values are bound as text and cast in SQL, and read back as `to_json(column)`, so one
 //! conversion (wire JSON <-> column) serves every type.
 
+use const_format::concatcp;
 use std::sync::Arc;
+use sync_model::sql::meta;
 
 use serde_json::Value as Json;
 use sqlx::Connection as _;
@@ -29,39 +31,31 @@ pub enum DbError {
     Invalid(String),
 }
 
-/// A bound value.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Arg {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-    Bool(bool),
+/// A bound value: a field's [`ColumnValue`](sync_runtime::column::ColumnValue), or a
+/// metadata value.
+pub(crate) use sync_runtime::column::ColumnValue as Arg;
+
+fn to_sqlite(a: &Arg) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match a {
+        Arg::Null => V::Null,
+        Arg::Int(i) => V::Integer(*i),
+        Arg::Real(f) => V::Real(*f),
+        Arg::Text(s) => V::Text(s.clone()),
+        Arg::Blob(b) => V::Blob(b.clone()),
+        Arg::Bool(b) => V::Integer(i64::from(*b)),
+    }
 }
 
-impl Arg {
-    fn to_sqlite(&self) -> rusqlite::types::Value {
-        use rusqlite::types::Value as V;
-        match self {
-            Arg::Null => V::Null,
-            Arg::Int(i) => V::Integer(*i),
-            Arg::Real(f) => V::Real(*f),
-            Arg::Text(s) => V::Text(s.clone()),
-            Arg::Blob(b) => V::Blob(b.clone()),
-            Arg::Bool(b) => V::Integer(i64::from(*b)),
-        }
-    }
-
-    fn to_pg(&self) -> Option<String> {
-        match self {
-            Arg::Null => None,
-            Arg::Int(i) => Some(i.to_string()),
-            Arg::Real(f) => Some(f.to_string()),
-            Arg::Text(s) => Some(s.clone()),
-            Arg::Blob(b) => Some(hex::encode(b)),
-            Arg::Bool(b) => Some(b.to_string()),
-        }
+/// PostgreSQL binds every value as text, cast in SQL ([`Dialect::placeholder`]).
+fn to_pg(a: &Arg) -> Option<String> {
+    match a {
+        Arg::Null => None,
+        Arg::Int(i) => Some(i.to_string()),
+        Arg::Real(f) => Some(f.to_string()),
+        Arg::Text(s) => Some(s.clone()),
+        Arg::Blob(b) => Some(hex::encode(b)),
+        Arg::Bool(b) => Some(b.to_string()),
     }
 }
 
@@ -131,14 +125,22 @@ impl Db {
                 let mut conn = m.lock().await;
                 let exists: bool = conn
                     .query_row(
-                        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'sync_migrations'",
+                        concatcp!(
+                            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '",
+                            meta::MIGRATIONS,
+                            "'"
+                        ),
                         [],
                         |r| r.get::<_, i64>(0),
                     )
                     .map(|n| n > 0)?;
                 let current: i64 = if exists {
                     conn.query_row(
-                        "SELECT COALESCE(MAX(\"version\"), 0) FROM \"sync_migrations\"",
+                        concatcp!(
+                            "SELECT COALESCE(MAX(\"version\"), 0) FROM \"",
+                            meta::MIGRATIONS,
+                            "\""
+                        ),
                         [],
                         |r| r.get(0),
                     )?
@@ -160,9 +162,11 @@ impl Db {
                     })?;
                     tx.commit()?;
                 }
-                let mut stmt = conn.prepare(
-                    "SELECT \"fingerprint\" FROM \"sync_migrations\" ORDER BY \"version\"",
-                )?;
+                let mut stmt = conn.prepare(concatcp!(
+                    "SELECT \"fingerprint\" FROM \"",
+                    meta::MIGRATIONS,
+                    "\" ORDER BY \"version\""
+                ))?;
                 let fps = stmt
                     .query_map([], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -175,14 +179,19 @@ impl Db {
                     .execute(&mut *conn)
                     .await?;
                 let result = async {
-                    let exists: bool =
-                        sqlx::query_scalar("SELECT to_regclass('sync_migrations') IS NOT NULL")
-                            .fetch_one(&mut *conn)
-                            .await?;
+                    let exists: bool = sqlx::query_scalar(concatcp!(
+                        "SELECT to_regclass('",
+                        meta::MIGRATIONS,
+                        "') IS NOT NULL"
+                    ))
+                    .fetch_one(&mut *conn)
+                    .await?;
                     let current: i64 = if exists {
-                        sqlx::query_scalar(
-                            "SELECT COALESCE(MAX(\"version\"), 0)::bigint FROM \"sync_migrations\"",
-                        )
+                        sqlx::query_scalar(concatcp!(
+                            "SELECT COALESCE(MAX(\"version\"), 0)::bigint FROM \"",
+                            meta::MIGRATIONS,
+                            "\""
+                        ))
                         .fetch_one(&mut *conn)
                         .await?
                     } else {
@@ -206,9 +215,11 @@ impl Db {
                             })?;
                         tx.commit().await?;
                     }
-                    let fps: Vec<String> = sqlx::query_scalar(
-                        "SELECT \"fingerprint\" FROM \"sync_migrations\" ORDER BY \"version\"",
-                    )
+                    let fps: Vec<String> = sqlx::query_scalar(concatcp!(
+                        "SELECT \"fingerprint\" FROM \"",
+                        meta::MIGRATIONS,
+                        "\" ORDER BY \"version\""
+                    ))
                     .fetch_all(&mut *conn)
                     .await?;
                     Ok::<_, DbError>(fps)
@@ -256,7 +267,7 @@ impl Tx<'_> {
                 let mut stmt = conn.prepare_cached(sql)?;
                 let n = stmt.column_count();
                 let mut rows =
-                    stmt.query(rusqlite::params_from_iter(args.iter().map(Arg::to_sqlite)))?;
+                    stmt.query(rusqlite::params_from_iter(args.iter().map(to_sqlite)))?;
                 let mut out = Vec::new();
                 while let Some(r) = rows.next()? {
                     let mut row = Vec::with_capacity(n);
@@ -280,7 +291,7 @@ impl Tx<'_> {
                 use sqlx::Row;
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
                 for a in args {
-                    q = q.bind(a.to_pg());
+                    q = q.bind(to_pg(a));
                 }
                 let tx = tx
                     .as_mut()
@@ -310,12 +321,12 @@ impl Tx<'_> {
         match self {
             Tx::Sqlite(conn) => Ok(conn
                 .prepare_cached(sql)?
-                .execute(rusqlite::params_from_iter(args.iter().map(Arg::to_sqlite)))?
+                .execute(rusqlite::params_from_iter(args.iter().map(to_sqlite)))?
                 as u64),
             Tx::Postgres(tx) => {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
                 for a in args {
-                    q = q.bind(a.to_pg());
+                    q = q.bind(to_pg(a));
                 }
                 let tx = tx
                     .as_mut()
@@ -363,39 +374,9 @@ pub(crate) fn ph(d: Dialect, n: usize, ty: &str) -> String {
     d.placeholder(n, ty)
 }
 
-/// The bound value of a field's wire value.
+/// The bound value of a field's wire value ([`Arg::from_wire`]).
 pub(crate) fn encode(field: &Field, v: &Json) -> Result<Arg, String> {
-    if v.is_null() {
-        return Ok(Arg::Null);
-    }
-    let bad = |what: &str| format!("field `{}`: expected {what}", field.name);
-    Ok(match &field.ty.kind {
-        TypeKind::Set { .. } | TypeKind::Json { .. } => Arg::Text(v.to_string()),
-        TypeKind::Scalar { scalar } => match scalar {
-            ScalarType::Bool => Arg::Bool(v.as_bool().ok_or_else(|| bad("a boolean"))?),
-            ScalarType::F32 | ScalarType::F64 => {
-                Arg::Real(v.as_f64().ok_or_else(|| bad("a number"))?)
-            }
-            s if s.is_integer() => Arg::Int(v.as_i64().ok_or_else(|| bad("an integer"))?),
-            ScalarType::String | ScalarType::Uuid => {
-                Arg::Text(v.as_str().ok_or_else(|| bad("a string"))?.to_string())
-            }
-            ScalarType::Timestamp => Arg::Text(
-                v.as_str()
-                    .and_then(time::canonical_lenient)
-                    .ok_or_else(|| bad("an RFC 3339 timestamp"))?,
-            ),
-            ScalarType::Bytes => {
-                let items = v.as_array().ok_or_else(|| bad("an array of bytes"))?;
-                let bytes: Option<Vec<u8>> = items
-                    .iter()
-                    .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                    .collect();
-                Arg::Blob(bytes.ok_or_else(|| bad("an array of bytes"))?)
-            }
-            _ => unreachable!("every scalar is covered"),
-        },
-    })
+    Arg::from_wire(field, v).map_err(|e| e.to_string())
 }
 
 /// The wire value of a column read back (see [`Tx::query`]).

@@ -16,54 +16,24 @@ use serde_json::Value as Json;
 use sync_model::{Field, ScalarType, TypeKind};
 
 use super::StoreError;
+use crate::column::ColumnValue;
 
 fn bad(field: &Field, what: &str) -> StoreError {
     StoreError::Corrupt(format!("field `{}`: {what}", field.name))
 }
 
-/// The SQLite value of a field's wire value.
+/// The SQLite value of a field's wire value ([`ColumnValue::from_wire`]).
 pub(crate) fn to_sql(field: &Field, v: &Json) -> Result<Sql, StoreError> {
-    if v.is_null() {
-        return Ok(Sql::Null);
-    }
-    Ok(match &field.ty.kind {
-        TypeKind::Set { .. } | TypeKind::Json { .. } => Sql::Text(v.to_string()),
-        TypeKind::Scalar { scalar } => match scalar {
-            ScalarType::Bool => Sql::Integer(i64::from(
-                v.as_bool().ok_or_else(|| bad(field, "expected a bool"))?,
-            )),
-            ScalarType::F32 | ScalarType::F64 => {
-                Sql::Real(v.as_f64().ok_or_else(|| bad(field, "expected a number"))?)
-            }
-            s if s.is_integer() => Sql::Integer(
-                v.as_i64()
-                    .ok_or_else(|| bad(field, "expected an integer"))?,
-            ),
-            ScalarType::String | ScalarType::Uuid => Sql::Text(
-                v.as_str()
-                    .ok_or_else(|| bad(field, "expected a string"))?
-                    .to_owned(),
-            ),
-            ScalarType::Timestamp => {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| bad(field, "expected a timestamp"))?;
-                Sql::Text(
-                    crate::time::canonical(s)
-                        .ok_or_else(|| bad(field, "expected an RFC 3339 timestamp"))?,
-                )
-            }
-            ScalarType::Bytes => {
-                let items = v.as_array().ok_or_else(|| bad(field, "expected bytes"))?;
-                let bytes: Option<Vec<u8>> = items
-                    .iter()
-                    .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                    .collect();
-                Sql::Blob(bytes.ok_or_else(|| bad(field, "expected bytes"))?)
-            }
-            _ => unreachable!("every scalar is covered"),
+    Ok(
+        match ColumnValue::from_wire(field, v).map_err(|e| StoreError::Corrupt(e.to_string()))? {
+            ColumnValue::Null => Sql::Null,
+            ColumnValue::Bool(b) => Sql::Integer(i64::from(b)),
+            ColumnValue::Int(i) => Sql::Integer(i),
+            ColumnValue::Real(f) => Sql::Real(f),
+            ColumnValue::Text(t) => Sql::Text(t),
+            ColumnValue::Blob(b) => Sql::Blob(b),
         },
-    })
+    )
 }
 
 /// The wire value of a field read from SQLite.

@@ -4,8 +4,10 @@ use crate::erased::AnyPayload;
 use crate::merge::FieldConflict;
 use crate::protocol::{MutationOp, ServerRecord};
 use crate::syncable::{Patch, Record, Syncable};
+use const_format::concatcp;
 use rusqlite::{Connection, params};
 use serde_json::Value as Json;
+use sync_model::sql::meta;
 use uuid::Uuid;
 
 use super::*;
@@ -56,9 +58,11 @@ pub(crate) fn rebase_conflicted(
     };
     let id = s.entity_id.to_string();
     let locals: Vec<(String, String)> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT \"field\", \"local\" FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(concatcp!(
+            "SELECT \"field\", \"local\" FROM \"",
+            meta::CONFLICTS,
+            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+        ))?;
         stmt.query_map(params![table.entity.name, id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
@@ -69,7 +73,7 @@ pub(crate) fn rebase_conflicted(
             .map_err(|e| StoreError::Corrupt(format!("sync_conflicts.local: {e}")))?;
         let remote = s.record.get(field).cloned().unwrap_or(Json::Null);
         conn.execute(
-            "UPDATE \"sync_conflicts\" SET \"remote\" = ?1, \"remote_version\" = ?2 WHERE \"entity_type\" = ?3 AND \"entity_id\" = ?4 AND \"field\" = ?5",
+            concatcp!("UPDATE \"", meta::CONFLICTS, "\" SET \"remote\" = ?1, \"remote_version\" = ?2 WHERE \"entity_type\" = ?3 AND \"entity_id\" = ?4 AND \"field\" = ?5"),
             params![remote.to_string(), s.version, table.entity.name, id, field],
         )?;
         record.insert(field.clone(), local);
@@ -242,18 +246,21 @@ impl LocalStore {
         match payload {
             Some(payload) => {
                 tx.execute(
-                    "UPDATE \"sync_outbox\" SET \"op\" = 'update', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = ?3, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?4",
+                    concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = 'update', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = ?3, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?4"),
                     params![payload, self.new_key(), server.version, item.id],
                 )?;
             }
             None => {
-                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+                tx.execute(
+                    concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
+                    [item.id],
+                )?;
             }
         }
         let now = crate::time::now();
         for c in &conflicts {
             tx.execute(
-                "INSERT INTO \"sync_conflicts\" (\"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\", \"remote_version\", \"detected_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (\"entity_type\", \"entity_id\", \"field\") DO UPDATE SET \"base\" = excluded.\"base\", \"local\" = excluded.\"local\", \"remote\" = excluded.\"remote\", \"remote_version\" = excluded.\"remote_version\", \"detected_at\" = excluded.\"detected_at\"",
+                concatcp!("INSERT INTO \"", meta::CONFLICTS, "\" (\"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\", \"remote_version\", \"detected_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (\"entity_type\", \"entity_id\", \"field\") DO UPDATE SET \"base\" = excluded.\"base\", \"local\" = excluded.\"local\", \"remote\" = excluded.\"remote\", \"remote_version\" = excluded.\"remote_version\", \"detected_at\" = excluded.\"detected_at\""),
                 params![
                     entity,
                     id.to_string(),
@@ -288,7 +295,7 @@ impl LocalStore {
     pub fn conflicts(&self) -> Result<Vec<Conflict>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT \"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\" FROM \"sync_conflicts\" ORDER BY \"entity_type\", \"entity_id\", \"field\"",
+            concatcp!("SELECT \"entity_type\", \"entity_id\", \"field\", \"base\", \"local\", \"remote\" FROM \"", meta::CONFLICTS, "\" ORDER BY \"entity_type\", \"entity_id\", \"field\""),
         )?;
         let mut rows = stmt.query([])?;
         let mut out: Vec<Conflict> = Vec::new();
@@ -408,12 +415,12 @@ impl LocalStore {
             let start = table.erased.rebase(&base.record, &base.clocks, &ops).map_err(StoreError::Corrupt)?;
             // (A check of the record with the server stays: see `finish_resnapshot`.)
             tx.execute(
-                "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND (\"status\" = 'dead' OR (\"status\" = 'pending' AND \"attempt_count\" = 0)) AND \"payload\" <> ?3",
+                concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND (\"status\" = 'dead' OR (\"status\" = 'pending' AND \"attempt_count\" = 0)) AND \"payload\" <> ?3"),
                 params![table.entity.name, id.to_string(), CHECK_PAYLOAD],
             )?;
             let checking = !pending_for(tx, &table.entity.name, id)?.is_empty();
             tx.execute(
-                "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+                concatcp!("DELETE FROM \"", meta::CONFLICTS, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"),
                 params![table.entity.name, id.to_string()],
             )?;
             let Some((start, _)) = start else {

@@ -1,6 +1,8 @@
 //! Applying the client migrations to the local SQLite database.
 
+use const_format::concatcp;
 use rusqlite::{Connection, OptionalExtension};
+use sync_model::sql::meta;
 
 pub use crate::migrations::{MigrationFile, Migrations};
 
@@ -11,7 +13,11 @@ use super::StoreError;
 pub(crate) fn apply(migrations: &Migrations, conn: &mut Connection) -> Result<String, StoreError> {
     let has_table: bool = conn
         .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync_migrations'",
+            concatcp!(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '",
+                meta::MIGRATIONS,
+                "'"
+            ),
             [],
             |_| Ok(true),
         )
@@ -19,7 +25,11 @@ pub(crate) fn apply(migrations: &Migrations, conn: &mut Connection) -> Result<St
         .unwrap_or(false);
     let current: u32 = if has_table {
         conn.query_row(
-            "SELECT COALESCE(MAX(\"version\"), 0) FROM \"sync_migrations\"",
+            concatcp!(
+                "SELECT COALESCE(MAX(\"version\"), 0) FROM \"",
+                meta::MIGRATIONS,
+                "\""
+            ),
             [],
             |r| r.get(0),
         )?
@@ -44,7 +54,11 @@ pub(crate) fn apply(migrations: &Migrations, conn: &mut Connection) -> Result<St
         tx.commit()?;
     }
     Ok(conn.query_row(
-        "SELECT \"fingerprint\" FROM \"sync_migrations\" ORDER BY \"version\" DESC LIMIT 1",
+        concatcp!(
+            "SELECT \"fingerprint\" FROM \"",
+            meta::MIGRATIONS,
+            "\" ORDER BY \"version\" DESC LIMIT 1"
+        ),
         [],
         |r| r.get(0),
     )?)

@@ -2,6 +2,7 @@
 //! runs (built once), and the device's clock and identity.
 
 use super::*;
+use const_format::concatcp;
 use sync_model::sql::meta;
 
 impl StoreBuilder {
@@ -148,7 +149,11 @@ pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(),
 pub(crate) fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT \"value\" FROM \"sync_meta\" WHERE \"key\" = ?1",
+            concatcp!(
+                "SELECT \"value\" FROM \"",
+                meta::META,
+                "\" WHERE \"key\" = ?1"
+            ),
             [key],
             |r| r.get(0),
         )
@@ -157,7 +162,7 @@ pub(crate) fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, S
 
 pub(crate) fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO \"sync_meta\" (\"key\", \"value\") VALUES (?1, ?2) ON CONFLICT (\"key\") DO UPDATE SET \"value\" = excluded.\"value\"",
+        concatcp!("INSERT INTO \"", meta::META, "\" (\"key\", \"value\") VALUES (?1, ?2) ON CONFLICT (\"key\") DO UPDATE SET \"value\" = excluded.\"value\""),
     )?
     .execute(params![key, value])?;
     Ok(())

@@ -2,6 +2,7 @@
 //! sync metadata and the outbox item (coalesced with the record's last unsent item).
 
 use super::*;
+use const_format::concatcp;
 use sync_model::sql::meta;
 
 /// The outbox's own spelling of an operation ([`MutationOp::as_str`]), read back.
@@ -183,7 +184,7 @@ pub(crate) fn last_item(
     // makes the statement re-prepare on every execution (measured: 20% of an update).
     // A coalescing entity has very few items per record, so the last is picked here.
     let mut stmt = conn.prepare_cached(
-        "SELECT \"id\", \"op\", \"payload\", \"status\", \"attempt_count\", \"base_version\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        concatcp!("SELECT \"id\", \"op\", \"payload\", \"status\", \"attempt_count\", \"base_version\" FROM \"", meta::OUTBOX, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"),
     )?;
     let mut rows = stmt.query(params![entity.name, id.to_string()])?;
     type Found = (i64, String, String, String, i64, Option<i64>);
@@ -223,7 +224,7 @@ pub(crate) fn enqueue(
     key: String,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO \"sync_outbox\" (\"entity_type\", \"entity_id\", \"op\", \"payload\", \"idempotency_key\", \"base_version\", \"created_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        concatcp!("INSERT INTO \"", meta::OUTBOX, "\" (\"entity_type\", \"entity_id\", \"op\", \"payload\", \"idempotency_key\", \"base_version\", \"created_at\") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
     )?
     .execute(params![
         entity.name,
@@ -243,7 +244,7 @@ pub(crate) fn rewrite_item(
     op: MutationOp,
     payload: &str,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE \"sync_outbox\" SET \"op\" = ?1, \"payload\" = ?2 WHERE \"id\" = ?3 AND \"status\" = 'pending' AND \"attempt_count\" = 0")?
+    conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2 WHERE \"id\" = ?3 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
         .execute(params![op.as_str(), payload, item])?;
     Ok(())
 }
@@ -368,7 +369,7 @@ impl LocalStore {
                 {
                     let v = record.get(*f).cloned().unwrap_or(Json::Null);
                     tx.prepare_cached(
-                        "UPDATE \"sync_conflicts\" SET \"local\" = ?1 WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?3 AND \"field\" = ?4",
+                        concatcp!("UPDATE \"", meta::CONFLICTS, "\" SET \"local\" = ?1 WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?3 AND \"field\" = ?4"),
                     )?
                     .execute(params![v.to_string(), entity.name, id.to_string(), f])?;
                 }
@@ -427,9 +428,13 @@ impl LocalStore {
         let table = self.table::<T>()?;
         let entity = table.entity;
         self.write(entity, id, ChangeKind::Deleted, |tx, hlc| {
-            let row = read_row(tx, table, id)?
-                .filter(|r| !r.deleted)
-                .ok_or(StoreError::NotFound { entity: T::ENTITY, id })?;
+            let row =
+                read_row(tx, table, id)?
+                    .filter(|r| !r.deleted)
+                    .ok_or(StoreError::NotFound {
+                        entity: T::ENTITY,
+                        id,
+                    })?;
             if row.clean {
                 keep_base(tx, table, id)?;
             }
@@ -441,7 +446,11 @@ impl LocalStore {
             let payload = to_json_string(&DeletePayload { hlc });
             // Deleting a conflicted record discards the conflict with it.
             tx.execute(
-                "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+                concatcp!(
+                    "DELETE FROM \"",
+                    meta::CONFLICTS,
+                    "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+                ),
                 params![entity.name, id.to_string()],
             )?;
             match last {
@@ -450,18 +459,40 @@ impl LocalStore {
                     // in a restore and other devices may send again): the server must
                     // learn of the delete, so both go.
                     mark_deleted(tx, entity, id, hlc)?;
-                    enqueue(tx, entity, id, MutationOp::Delete, &payload, None, self.new_key())?;
+                    enqueue(
+                        tx,
+                        entity,
+                        id,
+                        MutationOp::Delete,
+                        &payload,
+                        None,
+                        self.new_key(),
+                    )?;
                 }
                 Some(l) if l.op == MutationOp::Create => {
                     // Created and deleted before the server heard of it: nothing to send.
-                    tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [l.id])?;
+                    tx.execute(
+                        concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
+                        [l.id],
+                    )?;
                     let others: i64 = tx.query_row(
-                        "SELECT COUNT(*) FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+                        concatcp!(
+                            "SELECT COUNT(*) FROM \"",
+                            meta::OUTBOX,
+                            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+                        ),
                         params![entity.name, id.to_string()],
                         |r| r.get(0),
                     )?;
                     if others == 0 && row.version.is_none() {
-                        tx.execute(&format!("DELETE FROM {} WHERE {} = ?1", q(&entity.table), q(&entity.id_field().column)), [id.to_string()])?;
+                        tx.execute(
+                            &format!(
+                                "DELETE FROM {} WHERE {} = ?1",
+                                q(&entity.table),
+                                q(&entity.id_field().column)
+                            ),
+                            [id.to_string()],
+                        )?;
                     } else {
                         mark_deleted(tx, entity, id, hlc)?;
                     }
@@ -472,7 +503,15 @@ impl LocalStore {
                 }
                 _ => {
                     mark_deleted(tx, entity, id, hlc)?;
-                    enqueue(tx, entity, id, MutationOp::Delete, &payload, row.version, self.new_key())?;
+                    enqueue(
+                        tx,
+                        entity,
+                        id,
+                        MutationOp::Delete,
+                        &payload,
+                        row.version,
+                        self.new_key(),
+                    )?;
                 }
             }
             Ok(())

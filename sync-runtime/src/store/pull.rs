@@ -4,6 +4,7 @@
 use crate::hlc::Hlc;
 use crate::protocol::{MutationOp, ServerRecord};
 use crate::syncable::Record;
+use const_format::concatcp;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -116,18 +117,20 @@ impl PullSql {
                 q(&e.table)
             ),
             empty: format!(
-                "SELECT NOT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {base}) AND NOT EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?1)",
+                "SELECT NOT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {base}) AND NOT EXISTS (SELECT 1 FROM {outbox} WHERE \"entity_type\" = ?1)",
+                outbox = q(meta::OUTBOX),
                 base = q(&base_table),
                 t = q(&e.table),
             ),
             probe: format!(
-                "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} IN ('clean', 'syncing') FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM \"sync_outbox\" WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead'), (SELECT {s} = 'syncing' FROM {t} WHERE {id} = ?1), (SELECT {at} FROM {base} WHERE {id} = ?1), (SELECT {at} FROM {t} WHERE {id} = ?1), (SELECT {d} FROM {t} WHERE {id} = ?1)",
+                "SELECT (SELECT {v} FROM {base} WHERE {id} = ?1), (SELECT {v} FROM {t} WHERE {id} = ?1), (SELECT {s} IN ('clean', 'syncing') FROM {t} WHERE {id} = ?1), EXISTS (SELECT 1 FROM {outbox} WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?1 AND \"status\" <> 'dead'), (SELECT {s} = 'syncing' FROM {t} WHERE {id} = ?1), (SELECT {at} FROM {base} WHERE {id} = ?1), (SELECT {at} FROM {t} WHERE {id} = ?1), (SELECT {d} FROM {t} WHERE {id} = ?1)",
                 base = q(&base_table),
                 t = q(&e.table),
                 v = q(meta::VERSION),
                 s = q(meta::STATUS),
                 at = q(meta::SERVER_UPDATED_AT),
                 d = q(meta::DELETED),
+                outbox = q(meta::OUTBOX),
             ),
             keep_base: format!(
                 "INSERT INTO {base} ({cols}) SELECT {cols} FROM {t} WHERE {id} = ?1 AND {v} IS NOT NULL AND {s} IN ('clean', 'syncing') ON CONFLICT ({id}) DO NOTHING",
@@ -503,7 +506,11 @@ pub(crate) fn rebase_onto(
     if s.deleted {
         // Deleted on the server: delete wins over edits and open conflicts of this record.
         conn.execute(
-            "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+            concatcp!(
+                "DELETE FROM \"",
+                meta::CONFLICTS,
+                "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+            ),
             params![table.entity.name, s.entity_id.to_string()],
         )?;
         if conflicted {
@@ -667,7 +674,7 @@ impl LocalStore {
                 suspect_restore(&tx, scope)?;
             }
             tx.execute(
-                "INSERT INTO \"sync_state\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\"",
+                concatcp!("INSERT INTO \"", meta::STATE, "\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\""),
                 params![scope, state.change_token, state.snapshot_cursor, state.snapshot_token],
             )?;
             tx.commit()?;

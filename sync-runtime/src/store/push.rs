@@ -9,10 +9,12 @@
 use crate::hlc::Hlc;
 use crate::protocol::{MutationOp, MutationResult, ServerRecord};
 use crate::syncable::Record;
+use const_format::concatcp;
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
+use sync_model::sql::meta;
 use uuid::Uuid;
 
 use super::*;
@@ -58,9 +60,11 @@ pub(crate) fn pending_for(
     entity: &str,
     id: Uuid,
 ) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead'",
-    )?;
+    let mut stmt = conn.prepare_cached(concatcp!(
+        "SELECT \"id\", \"op\", \"payload\" FROM \"",
+        meta::OUTBOX,
+        "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead'"
+    ))?;
     let mut rows = stmt.query(params![entity, id.to_string()])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -78,7 +82,7 @@ pub(crate) fn sent_items_of(
     id: Uuid,
 ) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT \"id\", \"op\", \"payload\" FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"status\" <> 'pending') ORDER BY \"id\"",
+        concatcp!("SELECT \"id\", \"op\", \"payload\" FROM \"", meta::OUTBOX, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"status\" <> 'pending') ORDER BY \"id\""),
     )?;
     let rows = stmt.query_map(params![entity, id.to_string()], |r| {
         Ok((
@@ -97,7 +101,11 @@ pub(crate) fn sent_items_of(
 
 pub(crate) fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), StoreError> {
     conn.execute(
-        "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        concatcp!(
+            "DELETE FROM \"",
+            meta::OUTBOX,
+            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+        ),
         params![entity, id.to_string()],
     )?;
     Ok(())
@@ -112,7 +120,7 @@ pub(crate) fn delete_superseded(
     item: &OutboxItem,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "DELETE FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" >= ?3 AND \"id\" < COALESCE((SELECT MIN(\"id\") FROM \"sync_outbox\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" > ?3 AND \"op\" = 'create'), 9223372036854775807)",
+        concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" >= ?3 AND \"id\" < COALESCE((SELECT MIN(\"id\") FROM \"", meta::OUTBOX, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"id\" > ?3 AND \"op\" = 'create'), 9223372036854775807)"),
         params![entity, item.entity_id.to_string(), item.id],
     )?;
     Ok(())
@@ -159,7 +167,11 @@ pub(crate) fn forget_collected(
     delete_superseded(conn, &e.name, item)?;
     delete_base(conn, e, &id)?;
     conn.execute(
-        "DELETE FROM \"sync_conflicts\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2",
+        concatcp!(
+            "DELETE FROM \"",
+            meta::CONFLICTS,
+            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+        ),
         params![e.name, id],
     )?;
     if pending_for(conn, &e.name, item.entity_id)?.is_empty() {
@@ -331,7 +343,11 @@ impl LocalStore {
     pub(crate) fn recover_sending(&self) -> Result<usize, StoreError> {
         let conn = self.conn();
         Ok(conn.execute(
-            "UPDATE \"sync_outbox\" SET \"status\" = 'pending' WHERE \"status\" = 'sending'",
+            concatcp!(
+                "UPDATE \"",
+                meta::OUTBOX,
+                "\" SET \"status\" = 'pending' WHERE \"status\" = 'sending'"
+            ),
             [],
         )?)
     }
@@ -363,7 +379,11 @@ impl LocalStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (id, reason) in &waiting {
             tx.execute(
-                "UPDATE \"sync_outbox\" SET \"last_error\" = ?1 WHERE \"id\" = ?2 AND \"status\" <> 'dead'",
+                concatcp!(
+                    "UPDATE \"",
+                    meta::OUTBOX,
+                    "\" SET \"last_error\" = ?1 WHERE \"id\" = ?2 AND \"status\" <> 'dead'"
+                ),
                 params![reason, id],
             )?;
         }
@@ -371,7 +391,7 @@ impl LocalStore {
         for n in chosen {
             let mut item = items[n].clone();
             tx.execute(
-                "UPDATE \"sync_outbox\" SET \"status\" = 'sending', \"attempt_count\" = \"attempt_count\" + 1 WHERE \"id\" = ?1",
+                concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"status\" = 'sending', \"attempt_count\" = \"attempt_count\" + 1 WHERE \"id\" = ?1"),
                 [item.id],
             )?;
             item.status = OutboxStatus::Sending;
@@ -414,7 +434,7 @@ impl LocalStore {
         let conn = self.conn();
         for id in ids {
             conn.execute(
-                "UPDATE \"sync_outbox\" SET \"status\" = 'pending', \"attempt_count\" = MAX(\"attempt_count\" - 1, 0) WHERE \"id\" = ?1 AND \"status\" = 'sending'",
+                concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"status\" = 'pending', \"attempt_count\" = MAX(\"attempt_count\" - 1, 0) WHERE \"id\" = ?1 AND \"status\" = 'sending'"),
                 [id],
             )?;
         }
@@ -435,7 +455,7 @@ impl LocalStore {
         let conn = self.conn();
         for id in ids {
             conn.execute(
-                "UPDATE \"sync_outbox\" SET \"status\" = CASE WHEN \"attempt_count\" >= ?1 THEN 'dead' ELSE 'failed' END, \"next_attempt_at\" = ?2, \"last_error\" = ?3 WHERE \"id\" = ?4",
+                concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"status\" = CASE WHEN \"attempt_count\" >= ?1 THEN 'dead' ELSE 'failed' END, \"next_attempt_at\" = ?2, \"last_error\" = ?3 WHERE \"id\" = ?4"),
                 params![max_attempts, retry_at, error, id],
             )?;
         }
@@ -469,7 +489,10 @@ impl LocalStore {
                 }
             }
             MutationResult::Applied { server, .. } => {
-                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+                tx.execute(
+                    concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
+                    [item.id],
+                )?;
                 let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                 if is_check(item) {
                     if known == Known::OtherHistory {
@@ -496,7 +519,11 @@ impl LocalStore {
             }
             MutationResult::Rejected { problem, .. } => {
                 tx.execute(
-                    "UPDATE \"sync_outbox\" SET \"status\" = 'dead', \"last_error\" = ?1 WHERE \"id\" = ?2",
+                    concatcp!(
+                        "UPDATE \"",
+                        meta::OUTBOX,
+                        "\" SET \"status\" = 'dead', \"last_error\" = ?1 WHERE \"id\" = ?2"
+                    ),
                     params![format!("rejected by the server: {problem}"), item.id],
                 )?;
                 set_row_meta(&tx, table, item.entity_id, "failed", None)?;
@@ -534,7 +561,7 @@ impl LocalStore {
         payload: &str,
     ) -> Result<(), StoreError> {
         tx.execute(
-            "UPDATE \"sync_outbox\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3",
+            concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3"),
             params![payload, self.new_key(), id],
         )?;
         Ok(())
@@ -561,7 +588,7 @@ impl LocalStore {
                 // An earlier item of this push was turned into the create already: this
                 // update goes after it, as an update, under a new key.
                 tx.execute(
-                    "UPDATE \"sync_outbox\" SET \"idempotency_key\" = ?1, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?2",
+                    concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"idempotency_key\" = ?1, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?2"),
                     params![self.new_key(), item.id],
                 )?;
                 Ok(ItemOutcome::Merged)
@@ -630,7 +657,10 @@ impl LocalStore {
             _ => {
                 // A delete of a record the server does not have (or an update of one
                 // deleted here since): nothing to send.
-                tx.execute("DELETE FROM \"sync_outbox\" WHERE \"id\" = ?1", [item.id])?;
+                tx.execute(
+                    concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
+                    [item.id],
+                )?;
                 if pending_for(tx, &table.entity.name, id)?.is_empty() {
                     set_row_meta(tx, table, id, "clean", None)?;
                 }

@@ -3,6 +3,7 @@
 //! own writes that a restored server must confirm.
 
 use crate::protocol::{MutationOp, ServerRecord};
+use const_format::concatcp;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -69,10 +70,13 @@ pub(crate) fn is_check(item: &OutboxItem) -> bool {
 /// Whether any own write awaits its pull (one query per page, so pulls of a store that
 /// has none cost nothing more).
 pub(crate) fn has_own_writes(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM \"sync_meta\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;')",
-    )?
-    .query_row([], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached(concatcp!(
+            "SELECT EXISTS (SELECT 1 FROM \"",
+            meta::META,
+            "\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;')"
+        ))?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// A pulled record shows an own write (this version or a later one: done), or another
@@ -91,7 +95,10 @@ pub(crate) fn confirm_own_write(
     if r.version < version || (r.version == version && r.server_updated_at != at) {
         *other_history = true;
     }
-    conn.execute("DELETE FROM \"sync_meta\" WHERE \"key\" = ?1", [key])?;
+    conn.execute(
+        concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
+        [key],
+    )?;
     Ok(())
 }
 
@@ -118,7 +125,7 @@ impl LocalStore {
         let conn = self.conn();
         Ok(conn
             .query_row(
-                "SELECT \"change_token\", \"snapshot_cursor\", \"snapshot_token\", \"last_sync_at\" FROM \"sync_state\" WHERE \"scope\" = ?1",
+                concatcp!("SELECT \"change_token\", \"snapshot_cursor\", \"snapshot_token\", \"last_sync_at\" FROM \"", meta::STATE, "\" WHERE \"scope\" = ?1"),
                 [scope],
                 |r| {
                     Ok(SyncState {
@@ -138,7 +145,7 @@ impl LocalStore {
         {
             let conn = self.conn();
             conn.execute(
-                "INSERT INTO \"sync_state\" (\"scope\", \"last_sync_at\") VALUES (?1, ?2) ON CONFLICT (\"scope\") DO UPDATE SET \"last_sync_at\" = excluded.\"last_sync_at\", \"last_error\" = NULL",
+                concatcp!("INSERT INTO \"", meta::STATE, "\" (\"scope\", \"last_sync_at\") VALUES (?1, ?2) ON CONFLICT (\"scope\") DO UPDATE SET \"last_sync_at\" = excluded.\"last_sync_at\", \"last_error\" = NULL"),
                 params![scope, crate::time::now()],
             )?;
         }
@@ -162,7 +169,7 @@ impl LocalStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "UPDATE \"sync_state\" SET \"change_token\" = NULL, \"snapshot_cursor\" = NULL, \"snapshot_token\" = NULL WHERE \"scope\" = ?1",
+            concatcp!("UPDATE \"", meta::STATE, "\" SET \"change_token\" = NULL, \"snapshot_cursor\" = NULL, \"snapshot_token\" = NULL WHERE \"scope\" = ?1"),
             [scope],
         )?;
         // Records with local changes keep their status (the user's view); the ones the
@@ -209,12 +216,16 @@ impl LocalStore {
         // is through; otherwise own writes are still checked (a first snapshot after a
         // push must not take the records it lacks for collected).
         tx.execute(
-            "DELETE FROM \"sync_meta\" WHERE \"key\" = ?1",
+            concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
             [format!("restore-suspected:{scope}")],
         )?;
         if why == Restart::Unknown {
             tx.execute(
-                "DELETE FROM \"sync_meta\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;'",
+                concatcp!(
+                    "DELETE FROM \"",
+                    meta::META,
+                    "\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;'"
+                ),
                 [],
             )?;
         }
@@ -317,7 +328,7 @@ impl LocalStore {
             n += 1;
         }
         tx.execute(
-            "DELETE FROM \"sync_meta\" WHERE \"key\" IN (?1, ?2)",
+            concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" IN (?1, ?2)"),
             params![key, held_key],
         )?;
         tx.commit()?;
@@ -374,15 +385,20 @@ impl LocalStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let left: Vec<(String, String)> = {
-            let mut stmt = tx.prepare(
-                "SELECT \"key\", \"value\" FROM \"sync_meta\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;'",
-            )?;
+            let mut stmt = tx.prepare(concatcp!(
+                "SELECT \"key\", \"value\" FROM \"",
+                meta::META,
+                "\" WHERE \"key\" >= 'own-write:' AND \"key\" < 'own-write;'"
+            ))?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?
         };
         let mut n = 0;
         for (key, value) in left {
-            tx.execute("DELETE FROM \"sync_meta\" WHERE \"key\" = ?1", [&key])?;
+            tx.execute(
+                concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
+                [&key],
+            )?;
             let mut parts = key.splitn(3, ':').skip(1);
             let (Some(entity), Some(id)) = (parts.next(), parts.next()) else {
                 continue;

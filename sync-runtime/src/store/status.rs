@@ -2,11 +2,13 @@
 //! items.
 
 use super::*;
+use const_format::concatcp;
 use sync_model::sql::meta;
 
 pub(crate) fn read_outbox(conn: &Connection, filter: &str) -> Result<Vec<OutboxItem>, StoreError> {
     let sql = format!(
-        "SELECT \"id\", \"entity_type\", \"entity_id\", \"op\", \"payload\", \"idempotency_key\", \"base_version\", \"created_at\", \"attempt_count\", \"next_attempt_at\", \"status\", \"last_error\" FROM \"sync_outbox\" WHERE {filter} ORDER BY \"id\""
+        "SELECT \"id\", \"entity_type\", \"entity_id\", \"op\", \"payload\", \"idempotency_key\", \"base_version\", \"created_at\", \"attempt_count\", \"next_attempt_at\", \"status\", \"last_error\" FROM \"{outbox}\" WHERE {filter} ORDER BY \"id\"",
+        outbox = meta::OUTBOX
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query([])?;
@@ -42,7 +44,11 @@ pub(crate) fn status<'a>(
     entities: impl Iterator<Item = &'a Entity>,
 ) -> Result<SyncStatus, StoreError> {
     let pending: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+        concatcp!(
+            "SELECT COUNT(*) FROM \"",
+            meta::OUTBOX,
+            "\" WHERE \"status\" IN ('pending', 'sending', 'failed')"
+        ),
         [],
         |r| r.get(0),
     )?;
@@ -71,17 +77,25 @@ pub(crate) fn status<'a>(
         dead: read_outbox(conn, "\"status\" = 'dead'")?,
         conflicted,
         last_sync_at: conn.query_row(
-            "SELECT MAX(\"last_sync_at\") FROM \"sync_state\"",
+            concatcp!("SELECT MAX(\"last_sync_at\") FROM \"", meta::STATE, "\""),
             [],
             |r| time_col(r, 0),
         )?,
         oldest_pending_at: conn.query_row(
-            "SELECT MIN(\"created_at\") FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+            concatcp!(
+                "SELECT MIN(\"created_at\") FROM \"",
+                meta::OUTBOX,
+                "\" WHERE \"status\" IN ('pending', 'sending', 'failed')"
+            ),
             [],
             |r| time_col(r, 0),
         )?,
         retries: conn.query_row(
-            "SELECT COALESCE(SUM(MAX(\"attempt_count\" - 1, 0)), 0) FROM \"sync_outbox\" WHERE \"status\" IN ('pending', 'sending', 'failed')",
+            concatcp!(
+                "SELECT COALESCE(SUM(MAX(\"attempt_count\" - 1, 0)), 0) FROM \"",
+                meta::OUTBOX,
+                "\" WHERE \"status\" IN ('pending', 'sending', 'failed')"
+            ),
             [],
             |r| r.get::<_, i64>(0),
         )? as u64,
@@ -119,7 +133,7 @@ impl LocalStore {
         let n = {
             let conn = self.conn();
             conn.execute(
-                "UPDATE \"sync_outbox\" SET \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL WHERE \"status\" = 'dead'",
+                concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL WHERE \"status\" = 'dead'"),
                 [],
             )?
         };
