@@ -400,12 +400,7 @@ impl LocalStore {
             })?;
             // A record deleted here since the conflict: the delete stands (as for an
             // update of a deleted record), the resolution would bring it back.
-            let row = read_row(tx, table, id)?
-                .filter(|r| !r.deleted)
-                .ok_or(StoreError::NotFound {
-                    entity: T::ENTITY,
-                    id,
-                })?;
+            let row = read_live_row(tx, table, T::ENTITY, id)?;
             let mut clocks: T::Clocks = serde_json::from_str(&row.clocks).unwrap_or_default();
             let sent = sent_items_of(tx, &table.entity.name, id)?;
             // What the server will hold once the items in flight are through: the patch

@@ -84,6 +84,23 @@ pub(crate) fn read_row(
     }
 }
 
+/// The record's row if it exists and is not a tombstone.
+///
+/// # Errors
+///
+/// [`StoreError::NotFound`] if there is no such record or it is deleted; what
+/// [`read_row`] returns otherwise.
+pub(crate) fn read_live_row(
+    conn: &Connection,
+    table: &Table,
+    entity: &'static str,
+    id: Uuid,
+) -> Result<Row, StoreError> {
+    read_row(conn, table, id)?
+        .filter(|r| !r.deleted)
+        .ok_or(StoreError::NotFound { entity, id })
+}
+
 /// Inserts or replaces the row's data and marks it pending.
 pub(crate) fn write_row(
     conn: &Connection,
@@ -329,13 +346,7 @@ impl LocalStore {
         let id = value.id();
         let mut changed = true;
         self.write(entity, id, ChangeKind::Updated, |tx, hlc| {
-            let row =
-                read_row(tx, table, id)?
-                    .filter(|r| !r.deleted)
-                    .ok_or(StoreError::NotFound {
-                        entity: T::ENTITY,
-                        id,
-                    })?;
+            let row = read_live_row(tx, table, T::ENTITY, id)?;
             let old = T::from_record(&row.record)?;
             let patch = T::diff(&old, &value, hlc)?;
             if patch.is_empty() {
@@ -428,13 +439,7 @@ impl LocalStore {
         let table = self.table::<T>()?;
         let entity = table.entity;
         self.write(entity, id, ChangeKind::Deleted, |tx, hlc| {
-            let row =
-                read_row(tx, table, id)?
-                    .filter(|r| !r.deleted)
-                    .ok_or(StoreError::NotFound {
-                        entity: T::ENTITY,
-                        id,
-                    })?;
+            let row = read_live_row(tx, table, T::ENTITY, id)?;
             if row.clean {
                 keep_base(tx, table, id)?;
             }
