@@ -201,6 +201,18 @@ pub(crate) async fn push_batch(
     Ok((results, in_flight))
 }
 
+/// Applies one mutation in the push's transaction (the account's counter locked, the
+/// mutation's idempotency key unknown or abandoned), by the rules of its operation:
+/// [`apply_create`], [`apply_update`], [`apply_delete`].
+///
+/// Returns the mutation's result: applied (with the record as stored), a conflict (with
+/// the server's record, for the client to merge), or a rejection (422, nothing written).
+/// `last_seq` is the account's counter, advanced by every change written.
+///
+/// # Errors
+///
+/// [`ServerError::BadRecord`] for a value that does not fit its column (nothing of the
+/// mutation was written); a database error otherwise.
 pub(crate) async fn apply(
     state: &State,
     tx: &mut Tx<'_>,
@@ -208,11 +220,10 @@ pub(crate) async fn apply(
     m: &Mutation,
     last_seq: &mut i64,
 ) -> Result<MutationResult, ServerError> {
-    let key = &m.idempotency_key;
     let Some(ops) = state.entities.get(&m.entity_type) else {
         let known: Vec<&str> = state.entities.keys().map(String::as_str).collect();
         return Ok(rejected(
-            key,
+            &m.idempotency_key,
             422,
             "unknown-entity",
             "Unknown entity type",
@@ -225,283 +236,318 @@ pub(crate) async fn apply(
     };
     let e = ops.model();
     let current = load(tx, &state.sql, e, account, m.entity_id).await?;
-    // A record's versions stay above every version a client saw, even when this
-    // database lost some (restored from a backup): a version number never names two
-    // states of one record, so clients can tell the states apart.
-    let seen = m.base_version.unwrap_or(0).max(0);
-    let applied = |stored: Stored| MutationResult::Applied {
-        idempotency_key: key.clone(),
-        server: server_record(e, m.entity_id, stored),
+    let cx = Applying {
+        state,
+        account,
+        m,
+        e,
+        ops,
+        // A record's versions stay above every version a client saw, even when this
+        // database lost some (restored from a backup): a version number never names two
+        // states of one record, so clients can tell the states apart.
+        seen: m.base_version.unwrap_or(0).max(0),
     };
     match m.op {
-        MutationOp::Create => {
-            let Some(record) = m.record.clone() else {
-                return Ok(rejected(
-                    key,
-                    422,
-                    "invalid-mutation",
-                    "Invalid mutation",
-                    "a create needs `record`",
-                ));
+        MutationOp::Create => apply_create(&cx, tx, current, last_seq).await,
+        MutationOp::Update => apply_update(&cx, tx, current, last_seq).await,
+        MutationOp::Delete => apply_delete(&cx, tx, current, last_seq).await,
+    }
+}
+
+/// One mutation being applied: what the rules of every operation read.
+pub(crate) struct Applying<'a> {
+    state: &'a State,
+    account: &'a str,
+    m: &'a Mutation,
+    e: &'a Entity,
+    ops: &'a sync_runtime::erased::ErasedEntity,
+    /// The version the client last saw (0 for none).
+    seen: i64,
+}
+
+impl Applying<'_> {
+    fn applied(&self, stored: Stored) -> MutationResult {
+        MutationResult::Applied {
+            idempotency_key: self.m.idempotency_key.clone(),
+            server: server_record(self.e, self.m.entity_id, stored),
+        }
+    }
+
+    fn conflict(&self, server: ServerRecord, fields: Vec<String>) -> MutationResult {
+        MutationResult::Conflict {
+            idempotency_key: self.m.idempotency_key.clone(),
+            server,
+            fields,
+        }
+    }
+
+    /// A conflict with the record as stored.
+    fn conflict_with(&self, cur: Stored, fields: Vec<String>) -> MutationResult {
+        self.conflict(server_record(self.e, self.m.entity_id, cur), fields)
+    }
+
+    /// A conflict with the record's collected tombstone: delete wins.
+    fn conflict_collected(&self) -> MutationResult {
+        self.conflict(
+            collected(self.e, self.m.entity_id, self.m.base_version.unwrap_or(0)),
+            Vec::new(),
+        )
+    }
+
+    fn rejected(&self, kind: &str, title: &str, detail: impl Into<String>) -> MutationResult {
+        rejected(&self.m.idempotency_key, 422, kind, title, detail)
+    }
+
+    /// Whether the record was deleted here and its tombstone collected
+    /// ([`collected_before`]).
+    async fn was_collected(&self, tx: &mut Tx<'_>) -> Result<bool, ServerError> {
+        collected_before(
+            tx,
+            &self.state.sql,
+            self.account,
+            self.e,
+            self.m.entity_id,
+            self.m.base_version,
+        )
+        .await
+    }
+
+    /// Writes the record's new version (and its change) and answers `applied`.
+    async fn save(
+        &self,
+        tx: &mut Tx<'_>,
+        last_seq: &mut i64,
+        stored: Stored,
+        exists: bool,
+    ) -> Result<MutationResult, ServerError> {
+        let server_updated_at = write(
+            tx,
+            &self.state.sql,
+            self.e,
+            self.account,
+            self.m.entity_id,
+            &stored.record,
+            &stored.clocks,
+            stored.version,
+            stored.deleted,
+            last_seq,
+            exists,
+            &self.state.now_text(),
+        )
+        .await?;
+        Ok(self.applied(Stored {
+            server_updated_at,
+            ..stored
+        }))
+    }
+}
+
+/// A create: of a new record, over a tombstone (a recreate, or a create the delete
+/// wins over), or of an id another device created too (a conflict the client merges).
+pub(crate) async fn apply_create(
+    cx: &Applying<'_>,
+    tx: &mut Tx<'_>,
+    current: Option<Stored>,
+    last_seq: &mut i64,
+) -> Result<MutationResult, ServerError> {
+    let (m, e) = (cx.m, cx.e);
+    let Some(record) = m.record.clone() else {
+        return Ok(cx.rejected(
+            "invalid-mutation",
+            "Invalid mutation",
+            "a create needs `record`",
+        ));
+    };
+    if record.get(&e.id_field().name).and_then(Json::as_str)
+        != Some(m.entity_id.to_string().as_str())
+    {
+        return Ok(cx.rejected(
+            "invalid-mutation",
+            "Invalid mutation",
+            "the record's id is not `entity_id`",
+        ));
+    }
+    let (record, clocks) = match registry::check_record(
+        cx.ops,
+        record,
+        m.clocks.clone(),
+        cx.state.max_stamp_millis(),
+    ) {
+        Ok(v) => v,
+        Err(msg) => return Ok(cx.rejected("invalid-record", "Invalid record", msg)),
+    };
+    match current {
+        Some(cur)
+            if !cur.deleted && m.base_version.is_none() && shares_stamp(&clocks, &cur.clocks) =>
+        {
+            // This very create is in the record already: its first delivery was
+            // applied and lost in a restore, and another device that held the
+            // record sent it again. (A stamp names one event of one device: a
+            // field still carrying the create's stamp came from it.) Taking it
+            // for a twin would count its `sum` values twice.
+            Ok(cx.applied(cur))
+        }
+        Some(cur) if !cur.deleted => {
+            // The same id created on two devices (an app's fixed per-user
+            // record, say): a conflict listing the fields that differ. The
+            // client merges the two creates field by field, as two concurrent
+            // updates from an empty base, and pushes the result as an update;
+            // even identical twins go that way, since a `sum` counts both
+            // creates. (A retry of the same create carries the same key and is
+            // answered from the idempotency record before this point.)
+            let fields: Vec<String> = record
+                .iter()
+                .filter(|(k, v)| cur.record.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            Ok(cx.conflict_with(cur, fields))
+        }
+        Some(cur)
+            if cur.deleted
+                && m.base_version != Some(cur.version)
+                && (m.base_version.is_some_and(|b| b < cur.version)
+                    || latest_stamp(&clocks) <= latest_stamp(&cur.clocks)) =>
+        {
+            // A create over a tombstone from a device that did not see the
+            // delete: it last saw the record (live, or an earlier tombstone) at
+            // an earlier version (it sends again what a restore lost, say), or
+            // the create was made before the delete (stamped no later: a retry
+            // whose first delivery a restore lost). The delete wins, as over any
+            // concurrent edit. A recreate is a create after the delete: from a
+            // device that saw this tombstone (it carries its version), or, with
+            // no version, stamped later than the delete (whose stamp the
+            // tombstone keeps).
+            Ok(cx.conflict_with(cur, Vec::new()))
+        }
+        None if made_before_collected_delete(tx, &cx.state.sql, cx.account, e, m, &clocks)
+            .await? =>
+        {
+            // The same rule once the tombstone was collected, by its slim
+            // tombstone: the delete's commit time stands for its stamp.
+            Ok(cx.conflict_collected())
+        }
+        other => {
+            // New, or recreated after a delete: the record replaces the tombstone
+            // entirely, so nothing of the old record comes back.
+            let exists = other.is_some();
+            // A record that is gone may have been collected, with versions a
+            // device still holds: start above every collected version (a
+            // record's version never exceeds its last change's number, and
+            // collected changes lie at or below the horizon).
+            let version = match other {
+                Some(c) => c.version.max(cx.seen) + 1,
+                None => horizon(tx, &cx.state.sql, cx.account).await?.1.max(cx.seen) + 1,
             };
-            if record.get(&e.id_field().name).and_then(Json::as_str)
-                != Some(m.entity_id.to_string().as_str())
-            {
-                return Ok(rejected(
-                    key,
-                    422,
-                    "invalid-mutation",
-                    "Invalid mutation",
-                    "the record's id is not `entity_id`",
-                ));
-            }
-            let (record, clocks) = match registry::check_record(
-                ops,
+            let stored = Stored {
                 record,
-                m.clocks.clone(),
-                state.max_stamp_millis(),
-            ) {
-                Ok(v) => v,
-                Err(msg) => {
-                    return Ok(rejected(key, 422, "invalid-record", "Invalid record", msg));
-                }
+                clocks,
+                version,
+                deleted: false,
+                server_updated_at: String::new(),
             };
-            match current {
-                Some(cur)
-                    if !cur.deleted
-                        && m.base_version.is_none()
-                        && shares_stamp(&clocks, &cur.clocks) =>
-                {
-                    // This very create is in the record already: its first delivery was
-                    // applied and lost in a restore, and another device that held the
-                    // record sent it again. (A stamp names one event of one device: a
-                    // field still carrying the create's stamp came from it.) Taking it
-                    // for a twin would count its `sum` values twice.
-                    Ok(applied(cur))
-                }
-                Some(cur) if !cur.deleted => {
-                    // The same id created on two devices (an app's fixed per-user
-                    // record, say): a conflict listing the fields that differ. The
-                    // client merges the two creates field by field, as two concurrent
-                    // updates from an empty base, and pushes the result as an update;
-                    // even identical twins go that way, since a `sum` counts both
-                    // creates. (A retry of the same create carries the same key and is
-                    // answered from the idempotency record before this point.)
-                    let fields: Vec<String> = record
-                        .iter()
-                        .filter(|(k, v)| cur.record.get(*k) != Some(*v))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    Ok(MutationResult::Conflict {
-                        idempotency_key: key.clone(),
-                        server: server_record(e, m.entity_id, cur),
-                        fields,
-                    })
-                }
-                Some(cur)
-                    if cur.deleted
-                        && m.base_version != Some(cur.version)
-                        && (m.base_version.is_some_and(|b| b < cur.version)
-                            || latest_stamp(&clocks) <= latest_stamp(&cur.clocks)) =>
-                {
-                    // A create over a tombstone from a device that did not see the
-                    // delete: it last saw the record (live, or an earlier tombstone) at
-                    // an earlier version (it sends again what a restore lost, say), or
-                    // the create was made before the delete (stamped no later: a retry
-                    // whose first delivery a restore lost). The delete wins, as over any
-                    // concurrent edit. A recreate is a create after the delete: from a
-                    // device that saw this tombstone (it carries its version), or, with
-                    // no version, stamped later than the delete (whose stamp the
-                    // tombstone keeps).
-                    Ok(MutationResult::Conflict {
-                        idempotency_key: key.clone(),
-                        server: server_record(e, m.entity_id, cur),
-                        fields: Vec::new(),
-                    })
-                }
-                None if made_before_collected_delete(tx, &state.sql, account, e, m, &clocks)
-                    .await? =>
-                {
-                    // The same rule once the tombstone was collected, by its slim
-                    // tombstone: the delete's commit time stands for its stamp.
-                    Ok(MutationResult::Conflict {
-                        idempotency_key: key.clone(),
-                        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
-                        fields: Vec::new(),
-                    })
-                }
-                other => {
-                    // New, or recreated after a delete: the record replaces the tombstone
-                    // entirely, so nothing of the old record comes back.
-                    let exists = other.is_some();
-                    // A record that is gone may have been collected, with versions a
-                    // device still holds: start above every collected version (a
-                    // record's version never exceeds its last change's number, and
-                    // collected changes lie at or below the horizon).
-                    let version = match other {
-                        Some(c) => c.version.max(seen) + 1,
-                        None => horizon(tx, &state.sql, account).await?.1.max(seen) + 1,
-                    };
-                    let ts = write(
-                        tx,
-                        &state.sql,
-                        e,
-                        account,
-                        m.entity_id,
-                        &record,
-                        &clocks,
-                        version,
-                        false,
-                        last_seq,
-                        exists,
-                        &state.now_text(),
-                    )
-                    .await?;
-                    Ok(applied(Stored {
-                        record,
-                        clocks,
-                        version,
-                        deleted: false,
-                        server_updated_at: ts,
-                    }))
-                }
-            }
+            cx.save(tx, last_seq, stored, exists).await
         }
-        MutationOp::Update => {
-            let Some(patch) = &m.patch else {
-                return Ok(rejected(
-                    key,
-                    422,
-                    "invalid-mutation",
-                    "Invalid mutation",
-                    "an update needs `patch`",
-                ));
-            };
-            let Some(cur) = current else {
-                if collected_before(tx, &state.sql, account, e, m.entity_id, m.base_version).await?
-                {
-                    // Made against a version this server issued, and gone: collected
-                    // after its delete. Delete wins, as it does while the tombstone lasts.
-                    return Ok(MutationResult::Conflict {
-                        idempotency_key: key.clone(),
-                        server: collected(e, m.entity_id, m.base_version.unwrap_or(0)),
-                        fields: Vec::new(),
-                    });
-                }
-                return Ok(rejected(
-                    key,
-                    422,
-                    "unknown-record",
-                    "Unknown record",
-                    format!(
-                        "no `{}` with id {} to update; create it first",
-                        e.name, m.entity_id
-                    ),
-                ));
-            };
-            if cur.deleted {
-                // Delete wins over a concurrent update: the client learns of the tombstone.
-                return Ok(MutationResult::Conflict {
-                    idempotency_key: key.clone(),
-                    server: server_record(e, m.entity_id, cur),
-                    fields: Vec::new(),
-                });
-            }
-            if patch.as_object().is_some_and(serde_json::Map::is_empty) {
-                // Nothing to change (a client checking the record, say): the record as it
-                // is, without a new version.
-                return Ok(applied(cur));
-            }
-            let same_version = m.base_version == Some(cur.version);
-            match registry::apply_patch(
-                ops,
-                &cur.record,
-                &cur.clocks,
-                patch,
-                same_version,
-                state.max_stamp_millis(),
-            ) {
-                Err(msg) => Ok(rejected(key, 422, "invalid-patch", "Invalid patch", msg)),
-                Ok(PatchOutcome::Conflict(fields)) => Ok(MutationResult::Conflict {
-                    idempotency_key: key.clone(),
-                    server: server_record(e, m.entity_id, cur),
-                    fields,
-                }),
-                Ok(PatchOutcome::Applied { record, clocks }) => {
-                    let version = cur.version.max(seen) + 1;
-                    let ts = write(
-                        tx,
-                        &state.sql,
-                        e,
-                        account,
-                        m.entity_id,
-                        &record,
-                        &clocks,
-                        version,
-                        false,
-                        last_seq,
-                        true,
-                        &state.now_text(),
-                    )
-                    .await?;
-                    Ok(applied(Stored {
-                        record,
-                        clocks,
-                        version,
-                        deleted: false,
-                        server_updated_at: ts,
-                    }))
-                }
-            }
+    }
+}
+
+/// An update: a patch merged into the record by its fields' rules, or a conflict (a
+/// `manual` field changed on both sides, the record deleted).
+pub(crate) async fn apply_update(
+    cx: &Applying<'_>,
+    tx: &mut Tx<'_>,
+    current: Option<Stored>,
+    last_seq: &mut i64,
+) -> Result<MutationResult, ServerError> {
+    let (m, e) = (cx.m, cx.e);
+    let Some(patch) = &m.patch else {
+        return Ok(cx.rejected(
+            "invalid-mutation",
+            "Invalid mutation",
+            "an update needs `patch`",
+        ));
+    };
+    let Some(cur) = current else {
+        if cx.was_collected(tx).await? {
+            // Made against a version this server issued, and gone: collected
+            // after its delete. Delete wins, as it does while the tombstone lasts.
+            return Ok(cx.conflict_collected());
         }
-        MutationOp::Delete => match current {
-            None if collected_before(tx, &state.sql, account, e, m.entity_id, m.base_version)
-                .await? =>
-            {
-                // Deleted and collected already: the delete is done.
-                Ok(applied_collected(key, e, m))
-            }
-            None => Ok(rejected(
-                key,
-                422,
-                "unknown-record",
-                "Unknown record",
-                format!("no `{}` with id {} to delete", e.name, m.entity_id),
-            )),
-            Some(cur) if cur.deleted => Ok(applied(cur)),
-            Some(cur) => {
-                let version = cur.version.max(seen) + 1;
-                // The tombstone's stamps include the delete's own (bounded like any
-                // stamp): a create that arrives later is a recreate only if it was made
-                // after the delete (see `Create`).
-                let clocks = match m.hlc {
-                    Some(h) => stamped_at_least(&cur.clocks, h, state.max_stamp_millis()),
-                    None => cur.clocks.clone(),
-                };
-                let ts = write(
-                    tx,
-                    &state.sql,
-                    e,
-                    account,
-                    m.entity_id,
-                    &cur.record,
-                    &clocks,
-                    version,
-                    true,
-                    last_seq,
-                    true,
-                    &state.now_text(),
-                )
-                .await?;
-                Ok(applied(Stored {
-                    deleted: true,
-                    version,
-                    server_updated_at: ts,
-                    clocks,
-                    ..cur
-                }))
-            }
-        },
+        return Ok(cx.rejected(
+            "unknown-record",
+            "Unknown record",
+            format!(
+                "no `{}` with id {} to update; create it first",
+                e.name, m.entity_id
+            ),
+        ));
+    };
+    if cur.deleted {
+        // Delete wins over a concurrent update: the client learns of the tombstone.
+        return Ok(cx.conflict_with(cur, Vec::new()));
+    }
+    if patch.as_object().is_some_and(serde_json::Map::is_empty) {
+        // Nothing to change (a client checking the record, say): the record as it
+        // is, without a new version.
+        return Ok(cx.applied(cur));
+    }
+    let same_version = m.base_version == Some(cur.version);
+    match registry::apply_patch(
+        cx.ops,
+        &cur.record,
+        &cur.clocks,
+        patch,
+        same_version,
+        cx.state.max_stamp_millis(),
+    ) {
+        Err(msg) => Ok(cx.rejected("invalid-patch", "Invalid patch", msg)),
+        Ok(PatchOutcome::Conflict(fields)) => Ok(cx.conflict_with(cur, fields)),
+        Ok(PatchOutcome::Applied { record, clocks }) => {
+            let stored = Stored {
+                record,
+                clocks,
+                version: cur.version.max(cx.seen) + 1,
+                deleted: false,
+                server_updated_at: String::new(),
+            };
+            cx.save(tx, last_seq, stored, true).await
+        }
+    }
+}
+
+/// A delete: the record becomes a tombstone (its last values kept, its stamps raised
+/// to the delete's); a delete of a tombstone or of a collected record is done already.
+pub(crate) async fn apply_delete(
+    cx: &Applying<'_>,
+    tx: &mut Tx<'_>,
+    current: Option<Stored>,
+    last_seq: &mut i64,
+) -> Result<MutationResult, ServerError> {
+    let (m, e) = (cx.m, cx.e);
+    match current {
+        // Deleted and collected already: the delete is done.
+        None if cx.was_collected(tx).await? => Ok(applied_collected(&m.idempotency_key, e, m)),
+        None => Ok(cx.rejected(
+            "unknown-record",
+            "Unknown record",
+            format!("no `{}` with id {} to delete", e.name, m.entity_id),
+        )),
+        Some(cur) if cur.deleted => Ok(cx.applied(cur)),
+        Some(cur) => {
+            // The tombstone's stamps include the delete's own (bounded like any
+            // stamp): a create that arrives later is a recreate only if it was made
+            // after the delete (see `apply_create`).
+            let clocks = match m.hlc {
+                Some(h) => stamped_at_least(&cur.clocks, h, cx.state.max_stamp_millis()),
+                None => cur.clocks.clone(),
+            };
+            let stored = Stored {
+                deleted: true,
+                version: cur.version.max(cx.seen) + 1,
+                clocks,
+                ..cur
+            };
+            cx.save(tx, last_seq, stored, true).await
+        }
     }
 }
 
