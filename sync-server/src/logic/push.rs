@@ -438,13 +438,7 @@ pub(crate) async fn apply_create(
                 Some(c) => c.version.max(cx.seen) + 1,
                 None => horizon(tx, &cx.state.sql, cx.account).await?.1.max(cx.seen) + 1,
             };
-            let stored = Stored {
-                record,
-                clocks,
-                version,
-                deleted: false,
-                server_updated_at: String::new(),
-            };
+            let stored = Stored::live(record, clocks, version);
             cx.save(tx, last_seq, stored, exists).await
         }
     }
@@ -502,13 +496,7 @@ pub(crate) async fn apply_update(
         Err(msg) => Ok(cx.rejected("invalid-patch", "Invalid patch", msg)),
         Ok(PatchOutcome::Conflict(fields)) => Ok(cx.conflict_with(cur, fields)),
         Ok(PatchOutcome::Applied { record, clocks }) => {
-            let stored = Stored {
-                record,
-                clocks,
-                version: cur.version.max(cx.seen) + 1,
-                deleted: false,
-                server_updated_at: String::new(),
-            };
+            let stored = Stored::live(record, clocks, cur.version.max(cx.seen) + 1);
             cx.save(tx, last_seq, stored, true).await
         }
     }

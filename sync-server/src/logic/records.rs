@@ -12,6 +12,20 @@ pub(crate) struct Stored {
     pub(crate) server_updated_at: String,
 }
 
+impl Stored {
+    /// A live record's new version, before it is written (the write sets
+    /// `server_updated_at`).
+    pub(crate) fn live(record: sync_runtime::Record, clocks: Json, version: i64) -> Self {
+        Stored {
+            record,
+            clocks,
+            version,
+            deleted: false,
+            server_updated_at: String::new(),
+        }
+    }
+}
+
 pub(crate) async fn load(
     tx: &mut Tx<'_>,
     sql: &Statements,
