@@ -10,7 +10,8 @@
 use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
 use sync_runtime::protocol::{
-    ChangesResponse, Problem, PushRequest, PushResponse, SnapshotResponse,
+    ChangesResponse, MAX_IDEMPOTENCY_KEY_CHARS, MAX_PAGE_LIMIT, Problem, PushRequest, PushResponse,
+    SnapshotResponse,
 };
 
 /// The component name of an entity's schemas: `Task` -> `TaskRecord`, `TaskPatch`, ...
@@ -162,7 +163,7 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
             "type": "object",
             "description": format!("A mutation of a `{}`: `create` carries `record` and `clocks`, `update` a `patch`, `delete` an `hlc`.", e.name),
             "properties": {
-                "idempotency_key": { "type": "string", "minLength": 1 },
+                "idempotency_key": { "type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS },
                 "entity_type": { "const": e.name },
                 "entity_id": { "type": "string", "format": "uuid" },
                 "op": { "enum": ["create", "update", "delete"] },
@@ -386,7 +387,7 @@ pub(crate) fn openapi_without_fingerprint(
             "take a new snapshot (GET /snapshot) and continue from its token",
         ),
     );
-    let limit = json!({ "name": "limit", "in": "query", "required": false, "description": "Page size (capped by the server).", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } });
+    let limit = json!({ "name": "limit", "in": "query", "required": false, "description": "Page size (capped by the server).", "schema": { "type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT } });
     let fingerprint_header = json!({
         "name": "sync-model-fingerprint", "in": "header", "required": false,
         "description": "The fingerprint of the model the client was built with; unknown fingerprints get 426.",
@@ -399,7 +400,7 @@ pub(crate) fn openapi_without_fingerprint(
         json!({ "post": {
             "operationId": "push",
             "summary": "Apply an ordered batch of mutations.",
-            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409.",
+            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). A record, patch or clocks member the entity's schemas do not allow refuses that mutation alone (`rejected`, 422, `pointer` into the mutation). A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional.",
             "parameters": [fingerprint_header, {
                 "name": "Idempotency-Key", "in": "header", "required": false,
                 "description": "Optional key of the whole request; every mutation also carries its own `idempotency_key`, which is what the server deduplicates on.",

@@ -155,3 +155,48 @@ fn the_committed_schemas_are_up_to_date() {
         jsonschema::validator_for(&serde_json::from_str::<Json>(text).unwrap()).unwrap();
     }
 }
+
+/// The document's operation schemas list the members the server checks
+/// (`sync_runtime::ops::op_members`), required ones as required.
+#[test]
+fn op_schemas_have_the_members_the_server_checks() {
+    let model = example_model();
+    let doc = sync_cli::openapi::openapi(&model, "t");
+    let mut checked = 0;
+    for e in &model.entities {
+        let patch = &doc["components"]["schemas"][format!("{}Patch", e.rust_name)];
+        for f in e.synced_fields().filter(|f| !f.id && !f.immutable) {
+            let op = &patch["properties"][&f.name];
+            let mut props: Vec<&str> = op["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{}.{}: {op:#}", e.name, f.name))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut required: Vec<&str> = op["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Json::as_str)
+                .collect();
+            let members = sync_runtime::ops::op_members(f.merge);
+            let mut want: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
+            let mut want_required: Vec<&str> = members
+                .iter()
+                .filter(|(_, r)| *r)
+                .map(|(m, _)| *m)
+                .collect();
+            for v in [&mut props, &mut required, &mut want, &mut want_required] {
+                v.sort_unstable();
+            }
+            assert_eq!(props, want, "{}.{}", e.name, f.name);
+            assert_eq!(required, want_required, "{}.{}", e.name, f.name);
+            assert_eq!(op["additionalProperties"], false);
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 4,
+        "the example model has a field of every strategy"
+    );
+}

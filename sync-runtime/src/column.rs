@@ -94,6 +94,23 @@ impl ColumnValue {
     }
 }
 
+/// Writes every timestamp field of `record` in the canonical form
+/// ([`crate::time::format`]), as its column stores it and every read gives it back: so a
+/// record reads the same in a push result as in `GET /changes`. Values that are not RFC
+/// 3339 text are left for [`ColumnValue::from_wire`] to refuse.
+pub fn canonical_timestamps(entity: &sync_model::Entity, record: &mut crate::Record) {
+    for f in entity.synced_fields() {
+        if let TypeKind::Scalar {
+            scalar: ScalarType::Timestamp,
+        } = f.ty.kind
+            && let Some(Json::String(s)) = record.get_mut(&f.name)
+            && let Some(c) = crate::time::canonical(s)
+        {
+            *s = c;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

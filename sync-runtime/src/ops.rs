@@ -58,6 +58,20 @@ pub struct ManualOp<T> {
     pub base: T,
 }
 
+/// The members of a field's operation object in a patch, by the field's merge strategy,
+/// and which of them are required: `lww` `{set, hlc}`, `sum` `{add}`, `union`
+/// `{add?, remove?}`, `manual` `{set, base}` (the op types above; the OpenAPI document's
+/// op schemas list the same).
+pub fn op_members(strategy: sync_model::MergeStrategy) -> &'static [(&'static str, bool)] {
+    use sync_model::MergeStrategy as M;
+    match strategy {
+        M::Lww => &[("set", true), ("hlc", true)],
+        M::Sum => &[("add", true)],
+        M::Union => &[("add", false), ("remove", false)],
+        M::Manual => &[("set", true), ("base", true)],
+    }
+}
+
 /// The `lww` operation for `old -> new`, if the value changed.
 pub fn lww_diff<T: MergeValue>(old: &T, new: &T, hlc: Hlc) -> Option<LwwOp<T>> {
     (!old.same(new)).then(|| LwwOp {

@@ -102,7 +102,8 @@ impl MutationOp {
 #[serde(deny_unknown_fields)]
 pub struct Mutation {
     /// Unique per mutation; a retry sends the same key and the same body, and the server
-    /// answers with the stored result.
+    /// answers with the stored result. 1 to [`MAX_IDEMPOTENCY_KEY_CHARS`] characters.
+    #[schemars(length(min = 1, max = 255))]
     pub idempotency_key: String,
     /// The entity's wire name.
     pub entity_type: String,
@@ -251,6 +252,12 @@ pub struct Problem {
     /// The request id of this occurrence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// A JSON Pointer (RFC 6901) to the member at fault, when one is: in a push result,
+    /// into that result's mutation (`/record/priority`); in a problem response, into the
+    /// request body (`/mutations/0/idempotency_key`). An extension member, as RFC 9457
+    /// section 3.2 allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
 
 impl Problem {
@@ -262,8 +269,40 @@ impl Problem {
             status,
             detail: Some(detail.into()),
             instance: None,
+            pointer: None,
         }
     }
+
+    /// The problem with [`Problem::pointer`] set.
+    #[must_use]
+    pub fn at(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
+    }
+}
+
+/// The most records a page of `GET /changes` or `GET /snapshot` may hold: the `limit`
+/// query parameter is 1 to this. A server may serve fewer per page.
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// The longest idempotency key a mutation may carry, in characters (keys are
+/// UUIDs in the client this toolkit ships, 36 characters). At most 1,020 bytes in UTF-8,
+/// within every supported database's index key limit (PostgreSQL's is about 2,700).
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// A JSON Pointer (RFC 6901) from its reference tokens: `["record", "a/b"]` is
+/// `/record/a~1b` (`~` is written `~0`, `/` is written `~1`).
+pub fn json_pointer<I, S>(tokens: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut out = String::new();
+    for t in tokens {
+        out.push('/');
+        out.push_str(&t.as_ref().replace('~', "~0").replace('/', "~1"));
+    }
+    out
 }
 
 impl std::fmt::Display for Problem {
@@ -273,5 +312,20 @@ impl std::fmt::Display for Problem {
             write!(f, ": {d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_pointers_escape_tilde_and_slash() {
+        assert_eq!(
+            json_pointer(["mutations", "0", "record"]),
+            "/mutations/0/record"
+        );
+        assert_eq!(json_pointer(["a/b", "c~d"]), "/a~1b/c~0d");
+        assert_eq!(json_pointer(Vec::<String>::new()), "");
     }
 }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sync_runtime::protocol::{
-    ChangesResponse, FINGERPRINT_HEADER, PROBLEM_JSON, Problem, PushRequest, PushResponse,
+    ChangesResponse, FINGERPRINT_HEADER, MAX_PAGE_LIMIT, PROBLEM_JSON, Problem, PushResponse,
     REQUEST_ID_HEADER, SnapshotResponse,
 };
 use tower_http::catch_panic::CatchPanicLayer;
@@ -128,6 +128,31 @@ pub(crate) fn router(state: Shared) -> Router {
         }))
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme's name is
+/// case-insensitive and followed by one or more spaces (RFC 9110 section 11.1, RFC 6750
+/// section 2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The page size of a `limit` query parameter: 1 to [`MAX_PAGE_LIMIT`] as the document
+/// says, capped by the server's [`crate::Config::max_page`]; the server's page size if
+/// absent.
+fn page_limit(limit: Option<u32>, max_page: u32) -> Result<u32, ProblemResponse> {
+    match limit {
+        None => Ok(max_page.clamp(1, MAX_PAGE_LIMIT)),
+        Some(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => Ok(n.min(max_page.max(1))),
+        Some(n) => Err(ProblemResponse::new(
+            400,
+            "invalid-query",
+            "Invalid query",
+            format!("`limit` is 1 to {MAX_PAGE_LIMIT}; got {n}"),
+        )),
+    }
+}
+
 fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get(REQUEST_ID_HEADER)
@@ -140,7 +165,7 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<String, ProblemRespon
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .ok_or_else(|| {
             let mut p = ProblemResponse::new(
                 401,
@@ -232,9 +257,10 @@ async fn push_inner(
                 ),
             )
         })?;
-    let request: PushRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        let status = if e.is_data() { 422 } else { 400 };
-        ProblemResponse::new(status, "invalid-body", "Invalid push body", format!("{e}"))
+    let request = crate::body::push_request(&bytes).map_err(|r| {
+        let mut p = ProblemResponse::new(r.status, "invalid-body", "Invalid push body", r.detail);
+        p.0.problem.pointer = Some(r.pointer);
+        p
     })?;
     if request.mutations.len() > state.config.max_batch {
         return Err(ProblemResponse::new(
@@ -247,7 +273,17 @@ async fn push_inner(
             ),
         ));
     }
-    let (results, in_flight) = logic::push_batch(state, &account, &request.mutations).await?;
+    // A client of an earlier model (a fingerprint the server knows, not its current one)
+    // sends records without the fields added since.
+    let model = match headers
+        .get(FINGERPRINT_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(fp) if fp != state.current_fingerprint => logic::ClientModel::Earlier,
+        _ => logic::ClientModel::Current,
+    };
+    let (results, in_flight) =
+        logic::push_batch(state, &account, model, &request.mutations).await?;
     for (m, r) in request.mutations.iter().zip(&results) {
         tracing::info!(
             entity_type = %m.entity_type,
@@ -305,10 +341,7 @@ async fn changes(
                 )
             })?),
         };
-        let limit = params
-            .limit
-            .unwrap_or(state.config.max_page)
-            .clamp(1, state.config.max_page);
+        let limit = page_limit(params.limit, state.config.max_page)?;
         let (changes, next_token, has_more) =
             logic::changes(&state, &account, since.as_ref(), limit).await?;
         Ok(Json(ChangesResponse {
@@ -348,10 +381,7 @@ async fn snapshot(
                 )
             })?),
         };
-        let limit = params
-            .limit
-            .unwrap_or(state.config.max_page)
-            .clamp(1, state.config.max_page);
+        let limit = page_limit(params.limit, state.config.max_page)?;
         let (records, next, pinned) = logic::snapshot(&state, &account, cursor, limit).await?;
         Ok(Json(SnapshotResponse {
             records,
@@ -366,4 +396,28 @@ async fn snapshot(
 
 async fn health(AxState(state): AxState<Shared>) -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok", "fingerprint": state.current_fingerprint }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
+
+    #[test]
+    fn page_limits_are_those_the_document_gives() {
+        assert_eq!(page_limit(None, 1000).ok(), Some(1000));
+        assert_eq!(page_limit(Some(1), 1000).ok(), Some(1));
+        assert_eq!(page_limit(Some(1000), 200).ok(), Some(200));
+        assert!(page_limit(Some(0), 1000).is_err());
+        assert!(page_limit(Some(1001), 1000).is_err());
+    }
 }

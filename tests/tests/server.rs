@@ -10,29 +10,6 @@ use serde_json::{Value as Json, json};
 use support::{Backend, Client, TestServer, latest, project_create, task_create, task_update};
 use uuid::Uuid;
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = super::TestServer::start(super::Backend::Sqlite).await {
-                    super::$name(&s).await;
-                    s.cleanup().await;
-                }
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = super::TestServer::start(super::Backend::Postgres).await {
-                    super::$name(&s).await;
-                    s.cleanup().await;
-                }
-            })*
-        }
-    };
-}
-
 both_backends!(
     round_trip_every_merge_strategy,
     idempotent_replay_reuse_and_in_flight,

@@ -39,6 +39,7 @@ mod gc;
 mod idempotency;
 mod push;
 mod records;
+pub(crate) mod shape;
 mod sql;
 
 pub(crate) use feed::*;
@@ -46,6 +47,7 @@ pub(crate) use gc::*;
 pub(crate) use idempotency::*;
 pub(crate) use push::*;
 pub(crate) use records::*;
+pub(crate) use shape::ClientModel;
 pub(crate) use sql::*;
 
 pub(crate) fn rejected(
@@ -59,4 +61,13 @@ pub(crate) fn rejected(
         idempotency_key: key.to_string(),
         problem: Problem::new(kind, title, status, detail),
     }
+}
+
+/// The entity of the one `Syncable` struct in `src`, for unit tests.
+#[cfg(test)]
+pub(crate) fn entity_of(src: &str) -> Entity {
+    sync_model::parse_source(src)
+        .expect("a model")
+        .entities
+        .remove(0)
 }

@@ -159,6 +159,7 @@ pub(crate) async fn current_answer(
 pub(crate) async fn push_batch(
     state: &State,
     account: &str,
+    model: ClientModel,
     mutations: &[Mutation],
 ) -> Result<(Vec<MutationResult>, Option<String>), ServerError> {
     let mut tx = state.db.begin().await?;
@@ -175,7 +176,7 @@ pub(crate) async fn push_batch(
                 break;
             }
             KeyState::New | KeyState::Abandoned => {
-                let result = match apply(state, &mut tx, account, m, &mut last_seq).await {
+                let result = match apply(state, &mut tx, account, model, m, &mut last_seq).await {
                     Ok(result) => result,
                     // A value that does not fit its column: this mutation's own problem,
                     // answered like any rejection (nothing of it was written: `write`
@@ -217,6 +218,7 @@ pub(crate) async fn apply(
     state: &State,
     tx: &mut Tx<'_>,
     account: &str,
+    model: ClientModel,
     m: &Mutation,
     last_seq: &mut i64,
 ) -> Result<MutationResult, ServerError> {
@@ -239,6 +241,7 @@ pub(crate) async fn apply(
     let cx = Applying {
         state,
         account,
+        model,
         m,
         e,
         ops,
@@ -258,6 +261,7 @@ pub(crate) async fn apply(
 pub(crate) struct Applying<'a> {
     state: &'a State,
     account: &'a str,
+    model: ClientModel,
     m: &'a Mutation,
     e: &'a Entity,
     ops: &'a sync_runtime::erased::ErasedEntity,
@@ -298,6 +302,14 @@ impl Applying<'_> {
         rejected(&self.m.idempotency_key, 422, kind, title, detail)
     }
 
+    /// A 422 for a member the document does not allow, pointing at it.
+    fn misfit(&self, kind: &str, title: &str, misfit: shape::Misfit) -> MutationResult {
+        MutationResult::Rejected {
+            idempotency_key: self.m.idempotency_key.clone(),
+            problem: Problem::new(kind, title, 422, misfit.detail).at(misfit.pointer),
+        }
+    }
+
     /// Whether the record was deleted here and its tombstone collected
     /// ([`collected_before`]).
     async fn was_collected(&self, tx: &mut Tx<'_>) -> Result<bool, ServerError> {
@@ -312,14 +324,16 @@ impl Applying<'_> {
         .await
     }
 
-    /// Writes the record's new version (and its change) and answers `applied`.
+    /// Writes the record's new version (and its change) and answers `applied`, with the
+    /// record as it reads back (timestamps in the canonical form).
     async fn save(
         &self,
         tx: &mut Tx<'_>,
         last_seq: &mut i64,
-        stored: Stored,
+        mut stored: Stored,
         exists: bool,
     ) -> Result<MutationResult, ServerError> {
+        sync_runtime::column::canonical_timestamps(self.e, &mut stored.record);
         let server_updated_at = write(
             tx,
             &self.state.sql,
@@ -366,6 +380,11 @@ pub(crate) async fn apply_create(
             "Invalid mutation",
             "the record's id is not `entity_id`",
         ));
+    }
+    if let Err(misfit) = shape::record(e, &record, cx.model)
+        .and_then(|()| m.clocks.as_ref().map_or(Ok(()), |c| shape::clocks(e, c)))
+    {
+        return Ok(cx.misfit("invalid-record", "Invalid record", misfit));
     }
     let (record, clocks) = match registry::check_record(
         cx.ops,
@@ -460,6 +479,9 @@ pub(crate) async fn apply_update(
             "an update needs `patch`",
         ));
     };
+    if let Err(misfit) = shape::patch(e, patch) {
+        return Ok(cx.misfit("invalid-patch", "Invalid patch", misfit));
+    }
     let Some(cur) = current else {
         if cx.was_collected(tx).await? {
             // Made against a version this server issued, and gone: collected

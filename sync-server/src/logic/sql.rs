@@ -360,10 +360,7 @@ mod tests {
                 points: i64,
             }
         "#;
-        sync_model::parse_source(src)
-            .expect("model")
-            .entities
-            .remove(0)
+        crate::logic::entity_of(src)
     }
 
     #[test]

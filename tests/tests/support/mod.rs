@@ -9,6 +9,33 @@ use serde_json::{Value as Json, json};
 use sync_runtime::store::Migrations;
 use sync_server::{Server, StaticTokens};
 
+/// One test per backend: `both_backends!(a, b)` makes `sqlite::a`, `postgres::a`, ...,
+/// each calling the `async fn a(&TestServer)` of the including file (a PostgreSQL test
+/// skips with a message when `SYNC_TEST_POSTGRES_URL` is unset).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::support::TestServer::start(super::support::Backend::Sqlite).await {
+                    super::$name(&s).await;
+                    s.cleanup().await;
+                }
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::support::TestServer::start(super::support::Backend::Postgres).await {
+                    super::$name(&s).await;
+                    s.cleanup().await;
+                }
+            })*
+        }
+    };
+}
+
 /// Which database a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
