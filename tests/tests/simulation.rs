@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 use support::model::{Comment, Project, Task};
 use sync_runtime::engine::{EngineConfig, SyncEngine, SyncOutcome, Transport, TransportError};
 use sync_runtime::prelude::*;
@@ -96,6 +96,9 @@ struct SimTransport {
     router: Arc<Mutex<axum::Router>>,
     faults: Arc<Mutex<Faults>>,
     rng: Arc<Mutex<Rng>>,
+    /// The malformed-copy fault's own random stream (see `malformed_copy`), so adding
+    /// it left every other fault of a seed where it was.
+    malformed: Mutex<Rng>,
     trace: Arc<Mutex<Vec<String>>>,
     name: String,
 }
@@ -152,6 +155,99 @@ impl SimTransport {
             });
         }
         Ok(json)
+    }
+
+    /// Sends `text` as a push body as is (a repeated member name has no `Json`).
+    async fn send_raw(&self, text: String) -> (u16, Json) {
+        let router = self.router.lock().unwrap().clone();
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/push")
+            .header("authorization", "Bearer sim-token")
+            .header("content-type", "application/json")
+            .header("content-length", text.len())
+            .body(Body::from(text))
+            .unwrap();
+        let res = router.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Json::Null))
+    }
+
+    /// Fault class: a malformed copy of a push reaches the server first (a buggy or
+    /// hostile client, a proxy that mangles bodies). Whatever the server makes of it,
+    /// the real push that follows must count exactly once, so the copy must leave
+    /// nothing: a body the document does not allow is refused whole (422, nothing
+    /// stored, its keys still free), and a mutation whose record or patch the
+    /// entity's schemas do not allow is rejected (under a key of its own). Anything
+    /// else is a violation.
+    async fn malformed_copy(&self, body: &Json) {
+        let Some(first) = body["mutations"].get(0).cloned() else {
+            return;
+        };
+        let kind = self.malformed.lock().unwrap().below(4);
+        let whole = |m: String| format!(r#"{{"mutations": [{m}]}}"#);
+        let (what, text, refused_whole) = match kind {
+            0 => {
+                // The first member repeated: the same name, the same value.
+                let m = first.to_string();
+                let (head, rest) = m.split_at(1);
+                let member = first
+                    .as_object()
+                    .and_then(|o| o.iter().next())
+                    .map(|(k, v)| format!("{}: {v}, ", Json::String(k.clone())))
+                    .unwrap_or_default();
+                (
+                    "a repeated member name",
+                    whole(format!("{head}{member}{rest}")),
+                    true,
+                )
+            }
+            1 => {
+                let mut m = first.clone();
+                m["x_unknown"] = json!(1);
+                ("an unknown mutation member", whole(m.to_string()), true)
+            }
+            2 => {
+                let mut m = first.clone();
+                m["idempotency_key"] = json!("");
+                ("an empty idempotency key", whole(m.to_string()), true)
+            }
+            _ => {
+                // An unknown field in the record or patch, under a key of its own.
+                let mut m = first.clone();
+                m["idempotency_key"] = json!(format!(
+                    "malformed-{}",
+                    self.malformed.lock().unwrap().uuid()
+                ));
+                let target = if m["record"].is_object() {
+                    "record"
+                } else {
+                    "patch"
+                };
+                if !m[target].is_object() {
+                    return;
+                }
+                m[target]["x_unknown"] = json!({ "set": 1 });
+                ("an unknown field", whole(m.to_string()), false)
+            }
+        };
+        let (status, answer) = self.send_raw(text).await;
+        let ok = if refused_whole {
+            status == 422 && answer["pointer"].is_string()
+        } else {
+            status == 200
+                && answer["results"][0]["status"] == "rejected"
+                && answer["results"][0]["problem"]["pointer"].is_string()
+        };
+        self.note(format!("fault: malformed copy ({what}) -> {status}"));
+        if !ok {
+            self.order.lock().unwrap().violations.push(format!(
+                "a push copy with {what} was not refused as the document says: {status} {answer}"
+            ));
+        }
     }
 
     fn pre_faults(&self) -> Result<(), TransportError> {
@@ -218,6 +314,9 @@ impl Transport for SimTransport {
         if self.roll(4) {
             self.note("fault: push delayed".into());
             self.faults.lock().unwrap().delayed.push(body.clone());
+        }
+        if self.faults.lock().unwrap().on && self.malformed.lock().unwrap().chance(3) {
+            self.malformed_copy(&body).await;
         }
         let crash = {
             let mut f = self.faults.lock().unwrap();
@@ -341,6 +440,8 @@ struct Client {
 
 struct Sim {
     rng: Arc<Mutex<Rng>>,
+    /// Seeds each client's stream of malformed copies (`SimTransport::malformed`).
+    malformed_seed: u64,
     dir: tempfile::TempDir,
     router: Arc<Mutex<axum::Router>>,
     server: Option<Server>,
@@ -487,6 +588,7 @@ impl Sim {
         let router = Arc::new(Mutex::new(server.router()));
         let mut sim = Sim {
             rng: Arc::new(Mutex::new(Rng(seed))),
+            malformed_seed: seed ^ 0x6d61_6c66_6f72_6d65,
             router,
             server: Some(server),
             faults: Arc::new(Mutex::new(Faults::default())),
@@ -544,6 +646,10 @@ impl Sim {
             router: self.router.clone(),
             faults: self.faults.clone(),
             rng: self.rng.clone(),
+            malformed: Mutex::new(Rng(self.malformed_seed
+                ^ c.name
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)))),
             trace: self.trace.clone(),
             name: c.name.clone(),
         };
