@@ -10,7 +10,8 @@
 use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
 use sync_runtime::protocol::{
-    ChangesResponse, MAX_IDEMPOTENCY_KEY_CHARS, MAX_PAGE_LIMIT, Problem, PushRequest, PushResponse,
+    CHANGE_TOKEN_PATTERN, ChangesResponse, MAX_IDEMPOTENCY_KEY_CHARS, MAX_PAGE_LIMIT,
+    PROTOCOL_VERSION, Problem, PushRequest, PushResponse, SNAPSHOT_CURSOR_PATTERN,
     SnapshotResponse,
 };
 
@@ -20,7 +21,12 @@ fn name(e: &Entity, suffix: &str) -> String {
 }
 
 fn reference(name: &str) -> Json {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
+    reference_to("schemas", name)
+}
+
+/// A reference to the component `name` of the kind `kind` (`schemas`, `headers`).
+fn reference_to(kind: &str, name: &str) -> Json {
+    json!({ "$ref": format!("#/components/{kind}/{name}") })
 }
 
 fn scalar_schema(s: ScalarType) -> Json {
@@ -400,12 +406,9 @@ pub(crate) fn openapi_without_fingerprint(
         json!({ "post": {
             "operationId": "push",
             "summary": "Apply an ordered batch of mutations.",
-            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). A record, patch or clocks member the entity's schemas do not allow refuses that mutation alone (`rejected`, 422, `pointer` into the mutation). A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional.",
-            "parameters": [fingerprint_header, {
-                "name": "Idempotency-Key", "in": "header", "required": false,
-                "description": "Optional key of the whole request; every mutation also carries its own `idempotency_key`, which is what the server deduplicates on.",
-                "schema": { "type": "string" }
-            }],
+            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key; there is no request-level `Idempotency-Key` header, since a batch is not the unit of retry: each mutation is applied, stored and replayed on its own): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). A record, patch or clocks member the entity's schemas do not allow refuses that mutation alone (`rejected`, 422, `pointer` into the mutation). A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional.",
+            "tags": ["sync"],
+            "parameters": [fingerprint_header],
             "requestBody": { "required": true, "content": { "application/json": {
                 "schema": reference("TypedPushRequest"),
                 "example": push_example
@@ -430,10 +433,11 @@ pub(crate) fn openapi_without_fingerprint(
         "/changes".into(),
         json!({ "get": {
             "operationId": "changes",
+            "tags": ["sync"],
             "summary": "Records changed after a token, in commit order.",
             "description": "Each record at its latest state, tombstones included. A token never skips a change that commits late.",
             "parameters": [
-                { "name": "since", "in": "query", "required": false, "description": "The token to continue from (opaque to clients; the pattern is the reference server's format); omitted: from the start.", "schema": { "type": "string", "pattern": "^t1\\.[0-9]{1,18}$" } },
+                { "name": "since", "in": "query", "required": false, "description": "The token to continue from (opaque to clients; the pattern is the reference server's format); omitted: from the start.", "schema": { "type": "string", "pattern": CHANGE_TOKEN_PATTERN } },
                 limit.clone(),
                 fingerprint_header.clone()
             ],
@@ -451,9 +455,11 @@ pub(crate) fn openapi_without_fingerprint(
         "/snapshot".into(),
         json!({ "get": {
             "operationId": "snapshot",
+            "tags": ["sync"],
             "summary": "The data set, page by page, pinned to a change token.",
+            "description": "The account's records (tombstones included, until collected), page by page in entity and id order. The first page pins a change token; every page holds the records as of that token, and once the last page is read, `GET /changes?since=<token>` delivers every later change: none is missed, none comes twice.",
             "parameters": [
-                { "name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the previous page (opaque to clients; the pattern is the reference server's format).", "schema": { "type": "string", "pattern": "^s1\\.[0-9]{1,18}\\.[0-9]{1,9}\\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$" } },
+                { "name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the previous page (opaque to clients; the pattern is the reference server's format).", "schema": { "type": "string", "pattern": SNAPSHOT_CURSOR_PATTERN } },
                 limit,
                 fingerprint_header
             ],
@@ -471,11 +477,13 @@ pub(crate) fn openapi_without_fingerprint(
         "/health".into(),
         json!({ "get": {
             "operationId": "health",
+            "tags": ["health"],
             "summary": "Reachability check.",
+            "description": "Answers without a token: the server is up, the model fingerprint it serves and its protocol version.",
             "security": [],
             "responses": { "200": { "description": "The server is up.", "content": { "application/json": {
-                "schema": { "type": "object", "properties": { "status": { "const": "ok" }, "fingerprint": { "type": "string" } }, "required": ["status", "fingerprint"] },
-                "example": { "status": "ok", "fingerprint": fingerprint }
+                "schema": { "type": "object", "properties": { "status": { "const": "ok" }, "fingerprint": { "type": "string" }, "protocol": { "type": "string" } }, "required": ["status", "fingerprint", "protocol"] },
+                "example": { "status": "ok", "fingerprint": fingerprint, "protocol": PROTOCOL_VERSION }
             } } } }
         }}),
     );
@@ -491,16 +499,55 @@ pub(crate) fn openapi_without_fingerprint(
             "title": title,
             "version": fingerprint,
             "description": format!("The sync protocol of the entities {}, generated by syncgen from the Rust model. `info.version` and `x-syncgen-fingerprint` are the model fingerprint a client sends in `sync-model-fingerprint`.", entities.join(", ")),
-            "x-syncgen-fingerprint": fingerprint
+            "x-syncgen-fingerprint": fingerprint,
+            "x-syncgen-protocol": PROTOCOL_VERSION
         },
+        "tags": [
+            { "name": "sync", "description": "Push local changes; pull the server's changes and snapshots." },
+            { "name": "health", "description": "Whether the server is up, and what it serves." }
+        ],
         "security": [{ "bearer": [] }],
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A token the server maps to one account; every request sees only that account's rows." } }
         }
     });
+    document_headers(&mut paths);
     doc["paths"] = Json::Object(paths);
     doc["components"]["schemas"] = Json::Object(schemas);
+    doc["components"]["headers"] = json!({
+        "RequestId": {
+            "description": "The request's id: the client's `x-request-id` if it sent one, else one the server made. Problem bodies carry it in `instance`.",
+            "schema": { "type": "string" }
+        },
+        "WwwAuthenticate": {
+            "description": "`Bearer`, or `Bearer error=\"invalid_token\"` for a token that is not valid (RFC 6750).",
+            "schema": { "type": "string" }
+        }
+    });
     doc
+}
+
+/// Documents the headers every response carries (`x-request-id`) and those of 401
+/// (`WWW-Authenticate`).
+fn document_headers(paths: &mut Map<String, Json>) {
+    for op in paths.values_mut().filter_map(Json::as_object_mut) {
+        for op in op.values_mut() {
+            let Some(responses) = op["responses"].as_object_mut() else {
+                continue;
+            };
+            for (status, response) in responses.iter_mut() {
+                let headers = response
+                    .as_object_mut()
+                    .expect("a response object")
+                    .entry("headers")
+                    .or_insert_with(|| json!({}));
+                headers["x-request-id"] = reference_to("headers", "RequestId");
+                if status == "401" {
+                    headers["WWW-Authenticate"] = reference_to("headers", "WwwAuthenticate");
+                }
+            }
+        }
+    }
 }
 
 /// The document as YAML.

@@ -241,10 +241,12 @@ pub struct SnapshotResponse {
 pub struct Problem {
     /// A URI reference identifying the problem type.
     #[serde(rename = "type")]
+    #[schemars(extend("format" = "uri-reference"))]
     pub problem_type: String,
     /// A short summary of the problem type.
     pub title: String,
-    /// The HTTP status code.
+    /// The HTTP status code (100 to 599).
+    #[schemars(range(min = 100, max = 599))]
     pub status: u16,
     /// What happened in this occurrence, and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,6 +283,12 @@ impl Problem {
     }
 }
 
+/// The version of the sync protocol (the wire messages, their rules and the reference
+/// server's behaviour the document describes), apart from any model's fingerprint: the
+/// OpenAPI document gives it in `info.x-syncgen-protocol` and `GET /health` answers it.
+/// Its changes are listed in `PROTOCOL.md` at the repository's root.
+pub const PROTOCOL_VERSION: &str = "1.1.0";
+
 /// The most records a page of `GET /changes` or `GET /snapshot` may hold: the `limit`
 /// query parameter is 1 to this. A server may serve fewer per page.
 pub const MAX_PAGE_LIMIT: u32 = 1000;
@@ -289,6 +297,16 @@ pub const MAX_PAGE_LIMIT: u32 = 1000;
 /// UUIDs in the client this toolkit ships, 36 characters). At most 1,020 bytes in UTF-8,
 /// within every supported database's index key limit (PostgreSQL's is about 2,700).
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// The form of the reference server's change tokens, as the OpenAPI document gives it
+/// (`since`): `t2.<seq>.<tag>` (a sequence number of 1 to 18 digits and 16 hex digits),
+/// or the legacy `t1.<seq>`. Clients treat tokens as opaque.
+pub const CHANGE_TOKEN_PATTERN: &str = r"^(t1\.[0-9]{1,18}|t2\.[0-9]{1,18}\.[0-9a-fA-F]{16})$";
+
+/// The form of the reference server's snapshot cursors (`cursor`): the pinned token's
+/// `s2.<seq>.<tag>` or legacy `s1.<seq>`, the entity's index (1 to 9 digits), and the
+/// last id of the page (a hyphenated UUID, empty at an entity's start).
+pub const SNAPSHOT_CURSOR_PATTERN: &str = r"^(s1\.[0-9]{1,18}|s2\.[0-9]{1,18}\.[0-9a-fA-F]{16})\.[0-9]{1,9}\.([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$";
 
 /// A JSON Pointer (RFC 6901) from its reference tokens: `["record", "a/b"]` is
 /// `/record/a~1b` (`~` is written `~0`, `/` is written `~1`).

@@ -395,7 +395,11 @@ async fn snapshot(
 }
 
 async fn health(AxState(state): AxState<Shared>) -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok", "fingerprint": state.current_fingerprint }))
+    Json(serde_json::json!({
+        "status": "ok",
+        "fingerprint": state.current_fingerprint,
+        "protocol": sync_runtime::protocol::PROTOCOL_VERSION,
+    }))
 }
 
 #[cfg(test)]

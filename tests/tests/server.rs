@@ -506,6 +506,7 @@ async fn request_ids_and_health(s: &TestServer) {
     assert_eq!(id.len(), 36);
     let body: Json = res.json().await.unwrap();
     assert_eq!(body["fingerprint"], s.server.fingerprint());
+    assert_eq!(body["protocol"], sync_runtime::protocol::PROTOCOL_VERSION);
     let res = http.get(format!("{}/changes", s.url)).send().await.unwrap();
     assert_eq!(res.status(), 401);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_string();

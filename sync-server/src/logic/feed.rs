@@ -30,23 +30,31 @@ pub(crate) fn token(account: &str, seq: i64, committed_at: &str) -> String {
     format!("t2.{seq}.{}", tag(account, seq, committed_at))
 }
 
-/// Parses `t2.<seq>.<tag>`, or a legacy `t1.<seq>` (no tag).
+/// A sequence number as tokens spell it: 1 to 18 ASCII digits (no sign, no space).
+fn seq_digits(s: &str) -> Option<i64> {
+    let digits = (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| s.parse().ok()).flatten()
+}
+
+/// A tag as tokens spell it: 16 hex digits (either case), lower-cased.
+fn tag_digits(s: &str) -> Option<String> {
+    (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
+/// Parses `t2.<seq>.<tag>`, or a legacy `t1.<seq>` (no tag): exactly the strings
+/// [`CHANGE_TOKEN_PATTERN`](sync_runtime::protocol::CHANGE_TOKEN_PATTERN) matches.
 pub(crate) fn parse_token(t: &str) -> Option<Token> {
     if let Some(rest) = t.strip_prefix("t2.") {
         let (seq, tag) = rest.split_once('.')?;
-        let seq: i64 = seq.parse().ok().filter(|s: &i64| *s >= 0)?;
-        let ok = tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit());
-        return ok.then(|| Token {
-            seq,
-            tag: Some(tag.to_ascii_lowercase()),
+        return Some(Token {
+            seq: seq_digits(seq)?,
+            tag: Some(tag_digits(tag)?),
         });
     }
-    let seq = t
-        .strip_prefix("t1.")?
-        .parse()
-        .ok()
-        .filter(|s: &i64| *s >= 0)?;
-    Some(Token { seq, tag: None })
+    Some(Token {
+        seq: seq_digits(t.strip_prefix("t1.")?)?,
+        tag: None,
+    })
 }
 
 /// The commit time of the account's change `seq`, if the change log holds it.
@@ -226,23 +234,33 @@ impl Cursor {
         }
     }
 
+    /// Parses a cursor: exactly the strings
+    /// [`SNAPSHOT_CURSOR_PATTERN`](sync_runtime::protocol::SNAPSHOT_CURSOR_PATTERN) matches.
     pub(crate) fn parse(s: &str) -> Option<Self> {
         let (pinned, rest) = if let Some(rest) = s.strip_prefix("s2.") {
             let mut parts = rest.splitn(3, '.');
-            let seq = parts.next()?;
-            let tag = parts.next()?;
-            let pinned = parse_token(&format!("t2.{seq}.{tag}"))?;
+            let pinned = Token {
+                seq: seq_digits(parts.next()?)?,
+                tag: Some(tag_digits(parts.next()?)?),
+            };
             (pinned, parts.next()?)
         } else {
-            let rest = s.strip_prefix("s1.")?;
-            let (seq, rest) = rest.split_once('.')?;
-            (parse_token(&format!("t1.{seq}"))?, rest)
+            let (seq, rest) = s.strip_prefix("s1.")?.split_once('.')?;
+            let pinned = Token {
+                seq: seq_digits(seq)?,
+                tag: None,
+            };
+            (pinned, rest)
         };
         let (entity, after) = rest.split_once('.')?;
-        let entity = entity.parse().ok()?;
+        let entity_ok =
+            (1..=9).contains(&entity.len()) && entity.bytes().all(|b| b.is_ascii_digit());
+        let entity = entity_ok.then(|| entity.parse().ok()).flatten()?;
         let after = match after {
             "" => None,
-            id => Some(id.parse().ok()?),
+            // The hyphenated form only (`Uuid::parse_str` also takes others).
+            id if id.len() == 36 => Some(id.parse().ok()?),
+            _ => return None,
         };
         Some(Cursor {
             pinned,
@@ -331,4 +349,75 @@ pub(crate) async fn snapshot(
     };
     let next = (cur.entity < state.entity_order.len()).then_some(cur);
     Ok((out, next, pinned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_runtime::protocol::{CHANGE_TOKEN_PATTERN, SNAPSHOT_CURSOR_PATTERN};
+
+    /// The server takes exactly the tokens and cursors the document's patterns allow.
+    #[test]
+    fn tokens_and_cursors_are_what_the_document_says() {
+        let token_re = regex::Regex::new(CHANGE_TOKEN_PATTERN).unwrap();
+        let cursor_re = regex::Regex::new(SNAPSHOT_CURSOR_PATTERN).unwrap();
+        let tag = "0123456789abcdef";
+        let id = "0192e0a8-8a1e-7c3c-9a60-1f6c7c1e4a9e";
+        let tokens = [
+            "t1.0".to_string(),
+            "t1.42".into(),
+            format!("t2.42.{tag}"),
+            format!("t2.42.{}", tag.to_uppercase()),
+            format!("t2.{}.{tag}", "9".repeat(18)),
+            format!("t2.{}.{tag}", "9".repeat(19)),
+            "t1.+5".into(),
+            "t1.-5".into(),
+            "t1. 5".into(),
+            "t1.".into(),
+            "t2.42".into(),
+            format!("t2.42.{tag}0"),
+            format!("t2.42.{}", &tag[1..]),
+            "t2.42.0123456789abcdeg".into(),
+            "t3.42".into(),
+            String::new(),
+        ];
+        for t in &tokens {
+            assert_eq!(
+                parse_token(t).is_some(),
+                token_re.is_match(t),
+                "token `{t}`"
+            );
+        }
+        let cursors = [
+            format!("s2.42.{tag}.0."),
+            format!("s2.42.{tag}.3.{id}"),
+            format!("s2.42.{tag}.3.{}", id.to_uppercase()),
+            format!("s1.42.1.{id}"),
+            "s1.42.0.".into(),
+            format!("s2.42.{tag}.+3."),
+            format!("s2.42.{tag}.1234567890."),
+            format!("s2.42.{tag}.3.{}", id.replace('-', "")),
+            format!("s2.42.{tag}.3.{{{id}}}"),
+            format!("s2.42.{tag}.3"),
+            "s1.+42.0.".into(),
+            format!("s2.42.{}.0.", &tag[1..]),
+        ];
+        for c in &cursors {
+            assert_eq!(
+                Cursor::parse(c).is_some(),
+                cursor_re.is_match(c),
+                "cursor `{c}`"
+            );
+        }
+        // What the server issues parses back.
+        let issued = token("a", 7, "2026-11-30T00:00:00.000000Z");
+        assert!(token_re.is_match(&issued) && parse_token(&issued).is_some());
+        let c = Cursor {
+            pinned: parse_token(&issued).unwrap(),
+            entity: 2,
+            after: Some(id.parse().unwrap()),
+        }
+        .encode();
+        assert!(cursor_re.is_match(&c) && Cursor::parse(&c).is_some(), "{c}");
+    }
 }
