@@ -163,41 +163,191 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
     });
     clocks_schema["properties"] = Json::Object(clocks);
     out.insert(name(e, "Clocks"), clocks_schema);
-    out.insert(
-        name(e, "Mutation"),
+    let envelope = |op: &str, what: &str, members: Json, required: &[&str]| {
+        let mut properties = json!({
+            "idempotency_key": { "type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS, "description": "Unique per mutation; a retry sends the same key and the same body." },
+            "entity_type": { "const": e.name },
+            "entity_id": { "type": "string", "format": "uuid" },
+            "op": { "const": op },
+            "base_version": { "type": ["integer", "null"], "format": "int64", "description": "The server version the edit was made on; `null` if it never saw one." }
+        });
+        for (k, v) in members.as_object().into_iter().flatten() {
+            properties[k] = v.clone();
+        }
+        let mut req = vec!["idempotency_key", "entity_type", "entity_id", "op"];
+        req.extend_from_slice(required);
         json!({
             "type": "object",
-            "description": format!("A mutation of a `{}`: `create` carries `record` and `clocks`, `update` a `patch`, `delete` an `hlc`.", e.name),
-            "properties": {
-                "idempotency_key": { "type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS },
-                "entity_type": { "const": e.name },
-                "entity_id": { "type": "string", "format": "uuid" },
-                "op": { "enum": ["create", "update", "delete"] },
-                "base_version": { "type": ["integer", "null"], "format": "int64" },
-                "record": { "$ref": format!("#/components/schemas/{}Record", e.rust_name) },
-                "clocks": { "$ref": format!("#/components/schemas/{}Clocks", e.rust_name) },
-                "patch": { "$ref": format!("#/components/schemas/{}Patch", e.rust_name) },
-                "hlc": { "$ref": "#/components/schemas/Hlc" }
-            },
-            "required": ["idempotency_key", "entity_type", "entity_id", "op"],
+            "description": format!("{what} of a `{}`.", e.name),
+            "properties": properties,
+            "required": req,
             "additionalProperties": false
-        }),
+        })
+    };
+    out.insert(
+        name(e, "Create"),
+        envelope(
+            "create",
+            "A create",
+            json!({ "record": reference(&name(e, "Record")), "clocks": reference(&name(e, "Clocks")) }),
+            &["record"],
+        ),
     );
+    out.insert(
+        name(e, "Update"),
+        envelope(
+            "update",
+            "An update",
+            json!({ "patch": reference(&name(e, "Patch")) }),
+            &["patch"],
+        ),
+    );
+    out.insert(
+        name(e, "Delete"),
+        envelope(
+            "delete",
+            "A delete",
+            json!({ "hlc": reference("Hlc") }),
+            &[],
+        ),
+    );
+    let mut mutation = json!({
+        "description": format!("A mutation of a `{}`, by `op`.", e.name),
+        "oneOf": [reference(&name(e, "Create")), reference(&name(e, "Update")), reference(&name(e, "Delete"))],
+        "discriminator": { "propertyName": "op" }
+    });
+    mutation["discriminator"]["mapping"] = json!({
+        "create": format!("#/components/schemas/{}", name(e, "Create")),
+        "update": format!("#/components/schemas/{}", name(e, "Update")),
+        "delete": format!("#/components/schemas/{}", name(e, "Delete")),
+    });
+    out.insert(name(e, "Mutation"), mutation);
     out.insert(
         name(e, "ServerRecord"),
         json!({
             "type": "object",
-            "description": format!("The server's state of a `{}`.", e.name),
+            "description": format!("The server's state of a `{}`. A tombstone garbage collection removed (`deleted`, its values gone) has an empty `record` and `clocks` and an empty `server_updated_at`.", e.name),
             "properties": {
                 "entity_type": { "const": e.name },
                 "entity_id": { "type": "string", "format": "uuid" },
                 "version": { "type": "integer", "format": "int64" },
-                "server_updated_at": { "type": "string", "format": "date-time" },
+                "server_updated_at": { "anyOf": [
+                    { "type": "string", "format": "date-time" },
+                    { "const": "", "description": "A collected tombstone." }
+                ] },
                 "deleted": { "type": "boolean" },
-                "record": { "$ref": format!("#/components/schemas/{}Record", e.rust_name) },
-                "clocks": { "$ref": format!("#/components/schemas/{}Clocks", e.rust_name) }
+                "record": { "oneOf": [reference(&name(e, "Record")), reference("CollectedRecord")] },
+                "clocks": reference(&name(e, "Clocks"))
             },
             "required": ["entity_type", "entity_id", "version", "server_updated_at", "deleted", "record", "clocks"],
+            "additionalProperties": false
+        }),
+    );
+}
+
+/// The protocol's messages with the entities' typed records: what `openapi` adds beside
+/// the entity schemas (`AnyMutation` and `AnyServerRecord` are inserted by the caller).
+fn typed_messages(out: &mut Map<String, Json>) {
+    let key = json!({ "type": "string", "description": "The mutation's key." });
+    let result = |status: &str, what: &str, members: Json, required: &[&str]| {
+        let mut properties =
+            json!({ "status": { "const": status }, "idempotency_key": key.clone() });
+        for (k, v) in members.as_object().into_iter().flatten() {
+            properties[k] = v.clone();
+        }
+        let mut req = vec!["status", "idempotency_key"];
+        req.extend_from_slice(required);
+        json!({ "type": "object", "description": what, "properties": properties, "required": req, "additionalProperties": false })
+    };
+    out.insert(
+        "CollectedRecord".into(),
+        json!({ "type": "object", "additionalProperties": false, "description": "The record of a tombstone garbage collection removed: no values remain." }),
+    );
+    out.insert(
+        "AppliedResult".into(),
+        result(
+            "applied",
+            "Applied (or already applied: an idempotent replay). `server` is the record now.",
+            json!({ "server": reference("AnyServerRecord") }),
+            &["server"],
+        ),
+    );
+    out.insert(
+        "ConflictResult".into(),
+        result(
+            "conflict",
+            "Not applied: the client merges with the server's record (`server`) and pushes again. `fields` lists the `manual` fields changed on both sides (empty when a delete wins or the same id was created twice with equal values).",
+            json!({ "server": reference("AnyServerRecord"), "fields": { "type": "array", "items": { "type": "string" } } }),
+            &["server", "fields"],
+        ),
+    );
+    out.insert(
+        "RejectedResult".into(),
+        result(
+            "rejected",
+            "Refused and never to be retried as is (invalid data, unknown entity or record, a key reused with another body). `problem.pointer`, when present, points into the mutation.",
+            json!({ "problem": reference("Problem") }),
+            &["problem"],
+        ),
+    );
+    out.insert(
+        "MutationResult".into(),
+        json!({
+            "description": "What happened to one mutation, by `status`.",
+            "oneOf": [reference("AppliedResult"), reference("ConflictResult"), reference("RejectedResult")],
+            "discriminator": { "propertyName": "status", "mapping": {
+                "applied": "#/components/schemas/AppliedResult",
+                "conflict": "#/components/schemas/ConflictResult",
+                "rejected": "#/components/schemas/RejectedResult"
+            } }
+        }),
+    );
+    out.insert(
+        "PushRequest".into(),
+        json!({
+            "type": "object",
+            "description": "An ordered batch of mutations, each applied independently.",
+            "properties": { "mutations": { "type": "array", "items": reference("AnyMutation") } },
+            "required": ["mutations"],
+            "additionalProperties": false
+        }),
+    );
+    out.insert(
+        "PushResponse".into(),
+        json!({
+            "type": "object",
+            "description": "One result per mutation, in the request's order.",
+            "properties": { "results": { "type": "array", "items": reference("MutationResult") } },
+            "required": ["results"],
+            "additionalProperties": false
+        }),
+    );
+    out.insert(
+        "ChangesResponse".into(),
+        json!({
+            "type": "object",
+            "description": "A page of changes: each record changed after the token at its latest state, in commit order.",
+            "properties": {
+                "changes": { "type": "array", "items": reference("AnyServerRecord") },
+                "next_token": { "type": "string", "pattern": CHANGE_TOKEN_PATTERN, "description": "The token to continue from." },
+                "has_more": { "type": "boolean", "description": "More changes follow: ask again from `next_token` right away." }
+            },
+            "required": ["changes", "next_token", "has_more"],
+            "additionalProperties": false
+        }),
+    );
+    out.insert(
+        "SnapshotResponse".into(),
+        json!({
+            "type": "object",
+            "description": "A page of a snapshot pinned to `token`.",
+            "properties": {
+                "records": { "type": "array", "items": reference("AnyServerRecord") },
+                "next_cursor": { "type": "string", "pattern": SNAPSHOT_CURSOR_PATTERN, "description": "The cursor of the next page, while `has_more`." },
+                "has_more": { "type": "boolean" },
+                "token": { "type": "string", "pattern": CHANGE_TOKEN_PATTERN, "description": "The change token the snapshot is pinned to: once every page is read, continue with `GET /changes?since=token`." }
+            },
+            "required": ["records", "has_more", "token"],
             "additionalProperties": false
         }),
     );
@@ -282,11 +432,9 @@ pub(crate) fn openapi_without_fingerprint(
 ) -> Json {
     let fingerprint = Json::Null;
     let mut schemas = Map::new();
-    add_protocol_schema::<PushRequest>(&mut schemas);
-    add_protocol_schema::<PushResponse>(&mut schemas);
-    add_protocol_schema::<ChangesResponse>(&mut schemas);
-    add_protocol_schema::<SnapshotResponse>(&mut schemas);
     add_protocol_schema::<Problem>(&mut schemas);
+    add_protocol_schema::<sync_runtime::hlc::Hlc>(&mut schemas);
+    typed_messages(&mut schemas);
     for e in &model.entities[..split] {
         entity_schemas(e, &mut schemas);
     }
@@ -323,16 +471,6 @@ pub(crate) fn openapi_without_fingerprint(
     };
     schemas.insert("AnyMutation".into(), any("Mutation"));
     schemas.insert("AnyServerRecord".into(), any("ServerRecord"));
-    schemas.insert(
-        "TypedPushRequest".into(),
-        json!({
-            "type": "object",
-            "description": "An ordered batch of mutations, each applied independently.",
-            "properties": { "mutations": { "type": "array", "items": reference("AnyMutation") } },
-            "required": ["mutations"],
-            "additionalProperties": false
-        }),
-    );
 
     let example_entity = model.entities.first();
     let push_example = example_entity.map(|e| {
@@ -410,7 +548,7 @@ pub(crate) fn openapi_without_fingerprint(
             "tags": ["sync"],
             "parameters": [fingerprint_header],
             "requestBody": { "required": true, "content": { "application/json": {
-                "schema": reference("TypedPushRequest"),
+                "schema": reference("PushRequest"),
                 "example": push_example
             } } },
             "responses": {

@@ -32,7 +32,7 @@ impl Transport for Recording {
         token: &str,
         request: &PushRequest,
     ) -> Result<PushResponse, TransportError> {
-        self.keep("TypedPushRequest", serde_json::to_value(request).unwrap());
+        self.keep("PushRequest", serde_json::to_value(request).unwrap());
         let r = self.inner.push(token, request).await?;
         self.keep("PushResponse", serde_json::to_value(&r).unwrap());
         Ok(r)
@@ -194,5 +194,56 @@ async fn runtime_and_server_messages_match_the_published_schemas() {
         statuses.contains("applied") && statuses.contains("conflict"),
         "{statuses:?}"
     );
+    s.cleanup().await;
+}
+
+/// A tombstone garbage collection removed still reads as a typed server record: an empty
+/// `record` (`CollectedRecord`) and an empty `server_updated_at`, as the document says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collected_tombstone_matches_the_typed_schemas() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let c = support::Client::new(&s.url, "token-a");
+    let id = Uuid::now_v7();
+    c.push(vec![support::project_create(id, "p")]).await;
+    let deleted = c
+        .push(vec![json!({ "idempotency_key": "d", "entity_type": "project", "entity_id": id,
+            "op": "delete", "base_version": 1 })])
+        .await;
+    assert_eq!(deleted[0]["status"], "applied", "{deleted:#?}");
+    s.server
+        .collect_garbage(Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    // An update made before the delete, arriving after the collection: the delete wins.
+    let (status, response) = c
+        .post(
+            "/push",
+            &json!({ "mutations": [{ "idempotency_key": "u", "entity_type": "project", "entity_id": id,
+                "op": "update", "base_version": 1,
+                "patch": { "name": { "set": "late", "hlc": "000000000001-00000000-0000000000000001" } } }] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let server = &response["results"][0]["server"];
+    assert_eq!(response["results"][0]["status"], "conflict", "{response:#}");
+    assert_eq!(server["record"], json!({}));
+    assert_eq!(server["server_updated_at"], "");
+    let model = sync_cli::load(&[
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tasks/src/model.rs")
+    ])
+    .unwrap()
+    .model;
+    let doc = sync_cli::openapi::openapi(&model, "t");
+    let validator = jsonschema::validator_for(&json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "$ref": "#/components/schemas/PushResponse"
+    }))
+    .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&response)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{response:#}");
     s.cleanup().await;
 }

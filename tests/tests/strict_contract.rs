@@ -87,6 +87,10 @@ async fn members_the_document_does_not_allow_are_refused_with_a_pointer(s: &Test
         .remove("created_at");
     let mut unknown_clock = project_create(project, "p");
     unknown_clock["clocks"]["priority"] = json!("000000000001-00000000-0000000000000001");
+    let mut create_with_patch = project_create(project, "p");
+    create_with_patch["patch"] = json!({ "name": { "set": "q" } });
+    let delete_with_record = json!({ "idempotency_key": "d1", "entity_type": "project", "entity_id": project,
+        "op": "delete", "record": { "id": project } });
     let mut unknown_mutation_member = project_create(project, "p");
     unknown_mutation_member["priority"] = json!(9);
     let results = c
@@ -97,6 +101,8 @@ async fn members_the_document_does_not_allow_are_refused_with_a_pointer(s: &Test
             task_update(task, 1, json!({ "priority": { "set": 1 } })),
             task_update(task, 1, json!({ "likes": { "add": 1, "extra": true } })),
             task_update(task, 1, json!({ "id": { "set": Uuid::now_v7() } })),
+            create_with_patch,
+            delete_with_record,
         ])
         .await;
     let expected = [
@@ -106,6 +112,8 @@ async fn members_the_document_does_not_allow_are_refused_with_a_pointer(s: &Test
         ("invalid-patch", "/patch/priority"),
         ("invalid-patch", "/patch/likes/extra"),
         ("invalid-patch", "/patch/id"),
+        ("invalid-mutation", "/patch"),
+        ("invalid-mutation", "/record"),
     ];
     assert_eq!(results.len(), expected.len());
     for (r, (kind, pointer)) in results.iter().zip(expected) {

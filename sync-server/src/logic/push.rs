@@ -237,6 +237,13 @@ pub(crate) async fn apply(
         ));
     };
     let e = ops.model();
+    if let Err(misfit) = shape::op_members(m) {
+        return Ok(MutationResult::Rejected {
+            idempotency_key: m.idempotency_key.clone(),
+            problem: Problem::new("invalid-mutation", "Invalid mutation", 422, misfit.detail)
+                .at(misfit.pointer),
+        });
+    }
     let current = load(tx, &state.sql, e, account, m.entity_id).await?;
     let cx = Applying {
         state,

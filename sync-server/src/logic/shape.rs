@@ -5,7 +5,7 @@
 //! ([`registry::check_record`], [`registry::apply_patch`]).
 
 use super::*;
-use sync_runtime::ops::op_members;
+use sync_runtime::ops;
 use sync_runtime::protocol::json_pointer;
 
 /// A member of a mutation the document does not allow: where (a JSON Pointer into the
@@ -39,6 +39,41 @@ pub(crate) enum ClientModel {
     /// since, which must have a default or be optional (the generator refuses any other
     /// added field), and take that value.
     Earlier,
+}
+
+/// The members of a mutation its `op` does not carry: `record` and `clocks` belong to a
+/// create, `patch` to an update, `hlc` to a delete (the document's `<Entity>Create`,
+/// `<Entity>Update`, `<Entity>Delete`).
+pub(crate) fn op_members(m: &Mutation) -> Result<(), Misfit> {
+    let present = [
+        ("record", m.record.is_some()),
+        ("clocks", m.clocks.is_some()),
+        ("patch", m.patch.is_some()),
+        ("hlc", m.hlc.is_some()),
+    ];
+    let allowed: &[&str] = match m.op {
+        MutationOp::Create => &["record", "clocks"],
+        MutationOp::Update => &["patch"],
+        MutationOp::Delete => &["hlc"],
+    };
+    match present
+        .iter()
+        .find(|(name, here)| *here && !allowed.contains(name))
+    {
+        Some((name, _)) => Err(misfit(
+            &[name],
+            format!(
+                "a `{}` carries {}; not `{name}`",
+                m.op.as_str(),
+                allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A create's `record`: every synced field, and nothing else (from a client of an
@@ -98,7 +133,7 @@ pub(crate) fn patch(e: &Entity, patch: &Json) -> Result<(), Misfit> {
                 format!("`{key}` {why}; a patch may change {}", names(patchable())),
             ));
         };
-        let members = op_members(f.merge);
+        let members = ops::op_members(f.merge);
         let list = members
             .iter()
             .map(|(m, _)| format!("`{m}`"))
