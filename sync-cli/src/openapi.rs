@@ -534,7 +534,7 @@ pub(crate) fn openapi_without_fingerprint(
     let limit = json!({ "name": "limit", "in": "query", "required": false, "description": "Page size (capped by the server).", "schema": { "type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT } });
     let fingerprint_header = json!({
         "name": "sync-model-fingerprint", "in": "header", "required": false,
-        "description": "The fingerprint of the model the client was built with; unknown fingerprints get 426.",
+        "description": "The fingerprint of the model the client was built with; unknown fingerprints get 426 (after the request's input is checked); absent: the server's own model.",
         "schema": { "type": "string", "pattern": "^sha256:[0-9a-f]{32}$" }
     });
 

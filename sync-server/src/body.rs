@@ -41,6 +41,24 @@ pub(crate) fn push_request(bytes: &[u8]) -> Result<PushRequest, Refused> {
         pointer: String::new(),
         detail: e.to_string(),
     })?;
+    // `record`, `clocks`, `patch` and `hlc` are left out when unused, never `null` (the
+    // document gives each a schema without `null`).
+    for (i, m) in tree["mutations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for member in ["record", "clocks", "patch", "hlc"] {
+            if m.get(member).is_some_and(Json::is_null) {
+                return Err(Refused {
+                    status: 422,
+                    pointer: json_pointer(["mutations", &i.to_string(), member]),
+                    detail: format!("`{member}` is left out when unused, not `null`"),
+                });
+            }
+        }
+    }
     let request: PushRequest = serde_path_to_error::deserialize(tree)
         .map_err(|e| refused(422, e.path(), e.inner().to_string()))?;
     for (i, m) in request.mutations.iter().enumerate() {
@@ -118,7 +136,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Json::from(v))
     }
 
+    /// A number with no fraction is an integer, as JSON Schema counts it (`791.0` is
+    /// the integer 791, valid where the document says `integer`).
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        if v.fract() == 0.0 && v >= i64::MIN as f64 && v < i64::MAX as f64 {
+            return Ok(Json::from(v as i64));
+        }
         Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
     }
 
@@ -228,6 +252,22 @@ mod tests {
     }
 
     #[test]
+    fn unused_members_are_left_out_not_null() {
+        let r = refusal(&format!(
+            r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "delete", "hlc": null}}]}}"#
+        ));
+        assert_eq!((r.status, r.pointer.as_str()), (422, "/mutations/0/hlc"));
+        // `base_version` may be `null`.
+        assert!(
+            push_request(
+                format!(r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "delete", "base_version": null}}]}}"#)
+                    .as_bytes()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn text_that_is_not_json_is_400_and_a_wrong_type_422() {
         assert_eq!(refusal("{not json").status, 400);
         assert_eq!(refusal(r#"{"mutations": []} trailing"#).status, 400);
@@ -248,5 +288,16 @@ mod tests {
         assert_eq!(m.base_version, Some(3));
         assert_eq!(m.patch.as_ref().unwrap()["likes"]["add"], Json::from(-2));
         assert_eq!(m.patch.as_ref().unwrap()["weight"]["set"], Json::from(1.5));
+        // `3.0` is the integer 3, as JSON Schema says.
+        let r = push_request(
+            format!(r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "delete", "base_version": 3.0}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.mutations[0].base_version, Some(3));
+        let r = refusal(&format!(
+            r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "delete", "base_version": 3.5}}]}}"#
+        ));
+        assert_eq!(r.pointer, "/mutations/0/base_version");
     }
 }

@@ -160,7 +160,9 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The account of the request's bearer token, and a model the server can serve.
+/// The account of the request's bearer token (a malformed fingerprint header is a bad
+/// request here; whether the server serves that model is [`check_model`]'s, after the
+/// request's input is checked).
 fn authorize(state: &State, headers: &HeaderMap) -> Result<String, ProblemResponse> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -206,9 +208,20 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<String, ProblemRespon
             ));
         }
     }
-    if let Some(fp) = headers
+    Ok(account)
+}
+
+/// The `sync-model-fingerprint` header's value (well-formed: see [`authorize`]).
+fn client_fingerprint(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(FINGERPRINT_HEADER)
         .and_then(|v| v.to_str().ok())
+}
+
+/// 426 for a client model the server does not serve. Checked after the request's input,
+/// so input the document does not allow is 400/422 whatever the client's model.
+fn check_model(state: &State, headers: &HeaderMap) -> Result<(), ProblemResponse> {
+    if let Some(fp) = client_fingerprint(headers)
         && !state.fingerprints.contains(fp)
     {
         return Err(ProblemResponse::new(
@@ -221,7 +234,7 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<String, ProblemRespon
             ),
         ));
     }
-    Ok(account)
+    Ok(())
 }
 
 fn with_instance(mut p: ProblemResponse, headers: &HeaderMap) -> ProblemResponse {
@@ -262,6 +275,7 @@ async fn push_inner(
         p.0.problem.pointer = Some(r.pointer);
         p
     })?;
+    check_model(state, headers)?;
     if request.mutations.len() > state.config.max_batch {
         return Err(ProblemResponse::new(
             413,
@@ -275,10 +289,7 @@ async fn push_inner(
     }
     // A client of an earlier model (a fingerprint the server knows, not its current one)
     // sends records without the fields added since.
-    let model = match headers
-        .get(FINGERPRINT_HEADER)
-        .and_then(|v| v.to_str().ok())
-    {
+    let model = match client_fingerprint(headers) {
         Some(fp) if fp != state.current_fingerprint => logic::ClientModel::Earlier,
         _ => logic::ClientModel::Current,
     };
@@ -314,7 +325,10 @@ fn result_name(r: &sync_runtime::protocol::MutationResult) -> &'static str {
     }
 }
 
+/// The query of `GET /changes`; any other parameter is a bad request, as the document
+/// lists every parameter.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ChangesParams {
     since: Option<String>,
     limit: Option<u32>,
@@ -342,6 +356,7 @@ async fn changes(
             })?),
         };
         let limit = page_limit(params.limit, state.config.max_page)?;
+        check_model(&state, &headers)?;
         let (changes, next_token, has_more) =
             logic::changes(&state, &account, since.as_ref(), limit).await?;
         Ok(Json(ChangesResponse {
@@ -354,7 +369,9 @@ async fn changes(
     result.map_err(|p| with_instance(p, &headers))
 }
 
+/// The query of `GET /snapshot` (no other parameter).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SnapshotParams {
     cursor: Option<String>,
     limit: Option<u32>,
@@ -382,6 +399,7 @@ async fn snapshot(
             })?),
         };
         let limit = page_limit(params.limit, state.config.max_page)?;
+        check_model(&state, &headers)?;
         let (records, next, pinned) = logic::snapshot(&state, &account, cursor, limit).await?;
         Ok(Json(SnapshotResponse {
             records,

@@ -206,8 +206,10 @@ async fn a_collected_tombstone_matches_the_typed_schemas() {
     let id = Uuid::now_v7();
     c.push(vec![support::project_create(id, "p")]).await;
     let deleted = c
-        .push(vec![json!({ "idempotency_key": "d", "entity_type": "project", "entity_id": id,
-            "op": "delete", "base_version": 1 })])
+        .push(vec![
+            json!({ "idempotency_key": "d", "entity_type": "project", "entity_id": id,
+            "op": "delete", "base_version": 1 }),
+        ])
         .await;
     assert_eq!(deleted[0]["status"], "applied", "{deleted:#?}");
     s.server

@@ -15,6 +15,7 @@ both_backends!(
     members_the_document_does_not_allow_are_refused_with_a_pointer,
     idempotency_keys_have_the_documented_length,
     page_limits_are_the_documented_range,
+    input_is_checked_before_the_clients_model,
     the_bearer_scheme_is_case_insensitive,
     a_record_reads_the_same_in_a_push_result_and_in_changes,
 );
@@ -174,6 +175,8 @@ async fn idempotency_keys_have_the_documented_length(s: &TestServer) {
 async fn page_limits_are_the_documented_range(s: &TestServer) {
     let c = Client::new(&s.url, "token-a");
     for path in ["/changes", "/snapshot"] {
+        let (status, p) = c.get(&format!("{path}?limit=5&extra=1")).await;
+        assert_eq!(status, 400, "an unlisted query parameter: {p:#}");
         for bad in ["0", "1001", "-1"] {
             let (status, p) = c.get(&format!("{path}?limit={bad}")).await;
             assert_eq!(status, 400, "{path}?limit={bad}: {p:#}");
@@ -214,4 +217,40 @@ async fn a_record_reads_the_same_in_a_push_result_and_in_changes(s: &TestServer)
     );
     let (_, snapshot) = c.get("/snapshot").await;
     assert_eq!(&snapshot["records"][0], pushed);
+}
+
+async fn input_is_checked_before_the_clients_model(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let unknown_model = "sha256:00000000000000000000000000000000";
+    let send = |body: Json| {
+        c.http
+            .post(format!("{}/push", c.url))
+            .bearer_auth(&c.token)
+            .header("sync-model-fingerprint", unknown_model)
+            .json(&body)
+            .send()
+    };
+    let id = Uuid::now_v7();
+    // A body the document does not allow is 422 whatever the model ...
+    let bad = json!({ "mutations": [{ "idempotency_key": "k", "entity_type": "project",
+        "entity_id": id, "op": "delete", "hlc": null }] });
+    let res = send(bad).await.unwrap();
+    assert_eq!(res.status().as_u16(), 422);
+    let p: Json = res.json().await.unwrap();
+    assert_eq!(p["pointer"], "/mutations/0/hlc", "{p:#}");
+    // ... and a valid one from an unknown model is 426.
+    let good = json!({ "mutations": [project_create(id, "p")] });
+    assert_eq!(send(good).await.unwrap().status().as_u16(), 426);
+    nothing_stored(&c).await;
+    // `2.0` is the integer 2, as JSON Schema counts it.
+    let mut m = project_create(id, "p");
+    m["base_version"] = json!(null);
+    let results = c.push(vec![m]).await;
+    assert_eq!(results[0]["status"], "applied");
+    let body = format!(
+        r#"{{"mutations": [{{"idempotency_key": "d", "entity_type": "project", "entity_id": "{id}", "op": "delete", "base_version": 1.0}}]}}"#
+    );
+    let (status, answer) = post_raw(&c, body).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["results"][0]["status"], "applied", "{answer:#}");
 }
