@@ -98,7 +98,7 @@ struct SimTransport {
     rng: Arc<Mutex<Rng>>,
     /// The malformed-copy fault's own random stream (see `malformed_copy`), so adding
     /// it left every other fault of a seed where it was.
-    malformed: Mutex<Rng>,
+    malformed: Arc<Mutex<Rng>>,
     trace: Arc<Mutex<Vec<String>>>,
     name: String,
 }
@@ -436,6 +436,9 @@ struct Client {
     path: std::path::PathBuf,
     engine: Option<SyncEngine<SimTransport>>,
     wall: Arc<AtomicU64>,
+    /// The malformed-copy fault's stream of this device; it outlives a crash (a
+    /// restarted device must not draw the same keys again).
+    malformed: Arc<Mutex<Rng>>,
 }
 
 struct Sim {
@@ -618,11 +621,16 @@ impl Sim {
             let name = format!("c{i}");
             let path = sim.dir.path().join(format!("{name}.db"));
             let wall = Arc::new(AtomicU64::new(START_MILLIS));
+            let malformed = Arc::new(Mutex::new(Rng(sim.malformed_seed
+                ^ name
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)))));
             let mut c = Client {
                 name,
                 path,
                 engine: None,
                 wall,
+                malformed,
             };
             sim.open_client(&mut c);
             sim.clients.push(c);
@@ -646,10 +654,7 @@ impl Sim {
             router: self.router.clone(),
             faults: self.faults.clone(),
             rng: self.rng.clone(),
-            malformed: Mutex::new(Rng(self.malformed_seed
-                ^ c.name
-                    .bytes()
-                    .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)))),
+            malformed: c.malformed.clone(),
             trace: self.trace.clone(),
             name: c.name.clone(),
         };
@@ -714,6 +719,7 @@ impl Sim {
                 path: Default::default(),
                 engine: None,
                 wall: Arc::new(AtomicU64::new(0)),
+                malformed: Arc::new(Mutex::new(Rng(0))),
             },
         );
         c.engine = None; // every in-memory object of the client is gone
