@@ -333,6 +333,10 @@ fn render_files(
     let mut json_text = serde_json::to_string_pretty(doc).expect("the document serialises");
     json_text.push('\n');
     files.insert(PathBuf::from("openapi.json"), json_text);
+    let mut v3_0 = serde_json::to_string_pretty(&crate::openapi::openapi_3_0(doc))
+        .expect("the document serialises");
+    v3_0.push('\n');
+    files.insert(PathBuf::from("openapi-3.0.json"), v3_0);
     Ok((files, migrations, record))
 }
 

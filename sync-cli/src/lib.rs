@@ -17,6 +17,8 @@
 //!   undone, such as dropping a required column);
 //! - `DIR/sync-schema.json`: the model the migrations correspond to;
 //! - `DIR/openapi.json` and `DIR/openapi.yaml`: the protocol as OpenAPI 3.1 (see [`openapi`]);
+//! - `DIR/openapi-3.0.json`: the same document as OpenAPI 3.0.3, for tools that read only
+//!   3.0 ([`openapi::openapi_3_0`]);
 //! - `DIR/client_migrations.rs` and `DIR/server_{sqlite,postgres,mysql}_migrations.rs`:
 //!   the migrations as Rust expressions, so an app or a server can embed them with
 //!   `include!` (see `sync_runtime::migrations::Migrations::embedded`).

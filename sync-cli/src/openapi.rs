@@ -7,6 +7,9 @@
 //! the model, with descriptions from the Rust doc comments. Mutations and server records
 //! are `oneOf` envelopes discriminated by `entity_type`.
 
+mod v3_0;
+pub use v3_0::openapi_3_0;
+
 use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
 use sync_runtime::protocol::{

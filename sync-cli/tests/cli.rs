@@ -59,6 +59,7 @@ fn generate_writes_every_target_then_nothing_when_unchanged() {
             "migrations/server/postgres/0001_init.sql",
             "migrations/server/sqlite/0001_init.down.sql",
             "migrations/server/sqlite/0001_init.sql",
+            "openapi-3.0.json",
             "openapi.json",
             "openapi.yaml",
             "server_mysql_migrations.rs",

@@ -196,3 +196,35 @@ fn op_schemas_have_the_members_the_server_checks() {
         "the example model has a field of every strategy"
     );
 }
+
+/// The OpenAPI 3.0.3 rendering loads with the `openapiv3` crate (what progenitor reads),
+/// keeps every path, operation and component, and says 3.0.3.
+#[test]
+fn the_3_0_rendering_loads_with_openapiv3() {
+    let doc = sync_cli::openapi::openapi(&example_model(), "t");
+    let v3_0 = sync_cli::openapi::openapi_3_0(&doc);
+    let text = serde_json::to_string(&v3_0).unwrap();
+    let parsed: openapiv3::OpenAPI = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("openapiv3 cannot load the 3.0 rendering: {e}"));
+    assert_eq!(parsed.openapi, "3.0.3");
+    assert_eq!(
+        parsed.paths.paths.len(),
+        doc["paths"].as_object().unwrap().len()
+    );
+    let components = parsed.components.expect("components");
+    assert_eq!(
+        components.schemas.len(),
+        doc["components"]["schemas"].as_object().unwrap().len()
+    );
+    // Nothing of 3.1 is left.
+    assert!(!text.contains("\"const\""), "const");
+    assert!(!text.contains("\"null\""), "a null type");
+    assert!(!text.contains("jsonSchemaDialect"));
+    // The committed example is this rendering.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let committed: Json = serde_json::from_str(
+        &std::fs::read_to_string(root.join("examples/tasks/generated/openapi-3.0.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(committed["openapi"], "3.0.3");
+}
