@@ -179,15 +179,16 @@ impl SimTransport {
     /// Fault class: a malformed copy of a push reaches the server first (a buggy or
     /// hostile client, a proxy that mangles bodies). Whatever the server makes of it,
     /// the real push that follows must count exactly once, so the copy must leave
-    /// nothing: a body the document does not allow is refused whole (422, nothing
-    /// stored, its keys still free), and a mutation whose record or patch the
-    /// entity's schemas do not allow is rejected (under a key of its own). Anything
-    /// else is a violation.
+    /// nothing: a body the document does not allow (a repeated member name, an unknown
+    /// member, an empty key, `null` for an unused member) is refused whole (422,
+    /// nothing stored, its keys still free), and a mutation whose record, patch or
+    /// members the entity's schemas or its op do not allow is rejected (under a key of
+    /// its own). Anything else is a violation.
     async fn malformed_copy(&self, body: &Json) {
         let Some(first) = body["mutations"].get(0).cloned() else {
             return;
         };
-        let kind = self.malformed.lock().unwrap().below(4);
+        let kind = self.malformed.lock().unwrap().below(6);
         let whole = |m: String| format!(r#"{{"mutations": [{m}]}}"#);
         let (what, text, refused_whole) = match kind {
             0 => {
@@ -214,6 +215,35 @@ impl SimTransport {
                 let mut m = first.clone();
                 m["idempotency_key"] = json!("");
                 ("an empty idempotency key", whole(m.to_string()), true)
+            }
+            3 => {
+                // `null` for a member the mutation leaves out.
+                let mut m = first.clone();
+                let unused = ["record", "clocks", "patch", "hlc"]
+                    .into_iter()
+                    .find(|k| m.get(*k).is_none())
+                    .unwrap_or("hlc");
+                m[unused] = Json::Null;
+                ("null for an unused member", whole(m.to_string()), true)
+            }
+            4 => {
+                // A member its op does not carry, under a key of its own.
+                let mut m = first.clone();
+                m["idempotency_key"] = json!(format!(
+                    "malformed-{}",
+                    self.malformed.lock().unwrap().uuid()
+                ));
+                let (member, value) = if m["op"] == "create" {
+                    ("patch", json!({}))
+                } else {
+                    ("record", json!({}))
+                };
+                m[member] = value;
+                (
+                    "a member its op does not carry",
+                    whole(m.to_string()),
+                    false,
+                )
             }
             _ => {
                 // An unknown field in the record or patch, under a key of its own.
