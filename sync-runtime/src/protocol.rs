@@ -5,6 +5,9 @@
 //! OpenAPI document. Records travel as JSON objects keyed by wire names; patches as the
 //! entity's generated patch type (see [`crate::ops`] for the operations).
 
+mod decode;
+pub use decode::{BodyError, decode_push_request};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;

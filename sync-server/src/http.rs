@@ -270,7 +270,7 @@ async fn push_inner(
                 ),
             )
         })?;
-    let request = crate::body::push_request(&bytes).map_err(|r| {
+    let request = sync_runtime::protocol::decode_push_request(&bytes).map_err(|r| {
         let mut p = ProblemResponse::new(r.status, "invalid-body", "Invalid push body", r.detail);
         p.0.problem.pointer = Some(r.pointer);
         p

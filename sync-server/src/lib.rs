@@ -160,7 +160,6 @@
 //! are by its patches and get their defaults in its creates. An unknown fingerprint gets
 //! a 426 problem telling the client to upgrade.
 
-mod body;
 mod db;
 mod http;
 mod logic;

@@ -1,42 +1,48 @@
-//! Decoding a push body, strictly: what the OpenAPI document allows and nothing else.
+//! Decoding a push body strictly: what the OpenAPI document allows and nothing else. The
+//! reference server decodes every push with [`decode_push_request`]; a Rust backend can
+//! do the same.
 //!
 //! The body is parsed once, into a JSON tree that refuses a repeated member name
 //! anywhere (`{"title": "a", "title": "b"}` has no single meaning, and two such bodies
 //! would hash alike for idempotency), then read as a [`PushRequest`] from that tree,
 //! whose types refuse unknown members. Every refusal carries a JSON Pointer to the member
-//! at fault. The members of records, patches and clocks are checked per mutation by
-//! [`crate::logic::shape`], so one bad mutation does not refuse the others.
+//! at fault. The members of records, patches and clocks are checked per mutation, against
+//! the entity (the reference server's `logic::shape`), so one bad mutation does not
+//! refuse the others.
 
 use std::fmt;
 
+use super::{MAX_IDEMPOTENCY_KEY_CHARS, PushRequest, json_pointer};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
-use sync_runtime::protocol::{MAX_IDEMPOTENCY_KEY_CHARS, PushRequest, json_pointer};
 
-/// Why a body was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Refused {
+/// Why a push body was refused: the answer's status, where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail} (at `{pointer}`)")]
+pub struct BodyError {
     /// 400 for text that is not JSON, 422 for JSON the document does not allow.
-    pub(crate) status: u16,
-    /// A JSON Pointer into the body (`""` for the whole body).
-    pub(crate) pointer: String,
-    pub(crate) detail: String,
+    pub status: u16,
+    /// A JSON Pointer (RFC 6901) into the body (`""` for the whole body).
+    pub pointer: String,
+    /// What is wrong, in words.
+    pub detail: String,
 }
 
-/// Decodes a push body.
+/// Decodes a push body (`POST /push`), strictly.
 ///
 /// # Errors
 ///
-/// [`Refused`] with status 400 if `bytes` is not JSON; 422 for a repeated member name, an
-/// unknown member, a member of the wrong type, or an idempotency key that is empty or
-/// longer than [`MAX_IDEMPOTENCY_KEY_CHARS`].
-pub(crate) fn push_request(bytes: &[u8]) -> Result<PushRequest, Refused> {
+/// [`BodyError`] with status 400 if `bytes` is not JSON; 422 for a repeated member name, an
+/// unknown member, a member of the wrong type, `null` for `record`, `clocks`, `patch` or
+/// `hlc`, or an idempotency key that is empty or longer than
+/// [`MAX_IDEMPOTENCY_KEY_CHARS`].
+pub fn decode_push_request(bytes: &[u8]) -> Result<PushRequest, BodyError> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     let StrictJson(tree) = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let status = if e.inner().is_data() { 422 } else { 400 };
         refused(status, e.path(), e.inner().to_string())
     })?;
-    json.end().map_err(|e| Refused {
+    json.end().map_err(|e| BodyError {
         status: 400,
         pointer: String::new(),
         detail: e.to_string(),
@@ -51,7 +57,7 @@ pub(crate) fn push_request(bytes: &[u8]) -> Result<PushRequest, Refused> {
     {
         for member in ["record", "clocks", "patch", "hlc"] {
             if m.get(member).is_some_and(Json::is_null) {
-                return Err(Refused {
+                return Err(BodyError {
                     status: 422,
                     pointer: json_pointer(["mutations", &i.to_string(), member]),
                     detail: format!("`{member}` is left out when unused, not `null`"),
@@ -64,7 +70,7 @@ pub(crate) fn push_request(bytes: &[u8]) -> Result<PushRequest, Refused> {
     for (i, m) in request.mutations.iter().enumerate() {
         let chars = m.idempotency_key.chars().count();
         if chars == 0 || chars > MAX_IDEMPOTENCY_KEY_CHARS {
-            return Err(Refused {
+            return Err(BodyError {
                 status: 422,
                 pointer: json_pointer([
                     "mutations".to_string(),
@@ -82,7 +88,7 @@ pub(crate) fn push_request(bytes: &[u8]) -> Result<PushRequest, Refused> {
 
 /// A refusal at `path`. Where serde reports an unknown member at the object holding it,
 /// the pointer is made to name the member itself.
-fn refused(status: u16, path: &serde_path_to_error::Path, detail: String) -> Refused {
+fn refused(status: u16, path: &serde_path_to_error::Path, detail: String) -> BodyError {
     let mut tokens: Vec<String> = path
         .iter()
         .filter_map(|s| match s {
@@ -99,7 +105,7 @@ fn refused(status: u16, path: &serde_path_to_error::Path, detail: String) -> Ref
     {
         tokens.push(name.to_string());
     }
-    Refused {
+    BodyError {
         status,
         pointer: json_pointer(tokens),
         detail,
@@ -209,8 +215,8 @@ impl<'de> DeserializeSeed<'de> for Member {
 mod tests {
     use super::*;
 
-    fn refusal(body: &str) -> Refused {
-        push_request(body.as_bytes()).expect_err(body)
+    fn refusal(body: &str) -> BodyError {
+        decode_push_request(body.as_bytes()).expect_err(body)
     }
 
     const M: &str = r#""entity_type": "task", "entity_id": "0192e0a8-8a1e-7c3c-9a60-1f6c7c1e4a9e""#;
@@ -247,7 +253,7 @@ mod tests {
             (r.status, r.pointer.as_str()),
             (422, "/mutations/0/idempotency_key")
         );
-        assert!(push_request(body(&"é".repeat(255)).as_bytes()).is_ok());
+        assert!(decode_push_request(body(&"é".repeat(255)).as_bytes()).is_ok());
         assert_eq!(refusal(&body(&"k".repeat(256))).status, 422);
     }
 
@@ -259,7 +265,7 @@ mod tests {
         assert_eq!((r.status, r.pointer.as_str()), (422, "/mutations/0/hlc"));
         // `base_version` may be `null`.
         assert!(
-            push_request(
+            decode_push_request(
                 format!(r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "delete", "base_version": null}}]}}"#)
                     .as_bytes()
             )
@@ -277,7 +283,7 @@ mod tests {
 
     #[test]
     fn numbers_keep_their_kind() {
-        let r = push_request(
+        let r = decode_push_request(
             format!(
                 r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "update", "base_version": 3, "patch": {{"likes": {{"add": -2}}, "weight": {{"set": 1.5}}}}}}]}}"#
             )
@@ -289,7 +295,7 @@ mod tests {
         assert_eq!(m.patch.as_ref().unwrap()["likes"]["add"], Json::from(-2));
         assert_eq!(m.patch.as_ref().unwrap()["weight"]["set"], Json::from(1.5));
         // `3.0` is the integer 3, as JSON Schema says.
-        let r = push_request(
+        let r = decode_push_request(
             format!(r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "delete", "base_version": 3.0}}]}}"#)
                 .as_bytes(),
         )
