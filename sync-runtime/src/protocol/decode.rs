@@ -257,6 +257,29 @@ mod tests {
         assert_eq!(refusal(&body(&"k".repeat(256))).status, 422);
     }
 
+    /// Found by the `push_body` fuzz target: without serde_json's `float_roundtrip`, a
+    /// long decimal parsed to a float one step away from the nearest, so a value sent as
+    /// text came back (and was stored) as another number.
+    #[test]
+    fn floats_are_the_nearest_to_their_text_and_round_trip() {
+        for text in [
+            "222222222222222222222222",
+            "2.2222222222222222e23",
+            "0.1",
+            "1e-300",
+        ] {
+            let body = format!(
+                r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "update", "patch": {{"w": {{"set": {text}}}}}}}]}}"#
+            );
+            let r = decode_push_request(body.as_bytes()).unwrap();
+            let v = r.mutations[0].patch.as_ref().unwrap()["w"]["set"].clone();
+            let expected: f64 = text.parse().unwrap();
+            assert_eq!(v.as_f64(), Some(expected), "{text}");
+            let again = decode_push_request(&serde_json::to_vec(&r).unwrap()).unwrap();
+            assert_eq!(again, r, "{text}");
+        }
+    }
+
     #[test]
     fn unused_members_are_left_out_not_null() {
         let r = refusal(&format!(
