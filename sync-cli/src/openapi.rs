@@ -1,11 +1,14 @@
 //! The backend contract: an OpenAPI 3.1 document of `POST /push`, `GET /changes`,
 //! `GET /snapshot` and `GET /health` for a model.
 //!
-//! The protocol's message types come from `sync-runtime` with their schemars schemas
-//! (draft 2020-12, under `/components/schemas`); the per-entity schemas (the record, the
-//! patch whose operations follow each field's merge strategy, the clocks) are built from
-//! the model, with descriptions from the Rust doc comments. Mutations and server records
-//! are `oneOf` envelopes discriminated by `entity_type`.
+//! The messages are typed end to end: per entity a record, a patch whose operations
+//! follow each field's merge strategy, the clocks, the mutations by `op` (`<E>Create`,
+//! `<E>Update`, `<E>Delete`) and the server record, built from the model with
+//! descriptions from the Rust doc comments; `AnyMutation` and `AnyServerRecord` are
+//! `oneOf` envelopes discriminated by `entity_type`, and `PushRequest`, `PushResponse`
+//! (results discriminated by `status`), `ChangesResponse` and `SnapshotResponse` hold
+//! them. Only `Problem` and `Hlc` come from `sync-runtime`'s schemars schemas (draft
+//! 2020-12); the standalone wire-level schemas are [`protocol_schemas`].
 
 mod v3_0;
 pub use v3_0::openapi_3_0;
@@ -547,7 +550,7 @@ pub(crate) fn openapi_without_fingerprint(
         json!({ "post": {
             "operationId": "push",
             "summary": "Apply an ordered batch of mutations.",
-            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key; there is no request-level `Idempotency-Key` header, since a batch is not the unit of retry: each mutation is applied, stored and replayed on its own): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). A record, patch or clocks member the entity's schemas do not allow refuses that mutation alone (`rejected`, 422, `pointer` into the mutation). A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional.",
+            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key; there is no request-level `Idempotency-Key` header, since a batch is not the unit of retry: each mutation is applied, stored and replayed on its own): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). `null` for an unused `record`, `clocks`, `patch` or `hlc` refuses the whole request too. A record, patch or clocks member the entity's schemas do not allow, or a member the mutation's `op` does not carry, refuses that mutation alone (`rejected`, 422, `pointer` into the mutation), so one bad mutation never blocks the others. A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional.",
             "tags": ["sync"],
             "parameters": [fingerprint_header],
             "requestBody": { "required": true, "content": { "application/json": {

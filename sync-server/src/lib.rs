@@ -38,6 +38,16 @@
 //! (tombstones included) whose last change is <= that token, and `GET /changes?since=token` delivers the rest,
 //! so nothing is lost or delivered twice.
 //!
+//! # What the server accepts
+//!
+//! Exactly what the generated OpenAPI document allows. A push body is decoded by
+//! [`sync_runtime::protocol::decode_push_request`] (a repeated member name, an unknown
+//! member, a bad idempotency key or `null` for an unused member refuse the whole push
+//! with 422 and a JSON Pointer); the record, patch and clocks of each mutation are then
+//! checked against the entity's schemas, and a misfit rejects that mutation alone. A
+//! client of an earlier model (by its fingerprint) may omit the fields added since. See
+//! `PROTOCOL.md` for the protocol's versions.
+//!
 //! # Idempotency
 //!
 //! Each mutation carries an idempotency key (the IETF Idempotency-Key draft's rules, per
