@@ -55,6 +55,29 @@ impl Builder {
         self
     }
 
+    /// Sets the API's title, servers, licence and contact for the OpenAPI document; each
+    /// part set replaces the one stored in `sync-schema.json`, unset parts keep it (see
+    /// [`crate::api_info`]).
+    ///
+    /// ```no_run
+    /// use sync_cli::api_info::{ApiInfo, ApiLicense, ApiServer};
+    ///
+    /// sync_cli::Builder::new()
+    ///     .input("src/model.rs")
+    ///     .api(ApiInfo {
+    ///         title: Some("Tasks sync API".into()),
+    ///         servers: vec![ApiServer { url: "https://sync.example.com".into(), description: None }],
+    ///         license: Some(ApiLicense { name: "MIT".into(), identifier: Some("MIT".into()), url: None }),
+    ///         contact: None,
+    ///     })
+    ///     .generate()
+    ///     .unwrap_or_else(|e| panic!("{e}"));
+    /// ```
+    pub fn api(mut self, api: crate::ApiInfo) -> Self {
+        self.opts.api = api;
+        self
+    }
+
     /// Writes nothing and fails if the output is stale.
     pub fn check(mut self, check: bool) -> Self {
         self.opts.check = check;
@@ -72,6 +95,7 @@ impl Builder {
     /// # Errors
     /// Those of [`generate()`](crate::generate()): [`Error::MissingInput`], [`Error::Io`],
     /// [`Error::Input`] and [`Error::NoEntities`] while reading the source;
+    /// [`Error::ApiInfo`] for API metadata that is not valid;
     /// [`Error::Unsupported`], [`Error::Destructive`] and [`Error::Snapshot`] while
     /// planning the migration; [`Error::Stale`] with [`Builder::check`]; [`Error::Io`]
     /// while writing.

@@ -75,6 +75,15 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// The API metadata (title, servers, licence, contact) is not valid; nothing was
+    /// written.
+    #[error("{}\nnothing was written; fix them in {origin}", problems.iter().map(|p| format!("error: API metadata: {p}")).collect::<Vec<_>>().join("\n"))]
+    ApiInfo {
+        /// Where the values came from: the flags, the build script or `sync-schema.json`.
+        origin: String,
+        /// Each wrong part.
+        problems: Vec<String>,
+    },
     /// `--check`: the committed output is not what the source generates.
     #[error("{0}")]
     Stale(String),
@@ -102,7 +111,8 @@ impl Error {
             | Error::NoEntities(_)
             | Error::Destructive(_)
             | Error::Unsupported(_)
-            | Error::Snapshot { .. } => 2,
+            | Error::Snapshot { .. }
+            | Error::ApiInfo { .. } => 2,
             Error::Stale(_) | Error::Io { .. } | Error::Render(_) => 1,
         }
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sync_model::{Model, fingerprint};
 
+use crate::api_info::ApiInfo;
 use crate::error::Error;
 use crate::plan::{Step, diff};
 use crate::render::{Migration, Target, check_defaults, render};
@@ -54,6 +55,10 @@ pub struct Snapshot {
     pub migrations: Vec<MigrationRecord>,
     /// The model after the last migration.
     pub model: Model,
+    /// The API's title, servers, licence and contact for the OpenAPI document (absent
+    /// when none is set; see [`crate::api_info`]).
+    #[serde(default, skip_serializing_if = "ApiInfo::is_empty")]
+    pub api: ApiInfo,
 }
 
 /// One generated migration, as recorded in the snapshot.
@@ -91,6 +96,9 @@ pub struct Options {
     pub allow_destructive: bool,
     /// Write nothing; fail if the committed output is stale.
     pub check: bool,
+    /// The API's title, servers, licence and contact: each part set here replaces the
+    /// one stored in `sync-schema.json`; unset parts keep it (see [`crate::api_info`]).
+    pub api: ApiInfo,
 }
 
 /// What `generate` did.
@@ -118,6 +126,7 @@ pub struct Report {
 /// # Errors
 /// [`Error::MissingInput`], [`Error::Io`], [`Error::Input`] or [`Error::NoEntities`]
 /// if the sources cannot be read or hold no valid model (see [`load`]);
+/// [`Error::ApiInfo`] if [`Options::api`] or the stored API metadata is not valid;
 /// [`Error::Unsupported`] if a `default` value is not valid for its field's type, or the
 /// change from the snapshot cannot be expressed as a migration; [`Error::Io`] or
 /// [`Error::Snapshot`] if `sync-schema.json` exists but cannot be read or parsed, or has
@@ -136,11 +145,19 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
     }
     let snapshot_path = opts.out_dir.join(SNAPSHOT_FILE);
     let previous = read_snapshot(&snapshot_path)?;
+    opts.api.validate(
+        "the options given (the flags of `sync-cli generate`, or the build script's Builder::api)",
+    )?;
+    let api = previous
+        .as_ref()
+        .map(|p| p.api.clone())
+        .unwrap_or_default()
+        .overlay(&opts.api);
 
     // Work is split over two threads where it pays; every file is rendered to its own
     // string, so the output does not depend on the interleaving. First the model hash
     // and the OpenAPI document (which only needs the hash in three places).
-    let title = "syncgen sync API";
+    let title = crate::api_info::DEFAULT_TITLE;
     let n = model.entities.len();
     let (new_fp, mut doc) = if n >= PARALLEL_FROM_ENTITIES {
         // The second thread hashes the model and builds the schemas of the last third of
@@ -168,6 +185,7 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
         )
     };
     crate::openapi::set_fingerprint(&mut doc, &new_fp);
+    api.apply_to(&mut doc);
 
     let (steps, initial, version) = match &previous {
         None => (
@@ -205,6 +223,7 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
                     fingerprint: new_fp.clone(),
                     migrations,
                     model,
+                    api,
                 };
                 let mut snapshot_text =
                     serde_json::to_string_pretty(&snapshot).expect("snapshot serialises");
@@ -366,8 +385,9 @@ fn migration_name(steps: &[Step]) -> String {
 ///
 /// # Errors
 /// [`Error::Io`] if the file exists but cannot be read; [`Error::Snapshot`] if it is not
-/// a valid snapshot (bad JSON, an unknown key) or its `format` is not 1. A missing file
-/// is `Ok(None)`.
+/// a valid snapshot (bad JSON, an unknown key) or its `format` is not 1;
+/// [`Error::ApiInfo`] if its `api` member holds a value [`ApiInfo::validate`] refuses.
+/// A missing file is `Ok(None)`.
 pub fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, Error> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -387,6 +407,9 @@ pub fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, Error> {
             ),
         });
     }
+    snapshot
+        .api
+        .validate(&format!("{} (its `api` member)", path.display()))?;
     Ok(Some(snapshot))
 }
 

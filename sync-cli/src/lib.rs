@@ -35,6 +35,7 @@
 //! `#[sync(renamed_from = "...")]`, and metadata-only changes (merge strategy, outbox
 //! mode). Drops are refused unless `allow_destructive`. No change, no new file.
 
+pub mod api_info;
 mod builder;
 pub mod conformance;
 mod error;
@@ -45,6 +46,7 @@ pub mod plan;
 pub mod render;
 mod source;
 
+pub use api_info::ApiInfo;
 pub use builder::Builder;
 pub use error::{Diagnostic, Error};
 pub use generate::{

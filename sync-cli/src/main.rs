@@ -29,6 +29,8 @@ enum Command {
         /// Allow migrations that drop entities or fields.
         #[arg(long)]
         allow_destructive: bool,
+        #[command(flatten)]
+        api: ApiFlags,
     },
     /// Run the protocol's checks against a running server of the model.
     Conformance {
@@ -56,6 +58,65 @@ enum Command {
     },
 }
 
+/// The OpenAPI document's metadata. Each flag given replaces the value stored in
+/// sync-schema.json; flags not given keep it.
+#[derive(clap::Args)]
+#[command(
+    next_help_heading = "API metadata (stored in sync-schema.json; omitted flags keep the stored value)"
+)]
+struct ApiFlags {
+    /// The document's title (default: "syncgen sync API").
+    #[arg(long, value_name = "TEXT")]
+    title: Option<String>,
+    /// A server URL: absolute http(s) or a path such as /sync. Repeat for several;
+    /// replaces the stored list (default: "/").
+    #[arg(long = "server", value_name = "URL")]
+    servers: Vec<String>,
+    /// The API's licence as an SPDX expression, e.g. "MIT OR Apache-2.0".
+    #[arg(long, value_name = "SPDX")]
+    license: Option<String>,
+    /// A URL of the licence text (instead of linking the SPDX identifier).
+    #[arg(long, value_name = "URL", requires = "license")]
+    license_url: Option<String>,
+    /// The contact's name (person or team).
+    #[arg(long, value_name = "TEXT")]
+    contact_name: Option<String>,
+    /// The contact's URL.
+    #[arg(long, value_name = "URL")]
+    contact_url: Option<String>,
+    /// The contact's email address.
+    #[arg(long, value_name = "ADDRESS")]
+    contact_email: Option<String>,
+}
+
+impl ApiFlags {
+    fn into_api(self) -> sync_cli::ApiInfo {
+        use sync_cli::api_info::{ApiContact, ApiLicense, ApiServer};
+        let contact = ApiContact {
+            name: self.contact_name,
+            url: self.contact_url,
+            email: self.contact_email,
+        };
+        sync_cli::ApiInfo {
+            title: self.title,
+            servers: self
+                .servers
+                .into_iter()
+                .map(|url| ApiServer {
+                    url,
+                    description: None,
+                })
+                .collect(),
+            license: self.license.map(|name| ApiLicense {
+                identifier: self.license_url.is_none().then(|| name.clone()),
+                url: self.license_url,
+                name,
+            }),
+            contact: (contact != ApiContact::default()).then_some(contact),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -64,11 +125,13 @@ fn main() -> ExitCode {
             out,
             check,
             allow_destructive,
+            api,
         } => sync_cli::generate(&sync_cli::Options {
             inputs: input,
             out_dir: out.clone(),
             allow_destructive,
             check,
+            api: api.into_api(),
         })
         .map(|report| match (&report.migration, check) {
             (Some(m), false) => {

@@ -4,8 +4,9 @@
 //! The messages are typed end to end: per entity a record, a patch whose operations
 //! follow each field's merge strategy, the clocks, the mutations by `op` (`<E>Create`,
 //! `<E>Update`, `<E>Delete`) and the server record, built from the model with
-//! descriptions from the Rust doc comments; `AnyMutation` and `AnyServerRecord` are
-//! `oneOf` envelopes discriminated by `entity_type`, and `PushRequest`, `PushResponse`
+//! descriptions from the Rust doc comments; `AnyServerRecord` is a `oneOf` discriminated
+//! by `entity_type` and `AnyMutation` a `oneOf` of the per-entity mutations (each
+//! discriminated by `op`, with a constant `entity_type`), and `PushRequest`, `PushResponse`
 //! (results discriminated by `status`), `ChangesResponse` and `SnapshotResponse` hold
 //! them. Only `Problem` and `Hlc` come from `sync-runtime`'s schemars schemas (draft
 //! 2020-12); the standalone wire-level schemas are [`protocol_schemas`].
@@ -16,9 +17,9 @@ pub use v3_0::openapi_3_0;
 use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
 use sync_runtime::protocol::{
-    CHANGE_TOKEN_PATTERN, ChangesResponse, MAX_IDEMPOTENCY_KEY_CHARS, MAX_PAGE_LIMIT,
-    PROTOCOL_VERSION, Problem, PushRequest, PushResponse, SNAPSHOT_CURSOR_PATTERN,
-    SnapshotResponse,
+    CHANGE_TOKEN_PATTERN, ChangesResponse, DEFAULT_MAX_PUSH_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_PAGE_LIMIT, MAX_PUSH_MUTATIONS, PROTOCOL_VERSION, Problem, PushRequest, PushResponse,
+    SNAPSHOT_CURSOR_PATTERN, SnapshotResponse,
 };
 
 /// The component name of an entity's schemas: `Task` -> `TaskRecord`, `TaskPatch`, ...
@@ -313,7 +314,7 @@ fn typed_messages(out: &mut Map<String, Json>) {
         json!({
             "type": "object",
             "description": "An ordered batch of mutations, each applied independently.",
-            "properties": { "mutations": { "type": "array", "items": reference("AnyMutation") } },
+            "properties": { "mutations": { "type": "array", "maxItems": MAX_PUSH_MUTATIONS, "items": reference("AnyMutation") } },
             "required": ["mutations"],
             "additionalProperties": false
         }),
@@ -475,7 +476,14 @@ pub(crate) fn openapi_without_fingerprint(
         any["discriminator"]["mapping"] = mapping(suffix);
         any
     };
-    schemas.insert("AnyMutation".into(), any("Mutation"));
+    // Each `<E>Mutation` is itself a `oneOf` discriminated by `op`, and a discriminator
+    // may only map to object schemas (openapi-typescript warns, and generators that
+    // follow the rule drop the mapping), so this envelope is a plain `oneOf`: exact all
+    // the same, as every member's `entity_type` is a `const`.
+    schemas.insert(
+        "AnyMutation".into(),
+        json!({ "oneOf": entity_refs("Mutation") }),
+    );
     schemas.insert("AnyServerRecord".into(), any("ServerRecord"));
 
     let example_entity = model.entities.first();
@@ -550,7 +558,7 @@ pub(crate) fn openapi_without_fingerprint(
         json!({ "post": {
             "operationId": "push",
             "summary": "Apply an ordered batch of mutations.",
-            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key; there is no request-level `Idempotency-Key` header, since a batch is not the unit of retry: each mutation is applied, stored and replayed on its own): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). `null` for an unused `record`, `clocks`, `patch` or `hlc` refuses the whole request too. A record, patch or clocks member the entity's schemas do not allow, or a member the mutation's `op` does not carry, refuses that mutation alone (`rejected`, 422, `pointer` into the mutation), so one bad mutation never blocks the others. A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional.",
+            "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key; there is no request-level `Idempotency-Key` header, since a batch is not the unit of retry: each mutation is applied, stored and replayed on its own): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). `null` for an unused `record`, `clocks`, `patch` or `hlc` refuses the whole request too. A record, patch or clocks member the entity's schemas do not allow, or a member the mutation's `op` does not carry, refuses that mutation alone (`rejected`, 422, `pointer` into the mutation), so one bad mutation never blocks the others. A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional. Values one supported database cannot store are refused the same way everywhere, for that mutation alone (`rejected`, 422): a string anywhere in a record or patch (JSON fields included) holding U+0000, and a timestamp outside the years 0001 to 9999.",
             "tags": ["sync"],
             "parameters": [fingerprint_header],
             "requestBody": { "required": true, "content": { "application/json": {
@@ -566,7 +574,7 @@ pub(crate) fn openapi_without_fingerprint(
                 "400": r400,
                 "401": r401,
                 "409": problem_response("A mutation of this request is still being processed: retry later.", problem_example("request-in-progress", "Request in progress", 409, "retry later")),
-                "413": problem_response("Too large: send fewer mutations per request.", problem_example("body-too-large", "Request body too large", 413, "send fewer mutations")),
+                "413": problem_response(&format!("Too large: more than {MAX_PUSH_MUTATIONS} mutations, fewer than that a server chose to accept, or a body over the server's byte limit ({} MiB for the reference server by default). Send fewer mutations per request.", DEFAULT_MAX_PUSH_BODY_BYTES >> 20), problem_example("body-too-large", "Request body too large", 413, "send fewer mutations")),
                 "422": problem_response("The body is JSON but not a push request.", problem_example("invalid-body", "Invalid push body", 422, "missing field `mutations`")),
                 "426": r426,
                 "429": r429
@@ -623,12 +631,13 @@ pub(crate) fn openapi_without_fingerprint(
             "operationId": "health",
             "tags": ["health"],
             "summary": "Reachability check.",
-            "description": "Answers without a token: the server is up, the model fingerprint it serves and its protocol version.",
+            "description": "Answers without a token: the server is up, the model fingerprint it serves and its protocol version. It takes no query parameter.",
             "security": [],
             "responses": { "200": { "description": "The server is up.", "content": { "application/json": {
                 "schema": { "type": "object", "properties": { "status": { "const": "ok" }, "fingerprint": { "type": "string" }, "protocol": { "type": "string" } }, "required": ["status", "fingerprint", "protocol"] },
                 "example": { "status": "ok", "fingerprint": fingerprint, "protocol": PROTOCOL_VERSION }
-            } } } }
+            } } },
+            "400": problem_response("A query parameter was given; `/health` takes none.", problem_example("invalid-query", "Invalid query", 400, "unknown field `verbose`, there are none")) }
         }}),
     );
     let entities: Vec<String> = model

@@ -250,8 +250,7 @@ async fn run(target: Target, mut db: Db) {
         let report = sync_cli::generate(&sync_cli::Options {
             inputs: vec![model_path],
             out_dir: out.clone(),
-            allow_destructive: false,
-            check: false,
+            ..Default::default()
         })
         .unwrap_or_else(|e| panic!("version {}: {e}", i + 1));
         let rec = report.migration.expect("every version changes the model");

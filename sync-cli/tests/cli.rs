@@ -271,3 +271,106 @@ fn the_example_apps_committed_migrations_are_up_to_date() {
         "regenerate with `cargo run -p sync-cli -- generate --input examples/tasks/src/model.rs --out examples/tasks/generated`:\n{stdout}{stderr}"
     );
 }
+
+#[test]
+fn api_metadata_flags_are_stored_and_kept_by_later_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), V1);
+    let out = dir.path().join("gen");
+    let (code, _, stderr) = generate(
+        &model,
+        &out,
+        &[
+            "--title",
+            "Inventory sync API",
+            "--server",
+            "https://sync.example.com/v1",
+            "--server",
+            "/sync",
+            "--license",
+            "Apache-2.0",
+            "--contact-email",
+            "sync@example.com",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let doc = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    let v31 = doc("openapi.json");
+    assert_eq!(v31["info"]["title"], "Inventory sync API");
+    assert_eq!(
+        v31["servers"],
+        serde_json::json!([{ "url": "https://sync.example.com/v1" }, { "url": "/sync" }])
+    );
+    assert_eq!(
+        v31["info"]["license"],
+        serde_json::json!({ "name": "Apache-2.0", "identifier": "Apache-2.0" })
+    );
+    assert_eq!(
+        v31["info"]["contact"],
+        serde_json::json!({ "email": "sync@example.com" })
+    );
+    // 3.0 has no `identifier`: the SPDX page instead.
+    assert_eq!(
+        doc("openapi-3.0.json")["info"]["license"],
+        serde_json::json!({ "name": "Apache-2.0", "url": "https://spdx.org/licenses/Apache-2.0.html" })
+    );
+
+    // A run without the flags keeps them: nothing to write.
+    let before = tree(&out);
+    let (code, stdout, _) = generate(&model, &out, &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("nothing to write"), "{stdout}");
+    assert_eq!(tree(&out), before);
+    let (code, _, stderr) = generate(&model, &out, &["--check"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // One flag replaces its part only; no new migration.
+    let (code, stdout, stderr) = generate(&model, &out, &["--title", "Renamed"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("refreshed"), "{stdout}");
+    let v31 = doc("openapi.json");
+    assert_eq!(v31["info"]["title"], "Renamed");
+    assert_eq!(v31["servers"][1]["url"], "/sync");
+    assert!(!out.join("migrations/client/sqlite/0002_").exists());
+    assert_eq!(
+        std::fs::read_dir(out.join("migrations/client/sqlite"))
+            .unwrap()
+            .count(),
+        2,
+        "still only 0001 up and down"
+    );
+}
+
+#[test]
+fn bad_api_metadata_is_refused_with_what_to_fix_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), V1);
+    let out = dir.path().join("gen");
+    let (code, _, stderr) = generate(
+        &model,
+        &out,
+        &["--server", "sync.example.com", "--contact-email", "nobody"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("server `sync.example.com`"), "{stderr}");
+    assert!(stderr.contains("contact email `nobody`"), "{stderr}");
+    assert!(stderr.contains("flags of `sync-cli generate`"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+
+    // A hand-edited snapshot with a bad value names the file.
+    generate(&model, &out, &[]);
+    let path = out.join("sync-schema.json");
+    let mut snapshot: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    snapshot["api"] = serde_json::json!({ "servers": [{ "url": "ftp://x" }] });
+    std::fs::write(&path, serde_json::to_string_pretty(&snapshot).unwrap()).unwrap();
+    let (code, _, stderr) = generate(&model, &out, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("sync-schema.json (its `api` member)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`ftp://x`"), "{stderr}");
+}

@@ -292,6 +292,16 @@ impl Problem {
 /// Its changes are listed in `PROTOCOL.md` at the repository's root.
 pub const PROTOCOL_VERSION: &str = "1.1.0";
 
+/// The most mutations one `POST /push` may hold (`maxItems` of `PushRequest.mutations`
+/// in the OpenAPI document); more is 413. A server may accept fewer per push, also with
+/// 413; clients send at most their `batch_size` (100 by default).
+pub const MAX_PUSH_MUTATIONS: usize = 500;
+
+/// The reference server's default limit on a push body, in bytes (4 MiB); a larger body
+/// is 413. A body limit is a deployment's choice, so the document states this default
+/// in words rather than as a schema constraint.
+pub const DEFAULT_MAX_PUSH_BODY_BYTES: usize = 4 << 20;
+
 /// The most records a page of `GET /changes` or `GET /snapshot` may hold: the `limit`
 /// query parameter is 1 to this. A server may serve fewer per page.
 pub const MAX_PAGE_LIMIT: u32 = 1000;

@@ -276,15 +276,16 @@ async fn push_inner(
         p
     })?;
     check_model(state, headers)?;
-    if request.mutations.len() > state.config.max_batch {
+    let max_batch = state
+        .config
+        .max_batch
+        .min(sync_runtime::protocol::MAX_PUSH_MUTATIONS);
+    if request.mutations.len() > max_batch {
         return Err(ProblemResponse::new(
             413,
             "batch-too-large",
             "Too many mutations",
-            format!(
-                "a push may hold at most {} mutations",
-                state.config.max_batch
-            ),
+            format!("a push may hold at most {max_batch} mutations"),
         ));
     }
     // A client of an earlier model (a fingerprint the server knows, not its current one)
@@ -412,12 +413,27 @@ async fn snapshot(
     result.map_err(|p| with_instance(p, &headers))
 }
 
-async fn health(AxState(state): AxState<Shared>) -> impl IntoResponse {
-    Json(serde_json::json!({
+/// `GET /health` takes no parameter; any is a bad request, as for the other routes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthParams {}
+
+async fn health(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    params: Result<Query<HealthParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ProblemResponse> {
+    params.map_err(|e| {
+        with_instance(
+            ProblemResponse::new(400, "invalid-query", "Invalid query", e.body_text()),
+            &headers,
+        )
+    })?;
+    Ok(Json(serde_json::json!({
         "status": "ok",
         "fingerprint": state.current_fingerprint,
         "protocol": sync_runtime::protocol::PROTOCOL_VERSION,
-    }))
+    })))
 }
 
 #[cfg(test)]

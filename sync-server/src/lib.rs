@@ -219,9 +219,13 @@ impl TokenVerifier for StaticTokens {
 /// Limits on what one request may ask.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Largest request body, in bytes (default 4 MiB); larger is 413.
+    /// Largest request body, in bytes (default
+    /// [`DEFAULT_MAX_PUSH_BODY_BYTES`](sync_runtime::protocol::DEFAULT_MAX_PUSH_BODY_BYTES),
+    /// 4 MiB); larger is 413.
     pub max_body_bytes: usize,
-    /// Most mutations in one push (default 500); more is 413.
+    /// Most mutations in one push (default and ceiling
+    /// [`MAX_PUSH_MUTATIONS`](sync_runtime::protocol::MAX_PUSH_MUTATIONS), 500, the
+    /// document's `maxItems`; a larger value acts as it); more is 413.
     pub max_batch: usize,
     /// Largest page of `changes` and `snapshot` (default 1000); a larger `limit` is capped.
     pub max_page: u32,
@@ -238,8 +242,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_body_bytes: 4 << 20,
-            max_batch: 500,
+            max_body_bytes: sync_runtime::protocol::DEFAULT_MAX_PUSH_BODY_BYTES,
+            max_batch: sync_runtime::protocol::MAX_PUSH_MUTATIONS,
             max_page: 1000,
             idempotency_retention: chrono::Duration::hours(24),
             max_clock_skew: chrono::Duration::seconds(60),

@@ -18,6 +18,8 @@ both_backends!(
     input_is_checked_before_the_clients_model,
     the_bearer_scheme_is_case_insensitive,
     a_record_reads_the_same_in_a_push_result_and_in_changes,
+    a_push_over_the_documented_max_items_is_413_and_nothing_is_stored,
+    health_takes_no_query_parameter,
 );
 
 /// Sends `body` as is (the JSON text matters: repeated names have no `Value`).
@@ -253,4 +255,40 @@ async fn input_is_checked_before_the_clients_model(s: &TestServer) {
     let (status, answer) = post_raw(&c, body).await;
     assert_eq!(status, 200, "{answer:#}");
     assert_eq!(answer["results"][0]["status"], "applied", "{answer:#}");
+}
+
+async fn a_push_over_the_documented_max_items_is_413_and_nothing_is_stored(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let max = sync_runtime::protocol::MAX_PUSH_MUTATIONS;
+    let many = |n: usize| -> Json {
+        json!({ "mutations": (0..n).map(|_| project_create(Uuid::now_v7(), "p")).collect::<Vec<_>>() })
+    };
+    let (status, p) = c.post("/push", &many(max + 1)).await;
+    assert_eq!(status, 413, "{p:#}");
+    assert_eq!(p["type"], "https://syncgen.dev/problems/batch-too-large");
+    assert!(
+        p["detail"].as_str().unwrap().contains(&max.to_string()),
+        "{p:#}"
+    );
+    nothing_stored(&c).await;
+    // The document's own figure.
+    let doc: Json =
+        serde_json::from_str(include_str!("../../examples/tasks/generated/openapi.json")).unwrap();
+    assert_eq!(
+        doc["components"]["schemas"]["PushRequest"]["properties"]["mutations"]["maxItems"],
+        json!(max)
+    );
+    // Exactly the maximum is accepted.
+    let (status, body) = c.post("/push", &many(max)).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["results"].as_array().unwrap().len(), max);
+}
+
+async fn health_takes_no_query_parameter(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (status, _) = c.get("/health").await;
+    assert_eq!(status, 200);
+    let (status, p) = c.get("/health?verbose=1").await;
+    assert_eq!(status, 400, "{p:#}");
+    assert_eq!(p["type"], "https://syncgen.dev/problems/invalid-query");
 }

@@ -13,6 +13,7 @@
 //! | `$ref` with sibling keywords | `allOf: [{$ref}]` with the siblings |
 //! | `exclusiveMinimum: n` | `minimum: n, exclusiveMinimum: true` (same for maximum) |
 //! | `jsonSchemaDialect`, `$schema`, `contentEncoding` | left out |
+//! | `info.license.identifier` (SPDX) | `info.license.url` of the SPDX page |
 
 use serde_json::{Map, Value as Json};
 
@@ -24,6 +25,15 @@ pub fn openapi_3_0(doc: &Json) -> Json {
     };
     root.insert("openapi".into(), Json::from("3.0.3"));
     root.remove("jsonSchemaDialect");
+    if let Some(license) = root
+        .get_mut("info")
+        .and_then(|i| i.get_mut("license"))
+        .and_then(Json::as_object_mut)
+        && let Some(id) = license.remove("identifier")
+    {
+        let url = crate::api_info::spdx_url(id.as_str().unwrap_or_default());
+        license.insert("url".into(), Json::from(url));
+    }
     if let Some(schemas) = root
         .get_mut("components")
         .and_then(|c| c.get_mut("schemas"))
