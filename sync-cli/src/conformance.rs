@@ -1,27 +1,42 @@
-//! `sync-cli conformance`: the protocol's checks, run against any server of a model.
+//! `sync-cli conformance`: checks a running server of a model against the protocol's
+//! rules (`PROTOCOL.md` at the repository's root), citing each rule's identifier.
 //!
-//! Each check prints one line, `PASS`, `FAIL` (with the reason) or `SKIP` (with why),
-//! and the command exits non-zero if any check failed. The checks create their own
-//! records (fresh UUIDs) in the token's account and never delete anything else.
+//! Each check prints one line, `PASS`, `FAIL` (with the expected and the actual value) or
+//! `SKIP` (with why), tagged with the rule it checks (`[LWW-1]`), and the command exits
+//! non-zero if any check failed. Every response is also validated against the schemas of
+//! the OpenAPI document generated from the same model ([`crate::openapi::openapi`]);
+//! the `WIRE-5` check reports what did not match.
+//!
+//! The checker behaves as a real client does: it sends the model's fingerprint, clocks
+//! for every `lww` field, stamps from a hybrid logical clock at the current time, and
+//! treats change tokens and snapshot cursors as opaque (it only sends back what the server
+//! gave). **Run it with a test account**: it creates records with fresh ids in the
+//! token's account (about 60) and deletes them at the end, which leaves their tombstones.
+//! With [`Options::trace`] every request and response is printed to standard error.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
+use sync_runtime::hlc::{Hlc, HlcClock, NodeId};
+use sync_runtime::protocol::{MAX_IDEMPOTENCY_KEY_CHARS, MAX_PUSH_MUTATIONS};
 use sync_runtime::protocol::{changes_target, snapshot_target};
 use uuid::Uuid;
 
 /// What to check, and where.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The server's base URL (`http://127.0.0.1:8080`).
     pub base_url: String,
-    /// A bearer token of account A.
+    /// A bearer token of account A: a test account (see the module docs).
     pub token: String,
-    /// A bearer token of another account, for the isolation check.
+    /// A bearer token of another account, for the isolation check (`AUTH-2`).
     pub token_b: Option<String>,
-    /// A change token the server has expired, for the 410 check.
+    /// A change token the server has expired, for the 410 check (`FEED-2`).
     pub expired_token: Option<String>,
+    /// Print every request and response to standard error.
+    pub trace: bool,
 }
 
 /// The outcome of one check.
@@ -29,17 +44,28 @@ pub struct Options {
 pub enum Outcome {
     /// It held.
     Pass,
-    /// It did not, and why.
+    /// It did not: what was expected and what came.
     Fail(String),
     /// It could not run here, and why.
     Skip(String),
 }
 
+/// One check: the rule of `PROTOCOL.md` it checks, what it checks, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The rule's identifier in `PROTOCOL.md` (`LWW-1`).
+    pub rule: &'static str,
+    /// What the check sends and expects, in a few words.
+    pub name: String,
+    /// How it went.
+    pub outcome: Outcome,
+}
+
 /// Every check's outcome, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// `(check name, outcome)`.
-    pub checks: Vec<(String, Outcome)>,
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
 }
 
 impl Report {
@@ -47,36 +73,99 @@ impl Report {
     pub fn failed(&self) -> bool {
         self.checks
             .iter()
-            .any(|(_, o)| matches!(o, Outcome::Fail(_)))
+            .any(|c| matches!(c.outcome, Outcome::Fail(_)))
+    }
+
+    /// The rules of the checks that failed, in order, each once.
+    pub fn failed_rules(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for c in &self.checks {
+            if matches!(c.outcome, Outcome::Fail(_)) && !out.contains(&c.rule) {
+                out.push(c.rule);
+            }
+        }
+        out
     }
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (name, outcome) in &self.checks {
-            match outcome {
-                Outcome::Pass => writeln!(f, "PASS {name}")?,
-                Outcome::Fail(why) => writeln!(f, "FAIL {name}: {why}")?,
-                Outcome::Skip(why) => writeln!(f, "SKIP {name}: {why}")?,
+        for c in &self.checks {
+            match &c.outcome {
+                Outcome::Pass => writeln!(f, "PASS [{}] {}", c.rule, c.name)?,
+                Outcome::Fail(why) => writeln!(f, "FAIL [{}] {}: {why}", c.rule, c.name)?,
+                Outcome::Skip(why) => writeln!(f, "SKIP [{}] {}: {why}", c.rule, c.name)?,
             }
         }
-        let failed = self
-            .checks
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Fail(_)))
-            .count();
-        let passed = self
-            .checks
-            .iter()
-            .filter(|(_, o)| *o == Outcome::Pass)
-            .count();
-        write!(f, "{passed} passed, {failed} failed")
+        let count = |p: fn(&Outcome) -> bool| self.checks.iter().filter(|c| p(&c.outcome)).count();
+        write!(
+            f,
+            "{} passed, {} failed, {} skipped (rules: PROTOCOL.md)",
+            count(|o| *o == Outcome::Pass),
+            count(|o| matches!(o, Outcome::Fail(_))),
+            count(|o| matches!(o, Outcome::Skip(_)))
+        )
+    }
+}
+
+/// A response: status, content type, body as JSON (`Null` if not JSON) and headers.
+struct Response {
+    status: u16,
+    ctype: String,
+    body: Json,
+    www_authenticate: Option<String>,
+}
+
+/// The schemas a response must match, from the document of the model.
+struct Schemas {
+    push: jsonschema::Validator,
+    changes: jsonschema::Validator,
+    snapshot: jsonschema::Validator,
+    health: jsonschema::Validator,
+    problem: jsonschema::Validator,
+}
+
+impl Schemas {
+    fn new(model: &Model) -> Self {
+        let doc = crate::openapi::openapi(model, crate::api_info::DEFAULT_TITLE);
+        let validator = |schema: Json| {
+            let root = json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "components": doc["components"],
+                "allOf": [schema]
+            });
+            jsonschema::validator_for(&root).expect("the generated schemas compile")
+        };
+        let named =
+            |name: &str| validator(json!({ "$ref": format!("#/components/schemas/{name}") }));
+        Schemas {
+            push: named("PushResponse"),
+            changes: named("ChangesResponse"),
+            snapshot: named("SnapshotResponse"),
+            health: validator(
+                doc["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]
+                    ["schema"]
+                    .clone(),
+            ),
+            problem: named("Problem"),
+        }
     }
 }
 
 struct Client {
     http: reqwest::blocking::Client,
     base: String,
+    fingerprint: String,
+    trace: bool,
+    schemas: Schemas,
+    /// Responses that did not match the document (`WIRE-5`), with how many there were.
+    violations: RefCell<(usize, Vec<String>)>,
+}
+
+/// A request body: JSON, or text sent as is (for bodies JSON values cannot hold).
+enum Body<'a> {
+    Json(&'a Json),
+    Raw(&'a str),
 }
 
 impl Client {
@@ -84,53 +173,146 @@ impl Client {
         &self,
         method: reqwest::Method,
         path: &str,
-        token: Option<&str>,
-        body: Option<&Json>,
-    ) -> Result<(u16, String, Json), String> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+        auth: Option<&str>,
+        body: Option<Body>,
+    ) -> Result<Response, String> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("sync-model-fingerprint", &self.fingerprint);
+        if let Some(a) = auth {
+            req = req.header(reqwest::header::AUTHORIZATION, a);
         }
-        if let Some(b) = body {
-            req = req.json(b);
+        let sent = match body {
+            Some(Body::Json(b)) => b.to_string(),
+            Some(Body::Raw(b)) => b.to_string(),
+            None => String::new(),
+        };
+        if !sent.is_empty() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(sent.clone());
         }
-        let res = req.send().map_err(|e| format!("request failed: {e}"))?;
+        let res = req
+            .send()
+            .map_err(|e| format!("{method} {path}: request failed: {e}"))?;
         let status = res.status().as_u16();
-        let ctype = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = res.json::<Json>().unwrap_or(Json::Null);
-        Ok((status, ctype, body))
+        let header = |name: reqwest::header::HeaderName| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let ctype = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+        let www_authenticate = header(reqwest::header::WWW_AUTHENTICATE);
+        let text = res.text().unwrap_or_default();
+        if self.trace {
+            eprintln!("> {method} {path}");
+            if !sent.is_empty() {
+                eprintln!("> {sent}");
+            }
+            eprintln!("< {status} {ctype}\n< {text}\n");
+        }
+        let body: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+        self.validate(&method, path, status, &ctype, &body, &text);
+        Ok(Response {
+            status,
+            ctype,
+            body,
+            www_authenticate,
+        })
     }
 
+    /// Checks a response against the document (`WIRE-5`), noting what does not match.
+    fn validate(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        status: u16,
+        ctype: &str,
+        body: &Json,
+        text: &str,
+    ) {
+        let route = path.split('?').next().unwrap_or(path);
+        let validator = match (status, route) {
+            (200, "/push") if *method == reqwest::Method::POST => &self.schemas.push,
+            (200, "/changes") => &self.schemas.changes,
+            (200, "/snapshot") => &self.schemas.snapshot,
+            (200, "/health") => &self.schemas.health,
+            (s, _) if s >= 400 => {
+                if !ctype.starts_with("application/problem+json") {
+                    self.violation(format!(
+                        "{method} {route} answered {status} with content type `{ctype}`, expected application/problem+json"
+                    ));
+                }
+                &self.schemas.problem
+            }
+            _ => return,
+        };
+        if body.is_null() && !text.trim().eq("null") {
+            self.violation(format!(
+                "{method} {route} answered {status} with a body that is not JSON: {}",
+                excerpt(text)
+            ));
+            return;
+        }
+        if let Some(e) = validator.iter_errors(body).next() {
+            self.violation(format!(
+                "{method} {route} answered {status}: at `{}`: {}",
+                e.instance_path(),
+                excerpt(&e.to_string())
+            ));
+        }
+    }
+
+    fn violation(&self, what: String) {
+        let mut v = self.violations.borrow_mut();
+        v.0 += 1;
+        if v.1.len() < 5 {
+            v.1.push(what);
+        }
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    /// `POST /push`; its results, or why the push was not answered 200.
     fn push(&self, token: &str, mutations: Vec<Json>) -> Result<Vec<Json>, String> {
-        let (status, _, body) = self.call(
+        let body = json!({ "mutations": mutations });
+        let r = self.call(
             reqwest::Method::POST,
             "/push",
-            Some(token),
-            Some(&json!({ "mutations": mutations })),
+            Some(&Self::bearer(token)),
+            Some(Body::Json(&body)),
         )?;
-        if status != 200 {
-            return Err(format!("POST /push answered {status}: {body}"));
+        if r.status != 200 {
+            return Err(format!("POST /push answered {}: {}", r.status, r.body));
         }
-        body["results"]
+        r.body["results"]
             .as_array()
             .cloned()
-            .ok_or_else(|| format!("no `results` in {body}"))
+            .ok_or_else(|| format!("POST /push: no `results` in {}", r.body))
+    }
+
+    /// One mutation's result.
+    fn push_one(&self, token: &str, mutation: Json) -> Result<Json, String> {
+        let mut r = self.push(token, vec![mutation])?;
+        if r.len() != 1 {
+            return Err(format!("one mutation, {} results", r.len()));
+        }
+        Ok(r.remove(0))
     }
 
     fn get(&self, token: &str, path: &str) -> Result<Json, String> {
-        let (status, _, body) = self.call(reqwest::Method::GET, path, Some(token), None)?;
-        if status != 200 {
-            return Err(format!("GET {path} answered {status}: {body}"));
+        let r = self.call(reqwest::Method::GET, path, Some(&Self::bearer(token)), None)?;
+        if r.status != 200 {
+            return Err(format!("GET {path} answered {}: {}", r.status, r.body));
         }
-        Ok(body)
+        Ok(r.body)
     }
 
-    /// Every change after `since`, page by page.
+    /// Every change after `since`, page by page, and the token after the last page.
     fn pull(&self, token: &str, since: &str, limit: u32) -> Result<(Vec<Json>, String), String> {
         let mut since = since.to_string();
         let mut all = Vec::new();
@@ -139,13 +321,13 @@ impl Client {
             all.extend(body["changes"].as_array().cloned().unwrap_or_default());
             since = body["next_token"]
                 .as_str()
-                .ok_or("no `next_token`")?
+                .ok_or("GET /changes: no `next_token`")?
                 .to_string();
             if body["has_more"] != true {
                 return Ok((all, since));
             }
         }
-        Err("`has_more` never became false".into())
+        Err("GET /changes: `has_more` never became false".into())
     }
 
     /// Every record of the token's account, from all pages of `GET /snapshot`.
@@ -160,19 +342,36 @@ impl Client {
                 None => return Ok(out),
             }
         }
-        Err("`next_cursor` never ended".into())
+        Err("GET /snapshot: `next_cursor` never ended".into())
     }
 
-    /// The current end of the change stream.
+    /// The server's record of `id` now, from a snapshot.
+    fn record_of(&self, token: &str, id: Uuid) -> Result<Json, String> {
+        self.records(token)?
+            .into_iter()
+            .find(|r| r["entity_id"] == json!(id))
+            .ok_or_else(|| format!("record {id} is not in GET /snapshot"))
+    }
+
+    /// The current end of the change feed: a snapshot's token, then every change after
+    /// it (tokens stay opaque: only what the server gave is sent back).
     fn head(&self, token: &str) -> Result<String, String> {
         let body = self.get(token, &snapshot_target(None, 1))?;
         let (_, end) = self.pull(
             token,
-            body["token"].as_str().ok_or("no snapshot `token`")?,
+            body["token"].as_str().ok_or("GET /snapshot: no `token`")?,
             1000,
         )?;
         Ok(end)
     }
+}
+
+fn excerpt(text: &str) -> String {
+    let mut s: String = text.chars().take(200).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    s
 }
 
 /// Candidate values for a field, tried in order until the server accepts a record.
@@ -213,67 +412,104 @@ fn sample(f: &Field, variant: usize) -> Json {
     }
 }
 
-fn record(e: &Entity, id: Uuid, variant: usize) -> Map<String, Json> {
-    e.synced_fields()
-        .map(|f| {
-            let v = if f.id { json!(id) } else { sample(f, variant) };
-            (f.name.clone(), v)
+fn new_key() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// The mutations a real client sends, stamped by one hybrid logical clock.
+struct Writer {
+    clock: HlcClock,
+}
+
+impl Writer {
+    fn new() -> Self {
+        Writer {
+            clock: HlcClock::new(NodeId::random()),
+        }
+    }
+
+    fn now(&self) -> Hlc {
+        self.clock.now()
+    }
+
+    /// A stamp `ms` milliseconds before now, on this clock's node.
+    fn earlier(&self, ms: u64) -> Hlc {
+        let now = self.clock.now();
+        Hlc::new(now.millis.saturating_sub(ms), 0, now.node)
+    }
+
+    fn record(e: &Entity, id: Uuid, variant: usize) -> Map<String, Json> {
+        e.synced_fields()
+            .map(|f| {
+                let v = if f.id { json!(id) } else { sample(f, variant) };
+                (f.name.clone(), v)
+            })
+            .collect()
+    }
+
+    /// A create with a clock for every `lww` field, as the client's store sends it.
+    fn create(&self, e: &Entity, id: Uuid, variant: usize) -> Json {
+        let stamp = self.now().to_string();
+        let clocks: Map<String, Json> = e
+            .synced_fields()
+            .filter(|f| f.merge == MergeStrategy::Lww && !f.id && !f.immutable)
+            .map(|f| (f.name.clone(), json!(stamp)))
+            .collect();
+        json!({
+            "idempotency_key": new_key(),
+            "entity_type": e.name,
+            "entity_id": id,
+            "op": "create",
+            "record": Self::record(e, id, variant),
+            "clocks": clocks
         })
-        .collect()
+    }
+
+    fn update(e: &Entity, id: Uuid, base_version: i64, patch: Json) -> Json {
+        json!({
+            "idempotency_key": new_key(),
+            "entity_type": e.name,
+            "entity_id": id,
+            "op": "update",
+            "base_version": base_version,
+            "patch": patch
+        })
+    }
+
+    fn delete(&self, e: &Entity, id: Uuid, base_version: i64) -> Json {
+        json!({
+            "idempotency_key": new_key(),
+            "entity_type": e.name,
+            "entity_id": id,
+            "op": "delete",
+            "base_version": base_version,
+            "hlc": self.now().to_string()
+        })
+    }
 }
 
-fn create(e: &Entity, id: Uuid, variant: usize) -> Json {
-    json!({
-        "idempotency_key": Uuid::new_v4(),
-        "entity_type": e.name,
-        "entity_id": id,
-        "op": "create",
-        "record": record(e, id, variant),
-        "clocks": {}
-    })
-}
-
-fn update(e: &Entity, id: Uuid, base_version: i64, patch: Json) -> Json {
-    json!({
-        "idempotency_key": Uuid::new_v4(),
-        "entity_type": e.name,
-        "entity_id": id,
-        "op": "update",
-        "base_version": base_version,
-        "patch": patch
-    })
-}
-
-const HLC: &str = "7fffffffffff-00000000-00000000000000c1";
-
-/// The operation a check sends for a field, and the value the field must then hold
-/// (`None`: not comparable, e.g. a set's order).
-fn op_for(f: &Field, current: &Json) -> Option<(Json, Json)> {
-    let changed = match &f.ty.kind {
+/// A value of `f`'s type other than `current` (`n` picks among several), for scalar
+/// types whose values a check can compare; `None` for others.
+fn other_value(f: &Field, current: &Json, n: i64) -> Option<Json> {
+    Some(match &f.ty.kind {
         TypeKind::Scalar {
             scalar: ScalarType::String,
-        } => json!("changed by conformance"),
+        } => json!(format!("conformance edit {n}")),
         TypeKind::Scalar {
             scalar: ScalarType::Bool,
-        } => json!(!current.as_bool().unwrap_or(false)),
+        } if n % 2 == 1 => json!(!current.as_bool().unwrap_or(false)),
         TypeKind::Scalar { scalar } if scalar.is_integer() => {
-            json!(current.as_i64().unwrap_or(0) + 2)
+            json!(current.as_i64().unwrap_or(0).wrapping_add(1 + n) % 100)
         }
         TypeKind::Scalar {
             scalar: ScalarType::F32 | ScalarType::F64,
-        } => json!(current.as_f64().unwrap_or(0.0) + 2.0),
+        } => json!(current.as_f64().unwrap_or(0.0) + 1.0 + n as f64),
         _ => return None,
-    };
-    Some(match f.merge {
-        MergeStrategy::Lww => (json!({ "set": changed, "hlc": HLC }), changed),
-        MergeStrategy::Manual => (json!({ "set": changed, "base": current }), changed),
-        MergeStrategy::Sum => (json!({ "add": 2 }), changed),
-        MergeStrategy::Union => return None,
     })
 }
 
 /// A record a check created: its entity, id, the sample variant the server accepted and
-/// the server's answer (`{version, record, ...}`).
+/// the server's answer.
 struct Created<'m> {
     entity: &'m Entity,
     id: Uuid,
@@ -281,19 +517,20 @@ struct Created<'m> {
     server: Json,
 }
 
-/// What the checks share: the client, the options and the records created at the start.
+/// What the checks share.
 struct Ctx<'m> {
     c: Client,
+    w: Writer,
     opts: &'m Options,
     model: &'m Model,
+    /// One record of each entity, made by the first check.
     created: Vec<Created<'m>>,
+    /// Every record any check created, for the clean-up: (entity, id).
+    made: RefCell<Vec<(&'m Entity, Uuid)>>,
 }
 
 /// A check's outcome, or why it could not talk to the server (a failure).
 type Checked = Result<Outcome, String>;
-
-/// A check that needs nothing but the context.
-type CheckFn = fn(&Ctx) -> Checked;
 
 fn pass_if(ok: bool, why: impl FnOnce() -> String) -> Outcome {
     if ok {
@@ -303,20 +540,68 @@ fn pass_if(ok: bool, why: impl FnOnce() -> String) -> Outcome {
     }
 }
 
-impl Ctx<'_> {
+fn expect_eq(what: &str, expected: &Json, actual: &Json) -> Outcome {
+    pass_if(expected == actual, || {
+        format!("{what}: expected {expected}, got {actual}")
+    })
+}
+
+const NOTHING_CREATED: &str = "no record could be created (see CREATE-1)";
+
+impl<'m> Ctx<'m> {
     fn token(&self) -> &str {
         &self.opts.token
     }
 
-    /// The first record created, for checks that need any entity.
-    fn any_entity(&self) -> Option<(&Entity, usize)> {
-        self.created.first().map(|c| (c.entity, c.variant))
+    /// Creates a fresh record of the first entity that could be created, for a check
+    /// that needs one of its own: its entity, id and server record.
+    fn fresh(&self) -> Result<Option<(&'m Entity, Uuid, Json)>, String> {
+        let Some(first) = self.created.first() else {
+            return Ok(None);
+        };
+        self.fresh_of(first.entity, first.variant).map(Some)
+    }
+
+    fn fresh_of(&self, e: &'m Entity, variant: usize) -> Result<(&'m Entity, Uuid, Json), String> {
+        let id = Uuid::now_v7();
+        let r = self
+            .c
+            .push_one(self.token(), self.w.create(e, id, variant))?;
+        self.made.borrow_mut().push((e, id));
+        if r["status"] != "applied" {
+            return Err(format!(
+                "creating a `{}`: expected applied, got {r}",
+                e.name
+            ));
+        }
+        Ok((e, id, r["server"].clone()))
+    }
+
+    /// A created record with a field of `strategy` a check can edit: a fresh record of
+    /// its entity, and the field.
+    fn target(
+        &self,
+        strategy: MergeStrategy,
+        comparable: bool,
+    ) -> Result<Option<(&'m Entity, Uuid, Json, &'m Field)>, String> {
+        for cr in &self.created {
+            let field = cr.entity.synced_fields().find(|f| {
+                !f.id
+                    && !f.immutable
+                    && f.merge == strategy
+                    && (!comparable || other_value(f, &cr.server["record"][&f.name], 0).is_some())
+                    && (strategy != MergeStrategy::Union || sample_item(f).is_some())
+            });
+            if let Some(f) = field {
+                let (e, id, server) = self.fresh_of(cr.entity, cr.variant)?;
+                return Ok(Some((e, id, server, f)));
+            }
+        }
+        Ok(None)
     }
 }
 
-const NOTHING_CREATED: &str = "nothing could be created";
-
-/// Runs every check.
+/// Runs every check against the server, then deletes the records it created.
 pub fn run(model: &Model, opts: &Options) -> Report {
     let mut cx = Ctx {
         c: Client {
@@ -325,288 +610,953 @@ pub fn run(model: &Model, opts: &Options) -> Report {
                 .build()
                 .expect("an HTTP client"),
             base: opts.base_url.trim_end_matches('/').to_string(),
+            fingerprint: sync_model::fingerprint(model).0,
+            trace: opts.trace,
+            schemas: Schemas::new(model),
+            violations: RefCell::new((0, Vec::new())),
         },
+        w: Writer::new(),
         opts,
         model,
         created: Vec::new(),
+        made: RefCell::new(Vec::new()),
     };
     let mut report = Report::default();
-    let mut record = |name: String, checked: Checked| {
-        report
-            .checks
-            .push((name, checked.unwrap_or_else(Outcome::Fail)));
+    let mut record = |rule: &'static str, name: &str, checked: Checked| {
+        report.checks.push(Check {
+            rule,
+            name: name.to_string(),
+            outcome: checked.unwrap_or_else(Outcome::Fail),
+        });
     };
-    record("health: GET /health answers 200".into(), health(&cx));
     record(
-        "auth: a request without a token is 401 problem+json".into(),
-        auth(&cx),
+        "HEALTH-1",
+        "GET /health answers ok without a token",
+        health(&cx),
+    );
+    record(
+        "AUTH-1",
+        "a request without a token is 401 problem+json with WWW-Authenticate",
+        no_token(&cx),
+    );
+    record(
+        "AUTH-1",
+        "the bearer scheme is case-insensitive",
+        scheme_case(&cx),
     );
     let created = create_one_of_each(&mut cx);
     record(
-        "create: a record of every entity is applied".into(),
+        "CREATE-1",
+        "a create of a new id of every entity is applied as sent",
         created,
     );
-    for strategy in MergeStrategy::ALL {
-        record(
-            format!("round trip: a `{strategy}` operation is applied and pulled back"),
-            round_trip(&cx, strategy),
-        );
-    }
-    let checks: [(&str, CheckFn); 7] = [
+    type CheckFn = for<'a, 'm> fn(&'a Ctx<'m>) -> Checked;
+    let checks: &[(&str, &str, CheckFn)] = &[
         (
-            "idempotency: the same key and body replays the stored result",
-            idempotent_replay,
+            "CREATE-2",
+            "a create of a live record is a conflict carrying the stored record",
+            create_over_live,
         ),
         (
-            "idempotency: the same key with another body is rejected with 422",
-            key_reused_with_another_body,
+            "LWW-1",
+            "an lww edit based on the current version sets the value",
+            lww_current,
         ),
         (
-            "occ: concurrent edits of a manual field give a conflict with the server record",
+            "LWW-1",
+            "of two lww edits from one base, the later stamp wins whatever the arrival order",
+            lww_later_stamp_wins,
+        ),
+        (
+            "LWW-2",
+            "an lww tie (equal stamps) goes to the greater value",
+            lww_tie,
+        ),
+        ("SUM-1", "two sum deltas from one base both count", sum_adds),
+        (
+            "UNION-1",
+            "union edits add and remove items and never replace the set",
+            union_items,
+        ),
+        (
+            "MANUAL-1",
+            "two manual edits from one base: the second is a conflict naming the field",
             manual_conflict,
         ),
         (
-            "pagination: paging through changes loses and repeats nothing",
+            "PUSH-3",
+            "an empty patch is a check: applied, no new version",
+            empty_patch,
+        ),
+        (
+            "DELETE-1",
+            "a delete applies as a tombstone, and the feed carries it",
+            delete_tombstone,
+        ),
+        (
+            "UPDATE-2",
+            "an update of a tombstone is a conflict carrying it",
+            update_tombstone,
+        ),
+        (
+            "DELETE-2",
+            "a delete of a tombstone is applied without a new version",
+            delete_again,
+        ),
+        (
+            "UPDATE-2",
+            "an update of an id never created is rejected unknown-record",
+            update_unknown,
+        ),
+        (
+            "IDEM-1",
+            "the same key and body replays the stored result",
+            idempotent_replay,
+        ),
+        (
+            "IDEM-2",
+            "the same key with another body is rejected 422 alone",
+            key_reused_with_another_body,
+        ),
+        (
+            "WIRE-1",
+            "a member name repeated in the body refuses the push (422 pointer), nothing applied",
+            repeated_member,
+        ),
+        (
+            "WIRE-1",
+            "idempotency keys outside 1 to 255 characters refuse the push",
+            key_lengths,
+        ),
+        (
+            "WIRE-2",
+            "a record with an unknown field is rejected alone; the rest of the push applies",
+            unknown_field,
+        ),
+        (
+            "WIRE-4",
+            "limit outside 1 to 1000 and unknown query parameters are 400",
+            query_bounds,
+        ),
+        (
+            "WIRE-4",
+            "more than 500 mutations in a push is 413, nothing applied",
+            too_many,
+        ),
+        (
+            "WIRE-6",
+            "a record reads the same in a push result and in the feed",
+            same_spelling,
+        ),
+        (
+            "MODEL-1",
+            "an unknown model fingerprint is 426",
+            unknown_fingerprint,
+        ),
+        (
+            "FEED-1",
+            "paging through changes loses and repeats nothing",
             pagination,
         ),
         (
-            "snapshot: pages then changes since the snapshot token miss nothing",
+            "SNAP-1",
+            "snapshot pages then changes since its token miss nothing",
             snapshot_then_changes,
         ),
-        ("expiry: an expired change token is 410", expired_token),
+        ("FEED-2", "an expired change token is 410", expired_token),
         (
-            "isolation: another account sees and changes nothing of this one",
+            "AUTH-2",
+            "another account sees and changes nothing of this one",
             isolation,
         ),
     ];
-    for (name, check) in checks {
-        record(name.into(), check(&cx));
+    for (rule, name, check) in checks {
+        record(rule, name, check(&cx));
     }
+    clean_up(&cx);
+    let (count, examples) = cx.c.violations.borrow().clone();
+    record(
+        "WIRE-5",
+        "every response matches the document's schemas",
+        Ok(pass_if(count == 0, || {
+            format!("{count} response(s) did not: {}", examples.join("; "))
+        })),
+    );
     report
 }
 
-fn health(cx: &Ctx) -> Checked {
-    let (status, _, _) = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
-    Ok(pass_if(status == 200, || format!("status {status}")))
+/// Deletes every record the checks created (their tombstones stay).
+fn clean_up(cx: &Ctx) {
+    let made = cx.made.borrow().clone();
+    for chunk in made.chunks(100) {
+        let deletes = chunk.iter().map(|(e, id)| cx.w.delete(e, *id, 0)).collect();
+        // Best effort: a failure here was reported by the checks.
+        let _ = cx.c.push(cx.token(), deletes);
+    }
 }
 
-fn auth(cx: &Ctx) -> Checked {
-    let (status, ctype, body) = cx.c.call(reqwest::Method::GET, "/changes", None, None)?;
-    Ok(if status != 401 {
-        Outcome::Fail(format!("status {status}"))
-    } else if !ctype.starts_with("application/problem+json") {
-        Outcome::Fail(format!("content type `{ctype}`"))
-    } else if body["status"] != 401 || !body["title"].is_string() {
-        Outcome::Fail(format!("not a problem body: {body}"))
+fn health(cx: &Ctx) -> Checked {
+    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    Ok(if r.status != 200 {
+        Outcome::Fail(format!("expected 200, got {}", r.status))
+    } else {
+        expect_eq("`status`", &json!("ok"), &r.body["status"])
+    })
+}
+
+fn no_token(cx: &Ctx) -> Checked {
+    let r = cx.c.call(reqwest::Method::GET, "/changes", None, None)?;
+    Ok(if r.status != 401 {
+        Outcome::Fail(format!("expected 401, got {}", r.status))
+    } else if !r.ctype.starts_with("application/problem+json") {
+        Outcome::Fail(format!(
+            "expected application/problem+json, got `{}`",
+            r.ctype
+        ))
+    } else if !r
+        .www_authenticate
+        .as_deref()
+        .is_some_and(|h| h.to_ascii_lowercase().starts_with("bearer"))
+    {
+        Outcome::Fail(format!(
+            "expected a `WWW-Authenticate: Bearer` header, got {:?}",
+            r.www_authenticate
+        ))
     } else {
         Outcome::Pass
     })
+}
+
+fn scheme_case(cx: &Ctx) -> Checked {
+    for scheme in ["bearer", "BEARER"] {
+        let r = cx.c.call(
+            reqwest::Method::GET,
+            &snapshot_target(None, 1),
+            Some(&format!("{scheme} {}", cx.token())),
+            None,
+        )?;
+        if r.status != 200 {
+            return Ok(Outcome::Fail(format!(
+                "`Authorization: {scheme} <token>`: expected 200, got {}",
+                r.status
+            )));
+        }
+    }
+    Ok(Outcome::Pass)
 }
 
 /// Creates a record of each entity the server accepts (trying the sample variants in
 /// turn), for the checks after it.
 fn create_one_of_each(cx: &mut Ctx) -> Checked {
     let mut failures = Vec::new();
-    for e in &cx.model.entities {
-        let mut done = false;
+    let model = cx.model;
+    for e in &model.entities {
+        let mut last = None;
         for variant in 0..6 {
             let id = Uuid::now_v7();
-            match cx.c.push(&cx.opts.token, vec![create(e, id, variant)]) {
-                Ok(r) if r.first().is_some_and(|x| x["status"] == "applied") => {
-                    cx.created.push(Created {
-                        entity: e,
-                        id,
-                        variant,
-                        server: r[0]["server"].clone(),
-                    });
-                    done = true;
-                    break;
+            let m = cx.w.create(e, id, variant);
+            let r = cx.c.push_one(cx.token(), m.clone())?;
+            cx.made.borrow_mut().push((e, id));
+            if r["status"] == "applied" {
+                let server = &r["server"];
+                let same = m["record"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| !is_timestamp(e, k) && !is_set(e, k))
+                    .find(|(k, v)| server["record"][k.as_str()] != **v);
+                if let Some((k, v)) = same {
+                    failures.push(format!(
+                        "{}: field `{k}`: expected {v}, got {}",
+                        e.name,
+                        server["record"][k.as_str()]
+                    ));
                 }
-                Ok(r) => failures.push(format!(
-                    "{}: {}",
-                    e.name,
-                    r.first()
-                        .map(|x| x["problem"].to_string())
-                        .unwrap_or_default()
-                )),
-                Err(why) => failures.push(why),
+                if server["version"].as_i64().is_none_or(|v| v < 1) {
+                    failures.push(format!(
+                        "{}: expected a version of 1 or more, got {}",
+                        e.name, server["version"]
+                    ));
+                }
+                cx.created.push(Created {
+                    entity: e,
+                    id,
+                    variant,
+                    server: server.clone(),
+                });
+                last = None;
+                break;
             }
+            last = Some(format!("{}: expected applied, got {r}", e.name));
         }
-        if !done && failures.is_empty() {
-            failures.push(format!("{}: never applied", e.name));
-        }
+        failures.extend(last);
     }
-    Ok(pass_if(cx.created.len() == cx.model.entities.len(), || {
-        failures.join("; ")
-    }))
+    Ok(pass_if(failures.is_empty(), || failures.join("; ")))
 }
 
-/// An operation of `strategy` on a created record: `(record, field, op, expected value)`
-/// (`Null`: the field must contain [`sample_item`], for sets).
-fn round_trip_target<'a>(
-    cx: &'a Ctx,
-    strategy: MergeStrategy,
-) -> Option<(&'a Created<'a>, &'a Field, Json, Json)> {
-    cx.created.iter().find_map(|cr| {
-        let e = cr.entity;
-        e.synced_fields()
-            .filter(|f| !f.id && !f.immutable && f.merge == strategy)
-            .find_map(|f| op_for(f, &cr.server["record"][&f.name]).map(|(op, v)| (cr, f, op, v)))
-            .or_else(|| {
-                (strategy == MergeStrategy::Union)
-                    .then(|| {
-                        e.synced_fields()
-                            .find(|f| f.merge == MergeStrategy::Union && !f.immutable)
-                    })
-                    .flatten()
-                    .map(|f| {
-                        let op = json!({ "add": [sample_item(f)], "remove": [] });
-                        (cr, f, op, Json::Null)
-                    })
-            })
+fn field_kind<'e>(e: &'e Entity, name: &str) -> Option<&'e TypeKind> {
+    e.synced_fields()
+        .find(|f| f.name == name)
+        .map(|f| &f.ty.kind)
+}
+
+fn is_timestamp(e: &Entity, name: &str) -> bool {
+    matches!(
+        field_kind(e, name),
+        Some(TypeKind::Scalar {
+            scalar: ScalarType::Timestamp
+        })
+    )
+}
+
+fn is_set(e: &Entity, name: &str) -> bool {
+    matches!(field_kind(e, name), Some(TypeKind::Set { .. }))
+}
+
+fn create_over_live(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let (e, id, server) = cx.fresh_of(first.entity, first.variant)?;
+    let again = cx.w.create(e, id, first.variant);
+    let r = cx.c.push_one(cx.token(), again)?;
+    Ok(if r["status"] != "conflict" {
+        Outcome::Fail(format!("expected status conflict, got {r}"))
+    } else {
+        expect_eq(
+            "the conflict's `server.version`",
+            &server["version"],
+            &r["server"]["version"],
+        )
     })
 }
 
-fn round_trip(cx: &Ctx, strategy: MergeStrategy) -> Checked {
-    let Some((cr, f, op, expect)) = round_trip_target(cx, strategy) else {
-        return Ok(Outcome::Skip(format!(
-            "no field merged with `{strategy}` in the model"
-        )));
+fn lww_current(cx: &Ctx) -> Checked {
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Lww, true)? else {
+        return Ok(Outcome::Skip(
+            "no editable lww field of a comparable type in the model".into(),
+        ));
     };
-    let t = cx.token();
-    let before = cx.c.head(t)?;
-    let version = cr.server["version"].as_i64().unwrap_or(1);
-    let r = cx.c.push(
-        t,
-        vec![update(
-            cr.entity,
-            cr.id,
+    let value = other_value(f, &server["record"][&f.name], 1).expect("comparable");
+    // An older stamp than the record's: the edit saw the current version, so it is
+    // later whatever its clock says (a device whose clock runs behind).
+    let stamp = cx.w.earlier(60_000).to_string();
+    let version = server["version"].as_i64().unwrap_or(1);
+    let r = cx.c.push_one(
+        cx.token(),
+        Writer::update(
+            e,
+            id,
             version,
-            json!({ f.name.clone(): op }),
-        )],
+            json!({ f.name.clone(): { "set": value, "hlc": stamp } }),
+        ),
     )?;
-    if r[0]["status"] != "applied" {
-        return Ok(Outcome::Fail(format!("result {}", r[0])));
-    }
-    let (changes, _) = cx.c.pull(t, &before, 100)?;
-    let Some(ch) = changes.iter().find(|ch| ch["entity_id"] == json!(cr.id)) else {
-        return Ok(Outcome::Fail("the change is not in GET /changes".into()));
-    };
-    let got = &ch["record"][&f.name];
-    Ok(if expect.is_null() {
-        pass_if(
-            got.as_array().is_some_and(|a| a.contains(&sample_item(f))),
-            || format!("`{}` is {got}", f.name),
-        )
+    Ok(if r["status"] != "applied" {
+        Outcome::Fail(format!("expected applied, got {r}"))
     } else {
-        pass_if(*got == expect, || {
-            format!("`{}` is {got}, expected {expect}", f.name)
+        expect_eq(
+            &format!("`{}`", f.name),
+            &value,
+            &r["server"]["record"][&f.name],
+        )
+    })
+}
+
+fn lww_later_stamp_wins(cx: &Ctx) -> Checked {
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Lww, true)? else {
+        return Ok(Outcome::Skip(
+            "no editable lww field of a comparable type in the model".into(),
+        ));
+    };
+    let version = server["version"].as_i64().unwrap_or(1);
+    let later = other_value(f, &server["record"][&f.name], 1).expect("comparable");
+    let earlier = other_value(f, &server["record"][&f.name], 2).expect("comparable");
+    if later == earlier {
+        return Ok(Outcome::Skip(format!("`{}` has too few values", f.name)));
+    }
+    // Two devices edit from the same version; the later-stamped edit arrives first.
+    let old_stamp = cx.w.earlier(1_000).to_string();
+    let new_stamp = cx.w.now().to_string();
+    let edit = |v: &Json, stamp: &str| {
+        Writer::update(
+            e,
+            id,
+            version,
+            json!({ f.name.clone(): { "set": v, "hlc": stamp } }),
+        )
+    };
+    let r1 = cx.c.push_one(cx.token(), edit(&later, &new_stamp))?;
+    if r1["status"] != "applied" {
+        return Ok(Outcome::Fail(format!(
+            "first edit: expected applied, got {r1}"
+        )));
+    }
+    let r2 = cx.c.push_one(cx.token(), edit(&earlier, &old_stamp))?;
+    let now = cx.c.record_of(cx.token(), id)?;
+    Ok(if r2["status"] != "applied" {
+        Outcome::Fail(format!(
+            "second edit: expected applied (its value losing), got {r2}"
+        ))
+    } else {
+        expect_eq(
+            &format!(
+                "`{}` after an edit stamped {new_stamp} then one stamped {old_stamp}",
+                f.name
+            ),
+            &later,
+            &now["record"][&f.name],
+        )
+    })
+}
+
+fn lww_tie(cx: &Ctx) -> Checked {
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Lww, true)? else {
+        return Ok(Outcome::Skip(
+            "no editable lww field of a comparable type in the model".into(),
+        ));
+    };
+    if !matches!(
+        f.ty.kind,
+        TypeKind::Scalar {
+            scalar: ScalarType::String
+        }
+    ) {
+        return Ok(Outcome::Skip("the lww field found is not a string".into()));
+    }
+    let version = server["version"].as_i64().unwrap_or(1);
+    let stamp = cx.w.now().to_string();
+    let edit = |v: &str| {
+        Writer::update(
+            e,
+            id,
+            version,
+            json!({ f.name.clone(): { "set": v, "hlc": stamp } }),
+        )
+    };
+    // The greater value first, then the smaller with the same stamp: it stays.
+    cx.c.push_one(cx.token(), edit("conformance tie b"))?;
+    cx.c.push_one(cx.token(), edit("conformance tie a"))?;
+    let after_smaller = cx.c.record_of(cx.token(), id)?["record"][&f.name].clone();
+    if after_smaller != json!("conformance tie b") {
+        return Ok(expect_eq(
+            "after `b` then `a` with equal stamps",
+            &json!("conformance tie b"),
+            &after_smaller,
+        ));
+    }
+    cx.c.push_one(cx.token(), edit("conformance tie c"))?;
+    let after_greater = cx.c.record_of(cx.token(), id)?["record"][&f.name].clone();
+    Ok(expect_eq(
+        "after `b`, `a` then `c` with equal stamps",
+        &json!("conformance tie c"),
+        &after_greater,
+    ))
+}
+
+fn sum_adds(cx: &Ctx) -> Checked {
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Sum, false)? else {
+        return Ok(Outcome::Skip("no sum field in the model".into()));
+    };
+    let version = server["version"].as_i64().unwrap_or(1);
+    let start = &server["record"][&f.name];
+    let add = |n: i64| Writer::update(e, id, version, json!({ f.name.clone(): { "add": n } }));
+    cx.c.push_one(cx.token(), add(2))?;
+    cx.c.push_one(cx.token(), add(3))?;
+    let now = cx.c.record_of(cx.token(), id)?;
+    let expected = match start.as_i64() {
+        Some(i) => json!(i + 5),
+        None => json!(start.as_f64().unwrap_or(0.0) + 5.0),
+    };
+    Ok(expect_eq(
+        &format!("`{}` after +2 and +3 from {start}", f.name),
+        &expected,
+        &now["record"][&f.name],
+    ))
+}
+
+fn as_set(v: &Json) -> BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(Json::to_string)
+        .collect()
+}
+
+/// A set of JSON texts as a JSON array, for messages.
+fn show(set: &BTreeSet<String>) -> String {
+    format!("[{}]", set.iter().cloned().collect::<Vec<_>>().join(", "))
+}
+
+fn union_items(cx: &Ctx) -> Checked {
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Union, false)? else {
+        return Ok(Outcome::Skip(
+            "no union field of strings, integers or UUIDs in the model".into(),
+        ));
+    };
+    let version = server["version"].as_i64().unwrap_or(1);
+    let start = server["record"][&f.name].clone();
+    let (x, y) = (sample_item(f).expect("checked"), other_item(f));
+    let edit = |op: Json| Writer::update(e, id, version, json!({ f.name.clone(): op }));
+    // Two devices add an item each, from the same version; then one removes the first.
+    cx.c.push_one(cx.token(), edit(json!({ "add": [x] })))?;
+    cx.c.push_one(cx.token(), edit(json!({ "add": [y] })))?;
+    let mut expected = as_set(&start);
+    expected.insert(x.to_string());
+    expected.insert(y.to_string());
+    let now = as_set(&cx.c.record_of(cx.token(), id)?["record"][&f.name]);
+    if now != expected {
+        return Ok(Outcome::Fail(format!(
+            "`{}` from {start}, after adding {x} and (from the same version) {y}: expected {}, got {}",
+            f.name,
+            show(&expected),
+            show(&now)
+        )));
+    }
+    let current = cx.c.record_of(cx.token(), id)?["version"]
+        .as_i64()
+        .unwrap_or(1);
+    cx.c.push_one(
+        cx.token(),
+        Writer::update(e, id, current, json!({ f.name.clone(): { "remove": [x] } })),
+    )?;
+    expected.remove(&x.to_string());
+    let now = as_set(&cx.c.record_of(cx.token(), id)?["record"][&f.name]);
+    Ok(pass_if(now == expected, || {
+        format!(
+            "`{}` after removing {x}: expected {expected:?}, got {now:?}",
+            f.name
+        )
+    }))
+}
+
+fn manual_conflict(cx: &Ctx) -> Checked {
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Manual, true)? else {
+        return Ok(Outcome::Skip(
+            "no editable manual field of a comparable type in the model".into(),
+        ));
+    };
+    let version = server["version"].as_i64().unwrap_or(1);
+    let base = server["record"][&f.name].clone();
+    let first = other_value(f, &base, 1).expect("comparable");
+    let second = other_value(f, &base, 2).expect("comparable");
+    let edit = |v: &Json| {
+        Writer::update(
+            e,
+            id,
+            version,
+            json!({ f.name.clone(): { "set": v, "base": base } }),
+        )
+    };
+    let r1 = cx.c.push_one(cx.token(), edit(&first))?;
+    let r2 = cx.c.push_one(cx.token(), edit(&second))?;
+    Ok(if r1["status"] != "applied" {
+        Outcome::Fail(format!("first edit: expected applied, got {r1}"))
+    } else if r2["status"] != "conflict" {
+        Outcome::Fail(format!(
+            "second edit from the same version {version}: expected status conflict, got {r2}"
+        ))
+    } else if !r2["fields"]
+        .as_array()
+        .is_some_and(|a| a.contains(&json!(f.name)))
+    {
+        Outcome::Fail(format!(
+            "`fields`: expected to contain \"{}\", got {}",
+            f.name, r2["fields"]
+        ))
+    } else if r2["server"]["record"][&f.name] != first {
+        Outcome::Fail(format!(
+            "the conflict's server record: expected `{}` = {first} (the first edit), got {}",
+            f.name, r2["server"]["record"][&f.name]
+        ))
+    } else {
+        pass_if(r2["server"]["version"].as_i64() > Some(version), || {
+            format!(
+                "the conflict's server version: expected above {version}, got {}",
+                r2["server"]["version"]
+            )
         })
     })
 }
 
-fn idempotent_replay(cx: &Ctx) -> Checked {
-    let Some((e, variant)) = cx.any_entity() else {
+fn empty_patch(cx: &Ctx) -> Checked {
+    let Some((e, id, server)) = cx.fresh()? else {
         return Ok(Outcome::Skip(NOTHING_CREATED.into()));
     };
-    let m = create(e, Uuid::now_v7(), variant);
-    let a = cx.c.push(cx.token(), vec![m.clone()])?;
-    let b = cx.c.push(cx.token(), vec![m])?;
-    Ok(pass_if(a == b, || format!("first {} then {}", a[0], b[0])))
+    let version = server["version"].as_i64().unwrap_or(1);
+    let r =
+        cx.c.push_one(cx.token(), Writer::update(e, id, version, json!({})))?;
+    Ok(if r["status"] != "applied" {
+        Outcome::Fail(format!("expected applied, got {r}"))
+    } else {
+        expect_eq("`server.version`", &json!(version), &r["server"]["version"])
+    })
+}
+
+/// A fresh record deleted: (entity, id, version before, the delete's result).
+fn deleted<'m>(cx: &Ctx<'m>) -> Result<Option<(&'m Entity, Uuid, i64, Json)>, String> {
+    let Some((e, id, server)) = cx.fresh()? else {
+        return Ok(None);
+    };
+    let version = server["version"].as_i64().unwrap_or(1);
+    let r = cx.c.push_one(cx.token(), cx.w.delete(e, id, version))?;
+    Ok(Some((e, id, version, r)))
+}
+
+fn delete_tombstone(cx: &Ctx) -> Checked {
+    let before = cx.c.head(cx.token())?;
+    let Some((_, id, version, r)) = deleted(cx)? else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    if r["status"] != "applied" || r["server"]["deleted"] != true {
+        return Ok(Outcome::Fail(format!(
+            "expected applied with `deleted: true`, got {r}"
+        )));
+    }
+    if r["server"]["version"].as_i64() <= Some(version) {
+        return Ok(Outcome::Fail(format!(
+            "the delete's version: expected above {version}, got {}",
+            r["server"]["version"]
+        )));
+    }
+    let (changes, _) = cx.c.pull(cx.token(), &before, 100)?;
+    let mine: Vec<&Json> = changes
+        .iter()
+        .filter(|c| c["entity_id"] == json!(id))
+        .collect();
+    Ok(match mine.as_slice() {
+        [one] => expect_eq("the feed's record `deleted`", &json!(true), &one["deleted"]),
+        other => Outcome::Fail(format!(
+            "GET /changes after the delete: expected the record once as a tombstone, got it {} time(s)",
+            other.len()
+        )),
+    })
+}
+
+fn update_tombstone(cx: &Ctx) -> Checked {
+    let Some((e, id, _, r)) = deleted(cx)? else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let tomb = r["server"]["version"].as_i64().unwrap_or(1);
+    let u =
+        cx.c.push_one(cx.token(), Writer::update(e, id, tomb - 1, json!({})))?;
+    Ok(if u["status"] != "conflict" {
+        Outcome::Fail(format!("expected status conflict, got {u}"))
+    } else {
+        expect_eq(
+            "the conflict's `server.deleted`",
+            &json!(true),
+            &u["server"]["deleted"],
+        )
+    })
+}
+
+fn delete_again(cx: &Ctx) -> Checked {
+    let Some((e, id, _, r)) = deleted(cx)? else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let tomb = &r["server"]["version"];
+    let again =
+        cx.c.push_one(cx.token(), cx.w.delete(e, id, tomb.as_i64().unwrap_or(1)))?;
+    Ok(if again["status"] != "applied" {
+        Outcome::Fail(format!("expected applied, got {again}"))
+    } else {
+        expect_eq("`server.version`", tomb, &again["server"]["version"])
+    })
+}
+
+fn update_unknown(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let r = cx.c.push_one(
+        cx.token(),
+        Writer::update(first.entity, Uuid::now_v7(), 1, json!({})),
+    )?;
+    Ok(if r["status"] != "rejected" {
+        Outcome::Fail(format!("expected status rejected, got {r}"))
+    } else if r["problem"]["status"] != 422 {
+        Outcome::Fail(format!("expected problem status 422, got {}", r["problem"]))
+    } else {
+        pass_if(
+            r["problem"]["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/unknown-record")),
+            || {
+                format!(
+                    "problem `type`: expected one ending in /unknown-record (the client acts on it), got {}",
+                    r["problem"]["type"]
+                )
+            },
+        )
+    })
+}
+
+fn idempotent_replay(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let id = Uuid::now_v7();
+    let m = cx.w.create(first.entity, id, first.variant);
+    cx.made.borrow_mut().push((first.entity, id));
+    let a = cx.c.push_one(cx.token(), m.clone())?;
+    let b = cx.c.push_one(cx.token(), m)?;
+    Ok(expect_eq("the second answer to the same mutation", &a, &b))
 }
 
 fn key_reused_with_another_body(cx: &Ctx) -> Checked {
-    let Some((e, variant)) = cx.any_entity() else {
+    let Some(first) = cx.created.first() else {
         return Ok(Outcome::Skip(NOTHING_CREATED.into()));
     };
-    let m = create(e, Uuid::now_v7(), variant);
-    cx.c.push(cx.token(), vec![m.clone()])?;
-    let mut other = create(e, Uuid::now_v7(), variant);
+    let (id, other_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let m = cx.w.create(first.entity, id, first.variant);
+    cx.made.borrow_mut().push((first.entity, id));
+    cx.c.push_one(cx.token(), m.clone())?;
+    let mut other = cx.w.create(first.entity, other_id, first.variant);
     other["idempotency_key"] = m["idempotency_key"].clone();
     let r = cx.c.push(cx.token(), vec![other])?;
     Ok(pass_if(
         r[0]["status"] == "rejected" && r[0]["problem"]["status"] == 422,
-        || format!("result {}", r[0]),
+        || format!("expected status rejected with a 422 problem, got {}", r[0]),
     ))
 }
 
-fn manual_conflict(cx: &Ctx) -> Checked {
-    let t = cx.token();
-    let Some((cr, f)) = cx.created.iter().find_map(|cr| {
-        cr.entity
-            .synced_fields()
-            .find(|f| {
-                f.merge == MergeStrategy::Manual
-                    && !f.immutable
-                    && op_for(f, &cr.server["record"][&f.name]).is_some()
-            })
-            .map(|f| (cr, f))
-    }) else {
-        return Ok(Outcome::Skip("no manual field in the model".into()));
-    };
-    // The record as the server holds it now (earlier checks may have changed it).
-    let latest =
-        cx.c.records(t)?
-            .into_iter()
-            .find(|r| r["entity_id"] == json!(cr.id))
-            .ok_or("the created record is not in GET /snapshot")?;
-    let version = latest["version"].as_i64().unwrap_or(1);
-    let (op1, _) = op_for(f, &latest["record"][&f.name]).ok_or("no op")?;
-    let mut op2 = op1.clone();
-    op2["set"] = json!(match &op1["set"] {
-        Json::String(_) => json!("another edit"),
-        Json::Number(n) => json!(n.as_f64().unwrap_or(0.0) as i64 + 5),
-        Json::Bool(b) => json!(!b),
-        other => other.clone(),
-    });
-    let edit = |op: Json| update(cr.entity, cr.id, version, json!({ f.name.clone(): op }));
-    let r1 = cx.c.push(t, vec![edit(op1)])?;
-    let r2 = cx.c.push(t, vec![edit(op2)])?;
-    Ok(if r1[0]["status"] != "applied" {
-        Outcome::Fail(format!("first edit: {}", r1[0]))
-    } else if r2[0]["status"] != "conflict" {
-        Outcome::Fail(format!("second edit from the same base: {}", r2[0]))
-    } else if !r2[0]["fields"]
-        .as_array()
-        .is_some_and(|a| a.contains(&json!(f.name)))
-    {
-        Outcome::Fail(format!("`fields` does not name `{}`: {}", f.name, r2[0]))
-    } else if r2[0]["server"]["version"].as_i64() <= Some(version) {
-        Outcome::Fail("the conflict does not carry the server's newer record".into())
+/// Sends `body` as is and expects the whole push refused with 422 and `pointer`.
+fn refused(cx: &Ctx, body: &str, pointer: &str) -> Result<Option<String>, String> {
+    let r = cx.c.call(
+        reqwest::Method::POST,
+        "/push",
+        Some(&Client::bearer(cx.token())),
+        Some(Body::Raw(body)),
+    )?;
+    Ok(if r.status != 422 {
+        Some(format!("expected 422, got {} {}", r.status, r.body))
+    } else if r.body["pointer"] != json!(pointer) {
+        Some(format!(
+            "`pointer`: expected \"{pointer}\", got {}",
+            r.body["pointer"]
+        ))
     } else {
-        Outcome::Pass
+        None
     })
 }
 
+fn repeated_member(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let e = first.entity;
+    let id = Uuid::now_v7();
+    let m = cx.w.create(e, id, first.variant);
+    // The entity id member twice: the first one wins in some parsers, the last in others.
+    let text = m.to_string();
+    let dup = text.replacen(
+        "\"entity_type\":",
+        &format!("\"entity_id\":\"{}\",\"entity_type\":", Uuid::now_v7()),
+        1,
+    );
+    let body = format!("{{\"mutations\":[{dup}]}}");
+    if let Some(why) = refused(cx, &body, "/mutations/0/entity_id")? {
+        return Ok(Outcome::Fail(why));
+    }
+    let stored =
+        cx.c.records(cx.token())?
+            .into_iter()
+            .any(|r| r["entity_id"] == json!(id));
+    Ok(pass_if(!stored, || {
+        "the refused mutation was stored".into()
+    }))
+}
+
+fn key_lengths(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    for key in [String::new(), "k".repeat(MAX_IDEMPOTENCY_KEY_CHARS + 1)] {
+        let mut m = cx.w.create(first.entity, Uuid::now_v7(), first.variant);
+        m["idempotency_key"] = json!(key);
+        let body = json!({ "mutations": [m] }).to_string();
+        if let Some(why) = refused(cx, &body, "/mutations/0/idempotency_key")? {
+            return Ok(Outcome::Fail(format!(
+                "a key of {} characters: {why}",
+                key.len()
+            )));
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+fn unknown_field(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let (bad_id, good_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut bad = cx.w.create(first.entity, bad_id, first.variant);
+    bad["record"]["conformance_unknown_field"] = json!(9);
+    let good = cx.w.create(first.entity, good_id, first.variant);
+    cx.made
+        .borrow_mut()
+        .extend([(first.entity, bad_id), (first.entity, good_id)]);
+    let r = cx.c.push(cx.token(), vec![bad, good])?;
+    Ok(
+        if r[0]["status"] != "rejected" || r[0]["problem"]["status"] != 422 {
+            Outcome::Fail(format!(
+                "the record with an unknown field: expected rejected 422, got {}",
+                r[0]
+            ))
+        } else {
+            pass_if(r.get(1).is_some_and(|g| g["status"] == "applied"), || {
+                format!(
+                    "the good mutation after it: expected applied, got {:?}",
+                    r.get(1)
+                )
+            })
+        },
+    )
+}
+
+fn query_bounds(cx: &Ctx) -> Checked {
+    for path in [
+        "/changes?limit=0".to_string(),
+        format!(
+            "/changes?limit={}",
+            sync_runtime::protocol::MAX_PAGE_LIMIT + 1
+        ),
+        "/snapshot?limit=0".to_string(),
+        "/snapshot?conformance=1".to_string(),
+    ] {
+        let r = cx.c.call(
+            reqwest::Method::GET,
+            &path,
+            Some(&Client::bearer(cx.token())),
+            None,
+        )?;
+        if r.status != 400 {
+            return Ok(Outcome::Fail(format!(
+                "GET {path}: expected 400, got {}",
+                r.status
+            )));
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+fn too_many(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let ids: Vec<Uuid> = (0..=MAX_PUSH_MUTATIONS).map(|_| Uuid::now_v7()).collect();
+    let body = json!({ "mutations": ids.iter().map(|id| cx.w.create(first.entity, *id, first.variant)).collect::<Vec<_>>() });
+    let r = cx.c.call(
+        reqwest::Method::POST,
+        "/push",
+        Some(&Client::bearer(cx.token())),
+        Some(Body::Json(&body)),
+    )?;
+    if r.status != 413 {
+        cx.made
+            .borrow_mut()
+            .extend(ids.iter().map(|id| (first.entity, *id)));
+        return Ok(Outcome::Fail(format!(
+            "{} mutations: expected 413, got {}",
+            ids.len(),
+            r.status
+        )));
+    }
+    let held: BTreeSet<String> =
+        cx.c.records(cx.token())?
+            .iter()
+            .filter_map(|r| r["entity_id"].as_str().map(str::to_string))
+            .collect();
+    let stored = ids
+        .iter()
+        .filter(|id| held.contains(&id.to_string()))
+        .count();
+    Ok(pass_if(stored == 0, || {
+        format!("{stored} of the refused mutations were stored")
+    }))
+}
+
+fn same_spelling(cx: &Ctx) -> Checked {
+    let before = cx.c.head(cx.token())?;
+    let Some((_, id, server)) = cx.fresh()? else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let (changes, _) = cx.c.pull(cx.token(), &before, 100)?;
+    let Some(fed) = changes.iter().find(|c| c["entity_id"] == json!(id)) else {
+        return Ok(Outcome::Fail(
+            "the created record is not in GET /changes".into(),
+        ));
+    };
+    Ok(expect_eq(
+        "the record in GET /changes (the push result's expected)",
+        &server,
+        fed,
+    ))
+}
+
+fn unknown_fingerprint(cx: &Ctx) -> Checked {
+    let r =
+        cx.c.http
+            .get(format!("{}{}", cx.c.base, snapshot_target(None, 1)))
+            .bearer_auth(cx.token())
+            .header(
+                "sync-model-fingerprint",
+                "sha256:00000000000000000000000000000000",
+            )
+            .send()
+            .map_err(|e| format!("GET /snapshot: request failed: {e}"))?;
+    let status = r.status().as_u16();
+    Ok(pass_if(status == 426, || {
+        format!("expected 426, got {status}")
+    }))
+}
+
 fn pagination(cx: &Ctx) -> Checked {
-    let Some((e, variant)) = cx.any_entity() else {
+    let Some(first) = cx.created.first() else {
         return Ok(Outcome::Skip(NOTHING_CREATED.into()));
     };
     let t = cx.token();
     let before = cx.c.head(t)?;
     let ids: Vec<Uuid> = (0..25).map(|_| Uuid::now_v7()).collect();
-    cx.c.push(t, ids.iter().map(|id| create(e, *id, variant)).collect())?;
+    cx.made
+        .borrow_mut()
+        .extend(ids.iter().map(|id| (first.entity, *id)));
+    cx.c.push(
+        t,
+        ids.iter()
+            .map(|id| cx.w.create(first.entity, *id, first.variant))
+            .collect(),
+    )?;
     let (changes, _) = cx.c.pull(t, &before, 7)?;
     let seen: Vec<String> = changes
         .iter()
         .filter_map(|x| x["entity_id"].as_str().map(str::to_string))
         .collect();
     let unique: BTreeSet<&String> = seen.iter().collect();
-    let missing = ids
+    let missing: Vec<String> = ids
         .iter()
-        .filter(|id| !unique.contains(&id.to_string()))
-        .count();
+        .map(Uuid::to_string)
+        .filter(|id| !unique.contains(id))
+        .collect();
     Ok(if unique.len() != seen.len() {
-        Outcome::Fail("a record came twice".into())
-    } else if missing > 0 {
-        Outcome::Fail(format!("{missing} of 25 records missing"))
+        Outcome::Fail(format!(
+            "expected each record once, got {} changes for {} records",
+            seen.len(),
+            unique.len()
+        ))
     } else {
-        Outcome::Pass
+        pass_if(missing.is_empty(), || {
+            format!(
+                "expected all 25 records created in pages of 7, missing {}: {}",
+                missing.len(),
+                missing.join(", ")
+            )
+        })
     })
 }
 
 fn snapshot_then_changes(cx: &Ctx) -> Checked {
-    let Some((e, variant)) = cx.any_entity() else {
+    let Some(first) = cx.created.first() else {
         return Ok(Outcome::Skip(NOTHING_CREATED.into()));
     };
     let t = cx.token();
@@ -621,18 +1571,20 @@ fn snapshot_then_changes(cx: &Ctx) -> Checked {
     let first_page = cx.c.get(t, &snapshot_target(None, 5))?;
     let token = first_page["token"]
         .as_str()
-        .ok_or("no `token`")?
+        .ok_or("GET /snapshot: no `token`")?
         .to_string();
     let mut cursor = first_page["next_cursor"].as_str().map(str::to_string);
     let mut seen: BTreeSet<String> = ids(&first_page).into_iter().collect();
     let during = Uuid::now_v7();
-    cx.c.push(t, vec![create(e, during, variant)])?;
+    cx.made.borrow_mut().push((first.entity, during));
+    cx.c.push(t, vec![cx.w.create(first.entity, during, first.variant)])?;
     while let Some(cur) = cursor {
         let page = cx.c.get(t, &snapshot_target(Some(&cur), 5))?;
         if page["token"] != json!(token) {
-            return Ok(Outcome::Fail(
-                "a later page is pinned to another token".into(),
-            ));
+            return Ok(Outcome::Fail(format!(
+                "every page's `token`: expected {token:?} (the first page's), got {}",
+                page["token"]
+            )));
         }
         seen.extend(ids(&page));
         cursor = page["next_cursor"].as_str().map(str::to_string);
@@ -643,18 +1595,23 @@ fn snapshot_then_changes(cx: &Ctx) -> Checked {
             .iter()
             .filter_map(|r| r["entity_id"].as_str().map(str::to_string)),
     );
-    let all_created = cx
+    let missing: Vec<String> = cx
         .created
         .iter()
-        .all(|cr| seen.contains(&cr.id.to_string()));
+        .map(|cr| cr.id.to_string())
+        .filter(|id| !seen.contains(id))
+        .collect();
     Ok(if !seen.contains(&during.to_string()) {
-        Outcome::Fail(
-            "a record created during the snapshot is in neither the pages nor the changes".into(),
-        )
-    } else if !all_created {
-        Outcome::Fail("a record created before the snapshot is missing".into())
+        Outcome::Fail(format!(
+            "record {during}, created during the paging: expected in the pages or the changes after, found in neither"
+        ))
     } else {
-        Outcome::Pass
+        pass_if(missing.is_empty(), || {
+            format!(
+                "records created before the snapshot missing: {}",
+                missing.join(", ")
+            )
+        })
     })
 }
 
@@ -664,22 +1621,21 @@ fn expired_token(cx: &Ctx) -> Checked {
             "pass --expired-token with a token this server has expired".into(),
         ));
     };
-    let (status, ctype, _) = cx.c.call(
+    let r = cx.c.call(
         reqwest::Method::GET,
         &changes_target(Some(expired), 100),
-        Some(cx.token()),
+        Some(&Client::bearer(cx.token())),
         None,
     )?;
-    Ok(pass_if(
-        status == 410 && ctype.starts_with("application/problem+json"),
-        || format!("status {status}"),
-    ))
+    Ok(pass_if(r.status == 410, || {
+        format!("expected 410, got {}", r.status)
+    }))
 }
 
 fn isolation(cx: &Ctx) -> Checked {
     let Some(tb) = &cx.opts.token_b else {
         return Ok(Outcome::Skip(
-            "pass --token-b with a token of another account".into(),
+            "pass --token-b with a token of another (test) account".into(),
         ));
     };
     let Some(cr) = cx.created.first() else {
@@ -691,45 +1647,66 @@ fn isolation(cx: &Ctx) -> Checked {
         .iter()
         .any(|x| x["entity_id"] == json!(cr.id))
     {
-        return Ok(Outcome::Fail(
-            "account B can read account A's record".into(),
-        ));
+        return Ok(Outcome::Fail(format!(
+            "account B's snapshot: expected no record {}, found account A's",
+            cr.id
+        )));
     }
-    let field = cr
-        .entity
-        .synced_fields()
-        .find(|f| !f.id && !f.immutable && op_for(f, &cr.server["record"][&f.name]).is_some());
+    let field = cr.entity.synced_fields().find(|f| {
+        !f.id
+            && !f.immutable
+            && f.merge != MergeStrategy::Union
+            && other_value(f, &cr.server["record"][&f.name], 3).is_some()
+    });
     if let Some(f) = field {
-        let (op, _) = op_for(f, &cr.server["record"][&f.name]).expect("checked");
-        let r = cx.c.push(
+        let v = other_value(f, &cr.server["record"][&f.name], 3).expect("checked");
+        let op = match f.merge {
+            MergeStrategy::Lww => json!({ "set": v, "hlc": cx.w.now().to_string() }),
+            MergeStrategy::Manual => json!({ "set": v, "base": cr.server["record"][&f.name] }),
+            _ => json!({ "add": 1 }),
+        };
+        let r = cx.c.push_one(
             tb,
-            vec![update(
+            Writer::update(
                 cr.entity,
                 cr.id,
                 cr.server["version"].as_i64().unwrap_or(1),
                 json!({ f.name.clone(): op }),
-            )],
+            ),
         )?;
-        if r[0]["status"] == "applied" {
-            return Ok(Outcome::Fail(
-                "account B could update account A's record".into(),
-            ));
+        if r["status"] == "applied" {
+            return Ok(Outcome::Fail(format!(
+                "account B's update of account A's record: expected rejected, got {r}"
+            )));
         }
     }
     Ok(Outcome::Pass)
 }
 
-fn sample_item(f: &Field) -> Json {
+/// An item for a union field's set, if its item type is one a check can make.
+fn sample_item(f: &Field) -> Option<Json> {
     match &f.ty.kind {
         TypeKind::Set {
             item: ScalarType::String,
             ..
-        } => json!("conformance-item"),
-        TypeKind::Set { item, .. } if item.is_integer() => json!(7),
+        } => Some(json!("conformance-item")),
+        TypeKind::Set { item, .. } if item.is_integer() => Some(json!(7)),
         TypeKind::Set {
             item: ScalarType::Uuid,
             ..
-        } => json!("01900000-0000-7000-8000-0000000000c1"),
-        _ => json!("conformance-item"),
+        } => Some(json!("01900000-0000-7000-8000-0000000000c1")),
+        _ => None,
+    }
+}
+
+/// A second item, different from [`sample_item`].
+fn other_item(f: &Field) -> Json {
+    match &f.ty.kind {
+        TypeKind::Set { item, .. } if item.is_integer() => json!(8),
+        TypeKind::Set {
+            item: ScalarType::Uuid,
+            ..
+        } => json!("01900000-0000-7000-8000-0000000000c2"),
+        _ => json!("conformance-other-item"),
     }
 }

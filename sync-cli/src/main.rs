@@ -32,7 +32,10 @@ enum Command {
         #[command(flatten)]
         api: ApiFlags,
     },
-    /// Run the protocol's checks against a running server of the model.
+    /// Check a running server of the model against the protocol's rules (PROTOCOL.md).
+    ///
+    /// Use a test account: the checks create records with fresh ids in the token's
+    /// account (about 60) and delete them at the end, which leaves their tombstones.
     Conformance {
         /// Rust source files or folders holding the Syncable structs the server serves.
         #[arg(long, short, required = true, num_args = 1..)]
@@ -49,6 +52,9 @@ enum Command {
         /// A change token the server has expired (enables the 410 check).
         #[arg(long)]
         expired_token: Option<String>,
+        /// Print every request and response to standard error.
+        #[arg(long)]
+        trace: bool,
     },
     /// Print each entity's fields, types, merge strategies and columns.
     Inspect {
@@ -161,6 +167,7 @@ fn main() -> ExitCode {
             token,
             token_b,
             expired_token,
+            trace,
         } => match sync_cli::load(&input) {
             Ok(loaded) => {
                 let report = sync_cli::conformance::run(
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
                         token,
                         token_b,
                         expired_token,
+                        trace,
                     },
                 );
                 println!("{report}");

@@ -129,16 +129,56 @@ fn op_schema(f: &Field) -> Json {
     ])
 }
 
+/// The model's facts about a field that JSON Schema cannot say, as OpenAPI extensions
+/// on the field's schema in `<E>Record`, so a server in another language can be driven
+/// by the document instead of a transcription of the Rust source:
+///
+/// | extension | value |
+/// |---|---|
+/// | `x-syncgen-merge` | the merge strategy: `lww`, `sum`, `union` or `manual` |
+/// | `x-syncgen-column` | the SQL column (the generated migrations' name) |
+/// | `x-syncgen-id` | `true` on the record's identity, absent elsewhere |
+/// | `x-syncgen-immutable` | `true` when set at create and never patched (the id is) |
+/// | `x-syncgen-references` | the wire name of the entity whose id the field holds |
+/// | `x-syncgen-default` | the value rows created by an earlier model get |
+///
+/// The record schema itself carries `x-syncgen-entity` (the wire name) and
+/// `x-syncgen-table`.
+pub fn field_metadata(f: &Field) -> Map<String, Json> {
+    let mut m = Map::new();
+    m.insert("x-syncgen-merge".into(), Json::from(f.merge.as_str()));
+    m.insert("x-syncgen-column".into(), Json::from(f.column.as_str()));
+    if f.id {
+        m.insert("x-syncgen-id".into(), Json::Bool(true));
+    }
+    m.insert(
+        "x-syncgen-immutable".into(),
+        Json::Bool(f.immutable || f.id),
+    );
+    if let Some(r) = &f.references {
+        m.insert("x-syncgen-references".into(), Json::from(r.as_str()));
+    }
+    if let Some(d) = &f.default {
+        m.insert("x-syncgen-default".into(), d.clone());
+    }
+    m
+}
+
 fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
     let mut props = Map::new();
     let mut required = Vec::new();
     for f in e.synced_fields() {
-        props.insert(f.name.clone(), field_schema(f));
+        let mut schema = field_schema(f);
+        if let Some(obj) = schema.as_object_mut() {
+            obj.extend(field_metadata(f));
+        }
+        props.insert(f.name.clone(), schema);
         required.push(Json::String(f.name.clone()));
     }
     let mut record = json!({
         "type": "object",
         "additionalProperties": false,
+        "x-syncgen-entity": e.name,
         "x-syncgen-table": e.table,
     });
     record["properties"] = Json::Object(props);

@@ -228,3 +228,47 @@ fn the_3_0_rendering_loads_with_openapiv3() {
     .unwrap();
     assert_eq!(committed["openapi"], "3.0.3");
 }
+
+/// Issue "For backend teams": the model's per-field facts are in the document, so
+/// another language's server can be driven by it. The model is rebuilt from the
+/// committed 3.1 and 3.0.3 documents alone and must equal the source's.
+#[test]
+fn the_documents_carry_the_models_field_metadata() {
+    let model = example_model();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["openapi.json", "openapi-3.0.json"] {
+        let doc: Json = serde_json::from_str(
+            &std::fs::read_to_string(root.join("examples/tasks/generated").join(file)).unwrap(),
+        )
+        .unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let records: Vec<&Json> = schemas
+            .values()
+            .filter(|s| s.get("x-syncgen-entity").is_some())
+            .collect();
+        assert_eq!(records.len(), model.entities.len(), "{file}");
+        for e in &model.entities {
+            let record = records
+                .iter()
+                .find(|r| r["x-syncgen-entity"] == e.name.as_str())
+                .unwrap_or_else(|| panic!("{file}: no record schema for {}", e.name));
+            assert_eq!(record["x-syncgen-table"], e.table.as_str());
+            let props = record["properties"].as_object().unwrap();
+            assert_eq!(props.len(), e.synced_fields().count(), "{file} {}", e.name);
+            for f in e.synced_fields() {
+                let p = &props[&f.name];
+                let at = format!("{file} {}.{}", e.name, f.name);
+                assert_eq!(p["x-syncgen-merge"], f.merge.as_str(), "{at}");
+                assert_eq!(p["x-syncgen-column"], f.column.as_str(), "{at}");
+                assert_eq!(p["x-syncgen-immutable"], f.immutable || f.id, "{at}");
+                assert_eq!(p.get("x-syncgen-id").is_some(), f.id, "{at}");
+                assert_eq!(
+                    p.get("x-syncgen-references").and_then(Json::as_str),
+                    f.references.as_deref(),
+                    "{at}"
+                );
+                assert_eq!(p.get("x-syncgen-default"), f.default.as_ref(), "{at}");
+            }
+        }
+    }
+}
