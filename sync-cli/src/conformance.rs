@@ -11,7 +11,7 @@
 //! for every `lww` field, stamps from a hybrid logical clock at the current time, and
 //! treats change tokens and snapshot cursors as opaque (it only sends back what the server
 //! gave). **Run it with a test account**: it creates records with fresh ids in the
-//! token's account (about 60) and deletes them at the end, which leaves their tombstones.
+//! token's account (about 70) and deletes them at the end, which leaves their tombstones.
 //! With [`Options::trace`] every request and response is printed to standard error.
 
 use std::cell::RefCell;
@@ -54,7 +54,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     /// The rule's identifier in `PROTOCOL.md` (`LWW-1`).
-    pub rule: &'static str,
+    pub rule: String,
     /// What the check sends and expects, in a few words.
     pub name: String,
     /// How it went.
@@ -76,15 +76,15 @@ impl Report {
             .any(|c| matches!(c.outcome, Outcome::Fail(_)))
     }
 
-    /// The rules of the checks that failed, in order, each once.
-    pub fn failed_rules(&self) -> Vec<&'static str> {
-        let mut out: Vec<&'static str> = Vec::new();
-        for c in &self.checks {
-            if matches!(c.outcome, Outcome::Fail(_)) && !out.contains(&c.rule) {
-                out.push(c.rule);
-            }
-        }
-        out
+    /// The rules of the checks that failed, each once, sorted.
+    pub fn failed_rules(&self) -> Vec<String> {
+        let rules: BTreeSet<&String> = self
+            .checks
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Fail(_)))
+            .map(|c| &c.rule)
+            .collect();
+        rules.into_iter().cloned().collect()
     }
 }
 
@@ -622,9 +622,9 @@ pub fn run(model: &Model, opts: &Options) -> Report {
         made: RefCell::new(Vec::new()),
     };
     let mut report = Report::default();
-    let mut record = |rule: &'static str, name: &str, checked: Checked| {
+    let mut record = |rule: &str, name: &str, checked: Checked| {
         report.checks.push(Check {
-            rule,
+            rule: rule.to_string(),
             name: name.to_string(),
             outcome: checked.unwrap_or_else(Outcome::Fail),
         });
@@ -734,6 +734,16 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             unknown_field,
         ),
         (
+            "WIRE-3",
+            "a string holding U+0000 is rejected alone",
+            nul_string,
+        ),
+        (
+            "PUSH-1",
+            "results come one per mutation, in order, each mutation on its own",
+            results_in_order,
+        ),
+        (
             "WIRE-4",
             "limit outside 1 to 1000 and unknown query parameters are 400",
             query_bounds,
@@ -772,6 +782,14 @@ pub fn run(model: &Model, opts: &Options) -> Report {
     ];
     for (rule, name, check) in checks {
         record(rule, name, check(&cx));
+    }
+    let vectors = crate::vectors::vectors(model);
+    for case in vectors["cases"].as_array().into_iter().flatten() {
+        record(
+            case["rule"].as_str().unwrap_or_default(),
+            &format!("vector: {}", case["id"].as_str().unwrap_or_default()),
+            run_case(&cx, case),
+        );
     }
     clean_up(&cx);
     let (count, examples) = cx.c.violations.borrow().clone();
@@ -1709,4 +1727,209 @@ fn other_item(f: &Field) -> Json {
         } => json!("01900000-0000-7000-8000-0000000000c2"),
         _ => json!("conformance-other-item"),
     }
+}
+
+/// Replaces, consistently, every placeholder id (strings starting with
+/// [`crate::vectors::PLACEHOLDER_ID_PREFIX`]) and every idempotency key in `v` with
+/// fresh ones.
+fn fresh_ids(v: &mut Json, ids: &mut std::collections::HashMap<String, String>) {
+    match v {
+        Json::String(s)
+            if s.starts_with(crate::vectors::PLACEHOLDER_ID_PREFIX) || s.starts_with("key-") =>
+        {
+            let fresh = ids
+                .entry(s.clone())
+                .or_insert_with(|| Uuid::now_v7().to_string())
+                .clone();
+            *s = fresh;
+        }
+        Json::Array(a) => a.iter_mut().for_each(|x| fresh_ids(x, ids)),
+        Json::Object(m) => m.values_mut().for_each(|x| fresh_ids(x, ids)),
+        _ => {}
+    }
+}
+
+/// Sorts the arrays of set fields, so that sets compare as sets.
+fn sets_sorted(e: Option<&Entity>, record: &Json) -> Json {
+    let mut r = record.clone();
+    if let (Some(e), Some(m)) = (e, r.as_object_mut()) {
+        for (k, v) in m.iter_mut() {
+            if is_set(e, k)
+                && let Some(a) = v.as_array_mut()
+            {
+                a.sort_by_key(Json::to_string);
+            }
+        }
+    }
+    r
+}
+
+/// Runs one case of the vectors (see [`crate::vectors`]).
+fn run_case(cx: &Ctx, case: &Json) -> Checked {
+    let entity = cx
+        .model
+        .entities
+        .iter()
+        .find(|e| e.name == case["entity"].as_str().unwrap_or_default());
+    let mut ids = std::collections::HashMap::new();
+    let mut offset: Option<i64> = None;
+    for (i, step) in case["steps"].as_array().into_iter().flatten().enumerate() {
+        let mut push = step["push"].clone();
+        fresh_ids(&mut push, &mut ids);
+        // Versions count from the case's first one (see `offset`), base versions too.
+        if let (Some(shift), Some(b)) = (offset, push["base_version"].as_i64()) {
+            push["base_version"] = json!(b + shift);
+        }
+        let mut expect = step["expect"].clone();
+        fresh_ids(&mut expect, &mut ids);
+        if let (Some(e), Some(id)) = (entity, push["entity_id"].as_str())
+            && let Ok(id) = id.parse::<Uuid>()
+            && !cx.made.borrow().contains(&(e, id))
+        {
+            cx.made.borrow_mut().push((e, id));
+        }
+        let r = cx.c.push_one(cx.token(), push.clone())?;
+        let at = format!(
+            "step {} ({} {})",
+            i + 1,
+            push["op"].as_str().unwrap_or("?"),
+            push["entity_type"].as_str().unwrap_or("?")
+        );
+        let fail = |what: String| Ok(Outcome::Fail(format!("{at}: {what}")));
+        if r["status"] != expect["status"] {
+            return fail(format!("expected status {}, got {r}", expect["status"]));
+        }
+        if r["status"] == "rejected" {
+            if r["problem"]["status"] != expect["problem_status"] {
+                return fail(format!(
+                    "expected problem status {}, got {}",
+                    expect["problem_status"], r["problem"]
+                ));
+            }
+            let slug = expect["problem_type"].as_str().unwrap_or_default();
+            if !r["problem"]["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(&format!("/{slug}")))
+            {
+                return fail(format!(
+                    "expected a problem type ending in /{slug}, got {}",
+                    r["problem"]["type"]
+                ));
+            }
+            continue;
+        }
+        let server = &r["server"];
+        if let Some(v) = expect["version"].as_i64() {
+            let got = server["version"].as_i64().unwrap_or(i64::MIN);
+            let shift = *offset.get_or_insert(got - v);
+            if got != v + shift {
+                return fail(format!("expected version {}, got {got}", v + shift));
+            }
+        }
+        if let Some(d) = expect.get("deleted")
+            && server["deleted"] != *d
+        {
+            return fail(format!("expected deleted {d}, got {}", server["deleted"]));
+        }
+        if let Some(fields) = expect.get("fields") {
+            let want = as_set(fields);
+            let got = as_set(&r["fields"]);
+            if want != got {
+                return fail(format!(
+                    "expected fields {}, got {}",
+                    show(&want),
+                    show(&got)
+                ));
+            }
+        }
+        for (member, sort) in [("record", true), ("clocks", false)] {
+            for (k, want) in expect[member].as_object().into_iter().flatten() {
+                let got = &server[member][k];
+                let (w, g) = if sort {
+                    (
+                        sets_sorted(entity, &json!({ k: want })),
+                        sets_sorted(entity, &json!({ k: got })),
+                    )
+                } else {
+                    (want.clone(), got.clone())
+                };
+                if w != g {
+                    return fail(format!("expected {member} `{k}` {want}, got {got}"));
+                }
+            }
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+fn nul_string(cx: &Ctx) -> Checked {
+    let Some((cr, f)) = cx.created.iter().find_map(|cr| {
+        cr.entity
+            .synced_fields()
+            .find(|f| {
+                !f.id
+                    && matches!(
+                        f.ty.kind,
+                        TypeKind::Scalar {
+                            scalar: ScalarType::String
+                        }
+                    )
+            })
+            .map(|f| (cr, f))
+    }) else {
+        return Ok(Outcome::Skip("no string field in the model".into()));
+    };
+    let (bad_id, good_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut bad = cx.w.create(cr.entity, bad_id, cr.variant);
+    bad["record"][&f.name] = json!("nul \u{0} inside");
+    let good = cx.w.create(cr.entity, good_id, cr.variant);
+    cx.made
+        .borrow_mut()
+        .extend([(cr.entity, bad_id), (cr.entity, good_id)]);
+    let r = cx.c.push(cx.token(), vec![bad, good])?;
+    Ok(
+        if r[0]["status"] != "rejected" || r[0]["problem"]["status"] != 422 {
+            Outcome::Fail(format!(
+                "`{}` holding U+0000: expected rejected 422, got {}",
+                f.name, r[0]
+            ))
+        } else {
+            pass_if(r.get(1).is_some_and(|g| g["status"] == "applied"), || {
+                format!(
+                    "the good mutation after it: expected applied, got {:?}",
+                    r.get(1)
+                )
+            })
+        },
+    )
+}
+
+fn results_in_order(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let e = first.entity;
+    let id = Uuid::now_v7();
+    cx.made.borrow_mut().push((e, id));
+    let create = cx.w.create(e, id, first.variant);
+    let unknown = Writer::update(e, Uuid::now_v7(), 1, json!({}));
+    let check = Writer::update(e, id, 1, json!({}));
+    let sent = [create, unknown, check];
+    let keys: Vec<Json> = sent.iter().map(|m| m["idempotency_key"].clone()).collect();
+    let r = cx.c.push(cx.token(), sent.to_vec())?;
+    let got_keys: Vec<Json> = r.iter().map(|x| x["idempotency_key"].clone()).collect();
+    let statuses: Vec<Json> = r.iter().map(|x| x["status"].clone()).collect();
+    Ok(if got_keys != keys {
+        Outcome::Fail(format!(
+            "result keys: expected {}, got {}",
+            json!(keys),
+            json!(got_keys)
+        ))
+    } else {
+        expect_eq(
+            "statuses of [create, update of an unknown id, check of the created record]",
+            &json!(["applied", "rejected", "applied"]),
+            &json!(statuses),
+        )
+    })
 }

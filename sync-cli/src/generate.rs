@@ -216,8 +216,8 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
     // JSON and the snapshot.
     let (yaml, rendered) = std::thread::scope(|s| {
         let yaml = s.spawn(|| crate::openapi::to_yaml(&doc));
-        let rendered = render_files(&doc, &new_fp, &steps, initial, version, &previous).map(
-            |(files, migrations, record)| {
+        let rendered = render_files(&doc, &new_fp, &steps, initial, version, &previous, &model)
+            .map(|(files, migrations, record)| {
                 let snapshot = Snapshot {
                     format: 1,
                     fingerprint: new_fp.clone(),
@@ -229,8 +229,7 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
                     serde_json::to_string_pretty(&snapshot).expect("snapshot serialises");
                 snapshot_text.push('\n');
                 (files, snapshot, snapshot_text, record)
-            },
-        );
+            });
         (join(yaml), rendered)
     });
     // Freeing the document (a tree of some 100k nodes for 1000 entities) overlaps the
@@ -307,6 +306,7 @@ fn render_files(
     initial: bool,
     version: u32,
     previous: &Option<Snapshot>,
+    model: &Model,
 ) -> Result<Rendered, Error> {
     let mut files: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut migrations = previous
@@ -356,6 +356,10 @@ fn render_files(
         .expect("the document serialises");
     v3_0.push('\n');
     files.insert(PathBuf::from("openapi-3.0.json"), v3_0);
+    let mut vectors = serde_json::to_string_pretty(&crate::vectors::vectors(model))
+        .expect("the vectors serialise");
+    vectors.push('\n');
+    files.insert(PathBuf::from(crate::vectors::VECTORS_FILE), vectors);
     Ok((files, migrations, record))
 }
 

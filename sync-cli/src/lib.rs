@@ -19,6 +19,8 @@
 //! - `DIR/openapi.json` and `DIR/openapi.yaml`: the protocol as OpenAPI 3.1 (see [`openapi`]);
 //! - `DIR/openapi-3.0.json`: the same document as OpenAPI 3.0.3, for tools that read only
 //!   3.0 ([`openapi::openapi_3_0`]);
+//! - `DIR/conformance-vectors.json`: merge test vectors of the protocol's rules for the
+//!   model, for another server's tests ([`vectors`]);
 //! - `DIR/client_migrations.rs` and `DIR/server_{sqlite,postgres,mysql}_migrations.rs`:
 //!   the migrations as Rust expressions, so an app or a server can embed them with
 //!   `include!` (see `sync_runtime::migrations::Migrations::embedded`).
@@ -45,6 +47,7 @@ pub mod openapi;
 pub mod plan;
 pub mod render;
 mod source;
+pub mod vectors;
 
 pub use api_info::ApiInfo;
 pub use builder::Builder;

@@ -35,7 +35,7 @@ enum Command {
     /// Check a running server of the model against the protocol's rules (PROTOCOL.md).
     ///
     /// Use a test account: the checks create records with fresh ids in the token's
-    /// account (about 60) and delete them at the end, which leaves their tombstones.
+    /// account (about 70) and delete them at the end, which leaves their tombstones.
     Conformance {
         /// Rust source files or folders holding the Syncable structs the server serves.
         #[arg(long, short, required = true, num_args = 1..)]

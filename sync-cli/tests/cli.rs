@@ -51,6 +51,7 @@ fn generate_writes_every_target_then_nothing_when_unchanged() {
         files,
         [
             "client_migrations.rs",
+            "conformance-vectors.json",
             "migrations/client/sqlite/0001_init.down.sql",
             "migrations/client/sqlite/0001_init.sql",
             "migrations/server/mysql/0001_init.down.sql",
