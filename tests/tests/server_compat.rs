@@ -119,3 +119,129 @@ async fn an_older_client_keeps_working_and_a_newer_field_survives() {
         "{p:#}"
     );
 }
+
+/// Issue "Upgrades in any order", item 4: an app newer than its server. A v2 device
+/// (the model gained `priority`) edits a task and creates another against a server that
+/// still serves v1 only: the server answers 426, the changes wait (not dead, no attempt
+/// counted), and once the server upgrades to v2 on the same database they sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_newer_than_its_server_waits_and_syncs_after_the_server_upgrades() {
+    use sync_runtime::engine::{EngineConfig, HttpTransport, PauseReason, SyncEngine, SyncOutcome};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (gen1, gen2) = (dir.path().join("gen1"), dir.path().join("gen2"));
+    for (out, sources) in [
+        (&gen1, &["../examples/tasks/src/model.rs"][..]),
+        (
+            &gen2,
+            &["../examples/tasks/src/model.rs", "fixtures/tasks_v2.rs"][..],
+        ),
+    ] {
+        for src in sources {
+            sync_cli::generate(&sync_cli::Options {
+                inputs: vec![root.join(src)],
+                out_dir: out.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+    }
+    let db = dir.path().join("server.db");
+    let v1_server = sync_server::Server::builder()
+        .entity::<tasks::model::Project>()
+        .entity::<tasks::model::Task>()
+        .entity::<tasks::model::Comment>()
+        .token_verifier(tokens())
+        .open_sqlite(
+            &db,
+            Migrations::from_dir(gen1.join("migrations/server/sqlite")).unwrap(),
+        )
+        .await
+        .unwrap();
+    let v1_url = serve(&v1_server).await;
+
+    // A v1 device puts a task on the server.
+    let (p, x) = (Uuid::now_v7(), Uuid::now_v7());
+    let r = Client::new(&v1_url, "token-a")
+        .push(vec![project_create(p, "P"), task_create(x, p)])
+        .await;
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+
+    // The v2 device, as an app opens it (the same store file before and after).
+    let device = |url: &str| {
+        let store = sync_runtime::store::LocalStore::builder(dir.path().join("device.db"))
+            .entity::<v2::Project>()
+            .entity::<v2::Task>()
+            .entity::<v2::Comment>()
+            .migrations(Migrations::from_dir(gen2.join("migrations/client/sqlite")).unwrap())
+            .open()
+            .unwrap();
+        let transport = HttpTransport::new(url)
+            .unwrap()
+            .fingerprint(store.fingerprint());
+        SyncEngine::new(store, transport, EngineConfig::new("account-a", "token-a"))
+    };
+    let engine = device(&v1_url);
+    let store = engine.store();
+    let y = Uuid::now_v7();
+    store
+        .create(&v2::Task {
+            id: y,
+            project_id: p,
+            title: "made on v2".into(),
+            status: "open".into(),
+            tags: Default::default(),
+            likes: 0,
+            price_cents: 0,
+            due: None,
+            meta: Default::default(),
+            r#type: None,
+            priority: 3,
+            draft: None,
+        })
+        .unwrap();
+    for _ in 0..3 {
+        let SyncOutcome::Ran(report) = engine.sync_now().await.unwrap() else {
+            panic!("one engine, one run at a time");
+        };
+        assert!(
+            matches!(report.paused, Some(PauseReason::ModelNotServed(_))),
+            "{report:?}"
+        );
+        assert_eq!(report.dead, 0);
+    }
+    let status = store.status().unwrap();
+    assert!(status.dead.is_empty(), "nothing dead: {status:?}");
+    assert_eq!(status.pending, 1);
+    assert_eq!(status.retries, 0, "no attempt counted");
+
+    // The server upgrades on the same database; the device's changes go.
+    drop(v1_server);
+    let v2_server = sync_server::Server::builder()
+        .entity::<v2::Project>()
+        .entity::<v2::Task>()
+        .entity::<v2::Comment>()
+        .token_verifier(tokens())
+        .open_sqlite(
+            &db,
+            Migrations::from_dir(gen2.join("migrations/server/sqlite")).unwrap(),
+        )
+        .await
+        .unwrap();
+    let v2_url = serve(&v2_server).await;
+    drop(engine);
+    let engine = device(&v2_url);
+    let SyncOutcome::Ran(report) = engine.sync_now().await.unwrap() else {
+        panic!("one run");
+    };
+    assert_eq!(report.paused, None, "{report:?}");
+    assert_eq!(report.applied, 1, "{report:?}");
+    let (changes, _) = Client::new(&v2_url, "token-a").pull_all(None, 100).await;
+    let made = changes
+        .iter()
+        .find(|c| c["entity_id"] == json!(y))
+        .expect("the v2 create reached the server");
+    assert_eq!(made["record"]["priority"], 3);
+    assert_eq!(made["record"]["title"], "made on v2");
+}

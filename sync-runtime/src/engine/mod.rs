@@ -14,6 +14,7 @@
 //! | network unavailable (connection refused, DNS) | the items go back to the queue without counting an attempt; the run pauses ([`PauseReason::Offline`]) |
 //! | timeout, 5xx, 429, 409 (in progress) | the items wait with exponential backoff and jitter (honouring `Retry-After`), capped at [`EngineConfig::backoff_cap`], measured on [`EngineConfig::monotonic_clock`] (never the wall clock); dead after [`EngineConfig::max_attempts`] |
 //! | 401/403 | the app's token refresher is called once and the request retried; then the run pauses ([`PauseReason::AuthFailed`]) |
+//! | 426 (the server does not serve this model) | the items go back to the queue without counting an attempt, never dead; the run pauses ([`PauseReason::ModelNotServed`]) until the server serves the model or the app is updated |
 //! | `conflict` result | the generated three-way merge combines both sides and the result is pushed; `manual` fields make the record `conflicted` until the user resolves it ([`LocalStore::conflicts`], [`LocalStore::keep_local`], [`LocalStore::keep_server`], [`LocalStore::resolve_with`]) |
 //! | `rejected` result, 4xx | the item is dead with the reason, visible in [`LocalStore::status`], retried by [`LocalStore::retry_dead`] |
 //! | 410 on a change token | the engine takes a new snapshot; once caught up, it asks the server about each record the device held as synced that the server no longer has: removed if the server collected it (`token-expired`), created on the server again if it lost it (a restored or replaced server). A record sent from another history than the device followed (a version number it knows with another commit time) starts the same over; an own write the pulls never show is asked about |
@@ -122,6 +123,11 @@ pub enum PauseReason {
     AuthFailed(String),
     /// The server is failing or busy; items wait for their backoff.
     Backoff(String),
+    /// The server does not serve this app's model (426 `upgrade-required`): either the
+    /// server is behind the app (the changes go once it serves the model) or the app is
+    /// older than the server still serves (update the app). Nothing is dropped or counted
+    /// as an attempt; every run tries again.
+    ModelNotServed(String),
 }
 
 /// What one run did.
@@ -352,6 +358,12 @@ impl<T: Transport> SyncEngine<T> {
                         status: 401 | 403, ..
                     },
                 ) => {
+                    self.store.mark_unsent(&ids)?;
+                    return Ok(Step::Pause(self.pause_for(&e)));
+                }
+                Err(e @ TransportError::Http { status: 426, .. }) => {
+                    // A server behind the app (or an app behind the server): the changes
+                    // are valid, they wait.
                     self.store.mark_unsent(&ids)?;
                     return Ok(Step::Pause(self.pause_for(&e)));
                 }

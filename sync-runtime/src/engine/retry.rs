@@ -34,6 +34,7 @@ impl<T: Transport> SyncEngine<T> {
             TransportError::Http {
                 status: 401 | 403, ..
             } => PauseReason::AuthFailed(e.to_string()),
+            TransportError::Http { status: 426, .. } => PauseReason::ModelNotServed(e.to_string()),
             other => PauseReason::Backoff(other.to_string()),
         }
     }
