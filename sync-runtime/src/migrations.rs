@@ -133,6 +133,97 @@ impl Migrations {
     pub fn files(&self) -> &[MigrationFile] {
         &self.files
     }
+
+    /// The model fingerprint the last migration records (its `-- Model fingerprint:`
+    /// header line, which `sync-cli generate` writes), if it has one.
+    pub fn target_fingerprint(&self) -> Option<&str> {
+        let last = self.files.last()?;
+        last.sql.lines().find_map(|l| {
+            l.strip_prefix("-- Model fingerprint: ")
+                .map(str::trim)
+                .filter(|fp| !fp.is_empty())
+        })
+    }
+
+    /// The tables of entities the migrations leave, as `sync-cli generate` writes them:
+    /// every `CREATE TABLE` not dropped by a later `DROP TABLE`, renames followed,
+    /// syncgen's own `sync_*` tables left out.
+    pub fn entity_tables(&self) -> std::collections::BTreeSet<String> {
+        let mut tables = std::collections::BTreeSet::new();
+        for f in &self.files {
+            for statement in f.sql.split(';') {
+                let words: Vec<&str> = statement
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("--"))
+                    .flat_map(str::split_whitespace)
+                    .collect();
+                let name = |w: &str| w.trim_matches(|c| c == '"' || c == '`').to_string();
+                match words.as_slice() {
+                    ["CREATE", "TABLE", "IF", "NOT", "EXISTS", t, ..]
+                    | ["CREATE", "TABLE", t, ..] => {
+                        tables.insert(name(t));
+                    }
+                    ["DROP", "TABLE", "IF", "EXISTS", t, ..] | ["DROP", "TABLE", t, ..] => {
+                        tables.remove(&name(t));
+                    }
+                    ["ALTER", "TABLE", from, "RENAME", "TO", to, ..] => {
+                        if tables.remove(&name(from)) {
+                            tables.insert(name(to));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tables.retain(|t| !t.starts_with("sync_"));
+        tables
+    }
+
+    /// Checks, before any migration is applied, that `entities` (the ones registered with
+    /// a store or a server) are the model the last migration was generated for.
+    ///
+    /// # Errors
+    /// Each difference found, as a sentence naming the entity or table and what to do:
+    /// a table the migrations create that no registered entity uses (an entity missing
+    /// from the registration), a registered entity whose table no migration creates (an
+    /// extra one, or migrations not regenerated), or, when the tables agree, that the
+    /// fields or merge rules differ. Empty when the last migration records no fingerprint
+    /// (migrations not written by `sync-cli generate`: the check after applying them
+    /// decides).
+    pub fn check_registration(&self, entities: &[&sync_model::Entity]) -> Result<(), Vec<String>> {
+        let Some(target) = self.target_fingerprint() else {
+            return Ok(());
+        };
+        let model = sync_model::Model {
+            entities: entities.iter().map(|e| (*e).clone()).collect(),
+        };
+        if sync_model::fingerprint(&model).0 == target {
+            return Ok(());
+        }
+        let tables = self.entity_tables();
+        let mut problems = Vec::new();
+        for t in &tables {
+            if !entities.iter().any(|e| e.table == *t) {
+                problems.push(format!(
+                    "the migrations create table `{t}`, but no registered entity uses it: register its entity with `.entity::<T>()`"
+                ));
+            }
+        }
+        for e in entities {
+            if !tables.contains(&e.table) {
+                problems.push(format!(
+                    "entity `{}` (`{}`, table `{}`) is registered, but no migration creates its table: remove it from the registration, or regenerate the migrations with `sync-cli generate`",
+                    e.rust_name, e.name, e.table
+                ));
+            }
+        }
+        if problems.is_empty() {
+            problems.push(format!(
+                "the registered entities have the tables the migrations create, but not the model they were generated for (model fingerprint {target}): a field, a type or a merge rule differs; regenerate the migrations with `sync-cli generate` from the model the app is built with"
+            ));
+        }
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +240,25 @@ mod tests {
         assert_eq!(parse_name("0001_init.down.sql"), None);
         assert_eq!(parse_name("1_init.sql"), None);
         assert_eq!(parse_name("README.md"), None);
+    }
+
+    #[test]
+    fn entity_tables_follow_creates_drops_and_renames_in_any_quoting() {
+        let m = super::Migrations::embedded(&[
+            (
+                "0001_init.sql",
+                "-- Model fingerprint: sha256:aa\nCREATE TABLE \"tasks\" (id TEXT);\nCREATE TABLE `notes` (id TEXT);\nCREATE TABLE \"sync_outbox\" (id INTEGER);\n-- CREATE TABLE \"commented\" (x);\n",
+            ),
+            (
+                "0002_more.sql",
+                "-- Model fingerprint: sha256:bb\nDROP TABLE `notes`;\nALTER TABLE \"tasks\" RENAME TO \"todos\";\nCREATE TABLE IF NOT EXISTS \"tags\" (id TEXT);\n",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(m.target_fingerprint(), Some("sha256:bb"));
+        assert_eq!(
+            m.entity_tables().into_iter().collect::<Vec<_>>(),
+            ["tags", "todos"]
+        );
     }
 }

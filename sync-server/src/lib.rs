@@ -267,6 +267,13 @@ pub enum ServerError {
         /// The registered entities' fingerprint.
         compiled: String,
     },
+    /// The registered entities are not the model the migrations were generated for;
+    /// found before any migration was applied, so the database is untouched.
+    #[error(
+        "the server was not started: the registered entities are not the model its migrations were generated for; nothing was applied:\n{}",
+        .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    RegistrationMismatch(Vec<String>),
     /// A change token older than the tombstone horizon.
     #[error("change token expired")]
     TokenExpired,
@@ -399,9 +406,11 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// [`ServerError::Config`] if no token verifier or no entity was registered (checked
-    /// once the file is open); [`ServerError::FingerprintMismatch`] if the last
-    /// migration's fingerprint is not the registered entities' (the migrations are
-    /// applied first); [`ServerError::Db`] with [`DbError::Invalid`] if the database is at
+    /// once the file is open); [`ServerError::RegistrationMismatch`], before anything is
+    /// applied, if the registered entities are not the model the last migration was
+    /// generated for (naming the missing or extra entities);
+    /// [`ServerError::FingerprintMismatch`] if the database's last migration's
+    /// fingerprint is not the registered entities' after applying them; [`ServerError::Db`] with [`DbError::Invalid`] if the database is at
     /// a migration newer than `migrations` knows, or a migration's SQL fails (that
     /// migration is rolled back), and with [`DbError::Sqlite`] if the file cannot be
     /// opened or configured, or a query fails.
@@ -419,8 +428,11 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// [`ServerError::Config`] if no token verifier or no entity was registered (checked
-    /// once connected); [`ServerError::FingerprintMismatch`] if the last migration's
-    /// fingerprint is not the registered entities' (the migrations are applied first);
+    /// once connected); [`ServerError::RegistrationMismatch`], before anything is
+    /// applied, if the registered entities are not the model the last migration was
+    /// generated for (naming the missing or extra entities);
+    /// [`ServerError::FingerprintMismatch`] if the database's last migration's
+    /// fingerprint is not the registered entities' after applying them;
     /// [`ServerError::Db`] with [`DbError::Invalid`] if the database is at a migration
     /// newer than `migrations` knows, or a migration's SQL fails (that migration is rolled
     /// back), and with [`DbError::Postgres`] if `url` does not parse, the connection
@@ -443,6 +455,11 @@ impl ServerBuilder {
                 "no entities: call `.entity::<T>()` for every entity of the model".into(),
             ));
         }
+        let registered: Vec<&sync_model::Entity> =
+            self.entities.iter().map(|e| e.model()).collect();
+        migrations
+            .check_registration(&registered)
+            .map_err(ServerError::RegistrationMismatch)?;
         let fingerprints = db.migrate(&migrations).await?;
         let model = sync_model::Model {
             entities: self.entities.iter().map(|e| e.model().clone()).collect(),

@@ -245,3 +245,33 @@ async fn an_app_newer_than_its_server_waits_and_syncs_after_the_server_upgrades(
     assert_eq!(made["record"]["priority"], 3);
     assert_eq!(made["record"]["title"], "made on v2");
 }
+
+/// Issue "Upgrades in any order", item 5, on the server: an entity missing from the
+/// registration is refused before any migration is applied, naming its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_missing_an_entity_refuses_to_start_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let err = sync_server::Server::builder()
+        .entity::<tasks::model::Project>()
+        .entity::<tasks::model::Task>()
+        .token_verifier(tokens())
+        .open_sqlite(&db, support::sqlite_migrations())
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, sync_server::ServerError::RegistrationMismatch(_)),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("the migrations create table `comments`, but no registered entity uses it"),
+        "{msg}"
+    );
+    let tables: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 0, "nothing applied");
+}

@@ -402,11 +402,48 @@ fn a_database_for_another_model_is_refused() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, StoreError::FingerprintMismatch { .. }),
+        matches!(err, StoreError::RegistrationMismatch { .. }),
         "{msg}"
     );
-    assert!(msg.contains("register every entity of the model"), "{msg}");
     assert!(msg.contains("(Project, Task)"), "{msg}");
+    assert!(
+        msg.contains("table `comments`, but no registered entity uses it"),
+        "names the missing entity's table: {msg}"
+    );
+}
+
+/// Issue "Upgrades in any order", item 5: open is all or nothing. A registration with an
+/// entity missing, or one too many, is refused before any migration touches the file,
+/// naming the entity.
+#[test]
+fn a_wrong_registration_is_refused_before_anything_is_applied() {
+    #[derive(Syncable, Clone, Debug, PartialEq)]
+    #[sync(entity = "stray")]
+    pub struct Stray {
+        #[sync(id)]
+        pub id: Uuid,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let err = LocalStore::builder(&path)
+        .entity::<Project>()
+        .entity::<Task>()
+        .entity::<Comment>()
+        .entity::<Stray>()
+        .migrations(migrations())
+        .open()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("entity `Stray` (`stray`, table `strays`) is registered, but no migration creates its table"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing was applied"), "{msg}");
+    let tables: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 0, "the database file is untouched");
 }
 
 #[test]

@@ -141,6 +141,20 @@ pub enum StoreError {
         /// The registered entities.
         entities: String,
     },
+    /// The registered entities are not the model the migrations were generated for; found
+    /// before any migration was applied, so the database is untouched.
+    #[error(
+        "the local database at {path} was not opened: the entities registered with the store ({entities}) are not the model its migrations were generated for; nothing was applied:\n{}",
+        problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    RegistrationMismatch {
+        /// The database file.
+        path: PathBuf,
+        /// The registered entities.
+        entities: String,
+        /// Each difference, naming the entity or table and what to do.
+        problems: Vec<String>,
+    },
     /// The type was not registered with the store.
     #[error(
         "entity `{0}` is not registered with this store; add `.entity::<T>()` to the store builder"

@@ -45,7 +45,10 @@ impl StoreBuilder {
     ///
     /// # Errors
     /// [`StoreError::Migrations`] if no migrations were given
-    /// ([`StoreBuilder::migrations`]); [`StoreError::NewerDatabase`] if the database has a
+    /// ([`StoreBuilder::migrations`]); [`StoreError::RegistrationMismatch`], before
+    /// anything is applied, if the registered entities are not the model the last
+    /// migration was generated for (naming the missing or extra entities);
+    /// [`StoreError::NewerDatabase`] if the database has a
     /// migration numbered above the app's last one; [`StoreError::MigrationFailed`] if a
     /// migration's SQL fails (that migration is rolled back, earlier ones stay applied);
     /// [`StoreError::FingerprintMismatch`] if the registered entities are not the model
@@ -59,6 +62,20 @@ impl StoreBuilder {
                 "no migrations given; call `.migrations(Migrations::embedded(...))`".into(),
             )
         })?;
+        let entity_list = || {
+            self.entities
+                .iter()
+                .map(|e| e.rust_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        migrations
+            .check_registration(&self.entities)
+            .map_err(|problems| StoreError::RegistrationMismatch {
+                path: self.path.clone(),
+                entities: entity_list(),
+                problems,
+            })?;
         let mut conn = Connection::open(&self.path)?;
         configure(&conn, self.durability)?;
         let db_fp = migrations::apply(&migrations, &mut conn)?;
