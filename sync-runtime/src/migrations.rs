@@ -166,10 +166,11 @@ impl Migrations {
                     ["DROP", "TABLE", "IF", "EXISTS", t, ..] | ["DROP", "TABLE", t, ..] => {
                         tables.remove(&name(t));
                     }
-                    ["ALTER", "TABLE", from, "RENAME", "TO", to, ..] => {
-                        if tables.remove(&name(from)) {
-                            tables.insert(name(to));
-                        }
+                    ["ALTER", "TABLE", from, "RENAME", "TO", to, ..]
+                        if tables.contains(&name(from)) =>
+                    {
+                        tables.remove(&name(from));
+                        tables.insert(name(to));
                     }
                     _ => {}
                 }
