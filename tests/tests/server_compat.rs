@@ -252,14 +252,15 @@ async fn an_app_newer_than_its_server_waits_and_syncs_after_the_server_upgrades(
 async fn a_server_missing_an_entity_refuses_to_start_and_applies_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("server.db");
-    let err = sync_server::Server::builder()
+    let Err(err) = sync_server::Server::builder()
         .entity::<tasks::model::Project>()
         .entity::<tasks::model::Task>()
         .token_verifier(tokens())
         .open_sqlite(&db, support::sqlite_migrations())
         .await
-        .err()
-        .expect("refused");
+    else {
+        panic!("a registration without `Comment` was accepted");
+    };
     let msg = err.to_string();
     assert!(
         matches!(err, sync_server::ServerError::RegistrationMismatch(_)),
