@@ -3,7 +3,7 @@
 use sync_cli::api_info::{ApiContact, ApiInfo, ApiLicense, ApiServer};
 
 fn main() {
-    if let Err(e) = sync_cli::Builder::new()
+    sync_cli::Builder::new()
         .input("src/model.rs")
         .out_dir("generated")
         .api(ApiInfo {
@@ -23,8 +23,5 @@ fn main() {
                 email: None,
             }),
         })
-        .generate()
-    {
-        panic!("\n{e}\n");
-    }
+        .run();
 }

@@ -13,9 +13,11 @@ use crate::generate::{Options, Report, generate};
 /// sync_cli::Builder::new()
 ///     .input("src/model.rs")
 ///     .out_dir("generated")
-///     .generate()
-///     .unwrap_or_else(|e| panic!("{e}"));
+///     .run();
 /// ```
+///
+/// [`Builder::run`] fails the build with the generator's `file:line:col: error: ...`
+/// lines (no panic, no backtrace); [`Builder::generate`] returns the error instead.
 ///
 /// `generate` prints `cargo:rerun-if-changed=` for every source file it reads, so Cargo
 /// reruns the build script only when the model changes.
@@ -88,6 +90,22 @@ impl Builder {
     pub fn emit_rerun_if_changed(mut self, emit: bool) -> Self {
         self.rerun_if_changed = emit;
         self
+    }
+
+    /// Runs the generator in a build script: on an error, prints each of its lines as a
+    /// Cargo error (`cargo::error=`, so `cargo build` shows `error: file:line:col: error:
+    /// ...` and fails) and ends the build script with exit status 1. Nothing is written
+    /// on an error (see [`generate()`](crate::generate())).
+    pub fn run(self) -> Report {
+        match self.generate() {
+            Ok(report) => report,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    println!("cargo::error={line}");
+                }
+                std::process::exit(1);
+            }
+        }
     }
 
     /// Runs the generator.

@@ -8,7 +8,7 @@ use sync_model::{Model, fingerprint};
 
 use crate::api_info::ApiInfo;
 use crate::error::Error;
-use crate::plan::{Step, diff};
+use crate::plan::Step;
 use crate::render::{Migration, Target, check_defaults, render};
 use crate::source::load;
 
@@ -96,6 +96,9 @@ pub struct Options {
     pub allow_destructive: bool,
     /// Write nothing; fail if the committed output is stale.
     pub check: bool,
+    /// With [`Options::check`]: show each stale file's unified diff, not only which
+    /// files are stale and how many lines differ.
+    pub diff: bool,
     /// The API's title, servers, licence and contact: each part set here replaces the
     /// one stored in `sync-schema.json`; unset parts keep it (see [`crate::api_info`]).
     pub api: ApiInfo,
@@ -127,8 +130,9 @@ pub struct Report {
 /// [`Error::MissingInput`], [`Error::Io`], [`Error::Input`] or [`Error::NoEntities`]
 /// if the sources cannot be read or hold no valid model (see [`load`]);
 /// [`Error::ApiInfo`] if [`Options::api`] or the stored API metadata is not valid;
-/// [`Error::Unsupported`] if a `default` value is not valid for its field's type, or the
-/// change from the snapshot cannot be expressed as a migration; [`Error::Io`] or
+/// [`Error::Unsupported`] if a `default` value is not valid for its field's type;
+/// [`Error::Input`], at the entity or field in the source, if the change from the
+/// snapshot cannot be expressed as a migration; [`Error::Io`] or
 /// [`Error::Snapshot`] if `sync-schema.json` exists but cannot be read or parsed, or has
 /// another format; [`Error::Destructive`] if the change drops an entity or a field and
 /// [`Options::allow_destructive`] is not set; [`Error::Stale`] with [`Options::check`] if
@@ -137,8 +141,13 @@ pub struct Report {
 /// moved stay but the old snapshot is kept). [`Error::Render`] is declared but does not
 /// occur with the current templates.
 pub fn generate(opts: &Options) -> Result<Report, Error> {
-    let loaded = load(&opts.inputs)?;
-    let model = loaded.model;
+    let mut loaded = load(&opts.inputs)?;
+    let model = std::mem::replace(
+        &mut loaded.model,
+        Model {
+            entities: Vec::new(),
+        },
+    );
     let problems = check_defaults(&model);
     if !problems.is_empty() {
         return Err(Error::Unsupported(problems));
@@ -199,7 +208,26 @@ pub fn generate(opts: &Options) -> Result<Report, Error> {
             1,
         ),
         Some(prev) => {
-            let mut steps = diff(&prev.model, &model, opts.allow_destructive)?;
+            let mut steps = crate::plan::diff_issues(&prev.model, &model, opts.allow_destructive)
+                .map_err(|e| match e {
+                // Each at its place in the source: `file:line:col: error: ...`.
+                Ok(issues) => Error::Input(
+                    issues
+                        .into_iter()
+                        .map(|i| {
+                            loaded
+                                .diagnostic(&i.entity, i.field.as_deref(), &i.message)
+                                .unwrap_or_else(|| crate::Diagnostic {
+                                    file: opts.out_dir.join(SNAPSHOT_FILE),
+                                    line: 1,
+                                    column: 1,
+                                    message: i.message,
+                                })
+                        })
+                        .collect(),
+                ),
+                Err(e) => e,
+            })?;
             if steps.is_empty() && prev.fingerprint != new_fp {
                 steps.push(Step::Metadata(
                     "the model changed without a schema effect (for example field order)"
@@ -272,7 +300,7 @@ fn finish(
         inputs_read,
     };
     if opts.check {
-        check(&opts.out_dir, &snapshot, &snapshot_text, &files)?;
+        check(&opts.out_dir, &snapshot, &snapshot_text, &files, opts.diff)?;
         return Ok(report);
     }
     // Only what differs from the disk is written.
@@ -422,16 +450,25 @@ fn check(
     snapshot: &Snapshot,
     snapshot_text: &str,
     new_files: &BTreeMap<PathBuf, String>,
+    show_diff: bool,
 ) -> Result<(), Error> {
+    let differs = |what: String, old: &str, new: &str| {
+        if show_diff {
+            format!("{what}:\n{}", unified(old, new))
+        } else {
+            let (added, removed) = changed_lines(old, new);
+            format!("{what} (+{added} -{removed} lines; --diff shows them)")
+        }
+    };
     let mut problems = Vec::new();
     for (rel, content) in new_files {
         let path = out_dir.join(rel);
         match std::fs::read_to_string(&path) {
             Ok(existing) if existing == *content => {}
-            Ok(existing) => problems.push(format!(
-                "{} differs from what the model generates:\n{}",
-                path.display(),
-                unified(&existing, content)
+            Ok(existing) => problems.push(differs(
+                format!("{} differs from what the model generates", path.display()),
+                &existing,
+                content,
             )),
             Err(_) => problems.push(format!(
                 "{} is missing: the model changed since the last `sync-cli generate`",
@@ -442,10 +479,10 @@ fn check(
     let snapshot_path = out_dir.join(SNAPSHOT_FILE);
     let existing = std::fs::read_to_string(&snapshot_path).unwrap_or_default();
     if existing != snapshot_text {
-        problems.push(format!(
-            "{} is out of date:\n{}",
-            snapshot_path.display(),
-            unified(&existing, snapshot_text)
+        problems.push(differs(
+            format!("{} is out of date", snapshot_path.display()),
+            &existing,
+            snapshot_text,
         ));
     }
     for rec in &snapshot.migrations {
@@ -468,11 +505,23 @@ fn check(
         Ok(())
     } else {
         Err(Error::Stale(format!(
-            "error: the generated files in {} are stale; run `sync-cli generate` and commit the result\n{}",
+            "error: {} generated file(s) in {} are stale; run `sync-cli generate` and commit the result\n{}",
+            problems.len(),
             out_dir.display(),
             problems.join("\n")
         )))
     }
+}
+
+/// Lines added and removed from `old` to `new`.
+fn changed_lines(old: &str, new: &str) -> (usize, usize) {
+    let diff = similar::TextDiff::from_lines(old, new);
+    diff.iter_all_changes()
+        .fold((0, 0), |(a, r), c| match c.tag() {
+            similar::ChangeTag::Insert => (a + 1, r),
+            similar::ChangeTag::Delete => (a, r + 1),
+            similar::ChangeTag::Equal => (a, r),
+        })
 }
 
 fn unified(old: &str, new: &str) -> String {

@@ -23,9 +23,12 @@ enum Command {
         /// The output folder.
         #[arg(long, short)]
         out: PathBuf,
-        /// Write nothing; exit 1 with a diff if the output is stale.
+        /// Write nothing; exit 1 naming the stale files if the output is stale (0 if fresh).
         #[arg(long)]
         check: bool,
+        /// With --check: print each stale file's diff.
+        #[arg(long, requires = "check")]
+        diff: bool,
         /// Allow migrations that drop entities or fields.
         #[arg(long)]
         allow_destructive: bool,
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
             input,
             out,
             check,
+            diff,
             allow_destructive,
             api,
         } => sync_cli::generate(&sync_cli::Options {
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
             out_dir: out.clone(),
             allow_destructive,
             check,
+            diff,
             api: api.into_api(),
         })
         .map(|report| match (&report.migration, check) {

@@ -128,6 +128,18 @@ fn type_name(t: &FieldType) -> String {
     }
 }
 
+/// A change from the snapshot that cannot be expressed as a migration, at an entity and
+/// maybe one of its fields (so the CLI can point at the source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The entity's wire name.
+    pub entity: String,
+    /// The field's wire name, for a field-level issue.
+    pub field: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
 /// The steps from `old` to `new`. Destructive steps are refused unless `allow_destructive`.
 ///
 /// # Errors
@@ -136,6 +148,19 @@ fn type_name(t: &FieldType) -> String {
 /// changed; otherwise [`Error::Destructive`], listing every drop, if an entity or a field
 /// would be dropped and `allow_destructive` is `false`.
 pub fn diff(old: &Model, new: &Model, allow_destructive: bool) -> Result<Vec<Step>, Error> {
+    diff_issues(old, new, allow_destructive).map_err(|e| match e {
+        Ok(issues) => Error::Unsupported(issues.into_iter().map(|i| i.message).collect()),
+        Err(e) => e,
+    })
+}
+
+/// [`diff`], with the unsupported changes as [`Issue`]s (`Err(Ok(..))`) so the caller
+/// can place them in the source; other errors as `Err(Err(..))`.
+pub(crate) fn diff_issues(
+    old: &Model,
+    new: &Model,
+    allow_destructive: bool,
+) -> Result<Vec<Step>, Result<Vec<Issue>, Error>> {
     let mut steps = Vec::new();
     let mut unsupported = Vec::new();
     for e in &new.entities {
@@ -150,7 +175,7 @@ pub fn diff(old: &Model, new: &Model, allow_destructive: bool) -> Result<Vec<Ste
         }
     }
     if !unsupported.is_empty() {
-        return Err(Error::Unsupported(unsupported));
+        return Err(Ok(unsupported));
     }
     if !allow_destructive {
         let destructive: Vec<String> = steps
@@ -161,34 +186,104 @@ pub fn diff(old: &Model, new: &Model, allow_destructive: bool) -> Result<Vec<Ste
                     "entity `{}` ({}) was removed from the source; its table `{}` and every row in it would be dropped",
                     e.name, e.rust_name, e.table
                 ),
-                Step::DropField { entity, field } => format!(
-                    "field `{}` of `{}` ({}.{}) was removed or changed incompatibly; column `{}` and its data would be dropped (to rename it, add #[sync(renamed_from = \"{}\")] to the new field)",
-                    field.name, entity.name, entity.rust_name, field.rust_name, field.column, field.name
-                ),
+                Step::DropField { entity, field } => drop_message(entity, field, new),
                 _ => unreachable!("only drops are destructive"),
             })
             .collect();
         if !destructive.is_empty() {
-            return Err(Error::Destructive(destructive));
+            return Err(Err(Error::Destructive(destructive)));
         }
     }
     Ok(steps)
 }
 
-fn diff_entity(old: &Entity, new: &Entity, steps: &mut Vec<Step>, unsupported: &mut Vec<String>) {
+/// The old fields of an entity that the new one neither keeps by name nor names in a
+/// `renamed_from`.
+fn vanished<'a>(old: &'a Entity, new: &'a Entity) -> impl Iterator<Item = &'a Field> {
+    old.synced_fields().filter(move |o| {
+        !o.id
+            && new.field(&o.name).is_none()
+            && !new
+                .synced_fields()
+                .any(|f| f.renamed_from.as_deref() == Some(o.name.as_str()))
+    })
+}
+
+/// Why `field` of `entity` would be dropped, and the safe change to make instead.
+fn drop_message(entity: &Entity, field: &Field, new_model: &Model) -> String {
+    let new = new_model.entity(&entity.name);
+    let head = format!(
+        "field `{}` of `{}` ({}.{})",
+        field.name, entity.name, entity.rust_name, field.rust_name
+    );
+    if let Some(now) = new.and_then(|e| e.field(&field.name)) {
+        // Still there, with a type that cannot hold every old value: no rename hint.
+        return format!(
+            "{head} changed type from {} to {}, which cannot hold every value the column holds; column `{}` and its data would be dropped and created again: keep {}, or add a field of the new type and copy the values over in the app",
+            type_name(&field.ty),
+            type_name(&now.ty),
+            field.column,
+            type_name(&field.ty)
+        );
+    }
+    let candidates: Vec<&Field> = new
+        .map(|e| {
+            e.synced_fields()
+                .filter(|f| {
+                    !f.id
+                        && f.ty == field.ty
+                        && f.renamed_from.is_none()
+                        && entity.field(&f.name).is_none()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let hint = match candidates.as_slice() {
+        [] => format!(
+            "to rename it, add #[sync(renamed_from = \"{}\")] to the new field",
+            field.name
+        ),
+        [f] => format!(
+            "if `{}` is this field renamed, add #[sync(renamed_from = \"{}\")] to `{}`",
+            f.name, field.name, f.name
+        ),
+        many => format!(
+            "if one of {} is this field renamed, add #[sync(renamed_from = \"{}\")] to it",
+            many.iter()
+                .map(|f| format!("`{}`", f.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            field.name
+        ),
+    };
+    format!(
+        "{head} was removed; column `{}` and its data would be dropped ({hint})",
+        field.column
+    )
+}
+
+fn diff_entity(old: &Entity, new: &Entity, steps: &mut Vec<Step>, unsupported: &mut Vec<Issue>) {
     if old.table != new.table {
-        unsupported.push(format!(
-            "the table of `{}` changed from `{}` to `{}`; renaming tables is not supported: keep #[sync(table = \"{}\")]",
-            new.name, old.table, new.table, old.table
-        ));
+        unsupported.push(Issue {
+            entity: new.name.clone(),
+            field: None,
+            message: format!(
+                "the table of `{}` changed from `{}` to `{}`; renaming tables is not supported: keep #[sync(table = \"{}\")]",
+                new.name, old.table, new.table, old.table
+            ),
+        });
         return;
     }
     let (oid, nid) = (old.id_field(), new.id_field());
     if oid.name != nid.name || oid.column != nid.column {
-        unsupported.push(format!(
-            "the id of `{}` changed from `{}` to `{}`; an entity's id field cannot change",
-            new.name, oid.name, nid.name
-        ));
+        unsupported.push(Issue {
+            entity: new.name.clone(),
+            field: None,
+            message: format!(
+                "the id of `{}` changed from `{}` to `{}`; an entity's id field cannot change",
+                new.name, oid.name, nid.name
+            ),
+        });
         return;
     }
     if old.outbox != new.outbox {
@@ -210,14 +305,36 @@ fn diff_entity(old: &Entity, new: &Entity, steps: &mut Vec<Step>, unsupported: &
         };
         let Some(o) = by_name.or(renamed) else {
             if !f.ty.nullable && f.default.is_none() && !matches!(f.ty.kind, TypeKind::Set { .. }) {
-                unsupported.push(format!(
-                    "field `{}` of `{}` ({}.{}) is new and not optional, so existing rows need a value: add #[sync(default = ...)] or make it Option<{}>",
-                    f.name,
-                    new.name,
-                    new.rust_name,
-                    f.rust_name,
-                    type_name(&f.ty)
-                ));
+                // A field of the same type that disappeared is most likely this one,
+                // renamed: say so first, since a default would lose its data.
+                let gone: Vec<&Field> = vanished(old, new).filter(|o| o.ty == f.ty).collect();
+                let rename = match gone.as_slice() {
+                    [] => String::new(),
+                    [o] => format!(
+                        "if it is `{}` renamed, add #[sync(renamed_from = \"{}\")] to it (a default would drop `{}`'s data); if it is a new field, ",
+                        o.name, o.name, o.name
+                    ),
+                    many => format!(
+                        "if it is one of {} renamed, add #[sync(renamed_from = \"...\")] naming it (a default would drop its data); if it is a new field, ",
+                        many.iter()
+                            .map(|o| format!("`{}`", o.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                unsupported.push(Issue {
+                    entity: new.name.clone(),
+                    field: Some(f.name.clone()),
+                    message: format!(
+                        "field `{}` of `{}` ({}.{}) is new and not optional: {}existing rows need a value: add #[sync(default = ...)] or make it Option<{}>",
+                        f.name,
+                        new.name,
+                        new.rust_name,
+                        f.rust_name,
+                        rename,
+                        type_name(&f.ty)
+                    ),
+                });
             }
             steps.push(Step::AddField {
                 entity: new.clone(),
@@ -234,13 +351,17 @@ fn diff_entity(old: &Entity, new: &Entity, steps: &mut Vec<Step>, unsupported: &
                     to: f.clone(),
                 });
             } else if o.ty.kind == f.ty.kind && o.ty.nullable != f.ty.nullable {
-                unsupported.push(format!(
-                    "field `{}` of `{}` changed nullability ({} -> {}); changing NOT NULL needs a table rebuild on SQLite, which syncgen does not generate: add a new field instead",
-                    f.name,
-                    new.name,
-                    type_name(&o.ty),
-                    type_name(&f.ty)
-                ));
+                unsupported.push(Issue {
+                    entity: new.name.clone(),
+                    field: Some(f.name.clone()),
+                    message: format!(
+                        "field `{}` of `{}` changed nullability ({} -> {}); changing NOT NULL needs a table rebuild on SQLite, which syncgen does not generate: add a new field instead",
+                        f.name,
+                        new.name,
+                        type_name(&o.ty),
+                        type_name(&f.ty)
+                    ),
+                });
                 continue;
             } else {
                 // Narrowing or unrelated: the old column goes, a new one comes.
@@ -362,6 +483,43 @@ mod tests {
             steps.iter().map(Step::slug).collect::<Vec<_>>(),
             ["add_task_status", "add_tag"]
         );
+    }
+
+    /// Issue "Upgrades in any order", item 6: a field that disappears while one of the
+    /// same type appears gets the rename hint first, before the default hint.
+    #[test]
+    fn a_likely_rename_leads_with_renamed_from() {
+        let v2 = V1.replace("title: String", "name: String");
+        let err = diff(&model(V1), &model(&v2), false)
+            .unwrap_err()
+            .to_string();
+        let rename = err
+            .find("add #[sync(renamed_from = \"title\")]")
+            .unwrap_or_else(|| panic!("{err}"));
+        let default = err.find("add #[sync(default = ...)]").unwrap();
+        assert!(rename < default, "rename hint first: {err}");
+        // With a default the field is accepted as new, and the drop names the candidate.
+        let v3 = V1.replace("title: String", "#[sync(default = \"\")] name: String");
+        let err = diff(&model(V1), &model(&v3), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "if `name` is this field renamed, add #[sync(renamed_from = \"title\")] to `name`"
+            ),
+            "{err}"
+        );
+    }
+
+    /// A narrowing type change is not a rename: no rename hint.
+    #[test]
+    fn a_narrowing_change_gets_no_rename_hint() {
+        let v2 = V1.replace("likes: i32", "likes: i16");
+        let err = diff(&model(V1), &model(&v2), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("changed type from i32 to i16"), "{err}");
+        assert!(!err.contains("renamed_from"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,27 @@ pub struct Loaded {
     pub model: Model,
     /// Every file that was read (for `cargo:rerun-if-changed`).
     pub files: Vec<PathBuf>,
+    /// Where each entity (field `None`) and each field is in the source, by wire names.
+    places: std::collections::BTreeMap<(String, Option<String>), Diagnostic>,
+}
+
+impl Loaded {
+    /// A diagnostic with `message` at an entity's struct name (`field` `None`) or at one
+    /// of its fields, by wire names; `None` if the model has no such entity or field.
+    pub fn diagnostic(
+        &self,
+        entity: &str,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Option<Diagnostic> {
+        let mut d = self
+            .places
+            .get(&(entity.to_string(), field.map(str::to_string)))
+            .or_else(|| self.places.get(&(entity.to_string(), None)))?
+            .clone();
+        d.message = message.into();
+        Some(d)
+    }
 }
 
 /// Reads the given files and folders and returns the model of every `Syncable` struct.
@@ -123,7 +144,22 @@ pub fn load(inputs: &[PathBuf]) -> Result<Loaded, Error> {
             .collect();
         return Err(Error::NoEntities(names.join(", ")));
     }
-    Ok(Loaded { model, files })
+    let mut places = std::collections::BTreeMap::new();
+    for (file, p) in &parsed {
+        let e = &p.entity;
+        places.insert((e.name.clone(), None), Diagnostic::at(file, p.span, ""));
+        for (f, span) in e.fields.iter().zip(&p.field_spans) {
+            places.insert(
+                (e.name.clone(), Some(f.name.clone())),
+                Diagnostic::at(file, *span, ""),
+            );
+        }
+    }
+    Ok(Loaded {
+        model,
+        files,
+        places,
+    })
 }
 
 fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {

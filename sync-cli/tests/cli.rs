@@ -98,10 +98,19 @@ fn check_mode_detects_stale_output_and_writes_nothing() {
     assert!(stderr.contains("stale"), "{stderr}");
     assert!(stderr.contains("0002_add_group.sql is missing"), "{stderr}");
     assert!(
+        stderr.contains("sync-schema.json is out of date (+"),
+        "a short summary: {stderr}"
+    );
+    assert!(!stderr.contains("@@"), "no diff without --diff: {stderr}");
+    let (code, _, stderr) = generate(&model, &out, &["--check", "--diff"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
         stderr.contains("+      \"name\": \"add_group\","),
         "a readable diff: {stderr}"
     );
     assert_eq!(tree(&out), before);
+    let (code, _, stderr) = generate(&model, &out, &["--diff"]);
+    assert_eq!(code, 2, "--diff without --check is a usage error: {stderr}");
 }
 
 #[test]
@@ -218,6 +227,19 @@ fn new_required_field_without_default_explains_what_to_do() {
         "{stderr}"
     );
     assert!(stderr.contains("#[sync(default = ...)]"), "{stderr}");
+    // At the field in the source: file:line:col.
+    let line = V1
+        .lines()
+        .position(|l| l.contains("pub name: String"))
+        .unwrap()
+        + 2;
+    assert!(
+        stderr.contains(&format!(
+            "{}:{line}:9: error: field `owner`",
+            model.display()
+        )),
+        "{stderr}"
+    );
     assert_eq!(tree(&out), before);
 }
 
