@@ -1,0 +1,1 @@
+//! Compile-time tests of `#[derive(Syncable)]`; see `tests/ui.rs`.
