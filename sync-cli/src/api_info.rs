@@ -5,7 +5,8 @@
 //! `sync-cli generate`, or [`Builder::api`](crate::Builder::api) in a build script) and
 //! kept in `sync-schema.json` under `api`. A later run without them keeps what is stored,
 //! so the README's plain `generate` command still reports that nothing changed; a run with
-//! one of them replaces that part only. To remove a stored value, delete it from
+//! one of them replaces that part only (the title, the whole server list, the whole
+//! licence, or one member of the contact). To remove a stored value, delete it from
 //! `sync-schema.json`'s `api` member and run `generate` again.
 //!
 //! Without a stored value the document has the title `syncgen sync API`, one server `/`
@@ -93,7 +94,8 @@ impl ApiInfo {
         *self == ApiInfo::default()
     }
 
-    /// `self` with every part `given` sets replaced by `given`'s.
+    /// `self` with every part `given` sets replaced by `given`'s: the title, the whole
+    /// server list, the whole licence, and each member of the contact on its own.
     pub fn overlay(&self, given: &ApiInfo) -> ApiInfo {
         ApiInfo {
             title: given.title.clone().or_else(|| self.title.clone()),
@@ -103,7 +105,14 @@ impl ApiInfo {
                 given.servers.clone()
             },
             license: given.license.clone().or_else(|| self.license.clone()),
-            contact: given.contact.clone().or_else(|| self.contact.clone()),
+            contact: match (&self.contact, &given.contact) {
+                (Some(stored), Some(g)) => Some(ApiContact {
+                    name: g.name.clone().or_else(|| stored.name.clone()),
+                    url: g.url.clone().or_else(|| stored.url.clone()),
+                    email: g.email.clone().or_else(|| stored.email.clone()),
+                }),
+                (stored, g) => g.clone().or_else(|| stored.clone()),
+            },
         }
     }
 
@@ -287,6 +296,18 @@ mod tests {
         };
         let merged = stored.overlay(&given);
         assert_eq!(merged.servers, given.servers);
+        // The contact member by member: a new URL keeps the stored name and email.
+        let url_only = ApiInfo {
+            contact: Some(ApiContact {
+                url: Some("https://example.com/team".into()),
+                ..ApiContact::default()
+            }),
+            ..ApiInfo::default()
+        };
+        let c = stored.overlay(&url_only).contact.unwrap();
+        assert_eq!(c.name.as_deref(), Some("Tasks team"));
+        assert_eq!(c.email.as_deref(), Some("sync@example.com"));
+        assert_eq!(c.url.as_deref(), Some("https://example.com/team"));
         assert_eq!(merged.title, stored.title);
         assert_eq!(merged.license, stored.license);
         assert_eq!(merged.contact, stored.contact);

@@ -80,6 +80,13 @@ impl Builder {
         self
     }
 
+    /// With [`Builder::check`]: show each stale file's diff in the error, not only which
+    /// files are stale.
+    pub fn diff(mut self, diff: bool) -> Self {
+        self.opts.diff = diff;
+        self
+    }
+
     /// Writes nothing and fails if the output is stale.
     pub fn check(mut self, check: bool) -> Self {
         self.opts.check = check;

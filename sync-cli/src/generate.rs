@@ -457,7 +457,7 @@ fn check(
             format!("{what}:\n{}", unified(old, new))
         } else {
             let (added, removed) = changed_lines(old, new);
-            format!("{what} (+{added} -{removed} lines; --diff shows them)")
+            format!("{what} (+{added} -{removed} lines; --diff or Builder::diff shows them)")
         }
     };
     let mut problems = Vec::new();

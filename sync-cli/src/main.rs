@@ -81,7 +81,8 @@ struct ApiFlags {
     /// replaces the stored list (default: "/").
     #[arg(long = "server", value_name = "URL")]
     servers: Vec<String>,
-    /// The API's licence as an SPDX expression, e.g. "MIT OR Apache-2.0".
+    /// The API's licence as an SPDX expression, e.g. "MIT OR Apache-2.0" (replaces the
+    /// stored licence, with --license-url if given).
     #[arg(long, value_name = "SPDX")]
     license: Option<String>,
     /// A URL of the licence text (instead of linking the SPDX identifier).

@@ -554,7 +554,7 @@ pub(crate) fn openapi_without_fingerprint(
         ),
     );
     let r426 = problem_response(
-        "The client's model (the `sync-model-fingerprint` header) is unknown to this server: update the app.",
+        "The client's model (the `sync-model-fingerprint` header) is not one this server serves: the app is older than the server still serves (update the app), or newer than the server (its changes wait until the server is upgraded).",
         problem_example(
             "upgrade-required",
             "Client model not supported",

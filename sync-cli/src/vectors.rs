@@ -92,6 +92,27 @@ pub(crate) fn value(f: &Field, n: i64) -> Json {
     }
 }
 
+/// Two values of `f` that differ from each other and from the value records are created
+/// with (`value(f, 0)`, which may be the field's default); `None` for a type with too
+/// few (booleans) or values a case cannot compare.
+fn two_others(f: &Field) -> Option<(Json, Json)> {
+    if !comparable(f) {
+        return None;
+    }
+    let base = value(f, 0);
+    let mut found: Vec<Json> = Vec::new();
+    for k in 1..8 {
+        let v = value(f, k);
+        if v != base && !found.contains(&v) {
+            found.push(v);
+        }
+        if let [v1, v2] = found.as_slice() {
+            return Some((v1.clone(), v2.clone()));
+        }
+    }
+    None
+}
+
 /// Whether a check can compare values of `f` it sets (strings, booleans and numbers).
 fn comparable(f: &Field) -> bool {
     matches!(
@@ -291,19 +312,20 @@ pub fn vectors(model: &Model) -> Json {
         ));
     }
 
-    if let Some((e, f)) = find(model, MergeStrategy::Lww, comparable) {
+    if let Some((e, f)) = find(model, MergeStrategy::Lww, |f| two_others(f).is_some()) {
         let name = f.name.clone();
+        let (v1, v2) = two_others(f).expect("checked");
         // Based on the current version: sets whatever the stamp.
         let mut c = CaseBuilder::new(e, next());
         c.created(0, &a(10));
         let up = c.update(
             Some(1),
-            one(&name, json!({ "set": value(f, 1), "hlc": b(5) })),
+            one(&name, json!({ "set": v1.clone(), "hlc": b(5) })),
         );
         c.step(
             up,
             with(
-                with(applied(2), "record", one(&name, value(f, 1))),
+                with(applied(2), "record", one(&name, v1.clone())),
                 "clocks",
                 one(&name, json!(a(10))),
             ),
@@ -332,17 +354,17 @@ pub fn vectors(model: &Model) -> Json {
             };
             let up = c.update(
                 Some(1),
-                one(&name, json!({ "set": value(f, 1), "hlc": first_at })),
+                one(&name, json!({ "set": v1.clone(), "hlc": first_at })),
             );
-            c.step(up, with(applied(2), "record", one(&name, value(f, 1))));
+            c.step(up, with(applied(2), "record", one(&name, v1.clone())));
             let up = c.update(
                 Some(1),
-                one(&name, json!({ "set": value(f, 2), "hlc": second_at })),
+                one(&name, json!({ "set": v2.clone(), "hlc": second_at })),
             );
             let (winner, clock) = if later_first {
-                (value(f, 1), first_at)
+                (v1.clone(), first_at)
             } else {
-                (value(f, 2), second_at)
+                (v2.clone(), second_at)
             };
             c.step(
                 up,
@@ -426,34 +448,35 @@ pub fn vectors(model: &Model) -> Json {
         ));
     }
 
-    if let Some((e, f)) = find(model, MergeStrategy::Manual, comparable) {
+    if let Some((e, f)) = find(model, MergeStrategy::Manual, |f| two_others(f).is_some()) {
         let name = f.name.clone();
+        let (v1, v2) = two_others(f).expect("checked");
         let mut c = CaseBuilder::new(e, next());
         let record = c.created(0, &a(1));
         let base = record[&name].clone();
         let up = c.update(
             Some(1),
-            one(&name, json!({ "set": value(f, 1), "base": base })),
+            one(&name, json!({ "set": v1.clone(), "base": base })),
         );
-        c.step(up, with(applied(2), "record", one(&name, value(f, 1))));
+        c.step(up, with(applied(2), "record", one(&name, v1.clone())));
         let up = c.update(
             Some(1),
-            one(&name, json!({ "set": value(f, 2), "base": base })),
+            one(&name, json!({ "set": v2.clone(), "base": base })),
         );
         c.step(
             up,
-            json!({ "status": "conflict", "version": 2, "fields": [name], "record": one(&name, value(f, 1)) }),
+            json!({ "status": "conflict", "version": 2, "fields": [name], "record": one(&name, v1.clone()) }),
         );
         let up = c.update(
             Some(1),
-            one(&name, json!({ "set": value(f, 1), "base": base })),
+            one(&name, json!({ "set": v1.clone(), "base": base })),
         );
-        c.step(up, with(applied(3), "record", one(&name, value(f, 1))));
+        c.step(up, with(applied(3), "record", one(&name, v1.clone())));
         let up = c.update(
             Some(3),
-            one(&name, json!({ "set": value(f, 2), "base": value(f, 1) })),
+            one(&name, json!({ "set": v2.clone(), "base": v1.clone() })),
         );
-        c.step(up, with(applied(4), "record", one(&name, value(f, 2))));
+        c.step(up, with(applied(4), "record", one(&name, v2.clone())));
         cases.push(c.done(
             "MANUAL-1 a stale edit that clashes is a conflict and applies nothing; one that sets the current value applies; one on the current version applies".into(),
             "MANUAL-1",
@@ -472,14 +495,14 @@ pub fn vectors(model: &Model) -> Json {
             "PUSH-3 an empty patch is a check: applied, no new version".into(),
             "PUSH-3",
         ));
-        if let Some(f) = lww_fields(first).find(|f| comparable(f)) {
+        if let Some((f, (v1, _))) = lww_fields(first).find_map(|f| two_others(f).map(|v| (f, v))) {
             let mut c = CaseBuilder::new(first, next());
             c.created(0, &a(1));
             let up = c.update(
                 Some(9),
-                one(&f.name, json!({ "set": value(f, 1), "hlc": a(5) })),
+                one(&f.name, json!({ "set": v1.clone(), "hlc": a(5) })),
             );
-            c.step(up, with(applied(10), "record", one(&f.name, value(f, 1))));
+            c.step(up, with(applied(10), "record", one(&f.name, v1.clone())));
             cases.push(c.done(
                 "PUSH-2 a new version is above the base_version a device reported".into(),
                 "PUSH-2",

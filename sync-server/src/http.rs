@@ -229,7 +229,7 @@ fn check_model(state: &State, headers: &HeaderMap) -> Result<(), ProblemResponse
             "upgrade-required",
             "Client model not supported",
             format!(
-                "this client was built for model {fp}, which this server does not know (it serves {}); update the app",
+                "this client was built for model {fp}, which this server does not serve (it serves {}); update the app if it is older than the server, or wait: a device newer than its server keeps its changes until the server is upgraded",
                 state.current_fingerprint
             ),
         ));

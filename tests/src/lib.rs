@@ -1,3 +1,3 @@
-//! Workspace-level tests for syncgen. The tests live in `tests/`; `ui/` holds the
-//! `trybuild` cases of `#[derive(Syncable)]` (one file per compile error, with the
-//! expected `.stderr`), and `fixtures/` the model sources shared by several tests.
+//! Workspace-level tests for syncgen. The tests live in `tests/` and `fixtures/` holds
+//! the model sources shared by several of them. The `trybuild` cases of
+//! `#[derive(Syncable)]` live in the `ui-tests` crate.

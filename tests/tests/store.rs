@@ -412,6 +412,38 @@ fn a_database_for_another_model_is_refused() {
     );
 }
 
+/// Migrations without the fingerprint header (not written by `sync-cli generate`) skip the
+/// check before applying; the check after applying still refuses the wrong registration.
+#[test]
+fn migrations_without_a_header_are_checked_after_applying() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("migrations");
+    std::fs::create_dir(&folder).unwrap();
+    let generated = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/tasks/generated/migrations/client/sqlite");
+    for entry in std::fs::read_dir(generated).unwrap() {
+        let path = entry.unwrap().path();
+        let sql: String = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-- Model fingerprint:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(folder.join(path.file_name().unwrap()), sql).unwrap();
+    }
+    let err = LocalStore::builder(dir.path().join("app.db"))
+        .entity::<Project>()
+        .entity::<Task>()
+        .migrations(Migrations::from_dir(&folder).unwrap())
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::FingerprintMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("(Project, Task)"), "{err}");
+}
+
 /// Issue "Upgrades in any order", item 5: open is all or nothing. A registration with an
 /// entity missing, or one too many, is refused before any migration touches the file,
 /// naming the entity.

@@ -114,8 +114,10 @@ impl std::fmt::Debug for EngineConfig {
     }
 }
 
-/// Why a run stopped early. Nothing is lost: the next run continues.
+/// Why a run stopped early. Nothing is lost: the next run continues. More reasons may
+/// come in later versions.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PauseReason {
     /// The server could not be reached.
     Offline(String),

@@ -51,8 +51,9 @@ impl StoreBuilder {
     /// [`StoreError::NewerDatabase`] if the database has a
     /// migration numbered above the app's last one; [`StoreError::MigrationFailed`] if a
     /// migration's SQL fails (that migration is rolled back, earlier ones stay applied);
-    /// [`StoreError::FingerprintMismatch`] if the registered entities are not the model
-    /// the last migration recorded (for example an entity is missing from the builder);
+    /// [`StoreError::FingerprintMismatch`] if, after applying, the database's last
+    /// migration records another model than the registered entities' (migrations without
+    /// the `-- Model fingerprint:` header that the check before applying reads);
     /// [`StoreError::Corrupt`] if the stored node id or clock cannot be parsed;
     /// [`StoreError::Sqlite`] if the file cannot be opened or configured, or a query
     /// fails (also when the migrations never created `sync_migrations`).
