@@ -981,7 +981,9 @@ fn lww_current(cx: &Ctx) -> Checked {
             "no editable lww field of a comparable type in the model".into(),
         ));
     };
-    let value = other_value(f, &server["record"][&f.name], 1).expect("comparable");
+    let value = other_value(f, &server["record"][&f.name], 1).ok_or(
+        "the server's record of the fresh record holds a value of another type than the field's",
+    )?;
     // An older stamp than the record's: the edit saw the current version, so it is
     // later whatever its clock says (a device whose clock runs behind).
     let stamp = cx.w.earlier(60_000).to_string();
@@ -1014,8 +1016,12 @@ fn lww_later_stamp_wins(cx: &Ctx) -> Checked {
         ));
     };
     let version = server["version"].as_i64().unwrap_or(1);
-    let later = other_value(f, &server["record"][&f.name], 1).expect("comparable");
-    let earlier = other_value(f, &server["record"][&f.name], 2).expect("comparable");
+    let later = other_value(f, &server["record"][&f.name], 1).ok_or(
+        "the server's record of the fresh record holds a value of another type than the field's",
+    )?;
+    let earlier = other_value(f, &server["record"][&f.name], 2).ok_or(
+        "the server's record of the fresh record holds a value of another type than the field's",
+    )?;
     if later == earlier {
         return Ok(Outcome::Skip(format!("`{}` has too few values", f.name)));
     }
@@ -1177,8 +1183,12 @@ fn manual_conflict(cx: &Ctx) -> Checked {
     };
     let version = server["version"].as_i64().unwrap_or(1);
     let base = server["record"][&f.name].clone();
-    let first = other_value(f, &base, 1).expect("comparable");
-    let second = other_value(f, &base, 2).expect("comparable");
+    let first = other_value(f, &base, 1).ok_or(
+        "the server's record of the fresh record holds a value of another type than the field's",
+    )?;
+    let second = other_value(f, &base, 2).ok_or(
+        "the server's record of the fresh record holds a value of another type than the field's",
+    )?;
     let edit = |v: &Json| {
         Writer::update(
             e,
