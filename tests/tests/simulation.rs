@@ -26,7 +26,9 @@
 //! one; CI runs 10,000 in release; `SYNC_SIM_FIRST=F` starts at seed F instead);
 //! `SYNC_SIM_SEED=S` runs one seed and prints its
 //! trace. Each failure prints the command that reproduces it. `simulation_seeds_postgres`
-//! runs the same against the server on PostgreSQL (`SYNC_SIM_PG_SEEDS`).
+//! runs the same against the server on PostgreSQL (`SYNC_SIM_PG_SEEDS`). Seeds run on
+//! `SYNC_SIM_THREADS` threads (default: the machine's parallelism on SQLite, one on
+//! PostgreSQL); a seed's trace does not depend on the others.
 #![allow(missing_docs)]
 
 mod support;
@@ -1357,32 +1359,65 @@ fn run_seeds(count_var: &str, default: u64, postgres: Option<&str>) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let rt = runtime();
-    let mut failures = Vec::new();
-    for seed in first..first + count {
-        match rt.block_on(run_seed(seed, steps, postgres)) {
-            Ok(trace) => {
-                if count == 1 {
-                    for line in trace {
-                        println!("{line}");
+    // Seeds are independent, so they run on several threads (each with its own runtime,
+    // temporary files and servers): `SYNC_SIM_THREADS`, by default the machine's
+    // parallelism for SQLite and one for PostgreSQL (whose test runs beside this one).
+    let threads = std::env::var("SYNC_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            if postgres.is_some() {
+                1
+            } else {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+            }
+        })
+        .clamp(1, count.max(1));
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let test = if postgres.is_some() {
+        "simulation_seeds_postgres"
+    } else {
+        "simulation_seeds"
+    };
+    let mut failures: Vec<(u64, String)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|k| {
+                let failed = &failed;
+                scope.spawn(move || {
+                    let rt = runtime();
+                    let mut out = Vec::new();
+                    let mut seed = first + k;
+                    while seed < first + count
+                        && failed.load(std::sync::atomic::Ordering::SeqCst) < 5
+                    {
+                        match rt.block_on(run_seed(seed, steps, postgres)) {
+                            Ok(trace) => {
+                                if count == 1 {
+                                    for line in trace {
+                                        println!("{line}");
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                out.push((seed, format!(
+                                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test --release -p sync-tests --test simulation -- {test} --nocapture"
+                                )));
+                            }
+                        }
+                        seed += threads;
                     }
-                }
-            }
-            Err(e) => {
-                let test = if postgres.is_some() {
-                    "simulation_seeds_postgres"
-                } else {
-                    "simulation_seeds"
-                };
-                failures.push(format!(
-                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test --release -p sync-tests --test simulation -- {test} --nocapture"
-                ));
-                if failures.len() >= 5 {
-                    break;
-                }
-            }
-        }
-    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    failures.sort_by_key(|(seed, _)| *seed);
+    let failures: Vec<String> = failures.into_iter().map(|(_, f)| f).collect();
     assert!(
         failures.is_empty(),
         "{} failing seeds:\n{}",
