@@ -379,14 +379,8 @@ fn sample(f: &Field, variant: usize) -> Json {
     if f.ty.nullable && matches!(f.ty.kind, TypeKind::Json { .. }) {
         return Json::Null;
     }
-    if let Some(d) = &f.default {
-        if matches!(f.ty.kind, TypeKind::Json { .. })
-            && let Some(s) = d.as_str()
-            && let Ok(v) = serde_json::from_str(s)
-        {
-            return v;
-        }
-        return d.clone();
+    if let Some(d) = crate::vectors::default_value(f) {
+        return d;
     }
     let scalar = |s: ScalarType| match s {
         ScalarType::Bool => json!(true),
@@ -1437,36 +1431,53 @@ fn key_lengths(cx: &Ctx) -> Checked {
     Ok(Outcome::Pass)
 }
 
+/// Pushes a create of `entity` spoiled by `spoil` followed by a good one: the first must
+/// be rejected alone (422) and the second applied (WIRE-2, WIRE-3).
+fn rejected_alone(
+    cx: &Ctx,
+    entity: &Entity,
+    variant: usize,
+    what: &str,
+    spoil: impl FnOnce(&mut Json),
+) -> Checked {
+    let (bad_id, good_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut bad = cx.w.create(entity, bad_id, variant);
+    spoil(&mut bad);
+    let good = cx.w.create(entity, good_id, variant);
+    let r = cx.c.push(cx.token(), vec![bad, good])?;
+    let ids = [bad_id, good_id];
+    // Only what was applied needs deleting at the end.
+    if let Some(e) = cx.model.entities.iter().find(|e| e.name == entity.name) {
+        cx.made.borrow_mut().extend(ids.map(|id| (e, id)));
+    }
+    Ok(match r.as_slice() {
+        [first, second] => {
+            if first["status"] != "rejected" || first["problem"]["status"] != 422 {
+                Outcome::Fail(format!("{what}: expected rejected 422, got {first}"))
+            } else {
+                pass_if(second["status"] == "applied", || {
+                    format!("the good mutation after it: expected applied, got {second}")
+                })
+            }
+        }
+        other => Outcome::Fail(format!(
+            "two mutations: expected two results, got {}",
+            other.len()
+        )),
+    })
+}
+
 fn unknown_field(cx: &Ctx) -> Checked {
     let Some(first) = cx.created.first() else {
         return Ok(Outcome::Skip(NOTHING_CREATED.into()));
     };
-    let (bad_id, good_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let mut bad = cx.w.create(first.entity, bad_id, first.variant);
-    bad["record"]["conformance_unknown_field"] = json!(9);
-    let good = cx.w.create(first.entity, good_id, first.variant);
-    cx.made
-        .borrow_mut()
-        .extend([(first.entity, bad_id), (first.entity, good_id)]);
-    let r = cx.c.push(cx.token(), vec![bad, good])?;
-    Ok(if r.len() != 2 {
-        Outcome::Fail(format!(
-            "two mutations: expected two results, got {}",
-            r.len()
-        ))
-    } else if r[0]["status"] != "rejected" || r[0]["problem"]["status"] != 422 {
-        Outcome::Fail(format!(
-            "the record with an unknown field: expected rejected 422, got {}",
-            r[0]
-        ))
-    } else {
-        pass_if(r.get(1).is_some_and(|g| g["status"] == "applied"), || {
-            format!(
-                "the good mutation after it: expected applied, got {:?}",
-                r.get(1)
-            )
-        })
-    })
+    rejected_alone(
+        cx,
+        first.entity,
+        first.variant,
+        "the record with an unknown field",
+        |m| m["record"]["conformance_unknown_field"] = json!(9),
+    )
 }
 
 fn query_bounds(cx: &Ctx) -> Checked {
@@ -1947,32 +1958,14 @@ fn nul_string(cx: &Ctx) -> Checked {
     }) else {
         return Ok(Outcome::Skip("no string field in the model".into()));
     };
-    let (bad_id, good_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let mut bad = cx.w.create(cr.entity, bad_id, cr.variant);
-    bad["record"][&f.name] = json!("nul \u{0} inside");
-    let good = cx.w.create(cr.entity, good_id, cr.variant);
-    cx.made
-        .borrow_mut()
-        .extend([(cr.entity, bad_id), (cr.entity, good_id)]);
-    let r = cx.c.push(cx.token(), vec![bad, good])?;
-    Ok(if r.len() != 2 {
-        Outcome::Fail(format!(
-            "two mutations: expected two results, got {}",
-            r.len()
-        ))
-    } else if r[0]["status"] != "rejected" || r[0]["problem"]["status"] != 422 {
-        Outcome::Fail(format!(
-            "`{}` holding U+0000: expected rejected 422, got {}",
-            f.name, r[0]
-        ))
-    } else {
-        pass_if(r.get(1).is_some_and(|g| g["status"] == "applied"), || {
-            format!(
-                "the good mutation after it: expected applied, got {:?}",
-                r.get(1)
-            )
-        })
-    })
+    let name = f.name.clone();
+    rejected_alone(
+        cx,
+        cr.entity,
+        cr.variant,
+        &format!("`{name}` holding U+0000"),
+        |m| m["record"][&name] = json!("nul \u{0} inside"),
+    )
 }
 
 fn results_in_order(cx: &Ctx) -> Checked {

@@ -61,19 +61,26 @@ fn placeholder(n: u64) -> String {
     format!("{PLACEHOLDER_ID_PREFIX}{n:012x}")
 }
 
+/// The wire value of `f`'s `#[sync(default = ...)]`, if it has one (a JSON field's
+/// default is JSON text).
+pub(crate) fn default_value(f: &Field) -> Option<Json> {
+    let d = f.default.as_ref()?;
+    if matches!(f.ty.kind, TypeKind::Json { .. })
+        && let Some(s) = d.as_str()
+        && let Ok(v) = serde_json::from_str(s)
+    {
+        return Some(v);
+    }
+    Some(d.clone())
+}
+
 /// A deterministic value of `f`'s type (`n` picks among several for the comparable
 /// scalar types; `0` gives the field's default when it has one).
 pub(crate) fn value(f: &Field, n: i64) -> Json {
-    if let Some(d) = &f.default
-        && n == 0
+    if n == 0
+        && let Some(d) = default_value(f)
     {
-        if matches!(f.ty.kind, TypeKind::Json { .. })
-            && let Some(s) = d.as_str()
-            && let Ok(v) = serde_json::from_str(s)
-        {
-            return v;
-        }
-        return d.clone();
+        return d;
     }
     let scalar = |s: ScalarType| match s {
         ScalarType::Bool => json!(n % 2 == 0),
