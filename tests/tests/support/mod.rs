@@ -1,6 +1,7 @@
 //! Helpers for tests that run the reference server over real HTTP on 127.0.0.1.
 #![allow(dead_code)]
 
+pub use sync_tests::{fresh_schema, postgres_url};
 pub use tasks::model;
 
 use std::collections::BTreeMap;
@@ -54,10 +55,6 @@ pub struct TestServer {
     schema: Option<(String, String)>,
 }
 
-pub fn postgres_url() -> Option<String> {
-    std::env::var("SYNC_TEST_POSTGRES_URL").ok()
-}
-
 /// Serves `server` on a free port of 127.0.0.1 and returns its base URL.
 pub async fn serve(server: &Server) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,28 +90,6 @@ pub fn builder() -> sync_server::ServerBuilder {
         .entity::<model::Task>()
         .entity::<model::Comment>()
         .token_verifier(tokens())
-}
-
-/// A fresh PostgreSQL schema; returns the URL that uses it.
-pub async fn fresh_schema(base: &str) -> (String, String) {
-    use sqlx::Connection;
-    let schema = format!(
-        "t_{}_{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap()
-    );
-    let mut c = sqlx::PgConnection::connect(base)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    (
-        format!("{base}{sep}options=-csearch_path%3D{schema}"),
-        schema,
-    )
 }
 
 impl TestServer {

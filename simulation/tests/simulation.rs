@@ -31,20 +31,18 @@
 //! PostgreSQL); a seed's trace does not depend on the others.
 #![allow(missing_docs)]
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use serde_json::{Value as Json, json};
-use support::model::{Comment, Project, Task};
 use sync_runtime::engine::{EngineConfig, SyncEngine, SyncOutcome, Transport, TransportError};
 use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
 use sync_runtime::store::{Durability, Migrations, OutboxStatus, StoreError};
 use sync_server::{Server, StaticTokens};
+use tasks::model::{Comment, Project, Task};
 use tower::ServiceExt;
 
 /// SplitMix64: a tiny, well-known generator; the whole run depends on its seed only.
@@ -610,7 +608,7 @@ impl Sim {
         let server_wall = Arc::new(AtomicU64::new(START_MILLIS));
         let db = match postgres {
             Some(base) => {
-                let (url, schema) = support::fresh_schema(base).await;
+                let (url, schema) = sync_tests::fresh_schema(base).await;
                 ServerDb::Postgres(url, base.to_string(), schema)
             }
             None => ServerDb::Sqlite(dir.path().join("server.db")),
@@ -1329,7 +1327,7 @@ fn simulation_seeds_postgres() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("sync_server=error")
         .try_init();
-    let Some(base) = support::postgres_url() else {
+    let Some(base) = sync_tests::postgres_url() else {
         eprintln!("skipped: SYNC_TEST_POSTGRES_URL is not set");
         return;
     };
@@ -1401,7 +1399,7 @@ fn run_seeds(count_var: &str, default: u64, postgres: Option<&str>) {
                             Err(e) => {
                                 failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 out.push((seed, format!(
-                                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test --release -p sync-tests --test simulation -- {test} --nocapture"
+                                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test --release -p sync-simulation --test simulation -- {test} --nocapture"
                                 )));
                             }
                         }
