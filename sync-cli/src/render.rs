@@ -113,6 +113,9 @@ pub fn render(
             None => reversible = false,
         }
     }
+    if let Some(marker) = r.refetch_marker(m) {
+        up.push(marker);
+    }
     up.push(format!(
         "INSERT INTO {} ({}, {}, {}) VALUES ({}, {}, {})",
         r.q(meta::MIGRATIONS),
@@ -551,6 +554,192 @@ impl Renderer {
             .collect()
     }
 
+    /// Client migrations only: what the device holds under the old model, brought to the
+    /// new one in the same transaction as the schema change, so that nothing valid under
+    /// the old model dies because of the upgrade (issue "Upgrades in any order", item 1).
+    ///
+    /// The data in flight is, per entity: the outbox payloads (a create's `record` and
+    /// `clocks`, and its `resend_base` copy of both; an update's `patch`), the per-field
+    /// clocks of the row and of its base copy (the base copy's columns follow the row's),
+    /// and the conflict rows (one per field). A field renamed on the wire (`renamed_from`)
+    /// is renamed in each; an added field gets its default in pending creates (the columns
+    /// get it from their `DEFAULT`); a dropped field leaves each, and a record whose only
+    /// conflicts were on it is no longer `conflicted`. A rename of the column alone
+    /// (`column = ...`) changes nothing in flight: payloads use wire names.
+    fn in_flight(&self, step: &Step) -> Vec<String> {
+        if self.target != Target::Client {
+            return Vec::new();
+        }
+        match step {
+            Step::RenameColumn { entity, from, to } if from.name != to.name => {
+                self.rename_in_flight(entity, &from.name, &to.name)
+            }
+            Step::AddField { entity, field } => self.default_in_flight(entity, field),
+            Step::DropField { entity, field } => self.drop_in_flight(entity, &field.name),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Client migrations after the first only: when the migration adds fields or
+    /// entities, a note in `sync_meta` (key [`meta::REFETCH_KEY`]) that the device must
+    /// fetch its records again. Records pulled before the upgrade hold the new columns'
+    /// defaults, and records of a new entity were skipped, while newer devices may have
+    /// set them on the server (issue "Upgrades in any order", item 3). The sync engine
+    /// takes a new snapshot at its next pull, keeping and rebasing pending edits, and
+    /// removes the note.
+    fn refetch_marker(&self, m: &Migration<'_>) -> Option<String> {
+        let adds: Vec<String> = m
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::AddField { entity, field } => Some(format!("{}.{}", entity.name, field.name)),
+                Step::CreateEntity(e) => Some(e.name.clone()),
+                _ => None,
+            })
+            .collect();
+        if self.target != Target::Client || m.initial || adds.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "INSERT OR IGNORE INTO {} ({}, {}) VALUES ({}, {})",
+            self.q(meta::META),
+            self.q("key"),
+            self.q("value"),
+            self.string(meta::REFETCH_KEY),
+            self.string(&format!("migration {}: {}", m.version, adds.join(", ")))
+        ))
+    }
+
+    /// `(table, JSON column, condition, JSON path prefix)` of every place a field's
+    /// wire name is a key: `<prefix>."<name>"` in `<column>` of the rows of `<table>`
+    /// that meet the condition (`None`: every row).
+    fn wire_name_places(
+        &self,
+        e: &Entity,
+    ) -> Vec<(String, &'static str, Option<String>, &'static str)> {
+        let op = |op: &str| {
+            Some(format!(
+                "{} = {} AND {} = '{op}'",
+                self.q("entity_type"),
+                self.string(&e.name),
+                self.q("op")
+            ))
+        };
+        let outbox = meta::OUTBOX.to_string();
+        let mut out = vec![
+            (outbox.clone(), "payload", op("create"), "$.record"),
+            (outbox.clone(), "payload", op("create"), "$.clocks"),
+            (
+                outbox.clone(),
+                "payload",
+                op("create"),
+                "$.resend_base.record",
+            ),
+            (
+                outbox.clone(),
+                "payload",
+                op("create"),
+                "$.resend_base.clocks",
+            ),
+            (outbox, "payload", op("update"), "$.patch"),
+        ];
+        for table in self.tables_of(e) {
+            out.push((table, meta::CLOCKS, None, "$"));
+        }
+        out
+    }
+
+    fn json_path(&self, prefix: &str, name: &str) -> String {
+        self.string(&format!("{prefix}.\"{name}\""))
+    }
+
+    fn rename_in_flight(&self, e: &Entity, from: &str, to: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .wire_name_places(e)
+            .into_iter()
+            .map(|(table, column, condition, prefix)| {
+                let (c, old, new) = (
+                    self.q(column),
+                    self.json_path(prefix, from),
+                    self.json_path(prefix, to),
+                );
+                format!(
+                    "UPDATE {} SET {c} = json_set(json_remove({c}, {old}), {new}, json({c} -> {old})) WHERE {}json_type({c}, {old}) IS NOT NULL",
+                    self.q(&table),
+                    condition.map(|c| c + " AND ").unwrap_or_default()
+                )
+            })
+            .collect();
+        out.push(format!(
+            "UPDATE {} SET {} = {} WHERE {} = {} AND {} = {}",
+            self.q(meta::CONFLICTS),
+            self.q("field"),
+            self.string(to),
+            self.q("entity_type"),
+            self.string(&e.name),
+            self.q("field"),
+            self.string(from)
+        ));
+        out
+    }
+
+    fn default_in_flight(&self, e: &Entity, f: &Field) -> Vec<String> {
+        let Some(value) = wire_default(f) else {
+            return Vec::new();
+        };
+        let value = format!("json({})", self.string(&value.to_string()));
+        ["$.record", "$.resend_base.record"]
+            .into_iter()
+            .map(|record| {
+                let c = self.q("payload");
+                format!(
+                    "UPDATE {} SET {c} = json_set({c}, {}, {value}) WHERE {} = {} AND {} = 'create' AND json_type({c}, {}) = 'object' AND json_type({c}, {}) IS NULL",
+                    self.q(meta::OUTBOX),
+                    self.json_path(record, &f.name),
+                    self.q("entity_type"),
+                    self.string(&e.name),
+                    self.q("op"),
+                    self.string(record),
+                    self.json_path(record, &f.name),
+                )
+            })
+            .collect()
+    }
+
+    fn drop_in_flight(&self, e: &Entity, name: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .wire_name_places(e)
+            .into_iter()
+            .map(|(table, column, condition, prefix)| {
+                let (c, path) = (self.q(column), self.json_path(prefix, name));
+                format!(
+                    "UPDATE {} SET {c} = json_remove({c}, {path}) WHERE {}json_type({c}, {path}) IS NOT NULL",
+                    self.q(&table),
+                    condition.map(|c| c + " AND ").unwrap_or_default()
+                )
+            })
+            .collect();
+        let (of_entity, id) = (
+            format!("{} = {}", self.q("entity_type"), self.string(&e.name)),
+            format!("{}.{}", self.q(&e.table), self.q(&e.id_field().column)),
+        );
+        out.push(format!(
+            "DELETE FROM {} WHERE {of_entity} AND {} = {}",
+            self.q(meta::CONFLICTS),
+            self.q("field"),
+            self.string(name)
+        ));
+        out.push(format!(
+            "UPDATE {table} SET {status} = CASE WHEN EXISTS (SELECT 1 FROM {outbox} WHERE {of_entity} AND {entity_id} = {id}) THEN 'pending' ELSE 'clean' END WHERE {status} = 'conflicted' AND NOT EXISTS (SELECT 1 FROM {conflicts} WHERE {of_entity} AND {entity_id} = {id})",
+            table = self.q(&e.table),
+            status = self.q(meta::STATUS),
+            outbox = self.q(meta::OUTBOX),
+            conflicts = self.q(meta::CONFLICTS),
+            entity_id = self.q("entity_id"),
+        ));
+        out
+    }
+
     fn add_column(&self, table: &str, f: &Field) -> String {
         format!(
             "ALTER TABLE {} ADD COLUMN {}",
@@ -592,7 +781,7 @@ impl Renderer {
     }
 
     fn up(&self, step: &Step) -> Result<Vec<String>, askama::Error> {
-        Ok(match step {
+        let mut out = match step {
             Step::CreateEntity(e) => self.entity_tables(e)?,
             Step::DropEntity(e) => self
                 .tables_of(e)
@@ -640,7 +829,9 @@ impl Renderer {
                 vec![self.drop_index(&entity.table, &field.column)]
             }
             Step::Metadata(_) => Vec::new(),
-        })
+        };
+        out.extend(self.in_flight(step));
+        Ok(out)
     }
 
     /// The statements that undo `step`, or `None` if it cannot be undone.
@@ -658,6 +849,10 @@ impl Renderer {
                 .iter()
                 .enumerate()
                 .flat_map(|(i, t)| self.drop_column(entity, t, field, i == 0))
+                .chain(self.in_flight(&Step::DropField {
+                    entity: entity.clone(),
+                    field: field.clone(),
+                }))
                 .collect(),
             Step::DropField { entity, field } => {
                 let restorable = field.ty.nullable
@@ -686,6 +881,19 @@ impl Renderer {
             Step::Metadata(_) => Vec::new(),
         }))
     }
+}
+
+/// The value a field takes, on the wire, where a record has none: its `default`, an
+/// empty set for a `union` field, `null` for an optional field; `None` for a required
+/// field without a default (which cannot be added to an existing entity).
+pub(crate) fn wire_default(f: &Field) -> Option<serde_json::Value> {
+    if matches!(f.ty.kind, TypeKind::Set { .. }) && f.default.is_none() {
+        return Some(serde_json::Value::Array(Vec::new()));
+    }
+    if let Some(v) = crate::vectors::default_value(f) {
+        return Some(v);
+    }
+    f.ty.nullable.then_some(serde_json::Value::Null)
 }
 
 /// Problems with `default` values that only show when rendering SQL.

@@ -266,6 +266,24 @@ async fn run(target: Target, mut db: Db) {
         if i == 1 {
             // A row that the next migration must give default values to.
             db.exec(insert_group(target)).await;
+            if target == Target::Client {
+                // And a create waiting in the outbox, made before the group had them.
+                db.exec(&format!(
+                    "INSERT INTO sync_outbox (entity_type, entity_id, op, payload, idempotency_key, created_at) VALUES ('group', 'g2', 'create', '{GROUP_CREATE}', 'k1', 'now')"
+                ))
+                .await;
+            }
+        }
+        if i == 3 && target == Target::Client {
+            // Edits of `order.title` in flight when v5 renames it to `heading`.
+            db.exec(&format!(
+                "INSERT INTO sync_outbox (entity_type, entity_id, op, payload, idempotency_key, created_at) VALUES ('order', 'o1', 'create', '{ORDER_CREATE}', 'k2', 'now'), ('order', 'o1', 'update', '{ORDER_UPDATE}', 'k3', 'now'); \
+                 INSERT INTO sync_conflicts (entity_type, entity_id, field, base, local, remote, detected_at) VALUES ('order', 'o1', 'title', '\"a\"', '\"b\"', '\"c\"', 'now')"
+            ))
+            .await;
+        }
+        if target == Target::Client {
+            assert_in_flight(&mut db, i + 1).await;
         }
         if i == 2 {
             assert_eq!(
@@ -301,6 +319,9 @@ async fn run(target: Target, mut db: Db) {
         db.exec(&down).await;
         if i > 0 {
             assert_matches_model(&mut db, &applied[i - 1].2, target).await;
+            if target == Target::Client && i >= 3 {
+                assert_in_flight(&mut db, i).await;
+            }
         }
     }
     assert_eq!(
@@ -310,6 +331,64 @@ async fn run(target: Target, mut db: Db) {
     );
     db.cleanup().await;
     let _ = Path::new("");
+}
+
+const GROUP_CREATE: &str = r#"{"record":{"id":"g2","label":"g"},"clocks":{"label":"000000000001-00000000-0000000000000001"}}"#;
+const ORDER_CREATE: &str = r#"{"record":{"id":"o1","title":"a","select":1},"clocks":{"title":"h1"},"resend_base":{"record":{"title":"z"},"clocks":{"title":"h0"}}}"#;
+const ORDER_UPDATE: &str = r#"{"patch":{"title":{"set":"b","base":"a"},"select":{"add":1}}}"#;
+
+/// What the client migrations made of the data in flight inserted above, at model
+/// version `version` (reached going up or coming down).
+async fn assert_in_flight(db: &mut Db, version: usize) {
+    let payload =
+        |key: &str| format!("SELECT payload FROM sync_outbox WHERE idempotency_key = '{key}'");
+    if version >= 2 {
+        let create: serde_json::Value =
+            serde_json::from_str(&db.string(&payload("k1")).await).unwrap();
+        if version >= 3 {
+            // The fields v3 added, with their defaults; the clocks untouched.
+            assert_eq!(create["record"]["priority"], 3, "{create}");
+            assert_eq!(create["record"]["note"], "it's \\ new", "{create}");
+            assert_eq!(
+                create["record"]["color"],
+                serde_json::Value::Null,
+                "{create}"
+            );
+            assert_eq!(
+                create["clocks"]["label"],
+                "000000000001-00000000-0000000000000001"
+            );
+        }
+    }
+    if version >= 4 {
+        let (create, update): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&db.string(&payload("k2")).await).unwrap(),
+            serde_json::from_str(&db.string(&payload("k3")).await).unwrap(),
+        );
+        let conflict = db
+            .string("SELECT field FROM sync_conflicts WHERE entity_id = 'o1'")
+            .await;
+        let name = if version >= 5 { "heading" } else { "title" };
+        let gone = if version >= 5 { "title" } else { "heading" };
+        assert_eq!(create["record"][name], "a", "{create}");
+        assert_eq!(create["clocks"][name], "h1", "{create}");
+        assert_eq!(create["resend_base"]["record"][name], "z", "{create}");
+        assert_eq!(create["resend_base"]["clocks"][name], "h0", "{create}");
+        assert_eq!(
+            update["patch"][name],
+            serde_json::json!({"set": "b", "base": "a"})
+        );
+        assert_eq!(
+            update["patch"]["select"],
+            serde_json::json!({"add": 1}),
+            "untouched"
+        );
+        assert_eq!(create["record"]["select"], 1, "untouched");
+        for v in [&create["record"], &create["clocks"], &update["patch"]] {
+            assert!(v.get(gone).is_none(), "{v}");
+        }
+        assert_eq!(conflict, name);
+    }
 }
 
 fn quote(target: Target) -> &'static str {

@@ -307,6 +307,9 @@ pub mod meta {
     /// The prefix of a client table holding the base copies of an entity's records
     /// (`sync_base_<table>`).
     pub const BASE_PREFIX: &str = "sync_base_";
+    /// The key in [`META`] under which a client migration that added fields or
+    /// entities asks the device to fetch its records again (value: what was added).
+    pub const REFETCH_KEY: &str = "refetch-after-upgrade";
 
     /// The client table of base copies for the entity table `table`.
     pub fn base_table(table: &str) -> String {

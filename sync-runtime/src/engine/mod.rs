@@ -414,6 +414,10 @@ impl<T: Transport> SyncEngine<T> {
     async fn pull(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
         let account = self.config.account.clone();
         let mut restarted = false;
+        if self.store.refetch_after_upgrade(&account)? {
+            tracing::info!("the model gained fields or entities: fetching every record again");
+            report.snapshot = true;
+        }
         loop {
             let state = self.store.sync_state(&account)?;
             let Some(token) = state.change_token.clone() else {

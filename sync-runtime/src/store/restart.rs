@@ -240,6 +240,26 @@ impl LocalStore {
         Ok(())
     }
 
+    /// After a client migration that added fields or entities (it leaves a note under
+    /// [`meta::REFETCH_KEY`]): starts a new snapshot of `scope` as after a collected
+    /// horizon ([`LocalStore::reset_token`]), so that the values newer devices set in
+    /// the new fields, and the records of a new entity, reach this device. Pending edits
+    /// are kept and rebased on what the snapshot brings, as after a 410. Returns whether
+    /// a snapshot was started; the note goes once it has been (a crash in between
+    /// starts it again, which is harmless).
+    pub(crate) fn refetch_after_upgrade(&self, scope: &str) -> Result<bool, StoreError> {
+        let due = super::meta_get(&self.conn(), meta::REFETCH_KEY)?.is_some();
+        if !due {
+            return Ok(false);
+        }
+        self.reset_token(scope, Restart::Collected)?;
+        self.conn().execute(
+            concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
+            [meta::REFETCH_KEY],
+        )?;
+        Ok(true)
+    }
+
     /// Whether, now that the pulls caught up, the server shows signs of a restore the
     /// change token did not reveal: it sent a record of another history than the one
     /// this store followed (a version number the store knows with another commit time,
