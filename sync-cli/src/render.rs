@@ -9,6 +9,7 @@ use sync_model::sql::{Dialect, column_type, scalar_type};
 use sync_model::{Entity, Field, FieldType, ScalarType, TypeKind};
 
 use crate::plan::Step;
+use sync_runtime::migrations::{WIRE_CHANGE_PREFIX, WireChange};
 
 /// Where a migration is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,6 +64,8 @@ struct MigrationTemplate<'a> {
     target: String,
     fingerprint: &'a str,
     description: Vec<String>,
+    /// `-- Wire change: {json}` lines (up migrations after the first only).
+    wire_changes: Vec<String>,
     statements: Vec<String>,
 }
 
@@ -130,6 +133,20 @@ pub fn render(
     if m.initial {
         description.insert(0, "create syncgen's tables".to_string());
     }
+    let wire_changes = if m.initial {
+        Vec::new()
+    } else {
+        m.steps
+            .iter()
+            .filter_map(wire_change)
+            .map(|c| {
+                format!(
+                    "{WIRE_CHANGE_PREFIX}{}",
+                    serde_json::to_string(&c).expect("wire changes serialise")
+                )
+            })
+            .collect()
+    };
     let up_sql = MigrationTemplate {
         direction: "Up",
         version: m.version,
@@ -137,6 +154,7 @@ pub fn render(
         target: target.label(),
         fingerprint: m.fingerprint,
         description: description.clone(),
+        wire_changes,
         statements: up,
     }
     .render()?;
@@ -161,6 +179,7 @@ pub fn render(
         target: target.label(),
         fingerprint: m.fingerprint,
         description,
+        wire_changes: Vec::new(),
         statements: down_statements,
     }
     .render()?;
@@ -881,6 +900,37 @@ impl Renderer {
             Step::Metadata(_) => Vec::new(),
         }))
     }
+}
+
+/// What `step` changes on the wire, if anything (see [`WireChange`]).
+fn wire_change(step: &Step) -> Option<WireChange> {
+    let default = |f: &Field| wire_default(f).unwrap_or(serde_json::Value::Null);
+    Some(match step {
+        Step::CreateEntity(e) => WireChange::AddEntity {
+            entity: e.name.clone(),
+        },
+        Step::DropEntity(e) => WireChange::DropEntity {
+            entity: e.name.clone(),
+        },
+        Step::AddField { entity, field } => WireChange::AddField {
+            entity: entity.name.clone(),
+            field: field.name.clone(),
+            default: default(field),
+        },
+        Step::DropField { entity, field } => WireChange::DropField {
+            entity: entity.name.clone(),
+            field: field.name.clone(),
+            default: default(field),
+        },
+        Step::RenameColumn { entity, from, to } if from.name != to.name => {
+            WireChange::RenameField {
+                entity: entity.name.clone(),
+                from: from.name.clone(),
+                to: to.name.clone(),
+            }
+        }
+        _ => return None,
+    })
 }
 
 /// The value a field takes, on the wire, where a record has none: its `default`, an

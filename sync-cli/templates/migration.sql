@@ -5,6 +5,9 @@
 {%- for line in description %}
 --   {{ line }}
 {%- endfor %}
+{%- for line in wire_changes %}
+{{ line }}
+{%- endfor %}
 {% for statement in statements %}
 {{ statement }};
 {% endfor -%}

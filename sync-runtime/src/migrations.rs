@@ -8,6 +8,9 @@
 use std::borrow::Cow;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
 /// Why a list of migrations could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -22,6 +25,62 @@ pub struct MigrationFile {
     pub name: String,
     /// The SQL.
     pub sql: Cow<'static, str>,
+}
+
+/// The prefix of a migration header line that records one [`WireChange`] as JSON.
+pub const WIRE_CHANGE_PREFIX: &str = "-- Wire change: ";
+
+/// One change a migration made to what travels on the wire (entity and field wire
+/// names, not tables or columns), as `sync-cli generate` records it in the migration's
+/// header (a line [`WIRE_CHANGE_PREFIX`] + JSON, e.g.
+/// `-- Wire change: {"change":"rename_field","entity":"task","from":"status","to":"state"}`).
+///
+/// The server reads these to serve a client of an earlier model in that model's shape:
+/// the history of wire changes since the client's model is the translation between the
+/// two (see `sync-server`'s model history). The first migration records none: there is
+/// no earlier model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WireChange {
+    /// A new entity.
+    AddEntity {
+        /// Its wire name.
+        entity: String,
+    },
+    /// An entity removed from the model.
+    DropEntity {
+        /// Its wire name.
+        entity: String,
+    },
+    /// A new field.
+    AddField {
+        /// The entity's wire name.
+        entity: String,
+        /// The field's wire name.
+        field: String,
+        /// The value a record takes where it has none (the field's default, `[]` for a
+        /// set, `null` for an optional field).
+        default: Json,
+    },
+    /// A field removed from its entity.
+    DropField {
+        /// The entity's wire name.
+        entity: String,
+        /// The field's wire name.
+        field: String,
+        /// The value a client that still has the field reads for it (its default, `[]`
+        /// for a set, `null` for an optional field or when it had no default).
+        default: Json,
+    },
+    /// A field whose wire name changed (`#[sync(renamed_from = "...")]`).
+    RenameField {
+        /// The entity's wire name.
+        entity: String,
+        /// The field's wire name before.
+        from: String,
+        /// The field's wire name after.
+        to: String,
+    },
 }
 
 /// The migrations to apply to a database, in order (client or server: the files of one
@@ -52,6 +111,40 @@ fn parse_name(file: &str) -> Option<(u32, String)> {
         return None;
     }
     Some((num.parse().ok()?, name.to_string()))
+}
+
+impl MigrationFile {
+    /// The model fingerprint this migration records (its `-- Model fingerprint:` header
+    /// line, which `sync-cli generate` writes), if it has one.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.sql.lines().find_map(|l| {
+            l.strip_prefix("-- Model fingerprint: ")
+                .map(str::trim)
+                .filter(|fp| !fp.is_empty())
+        })
+    }
+
+    /// The changes of the wire shape this migration records in its header, in order.
+    ///
+    /// # Errors
+    /// [`MigrationsError`] naming the file if a `-- Wire change:` line is not one
+    /// [`WireChange`] in JSON (a hand-edited file, or one from a newer `sync-cli`).
+    pub fn wire_changes(&self) -> Result<Vec<WireChange>, MigrationsError> {
+        self.sql
+            .lines()
+            .filter_map(|l| l.strip_prefix(WIRE_CHANGE_PREFIX))
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| {
+                    MigrationsError(format!(
+                        "migration {:04}_{}: a `{}` line that is not a wire change ({e}): {json}",
+                        self.version,
+                        self.name,
+                        WIRE_CHANGE_PREFIX.trim()
+                    ))
+                })
+            })
+            .collect()
+    }
 }
 
 impl Migrations {
@@ -137,12 +230,7 @@ impl Migrations {
     /// The model fingerprint the last migration records (its `-- Model fingerprint:`
     /// header line, which `sync-cli generate` writes), if it has one.
     pub fn target_fingerprint(&self) -> Option<&str> {
-        let last = self.files.last()?;
-        last.sql.lines().find_map(|l| {
-            l.strip_prefix("-- Model fingerprint: ")
-                .map(str::trim)
-                .filter(|fp| !fp.is_empty())
-        })
+        self.files.last()?.fingerprint()
     }
 
     /// The tables of entities the migrations leave, as `sync-cli generate` writes them:

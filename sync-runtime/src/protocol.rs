@@ -290,7 +290,7 @@ impl Problem {
 /// server's behaviour the document describes), apart from any model's fingerprint: the
 /// OpenAPI document gives it in `info.x-syncgen-protocol` and `GET /health` answers it.
 /// Its changes are listed in `PROTOCOL.md` at the repository's root.
-pub const PROTOCOL_VERSION: &str = "1.1.0";
+pub const PROTOCOL_VERSION: &str = "1.2.0";
 
 /// The most mutations one `POST /push` may hold (`maxItems` of `PushRequest.mutations`
 /// in the OpenAPI document); more is 413. A server may accept fewer per push, also with

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sync_runtime::protocol::{
     ChangesResponse, FINGERPRINT_HEADER, MAX_PAGE_LIMIT, PROBLEM_JSON, Problem, PushResponse,
-    REQUEST_ID_HEADER, SnapshotResponse,
+    REQUEST_ID_HEADER, ServerRecord, SnapshotResponse,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -234,7 +234,32 @@ fn check_model(state: &State, headers: &HeaderMap) -> Result<(), ProblemResponse
             ),
         ));
     }
+    if let (Some(fp), Some(oldest)) = (client_fingerprint(headers), &state.config.oldest_model)
+        && let (Some(client), Some(floor)) =
+            (state.history.position(fp), state.history.position(oldest))
+        && client < floor
+    {
+        return Err(ProblemResponse::new(
+            426,
+            "upgrade-required",
+            "Client model no longer served",
+            format!(
+                "this client was built for model {fp}, which this server no longer serves (the oldest it serves is {oldest}); update the app: its changes are kept until then"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Records for a client of an earlier model, in that model's shape (see
+/// [`crate::history`]): records of entities it does not know left out, the others
+/// translated. Records for a client of the server's model as they are.
+fn serve_in_client_shape(state: &State, headers: &HeaderMap, records: &mut Vec<ServerRecord>) {
+    let Some(lens) = client_fingerprint(headers).and_then(|fp| state.history.lens(fp)) else {
+        return;
+    };
+    records.retain(|r| lens.knows_entity(&r.entity_type));
+    records.iter_mut().for_each(|r| lens.record_out(r));
 }
 
 fn with_instance(mut p: ProblemResponse, headers: &HeaderMap) -> ProblemResponse {
@@ -294,9 +319,19 @@ async fn push_inner(
         Some(fp) if fp != state.current_fingerprint => logic::ClientModel::Earlier,
         _ => logic::ClientModel::Current,
     };
-    let (results, in_flight) =
-        logic::push_batch(state, &account, model, &request.mutations).await?;
-    for (m, r) in request.mutations.iter().zip(&results) {
+    // ... in its own shape (renamed fields, dropped ones): translated to the server's.
+    let lens = client_fingerprint(headers).and_then(|fp| state.history.lens(fp));
+    let mut mutations = request.mutations;
+    if let Some(lens) = lens {
+        mutations.iter_mut().for_each(|m| lens.mutation_in(m));
+    }
+    let (mut results, in_flight) = logic::push_batch(state, &account, model, &mutations).await?;
+    if let Some(lens) = lens {
+        for (m, r) in mutations.iter().zip(&mut results) {
+            lens.result_out(r, &m.entity_type);
+        }
+    }
+    for (m, r) in mutations.iter().zip(&results) {
         tracing::info!(
             entity_type = %m.entity_type,
             entity_id = %m.entity_id,
@@ -358,8 +393,9 @@ async fn changes(
         };
         let limit = page_limit(params.limit, state.config.max_page)?;
         check_model(&state, &headers)?;
-        let (changes, next_token, has_more) =
+        let (mut changes, next_token, has_more) =
             logic::changes(&state, &account, since.as_ref(), limit).await?;
+        serve_in_client_shape(&state, &headers, &mut changes);
         Ok(Json(ChangesResponse {
             changes,
             next_token,
@@ -401,7 +437,8 @@ async fn snapshot(
         };
         let limit = page_limit(params.limit, state.config.max_page)?;
         check_model(&state, &headers)?;
-        let (records, next, pinned) = logic::snapshot(&state, &account, cursor, limit).await?;
+        let (mut records, next, pinned) = logic::snapshot(&state, &account, cursor, limit).await?;
+        serve_in_client_shape(&state, &headers, &mut records);
         Ok(Json(SnapshotResponse {
             records,
             has_more: next.is_some(),

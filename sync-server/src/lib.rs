@@ -166,11 +166,18 @@
 //!
 //! A client sends the fingerprint of the model it was built with in the
 //! `sync-model-fingerprint` header. Any fingerprint the server's database was ever
-//! migrated through is accepted: fields the older client does not know are left as they
-//! are by its patches and get their defaults in its creates. An unknown fingerprint gets
-//! a 426 problem telling the client to upgrade.
+//! migrated through is served, in that model's shape: the migrations record each
+//! version's wire changes (fields and entities added, dropped, renamed), and the server
+//! translates a client's mutations to its own names and its own records to the client's
+//! (fields the client does not know left out, renamed fields under the client's names,
+//! records of entities it does not know left out of changes and snapshots). Fields the
+//! older client does not know are left as they are by its patches and get their
+//! defaults in its creates. Idempotency hashes and stored results are kept in the names
+//! of the oldest model, so a retry across an upgrade replays. An unknown fingerprint, or
+//! one older than [`Config::oldest_model`], gets a 426 problem.
 
 mod db;
+mod history;
 mod http;
 mod logic;
 mod registry;
@@ -237,6 +244,12 @@ pub struct Config {
     /// wins over later edits of others for at most this long. See *Clocks* in the crate
     /// docs.
     pub max_clock_skew: chrono::Duration,
+    /// The fingerprint of the oldest model the server serves (default `None`: every
+    /// model its migrations record). A client of an earlier model gets 426
+    /// `upgrade-required` saying it is no longer served, and keeps its changes until
+    /// the app is updated. Must be one of the fingerprints the migrations record
+    /// (`sync-schema.json` lists them), or the server does not start.
+    pub oldest_model: Option<String>,
 }
 
 impl Default for Config {
@@ -247,6 +260,7 @@ impl Default for Config {
             max_page: 1000,
             idempotency_retention: chrono::Duration::hours(24),
             max_clock_skew: chrono::Duration::seconds(60),
+            oldest_model: None,
         }
     }
 }
@@ -318,6 +332,8 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) fingerprints: BTreeSet<String>,
     pub(crate) current_fingerprint: String,
+    /// The model versions the migrations record, and how each is served.
+    pub(crate) history: history::History,
     pub(crate) clock: ServerClock,
 }
 
@@ -460,6 +476,15 @@ impl ServerBuilder {
         migrations
             .check_registration(&registered)
             .map_err(ServerError::RegistrationMismatch)?;
+        let history = history::History::new(&migrations)
+            .map_err(|e| ServerError::Db(DbError::Invalid(e.to_string())))?;
+        if let Some(oldest) = &self.config.oldest_model
+            && history.position(oldest).is_none()
+        {
+            return Err(ServerError::Config(format!(
+                "`oldest_model` {oldest} is not a model the migrations record; use a fingerprint from sync-schema.json's `migrations`"
+            )));
+        }
         let fingerprints = db.migrate(&migrations).await?;
         let model = sync_model::Model {
             entities: self.entities.iter().map(|e| e.model().clone()).collect(),
@@ -489,6 +514,7 @@ impl ServerBuilder {
                 config: self.config,
                 fingerprints: fingerprints.into_iter().collect(),
                 current_fingerprint: compiled,
+                history,
                 clock: self.clock,
             }),
         })

@@ -1,6 +1,8 @@
-//! Old clients in the field: a client built against an earlier model (after an additive
-//! change) can still push and pull; fields it does not know are kept, never nulled; a
-//! client whose model the server does not know is told to upgrade.
+//! Upgrades in any order: a client built against an earlier model pushes and pulls in
+//! its own shape (fields it does not know left out and kept, never nulled; renamed
+//! fields under its names); a client whose model the server does not know is told so
+//! and waits; a device's pending edits, conflicts and clocks survive its app's upgrade,
+//! and an upgraded device fetches what newer devices set in the fields it gained.
 #![allow(missing_docs)]
 
 mod v2 {
@@ -134,8 +136,12 @@ async fn an_older_client_keeps_working_and_a_newer_field_survives() {
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["results"][1]["status"], "applied", "{body:#}");
+    let rec = &body["results"][1]["server"]["record"];
+    assert!(rec.get("priority").is_none(), "not in v1's shape: {rec:#}");
+    let (changes, _) = Client::new(&url, "token-a").pull_all(None, 100).await;
     assert_eq!(
-        body["results"][1]["server"]["record"]["priority"], 0,
+        support::latest(&changes)[&t.to_string()]["record"]["priority"],
+        0,
         "the default"
     );
 
@@ -156,9 +162,13 @@ async fn an_older_client_keeps_working_and_a_newer_field_survives() {
     assert_eq!(body["results"][0]["status"], "applied", "{body:#}");
     let rec = &body["results"][0]["server"]["record"];
     assert_eq!(rec["title"], "renamed");
+    assert!(rec.get("priority").is_none(), "{rec:#}");
+    let (changes, _) = Client::new(&url, "token-a").pull_all(None, 100).await;
+    let rec = &support::latest(&changes)[&t.to_string()]["record"];
+    assert_eq!(rec["title"], "renamed");
     assert_eq!(rec["priority"], 5, "kept, never nulled");
 
-    // It can pull, too (the extra field is simply more JSON to it).
+    // It can pull, too, in its own shape.
     let res = http
         .get(format!("{url}/changes"))
         .bearer_auth("token-a")
@@ -167,6 +177,15 @@ async fn an_older_client_keeps_working_and_a_newer_field_survives() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let changes = body["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{body:#}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["record"].get("priority").is_none()),
+        "{body:#}"
+    );
 
     // A client of a model the server never had is told to upgrade.
     let res = http
@@ -528,4 +547,248 @@ async fn an_upgraded_device_fetches_what_newer_devices_set_in_new_fields() {
         (&json!("made on v1"), &json!(0)),
         "the create made under v1 arrived with the new field's default: {rec:#}"
     );
+}
+
+/// Issue "Upgrades in any order", item 2, and its second situation: the server runs v3
+/// (which renamed `Task.status` to `state` and `Task.price_cents` to `price`) while a
+/// device still runs v2. The old device syncs in its own shape: it receives records with
+/// `status` and `price_cents` (before, every sync aborted on `NOT NULL constraint failed:
+/// tasks.status`), its edits and creates arrive under the new names, a conflict on the
+/// renamed manual field names the field as the old device knows it, and its resolution
+/// applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_device_syncs_in_its_own_shape_after_the_server_renamed_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen2 = generated(dir.path(), "gen2", &[V1, V2]);
+    let gen3 = generated(dir.path(), "gen3", &[V1, V2, V3]);
+    let (_server, url) =
+        open_server::<v3::Project, v3::Task, v3::Comment>(&dir.path().join("server.db"), &gen3)
+            .await;
+    let new =
+        open_device::<v3::Project, v3::Task, v3::Comment>(&dir.path().join("new.db"), &gen3, &url);
+    let old =
+        open_device::<v2::Project, v2::Task, v2::Comment>(&dir.path().join("old.db"), &gen2, &url);
+
+    // The v3 device makes a task.
+    let (p, x, y) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    new.store()
+        .create(&v3::Project {
+            id: p,
+            name: "P".into(),
+            created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        })
+        .unwrap();
+    new.store()
+        .create(&v3::Task {
+            id: x,
+            project_id: p,
+            title: "T".into(),
+            state: "open".into(),
+            tags: Default::default(),
+            likes: 0,
+            price: 100,
+            due: None,
+            meta: Default::default(),
+            r#type: None,
+            priority: 2,
+            draft: None,
+        })
+        .unwrap();
+    assert_eq!(run(&new).await.applied, 2);
+
+    // The v2 device receives it in its own names.
+    run(&old).await;
+    let mut t = old.store().get::<v2::Task>(x).unwrap().unwrap();
+    assert_eq!(
+        (t.status.as_str(), t.price_cents, t.priority),
+        ("open", 100, 2)
+    );
+
+    // Its edits and its create reach the server under the new names.
+    t.status = "doing".into();
+    t.likes += 2;
+    old.store().update(&t).unwrap();
+    old.store()
+        .create(&v2::Task {
+            id: y,
+            status: "waiting".into(),
+            price_cents: 7,
+            ..t.clone()
+        })
+        .unwrap();
+    assert_eq!(run(&old).await.applied, 2);
+    run(&new).await;
+    let nx = new.store().get::<v3::Task>(x).unwrap().unwrap();
+    assert_eq!((nx.state.as_str(), nx.likes, nx.price), ("doing", 2, 100));
+    let ny = new.store().get::<v3::Task>(y).unwrap().unwrap();
+    assert_eq!((ny.state.as_str(), ny.price), ("waiting", 7));
+
+    // A conflict on the renamed manual field, as the old device knows it.
+    new.store()
+        .update(&v3::Task {
+            price: 700,
+            ..nx.clone()
+        })
+        .unwrap();
+    run(&new).await;
+    old.store()
+        .update(&v2::Task {
+            price_cents: 500,
+            ..old.store().get::<v2::Task>(x).unwrap().unwrap()
+        })
+        .unwrap();
+    run(&old).await;
+    let conflicts = old.store().conflicts().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let c = &conflicts[0].fields[0];
+    assert_eq!(
+        (c.field.as_str(), &c.local, &c.remote),
+        ("price_cents", &json!(500), &json!(700))
+    );
+    old.store().keep_local::<v2::Task>(x).unwrap();
+    run(&old).await;
+    run(&new).await;
+    assert_eq!(new.store().get::<v3::Task>(x).unwrap().unwrap().price, 500);
+    let status = old.store().status().unwrap();
+    assert_eq!(status.pending, 0, "{status:?}");
+    assert!(status.dead.is_empty(), "{status:?}");
+}
+
+/// Idempotency keys outlive model versions: a mutation applied by a v2 server whose
+/// response was lost is retried after the server upgraded to v3 (which renamed
+/// `status` to `state`), once by the device still on v2 (the same body) and once by the
+/// device after its own upgrade (the body its migration renamed). Both retries replay
+/// the stored result, each in its own shape; neither counts the +3 again nor is taken
+/// for a key reused with another body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_across_a_rename_replays_the_stored_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen2 = generated(dir.path(), "gen2", &[V1, V2]);
+    let gen3 = generated(dir.path(), "gen3", &[V1, V2, V3]);
+    let v2_fp = sync_cli::read_snapshot(&gen3.join(sync_cli::SNAPSHOT_FILE))
+        .unwrap()
+        .unwrap()
+        .migrations[1]
+        .fingerprint
+        .clone();
+    let db = dir.path().join("server.db");
+    let (server, url) = open_server::<v2::Project, v2::Task, v2::Comment>(&db, &gen2).await;
+    let (p, x) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut create = task_create(x, p);
+    create["record"]["priority"] = json!(0);
+    let r = Client::new(&url, "token-a")
+        .push(vec![project_create(p, "P"), create])
+        .await;
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    let hlc = "00000000000a-00000000-0000000000000002";
+    let mut update = task_update(
+        x,
+        1,
+        json!({ "status": { "set": "doing", "hlc": hlc }, "likes": { "add": 3 } }),
+    );
+    let r = Client::new(&url, "token-a")
+        .push(vec![update.clone()])
+        .await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[0]["server"]["version"], 2);
+    drop(server);
+
+    let (_server, url) = open_server::<v3::Project, v3::Task, v3::Comment>(&db, &gen3).await;
+    let http = reqwest::Client::new();
+    let old_retry: serde_json::Value = http
+        .post(format!("{url}/push"))
+        .bearer_auth("token-a")
+        .header("sync-model-fingerprint", v2_fp.as_str())
+        .json(&json!({ "mutations": [update.clone()] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = &old_retry["results"][0];
+    assert_eq!(r["status"], "applied", "{old_retry:#}");
+    assert_eq!(
+        (
+            &r["server"]["version"],
+            &r["server"]["record"]["status"],
+            &r["server"]["record"]["likes"]
+        ),
+        (&json!(2), &json!("doing"), &json!(3)),
+        "the stored result, in v2's names: {old_retry:#}"
+    );
+    update["patch"] = json!({ "state": { "set": "doing", "hlc": hlc }, "likes": { "add": 3 } });
+    let r = Client::new(&url, "token-a").push(vec![update]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(
+        (
+            &r[0]["server"]["version"],
+            &r[0]["server"]["record"]["state"]
+        ),
+        (&json!(2), &json!("doing")),
+        "the stored result, in v3's names: {r:#?}"
+    );
+    let (changes, _) = Client::new(&url, "token-a").pull_all(None, 100).await;
+    let rec = &support::latest(&changes)[&x.to_string()]["record"];
+    assert_eq!(
+        (&rec["likes"], &rec["state"]),
+        (&json!(3), &json!("doing")),
+        "{rec:#}"
+    );
+}
+
+/// A server may stop serving models older than a floor (`Config::oldest_model`): their
+/// clients get 426 saying so, and a floor the migrations do not record is refused at
+/// start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refuses_models_older_than_its_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen2 = generated(dir.path(), "gen2", &[V1, V2]);
+    let fps: Vec<String> = sync_cli::read_snapshot(&gen2.join(sync_cli::SNAPSHOT_FILE))
+        .unwrap()
+        .unwrap()
+        .migrations
+        .into_iter()
+        .map(|m| m.fingerprint)
+        .collect();
+    let open = |oldest: &str| {
+        sync_server::Server::builder()
+            .entity::<v2::Project>()
+            .entity::<v2::Task>()
+            .entity::<v2::Comment>()
+            .token_verifier(tokens())
+            .config(sync_server::Config {
+                oldest_model: Some(oldest.to_string()),
+                ..Default::default()
+            })
+            .open_sqlite(
+                dir.path().join("server.db"),
+                Migrations::from_dir(gen2.join("migrations/server/sqlite")).unwrap(),
+            )
+    };
+    let Err(err) = open("sha256:00000000000000000000000000000000").await else {
+        panic!("an unknown floor was accepted");
+    };
+    assert!(
+        err.to_string()
+            .contains("not a model the migrations record"),
+        "{err}"
+    );
+
+    let server = open(&fps[1]).await.unwrap();
+    let url = serve(&server).await;
+    let get = async |fp: &str| {
+        let res = reqwest::Client::new()
+            .get(format!("{url}/changes"))
+            .bearer_auth("token-a")
+            .header("sync-model-fingerprint", fp)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    let (status, body) = get(&fps[0]).await;
+    assert_eq!(status, 426, "{body}");
+    assert!(body.contains("no longer serves"), "{body}");
+    assert_eq!(get(&fps[1]).await.0, 200);
 }

@@ -7,6 +7,7 @@ use super::*;
 /// that held them died) and may be taken over.
 pub(crate) const IN_FLIGHT_TIMEOUT_SECS: i64 = 60;
 
+/// The hash of a mutation's body, in the origin shape ([`crate::history::History::canonical`]).
 pub(crate) fn hash(m: &Mutation) -> String {
     let bytes = serde_json::to_vec(m).expect("mutations serialise");
     hex::encode(Sha256::digest(&bytes))
@@ -83,7 +84,9 @@ pub(crate) async fn key_state(
         let body = row[2].as_str().unwrap_or("null");
         let result: MutationResult = serde_json::from_str(body)
             .map_err(|e| DbError::Invalid(format!("stored result: {e}")))?;
-        return Ok(KeyState::Answer(result));
+        return Ok(KeyState::Answer(
+            state.history.in_current_names(result, &m.entity_type),
+        ));
     }
     // `in_flight`: written by a server that claimed keys in a transaction of their own.
     let created = row[3]
@@ -110,7 +113,10 @@ pub(crate) async fn store_result(
     result: &MutationResult,
 ) -> Result<(), ServerError> {
     let expires = time::format(state.now() + state.config.idempotency_retention);
-    let body = serde_json::to_string(result).expect("results serialise");
+    // Kept in the origin shape, like the hash: a replay after an upgrade that renamed
+    // fields is read in the names of the model then (see `crate::history`).
+    let body = serde_json::to_string(&state.history.in_origin_names(result, &m.entity_type))
+        .expect("results serialise");
     // The outcome's kind outlives the stored result (see `current_answer`).
     let status = match result {
         MutationResult::Applied { .. } => 200,

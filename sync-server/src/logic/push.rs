@@ -168,7 +168,7 @@ pub(crate) async fn push_batch(
     let mut results = Vec::with_capacity(mutations.len());
     let mut in_flight = None;
     for m in mutations {
-        let request_hash = hash(m);
+        let request_hash = hash(&state.history.canonical(m));
         match key_state(state, &mut tx, account, m, &request_hash).await? {
             KeyState::Answer(result) => results.push(result),
             KeyState::InFlight => {

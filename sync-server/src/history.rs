@@ -1,0 +1,481 @@
+//! The model's history, and how a client of an earlier model is served in its own shape.
+//!
+//! Every migration after the first records the changes it made to the wire shape
+//! ([`WireChange`]: entities and fields added, dropped or renamed), written by
+//! `sync-cli generate` into its header. Folding the changes made since a client's model
+//! gives a [`Lens`]: one description, as data, of the difference between the client's
+//! shape and the server's, read in both directions (the idea of bidirectional lenses):
+//!
+//! - inbound, a mutation's `record`, `clocks` and `patch` members are renamed from the
+//!   client's names to the server's, and members of fields the server dropped are left
+//!   out (fields the client does not know are not touched: its creates take their
+//!   defaults, its patches leave them as they are, so it never nulls them);
+//! - outbound, a record (in a push result, a change or a snapshot page) loses the fields
+//!   the client does not know, takes the client's names, and gains the fields the
+//!   server dropped with the value the client reads for them; a conflict's field names
+//!   and a rejection's pointer take the client's names; records of entities the client
+//!   does not know are left out of changes and snapshots.
+//!
+//! Idempotency keys outlive model versions: a mutation retried after the server (or the
+//! device) upgraded arrives in another shape. Its body hash and its stored result are
+//! therefore kept in the *origin* shape, the names of the oldest model the server knows
+//! ([`History::canonical`], [`History::in_origin_names`], [`History::in_current_names`]), so that
+//! the same mutation hashes the same in every version and a replayed result is read in
+//! the names of today's model. (A model in which a field was renamed and another field
+//! later took its old name has no such shape: the hash and the stored results then use
+//! the server's current names, and a retry across that rename is treated as a new body.)
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value as Json};
+use sync_runtime::migrations::{Migrations, MigrationsError, WireChange};
+use sync_runtime::protocol::{Mutation, MutationResult, ServerRecord};
+
+/// The translation between one earlier model's wire shape and the server's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Lens {
+    /// Per entity: the server's name of a field renamed since -> the client's name.
+    to_client: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per entity: the client's name -> the server's (the inverse of `to_client`).
+    from_client: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per entity: fields added since, which the client does not know.
+    unknown: BTreeMap<String, BTreeSet<String>>,
+    /// Per entity: fields the client has that the server dropped, with the value the
+    /// client reads for them.
+    gone: BTreeMap<String, BTreeMap<String, Json>>,
+    /// Entities added since.
+    unknown_entities: BTreeSet<String>,
+}
+
+impl Lens {
+    /// The lens from the model before `changes` (in order) to the model after them.
+    pub(crate) fn fold<'a>(changes: impl IntoIterator<Item = &'a WireChange>) -> Lens {
+        let mut lens = Lens::default();
+        for change in changes {
+            match change {
+                WireChange::AddEntity { entity } => {
+                    lens.unknown_entities.insert(entity.clone());
+                }
+                WireChange::DropEntity { entity } => {
+                    lens.unknown_entities.remove(entity);
+                    lens.to_client.remove(entity);
+                    lens.unknown.remove(entity);
+                    lens.gone.remove(entity);
+                }
+                WireChange::AddField { entity, field, .. } => {
+                    if lens.unknown_entities.contains(entity) {
+                        continue;
+                    }
+                    // A name the client had, dropped and now added again: the client's
+                    // member of that name is this field.
+                    let gone = lens.gone.entry(entity.clone()).or_default();
+                    if gone.remove(field).is_none() {
+                        lens.unknown
+                            .entry(entity.clone())
+                            .or_default()
+                            .insert(field.clone());
+                    }
+                }
+                WireChange::DropField {
+                    entity,
+                    field,
+                    default,
+                } => {
+                    if lens.unknown_entities.contains(entity)
+                        || lens
+                            .unknown
+                            .get_mut(entity)
+                            .is_some_and(|u| u.remove(field))
+                    {
+                        continue;
+                    }
+                    let client = lens
+                        .to_client
+                        .get_mut(entity)
+                        .and_then(|m| m.remove(field))
+                        .unwrap_or_else(|| field.clone());
+                    lens.gone
+                        .entry(entity.clone())
+                        .or_default()
+                        .insert(client, default.clone());
+                }
+                WireChange::RenameField { entity, from, to } => {
+                    if lens.unknown_entities.contains(entity) {
+                        continue;
+                    }
+                    if let Some(unknown) = lens.unknown.get_mut(entity)
+                        && unknown.remove(from)
+                    {
+                        unknown.insert(to.clone());
+                        continue;
+                    }
+                    let names = lens.to_client.entry(entity.clone()).or_default();
+                    let client = names.remove(from).unwrap_or_else(|| from.clone());
+                    if client != *to {
+                        names.insert(to.clone(), client);
+                    }
+                }
+            }
+        }
+        lens.from_client = lens
+            .to_client
+            .iter()
+            .map(|(e, names)| {
+                let inverse = names.iter().map(|(s, c)| (c.clone(), s.clone())).collect();
+                (e.clone(), inverse)
+            })
+            .collect();
+        lens
+    }
+
+    /// Whether a client of the earlier model knows `entity`.
+    pub(crate) fn knows_entity(&self, entity: &str) -> bool {
+        !self.unknown_entities.contains(entity)
+    }
+
+    /// Whether a field renamed since has a client name that a field added since took
+    /// (then one name means two fields, and no shape holds both).
+    fn renames_collide(&self) -> bool {
+        self.to_client.iter().any(|(e, names)| {
+            names
+                .values()
+                .any(|client| self.unknown.get(e).is_some_and(|u| u.contains(client)))
+        })
+    }
+
+    /// A mutation in the client's shape, in the server's: members renamed to the
+    /// server's names, members of dropped fields left out.
+    pub(crate) fn mutation_in(&self, m: &mut Mutation) {
+        let (rename, gone) = (
+            self.from_client.get(&m.entity_type),
+            self.gone.get(&m.entity_type),
+        );
+        let fix = |members: &mut Map<String, Json>| {
+            rename_keys(members, rename);
+            if let Some(gone) = gone {
+                members.retain(|k, _| !gone.contains_key(k));
+            }
+        };
+        if let Some(record) = &mut m.record {
+            fix(record);
+        }
+        for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
+            if let Some(members) = value.as_object_mut() {
+                fix(members);
+            }
+        }
+    }
+
+    /// A record of the server, in the client's shape.
+    pub(crate) fn record_out(&self, r: &mut ServerRecord) {
+        let e = &r.entity_type;
+        let (unknown, rename, gone) =
+            (self.unknown.get(e), self.to_client.get(e), self.gone.get(e));
+        let strip = |members: &mut Map<String, Json>| {
+            if let Some(unknown) = unknown {
+                members.retain(|k, _| !unknown.contains(k));
+            }
+            rename_keys(members, rename);
+        };
+        strip(&mut r.record);
+        if let Some(clocks) = r.clocks.as_object_mut() {
+            strip(clocks);
+        }
+        for (field, default) in gone.into_iter().flatten() {
+            r.record
+                .entry(field.clone())
+                .or_insert_with(|| default.clone());
+        }
+    }
+
+    /// A push result, in the client's shape.
+    pub(crate) fn result_out(&self, r: &mut MutationResult, entity: &str) {
+        match r {
+            MutationResult::Applied { server, .. } => self.record_out(server),
+            MutationResult::Conflict { server, fields, .. } => {
+                self.record_out(server);
+                for f in fields {
+                    if let Some(c) = self.to_client.get(entity).and_then(|n| n.get(f)) {
+                        *f = c.clone();
+                    }
+                }
+            }
+            MutationResult::Rejected { problem, .. } => {
+                if let Some(pointer) = &mut problem.pointer {
+                    *pointer = rename_in_pointer(pointer, self.to_client.get(entity));
+                }
+            }
+        }
+    }
+
+    /// Renames only (what [`History::canonical`] needs): `to_client` applied to a
+    /// mutation's members, nothing left out.
+    fn rename_mutation(m: &mut Mutation, names: Option<&BTreeMap<String, String>>) {
+        if let Some(record) = &mut m.record {
+            rename_keys(record, names);
+        }
+        for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
+            if let Some(members) = value.as_object_mut() {
+                rename_keys(members, names);
+            }
+        }
+    }
+
+    /// Renames only, on a result's record, conflict fields and pointer.
+    fn rename_result(
+        r: &mut MutationResult,
+        entity: &str,
+        names: &BTreeMap<String, BTreeMap<String, String>>,
+    ) {
+        let rename_record = |s: &mut ServerRecord| {
+            let names = names.get(&s.entity_type);
+            rename_keys(&mut s.record, names);
+            if let Some(clocks) = s.clocks.as_object_mut() {
+                rename_keys(clocks, names);
+            }
+        };
+        match r {
+            MutationResult::Applied { server, .. } => rename_record(server),
+            MutationResult::Conflict { server, fields, .. } => {
+                rename_record(server);
+                for f in fields {
+                    if let Some(c) = names.get(entity).and_then(|n| n.get(f)) {
+                        *f = c.clone();
+                    }
+                }
+            }
+            MutationResult::Rejected { problem, .. } => {
+                if let Some(pointer) = &mut problem.pointer {
+                    *pointer = rename_in_pointer(pointer, names.get(entity));
+                }
+            }
+        }
+    }
+}
+
+fn rename_keys(members: &mut Map<String, Json>, names: Option<&BTreeMap<String, String>>) {
+    let Some(names) = names else { return };
+    if !members.keys().any(|k| names.contains_key(k)) {
+        return;
+    }
+    let old = std::mem::take(members);
+    for (k, v) in old {
+        let k = names.get(&k).cloned().unwrap_or(k);
+        members.insert(k, v);
+    }
+}
+
+/// `/record/<field>...`, `/patch/<field>...` or `/clocks/<field>...` with the field's
+/// name translated; any other pointer as it is.
+fn rename_in_pointer(pointer: &str, names: Option<&BTreeMap<String, String>>) -> String {
+    let Some(names) = names else {
+        return pointer.to_string();
+    };
+    let mut tokens: Vec<String> = pointer.split('/').map(str::to_string).collect();
+    if tokens.len() >= 3 && matches!(tokens[1].as_str(), "record" | "patch" | "clocks") {
+        let field = tokens[2].replace("~1", "/").replace("~0", "~");
+        if let Some(c) = names.get(&field) {
+            tokens[2] = c.replace('~', "~0").replace('/', "~1");
+        }
+    }
+    tokens.join("/")
+}
+
+/// Every model version a server knows, by fingerprint, with the lens to each.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct History {
+    /// The fingerprints the migrations record, oldest first.
+    order: Vec<String>,
+    /// Per fingerprint of an earlier model: the lens between its shape and the server's.
+    lenses: BTreeMap<String, Lens>,
+    /// The server's names -> the origin names (the oldest model's), per entity; empty
+    /// when renames collide (see the module's documentation).
+    to_origin: BTreeMap<String, BTreeMap<String, String>>,
+    /// The inverse of `to_origin`.
+    from_origin: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl History {
+    /// The history the migrations record: a lens for every model version but the last.
+    ///
+    /// # Errors
+    /// [`MigrationsError`] if a migration's wire-change line cannot be read.
+    pub(crate) fn new(migrations: &Migrations) -> Result<History, MigrationsError> {
+        let files = migrations.files();
+        let changes: Vec<Vec<WireChange>> = files
+            .iter()
+            .map(|f| f.wire_changes())
+            .collect::<Result<_, _>>()?;
+        let mut history = History::default();
+        for (i, f) in files.iter().enumerate() {
+            let Some(fp) = f.fingerprint() else { continue };
+            history.order.push(fp.to_string());
+            if i + 1 == files.len() {
+                continue;
+            }
+            let lens = Lens::fold(changes[i + 1..].iter().flatten());
+            history.lenses.insert(fp.to_string(), lens);
+        }
+        let origin = Lens::fold(changes.iter().skip(1).flatten());
+        if !origin.renames_collide() {
+            history.to_origin = origin.to_client;
+            history.from_origin = origin.from_client;
+        }
+        Ok(history)
+    }
+
+    /// Where the model with fingerprint `fp` stands in the history (0: the oldest).
+    pub(crate) fn position(&self, fp: &str) -> Option<usize> {
+        self.order.iter().position(|f| f == fp)
+    }
+
+    /// The lens to the shape of the model with fingerprint `fp`: `None` for the server's
+    /// own model, or one it has no record of (the caller answers 426 for those).
+    pub(crate) fn lens(&self, fp: &str) -> Option<&Lens> {
+        self.lenses.get(fp).filter(|l| **l != Lens::default())
+    }
+
+    /// A mutation in the server's shape, in the origin shape: what its idempotency hash
+    /// is computed on, so that a retry hashes the same across renames.
+    pub(crate) fn canonical(&self, m: &Mutation) -> Mutation {
+        let mut canonical = m.clone();
+        Lens::rename_mutation(&mut canonical, self.to_origin.get(&m.entity_type));
+        canonical
+    }
+
+    /// A result in the server's shape, in the origin shape (as stored under its key).
+    pub(crate) fn in_origin_names(&self, r: &MutationResult, entity: &str) -> MutationResult {
+        let mut r = r.clone();
+        Lens::rename_result(&mut r, entity, &self.to_origin);
+        r
+    }
+
+    /// A stored result (in the origin shape), in the server's shape.
+    pub(crate) fn in_current_names(&self, mut r: MutationResult, entity: &str) -> MutationResult {
+        Lens::rename_result(&mut r, entity, &self.from_origin);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rename(entity: &str, from: &str, to: &str) -> WireChange {
+        WireChange::RenameField {
+            entity: entity.into(),
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    fn add(entity: &str, field: &str) -> WireChange {
+        WireChange::AddField {
+            entity: entity.into(),
+            field: field.into(),
+            default: json!(0),
+        }
+    }
+
+    fn drop_field(entity: &str, field: &str, default: Json) -> WireChange {
+        WireChange::DropField {
+            entity: entity.into(),
+            field: field.into(),
+            default,
+        }
+    }
+
+    fn server_record(record: Json, clocks: Json) -> ServerRecord {
+        ServerRecord {
+            entity_type: "task".into(),
+            entity_id: uuid::Uuid::nil(),
+            version: 1,
+            server_updated_at: "2026-01-01T00:00:00.000000Z".into(),
+            deleted: false,
+            record: record.as_object().unwrap().clone(),
+            clocks,
+        }
+    }
+
+    #[test]
+    fn renames_compose_and_fields_added_after_are_unknown() {
+        // v1 -> v2: status renamed to state, priority added; v2 -> v3: state renamed to
+        // phase, priority renamed to rank, notes dropped.
+        let lens = Lens::fold(&[
+            rename("task", "status", "state"),
+            add("task", "priority"),
+            rename("task", "state", "phase"),
+            rename("task", "priority", "rank"),
+            drop_field("task", "notes", json!("")),
+        ]);
+        let mut r = server_record(
+            json!({"id": "x", "phase": "doing", "rank": 3, "title": "t"}),
+            json!({"phase": "h1", "title": "h2"}),
+        );
+        lens.record_out(&mut r);
+        assert_eq!(
+            Json::Object(r.record.clone()),
+            json!({"id": "x", "status": "doing", "title": "t", "notes": ""})
+        );
+        assert_eq!(r.clocks, json!({"status": "h1", "title": "h2"}));
+
+        let mut m: Mutation = serde_json::from_value(json!({
+            "idempotency_key": "k", "entity_type": "task", "entity_id": uuid::Uuid::nil(),
+            "op": "update", "base_version": 1,
+            "patch": {"status": {"set": "done", "hlc": "h"}, "notes": {"set": "n"}, "title": {"set": "u"}}
+        }))
+        .unwrap();
+        lens.mutation_in(&mut m);
+        assert_eq!(
+            m.patch.unwrap(),
+            json!({"phase": {"set": "done", "hlc": "h"}, "title": {"set": "u"}})
+        );
+    }
+
+    #[test]
+    fn a_later_model_entity_is_unknown_and_a_dropped_and_readded_name_is_the_same_field() {
+        let lens = Lens::fold(&[
+            WireChange::AddEntity {
+                entity: "label".into(),
+            },
+            add("label", "color"),
+            drop_field("task", "due", json!(null)),
+            add("task", "due"),
+        ]);
+        assert!(!lens.knows_entity("label"));
+        assert!(lens.knows_entity("task"));
+        let mut r = server_record(json!({"id": "x", "due": "2026"}), json!({}));
+        lens.record_out(&mut r);
+        assert_eq!(r.record["due"], "2026");
+    }
+
+    #[test]
+    fn pointers_and_conflict_fields_take_the_clients_names() {
+        let lens = Lens::fold(&[rename("task", "price_cents", "price")]);
+        let mut r = MutationResult::Conflict {
+            idempotency_key: "k".into(),
+            server: server_record(json!({"id": "x", "price": 5}), json!({})),
+            fields: vec!["price".into()],
+        };
+        lens.result_out(&mut r, "task");
+        let MutationResult::Conflict { server, fields, .. } = r else {
+            unreachable!()
+        };
+        assert_eq!(fields, ["price_cents"]);
+        assert_eq!(server.record["price_cents"], 5);
+        assert_eq!(
+            rename_in_pointer("/patch/price", lens.to_client.get("task")),
+            "/patch/price_cents"
+        );
+        assert_eq!(rename_in_pointer("/op", lens.to_client.get("task")), "/op");
+    }
+
+    #[test]
+    fn a_field_given_a_renamed_fields_old_name_has_no_origin_shape() {
+        let lens = Lens::fold(&[rename("task", "status", "state"), add("task", "status")]);
+        assert!(lens.renames_collide());
+        let lens = Lens::fold(&[rename("task", "status", "state"), add("task", "other")]);
+        assert!(!lens.renames_collide());
+    }
+}
