@@ -42,30 +42,9 @@ use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
 use sync_runtime::store::{Durability, Migrations, OutboxStatus, StoreError};
 use sync_server::{Server, StaticTokens};
+use sync_simulation::{Rng, Seeds, changes_uri, parallelism, run_seeds, runtime, snapshot_uri};
 use tasks::model::{Comment, Project, Task};
 use tower::ServiceExt;
-
-/// SplitMix64: a tiny, well-known generator; the whole run depends on its seed only.
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn uuid(&mut self) -> Uuid {
-        Uuid::from_u128((u128::from(self.next()) << 64) | u128::from(self.next()))
-    }
-}
 
 #[derive(Default)]
 struct Faults {
@@ -425,10 +404,7 @@ impl Transport for SimTransport {
         limit: u32,
     ) -> Result<ChangesResponse, TransportError> {
         self.pre_faults()?;
-        let uri = match since {
-            Some(s) => format!("/changes?since={s}&limit={limit}"),
-            None => format!("/changes?limit={limit}"),
-        };
+        let uri = changes_uri(since, limit);
         let r = self.send("GET", &uri, None).await?;
         serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
     }
@@ -440,10 +416,7 @@ impl Transport for SimTransport {
         limit: u32,
     ) -> Result<SnapshotResponse, TransportError> {
         self.pre_faults()?;
-        let uri = match cursor {
-            Some(c) => format!("/snapshot?cursor={c}&limit={limit}"),
-            None => format!("/snapshot?limit={limit}"),
-        };
+        let uri = snapshot_uri(cursor, limit);
         let r = self.send("GET", &uri, None).await?;
         serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
     }
@@ -1303,20 +1276,22 @@ async fn run_seed(seed: u64, steps: usize, postgres: Option<&str>) -> Result<Vec
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Seeds a run takes by default: CI runs the release build with `SYNC_SIM_SEEDS=10000`;
 /// a plain `cargo test` (a debug build, about ten times slower) runs fewer.
 const DEFAULT_SEEDS: u64 = if cfg!(debug_assertions) { 300 } else { 1000 };
 
 #[test]
 fn simulation_seeds() {
-    run_seeds("SYNC_SIM_SEEDS", DEFAULT_SEEDS, None);
+    run_seeds(
+        &Seeds {
+            test: "simulation_seeds",
+            file: "simulation",
+            count_var: "SYNC_SIM_SEEDS",
+            default_count: DEFAULT_SEEDS,
+            default_threads: parallelism(),
+        },
+        |seed, steps| run_seed(seed, steps, None),
+    );
 }
 
 /// The same simulation against the reference server on PostgreSQL
@@ -1331,96 +1306,16 @@ fn simulation_seeds_postgres() {
         eprintln!("skipped: SYNC_TEST_POSTGRES_URL is not set");
         return;
     };
-    let default = if cfg!(debug_assertions) { 30 } else { 500 };
-    run_seeds("SYNC_SIM_PG_SEEDS", default, Some(&base));
-}
-
-fn run_seeds(count_var: &str, default: u64, postgres: Option<&str>) {
-    let (first, count) = match std::env::var("SYNC_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        Some(s) => (s, 1),
-        None => (
-            // `SYNC_SIM_FIRST`: where a deeper run starts (seeds FIRST..FIRST+N).
-            std::env::var("SYNC_SIM_FIRST")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            std::env::var(count_var)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(default),
-        ),
-    };
-    let steps = std::env::var("SYNC_SIM_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    // Seeds are independent, so they run on several threads (each with its own runtime,
-    // temporary files and servers): `SYNC_SIM_THREADS`, by default the machine's
-    // parallelism for SQLite and one for PostgreSQL (whose test runs beside this one).
-    let threads = std::env::var("SYNC_SIM_THREADS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            if postgres.is_some() {
-                1
-            } else {
-                std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
-            }
-        })
-        .clamp(1, count.max(1));
-    let failed = std::sync::atomic::AtomicUsize::new(0);
-    let test = if postgres.is_some() {
-        "simulation_seeds_postgres"
-    } else {
-        "simulation_seeds"
-    };
-    let mut failures: Vec<(u64, String)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|k| {
-                let failed = &failed;
-                scope.spawn(move || {
-                    let rt = runtime();
-                    let mut out = Vec::new();
-                    let mut seed = first + k;
-                    while seed < first + count
-                        && failed.load(std::sync::atomic::Ordering::SeqCst) < 5
-                    {
-                        match rt.block_on(run_seed(seed, steps, postgres)) {
-                            Ok(trace) => {
-                                if count == 1 {
-                                    for line in trace {
-                                        println!("{line}");
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                out.push((seed, format!(
-                                    "seed {seed}: {e}\n  reproduce: SYNC_SIM_SEED={seed} SYNC_SIM_STEPS={steps} cargo test --release -p sync-simulation --test simulation -- {test} --nocapture"
-                                )));
-                            }
-                        }
-                        seed += threads;
-                    }
-                    out
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    failures.sort_by_key(|(seed, _)| *seed);
-    let failures: Vec<String> = failures.into_iter().map(|(_, f)| f).collect();
-    assert!(
-        failures.is_empty(),
-        "{} failing seeds:\n{}",
-        failures.len(),
-        failures.join("\n")
+    run_seeds(
+        &Seeds {
+            test: "simulation_seeds_postgres",
+            file: "simulation",
+            count_var: "SYNC_SIM_PG_SEEDS",
+            default_count: if cfg!(debug_assertions) { 30 } else { 500 },
+            // Its test runs beside the SQLite one, and PostgreSQL needs a core.
+            default_threads: 1,
+        },
+        |seed, steps| run_seed(seed, steps, Some(&base)),
     );
 }
 

@@ -38,8 +38,9 @@ pub(crate) struct Lens {
     to_client: BTreeMap<String, BTreeMap<String, String>>,
     /// Per entity: the client's name -> the server's (the inverse of `to_client`).
     from_client: BTreeMap<String, BTreeMap<String, String>>,
-    /// Per entity: fields added since, which the client does not know.
-    unknown: BTreeMap<String, BTreeSet<String>>,
+    /// Per entity: fields added since, which the client does not know, with the value
+    /// a record takes where it has none.
+    unknown: BTreeMap<String, BTreeMap<String, Json>>,
     /// Per entity: fields the client has that the server dropped, with the value the
     /// client reads for them.
     gone: BTreeMap<String, BTreeMap<String, Json>>,
@@ -62,7 +63,11 @@ impl Lens {
                     lens.unknown.remove(entity);
                     lens.gone.remove(entity);
                 }
-                WireChange::AddField { entity, field, .. } => {
+                WireChange::AddField {
+                    entity,
+                    field,
+                    default,
+                } => {
                     if lens.unknown_entities.contains(entity) {
                         continue;
                     }
@@ -73,7 +78,7 @@ impl Lens {
                         lens.unknown
                             .entry(entity.clone())
                             .or_default()
-                            .insert(field.clone());
+                            .insert(field.clone(), default.clone());
                     }
                 }
                 WireChange::DropField {
@@ -85,7 +90,7 @@ impl Lens {
                         || lens
                             .unknown
                             .get_mut(entity)
-                            .is_some_and(|u| u.remove(field))
+                            .is_some_and(|u| u.remove(field).is_some())
                     {
                         continue;
                     }
@@ -104,9 +109,9 @@ impl Lens {
                         continue;
                     }
                     if let Some(unknown) = lens.unknown.get_mut(entity)
-                        && unknown.remove(from)
+                        && let Some(default) = unknown.remove(from)
                     {
-                        unknown.insert(to.clone());
+                        unknown.insert(to.clone(), default);
                         continue;
                     }
                     let names = lens.to_client.entry(entity.clone()).or_default();
@@ -139,7 +144,7 @@ impl Lens {
         self.to_client.iter().any(|(e, names)| {
             names
                 .values()
-                .any(|client| self.unknown.get(e).is_some_and(|u| u.contains(client)))
+                .any(|client| self.unknown.get(e).is_some_and(|u| u.contains_key(client)))
         })
     }
 
@@ -173,7 +178,7 @@ impl Lens {
             (self.unknown.get(e), self.to_client.get(e), self.gone.get(e));
         let strip = |members: &mut Map<String, Json>| {
             if let Some(unknown) = unknown {
-                members.retain(|k, _| !unknown.contains(k));
+                members.retain(|k, _| !unknown.contains_key(k));
             }
             rename_keys(members, rename);
         };
@@ -293,6 +298,10 @@ pub(crate) struct History {
     to_origin: BTreeMap<String, BTreeMap<String, String>>,
     /// The inverse of `to_origin`.
     from_origin: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per entity: the fields the oldest model lacks, with their defaults (server names).
+    added_since_origin: BTreeMap<String, BTreeMap<String, Json>>,
+    /// Per entity: the fields of the server's model (wire names).
+    fields: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl History {
@@ -300,13 +309,25 @@ impl History {
     ///
     /// # Errors
     /// [`MigrationsError`] if a migration's wire-change line cannot be read.
-    pub(crate) fn new(migrations: &Migrations) -> Result<History, MigrationsError> {
+    pub(crate) fn new(
+        migrations: &Migrations,
+        entities: &[&sync_model::Entity],
+    ) -> Result<History, MigrationsError> {
         let files = migrations.files();
         let changes: Vec<Vec<WireChange>> = files
             .iter()
             .map(|f| f.wire_changes())
             .collect::<Result<_, _>>()?;
-        let mut history = History::default();
+        let mut history = History {
+            fields: entities
+                .iter()
+                .map(|e| {
+                    let fields = e.synced_fields().map(|f| f.name.clone()).collect();
+                    (e.name.clone(), fields)
+                })
+                .collect(),
+            ..History::default()
+        };
         for (i, f) in files.iter().enumerate() {
             let Some(fp) = f.fingerprint() else { continue };
             history.order.push(fp.to_string());
@@ -317,6 +338,7 @@ impl History {
             history.lenses.insert(fp.to_string(), lens);
         }
         let origin = Lens::fold(changes.iter().skip(1).flatten());
+        history.added_since_origin = origin.unknown.clone();
         if !origin.renames_collide() {
             history.to_origin = origin.to_client;
             history.from_origin = origin.from_client;
@@ -336,9 +358,19 @@ impl History {
     }
 
     /// A mutation in the server's shape, in the origin shape: what its idempotency hash
-    /// is computed on, so that a retry hashes the same across renames.
+    /// is computed on, so that a retry hashes the same across upgrades. Renamed fields
+    /// take their origin names, and a create's members of fields added since the origin
+    /// are left out while they hold the field's default: a device's migration gives
+    /// its pending creates those defaults (a create sent before the upgrade, its response
+    /// lost, is retried with them).
     pub(crate) fn canonical(&self, m: &Mutation) -> Mutation {
         let mut canonical = m.clone();
+        if let (Some(record), Some(added)) = (
+            &mut canonical.record,
+            self.added_since_origin.get(&m.entity_type),
+        ) {
+            record.retain(|k, v| added.get(k) != Some(v));
+        }
         Lens::rename_mutation(&mut canonical, self.to_origin.get(&m.entity_type));
         canonical
     }
@@ -350,9 +382,33 @@ impl History {
         r
     }
 
-    /// A stored result (in the origin shape), in the server's shape.
+    /// A stored result (in the origin shape, stored under the model of its time), in
+    /// the server's shape: renamed fields under today's names, fields dropped since
+    /// left out, and fields added since with the default their migration gave every
+    /// row (the record's value at that version).
     pub(crate) fn in_current_names(&self, mut r: MutationResult, entity: &str) -> MutationResult {
         Lens::rename_result(&mut r, entity, &self.from_origin);
+        if let MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. } =
+            &mut r
+        {
+            if let Some(fields) = self.fields.get(&server.entity_type) {
+                server.record.retain(|k, _| fields.contains(k));
+                if let Some(clocks) = server.clocks.as_object_mut() {
+                    clocks.retain(|k, _| fields.contains(k));
+                }
+            }
+            for (field, default) in self
+                .added_since_origin
+                .get(&server.entity_type)
+                .into_iter()
+                .flatten()
+            {
+                server
+                    .record
+                    .entry(field.clone())
+                    .or_insert_with(|| default.clone());
+            }
+        }
         r
     }
 }

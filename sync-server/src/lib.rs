@@ -476,7 +476,7 @@ impl ServerBuilder {
         migrations
             .check_registration(&registered)
             .map_err(ServerError::RegistrationMismatch)?;
-        let history = history::History::new(&migrations)
+        let history = history::History::new(&migrations, &registered)
             .map_err(|e| ServerError::Db(DbError::Invalid(e.to_string())))?;
         if let Some(oldest) = &self.config.oldest_model
             && history.position(oldest).is_none()

@@ -469,7 +469,7 @@ async fn an_upgraded_device_fetches_what_newer_devices_set_in_new_fields() {
     // Device N, on v2, makes X with priority 3.
     let n =
         open_device::<v2::Project, v2::Task, v2::Comment>(&dir.path().join("n.db"), &gen2, &url);
-    let (p, x) = (Uuid::now_v7(), Uuid::now_v7());
+    let (p, x, w) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     n.store()
         .create(&v2::Project {
             id: p,
@@ -477,23 +477,31 @@ async fn an_upgraded_device_fetches_what_newer_devices_set_in_new_fields() {
             created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         })
         .unwrap();
+    let made_on_n = v2::Task {
+        id: x,
+        project_id: p,
+        title: "from N".into(),
+        status: "open".into(),
+        tags: Default::default(),
+        likes: 0,
+        price_cents: 0,
+        due: None,
+        meta: Default::default(),
+        r#type: None,
+        priority: 3,
+        draft: None,
+    };
+    n.store().create(&made_on_n).unwrap();
+    // And W with priority 4, which O will not touch: O's copy stays at the version the
+    // server holds, so only a fetch that writes it again brings the priority.
     n.store()
         .create(&v2::Task {
-            id: x,
-            project_id: p,
-            title: "from N".into(),
-            status: "open".into(),
-            tags: Default::default(),
-            likes: 0,
-            price_cents: 0,
-            due: None,
-            meta: Default::default(),
-            r#type: None,
-            priority: 3,
-            draft: None,
+            id: w,
+            priority: 4,
+            ..made_on_n
         })
         .unwrap();
-    assert_eq!(run(&n).await.applied, 2);
+    assert_eq!(run(&n).await.applied, 3);
 
     // Device O, on v1, syncs X and edits its title offline.
     let o_db = dir.path().join("o.db");
@@ -528,6 +536,11 @@ async fn an_upgraded_device_fetches_what_newer_devices_set_in_new_fields() {
         (t.priority, t.title.as_str()),
         (3, "edited on v1"),
         "N's priority reached the upgraded device, and its own edit stayed"
+    );
+    assert_eq!(
+        o.store().get::<v2::Task>(w).unwrap().unwrap().priority,
+        4,
+        "also on a record the device held at the server's version"
     );
     let status = o.store().status().unwrap();
     assert_eq!(status.pending, 0, "{status:?}");

@@ -592,6 +592,11 @@ impl LocalStore {
             // now shows otherwise: it was restored from a backup or replaced.
             let mut other_history = false;
             let own_writes = has_own_writes(&tx)?;
+            // A snapshot taken because a migration added fields: a record at the version
+            // the device holds is written again all the same, since the device held it
+            // without the new fields' values (see `LocalStore::refetch_after_upgrade`).
+            let refetch_key = format!("{}:{scope}", meta::REFETCH_KEY);
+            let refetching = super::meta_get(&tx, &refetch_key)?.is_some();
             for r in records {
                 if let Some(h) = held.as_mut() {
                     h.retain(|(e, id)| !(*e == r.entity_type && *id == r.entity_id));
@@ -618,6 +623,7 @@ impl LocalStore {
                 let direct = empty || {
                     let probe = Probe::of(&tx, table, r.entity_id)?;
                     match probe.compare(r) {
+                        Known::Same if refetching => {}
                         Known::Same => {
                             if probe.unconfirmed {
                                 // The snapshot holds what the device holds: confirmed.
@@ -672,6 +678,13 @@ impl LocalStore {
             }
             if other_history {
                 suspect_restore(&tx, scope)?;
+            }
+            if refetching && state.change_token.is_some() {
+                // The snapshot is through: later pages are changes again.
+                tx.execute(
+                    concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
+                    [&refetch_key],
+                )?;
             }
             tx.execute(
                 concatcp!("INSERT INTO \"", meta::STATE, "\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\""),

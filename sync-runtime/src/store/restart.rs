@@ -244,19 +244,26 @@ impl LocalStore {
     /// [`meta::REFETCH_KEY`]): starts a new snapshot of `scope` as after a collected
     /// horizon ([`LocalStore::reset_token`]), so that the values newer devices set in
     /// the new fields, and the records of a new entity, reach this device. Pending edits
-    /// are kept and rebased on what the snapshot brings, as after a 410. Returns whether
-    /// a snapshot was started; the note goes once it has been (a crash in between
-    /// starts it again, which is harmless).
+    /// are kept and rebased on what the snapshot brings, as after a 410; records at the
+    /// version the device holds are written again all the same (the device holds them
+    /// without the new fields' values). Returns whether a snapshot was started; the note
+    /// goes once it has been (a crash in between starts it again, which is harmless).
     pub(crate) fn refetch_after_upgrade(&self, scope: &str) -> Result<bool, StoreError> {
         let due = super::meta_get(&self.conn(), meta::REFETCH_KEY)?.is_some();
         if !due {
             return Ok(false);
         }
         self.reset_token(scope, Restart::Collected)?;
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // Until the snapshot is through, a record at a version the device holds is
+        // written again: the device holds it without the new fields' values.
+        super::meta_set(&tx, &format!("{}:{scope}", meta::REFETCH_KEY), "1")?;
+        tx.execute(
             concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
             [meta::REFETCH_KEY],
         )?;
+        tx.commit()?;
         Ok(true)
     }
 

@@ -1,0 +1,36 @@
+// Version 2 of the upgrade simulation's model: `Item.name` renamed to `title`, a field
+// added (`note`), an entity added (`Label`).
+use std::collections::BTreeSet;
+
+use sync_runtime::prelude::*;
+
+/// Something counted.
+#[derive(Syncable, Clone, Debug, PartialEq)]
+#[sync(entity = "item")]
+pub struct Item {
+    /// The item's id.
+    #[sync(id)]
+    pub id: Uuid,
+    /// Its title; the last edit wins. `name` in version 1.
+    #[sync(renamed_from = "name")]
+    pub title: String,
+    /// Offline increments add up.
+    #[sync(merge = "sum")]
+    pub count: i64,
+    /// Concurrent adds both survive.
+    #[sync(merge = "union")]
+    pub tags: BTreeSet<String>,
+    /// Added in version 2.
+    pub note: Option<String>,
+}
+
+/// A label, added in version 2.
+#[derive(Syncable, Clone, Debug, PartialEq)]
+#[sync(entity = "label")]
+pub struct Label {
+    /// The label's id.
+    #[sync(id)]
+    pub id: Uuid,
+    /// Its text.
+    pub text: String,
+}
