@@ -1,5 +1,6 @@
 // Version 3 of the upgrade simulation's model: `Item.count` (a sum) renamed to
-// `total`, and a field with a default added (`priority`).
+// `total`, a field with a default added (`priority`), and the entity `label` renamed to
+// `tag` (table `labels` to `tags`).
 use std::collections::BTreeSet;
 
 use sync_runtime::prelude::*;
@@ -27,11 +28,11 @@ pub struct Item {
     pub priority: i64,
 }
 
-/// A label, added in version 2.
+/// A tag: a label until version 3, added in version 2.
 #[derive(Syncable, Clone, Debug, PartialEq)]
-#[sync(entity = "label")]
-pub struct Label {
-    /// The label's id.
+#[sync(renamed_from = "label")]
+pub struct Tag {
+    /// The tag's id.
     #[sync(id)]
     pub id: Uuid,
     /// Its text.

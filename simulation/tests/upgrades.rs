@@ -1,8 +1,8 @@
 //! The upgrade simulation (issue "Upgrades in any order", item 7): three devices and
 //! the reference server, each on its own SQLite file, driven by one seeded generator,
 //! through three versions of a model (`models/v1.rs`, `v2.rs`, `v3.rs`: a field renamed,
-//! a field added, an entity added; then a sum field renamed and a field with a default
-//! added). Every device starts on version 1 and upgrades at moments of its own, one
+//! a field added, an entity added; then a sum field renamed, a field with a default
+//! added and the new entity renamed). Every device starts on version 1 and upgrades at moments of its own, one
 //! version at a time, with whatever it holds in flight (pending creates and updates,
 //! items whose push the server applied but whose response was lost); the server
 //! upgrades at other moments. A device newer than the server waits (426); an older one
@@ -240,7 +240,7 @@ async fn open_server(db: &Path, version: usize) -> Server {
     let b = match version {
         1 => b.entity::<v1::Item>(),
         2 => b.entity::<v2::Item>().entity::<v2::Label>(),
-        _ => b.entity::<v3::Item>().entity::<v3::Label>(),
+        _ => b.entity::<v3::Item>().entity::<v3::Tag>(),
     };
     b.token_verifier(StaticTokens::new([("sim-token", "sim")]))
         .open_sqlite(db, server_migrations(version))
@@ -295,7 +295,7 @@ impl Sim {
         let b = match d.version {
             1 => b.entity::<v1::Item>(),
             2 => b.entity::<v2::Item>().entity::<v2::Label>(),
-            _ => b.entity::<v3::Item>().entity::<v3::Label>(),
+            _ => b.entity::<v3::Item>().entity::<v3::Tag>(),
         };
         let store = b
             .migrations(Migrations::embedded(&CLIENT[..d.version]).unwrap())
@@ -455,7 +455,7 @@ impl Sim {
         let text = self.word();
         let made = match d.version {
             2 => d.store().create(&v2::Label { id, text }),
-            _ => d.store().create(&v3::Label { id, text }),
+            _ => d.store().create(&v3::Tag { id, text }),
         };
         made.map_err(|e| format!("{} label: {e}", d.name))?;
         self.labels.insert(id);
@@ -577,7 +577,7 @@ impl Sim {
             }
         }
         for id in &self.labels {
-            if !server.contains_key(&("label".to_string(), *id)) {
+            if !server.contains_key(&("tag".to_string(), *id)) {
                 return Err(format!("label {id} never reached the server"));
             }
         }
@@ -610,13 +610,21 @@ impl Sim {
                 }
                 _ => {
                     put("item", records::<v3::Item>(store)?);
-                    put("label", records::<v3::Label>(store)?);
+                    put("tag", records::<v3::Tag>(store)?);
                 }
             }
             let expected: BTreeMap<(String, Uuid), Json> = server
                 .iter()
                 .filter(|((e, _), _)| d.version >= 2 || e == "item")
-                .map(|(k, r)| (k.clone(), in_shape(&k.0, r, d.version)))
+                .map(|(k, r)| {
+                    // The entity `tag` was `label` before version 3.
+                    let entity = if k.0 == "tag" && d.version < LAST {
+                        "label".to_string()
+                    } else {
+                        k.0.clone()
+                    };
+                    ((entity, k.1), in_shape(&k.0, r, d.version))
+                })
                 .collect();
             if held != expected {
                 let diff: Vec<String> = expected

@@ -12,6 +12,15 @@ pub enum Step {
     CreateEntity(Entity),
     /// An entity removed from the model (destructive).
     DropEntity(Entity),
+    /// An entity whose wire name changed (`#[sync(renamed_from = "...")]` on the
+    /// struct), and with it maybe its table. Comes before the steps of its fields,
+    /// which name it by its new name and table.
+    RenameEntity {
+        /// The entity before.
+        from: Entity,
+        /// The entity after.
+        to: Entity,
+    },
     /// A new synced field on an existing entity.
     AddField {
         /// The entity, as it is after the change.
@@ -69,6 +78,7 @@ impl Step {
         match self {
             Step::CreateEntity(e) => format!("add_{}", e.name),
             Step::DropEntity(e) => format!("drop_{}", e.name),
+            Step::RenameEntity { to, .. } => format!("rename_{}", to.name),
             Step::AddField { entity, field } => format!("add_{}_{}", entity.name, field.name),
             Step::DropField { entity, field } => format!("drop_{}_{}", entity.name, field.name),
             Step::RenameColumn { entity, to, .. } => format!("rename_{}_{}", entity.name, to.name),
@@ -89,6 +99,10 @@ impl Step {
         match self {
             Step::CreateEntity(e) => format!("add entity `{}` (table `{}`)", e.name, e.table),
             Step::DropEntity(e) => format!("drop entity `{}` (table `{}`)", e.name, e.table),
+            Step::RenameEntity { from, to } => format!(
+                "rename entity `{}` (table `{}`) to `{}` (table `{}`)",
+                from.name, from.table, to.name, to.table
+            ),
             Step::AddField { entity, field } => {
                 format!("add field `{}.{}`", entity.name, field.name)
             }
@@ -163,14 +177,35 @@ pub(crate) fn diff_issues(
 ) -> Result<Vec<Step>, Result<Vec<Issue>, Error>> {
     let mut steps = Vec::new();
     let mut unsupported = Vec::new();
+    // An entity renamed: its old name is gone from the new model and names it.
+    let renamed_to = |o: &Entity| {
+        new.entities.iter().find(|e| {
+            e.renamed_from.as_deref() == Some(o.name.as_str()) && new.entity(&o.name).is_none()
+        })
+    };
     for e in &new.entities {
         match old.entity(&e.name) {
-            None => steps.push(Step::CreateEntity(e.clone())),
             Some(o) => diff_entity(o, e, &mut steps, &mut unsupported),
+            None => match old.entities.iter().find(|o| renamed_to(o) == Some(e)) {
+                Some(o) => {
+                    steps.push(Step::RenameEntity {
+                        from: o.clone(),
+                        to: e.clone(),
+                    });
+                    // Its fields, compared under the new name and table.
+                    let renamed = Entity {
+                        name: e.name.clone(),
+                        table: e.table.clone(),
+                        ..o.clone()
+                    };
+                    diff_entity(&renamed, e, &mut steps, &mut unsupported);
+                }
+                None => steps.push(Step::CreateEntity(e.clone())),
+            },
         }
     }
     for o in &old.entities {
-        if new.entity(&o.name).is_none() {
+        if new.entity(&o.name).is_none() && renamed_to(o).is_none() {
             steps.push(Step::DropEntity(o.clone()));
         }
     }
@@ -268,7 +303,7 @@ fn diff_entity(old: &Entity, new: &Entity, steps: &mut Vec<Step>, unsupported: &
             entity: new.name.clone(),
             field: None,
             message: format!(
-                "the table of `{}` changed from `{}` to `{}`; renaming tables is not supported: keep #[sync(table = \"{}\")]",
+                "the table of `{}` changed from `{}` to `{}`; a table is renamed only with its entity (#[sync(renamed_from = \"...\")] on the struct, with a new entity name): keep #[sync(table = \"{}\")]",
                 new.name, old.table, new.table, old.table
             ),
         });

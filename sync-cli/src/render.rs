@@ -573,6 +573,98 @@ impl Renderer {
             .collect()
     }
 
+    /// An entity's tables renamed (their indexes dropped and created again under the
+    /// new table's name, since index names carry it) and, when its wire name changed,
+    /// what names it in flight: the client's outbox items, conflict rows and restart
+    /// notes, the server's change log.
+    fn rename_entity(&self, from: &Entity, to: &Entity) -> Vec<String> {
+        let mut out = Vec::new();
+        if from.table != to.table {
+            out.extend(
+                self.secondary_indexes(from)
+                    .into_iter()
+                    .map(|(table, suffix, _)| self.drop_index(&table, &suffix)),
+            );
+            for (a, b) in self.tables_of(from).iter().zip(self.tables_of(to)) {
+                out.push(format!(
+                    "ALTER TABLE {} RENAME TO {}",
+                    self.q(a),
+                    self.q(&b)
+                ));
+            }
+            let moved = Entity {
+                table: to.table.clone(),
+                ..from.clone()
+            };
+            out.extend(self.secondary_indexes(&moved).into_iter().map(
+                |(table, suffix, columns)| {
+                    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+                    self.create_index(&table, &suffix, &columns)
+                },
+            ));
+        }
+        if from.name == to.name {
+            return out;
+        }
+        let (old, new) = (self.string(&from.name), self.string(&to.name));
+        let retype = |table: &str| {
+            format!(
+                "UPDATE {} SET {c} = {new} WHERE {c} = {old}",
+                self.q(table),
+                c = self.q("entity_type")
+            )
+        };
+        match self.target {
+            Target::Client => {
+                out.push(retype(meta::OUTBOX));
+                out.push(retype(meta::CONFLICTS));
+                // Restart notes: `own-write:<entity>:<id>` keys, and `resnapshot-held:`
+                // lists of `[entity, id]` pairs (see the store's `restart.rs`).
+                let prefix = |e: &str| format!("own-write:{e}:");
+                let (key, value) = (self.q("key"), self.q("value"));
+                out.push(format!(
+                    "UPDATE {} SET {key} = {} || substr({key}, {}) WHERE substr({key}, 1, {}) = {}",
+                    self.q(meta::META),
+                    self.string(&prefix(&to.name)),
+                    prefix(&from.name).len() + 1,
+                    prefix(&from.name).len(),
+                    self.string(&prefix(&from.name)),
+                ));
+                out.push(format!(
+                    "UPDATE {m} SET {value} = (SELECT json_group_array(CASE WHEN j.value ->> '$[0]' = {old} THEN json_array({new}, j.value ->> '$[1]') ELSE json(j.value) END) FROM json_each({m}.{value}) AS j) WHERE substr({key}, 1, 16) = 'resnapshot-held:'",
+                    m = self.q(meta::META),
+                ));
+            }
+            Target::Server(_) => out.push(retype(meta::CHANGES)),
+        }
+        out
+    }
+
+    /// `(table, index suffix, columns)` of an entity's indexes other than its primary
+    /// key, as [`Renderer::entity_tables`] creates them.
+    fn secondary_indexes(&self, e: &Entity) -> Vec<(String, String, Vec<String>)> {
+        let mut out = vec![match self.target {
+            Target::Client => (
+                e.table.clone(),
+                meta::STATUS.to_string(),
+                vec![meta::STATUS.to_string()],
+            ),
+            Target::Server(_) => (
+                e.table.clone(),
+                meta::SEQ.to_string(),
+                vec![meta::ACCOUNT.to_string(), meta::SEQ.to_string()],
+            ),
+        }];
+        for f in e.synced_fields().filter(|f| f.references.is_some()) {
+            let columns = match self.target {
+                Target::Client => vec![f.column.clone()],
+                Target::Server(_) => vec![meta::ACCOUNT.to_string(), f.column.clone()],
+            };
+            out.push((e.table.clone(), f.column.clone(), columns));
+        }
+        out
+    }
+
     /// Client migrations only: what the device holds under the old model, brought to the
     /// new one in the same transaction as the schema change, so that nothing valid under
     /// the old model dies because of the upgrade (issue "Upgrades in any order", item 1).
@@ -807,6 +899,7 @@ impl Renderer {
                 .iter()
                 .map(|t| format!("DROP TABLE {}", self.q(t)))
                 .collect(),
+            Step::RenameEntity { from, to } => self.rename_entity(from, to),
             Step::AddField { entity, field } => {
                 let mut out: Vec<String> = self
                     .tables_of(entity)
@@ -863,6 +956,7 @@ impl Renderer {
                 .map(|t| format!("DROP TABLE {}", self.q(t)))
                 .collect(),
             Step::DropEntity(e) => self.entity_tables(e)?,
+            Step::RenameEntity { from, to } => self.rename_entity(to, from),
             Step::AddField { entity, field } => self
                 .tables_of(entity)
                 .iter()
@@ -911,6 +1005,10 @@ fn wire_change(step: &Step) -> Option<WireChange> {
         },
         Step::DropEntity(e) => WireChange::DropEntity {
             entity: e.name.clone(),
+        },
+        Step::RenameEntity { from, to } if from.name != to.name => WireChange::RenameEntity {
+            from: from.name.clone(),
+            to: to.name.clone(),
         },
         Step::AddField { entity, field } => WireChange::AddField {
             entity: entity.name.clone(),

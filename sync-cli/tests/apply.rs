@@ -16,7 +16,7 @@ use sync_cli::render::Target;
 use sync_model::sql::Dialect;
 use sync_model::{Entity, Model};
 
-use common::{V1, v2, v3, v4, v5, write_model};
+use common::{V1, v2, v3, v4, v5, v6, write_model};
 
 enum Db {
     Sqlite(rusqlite::Connection),
@@ -242,7 +242,7 @@ fn insert_group(target: Target) -> &'static str {
 async fn run(target: Target, mut db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("gen");
-    let versions = [V1.to_string(), v2(), v3(), v4(), v5()];
+    let versions = [V1.to_string(), v2(), v3(), v4(), v5(), v6()];
     let mut applied: Vec<(String, Option<String>, Model)> = Vec::new();
     let folder = out.join("migrations").join(target.folder());
     for (i, src) in versions.iter().enumerate() {
@@ -319,7 +319,7 @@ async fn run(target: Target, mut db: Db) {
         db.exec(&down).await;
         if i > 0 {
             assert_matches_model(&mut db, &applied[i - 1].2, target).await;
-            if target == Target::Client && i >= 3 {
+            if target == Target::Client && i >= 2 {
                 assert_in_flight(&mut db, i).await;
             }
         }
@@ -388,6 +388,13 @@ async fn assert_in_flight(db: &mut Db, version: usize) {
             assert!(v.get(gone).is_none(), "{v}");
         }
         assert_eq!(conflict, name);
+    }
+    if version >= 2 {
+        // v6 renames the entity `group` to `team`: its items in flight follow.
+        let entity = db
+            .string("SELECT entity_type FROM sync_outbox WHERE idempotency_key = 'k1'")
+            .await;
+        assert_eq!(entity, if version >= 6 { "team" } else { "group" });
     }
 }
 

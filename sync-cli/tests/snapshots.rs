@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{V1, tree, v2, v3, v4, v5, write_model};
+use common::{V1, tree, v2, v3, v4, v5, v6, write_model};
 
 fn generate(dir: &Path, src: &str) {
     let model = write_model(dir, src);
@@ -74,6 +74,7 @@ fn evolution() {
         ("add_fields_with_defaults", v3(), "0003"),
         ("union_widen_and_metadata", v4(), "0004"),
         ("rename_and_index", v5(), "0005"),
+        ("rename_entity", v6(), "0006"),
     ];
     for (case, src, prefix) in cases {
         generate(dir.path(), &src);

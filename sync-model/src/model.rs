@@ -35,6 +35,11 @@ pub struct Entity {
     /// The struct's doc comment, if any (not part of the fingerprint).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub docs: String,
+    /// The wire name this entity had before (`#[sync(renamed_from = "...")]` on the
+    /// struct), so that migrations rename its tables and data in flight instead of
+    /// dropping one entity and creating another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 impl Entity {

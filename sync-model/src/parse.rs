@@ -16,7 +16,7 @@ use crate::model::{Entity, Field, MergeStrategy, OutboxMode};
 use crate::types::classify;
 
 /// The container keys `#[sync(...)]` accepts on a struct.
-pub const CONTAINER_KEYS: &[&str] = &["entity", "table", "outbox", "crate"];
+pub const CONTAINER_KEYS: &[&str] = &["entity", "table", "outbox", "renamed_from", "crate"];
 /// The keys `#[sync(...)]` accepts on a field.
 pub const FIELD_KEYS: &[&str] = &[
     "id",
@@ -179,7 +179,18 @@ fn parse_with(cx: &Ctxt, input: &DeriveInput) -> Option<ParsedEntity> {
         outbox: container.outbox.value.unwrap_or_default(),
         fields: out_fields.iter().map(|(f, _)| f.clone()).collect(),
         docs: docs(&input.attrs),
+        renamed_from: container.renamed_from.value.clone(),
     };
+    if let (Some(old), Some(lit)) = (&entity.renamed_from, &container.renamed_from_lit)
+        && *old == entity.name
+    {
+        cx.error_spanned_by(
+            lit,
+            format!(
+                "`renamed_from` names the entity's previous wire name; `{old}` is its wire name now"
+            ),
+        );
+    }
     check::check_entity(
         cx,
         input,
@@ -223,6 +234,8 @@ pub(crate) struct Container {
     table: Attr<String>,
     table_lit: Option<LitStr>,
     outbox: Attr<OutboxMode>,
+    renamed_from: Attr<String>,
+    renamed_from_lit: Option<LitStr>,
     runtime_crate: Attr<syn::Path>,
 }
 
@@ -233,6 +246,8 @@ fn parse_container(cx: &Ctxt, input: &DeriveInput) -> Container {
         table: Attr::none("table"),
         table_lit: None,
         outbox: Attr::none("outbox"),
+        renamed_from: Attr::none("renamed_from"),
+        renamed_from_lit: None,
         runtime_crate: Attr::none("crate"),
     };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("sync")) {
@@ -258,6 +273,10 @@ fn parse_container(cx: &Ctxt, input: &DeriveInput) -> Container {
                     }
                 };
                 c.outbox.set(cx, &meta.path, mode);
+            } else if meta.path.is_ident("renamed_from") {
+                let lit = string_value(&meta)?;
+                c.renamed_from.set(cx, &meta.path, lit.value());
+                c.renamed_from_lit.get_or_insert(lit);
             } else if meta.path.is_ident("crate") {
                 let lit = string_value(&meta)?;
                 let path: syn::Path = lit.parse().map_err(|_| {

@@ -52,6 +52,14 @@ pub enum WireChange {
         /// Its wire name.
         entity: String,
     },
+    /// An entity whose wire name changed (`#[sync(renamed_from = "...")]` on the
+    /// struct).
+    RenameEntity {
+        /// Its wire name before.
+        from: String,
+        /// Its wire name after.
+        to: String,
+    },
     /// A new field.
     AddField {
         /// The entity's wire name.

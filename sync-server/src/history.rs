@@ -46,6 +46,17 @@ pub(crate) struct Lens {
     gone: BTreeMap<String, BTreeMap<String, Json>>,
     /// Entities added since.
     unknown_entities: BTreeSet<String>,
+    /// The server's name of an entity renamed since -> the client's name.
+    entity_to_client: BTreeMap<String, String>,
+    /// The client's name -> the server's (the inverse of `entity_to_client`).
+    entity_from_client: BTreeMap<String, String>,
+}
+
+/// Moves `m[from]` to `m[to]`, if there is one.
+fn move_key<V>(m: &mut BTreeMap<String, V>, from: &str, to: &str) {
+    if let Some(v) = m.remove(from) {
+        m.insert(to.to_string(), v);
+    }
 }
 
 impl Lens {
@@ -104,6 +115,22 @@ impl Lens {
                         .or_default()
                         .insert(client, default.clone());
                 }
+                WireChange::RenameEntity { from, to } => {
+                    if lens.unknown_entities.remove(from) {
+                        lens.unknown_entities.insert(to.clone());
+                        continue;
+                    }
+                    move_key(&mut lens.to_client, from, to);
+                    move_key(&mut lens.unknown, from, to);
+                    move_key(&mut lens.gone, from, to);
+                    let client = lens
+                        .entity_to_client
+                        .remove(from)
+                        .unwrap_or_else(|| from.clone());
+                    if client != *to {
+                        lens.entity_to_client.insert(to.clone(), client);
+                    }
+                }
                 WireChange::RenameField { entity, from, to } => {
                     if lens.unknown_entities.contains(entity) {
                         continue;
@@ -122,6 +149,11 @@ impl Lens {
                 }
             }
         }
+        lens.entity_from_client = lens
+            .entity_to_client
+            .iter()
+            .map(|(s, c)| (c.clone(), s.clone()))
+            .collect();
         lens.from_client = lens
             .to_client
             .iter()
@@ -141,16 +173,22 @@ impl Lens {
     /// Whether a field renamed since has a client name that a field added since took
     /// (then one name means two fields, and no shape holds both).
     fn renames_collide(&self) -> bool {
-        self.to_client.iter().any(|(e, names)| {
-            names
-                .values()
-                .any(|client| self.unknown.get(e).is_some_and(|u| u.contains_key(client)))
-        })
+        self.entity_to_client
+            .values()
+            .any(|client| self.unknown_entities.contains(client))
+            || self.to_client.iter().any(|(e, names)| {
+                names
+                    .values()
+                    .any(|client| self.unknown.get(e).is_some_and(|u| u.contains_key(client)))
+            })
     }
 
     /// A mutation in the client's shape, in the server's: members renamed to the
     /// server's names, members of dropped fields left out.
     pub(crate) fn mutation_in(&self, m: &mut Mutation) {
+        if let Some(server) = self.entity_from_client.get(&m.entity_type) {
+            m.entity_type = server.clone();
+        }
         let (rename, gone) = (
             self.from_client.get(&m.entity_type),
             self.gone.get(&m.entity_type),
@@ -191,6 +229,9 @@ impl Lens {
                 .entry(field.clone())
                 .or_insert_with(|| default.clone());
         }
+        if let Some(client) = self.entity_to_client.get(&r.entity_type) {
+            r.entity_type = client.clone();
+        }
     }
 
     /// A push result, in the client's shape.
@@ -213,7 +254,7 @@ impl Lens {
         }
     }
 
-    /// Renames only (what [`History::canonical`] needs): `to_client` applied to a
+    /// Renames only (what [`History::canonical`] needs): `names` applied to a
     /// mutation's members, nothing left out.
     fn rename_mutation(m: &mut Mutation, names: Option<&BTreeMap<String, String>>) {
         if let Some(record) = &mut m.record {
@@ -226,17 +267,21 @@ impl Lens {
         }
     }
 
-    /// Renames only, on a result's record, conflict fields and pointer.
+    /// Renames only, on a result's record, conflict fields and pointer: `names` are
+    /// the field names of `entity` (the server's name for it), `entity_name` the name
+    /// the record's entity takes, if another.
     fn rename_result(
         r: &mut MutationResult,
-        entity: &str,
-        names: &BTreeMap<String, BTreeMap<String, String>>,
+        names: Option<&BTreeMap<String, String>>,
+        entity_name: Option<&String>,
     ) {
         let rename_record = |s: &mut ServerRecord| {
-            let names = names.get(&s.entity_type);
             rename_keys(&mut s.record, names);
             if let Some(clocks) = s.clocks.as_object_mut() {
                 rename_keys(clocks, names);
+            }
+            if let Some(e) = entity_name {
+                s.entity_type = e.clone();
             }
         };
         match r {
@@ -244,14 +289,14 @@ impl Lens {
             MutationResult::Conflict { server, fields, .. } => {
                 rename_record(server);
                 for f in fields {
-                    if let Some(c) = names.get(entity).and_then(|n| n.get(f)) {
+                    if let Some(c) = names.and_then(|n| n.get(f)) {
                         *f = c.clone();
                     }
                 }
             }
             MutationResult::Rejected { problem, .. } => {
                 if let Some(pointer) = &mut problem.pointer {
-                    *pointer = rename_in_pointer(pointer, names.get(entity));
+                    *pointer = rename_in_pointer(pointer, names);
                 }
             }
         }
@@ -298,6 +343,10 @@ pub(crate) struct History {
     to_origin: BTreeMap<String, BTreeMap<String, String>>,
     /// The inverse of `to_origin`.
     from_origin: BTreeMap<String, BTreeMap<String, String>>,
+    /// The server's entity names -> the origin names (entities renamed since).
+    entity_to_origin: BTreeMap<String, String>,
+    /// The inverse of `entity_to_origin`.
+    entity_from_origin: BTreeMap<String, String>,
     /// Per entity: the fields the oldest model lacks, with their defaults (server names).
     added_since_origin: BTreeMap<String, BTreeMap<String, Json>>,
     /// Per entity: the fields of the server's model (wire names).
@@ -342,6 +391,8 @@ impl History {
         if !origin.renames_collide() {
             history.to_origin = origin.to_client;
             history.from_origin = origin.from_client;
+            history.entity_to_origin = origin.entity_to_client;
+            history.entity_from_origin = origin.entity_from_client;
         }
         Ok(history)
     }
@@ -372,13 +423,20 @@ impl History {
             record.retain(|k, v| added.get(k) != Some(v));
         }
         Lens::rename_mutation(&mut canonical, self.to_origin.get(&m.entity_type));
+        if let Some(origin) = self.entity_to_origin.get(&m.entity_type) {
+            canonical.entity_type = origin.clone();
+        }
         canonical
     }
 
     /// A result in the server's shape, in the origin shape (as stored under its key).
     pub(crate) fn in_origin_names(&self, r: &MutationResult, entity: &str) -> MutationResult {
         let mut r = r.clone();
-        Lens::rename_result(&mut r, entity, &self.to_origin);
+        Lens::rename_result(
+            &mut r,
+            self.to_origin.get(entity),
+            self.entity_to_origin.get(entity),
+        );
         r
     }
 
@@ -387,7 +445,11 @@ impl History {
     /// left out, and fields added since with the default their migration gave every
     /// row (the record's value at that version).
     pub(crate) fn in_current_names(&self, mut r: MutationResult, entity: &str) -> MutationResult {
-        Lens::rename_result(&mut r, entity, &self.from_origin);
+        Lens::rename_result(
+            &mut r,
+            self.from_origin.get(entity),
+            Some(&entity.to_string()),
+        );
         if let MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. } =
             &mut r
         {
@@ -525,6 +587,49 @@ mod tests {
             "/patch/price_cents"
         );
         assert_eq!(rename_in_pointer("/op", lens.to_client.get("task")), "/op");
+    }
+
+    #[test]
+    fn an_entity_renamed_keeps_its_field_translations_and_takes_the_clients_name() {
+        // v1 -> v2: task.status renamed to state; v2 -> v3: the entity task renamed to
+        // todo, then todo.state renamed to phase.
+        let lens = Lens::fold(&[
+            rename("task", "status", "state"),
+            WireChange::RenameEntity {
+                from: "task".into(),
+                to: "todo".into(),
+            },
+            rename("todo", "state", "phase"),
+        ]);
+        let mut m: Mutation = serde_json::from_value(json!({
+            "idempotency_key": "k", "entity_type": "task", "entity_id": uuid::Uuid::nil(),
+            "op": "update", "base_version": 1, "patch": {"status": {"set": "done", "hlc": "h"}}
+        }))
+        .unwrap();
+        lens.mutation_in(&mut m);
+        assert_eq!(m.entity_type, "todo");
+        assert_eq!(
+            m.patch.unwrap(),
+            json!({"phase": {"set": "done", "hlc": "h"}})
+        );
+        let mut r = ServerRecord {
+            entity_type: "todo".into(),
+            ..server_record(json!({"id": "x", "phase": "doing"}), json!({}))
+        };
+        lens.record_out(&mut r);
+        assert_eq!(r.entity_type, "task");
+        assert_eq!(r.record["status"], "doing");
+        // An entity added, then renamed: still unknown under its new name.
+        let lens = Lens::fold(&[
+            WireChange::AddEntity {
+                entity: "label".into(),
+            },
+            WireChange::RenameEntity {
+                from: "label".into(),
+                to: "tag".into(),
+            },
+        ]);
+        assert!(!lens.knows_entity("tag"));
     }
 
     #[test]

@@ -13,9 +13,14 @@ mod v3 {
     include!("../fixtures/tasks_v3.rs");
 }
 
+mod v4 {
+    include!("../fixtures/tasks_v4.rs");
+}
+
 const V1: &str = "../examples/tasks/src/model.rs";
 const V2: &str = "fixtures/tasks_v2.rs";
 const V3: &str = "fixtures/tasks_v3.rs";
+const V4: &str = "fixtures/tasks_v4.rs";
 
 /// The migrations `sync-cli generate` writes into `dir/name` for these model versions, one
 /// after the other (paths relative to this crate).
@@ -804,4 +809,96 @@ async fn a_server_refuses_models_older_than_its_floor() {
     assert_eq!(status, 426, "{body}");
     assert!(body.contains("no longer serves"), "{body}");
     assert_eq!(get(&fps[1]).await.0, 200);
+}
+
+/// Issue "Upgrades in any order", item 1 for entities: v4 renames the entity `comment`
+/// to `note` (table `comments` to `notes`). A device holds comments made under v3 (a
+/// `history` entity: a create and an update of one comment, each its own item) when the
+/// app and the server upgrade; they reach the server as notes. A device still on v3 is
+/// served in its own shape: the notes as comments, and its comment edits arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_edits_survive_a_rename_of_their_entity() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen3 = generated(dir.path(), "gen3", &[V1, V2, V3]);
+    let gen4 = generated(dir.path(), "gen4", &[V1, V2, V3, V4]);
+    let server_db = dir.path().join("server.db");
+    let device_db = dir.path().join("device.db");
+    let (server, url) = open_server::<v3::Project, v3::Task, v3::Comment>(&server_db, &gen3).await;
+    let device = open_device::<v3::Project, v3::Task, v3::Comment>(&device_db, &gen3, &url);
+    let (p, x, c1, c2) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let store = device.store();
+    store
+        .create(&v3::Project {
+            id: p,
+            name: "P".into(),
+            created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        })
+        .unwrap();
+    store
+        .create(&v3::Task {
+            id: x,
+            project_id: p,
+            title: "T".into(),
+            state: "open".into(),
+            tags: Default::default(),
+            likes: 0,
+            price: 0,
+            due: None,
+            meta: Default::default(),
+            r#type: None,
+            priority: 0,
+            draft: None,
+        })
+        .unwrap();
+    let comment = |id: Uuid, body: &str| v3::Comment {
+        id,
+        task_id: x,
+        body: body.into(),
+    };
+    store.create(&comment(c1, "first")).unwrap();
+    assert_eq!(run(&device).await.applied, 3);
+
+    // Offline under v3: a new comment, and an edit of the first.
+    store.create(&comment(c2, "second")).unwrap();
+    store.update(&comment(c1, "first, edited")).unwrap();
+    assert_eq!(store.status().unwrap().pending, 2);
+    drop(device);
+    drop(server);
+
+    // Both upgrade to v4; a device stays on v3.
+    let (_server, url) = open_server::<v4::Project, v4::Task, v4::Note>(&server_db, &gen4).await;
+    let device = open_device::<v4::Project, v4::Task, v4::Note>(&device_db, &gen4, &url);
+    let old =
+        open_device::<v3::Project, v3::Task, v3::Comment>(&dir.path().join("old.db"), &gen3, &url);
+    assert_eq!(
+        run(&device).await.applied,
+        2,
+        "the comments arrived as notes"
+    );
+    let status = device.store().status().unwrap();
+    assert_eq!((status.pending, status.dead.len()), (0, 0), "{status:?}");
+    let (changes, _) = Client::new(&url, "token-a").pull_all(None, 100).await;
+    let on_server = support::latest(&changes);
+    assert_eq!(on_server[&c1.to_string()]["entity_type"], "note");
+    assert_eq!(
+        on_server[&c1.to_string()]["record"]["body"],
+        "first, edited"
+    );
+    assert_eq!(on_server[&c2.to_string()]["record"]["body"], "second");
+
+    // The v3 device sees comments, and its edit of one arrives.
+    run(&old).await;
+    let mut c = old.store().get::<v3::Comment>(c2).unwrap().unwrap();
+    assert_eq!(c.body, "second");
+    c.body = "second, from v3".into();
+    old.store().update(&c).unwrap();
+    assert_eq!(run(&old).await.applied, 1);
+    run(&device).await;
+    let n = device.store().get::<v4::Note>(c2).unwrap().unwrap();
+    assert_eq!(n.body, "second, from v3");
 }

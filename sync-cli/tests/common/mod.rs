@@ -90,6 +90,17 @@ pub fn v5() -> String {
     )
 }
 
+/// V6: an entity renamed (`group` to `team`, so its table `groups` becomes `teams`),
+/// with its referencing fields' indexes.
+pub fn v6() -> String {
+    let old = "#[sync(entity = \"group\", outbox = \"history\")]\npub struct Group {";
+    assert!(v5().contains(old));
+    v5().replace(
+        old,
+        "#[sync(entity = \"team\", outbox = \"history\", renamed_from = \"group\")]\npub struct Team {",
+    )
+}
+
 /// Writes `src` to `dir/model.rs` and returns the path.
 pub fn write_model(dir: &Path, src: &str) -> PathBuf {
     let path = dir.join("model.rs");

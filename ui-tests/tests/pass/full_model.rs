@@ -10,7 +10,7 @@ pub struct Address {
 
 /// An order, named like an SQL keyword on purpose.
 #[derive(Syncable, Clone, Debug, PartialEq)]
-#[sync(entity = "order", table = "orders", outbox = "history")]
+#[sync(entity = "order", table = "orders", outbox = "history", renamed_from = "purchase")]
 pub struct Order {
     #[sync(id)]
     pub id: Uuid,
