@@ -198,6 +198,22 @@ impl Transport for UpTransport {
         serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
     }
 
+    async fn entity_snapshot(
+        &self,
+        _token: &str,
+        entity: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<SnapshotResponse, TransportError> {
+        self.dropped()?;
+        let uri = format!("{}&entity={entity}", snapshot_uri(cursor, limit));
+        let r = self
+            .shared
+            .send("GET", &uri, &self.fingerprint, None)
+            .await?;
+        serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
+    }
+
     async fn health(&self) -> Result<(), TransportError> {
         Ok(())
     }

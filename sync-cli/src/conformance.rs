@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
 use sync_runtime::hlc::{Hlc, HlcClock, NodeId};
 use sync_runtime::protocol::{MAX_IDEMPOTENCY_KEY_CHARS, MAX_PUSH_MUTATIONS};
-use sync_runtime::protocol::{changes_target, snapshot_target};
+use sync_runtime::protocol::{changes_target, entity_snapshot_target, snapshot_target};
 use uuid::Uuid;
 
 /// What to check, and where.
@@ -791,6 +791,11 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             "SNAP-1",
             "snapshot pages then changes since its token miss nothing",
             snapshot_then_changes,
+        ),
+        (
+            "SNAP-2",
+            "a snapshot of one entity holds its records and no other",
+            entity_snapshot,
         ),
         ("FEED-2", "an expired change token is 410", expired_token),
         (
@@ -1619,6 +1624,42 @@ fn pagination(cx: &Ctx) -> Checked {
             )
         })
     })
+}
+
+fn entity_snapshot(cx: &Ctx) -> Checked {
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let (t, entity) = (cx.token(), first.entity.name.as_str());
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page =
+            cx.c.get(t, &entity_snapshot_target(entity, cursor.as_deref(), 5))?;
+        for r in page["records"].as_array().into_iter().flatten() {
+            if r["entity_type"] != json!(entity) {
+                return Ok(Outcome::Fail(format!(
+                    "GET /snapshot?entity={entity} sent a record of {}",
+                    r["entity_type"]
+                )));
+            }
+            seen.extend(r["entity_id"].as_str().map(str::to_string));
+        }
+        if page["has_more"] != json!(true) {
+            break;
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+    }
+    let missing: Vec<String> = cx
+        .created
+        .iter()
+        .filter(|c| c.entity.name == entity)
+        .map(|c| c.id.to_string())
+        .filter(|id| !seen.contains(id))
+        .collect();
+    Ok(pass_if(missing.is_empty(), || {
+        format!("GET /snapshot?entity={entity} lacks {}", missing.join(", "))
+    }))
 }
 
 fn snapshot_then_changes(cx: &Ctx) -> Checked {

@@ -652,12 +652,13 @@ pub(crate) fn openapi_without_fingerprint(
             "description": "The account's records (tombstones included, until collected), page by page in entity and id order. The first page pins a change token; every page holds the records as of that token, and once the last page is read, `GET /changes?since=<token>` delivers every later change: none is missed, none comes twice.",
             "parameters": [
                 { "name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the previous page (opaque to clients; the pattern is the reference server's format).", "schema": { "type": "string", "pattern": SNAPSHOT_CURSOR_PATTERN } },
+                { "name": "entity", "in": "query", "required": false, "description": "Only this entity's records (its wire name): how a device fetches again the entities a migration gave new fields. A cursor continues the snapshot it came from, with the same `entity`.", "schema": { "type": "string", "enum": model.entities.iter().map(|e| e.name.clone()).collect::<Vec<_>>() } },
                 limit,
                 fingerprint_header
             ],
             "responses": {
                 "200": { "description": "A page of live records.", "content": { "application/json": { "schema": reference("SnapshotResponse"), "example": snapshot_example } } },
-                "400": problem_response("Not a cursor of this server.", problem_example("invalid-cursor", "Invalid snapshot cursor", 400, "`x` is not a snapshot cursor from this server")),
+                "400": problem_response("Not a cursor of this server, or of a snapshot of another `entity`.", problem_example("invalid-cursor", "Invalid snapshot cursor", 400, "`x` is not a snapshot cursor from this server")),
                 "401": r401,
                 "410": r410,
                 "426": r426,

@@ -284,6 +284,21 @@ async fn run(target: Target, mut db: Db) {
         }
         if target == Target::Client {
             assert_in_flight(&mut db, i + 1).await;
+            // The entities the device must fetch again: v2 added `group`, v3 fields of
+            // it, v4 a field of `order` (merged with the names not fetched yet), v6
+            // renamed `group` to `team`.
+            let expected = match i + 1 {
+                1 => None,
+                2 | 3 => Some(r#"["group"]"#),
+                4 | 5 => Some(r#"["group","order"]"#),
+                _ => Some(r#"["team","order"]"#),
+            };
+            if let Some(expected) = expected {
+                let refetch = db
+                    .string("SELECT value FROM sync_meta WHERE key = 'refetch-after-upgrade'")
+                    .await;
+                assert_eq!(refetch, expected, "version {}", i + 1);
+            }
         }
         if i == 2 {
             assert_eq!(

@@ -57,6 +57,16 @@ pub fn snapshot_target(cursor: Option<&str>, limit: u32) -> String {
     }
 }
 
+/// The path and query of `GET /snapshot` of one entity's records (`entity`, its wire
+/// name), continuing at `cursor`.
+pub fn entity_snapshot_target(entity: &str, cursor: Option<&str>, limit: u32) -> String {
+    format!(
+        "{}&entity={}",
+        snapshot_target(cursor, limit),
+        percent_encoding::utf8_percent_encode(entity, UNRESERVED)
+    )
+}
+
 /// `POST /push`: an ordered batch of mutations.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -165,48 +165,26 @@ impl Lens {
         lens
     }
 
+    /// The server's name of the entity the client calls `client`.
+    pub(crate) fn server_entity<'a>(&'a self, client: &'a str) -> &'a str {
+        self.entity_from_client
+            .get(client)
+            .map_or(client, String::as_str)
+    }
+
     /// Whether a client of the earlier model knows `entity`.
     pub(crate) fn knows_entity(&self, entity: &str) -> bool {
         !self.unknown_entities.contains(entity)
     }
 
-    /// Whether a field renamed since has a client name that a field added since took
-    /// (then one name means two fields, and no shape holds both).
-    fn renames_collide(&self) -> bool {
-        self.entity_to_client
-            .values()
-            .any(|client| self.unknown_entities.contains(client))
-            || self.to_client.iter().any(|(e, names)| {
-                names
-                    .values()
-                    .any(|client| self.unknown.get(e).is_some_and(|u| u.contains_key(client)))
-            })
-    }
-
-    /// A mutation in the client's shape, in the server's: members renamed to the
-    /// server's names, members of dropped fields left out.
+    /// A mutation in the client's shape, in the server's names. Members of fields
+    /// dropped since stay: they go after the body's hash is taken
+    /// ([`History::strip_dropped`]), so a retry across the drop hashes the same.
     pub(crate) fn mutation_in(&self, m: &mut Mutation) {
         if let Some(server) = self.entity_from_client.get(&m.entity_type) {
             m.entity_type = server.clone();
         }
-        let (rename, gone) = (
-            self.from_client.get(&m.entity_type),
-            self.gone.get(&m.entity_type),
-        );
-        let fix = |members: &mut Map<String, Json>| {
-            rename_keys(members, rename);
-            if let Some(gone) = gone {
-                members.retain(|k, _| !gone.contains_key(k));
-            }
-        };
-        if let Some(record) = &mut m.record {
-            fix(record);
-        }
-        for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
-            if let Some(members) = value.as_object_mut() {
-                fix(members);
-            }
-        }
+        Lens::rename_mutation(m, self.from_client.get(&m.entity_type));
     }
 
     /// A record of the server, in the client's shape.
@@ -331,6 +309,127 @@ fn rename_in_pointer(pointer: &str, names: Option<&BTreeMap<String, String>>) ->
     tokens.join("/")
 }
 
+/// The name each entity and field had when it first appeared in the history (the
+/// origin model's names for what it had; a later addition's first name), for the
+/// entities and fields renamed since: `(entity -> birth name, entity -> field -> birth
+/// name)`, keyed by today's names. Idempotency hashes and stored results use these
+/// names, so that a mutation and its result read the same in every version.
+#[allow(clippy::type_complexity)]
+fn birth_names<'a>(
+    changes: impl IntoIterator<Item = &'a WireChange>,
+) -> (
+    BTreeMap<String, String>,
+    BTreeMap<String, BTreeMap<String, String>>,
+) {
+    let mut entities: BTreeMap<String, String> = BTreeMap::new();
+    let mut fields: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for change in changes {
+        match change {
+            WireChange::AddEntity { entity } | WireChange::DropEntity { entity } => {
+                entities.remove(entity);
+                fields.remove(entity);
+            }
+            WireChange::RenameEntity { from, to } => {
+                let birth = entities.remove(from).unwrap_or_else(|| from.clone());
+                entities.insert(to.clone(), birth);
+                move_key(&mut fields, from, to);
+            }
+            WireChange::AddField { entity, field, .. }
+            | WireChange::DropField { entity, field, .. } => {
+                if let Some(f) = fields.get_mut(entity) {
+                    f.remove(field);
+                }
+            }
+            WireChange::RenameField { entity, from, to } => {
+                let f = fields.entry(entity.clone()).or_default();
+                let birth = f.remove(from).unwrap_or_else(|| from.clone());
+                f.insert(to.clone(), birth);
+            }
+        }
+    }
+    entities.retain(|now, birth| now != birth);
+    for f in fields.values_mut() {
+        f.retain(|now, birth| now != birth);
+    }
+    fields.retain(|_, f| !f.is_empty());
+    (entities, fields)
+}
+
+/// Per entity (today's name): every field added in the history, under every name it
+/// had (also once dropped), with its default. A member holding that default is left
+/// out of the idempotency hash ([`History::canonical`]): a device's migration gives
+/// pending creates the defaults of added fields, and a create sent before it, its
+/// response lost, is retried with them.
+fn added_defaults<'a>(
+    changes: impl IntoIterator<Item = &'a WireChange>,
+) -> BTreeMap<String, BTreeMap<String, Json>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Json>> = BTreeMap::new();
+    for change in changes {
+        match change {
+            WireChange::AddField {
+                entity,
+                field,
+                default,
+            } => {
+                out.entry(entity.clone())
+                    .or_default()
+                    .insert(field.clone(), default.clone());
+            }
+            WireChange::RenameField { entity, from, to } => {
+                if let Some(f) = out.get_mut(entity)
+                    && let Some(d) = f.get(from).cloned()
+                {
+                    f.insert(to.clone(), d);
+                }
+            }
+            WireChange::RenameEntity { from, to } => move_key(&mut out, from, to),
+            WireChange::DropEntity { entity } => {
+                out.remove(entity);
+            }
+            WireChange::AddEntity { .. } | WireChange::DropField { .. } => {}
+        }
+    }
+    out
+}
+
+/// Per entity (today's name), every name a dropped field had in the history.
+fn dropped_names<'a>(
+    changes: impl IntoIterator<Item = &'a WireChange>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    // Per entity: today's name of each field -> the names it had before.
+    let mut former: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    let mut dropped: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for change in changes {
+        match change {
+            WireChange::RenameEntity { from, to } => {
+                move_key(&mut former, from, to);
+                move_key(&mut dropped, from, to);
+            }
+            WireChange::DropEntity { entity } => {
+                former.remove(entity);
+                dropped.remove(entity);
+            }
+            WireChange::RenameField { entity, from, to } => {
+                let f = former.entry(entity.clone()).or_default();
+                let mut names = f.remove(from).unwrap_or_default();
+                names.insert(from.clone());
+                f.insert(to.clone(), names);
+            }
+            WireChange::DropField { entity, field, .. } => {
+                let names = former
+                    .get_mut(entity)
+                    .and_then(|f| f.remove(field))
+                    .unwrap_or_default();
+                let d = dropped.entry(entity.clone()).or_default();
+                d.insert(field.clone());
+                d.extend(names);
+            }
+            WireChange::AddEntity { .. } | WireChange::AddField { .. } => {}
+        }
+    }
+    dropped
+}
+
 /// Every model version a server knows, by fingerprint, with the lens to each.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct History {
@@ -338,19 +437,24 @@ pub(crate) struct History {
     order: Vec<String>,
     /// Per fingerprint of an earlier model: the lens between its shape and the server's.
     lenses: BTreeMap<String, Lens>,
-    /// The server's names -> the origin names (the oldest model's), per entity; empty
-    /// when renames collide (see the module's documentation).
+    /// The server's names -> the birth names (the oldest model's, or a later
+    /// addition's first name), per entity; empty when renames collide (see the module's
+    /// documentation).
     to_origin: BTreeMap<String, BTreeMap<String, String>>,
     /// The inverse of `to_origin`.
     from_origin: BTreeMap<String, BTreeMap<String, String>>,
-    /// The server's entity names -> the origin names (entities renamed since).
+    /// The server's entity names -> their birth names (entities renamed since).
     entity_to_origin: BTreeMap<String, String>,
     /// The inverse of `entity_to_origin`.
     entity_from_origin: BTreeMap<String, String>,
-    /// Per entity: the fields the oldest model lacks, with their defaults (server names).
+    /// Per entity (today's name): every field added after the oldest model, under
+    /// every name it had (dropped ones too), with its default.
     added_since_origin: BTreeMap<String, BTreeMap<String, Json>>,
     /// Per entity: the fields of the server's model (wire names).
     fields: BTreeMap<String, BTreeSet<String>>,
+    /// Per entity (today's name): every name a field dropped from it had, while no
+    /// field of today's model has that name.
+    dropped: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl History {
@@ -386,13 +490,35 @@ impl History {
             let lens = Lens::fold(changes[i + 1..].iter().flatten());
             history.lenses.insert(fp.to_string(), lens);
         }
-        let origin = Lens::fold(changes.iter().skip(1).flatten());
-        history.added_since_origin = origin.unknown.clone();
-        if !origin.renames_collide() {
-            history.to_origin = origin.to_client;
-            history.from_origin = origin.from_client;
-            history.entity_to_origin = origin.entity_to_client;
-            history.entity_from_origin = origin.entity_from_client;
+        history.added_since_origin = added_defaults(changes.iter().skip(1).flatten());
+        history.dropped = dropped_names(changes.iter().skip(1).flatten());
+        for (e, names) in &mut history.dropped {
+            let now = history.fields.get(e);
+            names.retain(|n| now.is_none_or(|f| !f.contains(n)));
+        }
+        let (entities, fields) = birth_names(changes.iter().skip(1).flatten());
+        let inverse = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter().map(|(a, b)| (b.clone(), a.clone())).collect()
+        };
+        // Two things born under one name (a field renamed, another added under its old
+        // name) have no common shape: the current names stand (see the module's docs).
+        let collide = entities
+            .values()
+            .any(|birth| history.fields.contains_key(birth) && !entities.contains_key(birth))
+            || fields.iter().any(|(e, f)| {
+                f.values().any(|birth| {
+                    history.fields.get(e).is_some_and(|now| now.contains(birth))
+                        && !f.contains_key(birth)
+                })
+            });
+        if !collide {
+            history.entity_from_origin = inverse(&entities);
+            history.from_origin = fields
+                .iter()
+                .map(|(e, f)| (e.clone(), inverse(f)))
+                .collect();
+            history.entity_to_origin = entities;
+            history.to_origin = fields;
         }
         Ok(history)
     }
@@ -429,6 +555,28 @@ impl History {
         canonical
     }
 
+    /// Whether `entity` lost fields in the history ([`History::strip_dropped`]).
+    pub(crate) fn has_dropped(&self, entity: &str) -> bool {
+        self.dropped.get(entity).is_some_and(|d| !d.is_empty())
+    }
+
+    /// A mutation (in the server's names, its hash taken) without the members of fields
+    /// the server dropped, which an old client still has (PROTOCOL.md MODEL-2): its
+    /// retry of a mutation first sent before the drop hashes as the first delivery did.
+    pub(crate) fn strip_dropped(&self, m: &mut Mutation) {
+        let Some(dropped) = self.dropped.get(&m.entity_type) else {
+            return;
+        };
+        if let Some(record) = &mut m.record {
+            record.retain(|k, _| !dropped.contains(k));
+        }
+        for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
+            if let Some(members) = value.as_object_mut() {
+                members.retain(|k, _| !dropped.contains(k));
+            }
+        }
+    }
+
     /// A result in the server's shape, in the origin shape (as stored under its key).
     pub(crate) fn in_origin_names(&self, r: &MutationResult, entity: &str) -> MutationResult {
         let mut r = r.clone();
@@ -459,11 +607,13 @@ impl History {
                     clocks.retain(|k, _| fields.contains(k));
                 }
             }
+            let now = self.fields.get(&server.entity_type);
             for (field, default) in self
                 .added_since_origin
                 .get(&server.entity_type)
                 .into_iter()
                 .flatten()
+                .filter(|(f, _)| now.is_some_and(|n| n.contains(*f)))
             {
                 server
                     .record
@@ -547,7 +697,29 @@ mod tests {
         lens.mutation_in(&mut m);
         assert_eq!(
             m.patch.unwrap(),
-            json!({"phase": {"set": "done", "hlc": "h"}, "title": {"set": "u"}})
+            json!({"phase": {"set": "done", "hlc": "h"}, "notes": {"set": "n"}, "title": {"set": "u"}}),
+            "a dropped field's member stays until the body's hash is taken"
+        );
+    }
+
+    #[test]
+    fn a_dropped_field_is_known_by_every_name_it_had() {
+        let dropped = dropped_names(&[
+            rename("task", "notes", "remarks"),
+            WireChange::RenameEntity {
+                from: "task".into(),
+                to: "todo".into(),
+            },
+            drop_field("todo", "remarks", json!(null)),
+            drop_field("todo", "due", json!(null)),
+        ]);
+        assert_eq!(
+            dropped["todo"],
+            BTreeSet::from([
+                "due".to_string(),
+                "notes".to_string(),
+                "remarks".to_string()
+            ])
         );
     }
 
@@ -633,10 +805,36 @@ mod tests {
     }
 
     #[test]
-    fn a_field_given_a_renamed_fields_old_name_has_no_origin_shape() {
-        let lens = Lens::fold(&[rename("task", "status", "state"), add("task", "status")]);
-        assert!(lens.renames_collide());
-        let lens = Lens::fold(&[rename("task", "status", "state"), add("task", "other")]);
-        assert!(!lens.renames_collide());
+    fn birth_names_follow_renames_from_a_things_first_name() {
+        // A field added in v2 as `note`, renamed in v3 to `remark`; an entity added as
+        // `label`, renamed to `tag`; an origin field renamed twice.
+        let (entities, fields) = birth_names(&[
+            add("item", "note"),
+            WireChange::AddEntity {
+                entity: "label".into(),
+            },
+            rename("item", "name", "title"),
+            rename("item", "note", "remark"),
+            WireChange::RenameEntity {
+                from: "label".into(),
+                to: "tag".into(),
+            },
+            rename("item", "title", "heading"),
+        ]);
+        assert_eq!(entities, BTreeMap::from([("tag".into(), "label".into())]));
+        assert_eq!(
+            fields["item"],
+            BTreeMap::from([
+                ("heading".to_string(), "name".to_string()),
+                ("remark".to_string(), "note".to_string())
+            ])
+        );
+        // Renamed, and another field added under the old name: two born as `status`.
+        let (_, fields) = birth_names(&[rename("task", "status", "state"), add("task", "status")]);
+        assert_eq!(
+            fields["task"],
+            BTreeMap::from([("state".to_string(), "status".to_string())]),
+            "the new `status` keeps its name, so two are born `status`: History::new, which knows today's fields, finds the collision"
+        );
     }
 }

@@ -411,6 +411,7 @@ async fn changes(
 #[serde(deny_unknown_fields)]
 struct SnapshotParams {
     cursor: Option<String>,
+    entity: Option<String>,
     limit: Option<u32>,
 }
 
@@ -437,7 +438,37 @@ async fn snapshot(
         };
         let limit = page_limit(params.limit, state.config.max_page)?;
         check_model(&state, &headers)?;
-        let (mut records, next, pinned) = logic::snapshot(&state, &account, cursor, limit).await?;
+        let lens = client_fingerprint(&headers).and_then(|fp| state.history.lens(fp));
+        let only = match &params.entity {
+            None => None,
+            Some(name) => {
+                let server_name = lens.map_or(name.as_str(), |l| l.server_entity(name));
+                let place = state
+                    .entity_order
+                    .iter()
+                    .position(|e| e == server_name)
+                    .filter(|_| lens.is_none_or(|l| l.knows_entity(server_name)))
+                    .ok_or_else(|| {
+                        ProblemResponse::new(
+                            400,
+                            "invalid-query",
+                            "Invalid query",
+                            format!("`{name}` is not an entity this server serves to this client"),
+                        )
+                    })?;
+                if cursor.as_ref().is_some_and(|c| c.entity != place) {
+                    return Err(ProblemResponse::new(
+                        400,
+                        "invalid-cursor",
+                        "Invalid snapshot cursor",
+                        format!("this cursor continues a snapshot of another entity than `{name}`"),
+                    ));
+                }
+                Some(place)
+            }
+        };
+        let (mut records, next, pinned) =
+            logic::snapshot(&state, &account, cursor, only, limit).await?;
         serve_in_client_shape(&state, &headers, &mut records);
         Ok(Json(SnapshotResponse {
             records,

@@ -198,6 +198,18 @@ impl Transport for HttpTransport {
             .await
     }
 
+    async fn entity_snapshot(
+        &self,
+        token: &str,
+        entity: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<SnapshotResponse, TransportError> {
+        let path = crate::protocol::entity_snapshot_target(entity, cursor, limit);
+        self.send(self.request(reqwest::Method::GET, &path, token))
+            .await
+    }
+
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         *self.server_time.lock().unwrap_or_else(|e| e.into_inner())
     }

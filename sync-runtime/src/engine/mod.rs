@@ -411,13 +411,49 @@ impl<T: Transport> SyncEngine<T> {
         }
     }
 
+    /// Once the pulls caught up: the entities a client migration gave new fields (or
+    /// that it added) are fetched again, one entity's snapshot at a time, so that what
+    /// newer devices set in those fields reaches this device (see
+    /// `LocalStore::refetch_next`). Resumable page by page; a 410 starts the entity
+    /// over. The changes feed goes on from the device's token: anything that changes
+    /// meanwhile comes through it.
+    async fn refetch(&self, account: &str, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
+        while let Some((entity, cursor)) = self.store.refetch_next()? {
+            report.snapshot = true;
+            let page = match self
+                .call(|t| {
+                    let (entity, cursor) = (entity.clone(), cursor.clone());
+                    async move {
+                        self.transport
+                            .entity_snapshot(&t, &entity, cursor.as_deref(), self.config.page_size)
+                            .await
+                    }
+                })
+                .await
+            {
+                Ok(p) => p,
+                Err(TransportError::Http { status: 410, .. }) => {
+                    self.store.refetch_restart()?;
+                    continue;
+                }
+                Err(e) => return Ok(Step::Pause(self.pause_for(&e))),
+            };
+            let next_cursor = page.next_cursor.as_deref().filter(|_| page.has_more);
+            report.pulled += self.store.apply_page(
+                account,
+                &page.records,
+                crate::store::Page::Refetched {
+                    entity: &entity,
+                    next_cursor,
+                },
+            )?;
+        }
+        Ok(Step::Done(()))
+    }
+
     async fn pull(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
         let account = self.config.account.clone();
         let mut restarted = false;
-        if self.store.refetch_after_upgrade(&account)? {
-            tracing::info!("the model gained fields or entities: fetching every record again");
-            report.snapshot = true;
-        }
         loop {
             let state = self.store.sync_state(&account)?;
             let Some(token) = state.change_token.clone() else {
@@ -517,7 +553,7 @@ impl<T: Transport> SyncEngine<T> {
                     // by these changes if after). Records a restart marked and nothing
                     // delivered are gone from the server.
                     self.store.finish_resnapshot(&account)?;
-                    return Ok(Step::Done(()));
+                    return self.refetch(&account, report).await;
                 }
             }
         }

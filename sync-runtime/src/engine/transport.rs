@@ -51,6 +51,25 @@ pub trait Transport: Send + Sync + 'static {
         cursor: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<SnapshotResponse, TransportError>> + Send;
+    /// `GET /snapshot?entity=...`: a snapshot of one entity's records (its wire name),
+    /// which a device takes after a migration gave that entity new fields.
+    ///
+    /// The default takes the whole snapshot and keeps that entity's records: correct
+    /// (its cursor pages through every entity), only slower; a transport that can ask the
+    /// server for one entity ([`HttpTransport`](super::HttpTransport) does) should.
+    fn entity_snapshot(
+        &self,
+        token: &str,
+        entity: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<SnapshotResponse, TransportError>> + Send {
+        async move {
+            let mut page = self.snapshot(token, cursor, limit).await?;
+            page.records.retain(|r| r.entity_type == entity);
+            Ok(page)
+        }
+    }
     /// `GET /health`: whether the server is reachable (the reachability check).
     fn health(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
 

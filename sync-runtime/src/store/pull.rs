@@ -559,6 +559,20 @@ pub(crate) fn rebase_onto(
     }
 }
 
+/// What a page of records comes with, and so what applying it records besides them.
+pub(crate) enum Page<'a> {
+    /// A page of changes or of a snapshot: the sync state that follows it.
+    Pulled(&'a SyncState),
+    /// A page of an entity's records fetched again after a migration gave it new
+    /// fields ([`LocalStore::refetch_next`]): the cursor of its next page, if any. A
+    /// record at the version the device holds is written again all the same: the
+    /// device holds it without the new fields' values.
+    Refetched {
+        entity: &'a str,
+        next_cursor: Option<&'a str>,
+    },
+}
+
 impl LocalStore {
     /// Applies a page of pulled records and the sync state that goes with it, in one
     /// transaction: a kill between pages resumes from the last applied page.
@@ -568,6 +582,17 @@ impl LocalStore {
         records: &[ServerRecord],
         state: &SyncState,
     ) -> Result<usize, StoreError> {
+        self.apply_page(scope, records, Page::Pulled(state))
+    }
+
+    /// [`LocalStore::apply_pulled`] for every kind of [`Page`].
+    pub(crate) fn apply_page(
+        &self,
+        scope: &str,
+        records: &[ServerRecord],
+        page: Page<'_>,
+    ) -> Result<usize, StoreError> {
+        let refetching = matches!(page, Page::Refetched { .. });
         for r in records {
             let latest = latest_clock(&r.clocks);
             if latest != Hlc::ZERO {
@@ -584,19 +609,17 @@ impl LocalStore {
             let mut fresh: BTreeMap<&str, bool> = BTreeMap::new();
             // Records with local changes a restart is confirming (see `reset_token`).
             let held_key = format!("resnapshot-held:{scope}");
-            let mut held: Option<Vec<(String, Uuid)>> = super::meta_get(&tx, &held_key)?
-                .map(|j| serde_json::from_str(&j).unwrap_or_default());
+            let mut held: Option<Vec<(String, Uuid)>> = match refetching {
+                true => None,
+                false => super::meta_get(&tx, &held_key)?
+                    .map(|j| serde_json::from_str(&j).unwrap_or_default()),
+            };
             let held_before = held.as_ref().map(Vec::len);
             // Records the server sent from another history than the one this store
             // followed (see `Known::OtherHistory`), or own writes it answered for and
             // now shows otherwise: it was restored from a backup or replaced.
             let mut other_history = false;
             let own_writes = has_own_writes(&tx)?;
-            // A snapshot taken because a migration added fields: a record at the version
-            // the device holds is written again all the same, since the device held it
-            // without the new fields' values (see `LocalStore::refetch_after_upgrade`).
-            let refetch_key = format!("{}:{scope}", meta::REFETCH_KEY);
-            let refetching = super::meta_get(&tx, &refetch_key)?.is_some();
             for r in records {
                 if let Some(h) = held.as_mut() {
                     h.retain(|(e, id)| !(*e == r.entity_type && *id == r.entity_id));
@@ -679,17 +702,18 @@ impl LocalStore {
             if other_history {
                 suspect_restore(&tx, scope)?;
             }
-            if refetching && state.change_token.is_some() {
-                // The snapshot is through: later pages are changes again.
-                tx.execute(
-                    concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
-                    [&refetch_key],
-                )?;
+            match page {
+                Page::Pulled(state) => {
+                    tx.execute(
+                        concatcp!("INSERT INTO \"", meta::STATE, "\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\""),
+                        params![scope, state.change_token, state.snapshot_cursor, state.snapshot_token],
+                    )?;
+                }
+                Page::Refetched {
+                    entity,
+                    next_cursor,
+                } => super::restart::refetch_advance(&tx, entity, next_cursor)?,
             }
-            tx.execute(
-                concatcp!("INSERT INTO \"", meta::STATE, "\" (\"scope\", \"change_token\", \"snapshot_cursor\", \"snapshot_token\") VALUES (?1, ?2, ?3, ?4) ON CONFLICT (\"scope\") DO UPDATE SET \"change_token\" = excluded.\"change_token\", \"snapshot_cursor\" = excluded.\"snapshot_cursor\", \"snapshot_token\" = excluded.\"snapshot_token\""),
-                params![scope, state.change_token, state.snapshot_cursor, state.snapshot_token],
-            )?;
             tx.commit()?;
         }
         let n = changed.len();

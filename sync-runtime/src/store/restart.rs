@@ -102,6 +102,38 @@ pub(crate) fn confirm_own_write(
     Ok(())
 }
 
+/// Where the fetch of an entity's records after a migration stands (see
+/// [`LocalStore::refetch_next`]).
+const REFETCH_CURSOR_KEY: &str = "refetch-cursor";
+
+/// After a page of `entity` fetched again (in the page's transaction): its next page,
+/// or, after its last, the next entity.
+pub(crate) fn refetch_advance(
+    conn: &Connection,
+    entity: &str,
+    next_cursor: Option<&str>,
+) -> Result<(), StoreError> {
+    if let Some(cursor) = next_cursor {
+        return super::meta_set(conn, REFETCH_CURSOR_KEY, cursor);
+    }
+    let names: Vec<String> = super::meta_get(conn, meta::REFETCH_KEY)?
+        .map(|l| serde_json::from_str(&l).unwrap_or_default())
+        .unwrap_or_default();
+    let rest: Vec<String> = names.into_iter().filter(|n| n != entity).collect();
+    let delete = concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1");
+    conn.execute(delete, [REFETCH_CURSOR_KEY])?;
+    if rest.is_empty() {
+        conn.execute(delete, [meta::REFETCH_KEY])?;
+        Ok(())
+    } else {
+        super::meta_set(
+            conn,
+            meta::REFETCH_KEY,
+            &serde_json::to_string(&rest).expect("JSON"),
+        )
+    }
+}
+
 /// The server sent records of another history than the store followed: a restart
 /// under way re-sends what the server does not have (it becomes `unknown`); otherwise
 /// one is due ([`LocalStore::restore_suspected`]).
@@ -240,31 +272,44 @@ impl LocalStore {
         Ok(())
     }
 
-    /// After a client migration that added fields or entities (it leaves a note under
-    /// [`meta::REFETCH_KEY`]): starts a new snapshot of `scope` as after a collected
-    /// horizon ([`LocalStore::reset_token`]), so that the values newer devices set in
-    /// the new fields, and the records of a new entity, reach this device. Pending edits
-    /// are kept and rebased on what the snapshot brings, as after a 410; records at the
-    /// version the device holds are written again all the same (the device holds them
-    /// without the new fields' values). Returns whether a snapshot was started; the note
-    /// goes once it has been (a crash in between starts it again, which is harmless).
-    pub(crate) fn refetch_after_upgrade(&self, scope: &str) -> Result<bool, StoreError> {
-        let due = super::meta_get(&self.conn(), meta::REFETCH_KEY)?.is_some();
-        if !due {
-            return Ok(false);
-        }
-        self.reset_token(scope, Restart::Collected)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        // Until the snapshot is through, a record at a version the device holds is
-        // written again: the device holds it without the new fields' values.
-        super::meta_set(&tx, &format!("{}:{scope}", meta::REFETCH_KEY), "1")?;
-        tx.execute(
+    /// The next page to fetch again after a client migration that added fields or
+    /// entities: the entity (its wire name) and the cursor within its snapshot. The
+    /// migration leaves the entities' names under [`meta::REFETCH_KEY`] (a JSON array);
+    /// the engine fetches each one's records with a snapshot of that entity alone, so
+    /// that the values newer devices set in the new fields (and the records of a new
+    /// entity) reach this device, and each page goes through
+    /// [`LocalStore::apply_page`] with [`Page::Refetched`]. `None` when nothing is
+    /// left to fetch. Names the store does not register are skipped.
+    ///
+    /// [`Page::Refetched`]: super::pull::Page::Refetched
+    pub(crate) fn refetch_next(&self) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let conn = self.conn();
+        let Some(list) = super::meta_get(&conn, meta::REFETCH_KEY)? else {
+            return Ok(None);
+        };
+        let names: Vec<String> = serde_json::from_str(&list).unwrap_or_default();
+        let Some(entity) = names
+            .into_iter()
+            .find(|n| self.inner.tables.values().any(|t| t.entity.name == *n))
+        else {
+            conn.execute(
+                concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
+                [meta::REFETCH_KEY],
+            )?;
+            return Ok(None);
+        };
+        let cursor = super::meta_get(&conn, REFETCH_CURSOR_KEY)?;
+        Ok(Some((entity, cursor)))
+    }
+
+    /// Starts the fetch of `entity` again from its first page (its snapshot's pinned
+    /// token expired: 410).
+    pub(crate) fn refetch_restart(&self) -> Result<(), StoreError> {
+        self.conn().execute(
             concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
-            [meta::REFETCH_KEY],
+            [REFETCH_CURSOR_KEY],
         )?;
-        tx.commit()?;
-        Ok(true)
+        Ok(())
     }
 
     /// Whether, now that the pulls caught up, the server shows signs of a restore the

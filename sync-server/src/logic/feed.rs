@@ -278,8 +278,11 @@ pub(crate) async fn snapshot(
     state: &State,
     account: &str,
     cursor: Option<Cursor>,
+    only: Option<usize>,
     limit: u32,
 ) -> Result<(Vec<ServerRecord>, Option<Cursor>, String), ServerError> {
+    // The entities this snapshot covers, by their place in the snapshot order.
+    let end = only.map_or(state.entity_order.len(), |i| i + 1);
     let d = state.db.dialect();
     let mut tx = state.db.begin().await?;
     let mut cur = match cursor {
@@ -292,13 +295,13 @@ pub(crate) async fn snapshot(
             let pinned = token_for(&mut tx, &state.sql, account, last_seq).await?;
             Cursor {
                 pinned: parse_token(&pinned).expect("a token this server made"),
-                entity: 0,
+                entity: only.unwrap_or(0),
                 after: None,
             }
         }
     };
     let mut out = Vec::new();
-    while out.len() < limit as usize && cur.entity < state.entity_order.len() {
+    while out.len() < limit as usize && cur.entity < end {
         let ops = &state.entities[&state.entity_order[cur.entity]];
         let e = ops.model();
         let statements = state.sql.entity(e)?;
@@ -347,7 +350,7 @@ pub(crate) async fn snapshot(
         Some(tag) => format!("t2.{}.{tag}", cur.pinned.seq),
         None => format!("t1.{}", cur.pinned.seq),
     };
-    let next = (cur.entity < state.entity_order.len()).then_some(cur);
+    let next = (cur.entity < end).then_some(cur);
     Ok((out, next, pinned))
 }
 

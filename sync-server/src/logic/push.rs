@@ -169,6 +169,17 @@ pub(crate) async fn push_batch(
     let mut in_flight = None;
     for m in mutations {
         let request_hash = hash(&state.history.canonical(m));
+        // Members of fields this server dropped go after the hash is taken (see
+        // `History::strip_dropped`).
+        let stripped;
+        let m = if state.history.has_dropped(&m.entity_type) {
+            let mut copy = m.clone();
+            state.history.strip_dropped(&mut copy);
+            stripped = copy;
+            &stripped
+        } else {
+            m
+        };
         match key_state(state, &mut tx, account, m, &request_hash).await? {
             KeyState::Answer(result) => results.push(result),
             KeyState::InFlight => {
