@@ -13,6 +13,8 @@ fn main() {
         if let Err(e) = sync_cli::generate(&sync_cli::Options {
             inputs: vec![model.into()],
             out_dir: out.clone(),
+            // Version 3 drops a field.
+            allow_destructive: true,
             ..Default::default()
         }) {
             println!("cargo::error=model {version}: {e}");

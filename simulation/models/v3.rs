@@ -1,6 +1,6 @@
 // Version 3 of the upgrade simulation's model: `Item.count` (a sum) renamed to
-// `total`, a field with a default added (`priority`), and the entity `label` renamed to
-// `tag` (table `labels` to `tags`).
+// `total`, a field with a default added (`priority`), the field `note` (added in
+// version 2) dropped, and the entity `label` renamed to `tag` (table `labels` to `tags`).
 use std::collections::BTreeSet;
 
 use sync_runtime::prelude::*;
@@ -21,8 +21,6 @@ pub struct Item {
     /// Concurrent adds both survive.
     #[sync(merge = "union")]
     pub tags: BTreeSet<String>,
-    /// Added in version 2.
-    pub note: Option<String>,
     /// Added in version 3.
     #[sync(default = 0)]
     pub priority: i64,

@@ -2,7 +2,9 @@
 //! the reference server, each on its own SQLite file, driven by one seeded generator,
 //! through three versions of a model (`models/v1.rs`, `v2.rs`, `v3.rs`: a field renamed,
 //! a field added, an entity added; then a sum field renamed, a field with a default
-//! added and the new entity renamed). Every device starts on version 1 and upgrades at moments of its own, one
+//! added, the added field dropped and the new entity renamed). A version-3 server
+//! ignores a version-2 device's edits of the dropped field, whose values on that device
+//! are then its own (not compared). Every device starts on version 1 and upgrades at moments of its own, one
 //! version at a time, with whatever it holds in flight (pending creates and updates,
 //! items whose push the server applied but whose response was lost); the server
 //! upgrades at other moments. A device newer than the server waits (426); an older one
@@ -211,6 +213,11 @@ impl Transport for UpTransport {
             .shared
             .send("GET", &uri, &self.fingerprint, None)
             .await?;
+        self.shared.note(format!(
+            "{} fetched again: {} {entity} record(s)",
+            self.name,
+            r["records"].as_array().map_or(0, Vec::len)
+        ));
         serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
     }
 
@@ -386,7 +393,6 @@ impl Sim {
                 title,
                 total: count,
                 tags,
-                note: None,
                 priority: 0,
             }),
         };
@@ -442,9 +448,6 @@ impl Sim {
                 Some(mut it) => {
                     it.title = word.clone();
                     it.total += add;
-                    if note {
-                        it.note = Some(word.clone());
-                    }
                     it.priority = priority;
                     it.tags.insert(word);
                     store.update(&it)
@@ -621,7 +624,11 @@ impl Sim {
             match d.version {
                 1 => put("item", records::<v1::Item>(store)?),
                 2 => {
-                    put("item", records::<v2::Item>(store)?);
+                    let mut items = records::<v2::Item>(store)?;
+                    for it in &mut items {
+                        it.as_object_mut().unwrap().remove("note");
+                    }
+                    put("item", items);
                     put("label", records::<v2::Label>(store)?);
                 }
                 _ => {
@@ -688,8 +695,9 @@ fn in_shape(entity: &str, r: &Json, version: usize) -> Json {
     if version == 1 {
         out["name"] = r["title"].clone();
     } else {
+        // `note` was dropped in version 3: what a version-2 device holds in it is its
+        // own (the server ignores its edits of it), so it is not compared.
         out["title"] = r["title"].clone();
-        out["note"] = r["note"].clone();
     }
     out
 }

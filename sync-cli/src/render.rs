@@ -116,9 +116,7 @@ pub fn render(
             None => reversible = false,
         }
     }
-    if let Some(marker) = r.refetch_marker(m) {
-        up.push(marker);
-    }
+    up.extend(r.refetch_marker(m));
     up.push(format!(
         "INSERT INTO {} ({}, {}, {}) VALUES ({}, {}, {})",
         r.q(meta::MIGRATIONS),
@@ -680,7 +678,8 @@ impl Renderer {
     /// clocks of the row and of its base copy (the base copy's columns follow the row's),
     /// and the conflict rows (one per field). A field renamed on the wire (`renamed_from`)
     /// is renamed in each; an added field gets its default in pending creates (the columns
-    /// get it from their `DEFAULT`); a dropped field leaves each, and a record whose only
+    /// get it from their `DEFAULT`); a dropped field leaves each (outbox items already
+    /// sent excepted: see [`Renderer::drop_in_flight`]), and a record whose only
     /// conflicts were on it is no longer `conflicted`. A rename of the column alone
     /// (`column = ...`) changes nothing in flight: payloads use wire names.
     fn in_flight(&self, step: &Step) -> Vec<String> {
@@ -705,7 +704,7 @@ impl Renderer {
     /// may have set them on the server (issue "Upgrades in any order", item 3). The sync
     /// engine fetches each entity's snapshot once its pulls have caught up, keeping and
     /// rebasing pending edits, and removes the names as it goes.
-    fn refetch_marker(&self, m: &Migration<'_>) -> Option<String> {
+    fn refetch_marker(&self, m: &Migration<'_>) -> Vec<String> {
         let mut entities: Vec<&str> = Vec::new();
         for step in m.steps {
             let name = match step {
@@ -718,15 +717,22 @@ impl Renderer {
             }
         }
         if self.target != Target::Client || m.initial || entities.is_empty() {
-            return None;
+            return Vec::new();
         }
         let (key, value) = (self.q("key"), self.q("value"));
-        Some(format!(
-            "INSERT INTO {t} ({key}, {value}) VALUES ({}, {}) ON CONFLICT ({key}) DO UPDATE SET {value} = (SELECT json_group_array(n) FROM (SELECT j.value AS n FROM json_each({t}.{value}) AS j UNION SELECT j.value FROM json_each(excluded.{value}) AS j))",
-            self.string(meta::REFETCH_KEY),
-            self.string(&serde_json::to_string(&entities).expect("JSON")),
-            t = self.q(meta::META),
-        ))
+        let t = self.q(meta::META);
+        vec![
+            // A fetch under way (of the model before) starts over, in the new shape.
+            format!(
+                "DELETE FROM {t} WHERE {key} = {}",
+                self.string(meta::REFETCH_CURSOR_KEY)
+            ),
+            format!(
+                "INSERT INTO {t} ({key}, {value}) VALUES ({}, {}) ON CONFLICT ({key}) DO UPDATE SET {value} = (SELECT json_group_array(n) FROM (SELECT j.value AS n FROM json_each({t}.{value}) AS j UNION SELECT j.value FROM json_each(excluded.{value}) AS j))",
+                self.string(meta::REFETCH_KEY),
+                self.string(&serde_json::to_string(&entities).expect("JSON")),
+            ),
+        ]
     }
 
     /// `(table, JSON column, condition, JSON path prefix)` of every place a field's
@@ -825,20 +831,31 @@ impl Renderer {
             .collect()
     }
 
-    /// A dropped field leaves the outbox payloads (the store reads them back as the new
-    /// model's patches), the rows' clocks and the conflict rows. (An item already sent
-    /// whose response was lost is then retried with another body, which the server
-    /// takes for a reused key: a known gap, see the README.)
+    /// A dropped field leaves the payloads of outbox items never sent (the store
+    /// composes new edits into them as the new model's patches), the rows' clocks and
+    /// the conflict rows. An item already handed to the network keeps its body: its
+    /// retry must hash as its first delivery did, and the server leaves out the
+    /// members of fields it dropped once the hash is taken (as the store does when it
+    /// reads such an item back).
     fn drop_in_flight(&self, e: &Entity, name: &str) -> Vec<String> {
+        let unsent = format!(
+            "{} = 0 AND {} = 'pending'",
+            self.q("attempt_count"),
+            self.q("status")
+        );
         let mut out: Vec<String> = self
             .wire_name_places(e)
             .into_iter()
             .map(|(table, column, condition, prefix)| {
                 let (c, path) = (self.q(column), self.json_path(prefix, name));
+                let condition = match condition {
+                    Some(c) if table == meta::OUTBOX => format!("{c} AND {unsent} AND "),
+                    Some(c) => c + " AND ",
+                    None => String::new(),
+                };
                 format!(
-                    "UPDATE {} SET {c} = json_remove({c}, {path}) WHERE {}json_type({c}, {path}) IS NOT NULL",
+                    "UPDATE {} SET {c} = json_remove({c}, {path}) WHERE {condition}json_type({c}, {path}) IS NOT NULL",
                     self.q(&table),
-                    condition.map(|c| c + " AND ").unwrap_or_default()
                 )
             })
             .collect();

@@ -308,8 +308,13 @@ pub mod meta {
     /// (`sync_base_<table>`).
     pub const BASE_PREFIX: &str = "sync_base_";
     /// The key in [`META`] under which a client migration that added fields or
-    /// entities asks the device to fetch its records again (value: what was added).
+    /// entities asks the device to fetch their records again (value: a JSON array of
+    /// entity wire names).
     pub const REFETCH_KEY: &str = "refetch-after-upgrade";
+    /// The key in [`META`] holding where the fetch of an entity's records again stands
+    /// (a snapshot cursor); a migration that adds fields removes it, so the fetch starts
+    /// over in the new model's shape.
+    pub const REFETCH_CURSOR_KEY: &str = "refetch-cursor";
 
     /// The client table of base copies for the entity table `table`.
     pub fn base_table(table: &str) -> String {

@@ -272,8 +272,22 @@ fn rebase<T: Syncable>(
 ) -> Result<Option<(Record, Json)>, String> {
     let mut value = T::from_record(server).map_err(|e| e.to_string())?;
     let mut clocks: T::Clocks = serde_json::from_value(clocks.clone()).unwrap_or_default();
+    // Members of fields the model no longer has: an item sent before a migration
+    // dropped the field keeps its body (its retry must hash as its first delivery), and
+    // the server ignores them, so they are read as absent here too.
+    let known = |members: &mut serde_json::Map<String, Json>| {
+        members.retain(|k, _| T::model().synced_fields().any(|f| f.name == *k));
+    };
     for (op, payload) in pending {
-        let p: AnyPayload = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+        let mut p: AnyPayload = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+        if let Some(r) = &mut p.record {
+            known(r);
+        }
+        for v in [&mut p.clocks, &mut p.patch].into_iter().flatten() {
+            if let Some(members) = v.as_object_mut() {
+                known(members);
+            }
+        }
         match op {
             MutationOp::Create => {
                 if let Some(r) = p.record {

@@ -104,7 +104,7 @@ pub(crate) fn confirm_own_write(
 
 /// Where the fetch of an entity's records after a migration stands (see
 /// [`LocalStore::refetch_next`]).
-const REFETCH_CURSOR_KEY: &str = "refetch-cursor";
+const REFETCH_CURSOR_KEY: &str = meta::REFETCH_CURSOR_KEY;
 
 /// After a page of `entity` fetched again (in the page's transaction): its next page,
 /// or, after its last, the next entity.
