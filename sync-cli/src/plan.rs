@@ -35,7 +35,8 @@ pub enum Step {
         /// The removed field.
         field: Field,
     },
-    /// A field whose column name changed (`renamed_from`, or a new `column`).
+    /// A field whose column or wire name changed (`renamed_from`, a new `rename` or a
+    /// new `column`).
     RenameColumn {
         /// The entity, as it is after the change.
         entity: Entity,
@@ -411,17 +412,14 @@ fn diff_entity(old: &Entity, new: &Entity, steps: &mut Vec<Step>, unsupported: &
                 continue;
             }
         }
-        if o.column != f.column {
+        if o.column != f.column || o.name != f.name {
+            // (A rename on the wire alone keeps the column: the step then only brings
+            // the data in flight and the wire history along.)
             steps.push(Step::RenameColumn {
                 entity: new.clone(),
                 from: o.clone(),
                 to: f.clone(),
             });
-        } else if o.name != f.name {
-            steps.push(Step::Metadata(format!(
-                "`{}`: field `{}` renamed to `{}` on the wire (same column)",
-                new.name, o.name, f.name
-            )));
         }
         match (&o.references, &f.references) {
             (None, Some(_)) => steps.push(Step::AddIndex {

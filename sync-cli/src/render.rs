@@ -669,6 +669,30 @@ impl Renderer {
         out
     }
 
+    /// Server migrations only: the per-field clocks each row keeps (its `sync_clocks`
+    /// JSON, keyed by wire name) follow a field renamed on the wire, so that `lww`
+    /// compares a later stamp with the field's own, not with none.
+    fn rename_server_clocks(&self, e: &Entity, from: &str, to: &str) -> Vec<String> {
+        if from == to || self.target == Target::Client {
+            return Vec::new();
+        }
+        let (t, c) = (self.q(&e.table), self.q(meta::CLOCKS));
+        let (from_path, to_path) = (self.json_path("$", from), self.json_path("$", to));
+        vec![match self.d {
+            Dialect::Sqlite => format!(
+                "UPDATE {t} SET {c} = json_set(json_remove({c}, {from_path}), {to_path}, json({c} -> {from_path})) WHERE json_type({c}, {from_path}) IS NOT NULL"
+            ),
+            Dialect::Postgres => format!(
+                "UPDATE {t} SET {c} = ({c} - {f}) || jsonb_build_object({n}, {c} -> {f}) WHERE {c} ? {f}",
+                f = self.string(from),
+                n = self.string(to),
+            ),
+            Dialect::Mysql => format!(
+                "UPDATE {t} SET {c} = JSON_SET(JSON_REMOVE({c}, {from_path}), {to_path}, JSON_EXTRACT({c}, {from_path})) WHERE JSON_CONTAINS_PATH({c}, 'one', {from_path})"
+            ),
+        }]
+    }
+
     /// Client migrations only: what the device holds under the old model, brought to the
     /// new one in the same transaction as the schema change, so that nothing valid under
     /// the old model dies because of the upgrade (issue "Upgrades in any order", item 1).
@@ -687,6 +711,17 @@ impl Renderer {
             return Vec::new();
         }
         match step {
+            Step::DropEntity(e) => vec![
+                // It is no longer fetched again, and nor is its cursor followed.
+                format!(
+                    "UPDATE {m} SET {value} = (SELECT json_group_array(j.value) FROM json_each({m}.{value}) AS j WHERE j.value <> {name}) WHERE {key} = {}",
+                    self.string(meta::REFETCH_KEY),
+                    m = self.q(meta::META),
+                    value = self.q("value"),
+                    key = self.q("key"),
+                    name = self.string(&e.name),
+                ),
+            ],
             Step::RenameColumn { entity, from, to } if from.name != to.name => {
                 self.rename_in_flight(entity, &from.name, &to.name)
             }
@@ -946,6 +981,11 @@ impl Renderer {
                 .enumerate()
                 .flat_map(|(i, t)| self.drop_column(entity, t, field, i == 0))
                 .collect(),
+            Step::RenameColumn { entity, from, to } if from.column == to.column => {
+                // A rename on the wire alone: the server's clocks follow (the client's
+                // in-flight data below).
+                self.rename_server_clocks(entity, &from.name, &to.name)
+            }
             Step::RenameColumn { entity, from, to } => {
                 let mut out: Vec<String> = self
                     .tables_of(entity)
@@ -958,6 +998,7 @@ impl Renderer {
                 if to.references.is_some() {
                     out.push(self.reference_index(entity, to));
                 }
+                out.extend(self.rename_server_clocks(entity, &from.name, &to.name));
                 out
             }
             Step::WidenField { entity, to, .. } => self
@@ -985,7 +1026,15 @@ impl Renderer {
                 .map(|t| format!("DROP TABLE {}", self.q(t)))
                 .collect(),
             Step::DropEntity(e) => self.entity_tables(e)?,
-            Step::RenameEntity { from, to } => self.rename_entity(to, from),
+            // By now the field steps are undone: the table holds `from`'s fields.
+            Step::RenameEntity { from, to } => self.rename_entity(
+                &Entity {
+                    name: to.name.clone(),
+                    table: to.table.clone(),
+                    ..from.clone()
+                },
+                from,
+            ),
             Step::AddField { entity, field } => self
                 .tables_of(entity)
                 .iter()
@@ -1047,7 +1096,9 @@ fn wire_change(step: &Step) -> Option<WireChange> {
         Step::DropField { entity, field } => WireChange::DropField {
             entity: entity.name.clone(),
             field: field.name.clone(),
-            default: default(field),
+            // What a client that still has the field reads for it: its default, or
+            // else the zero of its type (a required field must read as some value).
+            default: wire_default(field).unwrap_or_else(|| zero_value(field)),
         },
         Step::RenameColumn { entity, from, to } if from.name != to.name => {
             WireChange::RenameField {
@@ -1058,6 +1109,25 @@ fn wire_change(step: &Step) -> Option<WireChange> {
         }
         _ => return None,
     })
+}
+
+/// The zero of a field's type on the wire (`false`, `0`, `""`, the nil UUID, the Unix
+/// epoch, no bytes, an empty set; `null` for a `json` field, whose type is the app's).
+fn zero_value(f: &Field) -> serde_json::Value {
+    use serde_json::json;
+    match &f.ty.kind {
+        TypeKind::Set { .. } => json!([]),
+        TypeKind::Json { .. } => serde_json::Value::Null,
+        TypeKind::Scalar { scalar } => match scalar {
+            ScalarType::Bool => json!(false),
+            ScalarType::F32 | ScalarType::F64 => json!(0.0),
+            s if s.is_integer() => json!(0),
+            ScalarType::Uuid => json!("00000000-0000-0000-0000-000000000000"),
+            ScalarType::Timestamp => json!("1970-01-01T00:00:00.000000Z"),
+            ScalarType::Bytes => json!([]),
+            _ => json!(""),
+        },
+    }
 }
 
 /// The value a field takes, on the wire, where a record has none: its `default`, an

@@ -189,6 +189,18 @@ impl Lens {
 
     /// A record of the server, in the client's shape.
     pub(crate) fn record_out(&self, r: &mut ServerRecord) {
+        if let Some(client) = self.entity_to_client.get(&r.entity_type)
+            && r.deleted
+            && r.record.is_empty()
+        {
+            // A collected delete's slim tombstone: no fields to translate, and clients
+            // know it by its empty record.
+            r.entity_type = client.clone();
+            return;
+        }
+        if r.deleted && r.record.is_empty() {
+            return;
+        }
         let e = &r.entity_type;
         let (unknown, rename, gone) =
             (self.unknown.get(e), self.to_client.get(e), self.gone.get(e));
@@ -218,6 +230,9 @@ impl Lens {
             MutationResult::Applied { server, .. } => self.record_out(server),
             MutationResult::Conflict { server, fields, .. } => {
                 self.record_out(server);
+                if let Some(unknown) = self.unknown.get(entity) {
+                    fields.retain(|f| !unknown.contains_key(f));
+                }
                 for f in fields {
                     if let Some(c) = self.to_client.get(entity).and_then(|n| n.get(f)) {
                         *f = c.clone();
@@ -334,12 +349,14 @@ fn birth_names<'a>(
                 entities.insert(to.clone(), birth);
                 move_key(&mut fields, from, to);
             }
-            WireChange::AddField { entity, field, .. }
-            | WireChange::DropField { entity, field, .. } => {
+            WireChange::AddField { entity, field, .. } => {
                 if let Some(f) = fields.get_mut(entity) {
                     f.remove(field);
                 }
             }
+            // A dropped field keeps its mapping: a retry sent before the drop under a
+            // later name still hashes under the first (its members go after the hash).
+            WireChange::DropField { .. } => {}
             WireChange::RenameField { entity, from, to } => {
                 let f = fields.entry(entity.clone()).or_default();
                 let birth = f.remove(from).unwrap_or_else(|| from.clone());
@@ -501,25 +518,23 @@ impl History {
             m.iter().map(|(a, b)| (b.clone(), a.clone())).collect()
         };
         // Two things born under one name (a field renamed, another added under its old
-        // name) have no common shape: the current names stand (see the module's docs).
-        let collide = entities
-            .values()
-            .any(|birth| history.fields.contains_key(birth) && !entities.contains_key(birth))
-            || fields.iter().any(|(e, f)| {
-                f.values().any(|birth| {
-                    history.fields.get(e).is_some_and(|now| now.contains(birth))
-                        && !f.contains_key(birth)
-                })
-            });
-        if !collide {
-            history.entity_from_origin = inverse(&entities);
-            history.from_origin = fields
-                .iter()
-                .map(|(e, f)| (e.clone(), inverse(f)))
-                .collect();
-            history.entity_to_origin = entities;
-            history.to_origin = fields;
+        // name) cannot share it: those keep their current names (see the module's docs).
+        let mut entities = entities;
+        let renamed: BTreeSet<String> = entities.keys().cloned().collect();
+        entities.retain(|_, birth| !history.fields.contains_key(birth) || renamed.contains(birth));
+        let mut fields = fields;
+        for (e, f) in &mut fields {
+            let now = history.fields.get(e).cloned().unwrap_or_default();
+            let renamed: BTreeSet<String> = f.keys().cloned().collect();
+            f.retain(|_, birth| !now.contains(birth) || renamed.contains(birth));
         }
+        history.entity_from_origin = inverse(&entities);
+        history.from_origin = fields
+            .iter()
+            .map(|(e, f)| (e.clone(), inverse(f)))
+            .collect();
+        history.entity_to_origin = entities;
+        history.to_origin = fields;
         Ok(history)
     }
 
@@ -607,7 +622,11 @@ impl History {
                     clocks.retain(|k, _| fields.contains(k));
                 }
             }
-            let now = self.fields.get(&server.entity_type);
+            let now = self
+                .fields
+                .get(&server.entity_type)
+                // A collected delete's slim tombstone keeps its empty record.
+                .filter(|_| !(server.deleted && server.record.is_empty()));
             for (field, default) in self
                 .added_since_origin
                 .get(&server.entity_type)
@@ -738,6 +757,28 @@ mod tests {
         let mut r = server_record(json!({"id": "x", "due": "2026"}), json!({}));
         lens.record_out(&mut r);
         assert_eq!(r.record["due"], "2026");
+    }
+
+    #[test]
+    fn a_collected_deletes_slim_tombstone_stays_empty() {
+        // Clients know a collected delete by its empty record: no default, no dropped
+        // field's value may fill it.
+        let lens = Lens::fold(&[
+            add("task", "priority"),
+            drop_field("task", "notes", json!("")),
+            WireChange::RenameEntity {
+                from: "task".into(),
+                to: "todo".into(),
+            },
+        ]);
+        let mut r = ServerRecord {
+            entity_type: "todo".into(),
+            deleted: true,
+            ..server_record(json!({}), json!({}))
+        };
+        lens.record_out(&mut r);
+        assert!(r.record.is_empty(), "{:?}", r.record);
+        assert_eq!(r.entity_type, "task");
     }
 
     #[test]

@@ -436,6 +436,17 @@ impl<T: Transport> SyncEngine<T> {
                     self.store.refetch_restart()?;
                     continue;
                 }
+                // A cursor the server refuses (it was upgraded meanwhile): start the
+                // entity over; an entity it refuses (no longer served): skip it.
+                Err(TransportError::Http { status: 400, .. }) if cursor.is_some() => {
+                    self.store.refetch_restart()?;
+                    continue;
+                }
+                Err(e @ TransportError::Http { status: 400, .. }) => {
+                    tracing::warn!(%entity, error = %e, "the server will not snapshot this entity; not fetching it again");
+                    self.store.refetch_skip(&entity)?;
+                    continue;
+                }
                 Err(e) => return Ok(Step::Pause(self.pause_for(&e))),
             };
             let next_cursor = page.next_cursor.as_deref().filter(|_| page.has_more);

@@ -114,7 +114,8 @@ pub(crate) fn refetch_advance(
     next_cursor: Option<&str>,
 ) -> Result<(), StoreError> {
     if let Some(cursor) = next_cursor {
-        return super::meta_set(conn, REFETCH_CURSOR_KEY, cursor);
+        let value = serde_json::to_string(&(entity, cursor)).expect("JSON");
+        return super::meta_set(conn, REFETCH_CURSOR_KEY, &value);
     }
     let names: Vec<String> = super::meta_get(conn, meta::REFETCH_KEY)?
         .map(|l| serde_json::from_str(&l).unwrap_or_default())
@@ -298,17 +299,32 @@ impl LocalStore {
             )?;
             return Ok(None);
         };
-        let cursor = super::meta_get(&conn, REFETCH_CURSOR_KEY)?;
+        // The cursor is kept with the entity it pages through: one of another (an
+        // entity since dropped) is not this one's.
+        let cursor = super::meta_get(&conn, REFETCH_CURSOR_KEY)?
+            .and_then(|c| serde_json::from_str::<(String, String)>(&c).ok())
+            .filter(|(of, _)| *of == entity)
+            .map(|(_, c)| c);
         Ok(Some((entity, cursor)))
     }
 
     /// Starts the fetch of `entity` again from its first page (its snapshot's pinned
-    /// token expired: 410).
+    /// token expired: 410; or the server refused the cursor).
     pub(crate) fn refetch_restart(&self) -> Result<(), StoreError> {
         self.conn().execute(
             concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
             [REFETCH_CURSOR_KEY],
         )?;
+        Ok(())
+    }
+
+    /// Gives up fetching `entity` again: the server refuses to snapshot it (it no
+    /// longer serves it). Its records stay as they are.
+    pub(crate) fn refetch_skip(&self, entity: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        refetch_advance(&tx, entity, None)?;
+        tx.commit()?;
         Ok(())
     }
 
