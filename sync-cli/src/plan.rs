@@ -544,6 +544,26 @@ mod tests {
         );
     }
 
+    /// A rename on the wire that keeps its column (`rename` with `renamed_from` and the
+    /// old `column`) is a rename step, so the data in flight and the server's history
+    /// follow it, and no column is touched.
+    #[test]
+    fn a_wire_rename_keeping_its_column_is_a_rename() {
+        let v2 = V1.replace(
+            "title: String",
+            "#[sync(rename = \"heading\", renamed_from = \"title\", column = \"title\")] title: String",
+        );
+        let steps = diff(&model(V1), &model(&v2), false).unwrap();
+        assert!(
+            matches!(
+                steps.as_slice(),
+                [Step::RenameColumn { from, to, .. }]
+                    if from.name == "title" && to.name == "heading" && from.column == to.column
+            ),
+            "{steps:?}"
+        );
+    }
+
     /// A narrowing type change is not a rename: no rename hint.
     #[test]
     fn a_narrowing_change_gets_no_rename_hint() {
