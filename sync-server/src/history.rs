@@ -82,15 +82,14 @@ impl Lens {
                     if lens.unknown_entities.contains(entity) {
                         continue;
                     }
-                    // A name the client had, dropped and now added again: the client's
-                    // member of that name is this field.
-                    let gone = lens.gone.entry(entity.clone()).or_default();
-                    if gone.remove(field).is_none() {
-                        lens.unknown
-                            .entry(entity.clone())
-                            .or_default()
-                            .insert(field.clone(), default.clone());
-                    }
+                    // Unknown to the client, even under a name it had: a field dropped
+                    // and added again (also a type change, which the generator writes
+                    // as a drop and an add) is another field; the client's member of
+                    // that name stays the dropped one (`gone`).
+                    lens.unknown
+                        .entry(entity.clone())
+                        .or_default()
+                        .insert(field.clone(), default.clone());
                 }
                 WireChange::DropField {
                     entity,
@@ -170,6 +169,22 @@ impl Lens {
         self.entity_from_client
             .get(client)
             .map_or(client, String::as_str)
+    }
+
+    /// A mutation (in the server's names, its hash taken) without the client's members
+    /// of fields dropped since its model, also those whose name a later field took.
+    pub(crate) fn strip_gone(&self, m: &mut Mutation) {
+        let Some(gone) = self.gone.get(&m.entity_type) else {
+            return;
+        };
+        if let Some(record) = &mut m.record {
+            record.retain(|k, _| !gone.contains_key(k));
+        }
+        for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
+            if let Some(members) = value.as_object_mut() {
+                members.retain(|k, _| !gone.contains_key(k));
+            }
+        }
     }
 
     /// Whether a client of the earlier model knows `entity`.
@@ -743,7 +758,7 @@ mod tests {
     }
 
     #[test]
-    fn a_later_model_entity_is_unknown_and_a_dropped_and_readded_name_is_the_same_field() {
+    fn a_later_model_entity_is_unknown_and_a_dropped_and_readded_name_is_another_field() {
         let lens = Lens::fold(&[
             WireChange::AddEntity {
                 entity: "label".into(),
@@ -754,9 +769,20 @@ mod tests {
         ]);
         assert!(!lens.knows_entity("label"));
         assert!(lens.knows_entity("task"));
+        // The server's `due` is another field (a type change is written the same way):
+        // the client reads its own, dropped, as the recorded default, and its members
+        // of it go.
         let mut r = server_record(json!({"id": "x", "due": "2026"}), json!({}));
         lens.record_out(&mut r);
-        assert_eq!(r.record["due"], "2026");
+        assert_eq!(r.record["due"], Json::Null);
+        let mut m: Mutation = serde_json::from_value(json!({
+            "idempotency_key": "k", "entity_type": "task", "entity_id": uuid::Uuid::nil(),
+            "op": "update", "base_version": 1, "patch": {"due": {"set": "old", "hlc": "h"}}
+        }))
+        .unwrap();
+        lens.mutation_in(&mut m);
+        lens.strip_gone(&mut m);
+        assert_eq!(m.patch.unwrap(), json!({}));
     }
 
     #[test]

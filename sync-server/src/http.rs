@@ -325,7 +325,8 @@ async fn push_inner(
     if let Some(lens) = lens {
         mutations.iter_mut().for_each(|m| lens.mutation_in(m));
     }
-    let (mut results, in_flight) = logic::push_batch(state, &account, model, &mutations).await?;
+    let (mut results, in_flight) =
+        logic::push_batch(state, &account, model, lens, &mutations).await?;
     if let Some(lens) = lens {
         for (m, r) in mutations.iter().zip(&mut results) {
             lens.result_out(r, &m.entity_type);

@@ -154,12 +154,16 @@ pub(crate) async fn current_answer(
 /// finds the keys done and replays their results. A server error rolls the whole request
 /// back; the client retries it with the same keys, and nothing was applied twice.
 ///
+/// `lens`: the translation of an older client's model (its mutations are already in
+/// the server's names; its members of fields dropped since go after each hash).
+///
 /// Returns the results, and the key at which processing stopped if a key is still
 /// marked in flight by another server (the results before it are committed).
 pub(crate) async fn push_batch(
     state: &State,
     account: &str,
     model: ClientModel,
+    lens: Option<&crate::history::Lens>,
     mutations: &[Mutation],
 ) -> Result<(Vec<MutationResult>, Option<String>), ServerError> {
     let mut tx = state.db.begin().await?;
@@ -171,10 +175,14 @@ pub(crate) async fn push_batch(
         let request_hash = hash(&state.history.canonical(m));
         // Members of fields this server dropped go after the hash is taken (see
         // `History::strip_dropped`).
+        // (An older client's members of fields dropped since its model, too.)
         let stripped;
-        let m = if state.history.has_dropped(&m.entity_type) {
+        let m = if state.history.has_dropped(&m.entity_type) || lens.is_some() {
             let mut copy = m.clone();
             state.history.strip_dropped(&mut copy);
+            if let Some(lens) = lens {
+                lens.strip_gone(&mut copy);
+            }
             stripped = copy;
             &stripped
         } else {
