@@ -174,16 +174,8 @@ impl Lens {
     /// A mutation (in the server's names, its hash taken) without the client's members
     /// of fields dropped since its model, also those whose name a later field took.
     pub(crate) fn strip_gone(&self, m: &mut Mutation) {
-        let Some(gone) = self.gone.get(&m.entity_type) else {
-            return;
-        };
-        if let Some(record) = &mut m.record {
-            record.retain(|k, _| !gone.contains_key(k));
-        }
-        for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
-            if let Some(members) = value.as_object_mut() {
-                members.retain(|k, _| !gone.contains_key(k));
-            }
+        if let Some(gone) = self.gone.get(&m.entity_type) {
+            retain_members(m, |k| !gone.contains_key(k));
         }
     }
 
@@ -307,6 +299,19 @@ impl Lens {
                     *pointer = rename_in_pointer(pointer, names);
                 }
             }
+        }
+    }
+}
+
+/// Keeps the members of a mutation's `record`, `clocks` and `patch` whose field name
+/// `keep` accepts.
+fn retain_members(m: &mut Mutation, keep: impl Fn(&str) -> bool) {
+    if let Some(record) = &mut m.record {
+        record.retain(|k, _| keep(k));
+    }
+    for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
+        if let Some(members) = value.as_object_mut() {
+            members.retain(|k, _| keep(k));
         }
     }
 }
@@ -594,16 +599,8 @@ impl History {
     /// the server dropped, which an old client still has (PROTOCOL.md MODEL-2): its
     /// retry of a mutation first sent before the drop hashes as the first delivery did.
     pub(crate) fn strip_dropped(&self, m: &mut Mutation) {
-        let Some(dropped) = self.dropped.get(&m.entity_type) else {
-            return;
-        };
-        if let Some(record) = &mut m.record {
-            record.retain(|k, _| !dropped.contains(k));
-        }
-        for value in [&mut m.clocks, &mut m.patch].into_iter().flatten() {
-            if let Some(members) = value.as_object_mut() {
-                members.retain(|k, _| !dropped.contains(k));
-            }
+        if let Some(dropped) = self.dropped.get(&m.entity_type) {
+            retain_members(m, |k| !dropped.contains(k));
         }
     }
 
