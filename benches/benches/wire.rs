@@ -105,6 +105,8 @@ fn figures() {
         clocks: None,
         patch: Some(serde_json::to_value(&patch).expect("json")),
         hlc: None,
+        dot: None,
+        dots: None,
     };
     let mutation_bytes = serde_json::to_vec(&mutation).expect("json").len();
     let body = sync_runtime::protocol::PushRequest {

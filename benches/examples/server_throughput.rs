@@ -96,6 +96,8 @@ fn create(k: usize) -> Mutation {
         clocks: Some(serde_json::to_value(<Task as Syncable>::Clocks::all(hlc)).expect("clocks")),
         patch: None,
         hlc: None,
+        dot: None,
+        dots: None,
     }
 }
 

@@ -94,6 +94,7 @@ pub mod pull {
                     record: t.to_record().expect("record"),
                     clocks: serde_json::to_value(<Task as Syncable>::Clocks::all(hlc))
                         .expect("clocks"),
+                    dots: None,
                 }
             })
             .collect()

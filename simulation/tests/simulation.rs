@@ -39,7 +39,9 @@ use axum::body::Body;
 use serde_json::{Value as Json, json};
 use sync_runtime::engine::{EngineConfig, SyncEngine, SyncOutcome, Transport, TransportError};
 use sync_runtime::prelude::*;
-use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
+use sync_runtime::protocol::{
+    ChangesResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PushRequest, PushResponse, SnapshotResponse,
+};
 use sync_runtime::store::{Durability, Migrations, OutboxStatus, StoreError};
 use sync_server::{Server, StaticTokens};
 use sync_simulation::{Rng, Seeds, changes_uri, parallelism, run_seeds, runtime, snapshot_uri};
@@ -80,6 +82,8 @@ struct SimTransport {
     malformed: Arc<Mutex<Rng>>,
     trace: Arc<Mutex<Vec<String>>>,
     name: String,
+    /// The protocol version of the server's last response (its `sync-protocol` header).
+    protocol: Mutex<Option<String>>,
 }
 
 impl SimTransport {
@@ -105,6 +109,7 @@ impl SimTransport {
             .method(method)
             .uri(uri)
             .header("authorization", "Bearer sim-token")
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
             .header("content-type", "application/json");
         if let Some(b) = body {
             req = req.header("content-length", serde_json::to_vec(b).unwrap().len());
@@ -116,6 +121,9 @@ impl SimTransport {
             .unwrap();
         let res = router.oneshot(req).await.unwrap();
         let status = res.status().as_u16();
+        if let Some(v) = res.headers().get(PROTOCOL_HEADER) {
+            *self.protocol.lock().unwrap() = v.to_str().ok().map(str::to_string);
+        }
         let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -428,6 +436,10 @@ impl Transport for SimTransport {
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         millis_to_time(self.server_wall.load(Ordering::SeqCst))
     }
+
+    fn server_protocol(&self) -> Option<String> {
+        self.protocol.lock().unwrap().clone()
+    }
 }
 
 fn millis_to_time(ms: u64) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -660,6 +672,7 @@ impl Sim {
             malformed: c.malformed.clone(),
             trace: self.trace.clone(),
             name: c.name.clone(),
+            protocol: Mutex::new(None),
         };
         let mut cfg = EngineConfig::new("sim", "sim-token");
         cfg.refresher = Some(Arc::new(|| Some("sim-token".to_string())));

@@ -43,7 +43,9 @@ use axum::body::Body;
 use serde_json::{Value as Json, json};
 use sync_runtime::Syncable;
 use sync_runtime::engine::{EngineConfig, SyncEngine, SyncOutcome, Transport, TransportError};
-use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
+use sync_runtime::protocol::{
+    ChangesResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PushRequest, PushResponse, SnapshotResponse,
+};
 use sync_runtime::store::{Durability, LocalStore, Migrations};
 use sync_server::{Server, StaticTokens};
 use sync_simulation::{Rng, Seeds, changes_uri, parallelism, run_seeds, snapshot_uri};
@@ -67,6 +69,8 @@ struct Shared {
     faults: AtomicBool,
     rng: Mutex<Rng>,
     trace: Mutex<Vec<String>>,
+    /// The protocol version of the server's last response (its `sync-protocol` header).
+    protocol: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -92,6 +96,7 @@ impl Shared {
             .uri(uri)
             .header("authorization", "Bearer sim-token")
             .header("sync-model-fingerprint", fingerprint)
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
             .header("content-type", "application/json");
         if let Some(b) = &bytes {
             req = req.header("content-length", b.len());
@@ -99,6 +104,9 @@ impl Shared {
         let req = req.body(bytes.map_or(Body::empty(), Body::from)).unwrap();
         let res = router.oneshot(req).await.unwrap();
         let status = res.status().as_u16();
+        if let Some(v) = res.headers().get(PROTOCOL_HEADER) {
+            *self.protocol.lock().unwrap() = v.to_str().ok().map(str::to_string);
+        }
         let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -221,6 +229,10 @@ impl Transport for UpTransport {
         serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
     }
 
+    fn server_protocol(&self) -> Option<String> {
+        self.shared.protocol.lock().unwrap().clone()
+    }
+
     async fn health(&self) -> Result<(), TransportError> {
         Ok(())
     }
@@ -284,6 +296,7 @@ impl Sim {
             faults: AtomicBool::new(true),
             rng: Mutex::new(Rng(seed)),
             trace: Mutex::new(Vec::new()),
+            protocol: Mutex::new(None),
         });
         let mut sim = Sim {
             server,

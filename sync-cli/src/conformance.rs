@@ -693,6 +693,11 @@ pub fn run(model: &Model, opts: &Options) -> Report {
         ),
         ("SUM-1", "two sum deltas from one base both count", sum_adds),
         (
+            "SUM-2",
+            "a sum delta whose dot the record holds is not added again",
+            sum_dots,
+        ),
+        (
             "UNION-1",
             "union edits add and remove items and never replace the set",
             union_items,
@@ -1111,6 +1116,53 @@ fn sum_adds(cx: &Ctx) -> Checked {
     };
     Ok(expect_eq(
         &format!("`{}` after +2 and +3 from {start}", f.name),
+        &expected,
+        &now["record"][&f.name],
+    ))
+}
+
+/// SUM-2: an update whose dot the record's dots include applies without its `sum`
+/// operations (as a device's retry does after a restore lost its first delivery and
+/// another device sent the record again).
+fn sum_dots(cx: &Ctx) -> Checked {
+    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    let protocol = r.body["protocol"].as_str().unwrap_or_default().to_string();
+    if !sync_runtime::protocol::speaks_dots(&protocol) {
+        return Ok(Outcome::Skip(format!(
+            "the server speaks protocol `{protocol}`; dots came with 1.3.0"
+        )));
+    }
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Sum, |_, v| v.is_number())? else {
+        return Ok(Outcome::Skip("no sum field in the model".into()));
+    };
+    let version = server["version"].as_i64().unwrap_or(1);
+    let start = &server["record"][&f.name];
+    let session = format!("{:016x}", Uuid::new_v4().as_u64_pair().0);
+    let add = |n: i64, seq: u64| {
+        let mut m = Writer::update(e, id, version, json!({ f.name.clone(): { "add": n } }));
+        m["dot"] = json!({ "session": session, "seq": seq });
+        m
+    };
+    // +2 as dot 1; the same dot under another key (a retry whose key the server no
+    // longer knows); then +3 as dot 2.
+    for (n, seq) in [(2, 1), (2, 1), (3, 2)] {
+        let r = cx.c.push_one(cx.token(), add(n, seq))?;
+        if r["status"] != "applied" {
+            return Ok(Outcome::Fail(format!(
+                "+{n} with dot {seq}: expected applied, got {r}"
+            )));
+        }
+    }
+    let now = cx.c.record_of(cx.token(), id)?;
+    let expected = match start.as_i64() {
+        Some(i) => json!(i.wrapping_add(5)),
+        None => json!(start.as_f64().unwrap_or(0.0) + 5.0),
+    };
+    Ok(expect_eq(
+        &format!(
+            "`{}` after +2 (dot 1), +2 again with dot 1 and +3 (dot 2), from {start}",
+            f.name
+        ),
         &expected,
         &now["record"][&f.name],
     ))

@@ -236,7 +236,12 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
         envelope(
             "create",
             "A create",
-            json!({ "record": reference(&name(e, "Record")), "clocks": reference(&name(e, "Clocks")) }),
+            json!({
+                "record": reference(&name(e, "Record")),
+                "clocks": reference(&name(e, "Clocks")),
+                "dot": reference("Dot"),
+                "dots": reference("Dots")
+            }),
             &["record"],
         ),
     );
@@ -245,7 +250,7 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
         envelope(
             "update",
             "An update",
-            json!({ "patch": reference(&name(e, "Patch")) }),
+            json!({ "patch": reference(&name(e, "Patch")), "dot": reference("Dot") }),
             &["patch"],
         ),
     );
@@ -284,12 +289,23 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 ] },
                 "deleted": { "type": "boolean" },
                 "record": { "oneOf": [reference(&name(e, "Record")), reference("CollectedRecord")] },
-                "clocks": reference(&name(e, "Clocks"))
+                "clocks": reference(&name(e, "Clocks")),
+                "dots": reference("Dots")
             },
             "required": ["entity_type", "entity_id", "version", "server_updated_at", "deleted", "record", "clocks"],
             "additionalProperties": false
         }),
     );
+}
+
+/// `Dots`: a map of sessions to numbers (a type alias in the runtime, so written here).
+fn dots_schema() -> Json {
+    json!({
+        "type": "object",
+        "description": "The contributions a record's `sum` fields include (PROTOCOL.md SUM-2): per store session (16 lowercase hex digits), the highest `seq` of its mutations applied to the record. Sent by servers of protocol 1.3.0 or later to clients that say they speak it (the `sync-protocol` request header); sent by such clients with a create of a record the server lost.",
+        "propertyNames": { "pattern": "^[0-9a-f]{16}$" },
+        "additionalProperties": { "type": "integer", "format": "int64", "minimum": 1 }
+    })
 }
 
 /// The protocol's messages with the entities' typed records: what `openapi` adds beside
@@ -481,6 +497,8 @@ pub(crate) fn openapi_without_fingerprint(
     let mut schemas = Map::new();
     add_protocol_schema::<Problem>(&mut schemas);
     add_protocol_schema::<sync_runtime::hlc::Hlc>(&mut schemas);
+    add_protocol_schema::<sync_runtime::protocol::Dot>(&mut schemas);
+    schemas.insert("Dots".into(), dots_schema());
     typed_messages(&mut schemas);
     for e in &model.entities[..split] {
         entity_schemas(e, &mut schemas);
@@ -591,6 +609,11 @@ pub(crate) fn openapi_without_fingerprint(
         "description": "The fingerprint of the model the client was built with; unknown fingerprints get 426 (after the request's input is checked); absent: the server's own model.",
         "schema": { "type": "string", "pattern": "^sha256:[0-9a-f]{32}$" }
     });
+    let protocol_header = json!({
+        "name": "sync-protocol", "in": "header", "required": false,
+        "description": "The sync protocol version the client's runtime speaks (`x-syncgen-protocol` of this document for a current one). From 1.3.0 on, records in responses carry their `dots`; absent, or not a `major.minor.patch` of 1.3.0 or later: served without them.",
+        "schema": { "type": "string" }
+    });
 
     let mut paths = Map::new();
     paths.insert(
@@ -600,7 +623,7 @@ pub(crate) fn openapi_without_fingerprint(
             "summary": "Apply an ordered batch of mutations.",
             "description": "Each mutation is applied independently, in order, and answered with `applied` (the server's record), `conflict` (the server's record and the conflicting `manual` fields; nothing applied) or `rejected` (a problem). Idempotency (the IETF Idempotency-Key draft's rules, per mutation key; there is no request-level `Idempotency-Key` header, since a batch is not the unit of retry: each mutation is applied, stored and replayed on its own): the same key with the same body replays the stored result; the same key with another body is rejected with a 422 problem; while the first request with a key is still processed, the push answers 409. The body is read strictly: a member name repeated in any object, an unknown member or an idempotency key outside 1 to 255 characters refuses the whole request (422, `pointer` naming the member in the body). `null` for an unused `record`, `clocks`, `patch` or `hlc` refuses the whole request too. A record, patch or clocks member the entity's schemas do not allow, or a member the mutation's `op` does not carry, refuses that mutation alone (`rejected`, 422, `pointer` into the mutation), so one bad mutation never blocks the others. A client of an earlier model the server still serves (its `sync-model-fingerprint`) may omit from a record the fields added since, which have a default or are optional. Values one supported database cannot store are refused the same way everywhere, for that mutation alone (`rejected`, 422): a string anywhere in a record or patch (JSON fields included) holding U+0000, and a timestamp outside the years 0001 to 9999.",
             "tags": ["sync"],
-            "parameters": [fingerprint_header],
+            "parameters": [fingerprint_header, protocol_header.clone()],
             "requestBody": { "required": true, "content": { "application/json": {
                 "schema": reference("PushRequest"),
                 "example": push_example
@@ -631,7 +654,8 @@ pub(crate) fn openapi_without_fingerprint(
             "parameters": [
                 { "name": "since", "in": "query", "required": false, "description": "The token to continue from (opaque to clients; the pattern is the reference server's format); omitted: from the start.", "schema": { "type": "string", "pattern": CHANGE_TOKEN_PATTERN } },
                 limit.clone(),
-                fingerprint_header.clone()
+                fingerprint_header.clone(),
+                protocol_header.clone()
             ],
             "responses": {
                 "200": { "description": "A page of changes.", "content": { "application/json": { "schema": reference("ChangesResponse"), "example": changes_example } } },
@@ -654,7 +678,8 @@ pub(crate) fn openapi_without_fingerprint(
                 { "name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the previous page (opaque to clients; the pattern is the reference server's format).", "schema": { "type": "string", "pattern": SNAPSHOT_CURSOR_PATTERN } },
                 { "name": "entity", "in": "query", "required": false, "description": "Only this entity's records (its wire name): how a device fetches again the entities a migration gave new fields. A cursor continues the snapshot it came from, with the same `entity`.", "schema": { "type": "string", "enum": model.entities.iter().map(|e| e.name.clone()).collect::<Vec<_>>() } },
                 limit,
-                fingerprint_header
+                fingerprint_header,
+                protocol_header
             ],
             "responses": {
                 "200": { "description": "A page of live records.", "content": { "application/json": { "schema": reference("SnapshotResponse"), "example": snapshot_example } } },
@@ -713,6 +738,10 @@ pub(crate) fn openapi_without_fingerprint(
             "description": "The request's id: the client's `x-request-id` if it sent one, else one the server made. Problem bodies carry it in `instance`.",
             "schema": { "type": "string" }
         },
+        "SyncProtocol": {
+            "description": "The sync protocol version the server speaks (`x-syncgen-protocol`). From 1.3.0 on, it accepts a mutation's `dot` and `dots`; clients send them only to such a server.",
+            "schema": { "type": "string" }
+        },
         "WwwAuthenticate": {
             "description": "`Bearer`, or `Bearer error=\"invalid_token\"` for a token that is not valid (RFC 6750).",
             "schema": { "type": "string" }
@@ -736,6 +765,7 @@ fn document_headers(paths: &mut Map<String, Json>) {
                     .entry("headers")
                     .or_insert_with(|| json!({}));
                 headers["x-request-id"] = reference_to("headers", "RequestId");
+                headers["sync-protocol"] = reference_to("headers", "SyncProtocol");
                 if status == "401" {
                     headers["WWW-Authenticate"] = reference_to("headers", "WwwAuthenticate");
                 }

@@ -617,17 +617,20 @@ impl Renderer {
                 out.push(retype(meta::OUTBOX));
                 out.push(retype(meta::CONFLICTS));
                 // Restart notes: `own-write:<entity>:<id>` keys, and `resnapshot-held:`
-                // lists of `[entity, id]` pairs (see the store's `restart.rs`).
-                let prefix = |e: &str| format!("own-write:{e}:");
+                // lists of `[entity, id]` pairs (see the store's `restart.rs`); and the
+                // records' dots as the server gave them, `dots:<entity>:<id>` (`push.rs`).
                 let (key, value) = (self.q("key"), self.q("value"));
-                out.push(format!(
-                    "UPDATE {} SET {key} = {} || substr({key}, {}) WHERE substr({key}, 1, {}) = {}",
-                    self.q(meta::META),
-                    self.string(&prefix(&to.name)),
-                    prefix(&from.name).len() + 1,
-                    prefix(&from.name).len(),
-                    self.string(&prefix(&from.name)),
-                ));
+                for note in ["own-write", "dots"] {
+                    let prefix = |e: &str| format!("{note}:{e}:");
+                    out.push(format!(
+                        "UPDATE {} SET {key} = {} || substr({key}, {}) WHERE substr({key}, 1, {}) = {}",
+                        self.q(meta::META),
+                        self.string(&prefix(&to.name)),
+                        prefix(&from.name).len() + 1,
+                        prefix(&from.name).len(),
+                        self.string(&prefix(&from.name)),
+                    ));
+                }
                 out.push(format!(
                     "UPDATE {m} SET {value} = (SELECT json_group_array(CASE WHEN j.value ->> '$[0]' = {old} THEN json_array({new}, j.value ->> '$[1]') ELSE json(j.value) END) FROM json_each({m}.{value}) AS j) WHERE substr({key}, 1, 16) = 'resnapshot-held:'",
                     m = self.q(meta::META),

@@ -272,6 +272,11 @@ async fn run(target: Target, mut db: Db) {
                     "INSERT INTO sync_outbox (entity_type, entity_id, op, payload, idempotency_key, created_at) VALUES ('group', 'g2', 'create', '{GROUP_CREATE}', 'k1', 'now')"
                 ))
                 .await;
+                // And the dots the server gave a record (see the store's `push.rs`).
+                db.exec(
+                    r#"INSERT INTO sync_meta (key, value) VALUES ('dots:group:00000000-0000-7000-8000-000000000001', '{"00000000000000aa":3}')"#,
+                )
+                .await;
             }
         }
         if i == 3 && target == Target::Client {
@@ -410,6 +415,16 @@ async fn assert_in_flight(db: &mut Db, version: usize) {
             .string("SELECT entity_type FROM sync_outbox WHERE idempotency_key = 'k1'")
             .await;
         assert_eq!(entity, if version >= 6 { "team" } else { "group" });
+        let dots = db
+            .string("SELECT key || ' ' || value FROM sync_meta WHERE key LIKE 'dots:%'")
+            .await;
+        let entity = if version >= 6 { "team" } else { "group" };
+        assert_eq!(
+            dots,
+            format!(
+                r#"dots:{entity}:00000000-0000-7000-8000-000000000001 {{"00000000000000aa":3}}"#
+            )
+        );
     }
 }
 

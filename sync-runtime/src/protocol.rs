@@ -18,6 +18,12 @@ use crate::syncable::Record;
 
 /// The request header carrying the model fingerprint the client was built with.
 pub const FINGERPRINT_HEADER: &str = "sync-model-fingerprint";
+/// The header carrying the sync protocol version a party speaks ([`PROTOCOL_VERSION`]):
+/// on requests, the client's runtime (a server adds what a client of that version reads,
+/// such as [`ServerRecord::dots`]); on responses, the server's (a client sends what a
+/// server of that version accepts, such as [`Mutation::dot`]). A party that does not
+/// send it speaks 1.2.0 or earlier.
+pub const PROTOCOL_HEADER: &str = "sync-protocol";
 /// The response header carrying the request id (also in the server's logs).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The media type of error bodies (RFC 9457).
@@ -140,6 +146,72 @@ pub struct Mutation {
     /// `delete`: when the record was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hlc: Option<Hlc>,
+    /// `create` and `update` of an entity with `sum` fields: the mutation's [`Dot`],
+    /// which names its contribution to the record's sums (PROTOCOL.md SUM-2). Sent only
+    /// to servers of protocol 1.3.0 or later; not part of the idempotency hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dot: Option<Dot>,
+    /// `create` of a record the server lost (sent again from the device's copy): the
+    /// [`Dots`] of the contributions the record's sums already include, as the server
+    /// last gave them (PROTOCOL.md SUM-2). Not part of the idempotency hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dots: Option<Dots>,
+}
+
+/// A mutation's contribution to a record's `sum` fields: the `seq`-th mutation sent by
+/// one session of one device's store (`session`: 16 lowercase hex digits, drawn at
+/// random each time the store is opened; `seq`: from 1, increasing in sending order).
+///
+/// A server applies a mutation's `sum` operations only if the record's dots (`Dots`) do
+/// not include its dot already, and then adds it to them; so a retry whose first delivery
+/// reached the record by another way (another device sending the record again after a
+/// restore lost it) counts once. A new session per opened store keeps a device whose
+/// database was restored from a backup from reusing a dot (PROTOCOL.md SUM-2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dot {
+    /// The store session: 16 lowercase hex digits.
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
+    pub session: String,
+    /// The mutation's number within the session, from 1.
+    #[schemars(range(min = 1))]
+    pub seq: u64,
+}
+
+/// The contributions a record's `sum` fields include: the highest [`Dot::seq`] applied
+/// per session. Sessions send their mutations of one record in order, so every dot of
+/// a session up to that number is included.
+pub type Dots = std::collections::BTreeMap<String, u64>;
+
+impl Dot {
+    /// Whether `dots` include this contribution.
+    pub fn included_in(&self, dots: &Dots) -> bool {
+        dots.get(&self.session).is_some_and(|&seq| seq >= self.seq)
+    }
+
+    /// Adds this contribution to `dots`.
+    pub fn add_to(&self, dots: &mut Dots) {
+        let seq = dots.entry(self.session.clone()).or_default();
+        *seq = (*seq).max(self.seq);
+    }
+}
+
+/// `into` with every contribution of `from` (per session, the higher number).
+pub fn merge_dots(into: &mut Dots, from: &Dots) {
+    for (session, &seq) in from {
+        let s = into.entry(session.clone()).or_default();
+        *s = (*s).max(seq);
+    }
+}
+
+/// Whether a protocol version (`major.minor.patch`, as [`PROTOCOL_HEADER`] carries it)
+/// is 1.3.0 or later: a party of that version speaks [`Dot`]s.
+pub fn speaks_dots(version: &str) -> bool {
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 3),
+        _ => false,
+    }
 }
 
 /// `POST /push` response: one result per mutation, in order.
@@ -168,6 +240,10 @@ pub struct ServerRecord {
     pub record: Record,
     /// The per-field clocks of its `lww` fields.
     pub clocks: Json,
+    /// The contributions its `sum` fields include (PROTOCOL.md SUM-2), for a client of
+    /// protocol 1.3.0 or later ([`PROTOCOL_HEADER`]); left out when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dots: Option<Dots>,
 }
 
 /// What happened to one mutation.
@@ -300,7 +376,7 @@ impl Problem {
 /// server's behaviour the document describes), apart from any model's fingerprint: the
 /// OpenAPI document gives it in `info.x-syncgen-protocol` and `GET /health` answers it.
 /// Its changes are listed in `PROTOCOL.md` at the repository's root.
-pub const PROTOCOL_VERSION: &str = "1.2.0";
+pub const PROTOCOL_VERSION: &str = "1.3.0";
 
 /// The most mutations one `POST /push` may hold (`maxItems` of `PushRequest.mutations`
 /// in the OpenAPI document); more is 413. A server may accept fewer per push, also with
@@ -368,5 +444,34 @@ mod tests {
         );
         assert_eq!(json_pointer(["a/b", "c~d"]), "/a~1b/c~0d");
         assert_eq!(json_pointer(Vec::<String>::new()), "");
+    }
+
+    #[test]
+    fn dots_from_1_3_on() {
+        assert!(speaks_dots("1.3.0"));
+        assert!(speaks_dots("1.10.2"));
+        assert!(speaks_dots("2.0.0"));
+        assert!(!speaks_dots("1.2.0"));
+        assert!(!speaks_dots("0.9"));
+        assert!(!speaks_dots("x"));
+        assert!(speaks_dots(PROTOCOL_VERSION));
+    }
+
+    #[test]
+    fn a_dot_is_included_up_to_its_sessions_number() {
+        let d = |seq| Dot {
+            session: "00000000000000aa".into(),
+            seq,
+        };
+        let mut dots = Dots::new();
+        assert!(!d(1).included_in(&dots));
+        d(3).add_to(&mut dots);
+        d(2).add_to(&mut dots);
+        assert_eq!(dots["00000000000000aa"], 3);
+        assert!(d(3).included_in(&dots) && d(1).included_in(&dots));
+        assert!(!d(4).included_in(&dots));
+        let mut other = Dots::from([("00000000000000aa".into(), 5), ("b".into(), 1)]);
+        merge_dots(&mut other, &dots);
+        assert_eq!(other["00000000000000aa"], 5);
     }
 }

@@ -577,6 +577,10 @@ impl History {
     /// lost, is retried with them).
     pub(crate) fn canonical(&self, m: &Mutation) -> Mutation {
         let mut canonical = m.clone();
+        // Dots are not part of the hash: a client may learn that the server speaks
+        // them between a mutation's first delivery and its retry (PROTOCOL.md SUM-2).
+        canonical.dot = None;
+        canonical.dots = None;
         if let (Some(record), Some(added)) = (
             &mut canonical.record,
             self.added_since_origin.get(&m.entity_type),
@@ -694,6 +698,7 @@ mod tests {
             deleted: false,
             record: record.as_object().unwrap().clone(),
             clocks,
+            dots: None,
         }
     }
 

@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sync_runtime::protocol::{
-    ChangesResponse, FINGERPRINT_HEADER, MAX_PAGE_LIMIT, PROBLEM_JSON, Problem, PushResponse,
-    REQUEST_ID_HEADER, ServerRecord, SnapshotResponse,
+    ChangesResponse, FINGERPRINT_HEADER, MAX_PAGE_LIMIT, MutationResult, PROBLEM_JSON, Problem,
+    PushResponse, REQUEST_ID_HEADER, ServerRecord, SnapshotResponse,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -123,6 +123,11 @@ pub(crate) fn router(state: Shared) -> Router {
                 if let Ok(v) = HeaderValue::from_str(&date) {
                     res.headers_mut().insert(header::DATE, v);
                 }
+                // And the protocol it speaks: clients send dots once they saw 1.3.0.
+                res.headers_mut().insert(
+                    sync_runtime::protocol::PROTOCOL_HEADER,
+                    HeaderValue::from_static(sync_runtime::protocol::PROTOCOL_VERSION),
+                );
                 res
             }
         }))
@@ -255,11 +260,24 @@ fn check_model(state: &State, headers: &HeaderMap) -> Result<(), ProblemResponse
 /// [`crate::history`]): records of entities it does not know left out, the others
 /// translated. Records for a client of the server's model as they are.
 fn serve_in_client_shape(state: &State, headers: &HeaderMap, records: &mut Vec<ServerRecord>) {
+    if !speaks_dots(headers) {
+        records.iter_mut().for_each(|r| r.dots = None);
+    }
     let Some(lens) = client_fingerprint(headers).and_then(|fp| state.history.lens(fp)) else {
         return;
     };
     records.retain(|r| lens.knows_entity(&r.entity_type));
     records.iter_mut().for_each(|r| lens.record_out(r));
+}
+
+/// Whether the client reads [`ServerRecord::dots`]: it says it speaks protocol 1.3.0 or
+/// later ([`sync_runtime::protocol::PROTOCOL_HEADER`]). Earlier runtimes refuse unknown
+/// members of a record, so they are served records without.
+fn speaks_dots(headers: &HeaderMap) -> bool {
+    headers
+        .get(sync_runtime::protocol::PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(sync_runtime::protocol::speaks_dots)
 }
 
 fn with_instance(mut p: ProblemResponse, headers: &HeaderMap) -> ProblemResponse {
@@ -327,6 +345,15 @@ async fn push_inner(
     }
     let (mut results, in_flight) =
         logic::push_batch(state, &account, model, lens, &mutations).await?;
+    if !speaks_dots(headers) {
+        for r in &mut results {
+            if let MutationResult::Applied { server, .. }
+            | MutationResult::Conflict { server, .. } = r
+            {
+                server.dots = None;
+            }
+        }
+    }
     if let Some(lens) = lens {
         for (m, r) in mutations.iter().zip(&mut results) {
             lens.result_out(r, &m.entity_type);
@@ -354,11 +381,11 @@ async fn push_inner(
     Ok(Json(PushResponse { results }))
 }
 
-fn result_name(r: &sync_runtime::protocol::MutationResult) -> &'static str {
+fn result_name(r: &MutationResult) -> &'static str {
     match r {
-        sync_runtime::protocol::MutationResult::Applied { .. } => "applied",
-        sync_runtime::protocol::MutationResult::Conflict { .. } => "conflict",
-        sync_runtime::protocol::MutationResult::Rejected { .. } => "rejected",
+        MutationResult::Applied { .. } => "applied",
+        MutationResult::Conflict { .. } => "conflict",
+        MutationResult::Rejected { .. } => "rejected",
     }
 }
 

@@ -100,6 +100,12 @@
 //! - Records it holds as synced that the server lost are asked about once the device
 //!   caught up, and created again (`unknown-record`); their `sum` fields count once
 //!   however many devices send them (each create carries the copy it started from).
+//!   A record keeps its *dots*: per store session, the highest numbered mutation its
+//!   sums hold (PROTOCOL.md SUM-2). A device sends the dots it was last given with a
+//!   record it creates again, so an increment whose first delivery the restore lost is
+//!   found in them when it is retried (as an update, or as a create of the lost record)
+//!   and not added a second time. Records carry dots only to clients that send
+//!   `sync-protocol` 1.3.0 or later; earlier clients see records as before.
 //! - A record's versions stay above every version a device reports having seen (the
 //!   `base_version` of its mutations), and a version is identified by its number and its
 //!   commit time: a device that holds version 4 of a record and is sent another

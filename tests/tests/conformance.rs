@@ -159,6 +159,9 @@ enum Broken {
     SharedAccounts,
     /// An expired token reads as an empty page.
     NeverExpires,
+    /// Dots are dropped from pushes (a server that counts every delivery of a key it
+    /// does not know).
+    IgnoresDots,
     /// Allowed: a create must carry a clock for every `lww` field.
     StrictClocksOnCreate,
     /// Allowed: stamps more than one second in the future are refused.
@@ -219,6 +222,9 @@ impl Proxy {
                 Broken::ForgetsKeys => {
                     m["idempotency_key"] = json!(Uuid::new_v4().to_string());
                     changed = true;
+                }
+                Broken::IgnoresDots => {
+                    changed |= m.as_object_mut().and_then(|o| o.remove("dot")).is_some();
                 }
                 Broken::LastArrivalWins => {
                     for op in m["patch"]
@@ -480,6 +486,7 @@ broken_servers! {
     ignores_the_fingerprint: IgnoresFingerprint => ["MODEL-1"];
     shares_accounts: SharedAccounts => ["AUTH-2"];
     never_expires_tokens: NeverExpires => ["FEED-2"];
+    ignores_dots: IgnoresDots => ["SUM-2"];
     strict_clocks_on_create_conform: StrictClocksOnCreate => [];
     strict_future_bound_conforms: StrictFutureBound => [];
 }

@@ -139,6 +139,10 @@ impl Transport for Faulty {
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.inner.server_time()
     }
+
+    fn server_protocol(&self) -> Option<String> {
+        self.inner.server_protocol()
+    }
 }
 
 struct Device {
@@ -1330,9 +1334,7 @@ async fn two_devices_recreating_a_lost_record_do_not_double_its_sums() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("server.db");
     let backup = dir.path().join("backup.db");
-    let (server, url) = sqlite_server_at(&db).await;
-    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
-    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let (server, _url, a, b) = two_devices(&db, dir.path()).await;
     let p = project();
     a.store().create(&p).unwrap();
     a.sync_until_quiet().await;
@@ -1368,6 +1370,102 @@ async fn two_devices_recreating_a_lost_record_do_not_double_its_sums() {
         assert_eq!(d.store().get::<Task>(t.id).unwrap().unwrap().likes, 10);
         assert_eq!(d.store().list::<Task>().unwrap().len(), 2);
     }
+}
+
+/// Issue "Nothing lost at the edges", class 6, its last case (seeds 11649, 15197, 16230
+/// and 23561 of the simulation): an increment whose first delivery the server applied
+/// between a backup and a restore, its response lost. Another device that pulled the
+/// record with the increment sends the record again after the restore; the increment's
+/// retry comes after. The record's dots say its sums hold that increment already
+/// (PROTOCOL.md SUM-2): counted once, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_retried_after_a_restore_is_not_counted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url, a, b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    // After the backup: the task, then +3 on it, applied with its response lost.
+    let mut t = task(p.id, "liked");
+    t.likes = 10;
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
+    liked.likes += 3;
+    a.store().update(&liked).unwrap();
+    a.faults.lock().unwrap().drop_next_response = true;
+    a.sync().await;
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 13, "applied");
+    assert_eq!(a.store().status().unwrap().pending, 1, "not acknowledged");
+    b.sync_until_quiet().await;
+    assert_eq!(b.store().get::<Task>(t.id).unwrap().unwrap().likes, 13);
+    drop((a, b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    // B first: it sends the task again (the server lost it), with the increment.
+    b.sync_until_quiet().await;
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 13, "sent again");
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    assert_eq!(
+        server_records(&url).await[&t.id]["likes"],
+        13,
+        "the retried increment counted once"
+    );
+    for d in [&a, &b] {
+        assert_eq!(d.store().get::<Task>(t.id).unwrap().unwrap().likes, 13);
+        assert!(d.store().status().unwrap().dead.is_empty());
+    }
+}
+
+/// The other side of dots: a device whose database is restored from a backup of its
+/// own (a phone restored from a cloud backup) reopens as a new session, so the
+/// increments it makes afterwards are never taken for ones the server has (the numbers
+/// it draws start again, under another session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_after_a_device_database_restore_all_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = sqlite_server_at(&dir.path().join("server.db")).await;
+    let path = dir.path().join("a.db");
+    let a = Device::open(&url, &path, config("token-a"));
+    let p = project();
+    let t = task(p.id, "liked");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    // The device's backup (SQLite's own copy, as a backup tool takes it).
+    let copy = dir.path().join("a-backup.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .unwrap();
+    for _ in 0..4 {
+        let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
+        liked.likes += 1;
+        a.store().update(&liked).unwrap();
+        a.sync_until_quiet().await;
+    }
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 4);
+    drop(a);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::fs::copy(&copy, &path).unwrap();
+    let a = Device::open(&url, &path, config("token-a"));
+    let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!(liked.likes, 0, "the device is back at its backup");
+    liked.likes += 2;
+    a.store().update(&liked).unwrap();
+    a.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 6);
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 6);
 }
 
 /// Review finding: a server restored from a backup taken after it had collected garbage
@@ -1418,6 +1516,17 @@ async fn a_restored_server_with_a_horizon_gets_back_an_edited_record_it_lost() {
     assert!(!on_server.contains_key(&gone.id));
     let local = a.store().get::<Task>(t.id).unwrap().unwrap();
     assert_eq!((local.likes, local.title.as_str()), (5, "edited offline"));
+}
+
+/// A server on the SQLite file `db`, and devices `a.db` and `b.db` in `dir` (one account).
+async fn two_devices(
+    db: &std::path::Path,
+    dir: &std::path::Path,
+) -> (sync_server::Server, String, Device, Device) {
+    let (server, url) = sqlite_server_at(db).await;
+    let a = Device::open(&url, &dir.join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.join("b.db"), config("token-a"));
+    (server, url, a, b)
 }
 
 /// The server's database replaced by `backup` (a copy of it), and a server started on it.
@@ -1482,9 +1591,7 @@ async fn a_delete_after_a_restore_holds_against_a_device_sending_the_record_agai
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("server.db");
     let backup = dir.path().join("backup.db");
-    let (server, url) = sqlite_server_at(&db).await;
-    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
-    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let (server, _url, a, b) = two_devices(&db, dir.path()).await;
     let p = project();
     a.store().create(&p).unwrap();
     a.sync_until_quiet().await;

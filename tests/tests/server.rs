@@ -25,6 +25,7 @@ both_backends!(
     tokens_not_issued_here_are_refused,
     creates_over_a_tombstone_and_checks,
     a_snapshot_of_one_entity,
+    dots_count_a_sum_once_and_reach_only_clients_that_speak_them,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -775,4 +776,80 @@ async fn a_snapshot_of_one_entity(s: &TestServer) {
             .contains("another entity"),
         "{problem:#}"
     );
+}
+
+/// PROTOCOL.md SUM-2: a `sum` delta whose dot the record holds is not added again (also
+/// when its create comes again as a create of the live record); records carry their
+/// dots only to a client that says it speaks protocol 1.3.0; a malformed dot is that
+/// mutation's 422 alone; the response says the server's protocol.
+async fn dots_count_a_sum_once_and_reach_only_clients_that_speak_them(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let dot = |seq: u64| json!({ "session": "00000000000000ab", "seq": seq });
+    let mut create = task_create(t, p);
+    create["dot"] = dot(1);
+    let r = c.push(vec![project_create(p, "p"), create.clone()]).await;
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    // The same create under another key (its first delivery's key lost in a restore,
+    // say): in the record already.
+    create["idempotency_key"] = json!(Uuid::new_v4().to_string());
+    let r = c.push(vec![create]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    let add = |seq: u64, n: i64| {
+        let mut m = task_update(
+            t,
+            1,
+            json!({ "likes": { "add": n }, "title": { "set": format!("t{seq}"), "hlc": format!("0000000000{seq:02}-00000000-0000000000000001") } }),
+        );
+        m["dot"] = dot(seq);
+        m
+    };
+    let r = c.push(vec![add(2, 5), add(2, 5), add(3, 1)]).await;
+    assert!(r.iter().all(|r| r["status"] == "applied"), "{r:#?}");
+    let server = &r[2]["server"];
+    assert_eq!(server["record"]["likes"], 6, "+5 once, +1: {server:#}");
+    assert!(
+        server.get("dots").is_none(),
+        "not for a client of 1.2: {server:#}"
+    );
+    // A client of 1.3.0 sees the dots, in push results and pulls alike.
+    let res = c
+        .http
+        .get(format!("{}/changes?limit=100", s.url))
+        .bearer_auth("token-a")
+        .header("sync-protocol", "1.3.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["sync-protocol"],
+        sync_runtime::protocol::PROTOCOL_VERSION
+    );
+    let body: Json = res.json().await.unwrap();
+    let task = body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["entity_id"] == json!(t))
+        .unwrap();
+    assert_eq!(task["dots"], json!({ "00000000000000ab": 3 }), "{task:#}");
+    let project = body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["entity_id"] == json!(p))
+        .unwrap();
+    assert!(
+        project.get("dots").is_none(),
+        "none, none sent: {project:#}"
+    );
+    // A dot of another form is that mutation's 422, pointing at it.
+    let mut bad = add(4, 1);
+    bad["dot"]["session"] = json!("XYZ");
+    let mut zero = add(5, 1);
+    zero["dot"]["seq"] = json!(0);
+    let r = c.push(vec![bad, zero, add(6, 1)]).await;
+    assert_eq!(r[0]["problem"]["pointer"], "/dot/session", "{r:#?}");
+    assert_eq!(r[1]["problem"]["pointer"], "/dot/seq", "{r:#?}");
+    assert_eq!(r[2]["server"]["record"]["likes"], 7, "{r:#?}");
 }

@@ -13,6 +13,7 @@
 //! | `$ref` with sibling keywords | `allOf: [{$ref}]` with the siblings |
 //! | `exclusiveMinimum: n` | `minimum: n, exclusiveMinimum: true` (same for maximum) |
 //! | `jsonSchemaDialect`, `$schema`, `contentEncoding` | left out |
+//! | `propertyNames` (the keys of `Dots`) | left out (the description gives the form) |
 //! | `info.license.identifier` (SPDX) | `info.license.url` of the SPDX page |
 
 use serde_json::{Map, Value as Json};
@@ -138,7 +139,13 @@ fn schema_3_0(schema: &mut Json) {
             }
         }
     }
-    for key in ["jsonSchemaDialect", "$schema", "contentEncoding", "$defs"] {
+    for key in [
+        "jsonSchemaDialect",
+        "$schema",
+        "contentEncoding",
+        "$defs",
+        "propertyNames",
+    ] {
         obj.remove(key);
     }
     // `type: [T, "null"]`.

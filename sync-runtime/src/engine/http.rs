@@ -17,6 +17,8 @@ pub struct HttpTransport {
     fingerprint: Option<String>,
     /// The `Date` of the last response (the server's clock).
     server_time: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
+    /// The `sync-protocol` of the last response that carried one.
+    server_protocol: Arc<Mutex<Option<String>>>,
 }
 
 impl HttpTransport {
@@ -71,6 +73,7 @@ impl HttpTransport {
             base_url: base_url.trim_end_matches('/').to_string(),
             fingerprint: None,
             server_time: Arc::default(),
+            server_protocol: Arc::default(),
         })
     }
 
@@ -85,7 +88,11 @@ impl HttpTransport {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base_url))
-            .bearer_auth(token);
+            .bearer_auth(token)
+            .header(
+                crate::protocol::PROTOCOL_HEADER,
+                crate::protocol::PROTOCOL_VERSION,
+            );
         if let Some(fp) = &self.fingerprint {
             req = req.header(FINGERPRINT_HEADER, fp);
         }
@@ -146,6 +153,15 @@ impl HttpTransport {
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok());
         if let Some(d) = date {
             *self.server_time.lock().unwrap_or_else(|e| e.into_inner()) = Some(d.to_utc());
+        }
+        if let Some(v) = headers
+            .get(crate::protocol::PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            *self
+                .server_protocol
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(v.to_string());
         }
     }
 }
@@ -212,6 +228,13 @@ impl Transport for HttpTransport {
 
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         *self.server_time.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn server_protocol(&self) -> Option<String> {
+        self.server_protocol
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn health(&self) -> Result<(), TransportError> {

@@ -195,8 +195,11 @@ impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
     }
 }
 
-fn to_mutation(item: &OutboxItem) -> Mutation {
+/// The mutation of an outbox item; with its dot and dots (PROTOCOL.md SUM-2) if the
+/// server speaks them (`dots`).
+fn to_mutation(item: &OutboxItem, dots: bool) -> Mutation {
     let get = |k: &str| item.payload.get(k).cloned().filter(|v| !v.is_null());
+    let dots_member = |k: &str| get(k).filter(|_| dots);
     Mutation {
         idempotency_key: item.idempotency_key.clone(),
         entity_type: item.entity_type.clone(),
@@ -210,6 +213,15 @@ fn to_mutation(item: &OutboxItem) -> Mutation {
         clocks: get("clocks"),
         patch: get("patch"),
         hlc: get("hlc").and_then(|h| serde_json::from_value(h).ok()),
+        // The payload's dot also names the key it was drawn for (see
+        // `LocalStore::draw_dot`); the wire's is `{session, seq}`.
+        dot: dots_member("dot").and_then(|d| {
+            Some(crate::protocol::Dot {
+                session: d.get("session")?.as_str()?.to_string(),
+                seq: d.get("seq")?.as_u64()?,
+            })
+        }),
+        dots: dots_member("dots").and_then(|d| serde_json::from_value(d).ok()),
     }
 }
 
@@ -322,7 +334,10 @@ impl<T: Transport> SyncEngine<T> {
                 }
             }
             let request = PushRequest {
-                mutations: batch.iter().map(to_mutation).collect(),
+                mutations: {
+                    let dots = self.store.server_speaks_dots();
+                    batch.iter().map(|i| to_mutation(i, dots)).collect()
+                },
             };
             let request = &request;
             match self

@@ -80,6 +80,17 @@ pub trait Transport: Send + Sync + 'static {
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         None
     }
+
+    /// The protocol version the server said it speaks in its last response (its
+    /// [`PROTOCOL_HEADER`](crate::protocol::PROTOCOL_HEADER) header), if known. The
+    /// engine hands it to [`LocalStore::observe_server_protocol`] after every request;
+    /// from 1.3.0 on, pushes carry dots (PROTOCOL.md SUM-2). `None` (the default) leaves
+    /// what the store knows as it is. A transport should also send the header with
+    /// [`PROTOCOL_VERSION`](crate::protocol::PROTOCOL_VERSION) on its requests, so that
+    /// the server's records carry their dots.
+    fn server_protocol(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<T: Transport> SyncEngine<T> {
@@ -99,6 +110,12 @@ impl<T: Transport> SyncEngine<T> {
             && let Some(t) = self.transport.server_time()
         {
             self.store.observe_server_time(t);
+        }
+        if matches!(&result, Ok(_) | Err(TransportError::Http { .. }))
+            && let Some(v) = self.transport.server_protocol()
+            && let Err(e) = self.store.observe_server_protocol(&v)
+        {
+            tracing::warn!(error = %e, "could not keep the server's protocol version");
         }
         result
     }

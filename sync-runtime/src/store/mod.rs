@@ -247,6 +247,13 @@ struct Inner {
     /// (0 until then, and when within [`CLOCK_OFFSET_RESOLUTION_MS`]).
     clock_offset_ms: std::sync::atomic::AtomicI64,
     key_source: Option<KeySource>,
+    /// This opening of the store: the session of the dots it draws (16 hex digits,
+    /// random; see [`crate::protocol::Dot`]), and the last number drawn.
+    dot_session: String,
+    dot_seq: std::sync::atomic::AtomicU64,
+    /// Whether the server said it speaks dots (protocol 1.3.0 or later), as last learned
+    /// from a response and kept in `sync_meta` under `server-protocol`.
+    server_speaks_dots: std::sync::atomic::AtomicBool,
     subscribers: Mutex<Vec<mpsc::Sender<StoreEvent>>>,
     status_watchers: Mutex<Vec<mpsc::Sender<SyncStatus>>>,
 }

@@ -127,8 +127,13 @@ impl StoreBuilder {
                 last = last.max(h);
             }
         }
+        let server_speaks_dots =
+            meta_get(&conn, SERVER_PROTOCOL_KEY)?.is_some_and(|v| crate::protocol::speaks_dots(&v));
         Ok(LocalStore {
             inner: Arc::new(Inner {
+                dot_session: format!("{:016x}", NodeId::random().0),
+                dot_seq: std::sync::atomic::AtomicU64::new(0),
+                server_speaks_dots: std::sync::atomic::AtomicBool::new(server_speaks_dots),
                 conn: Mutex::new(conn),
                 clock: HlcClock::resume(node, last),
                 tables: self
@@ -163,6 +168,9 @@ pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(),
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(())
 }
+
+/// The `sync_meta` key of the protocol version the server last said it speaks.
+pub(crate) const SERVER_PROTOCOL_KEY: &str = "server-protocol";
 
 pub(crate) fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
@@ -324,6 +332,43 @@ impl LocalStore {
         self.inner
             .clock_offset_ms
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records the protocol version the server said it speaks (its
+    /// [`PROTOCOL_HEADER`](crate::protocol::PROTOCOL_HEADER) response header). From
+    /// 1.3.0 on, pushes carry dots (PROTOCOL.md SUM-2); the version is kept in the
+    /// database, so a restarted app sends them from its first push. The
+    /// [`SyncEngine`](crate::engine::SyncEngine) calls this after every response.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the database fails.
+    pub fn observe_server_protocol(&self, version: &str) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let speaks = crate::protocol::speaks_dots(version);
+        if self.inner.server_speaks_dots.load(Relaxed) != speaks {
+            meta_set(&self.conn(), SERVER_PROTOCOL_KEY, version)?;
+            self.inner.server_speaks_dots.store(speaks, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether the server last said it speaks dots ([`LocalStore::observe_server_protocol`]).
+    pub fn server_speaks_dots(&self) -> bool {
+        self.inner
+            .server_speaks_dots
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The next dot of this opening of the store.
+    pub(crate) fn next_dot(&self) -> crate::protocol::Dot {
+        crate::protocol::Dot {
+            session: self.inner.dot_session.clone(),
+            seq: self
+                .inner
+                .dot_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+        }
     }
 
     /// A new idempotency key.

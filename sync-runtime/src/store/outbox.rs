@@ -18,6 +18,9 @@ pub(crate) struct CreatePayload<'a, C> {
     /// Kept through coalescing: see `push::CreatePayloadOwned::resend_base`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) resend_base: Option<Json>,
+    /// Kept through coalescing: see `push::CreatePayloadOwned::dots`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dots: Option<Json>,
 }
 
 /// The outbox payload of an update.
@@ -307,6 +310,7 @@ impl LocalStore {
                 record: &record,
                 clocks: &clocks,
                 resend_base: None,
+                dots: None,
             });
             // Over the server's tombstone (a clean deleted row): its version, so the
             // server knows this recreate saw the delete. Over a delete of this device's
@@ -392,13 +396,13 @@ impl LocalStore {
             };
             match last {
                 Some(l) if l.op == MutationOp::Create => {
-                    let resend_base = serde_json::from_str::<Json>(&l.payload)
-                        .ok()
-                        .and_then(|p| p.get("resend_base").cloned());
+                    let earlier = serde_json::from_str::<Json>(&l.payload).ok();
+                    let kept = |member: &str| earlier.as_ref().and_then(|p| p.get(member).cloned());
                     let payload = to_json_string(&CreatePayload {
                         record: &record,
                         clocks: &clocks,
-                        resend_base,
+                        resend_base: kept("resend_base"),
+                        dots: kept("dots"),
                     });
                     rewrite_item(tx, l.id, MutationOp::Create, &payload)?;
                 }

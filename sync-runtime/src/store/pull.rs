@@ -32,6 +32,7 @@ impl Base {
             deleted: self.deleted,
             record: self.record.clone(),
             clocks: self.clocks.clone(),
+            dots: None,
         }
     }
 }
@@ -310,7 +311,7 @@ pub(crate) fn write_base(
     args.push(rusqlite::types::Value::Integer(i64::from(s.deleted)));
     conn.prepare_cached(&table.pull.write_base)?
         .execute(rusqlite::params_from_iter(args))?;
-    Ok(())
+    super::push::keep_dots(conn, s)
 }
 
 /// Writes the local row with explicit sync metadata.
@@ -344,6 +345,7 @@ pub(crate) fn put_server_row(
     table: &Table,
     s: &ServerRecord,
 ) -> Result<(), StoreError> {
+    super::push::keep_dots(conn, s)?;
     put_row(
         conn,
         table,

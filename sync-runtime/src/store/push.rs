@@ -29,6 +29,48 @@ pub(crate) struct CreatePayloadOwned {
     /// too. Local to the outbox: not sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) resend_base: Option<Json>,
+    /// For a record created again after the server lost it: the dots its `sum` fields
+    /// hold, as the server last gave them (sent as the mutation's `dots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dots: Option<crate::protocol::Dots>,
+}
+
+/// The member of an outbox payload that holds the item's dot (see
+/// [`LocalStore::draw_dot`]).
+pub(crate) const DOT_MEMBER: &str = "dot";
+
+/// The `sync_meta` key of a record's dots as the server last gave them.
+pub(crate) fn dots_key(entity: &str, id: Uuid) -> String {
+    format!("dots:{entity}:{id}")
+}
+
+/// The record's dots as the server last gave them (none if it never did).
+pub(crate) fn stored_dots(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Option<crate::protocol::Dots>, StoreError> {
+    Ok(super::meta_get(conn, &dots_key(entity, id))?.and_then(|j| serde_json::from_str(&j).ok()))
+}
+
+/// Keeps the dots of a server record (merged with those kept already: per session, the
+/// higher number), so that the device can send the record again with them if the
+/// server loses it.
+pub(crate) fn keep_dots(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
+    let Some(dots) = s.dots.as_ref().filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    let mut all = stored_dots(conn, &s.entity_type, s.entity_id)?.unwrap_or_default();
+    let before = all.clone();
+    crate::protocol::merge_dots(&mut all, dots);
+    if all != before {
+        super::meta_set(
+            conn,
+            &dots_key(&s.entity_type, s.entity_id),
+            &serde_json::to_string(&all).expect("dots serialise"),
+        )?;
+    }
+    Ok(())
 }
 
 /// `{record, clocks}` of a base copy, for [`CreatePayloadOwned::resend_base`].
@@ -390,6 +432,16 @@ impl LocalStore {
         let mut out = Vec::new();
         for n in chosen {
             let mut item = items[n].clone();
+            if self.draw_dot(&mut item) {
+                tx.execute(
+                    concatcp!(
+                        "UPDATE \"",
+                        meta::OUTBOX,
+                        "\" SET \"payload\" = ?1 WHERE \"id\" = ?2"
+                    ),
+                    params![to_json_string(&item.payload), item.id],
+                )?;
+            }
             tx.execute(
                 concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"status\" = 'sending', \"attempt_count\" = \"attempt_count\" + 1 WHERE \"id\" = ?1"),
                 [item.id],
@@ -400,6 +452,63 @@ impl LocalStore {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Gives an item that adds to `sum` fields (a create of an entity with `sum` fields,
+    /// an update with a `sum` operation) a dot of this session, unless it holds one drawn
+    /// for its current idempotency key already: a retry sends the dot of its first
+    /// delivery, an item sent again under a new key (made a create after the server
+    /// lost its record, merged after a conflict) gets a new one. The dot is kept in the
+    /// payload as `{"key", "session", "seq"}` (PROTOCOL.md SUM-2). Returns whether it
+    /// drew one (the payload changed).
+    ///
+    /// Drawn when the item is first sent, not when it is queued: a session's dots of one
+    /// record then increase in the order the server receives them, which is what lets a
+    /// record's dots keep one number per session.
+    pub(crate) fn draw_dot(&self, item: &mut OutboxItem) -> bool {
+        let Some(table) = self.table_of(&item.entity_type) else {
+            return false;
+        };
+        let is_sum = |name: &str| {
+            table
+                .entity
+                .field(name)
+                .is_some_and(|f| f.merge == sync_model::MergeStrategy::Sum)
+        };
+        let adds = match item.op {
+            MutationOp::Create => table
+                .entity
+                .synced_fields()
+                .any(|f| f.merge == sync_model::MergeStrategy::Sum),
+            MutationOp::Update => item
+                .payload
+                .get("patch")
+                .and_then(Json::as_object)
+                .is_some_and(|p| p.keys().any(|k| is_sum(k))),
+            MutationOp::Delete => false,
+        };
+        let current = item
+            .payload
+            .get(DOT_MEMBER)
+            .and_then(|d| d.get("key"))
+            .and_then(Json::as_str)
+            == Some(item.idempotency_key.as_str());
+        if !adds || current {
+            return false;
+        }
+        let Some(payload) = item.payload.as_object_mut() else {
+            return false;
+        };
+        let dot = self.next_dot();
+        payload.insert(
+            DOT_MEMBER.into(),
+            serde_json::json!({
+                "key": item.idempotency_key,
+                "session": dot.session,
+                "seq": dot.seq,
+            }),
+        );
+        true
     }
 
     /// The ids of records this item's record or patch points at (`references` fields).
@@ -554,15 +663,32 @@ impl LocalStore {
 
     /// Turns outbox item `id` into a create with `payload`, under a new key, to be sent
     /// afresh (its base version stays: see `recreate_lost`).
+    ///
+    /// `carried`: the item whose dot the create keeps (see [`LocalStore::draw_dot`]), for
+    /// a create that holds that item's change: if its first delivery was applied before
+    /// the server lost the record, and another device sent the record again since, the
+    /// server tells from the dot that the create is in the record already (PROTOCOL.md
+    /// SUM-2), rather than taking it for a twin and counting its `sum` deltas again.
     pub(crate) fn rewrite_as_create(
         &self,
         tx: &Connection,
         id: i64,
-        payload: &str,
+        payload: CreatePayloadOwned,
+        carried: Option<&OutboxItem>,
     ) -> Result<(), StoreError> {
+        let key = self.new_key();
+        let mut payload = serde_json::to_value(&payload).expect("JSON serialises");
+        let dot = carried.and_then(|i| i.payload.get(DOT_MEMBER)).filter(|d| {
+            d.get("key").and_then(Json::as_str) == carried.map(|i| i.idempotency_key.as_str())
+        });
+        if let (Some(dot), Some(p)) = (dot, payload.as_object_mut()) {
+            let mut dot = dot.clone();
+            dot["key"] = Json::String(key.clone());
+            p.insert(DOT_MEMBER.into(), dot);
+        }
         tx.execute(
             concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3"),
-            params![payload, self.new_key(), id],
+            params![to_json_string(&payload), key, id],
         )?;
         Ok(())
     }
@@ -611,16 +737,17 @@ impl LocalStore {
                         serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
                     ),
                 };
-                let payload = to_json_string(&CreatePayloadOwned {
+                let payload = CreatePayloadOwned {
                     record,
                     clocks,
                     resend_base: base
                         .as_ref()
                         .and_then(|b| resend_base(&b.record, &b.clocks)),
-                });
+                    dots: stored_dots(tx, &table.entity.name, id)?,
+                };
                 // The create keeps the item's base version: a server that deleted the
                 // record since answers with the tombstone (delete wins).
-                self.rewrite_as_create(tx, item.id, &payload)?;
+                self.rewrite_as_create(tx, item.id, payload, Some(item))?;
                 // From here the record is new to the server: no base, no version.
                 delete_base(tx, table.entity, &id.to_string())?;
                 unversion_row(tx, table.entity, &id.to_string())?;
@@ -632,14 +759,15 @@ impl LocalStore {
                 // deleted. The record as the device last held it is created (in the
                 // item's place, with the item's base version) and deleted after it.
                 let base = read_base(tx, table, id)?;
-                let payload = to_json_string(&CreatePayloadOwned {
+                let payload = CreatePayloadOwned {
                     record: row.record.clone(),
                     clocks: serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
                     resend_base: base
                         .as_ref()
                         .and_then(|b| resend_base(&b.record, &b.clocks)),
-                });
-                self.rewrite_as_create(tx, item.id, &payload)?;
+                    dots: stored_dots(tx, &table.entity.name, id)?,
+                };
+                self.rewrite_as_create(tx, item.id, payload, None)?;
                 let delete = serde_json::to_string(&item.payload).expect("JSON serialises");
                 enqueue(
                     tx,

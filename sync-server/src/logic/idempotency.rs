@@ -18,7 +18,7 @@ pub(crate) enum KeyState {
     /// Unknown key: process the mutation.
     New,
     /// Answer with this (a replay of the stored result, or a 422 for a reused key).
-    Answer(MutationResult),
+    Answer(Box<MutationResult>),
     /// Left `in_flight` by a server that stopped mid-request, long enough ago to take
     /// over: process the mutation and overwrite the row.
     Abandoned,
@@ -64,13 +64,13 @@ pub(crate) async fn key_state(
         // Processed long ago; its stored result was compacted away, its outcome kept
         // (`response_status`). The mutation counts once: the answer is that outcome with
         // the record as it is now.
-        return Ok(KeyState::Answer(
+        return Ok(KeyState::Answer(Box::new(
             current_answer(state, tx, account, m, status).await?,
-        ));
+        )));
     }
     if matches!(row[1].as_str(), Some("done" | "compacted")) {
         if stored_hash != request_hash {
-            return Ok(KeyState::Answer(rejected(
+            return Ok(KeyState::Answer(Box::new(rejected(
                 &m.idempotency_key,
                 422,
                 "idempotency-key-reused",
@@ -79,14 +79,14 @@ pub(crate) async fn key_state(
                     "idempotency key `{}` was first used with another mutation; a retry must send the same body, and a new mutation needs a new key",
                     m.idempotency_key
                 ),
-            )));
+            ))));
         }
         let body = row[2].as_str().unwrap_or("null");
         let result: MutationResult = serde_json::from_str(body)
             .map_err(|e| DbError::Invalid(format!("stored result: {e}")))?;
-        return Ok(KeyState::Answer(
+        return Ok(KeyState::Answer(Box::new(
             state.history.in_current_names(result, &m.entity_type),
-        ));
+        )));
     }
     // `in_flight`: written by a server that claimed keys in a transaction of their own.
     let created = row[3]

@@ -15,6 +15,7 @@ pub(crate) fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
         deleted: true,
         record: sync_runtime::Record::new(),
         clocks: Json::Object(serde_json::Map::new()),
+        dots: None,
     }
 }
 
@@ -189,7 +190,7 @@ pub(crate) async fn push_batch(
             m
         };
         match key_state(state, &mut tx, account, m, &request_hash).await? {
-            KeyState::Answer(result) => results.push(result),
+            KeyState::Answer(result) => results.push(*result),
             KeyState::InFlight => {
                 in_flight = Some(m.idempotency_key.clone());
                 break;
@@ -368,6 +369,7 @@ impl Applying<'_> {
             self.m.entity_id,
             &stored.record,
             &stored.clocks,
+            &stored.dots,
             stored.version,
             stored.deleted,
             last_seq,
@@ -423,13 +425,17 @@ pub(crate) async fn apply_create(
     };
     match current {
         Some(cur)
-            if !cur.deleted && m.base_version.is_none() && shares_stamp(&clocks, &cur.clocks) =>
+            if !cur.deleted
+                && (m.base_version.is_none() && shares_stamp(&clocks, &cur.clocks)
+                    || m.dot.as_ref().is_some_and(|d| d.included_in(&cur.dots))) =>
         {
             // This very create is in the record already: its first delivery was
             // applied and lost in a restore, and another device that held the
             // record sent it again. (A stamp names one event of one device: a
-            // field still carrying the create's stamp came from it.) Taking it
-            // for a twin would count its `sum` values twice.
+            // field still carrying the create's stamp came from it; and the
+            // record's dots name the contributions its sums hold, also of an edit
+            // a device sends again as a create after the server lost its record.)
+            // Taking it for a twin would count its `sum` values twice.
             Ok(cx.applied(cur))
         }
         Some(cur) if !cur.deleted => {
@@ -483,7 +489,13 @@ pub(crate) async fn apply_create(
                 Some(c) => c.version.max(cx.seen) + 1,
                 None => horizon(tx, &cx.state.sql, cx.account).await?.1.max(cx.seen) + 1,
             };
-            let stored = Stored::live(record, clocks, version);
+            // A record sent again from a device's copy carries the contributions
+            // its sums hold; a new one, its own.
+            let mut dots = m.dots.clone().unwrap_or_default();
+            if let Some(d) = &m.dot {
+                d.add_to(&mut dots);
+            }
+            let stored = Stored::live(record, clocks, dots, version);
             cx.save(tx, last_seq, stored, exists).await
         }
     }
@@ -532,6 +544,27 @@ pub(crate) async fn apply_update(
         // is, without a new version.
         return Ok(cx.applied(cur));
     }
+    // A contribution the record's sums hold already (its first delivery applied, lost
+    // in a restore, and the record sent again by a device that had it): the rest of
+    // the patch applies, its `sum` operations do not (PROTOCOL.md SUM-2).
+    let without_sums;
+    let patch = match &m.dot {
+        Some(d) if d.included_in(&cur.dots) => {
+            let mut p = patch.clone();
+            if let Some(ops) = p.as_object_mut() {
+                ops.retain(|name, _| {
+                    e.field(name)
+                        .is_none_or(|f| f.merge != sync_model::MergeStrategy::Sum)
+                });
+                if ops.is_empty() {
+                    return Ok(cx.applied(cur));
+                }
+            }
+            without_sums = p;
+            &without_sums
+        }
+        _ => patch,
+    };
     let same_version = m.base_version == Some(cur.version);
     match registry::apply_patch(
         cx.ops,
@@ -544,7 +577,11 @@ pub(crate) async fn apply_update(
         Err(msg) => Ok(cx.rejected("invalid-patch", "Invalid patch", msg)),
         Ok(PatchOutcome::Conflict(fields)) => Ok(cx.conflict_with(cur, fields)),
         Ok(PatchOutcome::Applied { record, clocks }) => {
-            let stored = Stored::live(record, clocks, cur.version.max(cx.seen) + 1);
+            let mut dots = cur.dots;
+            if let Some(d) = &m.dot {
+                d.add_to(&mut dots);
+            }
+            let stored = Stored::live(record, clocks, dots, cur.version.max(cx.seen) + 1);
             cx.save(tx, last_seq, stored, true).await
         }
     }

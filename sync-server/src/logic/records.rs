@@ -7,6 +7,10 @@ use super::*;
 pub(crate) struct Stored {
     pub(crate) record: sync_runtime::Record,
     pub(crate) clocks: Json,
+    /// The contributions its `sum` fields include (PROTOCOL.md SUM-2), kept in the
+    /// clocks column under [`DOTS_KEY`] (no field is named so: wire names are
+    /// identifiers), so that no table needed a new column.
+    pub(crate) dots: Dots,
     pub(crate) version: i64,
     pub(crate) deleted: bool,
     pub(crate) server_updated_at: String,
@@ -15,10 +19,16 @@ pub(crate) struct Stored {
 impl Stored {
     /// A live record's new version, before it is written (the write sets
     /// `server_updated_at`).
-    pub(crate) fn live(record: sync_runtime::Record, clocks: Json, version: i64) -> Self {
+    pub(crate) fn live(
+        record: sync_runtime::Record,
+        clocks: Json,
+        dots: Dots,
+        version: i64,
+    ) -> Self {
         Stored {
             record,
             clocks,
+            dots,
             version,
             deleted: false,
             server_updated_at: String::new(),
@@ -56,10 +66,15 @@ pub(crate) fn stored_from_row(
         let v = it.next().unwrap_or(Json::Null);
         record.insert(f.name.clone(), decode(d, f, v)?);
     }
-    let clocks = match it.next().unwrap_or(Json::Null) {
+    let mut clocks = match it.next().unwrap_or(Json::Null) {
         Json::String(s) if d.json_reads_as_text() => serde_json::from_str(&s).unwrap_or(Json::Null),
         other => other,
     };
+    let dots = clocks
+        .as_object_mut()
+        .and_then(|m| m.remove(DOTS_KEY))
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
     let version = it.next().and_then(|v| v.as_i64()).unwrap_or(0);
     let deleted = match it.next().unwrap_or(Json::Null) {
         Json::Bool(b) => b,
@@ -73,6 +88,7 @@ pub(crate) fn stored_from_row(
     Ok(Stored {
         record,
         clocks,
+        dots,
         version,
         deleted,
         server_updated_at,
@@ -88,6 +104,7 @@ pub(crate) fn server_record(e: &Entity, id: Uuid, s: Stored) -> ServerRecord {
         deleted: s.deleted,
         record: s.record,
         clocks: s.clocks,
+        dots: (!s.dots.is_empty()).then_some(s.dots),
     }
 }
 
@@ -105,6 +122,9 @@ pub(crate) async fn lock_account(
     Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0))
 }
 
+/// The member of the clocks column that holds a record's [`Stored::dots`].
+pub(crate) const DOTS_KEY: &str = "~dots";
+
 /// Writes the record and its change under the next sequence number.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write(
@@ -115,6 +135,7 @@ pub(crate) async fn write(
     id: Uuid,
     record: &sync_runtime::Record,
     clocks: &Json,
+    dots: &Dots,
     version: i64,
     deleted: bool,
     last_seq: &mut i64,
@@ -133,8 +154,19 @@ pub(crate) async fn write(
                 .map_err(ServerError::BadRecord)?,
         );
     }
+    let clocks = match clocks {
+        Json::Object(m) if !dots.is_empty() => {
+            let mut m = m.clone();
+            m.insert(
+                DOTS_KEY.into(),
+                serde_json::to_value(dots).expect("dots serialise"),
+            );
+            Json::Object(m).to_string()
+        }
+        other => other.to_string(),
+    };
     args.extend([
-        Arg::Text(clocks.to_string()),
+        Arg::Text(clocks),
         Arg::Int(version),
         Arg::Int(seq),
         Arg::Text(ts.clone()),

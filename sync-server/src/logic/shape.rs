@@ -50,12 +50,43 @@ pub(crate) fn op_members(m: &Mutation) -> Result<(), Misfit> {
         ("clocks", m.clocks.is_some()),
         ("patch", m.patch.is_some()),
         ("hlc", m.hlc.is_some()),
+        ("dot", m.dot.is_some()),
+        ("dots", m.dots.is_some()),
     ];
     let allowed: &[&str] = match m.op {
-        MutationOp::Create => &["record", "clocks"],
-        MutationOp::Update => &["patch"],
+        MutationOp::Create => &["record", "clocks", "dot", "dots"],
+        MutationOp::Update => &["patch", "dot"],
         MutationOp::Delete => &["hlc"],
     };
+    let session_ok =
+        |s: &str| s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if let Some(d) = &m.dot {
+        if !session_ok(&d.session) {
+            return Err(misfit(
+                &["dot", "session"],
+                "a dot's `session` is 16 lowercase hex digits".to_string(),
+            ));
+        }
+        if d.seq == 0 {
+            return Err(misfit(
+                &["dot", "seq"],
+                "a dot's `seq` counts from 1".to_string(),
+            ));
+        }
+    }
+    if let Some((session, seq)) = m
+        .dots
+        .iter()
+        .flatten()
+        .find(|(s, seq)| !session_ok(s) || **seq == 0)
+    {
+        return Err(misfit(
+            &["dots", session.as_str()],
+            format!(
+                "`dots` maps sessions (16 lowercase hex digits) to numbers from 1; not `{session}`: {seq}"
+            ),
+        ));
+    }
     match present
         .iter()
         .find(|(name, here)| *here && !allowed.contains(name))
