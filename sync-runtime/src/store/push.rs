@@ -331,8 +331,15 @@ pub(crate) fn plan_batch(
             match mark[m].clone() {
                 Mark::Placed => *next += 1,
                 Mark::Visiting => {
-                    // A cycle: `m` is on the stack below. Send in queue order.
-                    *next += 1;
+                    // A cycle: `m` is on the stack below. It is cut at a reference: the
+                    // closing edge if it is one, else the last reference on the cycle,
+                    // never an edge between two items of one record (their order is
+                    // the record's history: a delete must not go before its create).
+                    // Same-record edges alone never close a cycle (they point back in
+                    // the queue), so there is one. Every cut advances a frame's edge
+                    // index and drops the frames above it (their items unvisited
+                    // again), so the search still ends.
+                    let closing_is_reference = via.is_some();
                     let from = stack.iter().position(|(k, _, _)| *k == m).unwrap_or(0);
                     for (k, _, _) in &stack[from..] {
                         notes.push((
@@ -340,6 +347,27 @@ pub(crate) fn plan_batch(
                             "dependency cycle between unsent creates: sent in queue order"
                                 .to_string(),
                         ));
+                    }
+                    let cut = if closing_is_reference {
+                        None
+                    } else {
+                        (from..stack.len() - 1).rev().find(|&f| {
+                            let (_, pre, next) = &stack[f];
+                            pre.get(*next).is_some_and(|(_, via)| via.is_some())
+                        })
+                    };
+                    match cut {
+                        Some(f) => {
+                            for (k, _, _) in stack.drain(f + 1..) {
+                                mark[k] = Mark::New;
+                            }
+                            stack[f].2 += 1;
+                        }
+                        None => {
+                            if let Some((_, _, next)) = stack.last_mut() {
+                                *next += 1;
+                            }
+                        }
                     }
                 }
                 Mark::Blocked(why) => {
@@ -900,6 +928,30 @@ mod tests {
         assert_eq!(chosen, [2, 1]);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes.iter().all(|(_, n)| n.contains("cycle")));
+    }
+
+    /// A cycle through a record with a delete and a recreate queued (a `history`
+    /// entity keeps every item): the record's items keep their order, whatever edge
+    /// the search meets the cycle by.
+    #[test]
+    fn a_cycle_never_reorders_the_items_of_one_record() {
+        let items = [
+            item(1, "x", 1, MutationOp::Create),
+            item(2, "y", 2, MutationOp::Create),
+            item(3, "x", 1, MutationOp::Delete),
+            item(4, "x", 1, MutationOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 4] = [&[("y", 2)], &[("x", 1)], &[], &[("y", 2)]];
+        for max in [1, 2, 3, 100] {
+            let (chosen, notes) = plan(&items, &refs, max);
+            let xs: Vec<i64> = chosen.iter().copied().filter(|&i| i != 2).collect();
+            assert!(xs.windows(2).all(|w| w[0] < w[1]), "{chosen:?}");
+            assert!(xs.first().is_none_or(|&i| i == 1), "{chosen:?}");
+            assert!(notes.iter().any(|(_, n)| n.contains("cycle")), "{notes:?}");
+            if max == 100 {
+                assert_eq!(chosen.len(), 4, "{chosen:?}");
+            }
+        }
     }
 
     #[test]
