@@ -429,8 +429,10 @@ impl Transport for SimTransport {
         serde_json::from_value(r).map_err(|e| TransportError::Invalid(e.to_string()))
     }
 
+    /// Asked by the engine before a device's first push with dots (to learn the
+    /// server's protocol); no fault here, so the seeds' faults stay where they were.
     async fn health(&self) -> Result<(), TransportError> {
-        Ok(())
+        self.send("GET", "/health", None).await.map(|_| ())
     }
 
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {

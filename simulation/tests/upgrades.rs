@@ -233,8 +233,13 @@ impl Transport for UpTransport {
         self.shared.protocol.lock().unwrap().clone()
     }
 
+    /// Asked by the engine before a device's first push with dots (to learn the
+    /// server's protocol); no fault here.
     async fn health(&self) -> Result<(), TransportError> {
-        Ok(())
+        self.shared
+            .send("GET", "/health", &self.fingerprint, None)
+            .await
+            .map(|_| ())
     }
 }
 

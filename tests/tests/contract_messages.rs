@@ -60,6 +60,9 @@ impl Transport for Recording {
     async fn health(&self) -> Result<(), TransportError> {
         self.inner.health().await
     }
+    fn server_protocol(&self) -> Option<String> {
+        self.inner.server_protocol()
+    }
 }
 
 fn device(

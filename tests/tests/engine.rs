@@ -1424,6 +1424,48 @@ async fn an_increment_retried_after_a_restore_is_not_counted_again() {
     }
 }
 
+/// A device that never talked to the server learns its protocol before its first push
+/// with dots (`GET /health`), so even that push carries them: the server's record holds
+/// the create's dot and the increment's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_devices_first_push_carries_its_dots() {
+    let s = server().await;
+    let d = Device::new(&s.url);
+    assert!(!d.store().server_speaks_dots());
+    let p = project();
+    let mut t = task(p.id, "liked");
+    t.likes = 2;
+    d.store().create(&p).unwrap();
+    d.store().create(&t).unwrap();
+    let r = d.sync().await;
+    assert_eq!(r.applied, 2, "{r:?}");
+    assert!(d.store().server_speaks_dots());
+    let res = reqwest::Client::new()
+        .get(format!("{}/changes?limit=100", s.url))
+        .bearer_auth("token-a")
+        .header("sync-protocol", "1.3.0")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    let task = body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["entity_id"] == serde_json::json!(t.id))
+        .unwrap();
+    let dots = task["dots"].as_object().expect("the create's dot");
+    assert_eq!(dots.len(), 1, "{task:#}");
+    // A project has no sum field: no dot drawn, none kept.
+    assert!(
+        body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["entity_type"] == "task" || r.get("dots").is_none())
+    );
+}
+
 /// The other side of dots: a device whose database is restored from a backup of its
 /// own (a phone restored from a cloud backup) reopens as a new session, so the
 /// increments it makes afterwards are never taken for ones the server has (the numbers

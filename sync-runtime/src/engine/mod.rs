@@ -185,6 +185,9 @@ pub struct SyncEngine<T: Transport> {
     retry_at: Mutex<std::collections::HashMap<i64, Duration>>,
     /// The source of the retry jitter ([`EngineConfig::jitter_seed`]).
     jitter: Mutex<fastrand::Rng>,
+    /// Whether this engine asked `GET /health` for the server's protocol already (see
+    /// [`SyncEngine::learn_protocol`]).
+    protocol_probed: std::sync::atomic::AtomicBool,
 }
 
 impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
@@ -257,6 +260,7 @@ impl<T: Transport> SyncEngine<T> {
             running: tokio::sync::Mutex::new(()),
             retry_at: Mutex::new(std::collections::HashMap::new()),
             jitter: Mutex::new(config_jitter),
+            protocol_probed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -313,6 +317,23 @@ impl<T: Transport> SyncEngine<T> {
         .await
     }
 
+    /// Before a push with dots, when the store does not know yet that the server speaks
+    /// them (a device that never talked to it): asks `GET /health` once per engine, so
+    /// that even a device's first push carries its dots (PROTOCOL.md SUM-2). A server
+    /// that does not answer, or answers an earlier protocol, gets the push without.
+    async fn learn_protocol(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.store.server_speaks_dots() || self.protocol_probed.swap(true, Relaxed) {
+            return;
+        }
+        if self.transport.health().await.is_ok()
+            && let Some(v) = self.transport.server_protocol()
+            && let Err(e) = self.store.observe_server_protocol(&v)
+        {
+            tracing::warn!(error = %e, "could not keep the server's protocol version");
+        }
+    }
+
     async fn upload(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
         let mut batch_size = self.config.batch_size.max(1);
         loop {
@@ -325,6 +346,12 @@ impl<T: Transport> SyncEngine<T> {
             };
             if batch.is_empty() {
                 return Ok(Step::Done(()));
+            }
+            if batch
+                .iter()
+                .any(|i| i.payload.get(crate::store::DOT_MEMBER).is_some())
+            {
+                self.learn_protocol().await;
             }
             let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
             {
