@@ -76,6 +76,9 @@ pub use uuid;
 pub mod prelude {
     pub use crate::hlc::{Hlc, HlcClock, NodeId};
     pub use crate::merge::FieldConflict;
+    /// The local store and its queries (with the `sqlite` feature).
+    #[cfg(feature = "sqlite")]
+    pub use crate::store::{LocalStore, Query};
     pub use crate::syncable::{Clocks as _, Patch as _, Syncable};
     pub use chrono::{DateTime, Utc};
     pub use sync_derive::Syncable;

@@ -316,6 +316,116 @@ fn queries_filter_and_order_on_typed_columns() {
     assert_eq!(store.list::<Task>().unwrap().len(), 3);
 }
 
+/// Issue "The app developer's side", item 5: set membership, null tests, lists of
+/// values and prefixes, and a value of the wrong type is an error naming the field and
+/// both types (it was reported as database corruption).
+#[test]
+fn queries_test_sets_nulls_lists_and_prefixes_and_name_type_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let due = "2026-12-24T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+    for (title, tags, kind, likes) in [
+        ("Re: invoice", vec!["urgent", "money"], Some("bug"), 1),
+        ("Re: lunch", vec![], None, 2),
+        ("Invoice 50% off", vec!["money"], Some("chore"), 3),
+        ("ünïcode", vec!["urgent"], None, 4),
+    ] {
+        store
+            .create(&Task {
+                tags: tags.into_iter().map(String::from).collect(),
+                r#type: kind.map(String::from),
+                likes,
+                due: (likes % 2 == 0).then_some(due),
+                ..task(title)
+            })
+            .unwrap();
+    }
+    let titles = |q: Query| -> Vec<String> {
+        let mut t: Vec<String> = store
+            .query::<Task>(&q)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.title)
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        titles(Query::new().contains("tags", "urgent")),
+        ["Re: invoice", "ünïcode"]
+    );
+    assert_eq!(
+        titles(
+            Query::new()
+                .contains("tags", "money")
+                .contains("tags", "urgent")
+        ),
+        ["Re: invoice"]
+    );
+    assert_eq!(
+        titles(Query::new().is_null("type")),
+        ["Re: lunch", "ünïcode"]
+    );
+    assert_eq!(
+        titles(Query::new().is_not_null("due")),
+        ["Re: lunch", "ünïcode"]
+    );
+    assert_eq!(
+        titles(Query::new().is_in("likes", [1, 3])),
+        ["Invoice 50% off", "Re: invoice"]
+    );
+    assert_eq!(
+        titles(Query::new().is_in("type", [Some("bug"), None])),
+        ["Re: invoice", "Re: lunch", "ünïcode"]
+    );
+    assert!(titles(Query::new().is_in("likes", Vec::<i64>::new())).is_empty());
+    assert_eq!(
+        titles(Query::new().starts_with("title", "Re: ")),
+        ["Re: invoice", "Re: lunch"]
+    );
+    assert!(
+        titles(Query::new().starts_with("title", "re: ")).is_empty(),
+        "case-sensitive"
+    );
+    assert_eq!(
+        titles(Query::new().starts_with("title", "ünï")),
+        ["ünïcode"]
+    );
+    assert_eq!(
+        titles(Query::new().starts_with("title", "Invoice 50%")),
+        ["Invoice 50% off"],
+        "no wildcards"
+    );
+    assert_eq!(titles(Query::new().starts_with("title", "")).len(), 4);
+    // Wrong types and tests a field's type does not have: errors naming both.
+    let err = |q: Query| match store.query::<Task>(&q) {
+        Err(StoreError::InvalidQuery { field, reason, .. }) => format!("{field}: {reason}"),
+        other => panic!("expected InvalidQuery, got {other:?}"),
+    };
+    let e = err(Query::new().eq("likes", "three"));
+    assert!(
+        e.contains("`likes` is `i64`") && e.contains("a string"),
+        "{e}"
+    );
+    let e = err(Query::new().is_in("due", ["soon"]));
+    assert!(e.contains("`due` is `Option<DateTime<Utc>>`"), "{e}");
+    let e = err(Query::new().contains("title", "x"));
+    assert!(e.contains("`contains` tests a set"), "{e}");
+    let e = err(Query::new().contains("tags", 5));
+    assert!(e.contains("set of") && e.contains("an integer"), "{e}");
+    let e = err(Query::new().is_null("likes"));
+    assert!(e.contains("never null"), "{e}");
+    let e = err(Query::new().starts_with("likes", "1"));
+    assert!(e.contains("`starts_with` tests a string field"), "{e}");
+    let e = err(Query::new().lt("type", None::<String>));
+    assert!(e.contains("needs a value"), "{e}");
+    let shown = store
+        .query::<Task>(&Query::new().eq("likes", "three"))
+        .unwrap_err()
+        .to_string();
+    assert!(shown.starts_with("query on `task.likes`: "), "{shown}");
+}
+
 #[test]
 fn subscribers_hear_about_commits_and_status() {
     let dir = tempfile::tempdir().unwrap();

@@ -184,6 +184,19 @@ pub enum StoreError {
         /// The field asked for.
         field: String,
     },
+    /// A query filter that cannot apply to its field: a value of another type than the
+    /// field's, or a test its type does not have (`contains` on a field that is not a
+    /// set, `starts_with` on one that is not a string, `is_null` on one that is not
+    /// optional).
+    #[error("query on `{entity}.{field}`: {reason}")]
+    InvalidQuery {
+        /// The entity.
+        entity: &'static str,
+        /// The field's wire name.
+        field: String,
+        /// What does not fit, naming the field's type and the value's.
+        reason: String,
+    },
     /// The value cannot be stored or sent.
     #[error(transparent)]
     Invalid(#[from] InvalidValue),
@@ -465,12 +478,53 @@ impl RecordStatus {
     }
 }
 
-/// A simple query: filters on synced fields (by wire name), an order and a limit.
+/// A simple query: filters on synced fields (by wire name, all of them must hold), an
+/// order and a limit. Values are given as Rust values and checked against the field's
+/// type when the query runs ([`LocalStore::query`]).
+///
+/// ```
+/// use sync_runtime::store::Query;
+///
+/// let q = Query::new()
+///     .eq("status", "open")
+///     .contains("tags", "urgent")
+///     .is_not_null("due")
+///     .is_in("priority", [1, 2])
+///     .starts_with("title", "Re: ")
+///     .order_by_desc("likes")
+///     .limit(20);
+/// # let _ = q;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Query {
-    filters: Vec<(String, &'static str, Json)>,
+    filters: Vec<Filter>,
     order: Option<(String, bool)>,
     limit: Option<u32>,
+}
+
+/// One condition of a [`Query`]; a value that did not serialise keeps serde's message.
+#[derive(Debug, Clone)]
+pub(crate) enum Filter {
+    /// `field <op> value` (`=` and `<>` with `null` test for NULL).
+    Compare {
+        field: String,
+        op: &'static str,
+        value: Result<Json, String>,
+    },
+    /// The `union` set `field` holds `item`.
+    Contains {
+        field: String,
+        item: Result<Json, String>,
+    },
+    /// `field` is NULL (`null: true`) or not.
+    Null { field: String, null: bool },
+    /// `field` is one of `values`.
+    In {
+        field: String,
+        values: Result<Vec<Json>, String>,
+    },
+    /// The string `field` begins with `prefix` (case-sensitive, by characters).
+    Prefix { field: String, prefix: String },
 }
 
 impl Query {
@@ -479,35 +533,83 @@ impl Query {
         Self::default()
     }
 
-    fn filter(mut self, field: &str, op: &'static str, value: impl Serialize) -> Self {
-        let v = serde_json::to_value(value).unwrap_or(Json::Null);
-        self.filters.push((field.to_string(), op, v));
+    fn compare(mut self, field: &str, op: &'static str, value: impl Serialize) -> Self {
+        self.filters.push(Filter::Compare {
+            field: field.to_string(),
+            op,
+            value: serde_json::to_value(value).map_err(|e| e.to_string()),
+        });
         self
     }
 
     /// `field = value` (`value` `None` matches NULL).
     pub fn eq(self, field: &str, value: impl Serialize) -> Self {
-        self.filter(field, "=", value)
+        self.compare(field, "=", value)
     }
-    /// `field <> value`.
+    /// `field <> value` (`value` `None` matches every non-NULL value).
     pub fn ne(self, field: &str, value: impl Serialize) -> Self {
-        self.filter(field, "<>", value)
+        self.compare(field, "<>", value)
     }
     /// `field < value`.
     pub fn lt(self, field: &str, value: impl Serialize) -> Self {
-        self.filter(field, "<", value)
+        self.compare(field, "<", value)
     }
     /// `field <= value`.
     pub fn le(self, field: &str, value: impl Serialize) -> Self {
-        self.filter(field, "<=", value)
+        self.compare(field, "<=", value)
     }
     /// `field > value`.
     pub fn gt(self, field: &str, value: impl Serialize) -> Self {
-        self.filter(field, ">", value)
+        self.compare(field, ">", value)
     }
     /// `field >= value`.
     pub fn ge(self, field: &str, value: impl Serialize) -> Self {
-        self.filter(field, ">=", value)
+        self.compare(field, ">=", value)
+    }
+    /// The set `field` (a `union` field) holds `item`, a value of the set's item type.
+    pub fn contains(mut self, field: &str, item: impl Serialize) -> Self {
+        self.filters.push(Filter::Contains {
+            field: field.to_string(),
+            item: serde_json::to_value(item).map_err(|e| e.to_string()),
+        });
+        self
+    }
+    /// The optional `field` is `None`.
+    pub fn is_null(mut self, field: &str) -> Self {
+        self.filters.push(Filter::Null {
+            field: field.to_string(),
+            null: true,
+        });
+        self
+    }
+    /// The optional `field` is `Some`.
+    pub fn is_not_null(mut self, field: &str) -> Self {
+        self.filters.push(Filter::Null {
+            field: field.to_string(),
+            null: false,
+        });
+        self
+    }
+    /// `field` is one of `values` (none: no record matches; a `None` among them matches
+    /// NULL).
+    pub fn is_in<V: Serialize>(mut self, field: &str, values: impl IntoIterator<Item = V>) -> Self {
+        self.filters.push(Filter::In {
+            field: field.to_string(),
+            values: values
+                .into_iter()
+                .map(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+                .collect(),
+        });
+        self
+    }
+    /// The string `field` begins with `prefix` (case-sensitive; `""` matches every
+    /// record).
+    pub fn starts_with(mut self, field: &str, prefix: &str) -> Self {
+        self.filters.push(Filter::Prefix {
+            field: field.to_string(),
+            prefix: prefix.to_string(),
+        });
+        self
     }
     /// Orders by a field, ascending.
     pub fn order_by(mut self, field: &str) -> Self {
@@ -523,6 +625,18 @@ impl Query {
     pub fn limit(mut self, n: u32) -> Self {
         self.limit = Some(n);
         self
+    }
+
+    pub(crate) fn filters(&self) -> &[Filter] {
+        &self.filters
+    }
+
+    pub(crate) fn order(&self) -> Option<&(String, bool)> {
+        self.order.as_ref()
+    }
+
+    pub(crate) fn max(&self) -> Option<u32> {
+        self.limit
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use sync_model::sql::meta;
+use sync_model::{Field, ScalarType, TypeKind};
 
 /// A time column (the canonical text of [`crate::time`]) read back.
 pub(crate) fn time_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -33,6 +34,192 @@ pub(crate) fn q(ident: &str) -> String {
     sync_model::sql::Dialect::Sqlite.quote(ident)
 }
 
+/// A field's type as the model's source writes it (`i64`, `Option<String>`,
+/// `BTreeSet<String>`), for query errors.
+fn type_name(f: &Field) -> String {
+    let inner = match &f.ty.kind {
+        TypeKind::Scalar { scalar } => scalar.rust_name().to_string(),
+        TypeKind::Set { item, .. } => format!("a set of {}", item.rust_name()),
+        TypeKind::Json { rust_type } => rust_type.clone(),
+    };
+    if f.ty.nullable {
+        format!("Option<{inner}>")
+    } else {
+        inner
+    }
+}
+
+/// The JSON kind of a value, for query errors.
+fn kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Appends one filter's condition to `sql` (` AND ...`) and its arguments to `args`.
+fn filter_sql<'f>(
+    entity: &'static str,
+    filter: &Filter,
+    field: &dyn Fn(&str) -> Result<&'f Field, StoreError>,
+    sql: &mut String,
+    args: &mut Vec<Sql>,
+) -> Result<(), StoreError> {
+    let invalid = |f: &Field, reason: String| StoreError::InvalidQuery {
+        entity,
+        field: f.name.clone(),
+        reason,
+    };
+    // A value of the field's type, as SQLite holds it.
+    let value_of = |f: &Field, v: &Result<Json, String>| -> Result<Sql, StoreError> {
+        let v = v
+            .as_ref()
+            .map_err(|e| invalid(f, format!("the value does not serialise: {e}")))?;
+        columns::to_sql(f, v).map_err(|_| {
+            invalid(
+                f,
+                format!(
+                    "`{}` is `{}`, but the value is {} ({v})",
+                    f.name,
+                    type_name(f),
+                    kind(v)
+                ),
+            )
+        })
+    };
+    match filter {
+        Filter::Compare {
+            field: name,
+            op,
+            value,
+        } => {
+            let f = field(name)?;
+            if let Ok(Json::Null) = value {
+                let not = if *op == "<>" { "NOT " } else { "" };
+                if !matches!(*op, "=" | "<>") {
+                    return Err(invalid(f, format!("`{op}` needs a value, not null")));
+                }
+                sql.push_str(&format!(" AND {} IS {not}NULL", q(&f.column)));
+            } else {
+                let v = value_of(f, value)?;
+                sql.push_str(&format!(" AND {} {op} ?", q(&f.column)));
+                args.push(v);
+            }
+        }
+        Filter::Contains { field: name, item } => {
+            let f = field(name)?;
+            let TypeKind::Set { item: scalar, .. } = f.ty.kind else {
+                return Err(invalid(
+                    f,
+                    format!(
+                        "`contains` tests a set (a `union` field); `{}` is `{}`",
+                        f.name,
+                        type_name(f)
+                    ),
+                ));
+            };
+            // The item is checked as a value of the set's item type.
+            let mut as_item = f.clone();
+            as_item.ty.kind = TypeKind::Scalar { scalar };
+            as_item.ty.nullable = false;
+            let v = match item {
+                Ok(Json::Null) => {
+                    return Err(invalid(f, "a set holds no null item".to_string()));
+                }
+                other => value_of(&as_item, other).map_err(|_| {
+                    invalid(
+                        f,
+                        format!(
+                            "`{}` is `{}`, but the item is {}",
+                            f.name,
+                            type_name(f),
+                            item.as_ref().map_or("not serialisable", kind)
+                        ),
+                    )
+                })?,
+            };
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each({}) WHERE json_each.value = ?)",
+                q(&f.column)
+            ));
+            args.push(v);
+        }
+        Filter::Null { field: name, null } => {
+            let f = field(name)?;
+            if !f.ty.nullable {
+                return Err(invalid(
+                    f,
+                    format!(
+                        "`{}` is `{}`, never null; `is_null` and `is_not_null` test an `Option` field",
+                        f.name,
+                        type_name(f)
+                    ),
+                ));
+            }
+            let not = if *null { "" } else { "NOT " };
+            sql.push_str(&format!(" AND {} IS {not}NULL", q(&f.column)));
+        }
+        Filter::In {
+            field: name,
+            values,
+        } => {
+            let f = field(name)?;
+            let values = values
+                .as_ref()
+                .map_err(|e| invalid(f, format!("a value does not serialise: {e}")))?;
+            let with_null = values.iter().any(Json::is_null);
+            let mut marks = Vec::new();
+            for v in values.iter().filter(|v| !v.is_null()) {
+                args.push(value_of(f, &Ok(v.clone()))?);
+                marks.push("?");
+            }
+            let col = q(&f.column);
+            match (marks.is_empty(), with_null) {
+                (true, false) => sql.push_str(" AND 0"),
+                (true, true) => sql.push_str(&format!(" AND {col} IS NULL")),
+                (false, false) => sql.push_str(&format!(" AND {col} IN ({})", marks.join(", "))),
+                (false, true) => sql.push_str(&format!(
+                    " AND ({col} IN ({}) OR {col} IS NULL)",
+                    marks.join(", ")
+                )),
+            }
+        }
+        Filter::Prefix {
+            field: name,
+            prefix,
+        } => {
+            let f = field(name)?;
+            if !matches!(
+                f.ty.kind,
+                TypeKind::Scalar {
+                    scalar: ScalarType::String
+                }
+            ) {
+                return Err(invalid(
+                    f,
+                    format!(
+                        "`starts_with` tests a string field; `{}` is `{}`",
+                        f.name,
+                        type_name(f)
+                    ),
+                ));
+            }
+            // By characters, as SQLite's `substr` and `length` count them in text (no
+            // `LIKE`: its wildcards and case folding would need escaping).
+            let chars = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
+            sql.push_str(&format!(" AND substr({}, 1, ?) = ?", q(&f.column)));
+            args.push(Sql::Integer(chars));
+            args.push(Sql::Text(prefix.clone()));
+        }
+    }
+    Ok(())
+}
+
 impl LocalStore {
     /// The live record with this id.
     ///
@@ -61,15 +248,19 @@ impl LocalStore {
         self.query(&Query::new())
     }
 
-    /// Live records matching a query.
+    /// Live records matching a query (see [`Query`] for the filters), in the query's
+    /// order, then by id.
     ///
     /// # Errors
     /// [`StoreError::UnknownEntity`] if `T` was not registered with the builder;
     /// [`StoreError::UnknownField`] if a filter or the ordering names something that is
-    /// not a synced field's wire name; [`StoreError::Corrupt`] if a filter value does not
-    /// have its field's type (for example a string for a `bool` field), or a column holds
-    /// a value of the wrong SQLite type; [`StoreError::Record`] if a stored record does
-    /// not fit `T`; [`StoreError::Sqlite`] if the database fails.
+    /// not a synced field's wire name; [`StoreError::InvalidQuery`] if a filter value
+    /// does not have its field's type (for example a string for a `bool` field) or the
+    /// filter's test does not apply to it (`contains` on a field that is not a set,
+    /// `starts_with` on one that is not a string, `is_null` on one that is not
+    /// optional); [`StoreError::Corrupt`] if a column holds a value of the wrong SQLite
+    /// type; [`StoreError::Record`] if a stored record does not fit `T`;
+    /// [`StoreError::Sqlite`] if the database fails.
     pub fn query<T: Syncable>(&self, query: &Query) -> Result<Vec<T>, StoreError> {
         let entity = self.entity::<T>()?;
         let field = |name: &str| {
@@ -80,17 +271,10 @@ impl LocalStore {
         };
         let mut sql = self.table::<T>()?.select_live.clone();
         let mut args: Vec<Sql> = Vec::new();
-        for (name, op, value) in &query.filters {
-            let f = field(name)?;
-            if value.is_null() {
-                let not = if *op == "<>" { "NOT " } else { "" };
-                sql.push_str(&format!(" AND {} IS {not}NULL", q(&f.column)));
-            } else {
-                sql.push_str(&format!(" AND {} {op} ?", q(&f.column)));
-                args.push(columns::to_sql(f, value)?);
-            }
+        for filter in query.filters() {
+            filter_sql(T::ENTITY, filter, &field, &mut sql, &mut args)?;
         }
-        match &query.order {
+        match query.order() {
             Some((name, desc)) => {
                 let f = field(name)?;
                 sql.push_str(&format!(
@@ -102,7 +286,7 @@ impl LocalStore {
             }
             None => sql.push_str(&format!(" ORDER BY {}", q(&entity.id_field().column))),
         }
-        if let Some(n) = query.limit {
+        if let Some(n) = query.max() {
             sql.push_str(&format!(" LIMIT {n}"));
         }
         let conn = self.conn();
