@@ -1424,6 +1424,69 @@ async fn an_increment_retried_after_a_restore_is_not_counted_again() {
     }
 }
 
+/// Issue "The app developer's side", item 2: what a sync does to the device's copy is
+/// told as created, updated or deleted, from the server (pulled records were all
+/// `Updated` before); a live query follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulled_changes_are_told_as_created_updated_or_deleted_by_the_server() {
+    use sync_runtime::store::{ChangeKind, ChangeOrigin, StoreEvent};
+    let s = server().await;
+    let (a, b) = (Device::new(&s.url), Device::new(&s.url));
+    let events = b.store().subscribe();
+    let mut live = b.store().watch::<Task>(Query::new()).unwrap();
+    assert!(live.next().unwrap().unwrap().is_empty());
+    let of_task = |id: Uuid| {
+        let mut out = Vec::new();
+        while let Some(StoreEvent::Changed {
+            id: e_id,
+            change,
+            origin,
+            ..
+        }) = events.try_recv()
+        {
+            if e_id == id {
+                out.push((change, origin));
+            }
+        }
+        out
+    };
+    let p = project();
+    let t = task(p.id, "told");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    assert_eq!(of_task(t.id), [(ChangeKind::Created, ChangeOrigin::Remote)]);
+    let seen = live.try_next().expect("a new set").unwrap();
+    assert_eq!(seen.len(), 1);
+    a.store()
+        .update(&Task {
+            title: "retold".into(),
+            ..t.clone()
+        })
+        .unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    assert_eq!(of_task(t.id), [(ChangeKind::Updated, ChangeOrigin::Remote)]);
+    assert_eq!(live.try_next().unwrap().unwrap()[0].title, "retold");
+    a.store().delete::<Task>(t.id).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    assert_eq!(of_task(t.id), [(ChangeKind::Deleted, ChangeOrigin::Remote)]);
+    assert!(live.try_next().unwrap().unwrap().is_empty());
+    // A local edit, then the server's answer to it.
+    let u = task(p.id, "local");
+    b.store().create(&u).unwrap();
+    b.sync_until_quiet().await;
+    assert_eq!(
+        of_task(u.id),
+        [
+            (ChangeKind::Created, ChangeOrigin::Local),
+            (ChangeKind::Updated, ChangeOrigin::Remote)
+        ]
+    );
+}
+
 /// A device that never talked to the server learns its protocol before its first push
 /// with dots (`GET /health`), so even that push carries them: the server's record holds
 /// the create's dot and the increment's.

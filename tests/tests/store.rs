@@ -10,8 +10,8 @@ use model::{Comment, Project, Task, TaskPatch};
 use sync_runtime::ops::{LwwOp, SumOp, UnionOp};
 use sync_runtime::prelude::*;
 use sync_runtime::store::{
-    ChangeKind, LocalStore, Migrations, MutationOp, OutboxStatus, Query, RecordStatus, StoreError,
-    StoreEvent,
+    ChangeKind, ChangeOrigin, LocalStore, Migrations, MutationOp, OutboxStatus, Query,
+    RecordStatus, StoreError, StoreEvent,
 };
 
 fn migrations() -> Migrations {
@@ -439,7 +439,8 @@ fn subscribers_hear_about_commits_and_status() {
         Some(StoreEvent::Changed {
             entity: "task".into(),
             id: t.id,
-            change: ChangeKind::Created
+            change: ChangeKind::Created,
+            origin: ChangeOrigin::Local,
         })
     );
     let s = status.recv_timeout(Duration::from_secs(1)).unwrap();
@@ -455,6 +456,85 @@ fn subscribers_hear_about_commits_and_status() {
             }),
         Some(ChangeKind::Deleted)
     );
+}
+
+/// Issue "The app developer's side", item 2: a live query gives the current result set,
+/// then a new one after each commit that changed it, and nothing for a commit that
+/// left it as it was; the same as an async stream.
+#[test]
+fn a_live_query_follows_the_commits_that_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let titles = |r: Option<Result<Vec<Task>, StoreError>>| -> Vec<String> {
+        r.expect("a result set")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.title)
+            .collect()
+    };
+    let wait = Duration::from_secs(2);
+    let mut open_tasks = store
+        .watch::<Task>(Query::new().eq("status", "open").order_by("title"))
+        .unwrap();
+    assert!(
+        titles(open_tasks.next()).is_empty(),
+        "the current set first"
+    );
+    assert!(open_tasks.try_next().is_none(), "nothing new");
+    let a = task("a");
+    store.create(&a).unwrap();
+    assert_eq!(titles(open_tasks.next_timeout(wait)), ["a"]);
+    let b = Task {
+        status: "done".into(),
+        ..task("b")
+    };
+    store.create(&b).unwrap();
+    assert!(
+        open_tasks
+            .next_timeout(Duration::from_millis(200))
+            .is_none(),
+        "a done task leaves the open set as it was"
+    );
+    store
+        .update(&Task {
+            status: "open".into(),
+            ..b.clone()
+        })
+        .unwrap();
+    store
+        .update(&Task {
+            title: "a2".into(),
+            ..a.clone()
+        })
+        .unwrap();
+    // Both commits may come as one new set or two; the last is what the store holds.
+    let mut last = titles(open_tasks.next_timeout(wait));
+    while let Some(r) = open_tasks.try_next() {
+        last = titles(Some(r));
+    }
+    assert_eq!(last, ["a2", "b"]);
+    store.delete::<Task>(a.id).unwrap();
+    assert_eq!(titles(open_tasks.next_timeout(wait)), ["b"]);
+    // A wrong query fails at once.
+    assert!(matches!(
+        store.watch::<Task>(Query::new().eq("nope", 1)),
+        Err(StoreError::UnknownField { .. })
+    ));
+    // The async form: polled by hand, as any executor would.
+    let mut stream = store.watch_stream::<Task>(Query::new()).unwrap();
+    let mut next = || {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), &mut cx) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        }
+    };
+    assert_eq!(titles(next().unwrap()), ["b"], "the current set first");
+    assert!(next().is_none(), "then pending");
+    store.create(&task("c")).unwrap();
+    assert_eq!(titles(next().unwrap()), ["b", "c"]);
+    assert!(next().is_none());
 }
 
 #[test]

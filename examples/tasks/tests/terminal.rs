@@ -68,3 +68,32 @@ fn a_task_added_offline_on_a_is_seen_on_b() -> Result<(), rexpect::error::Error>
     sh.send_line("exit")?;
     Ok(())
 }
+
+/// Issue "The app developer's side": `tasks watch` on device B (a live query, syncing in
+/// the background) shows a task device A adds and syncs, within one background sync.
+#[test]
+fn a_live_list_on_b_shows_what_a_syncs() -> Result<(), rexpect::error::Error> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = start_server(dir.path());
+    let bin = env!("CARGO_BIN_EXE_tasks");
+    let dev = |name: &str| {
+        format!(
+            "{bin} --db {} --server {url} --token pty-token --account pty-account",
+            dir.path().join(format!("{name}.db")).display()
+        )
+    };
+    let mut watch = rexpect::spawn(&format!("{} watch --every 1", dev("b")), Some(30_000))?;
+    watch.exp_string("--- 0 tasks")?;
+    let mut sh = rexpect::spawn_bash(Some(30_000))?;
+    sh.send_line(&format!("{} add 'Water the plants' --price 5", dev("a")))?;
+    sh.exp_string("added")?;
+    sh.wait_for_prompt()?;
+    sh.send_line(&format!("{} sync", dev("a")))?;
+    sh.exp_string("synced: pushed 2")?;
+    sh.wait_for_prompt()?;
+    watch.exp_string("--- 1 tasks")?;
+    watch.exp_regex("open +Water the plants +likes=0 price=5")?;
+    sh.send_line("exit")?;
+    watch.send_control('c')?;
+    Ok(())
+}

@@ -61,6 +61,7 @@ mod push;
 mod query;
 mod restart;
 mod status;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,7 @@ pub(crate) use query::*;
 pub use restart::SyncState;
 pub(crate) use restart::*;
 pub(crate) use status::*;
+pub use watch::{Watch, WatchStream};
 
 use crate::hlc::{Hlc, HlcClock, NodeId};
 use crate::syncable::{Clocks, DiffError, InvalidValue, Patch, Record, RecordError, Syncable};
@@ -250,6 +252,9 @@ impl std::fmt::Debug for StoreBuilder {
     }
 }
 
+/// A receiver of [`StoreEvent`]s: `false` once it is gone.
+type Subscriber = Box<dyn Fn(&StoreEvent) -> bool + Send>;
+
 struct Inner {
     conn: Mutex<Connection>,
     clock: HlcClock,
@@ -267,7 +272,8 @@ struct Inner {
     /// Whether the server said it speaks dots (protocol 1.3.0 or later), as last learned
     /// from a response and kept in `sync_meta` under `server-protocol`.
     server_speaks_dots: std::sync::atomic::AtomicBool,
-    subscribers: Mutex<Vec<mpsc::Sender<StoreEvent>>>,
+    /// Each returns `false` once its receiver is gone (it is dropped then).
+    subscribers: Mutex<Vec<Subscriber>>,
     status_watchers: Mutex<Vec<mpsc::Sender<SyncStatus>>>,
 }
 
@@ -307,20 +313,45 @@ pub enum StoreEvent {
         entity: String,
         /// The record's id.
         id: Uuid,
-        /// What kind of change.
+        /// What kind of change, as the device's copy of the record saw it.
         change: ChangeKind,
+        /// Who made it.
+        origin: ChangeOrigin,
     },
 }
 
-/// The kind of a [`StoreEvent::Changed`].
+/// The kind of a [`StoreEvent::Changed`]: whether the record was live before and after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
-    /// Created locally.
+    /// Not live before (never held, or deleted), live after.
     Created,
-    /// Updated locally.
+    /// Live before and after.
     Updated,
-    /// Deleted locally.
+    /// Live before, deleted (or dropped) after.
     Deleted,
+}
+
+impl ChangeKind {
+    /// The kind of a change from whether the record was live before and after it; `None`
+    /// if it was live neither time (a tombstone the device learned of, say).
+    pub(crate) fn of(before: bool, after: bool) -> Option<Self> {
+        match (before, after) {
+            (false, true) => Some(ChangeKind::Created),
+            (true, true) => Some(ChangeKind::Updated),
+            (true, false) => Some(ChangeKind::Deleted),
+            (false, false) => None,
+        }
+    }
+}
+
+/// Where a [`StoreEvent::Changed`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOrigin {
+    /// The app on this device: a create, update or delete, or a conflict resolved.
+    Local,
+    /// The server: a pull or snapshot, or the server's answer to a push (its record
+    /// merged in, a delete that won).
+    Remote,
 }
 
 /// A subscription to [`StoreEvent`]s; events arrive after their transaction committed.

@@ -547,6 +547,7 @@ impl LocalStore {
             entity: entity.name.clone(),
             id,
             change,
+            origin: ChangeOrigin::Local,
         });
         Ok(())
     }

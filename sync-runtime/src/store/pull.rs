@@ -299,6 +299,11 @@ pub(crate) fn field_values(
     Ok(args)
 }
 
+/// Whether the device holds the record live (a row that is not a tombstone).
+pub(crate) fn is_live(conn: &Connection, table: &Table, id: Uuid) -> Result<bool, StoreError> {
+    Ok(read_row(conn, table, id)?.is_some_and(|r| !r.deleted))
+}
+
 pub(crate) fn write_base(
     conn: &Connection,
     table: &Table,
@@ -645,8 +650,10 @@ impl LocalStore {
                 if own_writes {
                     confirm_own_write(&tx, r, &mut other_history)?;
                 }
+                let mut live_before = false;
                 let direct = empty || {
                     let probe = Probe::of(&tx, table, r.entity_id)?;
+                    live_before = probe.clean.is_some() && !probe.row_deleted;
                     match probe.compare(r) {
                         Known::Same if refetching => {}
                         Known::Same => {
@@ -680,7 +687,7 @@ impl LocalStore {
                                     Some(r.version),
                                     self.new_key(),
                                 )?;
-                                changed.push((r.entity_type.clone(), r.entity_id));
+                                changed.push((r.entity_type.clone(), r.entity_id, None));
                                 continue;
                             }
                         }
@@ -688,13 +695,19 @@ impl LocalStore {
                     }
                     probe.base.is_none() && probe.clean != Some(false) && !probe.pending
                 };
-                if direct {
+                let live_after = if direct {
                     put_server_row(&tx, table, r)?;
+                    !r.deleted
                 } else {
                     write_base(&tx, table, r)?;
                     rebase_onto(&tx, table, r)?;
-                }
-                changed.push((r.entity_type.clone(), r.entity_id));
+                    is_live(&tx, table, r.entity_id)?
+                };
+                changed.push((
+                    r.entity_type.clone(),
+                    r.entity_id,
+                    ChangeKind::of(live_before, live_after),
+                ));
             }
             if let Some(h) = &held
                 && Some(h.len()) != held_before
@@ -719,12 +732,16 @@ impl LocalStore {
             tx.commit()?;
         }
         let n = changed.len();
-        for (entity, id) in changed {
-            self.notify(StoreEvent::Changed {
-                entity,
-                id,
-                change: ChangeKind::Updated,
-            });
+        for (entity, id, change) in changed {
+            match change {
+                Some(change) => self.notify(StoreEvent::Changed {
+                    entity,
+                    id,
+                    change,
+                    origin: ChangeOrigin::Remote,
+                }),
+                None => self.notify_status(),
+            }
         }
         Ok(n)
     }

@@ -612,6 +612,7 @@ impl LocalStore {
             .ok_or_else(|| StoreError::Corrupt(format!("outbox entity `{}`", item.entity_type)))?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let live_before = is_live(&tx, table, item.entity_id)?;
         let outcome = match result {
             MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. }
                 if is_collected(server) =>
@@ -679,13 +680,18 @@ impl LocalStore {
                 }
             }
         };
+        let live_after = is_live(&tx, table, item.entity_id)?;
         tx.commit()?;
         drop(conn);
-        self.notify(StoreEvent::Changed {
-            entity: item.entity_type.clone(),
-            id: item.entity_id,
-            change: ChangeKind::Updated,
-        });
+        match ChangeKind::of(live_before, live_after) {
+            Some(change) => self.notify(StoreEvent::Changed {
+                entity: item.entity_type.clone(),
+                id: item.entity_id,
+                change,
+                origin: ChangeOrigin::Remote,
+            }),
+            None => self.notify_status(),
+        }
         Ok(outcome)
     }
 

@@ -262,6 +262,17 @@ impl LocalStore {
     /// type; [`StoreError::Record`] if a stored record does not fit `T`;
     /// [`StoreError::Sqlite`] if the database fails.
     pub fn query<T: Syncable>(&self, query: &Query) -> Result<Vec<T>, StoreError> {
+        self.query_records::<T>(query)?
+            .iter()
+            .map(|r| Ok(T::from_record(r)?))
+            .collect()
+    }
+
+    /// [`LocalStore::query`]'s records, as stored.
+    pub(crate) fn query_records<T: Syncable>(
+        &self,
+        query: &Query,
+    ) -> Result<Vec<Record>, StoreError> {
         let entity = self.entity::<T>()?;
         let field = |name: &str| {
             entity.field(name).ok_or_else(|| StoreError::UnknownField {
@@ -294,8 +305,7 @@ impl LocalStore {
         let mut rows = stmt.query(params_from_iter(args))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let row = row_from_sql(entity, r)?;
-            out.push(T::from_record(&row.record)?);
+            out.push(row_from_sql(entity, r)?.record);
         }
         Ok(out)
     }

@@ -144,12 +144,17 @@ impl LocalStore {
     /// Events after each commit.
     pub fn subscribe(&self) -> Subscription<StoreEvent> {
         let (tx, rx) = mpsc::channel();
+        self.on_event(move |e| tx.send(e.clone()).is_ok());
+        Subscription { rx }
+    }
+
+    /// Calls `f` with every event after its commit, until it returns `false`.
+    pub(crate) fn on_event(&self, f: impl Fn(&StoreEvent) -> bool + Send + 'static) {
         self.inner
             .subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        Subscription { rx }
+            .push(Box::new(f));
     }
 
     /// The [`SyncStatus`] after each commit that may change it.
@@ -182,7 +187,7 @@ impl LocalStore {
             .subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|s| s.send(event.clone()).is_ok());
+            .retain(|s| s(&event));
         self.notify_status();
     }
 }

@@ -8,12 +8,13 @@
 //! tasks --db phone.db status
 //! tasks --db phone.db conflicts
 //! tasks --db phone.db resolve 0190ab --keep-local
+//! tasks --db phone.db watch --every 2            # live list, synced in the background
 //! ```
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sync_runtime::engine::{EngineConfig, HttpTransport, SyncEngine, SyncOutcome};
+use sync_runtime::engine::{EngineConfig, HttpTransport, SyncEngine, SyncOutcome, Triggers};
 use sync_runtime::prelude::*;
 use sync_runtime::store::{LocalStore, Query};
 use tasks::model::{Project, Task};
@@ -83,6 +84,12 @@ enum Command {
     },
     /// Push local changes and pull the server's.
     Sync,
+    /// Show the task list live, syncing in the background, until interrupted.
+    Watch {
+        /// Seconds between background syncs.
+        #[arg(long, default_value_t = 2)]
+        every: u64,
+    },
     /// Pending changes, last sync, failed items, conflicts.
     Status,
     /// Unresolved conflicts.
@@ -261,6 +268,33 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 SyncOutcome::AlreadyRunning => println!("a sync is already running"),
+            }
+        }
+        Command::Watch { every } => {
+            let transport = HttpTransport::new(&args.server)?.fingerprint(store.fingerprint());
+            let engine = std::sync::Arc::new(SyncEngine::new(
+                store.clone(),
+                transport,
+                EngineConfig::new(&args.account, &args.token),
+            ));
+            let _background = engine.start(Triggers {
+                interval: Duration::from_secs((*every).max(1)),
+                ..Triggers::default()
+            });
+            // The live query: the list now, then again after each commit that changed
+            // it (an edit here, or a change another device made, once pulled).
+            let mut live = store.watch_stream::<Task>(Query::new().order_by("title"))?;
+            loop {
+                let next = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut live), cx)
+                })
+                .await;
+                let Some(tasks) = next else { break };
+                let tasks = tasks?;
+                println!("--- {} tasks", tasks.len());
+                for t in &tasks {
+                    print_task(t);
+                }
             }
         }
         Command::Status => {
