@@ -715,6 +715,90 @@ async fn server_errors_back_off_then_die_and_can_be_retried() {
     assert_eq!(r.applied, 1, "{r:?}");
 }
 
+/// Issue "The app developer's side", item 3: the status says what the engine is doing
+/// (offline, auth failed, backing off until when, idle), which records wait, and a dead
+/// item can be discarded, which puts its record back as the server has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_tells_the_engines_state_and_which_records_wait() {
+    use sync_runtime::store::EngineState;
+    let s = server().await;
+    let a = Device::new(&s.url);
+    assert_eq!(a.store().status().unwrap().engine, EngineState::NotStarted);
+    let p = project();
+    let t = task(p.id, "kept");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.faults.lock().unwrap().offline = true;
+    a.sync().await;
+    let st = a.store().status().unwrap();
+    assert!(
+        matches!(&st.engine, EngineState::Offline { reason } if reason.contains("refused")),
+        "{:?}",
+        st.engine
+    );
+    assert_eq!(
+        st.pending_by_entity,
+        [("project".to_string(), 1), ("task".to_string(), 1)].into()
+    );
+    assert_eq!(
+        st.pending_records,
+        [("project".to_string(), p.id), ("task".to_string(), t.id)]
+    );
+    a.faults.lock().unwrap().offline = false;
+    a.faults.lock().unwrap().fail = Some((503, None, 1));
+    let before = chrono::Utc::now();
+    a.sync().await;
+    match a.store().status().unwrap().engine {
+        EngineState::BackingOff {
+            until: Some(until),
+            reason,
+        } => {
+            assert!(reason.contains("503"), "{reason}");
+            assert!(until >= before, "{until} {before}");
+            assert!(until <= before + chrono::Duration::seconds(5), "{until}");
+        }
+        other => panic!("expected backing off, got {other:?}"),
+    }
+    a.advance(Duration::from_secs(1));
+    a.sync_until_quiet().await;
+    let st = a.store().status().unwrap();
+    assert_eq!(st.engine, EngineState::Idle);
+    assert!(st.pending_records.is_empty() && st.pending_by_entity.is_empty());
+    // A rejected edit: dead, then discarded; the row is the server's again.
+    a.store()
+        .update(&Task {
+            title: "poisoned".into(),
+            ..t.clone()
+        })
+        .unwrap();
+    a.faults.lock().unwrap().poison = Some(t.id);
+    a.sync().await;
+    a.faults.lock().unwrap().poison = None;
+    let st = a.store().status().unwrap();
+    assert_eq!(st.dead.len(), 1, "{st:#?}");
+    assert_eq!(st.dead[0].entity_id, t.id);
+    assert_eq!(a.store().discard_dead().unwrap(), 1);
+    assert!(a.store().status().unwrap().dead.is_empty());
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().title, "kept");
+    assert_eq!(
+        a.store()
+            .record_meta::<Task>(t.id)
+            .unwrap()
+            .unwrap()
+            .sync_status,
+        RecordStatus::Clean
+    );
+    // A record the server never had: discarding its dead create removes it.
+    let never = task(p.id, "never sent");
+    a.store().create(&never).unwrap();
+    a.faults.lock().unwrap().poison = Some(never.id);
+    a.sync().await;
+    a.faults.lock().unwrap().poison = None;
+    assert_eq!(a.store().discard_dead().unwrap(), 1);
+    assert!(a.store().get::<Task>(never.id).unwrap().is_none());
+    assert_eq!(a.store().status().unwrap().pending, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_mutation_blocks_only_its_record() {
     let s = server().await;

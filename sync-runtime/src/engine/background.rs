@@ -71,7 +71,12 @@ impl<T: Transport> SyncEngine<T> {
                         tokio::time::sleep(triggers.debounce).await;
                     }
                 }
-                if self.transport.health().await.is_err() {
+                if let Err(e) = self.transport.health().await {
+                    // Not reachable: no run, but the status says why nothing moves.
+                    self.store
+                        .set_engine_state(crate::store::EngineState::Offline {
+                            reason: e.to_string(),
+                        });
                     continue;
                 }
                 if let Err(e) = self.sync_now().await {

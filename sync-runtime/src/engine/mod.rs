@@ -42,7 +42,9 @@ pub use transport::{Transport, TransportError};
 use crate::protocol::{
     ChangesResponse, Mutation, Problem, PushRequest, PushResponse, SnapshotResponse,
 };
-use crate::store::{ItemOutcome, LocalStore, OutboxItem, Restart, StoreError, SyncState};
+use crate::store::{
+    EngineState, ItemOutcome, LocalStore, OutboxItem, Restart, StoreError, SyncState,
+};
 
 /// Gives the engine a fresh bearer token when the server answers 401/403.
 pub type TokenRefresher = Arc<dyn Fn() -> Option<String> + Send + Sync>;
@@ -289,7 +291,50 @@ impl<T: Transport> SyncEngine<T> {
         };
         let run_id = Uuid::now_v7();
         let span = tracing::info_span!("sync_run", sync_run_id = %run_id, account_id = %self.config.account);
-        async move {
+        self.store.set_engine_state(EngineState::Syncing);
+        let outcome = self.run(run_id).instrument(span).await;
+        self.store.set_engine_state(match &outcome {
+            Ok(SyncOutcome::Ran(SyncReport {
+                paused: Some(p), ..
+            })) => self.paused_state(p),
+            _ => EngineState::Idle,
+        });
+        outcome
+    }
+
+    /// What a pause means for [`SyncStatus::engine`](crate::store::SyncStatus::engine).
+    fn paused_state(&self, p: &PauseReason) -> EngineState {
+        match p {
+            PauseReason::Offline(r) => EngineState::Offline { reason: r.clone() },
+            PauseReason::AuthFailed(r) => EngineState::AuthFailed { reason: r.clone() },
+            PauseReason::ModelNotServed(r) => EngineState::ModelNotServed { reason: r.clone() },
+            PauseReason::Backoff(r) => {
+                // The next retry, from the monotonic schedule to the store's wall clock.
+                let now = (self.config.monotonic_clock)();
+                let next = self
+                    .retry_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .min()
+                    .copied();
+                let until = next.and_then(|at| {
+                    let wait = at.saturating_sub(now);
+                    let wall = i64::try_from(self.store.device_wall_millis()).ok()?;
+                    let wait = i64::try_from(wait.as_millis()).ok()?;
+                    chrono::DateTime::from_timestamp_millis(wall.saturating_add(wait))
+                });
+                EngineState::BackingOff {
+                    until,
+                    reason: r.clone(),
+                }
+            }
+        }
+    }
+
+    /// [`SyncEngine::sync_now`]'s run, its state set around it.
+    async fn run(&self, run_id: Uuid) -> Result<SyncOutcome, SyncError> {
+        {
             let mut report = SyncReport {
                 run_id,
                 ..SyncReport::default()
@@ -313,8 +358,6 @@ impl<T: Transport> SyncEngine<T> {
             );
             Ok(SyncOutcome::Ran(report))
         }
-        .instrument(span)
-        .await
     }
 
     /// Before a push with dots, when the store does not know yet that the server speaks

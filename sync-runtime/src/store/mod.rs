@@ -269,6 +269,8 @@ struct Inner {
     /// random; see [`crate::protocol::Dot`]), and the last number drawn.
     dot_session: String,
     dot_seq: std::sync::atomic::AtomicU64,
+    /// The engine's state, as it last said ([`LocalStore::set_engine_state`]).
+    engine_state: Mutex<EngineState>,
     /// Whether the server said it speaks dots (protocol 1.3.0 or later), as last learned
     /// from a response and kept in `sync_meta` under `server-protocol`.
     server_speaks_dots: std::sync::atomic::AtomicBool,
@@ -397,6 +399,55 @@ pub struct SyncStatus {
     /// Attempts beyond the first made for the items still queued (how much retrying is
     /// going on).
     pub retries: u64,
+    /// What the sync engine is doing, as it last said ([`EngineState::NotStarted`] until
+    /// an engine runs with this store).
+    pub engine: EngineState,
+    /// [`SyncStatus::pending`] by entity (wire name); entities with none are left out.
+    pub pending_by_entity: BTreeMap<String, u64>,
+    /// The records with changes not yet acknowledged (`(entity, id)`, each once, in
+    /// queue order): the rows a UI badges as not yet synced. Dead items' records are in
+    /// [`SyncStatus::dead`].
+    pub pending_records: Vec<(String, Uuid)>,
+}
+
+/// What the sync engine is doing ([`SyncStatus::engine`]), as its last run left it. Set
+/// by the [`SyncEngine`](crate::engine::SyncEngine) of the store; kept in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EngineState {
+    /// No engine has run with this store since it was opened.
+    #[default]
+    NotStarted,
+    /// A run is under way.
+    Syncing,
+    /// The last run completed: everything it could send was answered, and the pulls
+    /// caught up.
+    Idle,
+    /// The server could not be reached (no network, the server down): `reason`.
+    Offline {
+        /// What the transport said.
+        reason: String,
+    },
+    /// The server refused the token, also after a refresh: the user must sign in again.
+    AuthFailed {
+        /// The server's problem, if it gave one.
+        reason: String,
+    },
+    /// The server does not serve this app's model (426): the server is behind the app,
+    /// or the app is older than the server still serves (see `reason`). Changes wait.
+    ModelNotServed {
+        /// The server's problem.
+        reason: String,
+    },
+    /// The server failed or was busy: items wait for their retry, the next one due at
+    /// `until` (the store's wall clock; `None` if unknown).
+    BackingOff {
+        /// When the next retry is due.
+        until: Option<DateTime<Utc>>,
+        /// The last failure.
+        reason: String,
+    },
 }
 
 /// The state of an outbox item.

@@ -131,6 +131,7 @@ impl StoreBuilder {
             meta_get(&conn, SERVER_PROTOCOL_KEY)?.is_some_and(|v| crate::protocol::speaks_dots(&v));
         Ok(LocalStore {
             inner: Arc::new(Inner {
+                engine_state: Mutex::new(EngineState::NotStarted),
                 dot_session: format!("{:016x}", NodeId::random().0),
                 dot_seq: std::sync::atomic::AtomicU64::new(0),
                 server_speaks_dots: std::sync::atomic::AtomicBool::new(server_speaks_dots),

@@ -42,7 +42,29 @@ pub(crate) fn read_outbox(conn: &Connection, filter: &str) -> Result<Vec<OutboxI
 pub(crate) fn status<'a>(
     conn: &Connection,
     entities: impl Iterator<Item = &'a Entity>,
+    engine: EngineState,
 ) -> Result<SyncStatus, StoreError> {
+    let mut pending_by_entity = BTreeMap::new();
+    let mut pending_records = Vec::new();
+    {
+        let mut seen = std::collections::HashSet::new();
+        let mut stmt = conn.prepare_cached(concatcp!(
+            "SELECT \"entity_type\", \"entity_id\" FROM \"",
+            meta::OUTBOX,
+            "\" WHERE \"status\" IN ('pending', 'sending', 'failed') ORDER BY \"id\""
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (entity, id): (String, String) = (r.get(0)?, r.get(1)?);
+            *pending_by_entity.entry(entity.clone()).or_insert(0u64) += 1;
+            let id: Uuid = id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("outbox entity id `{id}`")))?;
+            if seen.insert((entity.clone(), id)) {
+                pending_records.push((entity, id));
+            }
+        }
+    }
     let pending: i64 = conn.query_row(
         concatcp!(
             "SELECT COUNT(*) FROM \"",
@@ -99,6 +121,9 @@ pub(crate) fn status<'a>(
             [],
             |r| r.get::<_, i64>(0),
         )? as u64,
+        engine,
+        pending_by_entity,
+        pending_records,
     })
 }
 
@@ -122,7 +147,35 @@ impl LocalStore {
     /// when a stored time is not valid.
     pub fn status(&self) -> Result<SyncStatus, StoreError> {
         let conn = self.conn();
-        status(&conn, self.entities())
+        status(&conn, self.entities(), self.engine_state())
+    }
+
+    /// What the sync engine is doing ([`SyncStatus::engine`]).
+    pub fn engine_state(&self) -> EngineState {
+        self.inner
+            .engine_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records what the sync engine is doing, and tells the status watchers if it
+    /// changed. The [`SyncEngine`](crate::engine::SyncEngine) calls this at the start and
+    /// end of every run; another engine (a custom one) may too.
+    pub fn set_engine_state(&self, state: EngineState) {
+        let changed = {
+            let mut s = self
+                .inner
+                .engine_state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let changed = *s != state;
+            *s = state;
+            changed
+        };
+        if changed {
+            self.notify_status();
+        }
     }
 
     /// Puts every dead item back in the queue (after the user fixed the cause).
@@ -137,6 +190,71 @@ impl LocalStore {
                 [],
             )?
         };
+        self.notify_status();
+        Ok(n)
+    }
+
+    /// Drops every dead item (the user chose not to send them after all) and rebuilds
+    /// each record they belonged to: the server's version of it (its base copy) with the
+    /// changes still queued on top, clean if none are. A record the server never
+    /// acknowledged (no base copy) and whose create was dropped is removed from the
+    /// device, with what was still queued for it. Returns how many items were dropped.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a dead item or a record's base copy cannot be read
+    /// back; [`StoreError::Sqlite`] if the database fails (nothing is dropped then).
+    pub fn discard_dead(&self) -> Result<usize, StoreError> {
+        let mut events = Vec::new();
+        let n = {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let dead = read_outbox(&tx, "\"status\" = 'dead'")?;
+            let mut records = Vec::new();
+            for item in &dead {
+                tx.execute(
+                    concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
+                    [item.id],
+                )?;
+                let key = (item.entity_type.clone(), item.entity_id);
+                if !records.contains(&key) {
+                    records.push(key);
+                }
+            }
+            for (entity, id) in records {
+                let Some(table) = self.table_of(&entity) else {
+                    continue;
+                };
+                let before = is_live(&tx, table, id)?;
+                match read_base(&tx, table, id)? {
+                    Some(base) => rebase_onto(&tx, table, &base.as_server_record(&entity, id))?,
+                    None => {
+                        let left = pending_for(&tx, &entity, id)?;
+                        if left
+                            .first()
+                            .is_some_and(|(_, op, _)| *op == MutationOp::Create)
+                        {
+                            set_row_meta(&tx, table, id, "pending", None)?;
+                        } else {
+                            delete_items_of(&tx, &entity, id)?;
+                            delete_row(&tx, table.entity, &id.to_string())?;
+                        }
+                    }
+                }
+                if let Some(change) = ChangeKind::of(before, is_live(&tx, table, id)?) {
+                    events.push(StoreEvent::Changed {
+                        entity,
+                        id,
+                        change,
+                        origin: ChangeOrigin::Local,
+                    });
+                }
+            }
+            tx.commit()?;
+            dead.len()
+        };
+        for e in events {
+            self.notify(e);
+        }
         self.notify_status();
         Ok(n)
     }
