@@ -7,6 +7,12 @@
 /// The synced entities.
 pub mod model;
 
+/// The repository's README, whose Rust code blocks compile as this crate's doc tests
+/// (the client program uses this crate's model and generated migrations).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The migrations generated from [`model`], relative to this crate.
 pub const GENERATED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/generated");
 

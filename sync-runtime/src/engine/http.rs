@@ -77,8 +77,10 @@ impl HttpTransport {
         })
     }
 
-    /// Sends the client's model fingerprint with every request, so the server can tell an
-    /// old client (see `LocalStore::fingerprint`).
+    /// Sends this model fingerprint with every request, so the server can tell an old
+    /// client (see `LocalStore::fingerprint`). Not needed with a
+    /// [`SyncEngine`](super::SyncEngine): it hands over its store's
+    /// ([`Transport::use_fingerprint`]).
     pub fn fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
         self.fingerprint = Some(fingerprint.into());
         self
@@ -228,6 +230,12 @@ impl Transport for HttpTransport {
 
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         *self.server_time.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn use_fingerprint(&mut self, fingerprint: &str) {
+        if self.fingerprint.is_none() {
+            self.fingerprint = Some(fingerprint.to_string());
+        }
     }
 
     fn server_protocol(&self) -> Option<String> {

@@ -248,8 +248,10 @@ enum Step<R> {
 }
 
 impl<T: Transport> SyncEngine<T> {
-    /// An engine for `store`, talking through `transport`.
-    pub fn new(store: LocalStore, transport: T, config: EngineConfig) -> Self {
+    /// An engine for `store`, talking through `transport`, which is given the store's
+    /// model fingerprint to send ([`Transport::use_fingerprint`]).
+    pub fn new(store: LocalStore, mut transport: T, config: EngineConfig) -> Self {
+        transport.use_fingerprint(&store.fingerprint());
         let token = Mutex::new(config.token.clone());
         let config_jitter = config
             .jitter_seed

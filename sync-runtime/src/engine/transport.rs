@@ -91,6 +91,15 @@ pub trait Transport: Send + Sync + 'static {
     fn server_protocol(&self) -> Option<String> {
         None
     }
+
+    /// The model fingerprint of the engine's store ([`LocalStore::fingerprint`]), handed
+    /// over by [`SyncEngine::new`]: a transport sends it with every request in
+    /// [`FINGERPRINT_HEADER`](crate::protocol::FINGERPRINT_HEADER), so the server can
+    /// serve an older app in its model's shape or answer 426 (PROTOCOL.md MODEL-1). A
+    /// transport given a fingerprint of its own keeps that one. The default ignores it.
+    fn use_fingerprint(&mut self, fingerprint: &str) {
+        let _ = fingerprint;
+    }
 }
 
 impl<T: Transport> SyncEngine<T> {
