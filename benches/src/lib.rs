@@ -144,6 +144,7 @@ pub mod pull {
             next_cursor: None,
             has_more: false,
             token: "t1".into(),
+            estimated_total: None,
         })));
         let mut config = EngineConfig::new("bench", "token");
         config.page_size = page.len() as u32;

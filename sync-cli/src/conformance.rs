@@ -179,7 +179,13 @@ impl Client {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
-            .header("sync-model-fingerprint", &self.fingerprint);
+            .header("sync-model-fingerprint", &self.fingerprint)
+            // As a client of this protocol: responses carry what it added (dots, a
+            // snapshot's estimate), and their members are checked against the document.
+            .header(
+                sync_runtime::protocol::PROTOCOL_HEADER,
+                sync_runtime::protocol::PROTOCOL_VERSION,
+            );
         if let Some(a) = auth {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
@@ -801,6 +807,11 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             "SNAP-2",
             "a snapshot of one entity holds its records and no other",
             entity_snapshot,
+        ),
+        (
+            "SNAP-3",
+            "a snapshot's first page estimates its size; later pages do not",
+            snapshot_estimate,
         ),
         ("FEED-2", "an expired change token is 410", expired_token),
         (
@@ -1711,6 +1722,42 @@ fn entity_snapshot(cx: &Ctx) -> Checked {
         .collect();
     Ok(pass_if(missing.is_empty(), || {
         format!("GET /snapshot?entity={entity} lacks {}", missing.join(", "))
+    }))
+}
+
+/// SNAP-3: the first page of a snapshot carries `estimated_total` (at least the records
+/// this run created, all live), a later page does not.
+fn snapshot_estimate(cx: &Ctx) -> Checked {
+    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    let protocol = r.body["protocol"].as_str().unwrap_or_default().to_string();
+    if !sync_runtime::protocol::speaks_dots(&protocol) {
+        return Ok(Outcome::Skip(format!(
+            "the server speaks protocol `{protocol}`; the estimate came with 1.3.0"
+        )));
+    }
+    if cx.created.len() < 2 {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    }
+    let first = cx.c.get(cx.token(), &snapshot_target(None, 1))?;
+    let Some(total) = first["estimated_total"].as_u64() else {
+        return Ok(Outcome::Fail(format!(
+            "the first page has no `estimated_total`: {first}"
+        )));
+    };
+    if total < cx.created.len() as u64 {
+        return Ok(Outcome::Fail(format!(
+            "`estimated_total` is {total}, but this run created {} records",
+            cx.created.len()
+        )));
+    }
+    let Some(cursor) = first["next_cursor"].as_str() else {
+        return Ok(Outcome::Fail(format!(
+            "a page of 1 of {total} records has no `next_cursor`"
+        )));
+    };
+    let second = cx.c.get(cx.token(), &snapshot_target(Some(cursor), 1))?;
+    Ok(pass_if(second.get("estimated_total").is_none(), || {
+        format!("a later page carries `estimated_total`: {second}")
     }))
 }
 

@@ -408,7 +408,8 @@ fn typed_messages(out: &mut Map<String, Json>) {
                 "records": { "type": "array", "items": reference("AnyServerRecord") },
                 "next_cursor": { "type": "string", "pattern": SNAPSHOT_CURSOR_PATTERN, "description": "The cursor of the next page, while `has_more`." },
                 "has_more": { "type": "boolean" },
-                "token": { "type": "string", "pattern": CHANGE_TOKEN_PATTERN, "description": "The change token the snapshot is pinned to: once every page is read, continue with `GET /changes?since=token`." }
+                "token": { "type": "string", "pattern": CHANGE_TOKEN_PATTERN, "description": "The change token the snapshot is pinned to: once every page is read, continue with `GET /changes?since=token`." },
+                "estimated_total": { "type": "integer", "format": "int64", "minimum": 0, "description": "On the first page: about how many records the whole snapshot holds, tombstones included, for a progress bar (PROTOCOL.md SNAP-3). For clients that send `sync-protocol` 1.3.0 or later." }
             },
             "required": ["records", "has_more", "token"],
             "additionalProperties": false

@@ -323,6 +323,11 @@ pub struct SnapshotResponse {
     /// `GET /changes?since=token`. Every change after it is delivered there, every change
     /// before it is in the pages, none in both.
     pub token: String,
+    /// On the first page (no `cursor`): about how many records the whole snapshot holds,
+    /// tombstones included, for a progress bar; an estimate (SNAP-3). For clients of
+    /// protocol 1.3.0 or later ([`PROTOCOL_HEADER`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_total: Option<u64>,
 }
 
 /// An error body (RFC 9457, `application/problem+json`).

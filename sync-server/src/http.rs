@@ -260,7 +260,7 @@ fn check_model(state: &State, headers: &HeaderMap) -> Result<(), ProblemResponse
 /// [`crate::history`]): records of entities it does not know left out, the others
 /// translated. Records for a client of the server's model as they are.
 fn serve_in_client_shape(state: &State, headers: &HeaderMap, records: &mut Vec<ServerRecord>) {
-    if !speaks_dots(headers) {
+    if !speaks_1_3(headers) {
         records.iter_mut().for_each(|r| r.dots = None);
     }
     let Some(lens) = client_fingerprint(headers).and_then(|fp| state.history.lens(fp)) else {
@@ -270,10 +270,11 @@ fn serve_in_client_shape(state: &State, headers: &HeaderMap, records: &mut Vec<S
     records.iter_mut().for_each(|r| lens.record_out(r));
 }
 
-/// Whether the client reads [`ServerRecord::dots`]: it says it speaks protocol 1.3.0 or
-/// later ([`sync_runtime::protocol::PROTOCOL_HEADER`]). Earlier runtimes refuse unknown
-/// members of a record, so they are served records without.
-fn speaks_dots(headers: &HeaderMap) -> bool {
+/// Whether the client reads what protocol 1.3.0 added to responses
+/// ([`ServerRecord::dots`], [`SnapshotResponse::estimated_total`]): it says it speaks
+/// 1.3.0 or later ([`sync_runtime::protocol::PROTOCOL_HEADER`]). Earlier runtimes refuse
+/// unknown members, so they are served responses without.
+fn speaks_1_3(headers: &HeaderMap) -> bool {
     headers
         .get(sync_runtime::protocol::PROTOCOL_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -345,7 +346,7 @@ async fn push_inner(
     }
     let (mut results, in_flight) =
         logic::push_batch(state, &account, model, lens, &mutations).await?;
-    if !speaks_dots(headers) {
+    if !speaks_1_3(headers) {
         for r in &mut results {
             if let MutationResult::Applied { server, .. }
             | MutationResult::Conflict { server, .. } = r
@@ -495,7 +496,7 @@ async fn snapshot(
                 Some(place)
             }
         };
-        let (mut records, next, pinned) =
+        let (mut records, next, pinned, total) =
             logic::snapshot(&state, &account, cursor, only, limit).await?;
         serve_in_client_shape(&state, &headers, &mut records);
         Ok(Json(SnapshotResponse {
@@ -503,6 +504,7 @@ async fn snapshot(
             has_more: next.is_some(),
             next_cursor: next.map(|c| c.encode()),
             token: pinned,
+            estimated_total: total.filter(|_| speaks_1_3(&headers)),
         }))
     }
     .await;

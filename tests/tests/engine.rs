@@ -1571,6 +1571,41 @@ async fn pulled_changes_are_told_as_created_updated_or_deleted_by_the_server() {
     );
 }
 
+/// Issue "The app developer's side", item 4: while a first sync pulls a snapshot, the
+/// status says how many records came and about how many to expect (the server's
+/// estimate on the first page), for a progress bar; none once it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_reports_its_progress() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    a.store().create(&p).unwrap();
+    for i in 0..6 {
+        a.store().create(&task(p.id, &format!("t{i}"))).unwrap();
+    }
+    a.sync_until_quiet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("token-a");
+    cfg.page_size = 2;
+    let b = Device::open(&s.url, &dir.path().join("b.db"), cfg);
+    let statuses = b.store().watch_status();
+    let r = b.sync().await;
+    assert_eq!(r.pulled, 7, "{r:?}");
+    let mut seen = Vec::new();
+    while let Some(st) = statuses.try_recv() {
+        if let Some(p) = st.progress {
+            seen.push((p.pulled, p.expected));
+        }
+    }
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [(2, Some(7)), (4, Some(7)), (6, Some(7))],
+        "each page but the last, then none"
+    );
+    assert_eq!(b.store().status().unwrap().progress, None);
+}
+
 /// A device that never talked to the server learns its protocol before its first push
 /// with dots (`GET /health`), so even that push carries them: the server's record holds
 /// the create's dot and the increment's.

@@ -43,7 +43,7 @@ use crate::protocol::{
     ChangesResponse, Mutation, Problem, PushRequest, PushResponse, SnapshotResponse,
 };
 use crate::store::{
-    EngineState, ItemOutcome, LocalStore, OutboxItem, Restart, StoreError, SyncState,
+    EngineState, ItemOutcome, LocalStore, OutboxItem, PullProgress, Restart, StoreError, SyncState,
 };
 
 /// Gives the engine a fresh bearer token when the server answers 401/403.
@@ -295,6 +295,7 @@ impl<T: Transport> SyncEngine<T> {
         let span = tracing::info_span!("sync_run", sync_run_id = %run_id, account_id = %self.config.account);
         self.store.set_engine_state(EngineState::Syncing);
         let outcome = self.run(run_id).instrument(span).await;
+        self.store.set_pull_progress(None);
         self.store.set_engine_state(match &outcome {
             Ok(SyncOutcome::Ran(SyncReport {
                 paused: Some(p), ..
@@ -565,6 +566,7 @@ impl<T: Transport> SyncEngine<T> {
                     self.store.reset_token(&account, Restart::Collected)?;
                 }
                 let mut cursor = state.snapshot_cursor.clone();
+                let mut progress = PullProgress::default();
                 loop {
                     let page = match self
                         .call(|t| {
@@ -601,9 +603,19 @@ impl<T: Transport> SyncEngine<T> {
                         }
                     };
                     report.pulled += self.store.apply_pulled(&account, &page.records, &next)?;
+                    if cursor.is_none() {
+                        // The first page: the count starts again, with the server's total.
+                        progress = PullProgress {
+                            pulled: 0,
+                            expected: page.estimated_total,
+                        };
+                    }
+                    progress.pulled += page.records.len() as u64;
                     if !page.has_more {
+                        self.store.set_pull_progress(None);
                         break;
                     }
+                    self.store.set_pull_progress(Some(progress));
                     cursor = page.next_cursor;
                 }
                 continue;

@@ -271,6 +271,8 @@ struct Inner {
     dot_seq: std::sync::atomic::AtomicU64,
     /// The engine's state, as it last said ([`LocalStore::set_engine_state`]).
     engine_state: Mutex<EngineState>,
+    /// A snapshot's progress ([`LocalStore::set_pull_progress`]).
+    pull_progress: Mutex<Option<PullProgress>>,
     /// Whether the server said it speaks dots (protocol 1.3.0 or later), as last learned
     /// from a response and kept in `sync_meta` under `server-protocol`.
     server_speaks_dots: std::sync::atomic::AtomicBool,
@@ -402,12 +404,27 @@ pub struct SyncStatus {
     /// What the sync engine is doing, as it last said ([`EngineState::NotStarted`] until
     /// an engine runs with this store).
     pub engine: EngineState,
+    /// While a snapshot is pulled (a first sync, or a new snapshot after a 410): how far
+    /// it got, for a progress bar. `None` otherwise.
+    pub progress: Option<PullProgress>,
     /// [`SyncStatus::pending`] by entity (wire name); entities with none are left out.
     pub pending_by_entity: BTreeMap<String, u64>,
     /// The records with changes not yet acknowledged (`(entity, id)`, each once, in
     /// queue order): the rows a UI badges as not yet synced. Dead items' records are in
     /// [`SyncStatus::dead`].
     pub pending_records: Vec<(String, Uuid)>,
+}
+
+/// How far a snapshot got ([`SyncStatus::progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PullProgress {
+    /// Records pulled and applied since the snapshot began (in this run, if it resumed
+    /// one an earlier run began).
+    pub pulled: u64,
+    /// About how many the whole snapshot holds, as the server estimated it on its first
+    /// page; `None` if the server did not say (an older server, or a snapshot resumed
+    /// from an earlier run).
+    pub expected: Option<u64>,
 }
 
 /// What the sync engine is doing ([`SyncStatus::engine`]), as its last run left it. Set

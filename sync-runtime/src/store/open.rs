@@ -132,6 +132,7 @@ impl StoreBuilder {
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 engine_state: Mutex::new(EngineState::NotStarted),
+                pull_progress: Mutex::new(None),
                 dot_session: format!("{:016x}", NodeId::random().0),
                 dot_seq: std::sync::atomic::AtomicU64::new(0),
                 server_speaks_dots: std::sync::atomic::AtomicBool::new(server_speaks_dots),

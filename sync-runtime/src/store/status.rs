@@ -43,6 +43,7 @@ pub(crate) fn status<'a>(
     conn: &Connection,
     entities: impl Iterator<Item = &'a Entity>,
     engine: EngineState,
+    progress: Option<PullProgress>,
 ) -> Result<SyncStatus, StoreError> {
     let mut pending_by_entity = BTreeMap::new();
     let mut pending_records = Vec::new();
@@ -122,6 +123,7 @@ pub(crate) fn status<'a>(
             |r| r.get::<_, i64>(0),
         )? as u64,
         engine,
+        progress,
         pending_by_entity,
         pending_records,
     })
@@ -147,7 +149,29 @@ impl LocalStore {
     /// when a stored time is not valid.
     pub fn status(&self) -> Result<SyncStatus, StoreError> {
         let conn = self.conn();
-        status(&conn, self.entities(), self.engine_state())
+        let progress = *self
+            .inner
+            .pull_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        status(&conn, self.entities(), self.engine_state(), progress)
+    }
+
+    /// Records how far a snapshot got ([`SyncStatus::progress`]; `None` when none is
+    /// pulled), and tells the status watchers. The
+    /// [`SyncEngine`](crate::engine::SyncEngine) calls this after every snapshot page.
+    pub fn set_pull_progress(&self, progress: Option<PullProgress>) {
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .pull_progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            progress,
+        );
+        if old != progress {
+            self.notify_status();
+        }
     }
 
     /// What the sync engine is doing ([`SyncStatus::engine`]).

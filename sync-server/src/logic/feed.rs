@@ -280,11 +280,12 @@ pub(crate) async fn snapshot(
     cursor: Option<Cursor>,
     only: Option<usize>,
     limit: u32,
-) -> Result<(Vec<ServerRecord>, Option<Cursor>, String), ServerError> {
+) -> Result<(Vec<ServerRecord>, Option<Cursor>, String, Option<u64>), ServerError> {
     // The entities this snapshot covers, by their place in the snapshot order.
     let end = only.map_or(state.entity_order.len(), |i| i + 1);
     let d = state.db.dialect();
     let mut tx = state.db.begin().await?;
+    let first_page = cursor.is_none();
     let mut cur = match cursor {
         Some(c) => {
             check_token(&mut tx, &state.sql, account, &c.pinned).await?;
@@ -300,6 +301,24 @@ pub(crate) async fn snapshot(
             }
         }
     };
+    // The first page says how many records the whole snapshot holds (rows come and go
+    // with changes after the pinned token, so an estimate: a progress bar's total).
+    let mut total = None;
+    if first_page {
+        let mut n: u64 = 0;
+        for name in &state.entity_order[cur.entity..end] {
+            let e = state.entities[name].model();
+            let rows = tx
+                .query(
+                    &state.sql.entity(e)?.snapshot_count,
+                    &[Arg::Text(account.into()), Arg::Int(cur.pinned.seq)],
+                )
+                .await?;
+            let count = rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0);
+            n = n.saturating_add(u64::try_from(count).unwrap_or(0));
+        }
+        total = Some(n);
+    }
     let mut out = Vec::new();
     while out.len() < limit as usize && cur.entity < end {
         let ops = &state.entities[&state.entity_order[cur.entity]];
@@ -351,7 +370,7 @@ pub(crate) async fn snapshot(
         None => format!("t1.{}", cur.pinned.seq),
     };
     let next = (cur.entity < end).then_some(cur);
-    Ok((out, next, pinned))
+    Ok((out, next, pinned, total))
 }
 
 #[cfg(test)]

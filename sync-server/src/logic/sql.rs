@@ -65,6 +65,8 @@ pub(crate) struct EntityStatements {
     pub(crate) snapshot_first: String,
     /// `(account, pinned_seq, after_id, limit)` → the record, id; a later page.
     pub(crate) snapshot_after: String,
+    /// `(account, pinned_seq)` → how many rows a snapshot pinned there holds.
+    pub(crate) snapshot_count: String,
     /// `(account, seq)`: deletes the tombstones changed at or before `seq`.
     pub(crate) collect_tombstones: String,
 }
@@ -316,6 +318,16 @@ impl EntityStatements {
                 p(2, big),
                 p(3, uuid),
                 p(4, big),
+            ),
+            snapshot_count: format!(
+                // Read back as every column is (PostgreSQL's as JSON text).
+                "SELECT {} FROM {table} WHERE {account} = {} AND {seq} <= {}",
+                match d {
+                    Dialect::Postgres => "to_json(COUNT(*))::text",
+                    _ => "COUNT(*)",
+                },
+                p(1, text),
+                p(2, big),
             ),
             collect_tombstones: format!(
                 "DELETE FROM {table} WHERE {account} = {} AND {} = {} AND {seq} <= {}",

@@ -240,19 +240,31 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 transport,
                 EngineConfig::new(&args.account, &args.token),
             );
-            // A progress bar fed by the store's commit events (drawn only on a terminal).
+            // A progress bar fed by the sync status (drawn only on a terminal): a
+            // snapshot's pulled and expected records, else a spinner.
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
             );
             bar.enable_steady_tick(Duration::from_millis(100));
-            let events = store.subscribe();
-            let counter = bar.clone();
+            bar.set_message("syncing");
+            let statuses = store.watch_status();
+            let shown = bar.clone();
             std::thread::spawn(move || {
-                let mut n = 0u64;
-                while events.recv().is_some() {
-                    n += 1;
-                    counter.set_message(format!("syncing: {n} records written"));
+                while let Some(s) = statuses.recv() {
+                    let Some(p) = s.progress else { continue };
+                    if let Some(total) = p.expected {
+                        shown.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{bar:30} {pos}/{len} records {msg}",
+                            )
+                            .expect("valid template"),
+                        );
+                        shown.set_length(total.max(p.pulled));
+                        shown.set_position(p.pulled);
+                    } else {
+                        shown.set_message(format!("syncing: {} records pulled", p.pulled));
+                    }
                 }
             });
             let outcome = engine.sync_now().await?;
