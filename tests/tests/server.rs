@@ -26,6 +26,7 @@ both_backends!(
     creates_over_a_tombstone_and_checks,
     a_snapshot_of_one_entity,
     dots_count_a_sum_once_and_reach_only_clients_that_speak_them,
+    a_retry_rejected_as_unknown_record_is_evaluated_again,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -852,4 +853,38 @@ async fn dots_count_a_sum_once_and_reach_only_clients_that_speak_them(s: &TestSe
     assert_eq!(r[0]["problem"]["pointer"], "/dot/session", "{r:#?}");
     assert_eq!(r[1]["problem"]["pointer"], "/dot/seq", "{r:#?}");
     assert_eq!(r[2]["server"]["record"]["likes"], 7, "{r:#?}");
+}
+
+/// PROTOCOL.md IDEM-1's exception: a mutation rejected as `unknown-record` is evaluated
+/// again when retried (simulation seed 35783: the record a restored server lost was sent
+/// again by another device meanwhile); other rejections replay.
+async fn a_retry_rejected_as_unknown_record_is_evaluated_again(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let update = task_update(t, 1, json!({ "likes": { "add": 2 } }));
+    let r = c.push(vec![update.clone()]).await;
+    assert!(
+        r[0]["problem"]["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("unknown-record"),
+        "{r:#?}"
+    );
+    let r = c
+        .push(vec![project_create(p, "p"), task_create(t, p)])
+        .await;
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    let r = c.push(vec![update.clone()]).await;
+    assert_eq!(r[0]["status"], "applied", "evaluated again: {r:#?}");
+    assert_eq!(r[0]["server"]["record"]["likes"], 2);
+    // Now applied, it replays (counted once).
+    let r = c.push(vec![update]).await;
+    assert_eq!(r[0]["server"]["record"]["likes"], 2, "{r:#?}");
+    // Another rejection replays as it was.
+    let mut bad = task_update(t, 1, json!({ "likes": { "add": "x" } }));
+    bad["idempotency_key"] = json!("bad-key");
+    let first = c.push(vec![bad.clone()]).await;
+    let again = c.push(vec![bad]).await;
+    assert_eq!(first[0]["status"], "rejected");
+    assert_eq!(first, again);
 }
