@@ -1806,6 +1806,44 @@ async fn a_write_a_restore_lost_is_sent_again_though_the_token_survived() {
     assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 3);
 }
 
+/// Simulation seed 34751: a recreate the server acknowledged and then lost in a restore
+/// (to a backup that holds the record deleted), while the device's change token survived.
+/// The device asks about its own write; the server's tombstone is the record as it is
+/// now, under a lower version than the device holds: it wins, and the device drops the
+/// record instead of keeping it live forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreate_a_restore_lost_gives_way_to_the_servers_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let p = project();
+    let t = task(p.id, "deleted, then made again");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    a.store().delete::<Task>(t.id).unwrap();
+    a.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    a.store().create(&t).unwrap(); // over the tombstone: a recreate
+    a.faults.lock().unwrap().pull_pages_left = Some(0);
+    let r = a.sync().await;
+    assert_eq!(r.applied, 1, "{r:?}");
+    a.faults.lock().unwrap().pull_pages_left = None;
+    drop((a, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    a.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    let on_server = server_records(&url).await;
+    assert!(!on_server.contains_key(&t.id), "{on_server:#?}");
+    assert!(
+        a.store().get::<Task>(t.id).unwrap().is_none(),
+        "the device agrees with the server"
+    );
+}
+
 /// Issue "Nothing lost at the edges": a delete made after a restore holds. The server
 /// lost task X (created after the backup); A deletes it (the server answers
 /// `unknown-record`: A creates it and deletes it, so the server holds its tombstone), and

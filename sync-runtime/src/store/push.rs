@@ -669,8 +669,19 @@ impl LocalStore {
             }
             MutationResult::Conflict { server, fields, .. } => {
                 if server.deleted {
+                    let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                     delete_superseded(&tx, &table.entity.name, item)?;
-                    rebase_row(&tx, table, server)?;
+                    if is_check(item) && known == Known::OtherHistory {
+                        // A check's answer is the server's record as it is now: a
+                        // tombstone under a lower version than the device holds means
+                        // the server was restored to before the device's own write (a
+                        // recreate, say), and its tombstone wins, as an applied check's
+                        // record does (simulation seed 34751).
+                        write_base(&tx, table, server)?;
+                        rebase_onto(&tx, table, server)?;
+                    } else {
+                        rebase_row(&tx, table, server)?;
+                    }
                     ItemOutcome::Superseded(format!(
                         "the {} was deleted on the server; delete wins over a concurrent edit",
                         table.entity.name
