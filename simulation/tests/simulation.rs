@@ -34,7 +34,9 @@
 //! trace. Each failure prints the command that reproduces it. `simulation_seeds_postgres`
 //! runs the same against the server on PostgreSQL (`SYNC_SIM_PG_SEEDS`). Seeds run on
 //! `SYNC_SIM_THREADS` threads (default: the machine's parallelism on SQLite, one on
-//! PostgreSQL); a seed's trace does not depend on the others.
+//! PostgreSQL); a seed's trace does not depend on the others. `SYNC_SIM_WATCH=<id>` adds
+//! to the trace what each device holds of that record, and its change token, after
+//! every sync (to follow a failing seed's record).
 #![allow(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -760,6 +762,17 @@ impl Sim {
             SyncOutcome::AlreadyRunning => "already running".into(),
         };
         self.note(format!("{} sync: {summary}", c.name));
+        // `SYNC_SIM_WATCH=<record id>`: what the device holds of one record after each
+        // sync, and its change token (to follow a failing seed's record).
+        if let Some(id) = std::env::var("SYNC_SIM_WATCH")
+            .ok()
+            .and_then(|v| v.parse::<Uuid>().ok())
+        {
+            let store = c.engine.as_ref().unwrap().store();
+            let meta = store.record_meta::<Task>(id).unwrap();
+            let token = store.sync_state("sim").unwrap().change_token;
+            self.note(format!("{} holds {id}: {meta:?}, token {token:?}", c.name));
+        }
         let crashed = std::mem::take(&mut self.faults.lock().unwrap().crashed);
         if crashed {
             self.crash(i);
