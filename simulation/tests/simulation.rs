@@ -781,6 +781,12 @@ impl Sim {
 
     fn crash(&mut self, i: usize) {
         self.note(format!("{} crash and restart", self.clients[i].name));
+        self.reopen(i, |_| {});
+    }
+
+    /// Client `i`'s app gone (every in-memory object of it dropped), `between` done to
+    /// its files, and the app started again on them.
+    fn reopen(&mut self, i: usize, between: impl FnOnce(&Client)) {
         let mut c = std::mem::replace(
             &mut self.clients[i],
             Client {
@@ -792,7 +798,8 @@ impl Sim {
                 backup: None,
             },
         );
-        c.engine = None; // every in-memory object of the client is gone
+        c.engine = None;
+        between(&c);
         self.open_client(&mut c);
         self.clients[i] = c;
     }
@@ -896,24 +903,13 @@ impl Sim {
                 self.note(format!("{name} device backup taken"));
             }
             Some(b) => {
-                let mut c = std::mem::replace(
-                    &mut self.clients[i],
-                    Client {
-                        name: String::new(),
-                        path: Default::default(),
-                        engine: None,
-                        wall: Arc::new(AtomicU64::new(0)),
-                        malformed: Arc::new(Mutex::new(Rng(0))),
-                        backup: None,
-                    },
-                );
-                c.engine = None; // the app is gone; its database is replaced
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", c.path.display()));
-                }
-                std::fs::copy(&b.path, &c.path).unwrap();
-                self.open_client(&mut c);
-                self.clients[i] = c;
+                // The app is gone; its database is replaced by the backup.
+                self.reopen(i, |c| {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", c.path.display()));
+                    }
+                    std::fs::copy(&b.path, &c.path).unwrap();
+                });
                 for (id, d) in b.increments {
                     *self.device_at_risk.entry(id).or_default() += d;
                 }

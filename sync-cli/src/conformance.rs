@@ -1132,16 +1132,24 @@ fn sum_adds(cx: &Ctx) -> Checked {
     ))
 }
 
+/// `Some(skip)` if the server (its `GET /health`) speaks a protocol before 1.3.0, which
+/// did not have `what`.
+fn before_1_3(cx: &Ctx, what: &str) -> Result<Option<Outcome>, String> {
+    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    let protocol = r.body["protocol"].as_str().unwrap_or_default();
+    Ok((!sync_runtime::protocol::speaks_1_3(protocol)).then(|| {
+        Outcome::Skip(format!(
+            "the server speaks protocol `{protocol}`; {what} came with 1.3.0"
+        ))
+    }))
+}
+
 /// SUM-2: an update whose dot the record's dots include applies without its `sum`
 /// operations (as a device's retry does after a restore lost its first delivery and
 /// another device sent the record again).
 fn sum_dots(cx: &Ctx) -> Checked {
-    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
-    let protocol = r.body["protocol"].as_str().unwrap_or_default().to_string();
-    if !sync_runtime::protocol::speaks_dots(&protocol) {
-        return Ok(Outcome::Skip(format!(
-            "the server speaks protocol `{protocol}`; dots came with 1.3.0"
-        )));
+    if let Some(skip) = before_1_3(cx, "dots")? {
+        return Ok(skip);
     }
     let Some((e, id, server, f)) = cx.target(MergeStrategy::Sum, |_, v| v.is_number())? else {
         return Ok(Outcome::Skip("no sum field in the model".into()));
@@ -1728,12 +1736,8 @@ fn entity_snapshot(cx: &Ctx) -> Checked {
 /// SNAP-3: the first page of a snapshot carries `estimated_total` (at least the records
 /// this run created, all live), a later page does not.
 fn snapshot_estimate(cx: &Ctx) -> Checked {
-    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
-    let protocol = r.body["protocol"].as_str().unwrap_or_default().to_string();
-    if !sync_runtime::protocol::speaks_dots(&protocol) {
-        return Ok(Outcome::Skip(format!(
-            "the server speaks protocol `{protocol}`; the estimate came with 1.3.0"
-        )));
+    if let Some(skip) = before_1_3(cx, "the estimate")? {
+        return Ok(skip);
     }
     if cx.created.len() < 2 {
         return Ok(Outcome::Skip(NOTHING_CREATED.into()));

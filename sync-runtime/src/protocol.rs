@@ -205,8 +205,9 @@ pub fn merge_dots(into: &mut Dots, from: &Dots) {
 }
 
 /// Whether a protocol version (`major.minor.patch`, as [`PROTOCOL_HEADER`] carries it)
-/// is 1.3.0 or later: a party of that version speaks [`Dot`]s.
-pub fn speaks_dots(version: &str) -> bool {
+/// is 1.3.0 or later: a party of that version speaks [`Dot`]s, and a server of it gives
+/// [`SnapshotResponse::estimated_total`].
+pub fn speaks_1_3(version: &str) -> bool {
     let mut parts = version.trim().split('.').map(|p| p.parse::<u64>().ok());
     match (parts.next().flatten(), parts.next().flatten()) {
         (Some(major), Some(minor)) => (major, minor) >= (1, 3),
@@ -452,14 +453,14 @@ mod tests {
     }
 
     #[test]
-    fn dots_from_1_3_on() {
-        assert!(speaks_dots("1.3.0"));
-        assert!(speaks_dots("1.10.2"));
-        assert!(speaks_dots("2.0.0"));
-        assert!(!speaks_dots("1.2.0"));
-        assert!(!speaks_dots("0.9"));
-        assert!(!speaks_dots("x"));
-        assert!(speaks_dots(PROTOCOL_VERSION));
+    fn what_1_3_added_from_1_3_on() {
+        assert!(speaks_1_3("1.3.0"));
+        assert!(speaks_1_3("1.10.2"));
+        assert!(speaks_1_3("2.0.0"));
+        assert!(!speaks_1_3("1.2.0"));
+        assert!(!speaks_1_3("0.9"));
+        assert!(!speaks_1_3("x"));
+        assert!(speaks_1_3(PROTOCOL_VERSION));
     }
 
     #[test]

@@ -1622,30 +1622,14 @@ async fn a_new_devices_first_push_carries_its_dots() {
     let r = d.sync().await;
     assert_eq!(r.applied, 2, "{r:?}");
     assert!(d.store().server_speaks_dots());
-    let res = reqwest::Client::new()
-        .get(format!("{}/changes?limit=100", s.url))
-        .bearer_auth("token-a")
-        .header("sync-protocol", "1.3.0")
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = res.json().await.unwrap();
-    let task = body["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["entity_id"] == serde_json::json!(t.id))
-        .unwrap();
+    let (changes, _) = support::Client::new(&s.url, "token-a")
+        .changes_as_1_3()
+        .await;
+    let task = &changes[&t.id.to_string()];
     let dots = task["dots"].as_object().expect("the create's dot");
     assert_eq!(dots.len(), 1, "{task:#}");
     // A project has no sum field: no dot drawn, none kept.
-    assert!(
-        body["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["entity_type"] == "task" || r.get("dots").is_none())
-    );
+    assert!(changes[&p.id.to_string()].get("dots").is_none());
 }
 
 /// The other side of dots: a device whose database is restored from a backup of its

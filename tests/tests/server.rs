@@ -814,32 +814,14 @@ async fn dots_count_a_sum_once_and_reach_only_clients_that_speak_them(s: &TestSe
         "not for a client of 1.2: {server:#}"
     );
     // A client of 1.3.0 sees the dots, in push results and pulls alike.
-    let res = c
-        .http
-        .get(format!("{}/changes?limit=100", s.url))
-        .bearer_auth("token-a")
-        .header("sync-protocol", "1.3.0")
-        .send()
-        .await
-        .unwrap();
+    let (changes, protocol) = c.changes_as_1_3().await;
     assert_eq!(
-        res.headers()["sync-protocol"],
-        sync_runtime::protocol::PROTOCOL_VERSION
+        protocol.as_deref(),
+        Some(sync_runtime::protocol::PROTOCOL_VERSION)
     );
-    let body: Json = res.json().await.unwrap();
-    let task = body["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["entity_id"] == json!(t))
-        .unwrap();
+    let task = &changes[&t.to_string()];
     assert_eq!(task["dots"], json!({ "00000000000000ab": 3 }), "{task:#}");
-    let project = body["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["entity_id"] == json!(p))
-        .unwrap();
+    let project = &changes[&p.to_string()];
     assert!(
         project.get("dots").is_none(),
         "none, none sent: {project:#}"

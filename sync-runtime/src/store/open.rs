@@ -128,7 +128,7 @@ impl StoreBuilder {
             }
         }
         let server_speaks_dots =
-            meta_get(&conn, SERVER_PROTOCOL_KEY)?.is_some_and(|v| crate::protocol::speaks_dots(&v));
+            meta_get(&conn, SERVER_PROTOCOL_KEY)?.is_some_and(|v| crate::protocol::speaks_1_3(&v));
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 engine_state: Mutex::new(EngineState::NotStarted),
@@ -346,7 +346,7 @@ impl LocalStore {
     /// [`StoreError::Sqlite`] if the database fails.
     pub fn observe_server_protocol(&self, version: &str) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let speaks = crate::protocol::speaks_dots(version);
+        let speaks = crate::protocol::speaks_1_3(version);
         if self.inner.server_speaks_dots.load(Relaxed) != speaks {
             meta_set(&self.conn(), SERVER_PROTOCOL_KEY, version)?;
             self.inner.server_speaks_dots.store(speaks, Relaxed);

@@ -35,6 +35,25 @@ pub(crate) struct CreatePayloadOwned {
     pub(crate) dots: Option<crate::protocol::Dots>,
 }
 
+/// Takes the server's answer to a check of a record ([`is_check`]): the record as it is
+/// now. From another history (the server was restored to before the device's own write,
+/// and answers with a lower version or another commit time), it replaces the device's
+/// copy, pending changes on top; otherwise the base moves to it as for any answer (which
+/// never moves a record back to an older version).
+pub(crate) fn take_checked(
+    conn: &Connection,
+    table: &Table,
+    server: &ServerRecord,
+    known: Known,
+) -> Result<(), StoreError> {
+    if known == Known::OtherHistory {
+        write_base(conn, table, server)?;
+        rebase_onto(conn, table, server)
+    } else {
+        rebase_row(conn, table, server)
+    }
+}
+
 /// The member of an outbox payload that holds the item's dot (see
 /// [`LocalStore::draw_dot`]).
 pub(crate) const DOT_MEMBER: &str = "dot";
@@ -633,14 +652,7 @@ impl LocalStore {
                 )?;
                 let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                 if is_check(item) {
-                    if known == Known::OtherHistory {
-                        // The server's record is from another history (a restore): it
-                        // replaces the device's copy, pending changes on top.
-                        write_base(&tx, table, server)?;
-                        rebase_onto(&tx, table, server)?;
-                    } else {
-                        rebase_row(&tx, table, server)?;
-                    }
+                    take_checked(&tx, table, server, known)?;
                 } else {
                     if known != Known::Same {
                         record_own_write(&tx, server)?;
@@ -671,14 +683,9 @@ impl LocalStore {
                 if server.deleted {
                     let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                     delete_superseded(&tx, &table.entity.name, item)?;
-                    if is_check(item) && known == Known::OtherHistory {
-                        // A check's answer is the server's record as it is now: a
-                        // tombstone under a lower version than the device holds means
-                        // the server was restored to before the device's own write (a
-                        // recreate, say), and its tombstone wins, as an applied check's
-                        // record does (simulation seed 34751).
-                        write_base(&tx, table, server)?;
-                        rebase_onto(&tx, table, server)?;
+                    if is_check(item) {
+                        // Also a tombstone (simulation seed 34751).
+                        take_checked(&tx, table, server, known)?;
                     } else {
                         rebase_row(&tx, table, server)?;
                     }

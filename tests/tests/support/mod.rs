@@ -227,6 +227,27 @@ impl Client {
         (status, res.json().await.unwrap_or(Json::Null))
     }
 
+    /// Every change of the account as a client of protocol 1.3.0 sees them (records with
+    /// their dots), by record id; and the server's `sync-protocol` response header.
+    pub async fn changes_as_1_3(&self) -> (BTreeMap<String, Json>, Option<String>) {
+        let res = self
+            .http
+            .get(format!("{}/changes?limit=1000", self.url))
+            .bearer_auth(&self.token)
+            .header(sync_runtime::protocol::PROTOCOL_HEADER, "1.3.0")
+            .send()
+            .await
+            .unwrap();
+        let protocol = res
+            .headers()
+            .get(sync_runtime::protocol::PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body: Json = res.json().await.unwrap();
+        assert!(body["has_more"] == false, "one page: {body:#}");
+        (latest(body["changes"].as_array().unwrap()), protocol)
+    }
+
     /// Pushes mutations and returns the results (asserting a 200).
     pub async fn push(&self, mutations: Vec<Json>) -> Vec<Json> {
         let (status, body) = self.post("/push", &json!({ "mutations": mutations })).await;
