@@ -321,8 +321,10 @@ pub struct SnapshotResponse {
     /// More pages follow.
     pub has_more: bool,
     /// The change token the snapshot is pinned to: once every page is read, continue with
-    /// `GET /changes?since=token`. Every change after it is delivered there, every change
-    /// before it is in the pages, none in both.
+    /// `GET /changes?since=token` with the last page's token. Every change after it is
+    /// delivered there, every change before it is in the pages, none in both. A later
+    /// page's token may differ from the first's and continue at the same place
+    /// (PROTOCOL.md SNAP-1: the reference server's also names the newest change it saw).
     pub token: String,
     /// On the first page (no `cursor`): about how many records the whole snapshot holds,
     /// tombstones included, for a progress bar; an estimate (SNAP-3). For clients of
@@ -382,7 +384,7 @@ impl Problem {
 /// server's behaviour the document describes), apart from any model's fingerprint: the
 /// OpenAPI document gives it in `info.x-syncgen-protocol` and `GET /health` answers it.
 /// Its changes are listed in `PROTOCOL.md` at the repository's root.
-pub const PROTOCOL_VERSION: &str = "1.3.0";
+pub const PROTOCOL_VERSION: &str = "1.3.1";
 
 /// The most mutations one `POST /push` may hold (`maxItems` of `PushRequest.mutations`
 /// in the OpenAPI document); more is 413. A server may accept fewer per push, also with
@@ -404,14 +406,17 @@ pub const MAX_PAGE_LIMIT: u32 = 1000;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
 /// The form of the reference server's change tokens, as the OpenAPI document gives it
-/// (`since`): `t2.<seq>.<tag>` (a sequence number of 1 to 18 digits and 16 hex digits),
-/// or the legacy `t1.<seq>`. Clients treat tokens as opaque.
-pub const CHANGE_TOKEN_PATTERN: &str = r"^(t1\.[0-9]{1,18}|t2\.[0-9]{1,18}\.[0-9a-fA-F]{16})$";
+/// (`since`): `t3.<seq>.<seen>.<tag>` or `t2.<seq>.<tag>` (sequence numbers of 1 to 18
+/// digits, a tag of 16 hex digits), or the legacy `t1.<seq>`. `seen` is the newest change
+/// the server had shown when it issued the token (PROTOCOL.md FEED-2; from protocol
+/// 1.3.1). Clients treat tokens as opaque.
+pub const CHANGE_TOKEN_PATTERN: &str = r"^(t1\.[0-9]{1,18}|t2\.[0-9]{1,18}\.[0-9a-fA-F]{16}|t3\.[0-9]{1,18}\.[0-9]{1,18}\.[0-9a-fA-F]{16})$";
 
-/// The form of the reference server's snapshot cursors (`cursor`): the pinned token's
-/// `s2.<seq>.<tag>` or legacy `s1.<seq>`, the entity's index (1 to 9 digits), and the
-/// last id of the page (a hyphenated UUID, empty at an entity's start).
-pub const SNAPSHOT_CURSOR_PATTERN: &str = r"^(s1\.[0-9]{1,18}|s2\.[0-9]{1,18}\.[0-9a-fA-F]{16})\.[0-9]{1,9}\.([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$";
+/// The form of the reference server's snapshot cursors (`cursor`): the pinned token with
+/// an `s` for its `t` (`s3.<seq>.<seen>.<tag>`, `s2.<seq>.<tag>` or legacy `s1.<seq>`),
+/// the entity's index (1 to 9 digits), and the last id of the page (a hyphenated UUID,
+/// empty at an entity's start).
+pub const SNAPSHOT_CURSOR_PATTERN: &str = r"^(s1\.[0-9]{1,18}|s2\.[0-9]{1,18}\.[0-9a-fA-F]{16}|s3\.[0-9]{1,18}\.[0-9]{1,18}\.[0-9a-fA-F]{16})\.[0-9]{1,9}\.([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$";
 
 /// A JSON Pointer (RFC 6901) from its reference tokens: `["record", "a/b"]` is
 /// `/record/a~1b` (`~` is written `~0`, `/` is written `~1`).

@@ -94,7 +94,17 @@
 //! the account, the sequence number and the commit time of that change. A token ahead of
 //! the account's counter, or whose tag does not match the change this database holds
 //! under that number (a database restored from a backup and written to again, a
-//! replaced database, another account's token), is 410 `token-unknown`. The device
+//! replaced database, another account's token), is 410 `token-unknown`.
+//!
+//! A page ends at a change, but the records it holds are read in their latest state: a
+//! record that moved past the page's end is left for a later page. A restore that loses
+//! that move puts the record back behind the token, where the feed would never show it
+//! again (simulation seed 34341). So when the reads that made a token saw a later change
+//! than the one it continues after, the token names that change too and its tag binds
+//! its commit time: `t3.<seq>.<seen>.<tag>` (snapshot cursors `s3.`, likewise). A
+//! database that lost change `seen` refuses the token. One account's changes commit in
+//! token order (the counter row stays locked until commit), so a database holding
+//! change `seen` holds every change before it. The device
 //! then takes a new snapshot, and reconciles what it holds (the fault simulation
 //! restores the server from a backup mid-run to hold these to account):
 //! - Records it holds as synced that the server lost are asked about once the device

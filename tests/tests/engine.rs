@@ -1935,3 +1935,87 @@ async fn a_version_number_reused_after_a_restore_is_told_apart() {
         );
     }
 }
+
+/// Issue "Nothing lost at the edges", simulation seed 34341: a page of changes leaves out
+/// a record that moved past the page's end (it comes on a later page, in its newer
+/// state). A restore from a backup taken before the move puts the record back behind
+/// the page's end, where the token the device holds would never show it. The token
+/// names the newest change the server had shown (FEED-2, `t3.`), so the restored server,
+/// which lost that change, refuses it (410 token-unknown) and the device re-snapshots;
+/// the same for a snapshot whose later page left out a record that moved past its pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_a_page_left_out_is_not_lost_to_a_restore() {
+    use support::{Client, project_create, task_create, task_update};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let c = Client::new(&url, "token-a");
+    let p = Uuid::now_v7();
+    let r = Uuid::now_v7();
+    let pushed = c
+        .push(vec![project_create(p, "P"), task_create(r, p)])
+        .await;
+    assert_eq!(pushed[1]["status"], "applied", "{pushed:#?}");
+    c.push(vec![project_create(Uuid::now_v7(), "Q")]).await;
+    // A snapshot's first page, pinned before the move.
+    let (status, first) = c.get("/snapshot?limit=1").await;
+    assert_eq!(status, 200, "{first:#}");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    // After the backup, R moves past the first page's end.
+    let moved = c
+        .push(vec![task_update(
+            r,
+            1,
+            serde_json::json!({ "likes": { "add": 1 } }),
+        )])
+        .await;
+    assert_eq!(moved[0]["status"], "applied", "{moved:#?}");
+    let (status, page) = c.get("/changes?limit=2").await;
+    assert_eq!(status, 200, "{page:#}");
+    let ids: Vec<&str> = page["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ch| ch["entity_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&r.to_string().as_str()),
+        "R is on a later page"
+    );
+    assert_eq!(page["has_more"], true);
+    let token = page["next_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("t3."), "names the newest change: {token}");
+    // The snapshot's remaining pages, and its token.
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let snapshot_token = loop {
+        let (status, page) = c.get(&format!("/snapshot?limit=1&cursor={cursor}")).await;
+        assert_eq!(status, 200, "{page:#}");
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break page["token"].as_str().unwrap().to_string(),
+        }
+    };
+    assert!(snapshot_token.starts_with("t3."), "{snapshot_token}");
+    // Both continue on the server that issued them.
+    for t in [&token, &snapshot_token] {
+        let (status, body) = c.get(&format!("/changes?since={t}")).await;
+        assert_eq!(status, 200, "{t}: {body:#}");
+    }
+    drop(server);
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&backup, &restored).unwrap();
+    let (_server, url) = sqlite_server_at(&restored).await;
+    let c = Client::new(&url, "token-a");
+    // Writes after the restore take the lost change's number again.
+    c.push(vec![project_create(Uuid::now_v7(), "after the restore")])
+        .await;
+    for t in [&token, &snapshot_token] {
+        let (status, body) = c.get(&format!("/changes?since={t}")).await;
+        assert_eq!(status, 410, "{t}: {body:#}");
+        assert_eq!(body["type"], "https://syncgen.dev/problems/token-unknown");
+    }
+}

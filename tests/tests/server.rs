@@ -233,7 +233,10 @@ async fn snapshot_then_changes_loses_and_repeats_nothing(s: &TestServer) {
     let (_, first) = c.get("/snapshot?limit=15").await;
     let mut records: Vec<Json> = first["records"].as_array().unwrap().clone();
     let mut cursor = first["next_cursor"].as_str().map(str::to_string);
-    let token = first["token"].as_str().unwrap().to_string();
+    let mut token = first["token"].as_str().unwrap().to_string();
+    // The sequence number a token continues after (`t2.<seq>.<tag>`, `t3.<seq>.<seen>.<tag>`).
+    let seq_of = |t: &str| t.split('.').nth(1).unwrap().to_string();
+    let pinned = seq_of(&token);
     let read: BTreeSet<String> = records
         .iter()
         .map(|r| r["entity_id"].as_str().unwrap().to_string())
@@ -260,14 +263,21 @@ async fn snapshot_then_changes_loses_and_repeats_nothing(s: &TestServer) {
     while let Some(cur) = cursor {
         let (status, page) = c.get(&format!("/snapshot?cursor={cur}&limit=15")).await;
         assert_eq!(status, 200, "{page:#}");
+        // Every page is pinned where the first was; a later page's token also names the
+        // newest change the server saw (FEED-2), and the client continues with the last.
+        token = page["token"].as_str().unwrap().to_string();
         assert_eq!(
-            page["token"],
-            token.as_str(),
-            "every page is pinned to the same token"
+            seq_of(&token),
+            pinned,
+            "every page is pinned at the first's"
         );
         records.extend(page["records"].as_array().unwrap().iter().cloned());
         cursor = page["next_cursor"].as_str().map(str::to_string);
     }
+    assert!(
+        token.starts_with("t3."),
+        "names the changes made while paging: {token}"
+    );
     let (changes, _) = c.pull_all(Some(&token), 100).await;
     // Every change (a record at a version) is delivered once: in a page if it happened
     // before the pinned token, by `changes` if after.

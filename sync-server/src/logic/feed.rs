@@ -3,31 +3,72 @@
 
 use super::*;
 
-/// A change token as the client sent it: the sequence number it stands for, and the tag
-/// that binds it to one change of one account in this database (`None` for a legacy
-/// `t1.` token, which carried none).
+/// A change token as the client sent it: the sequence number it stands for, the newest
+/// change the server had shown when it issued the token, and the tag that binds both to
+/// changes of one account in this database (`None` for a legacy `t1.` token, which
+/// carried none).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Token {
+    /// The feed continues after this change.
     pub(crate) seq: i64,
+    /// The newest change the reads that issued the token saw (`seq` or later). A record
+    /// those reads found already moved past `seq` was left for a later page; a database
+    /// that lost change `seen` (a restore) may have moved such a record back behind
+    /// `seq`, where the feed would never show it again, so it refuses the token. Equal to
+    /// `seq` in `t2.` and `t1.` tokens.
+    pub(crate) seen: i64,
     pub(crate) tag: Option<String>,
 }
 
-/// The tag of a token or cursor for `seq`: the first 16 hex digits of
-/// `SHA-256(account, seq, commit time of change seq)` (an empty commit time for 0).
-///
-/// A database restored from a backup, or replaced, and then written to again gives its
-/// change `seq` another commit time (or has none): the tags of tokens issued before no
-/// longer match, and the tokens are refused, where a bare sequence number would have
-/// been taken as valid and the changes between the backup and the restore skipped. A
-/// token of another account never matches either.
-pub(crate) fn tag(account: &str, seq: i64, committed_at: &str) -> String {
-    let digest = Sha256::digest(format!("{account}\n{seq}\n{committed_at}").as_bytes());
-    hex::encode(&digest[..8])
+impl Token {
+    /// The token's text: `t3.<seq>.<seen>.<tag>` when `seen` is past `seq`, else
+    /// `t2.<seq>.<tag>`, or the legacy `t1.<seq>`.
+    pub(crate) fn encode(&self) -> String {
+        match &self.tag {
+            Some(tag) if self.seen != self.seq => format!("t3.{}.{}.{tag}", self.seq, self.seen),
+            Some(tag) => format!("t2.{}.{tag}", self.seq),
+            None => format!("t1.{}", self.seq),
+        }
+    }
 }
 
-/// A change token (opaque to clients): `t2.<seq>.<tag>` (see [`tag`]).
-pub(crate) fn token(account: &str, seq: i64, committed_at: &str) -> String {
-    format!("t2.{seq}.{}", tag(account, seq, committed_at))
+/// The tag of a token or cursor for `seq`: the first 16 hex digits of
+/// `SHA-256(account, seq, commit time of change seq)` (an empty commit time for 0), and,
+/// when the token also names a later change `seen`, of `seen` and its commit time too.
+///
+/// A database restored from a backup, or replaced, and then written to again gives its
+/// change `seq` (or `seen`) another commit time (or has none): the tags of tokens issued
+/// before no longer match, and the tokens are refused, where a bare sequence number would
+/// have been taken as valid and the changes between the backup and the restore skipped.
+/// A token of another account never matches either.
+pub(crate) fn tag(
+    account: &str,
+    seq: i64,
+    committed_at: &str,
+    seen: Option<(i64, &str)>,
+) -> String {
+    let text = match seen {
+        Some((seen, seen_at)) => format!("{account}\n{seq}\n{committed_at}\n{seen}\n{seen_at}"),
+        None => format!("{account}\n{seq}\n{committed_at}"),
+    };
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
+}
+
+/// A change token for `seq` (see [`Token::encode`] and [`tag`]), naming `seen` too when it
+/// is past `seq`.
+pub(crate) fn token(
+    account: &str,
+    seq: i64,
+    committed_at: &str,
+    seen: Option<(i64, &str)>,
+) -> String {
+    let seen = seen.filter(|(s, _)| *s != seq);
+    Token {
+        seq,
+        seen: seen.map_or(seq, |(s, _)| s),
+        tag: Some(tag(account, seq, committed_at, seen)),
+    }
+    .encode()
 }
 
 /// A sequence number as tokens spell it: 1 to 18 ASCII digits (no sign, no space).
@@ -41,20 +82,45 @@ fn tag_digits(s: &str) -> Option<String> {
     (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
 }
 
-/// Parses `t2.<seq>.<tag>`, or a legacy `t1.<seq>` (no tag): exactly the strings
+/// Parses the part of a token after its `t<n>.` (or a cursor's `s<n>.`) prefix: the
+/// token, and what follows it after a dot (`None` when nothing does).
+fn parse_token_body(version: u8, rest: &str) -> Option<(Token, Option<&str>)> {
+    let mut parts = rest.splitn(
+        if version == 3 {
+            4
+        } else {
+            version as usize + 1
+        },
+        '.',
+    );
+    let seq = seq_digits(parts.next()?)?;
+    let seen = if version == 3 {
+        seq_digits(parts.next()?)?
+    } else {
+        seq
+    };
+    let tag = if version == 1 {
+        None
+    } else {
+        Some(tag_digits(parts.next()?)?)
+    };
+    Some((Token { seq, seen, tag }, parts.next()))
+}
+
+/// Parses `t3.<seq>.<seen>.<tag>`, `t2.<seq>.<tag>`, or a legacy `t1.<seq>` (no tag):
+/// exactly the strings
 /// [`CHANGE_TOKEN_PATTERN`](sync_runtime::protocol::CHANGE_TOKEN_PATTERN) matches.
 pub(crate) fn parse_token(t: &str) -> Option<Token> {
-    if let Some(rest) = t.strip_prefix("t2.") {
-        let (seq, tag) = rest.split_once('.')?;
-        return Some(Token {
-            seq: seq_digits(seq)?,
-            tag: Some(tag_digits(tag)?),
-        });
+    let (version, rest) = match t.get(..3)? {
+        "t1." => (1, &t[3..]),
+        "t2." => (2, &t[3..]),
+        "t3." => (3, &t[3..]),
+        _ => return None,
+    };
+    match parse_token_body(version, rest)? {
+        (token, None) => Some(token),
+        (_, Some(_)) => None,
     }
-    Some(Token {
-        seq: seq_digits(t.strip_prefix("t1.")?)?,
-        tag: None,
-    })
 }
 
 /// The commit time of the account's change `seq`, if the change log holds it.
@@ -78,17 +144,37 @@ pub(crate) async fn committed_at(
         .and_then(|r| r[0].as_str().and_then(time::canonical_lenient)))
 }
 
-/// The token for the account's change `seq` (a legacy `t1.` token if the change log no
-/// longer holds that change: it was collected by a server version that kept no row at
-/// the horizon).
+/// The account's newest change this transaction sees: its sequence number and commit
+/// time (`(0, "")` before the first).
+pub(crate) async fn last_change(
+    tx: &mut Tx<'_>,
+    sql: &Statements,
+    account: &str,
+) -> Result<(i64, String), ServerError> {
+    let rows = tx
+        .query(&sql.change_last, &[Arg::Text(account.into())])
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| {
+            let at = r[1].as_str().and_then(time::canonical_lenient)?;
+            Some((r[0].as_i64()?, at))
+        })
+        .unwrap_or_default())
+}
+
+/// The token for the account's change `seq`, naming `seen` too when it is past `seq` (a
+/// legacy `t1.` token if the change log no longer holds change `seq`: it was collected by
+/// a server version that kept no row at the horizon).
 pub(crate) async fn token_for(
     tx: &mut Tx<'_>,
     sql: &Statements,
     account: &str,
     seq: i64,
+    seen: Option<(i64, &str)>,
 ) -> Result<String, ServerError> {
     Ok(match committed_at(tx, sql, account, seq).await? {
-        Some(c) => token(account, seq, &c),
+        Some(c) => token(account, seq, &c, seen),
         None => format!("t1.{seq}"),
     })
 }
@@ -106,7 +192,7 @@ pub(crate) async fn check_token(
     t: &Token,
 ) -> Result<(), ServerError> {
     let (last_seq, horizon_seq) = horizon(tx, sql, account).await?;
-    if t.seq > last_seq {
+    if t.seq > last_seq || t.seen > last_seq || t.seen < t.seq {
         return Err(ServerError::TokenUnknown);
     }
     if t.seq < horizon_seq {
@@ -115,8 +201,17 @@ pub(crate) async fn check_token(
     let Some(expected) = &t.tag else {
         return Ok(());
     };
+    let seen = if t.seen == t.seq {
+        None
+    } else {
+        match committed_at(tx, sql, account, t.seen).await? {
+            Some(c) => Some((t.seen, c)),
+            None => return Err(ServerError::TokenUnknown),
+        }
+    };
+    let seen = seen.as_ref().map(|(s, c)| (*s, c.as_str()));
     match committed_at(tx, sql, account, t.seq).await? {
-        Some(c) if tag(account, t.seq, &c) == *expected => Ok(()),
+        Some(c) if tag(account, t.seq, &c, seen) == *expected => Ok(()),
         Some(_) => Err(ServerError::TokenUnknown),
         // At the horizon, collected by a server version that kept no row there.
         None if t.seq == horizon_seq => Ok(()),
@@ -151,7 +246,11 @@ pub(crate) async fn changes(
 ) -> Result<(Vec<ServerRecord>, String, bool), ServerError> {
     let d = state.db.dialect();
     let mut tx = state.db.begin().await?;
-    let zero = Token { seq: 0, tag: None };
+    let zero = Token {
+        seq: 0,
+        seen: 0,
+        tag: None,
+    };
     let since_token = since.unwrap_or(&zero);
     check_token(&mut tx, &state.sql, account, since_token).await?;
     let since = since_token.seq;
@@ -204,9 +303,23 @@ pub(crate) async fn changes(
                 .as_str()
                 .and_then(time::canonical_lenient)
                 .unwrap_or_default();
-            token(account, next, &c)
+            // Read after the records: a record this page left out because it had moved
+            // past `next` moved at a change no later than this one (FEED-2).
+            let (seen, seen_at) = last_change(&mut tx, &state.sql, account).await?;
+            let seen = (seen > next).then_some((seen, seen_at.as_str()));
+            token(account, next, &c, seen)
         }
-        None => token_for(&mut tx, &state.sql, account, since).await?,
+        // Nothing read, nothing left out: the same token back (FEED-1).
+        None => {
+            let seen = match since_token.seen {
+                s if s == since => None,
+                s => committed_at(&mut tx, &state.sql, account, s)
+                    .await?
+                    .map(|c| (s, c)),
+            };
+            let seen = seen.as_ref().map(|(s, c)| (*s, c.as_str()));
+            token_for(&mut tx, &state.sql, account, since, seen).await?
+        }
     };
     tx.commit().await?;
     out.sort_unstable_by_key(|(seq, _)| *seq);
@@ -217,8 +330,9 @@ pub(crate) async fn changes(
     ))
 }
 
-/// A snapshot cursor: `s2.<pinned seq>.<tag>.<entity index>.<last id>`, the tag binding
-/// the pinned token like a change token's (a legacy `s1.` cursor has none).
+/// A snapshot cursor: the pinned token's text with an `s` for its `t`
+/// (`s3.<seq>.<seen>.<tag>`, `s2.<seq>.<tag>` or the legacy `s1.<seq>`), then
+/// `.<entity index>.<last id>`.
 pub(crate) struct Cursor {
     pub(crate) pinned: Token,
     pub(crate) entity: usize,
@@ -228,31 +342,21 @@ pub(crate) struct Cursor {
 impl Cursor {
     pub(crate) fn encode(&self) -> String {
         let after = self.after.map(|u| u.to_string()).unwrap_or_default();
-        match &self.pinned.tag {
-            Some(tag) => format!("s2.{}.{tag}.{}.{after}", self.pinned.seq, self.entity),
-            None => format!("s1.{}.{}.{after}", self.pinned.seq, self.entity),
-        }
+        let pinned = self.pinned.encode();
+        format!("s{}.{}.{after}", &pinned[1..], self.entity)
     }
 
     /// Parses a cursor: exactly the strings
     /// [`SNAPSHOT_CURSOR_PATTERN`](sync_runtime::protocol::SNAPSHOT_CURSOR_PATTERN) matches.
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        let (pinned, rest) = if let Some(rest) = s.strip_prefix("s2.") {
-            let mut parts = rest.splitn(3, '.');
-            let pinned = Token {
-                seq: seq_digits(parts.next()?)?,
-                tag: Some(tag_digits(parts.next()?)?),
-            };
-            (pinned, parts.next()?)
-        } else {
-            let (seq, rest) = s.strip_prefix("s1.")?.split_once('.')?;
-            let pinned = Token {
-                seq: seq_digits(seq)?,
-                tag: None,
-            };
-            (pinned, rest)
+        let (version, rest) = match s.get(..3)? {
+            "s1." => (1, &s[3..]),
+            "s2." => (2, &s[3..]),
+            "s3." => (3, &s[3..]),
+            _ => return None,
         };
-        let (entity, after) = rest.split_once('.')?;
+        let (pinned, rest) = parse_token_body(version, rest)?;
+        let (entity, after) = rest?.split_once('.')?;
         let entity_ok =
             (1..=9).contains(&entity.len()) && entity.bytes().all(|b| b.is_ascii_digit());
         let entity = entity_ok.then(|| entity.parse().ok()).flatten()?;
@@ -293,7 +397,7 @@ pub(crate) async fn snapshot(
         }
         None => {
             let (last_seq, _) = horizon(&mut tx, &state.sql, account).await?;
-            let pinned = token_for(&mut tx, &state.sql, account, last_seq).await?;
+            let pinned = token_for(&mut tx, &state.sql, account, last_seq, None).await?;
             Cursor {
                 pinned: parse_token(&pinned).expect("a token this server made"),
                 entity: only.unwrap_or(0),
@@ -364,11 +468,19 @@ pub(crate) async fn snapshot(
             cur.after = None;
         }
     }
+    // A record this page left out because it had moved past the pinned token moved at a
+    // change no later than the newest one seen now: the cursor and the token name it, so
+    // that a database which lost it (a restore) refuses them (FEED-2).
+    let (seen, seen_at) = last_change(&mut tx, &state.sql, account).await?;
+    if seen > cur.pinned.seen
+        && cur.pinned.tag.is_some()
+        && let Some(c) = committed_at(&mut tx, &state.sql, account, cur.pinned.seq).await?
+    {
+        cur.pinned.seen = seen;
+        cur.pinned.tag = Some(tag(account, cur.pinned.seq, &c, Some((seen, &seen_at))));
+    }
     tx.commit().await?;
-    let pinned = match &cur.pinned.tag {
-        Some(tag) => format!("t2.{}.{tag}", cur.pinned.seq),
-        None => format!("t1.{}", cur.pinned.seq),
-    };
+    let pinned = cur.pinned.encode();
     let next = (cur.entity < end).then_some(cur);
     Ok((out, next, pinned, total))
 }
@@ -401,6 +513,13 @@ mod tests {
             format!("t2.42.{}", &tag[1..]),
             "t2.42.0123456789abcdeg".into(),
             "t3.42".into(),
+            format!("t3.42.{tag}"),
+            format!("t3.42.50.{tag}"),
+            format!("t3.42.50.{}", tag.to_uppercase()),
+            format!("t3.42.{}.{tag}", "9".repeat(19)),
+            format!("t3.42.+50.{tag}"),
+            format!("t3.42.50.{tag}.0"),
+            "t4.42".into(),
             String::new(),
         ];
         for t in &tokens {
@@ -423,6 +542,10 @@ mod tests {
             format!("s2.42.{tag}.3"),
             "s1.+42.0.".into(),
             format!("s2.42.{}.0.", &tag[1..]),
+            format!("s3.42.50.{tag}.0."),
+            format!("s3.42.50.{tag}.3.{id}"),
+            format!("s3.42.{tag}.3.{id}"),
+            format!("s3.42.50.{}.0.", &tag[1..]),
         ];
         for c in &cursors {
             assert_eq!(
@@ -432,14 +555,28 @@ mod tests {
             );
         }
         // What the server issues parses back.
-        let issued = token("a", 7, "2026-11-30T00:00:00.000000Z");
-        assert!(token_re.is_match(&issued) && parse_token(&issued).is_some());
-        let c = Cursor {
-            pinned: parse_token(&issued).unwrap(),
-            entity: 2,
-            after: Some(id.parse().unwrap()),
+        let at = "2026-11-30T00:00:00.000000Z";
+        for issued in [
+            token("a", 7, at, None),
+            token("a", 7, at, Some((7, at))),
+            token("a", 7, at, Some((9, at))),
+        ] {
+            assert!(token_re.is_match(&issued), "{issued}");
+            let parsed = parse_token(&issued).unwrap();
+            assert_eq!(parsed.encode(), issued);
+            let c = Cursor {
+                pinned: parsed.clone(),
+                entity: 2,
+                after: Some(id.parse().unwrap()),
+            };
+            let text = c.encode();
+            assert!(cursor_re.is_match(&text), "{text}");
+            assert_eq!(Cursor::parse(&text).unwrap().pinned, parsed);
         }
-        .encode();
-        assert!(cursor_re.is_match(&c) && Cursor::parse(&c).is_some(), "{c}");
+        // Naming the later change changes the tag: a token is bound to both.
+        assert_ne!(
+            parse_token(&token("a", 7, at, Some((9, at)))).unwrap().tag,
+            parse_token(&token("a", 7, at, None)).unwrap().tag
+        );
     }
 }

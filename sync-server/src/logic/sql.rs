@@ -31,6 +31,8 @@ pub(crate) struct Statements {
     pub(crate) change_committed_at: String,
     /// `(account, since, limit)` → `seq, entity_type, entity_id, committed_at` in order.
     pub(crate) changes_page: String,
+    /// `(account)` → `seq, committed_at` of the account's newest change the reader sees.
+    pub(crate) change_last: String,
     /// `(account, cutoff)` → `seq` of the changes committed before the cutoff.
     pub(crate) changes_before: String,
     /// `(account, seq)`: deletes the change rows below `seq`, except deletes (slim
@@ -149,6 +151,13 @@ impl Statements {
                 p(1, text),
                 p(2, big),
                 p(3, big),
+                seq = c("seq"),
+            ),
+            change_last: format!(
+                "SELECT {}, {} FROM {changes} WHERE {account} = {} ORDER BY {seq} DESC LIMIT 1",
+                sel(d, "seq"),
+                sel(d, "committed_at"),
+                p(1, text),
                 seq = c("seq"),
             ),
             changes_before: format!(
