@@ -12,10 +12,11 @@
 //! after the server applied it, duplicate and delayed delivery, 5xx and 429, token
 //! expiry, a client crash mid-push (every in-memory object dropped, the database
 //! reopened), server restarts, (SQLite runs) the server's database restored from an
-//! earlier backup (`VACUUM INTO`) mid-run, and, with `SYNC_SIM_DEVICE_RESTORES=1` (not
-//! in CI yet: the class still fails), a device's own database restored from an earlier
-//! backup of it (a phone restored from a cloud backup: what it did since and had not
-//! pushed is gone, its old outbox items go again under their keys). After quiescence (faults off, everyone syncs
+//! earlier backup (`VACUUM INTO`) mid-run, and a device's own database restored from an
+//! earlier backup of it (a phone restored from a cloud backup: what it did since and had
+//! not pushed is gone, its old outbox items go again under their keys, which another
+//! life of the database may have sent; `SYNC_SIM_DEVICE_RESTORES=0` leaves this fault
+//! out). After quiescence (faults off, everyone syncs
 //! until the outboxes are empty) every replica equals the server (tasks, projects and
 //! comments), every task created and never deleted is on the server, every counter
 //! equals the sum of all increments ever made, twin creates' initial values included
@@ -525,8 +526,8 @@ struct Sim {
     pushed_raw: BTreeSet<Uuid>,
     /// Records a restore may have lost for good (see `pushed_raw`).
     may_be_lost: BTreeSet<Uuid>,
-    /// Whether devices are restored from their own backups (`SYNC_SIM_DEVICE_RESTORES=1`;
-    /// off by default: the class is not handled yet, see the README's *Status*).
+    /// Whether devices are restored from their own backups (on unless
+    /// `SYNC_SIM_DEVICE_RESTORES=0`).
     device_restores: bool,
     /// The device-restore fault's own random stream, so that adding it left the other
     /// faults of a seed where they were until it first fires.
@@ -667,7 +668,7 @@ impl Sim {
             increments_since_restore: BTreeMap::new(),
             pushed_raw: BTreeSet::new(),
             may_be_lost: BTreeSet::new(),
-            device_restores: std::env::var("SYNC_SIM_DEVICE_RESTORES").is_ok_and(|v| v == "1"),
+            device_restores: std::env::var("SYNC_SIM_DEVICE_RESTORES").as_deref() != Ok("0"),
             device_rng: Rng(seed ^ 0x6465_7669_6365_7273),
             device_at_risk: BTreeMap::new(),
             device_at_risk_since_restore: BTreeMap::new(),
@@ -1035,6 +1036,8 @@ impl Sim {
                         draft: None,
                     };
                     store.create(&t).unwrap();
+                    // The new record points at itself, not at a chain's parent.
+                    self.order.lock().unwrap().parents.remove(&id);
                     self.device_made(i, id, true);
                     self.touched_by_delete.insert(id);
                     self.recreated.insert(id);

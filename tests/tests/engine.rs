@@ -316,7 +316,7 @@ async fn offline_create_survives_a_restart_and_syncs_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_offline_updates_are_one_push() {
+async fn offline_updates_coalesce_into_one_push() {
     let s = server().await;
     let a = Device::new(&s.url);
     let p = project();
@@ -327,7 +327,6 @@ async fn five_offline_updates_are_one_push() {
     a.log.lock().unwrap().clear();
     for i in 1..=5 {
         t.title = format!("v{i}");
-        t.likes += 1;
         a.store().update(&t).unwrap();
     }
     assert_eq!(
@@ -338,10 +337,24 @@ async fn five_offline_updates_are_one_push() {
     let r = a.sync().await;
     assert_eq!(r.applied, 1);
     assert_eq!(a.log.lock().unwrap().len(), 1, "one coalesced mutation");
+    // An item that adds to a `sum` is never rewritten (a key names one body in every
+    // life of the database, see `items_a_device_backup_held_unsent_count_once_after_its_restore`):
+    // the first like folds into the title edit before it, each later one is its own
+    // mutation, all in one push.
+    a.log.lock().unwrap().clear();
+    for i in 6..=10 {
+        t.title = format!("v{i}");
+        a.store().update(&t).unwrap();
+        t.likes += 1;
+        a.store().update(&t).unwrap();
+    }
+    let r = a.sync().await;
+    assert_eq!(r.applied, 5, "{r:?}");
+    assert_eq!(a.log.lock().unwrap().len(), 5);
     let b = Device::new(&s.url);
     b.sync().await;
     let got = b.store().get::<Task>(t.id).unwrap().unwrap();
-    assert_eq!((got.title.as_str(), got.likes), ("v5", 5));
+    assert_eq!((got.title.as_str(), got.likes), ("v10", 5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1632,6 +1645,22 @@ async fn a_new_devices_first_push_carries_its_dots() {
     assert!(changes[&p.id.to_string()].get("dots").is_none());
 }
 
+/// A backup of a device's database, as a backup tool takes it (SQLite's own copy).
+fn backup_device(path: &std::path::Path, to: &std::path::Path) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [to.to_str().unwrap()])
+        .unwrap();
+}
+
+/// The device's database replaced by its backup (the app closed first).
+fn restore_device(path: &std::path::Path, from: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::fs::copy(from, path).unwrap();
+}
+
 /// The other side of dots: a device whose database is restored from a backup of its
 /// own (a phone restored from a cloud backup) reopens as a new session, so the
 /// increments it makes afterwards are never taken for ones the server has (the numbers
@@ -1649,10 +1678,7 @@ async fn increments_after_a_device_database_restore_all_count() {
     a.sync_until_quiet().await;
     // The device's backup (SQLite's own copy, as a backup tool takes it).
     let copy = dir.path().join("a-backup.db");
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
-        .unwrap();
+    backup_device(&path, &copy);
     for _ in 0..4 {
         let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
         liked.likes += 1;
@@ -1661,10 +1687,7 @@ async fn increments_after_a_device_database_restore_all_count() {
     }
     assert_eq!(server_records(&url).await[&t.id]["likes"], 4);
     drop(a);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    std::fs::copy(&copy, &path).unwrap();
+    restore_device(&path, &copy);
     let a = Device::open(&url, &path, config("token-a"));
     let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
     assert_eq!(liked.likes, 0, "the device is back at its backup");
@@ -1674,6 +1697,106 @@ async fn increments_after_a_device_database_restore_all_count() {
     a.sync_until_quiet().await;
     assert_eq!(server_records(&url).await[&t.id]["likes"], 6);
     assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 6);
+}
+
+/// Issue "Nothing lost at the edges", a device restored from its own backup (a phone
+/// restored from a cloud backup): the items the backup held unsent go again under their
+/// keys, and another life of the database may have sent them already. An item that adds
+/// to a `sum` is never rewritten, so its key names one body in both lives and the
+/// server answers the second sending from its record of the first (counted once); an
+/// item rewritten by coalescing takes a new key, so no key is ever refused as reused;
+/// and a create deleted before this life sent it still tells the server of the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_a_device_backup_held_unsent_count_once_after_its_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = sqlite_server_at(&dir.path().join("server.db")).await;
+    let path = dir.path().join("a.db");
+    let a = Device::open(&url, &path, config("token-a"));
+    let p = project();
+    let t = task(p.id, "liked");
+    let named = task(p.id, "named");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.store().create(&named).unwrap();
+    a.sync_until_quiet().await;
+    // Unsent at the backup: a like on t, a title on `named`, a new task u with likes,
+    // and a new task `draft`.
+    let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
+    liked.likes += 1;
+    a.store().update(&liked).unwrap();
+    let mut renamed = named.clone();
+    renamed.title = "before the backup".into();
+    a.store().update(&renamed).unwrap();
+    let mut u = task(p.id, "made before the backup");
+    u.likes = 5;
+    a.store().create(&u).unwrap();
+    let draft = task(p.id, "draft");
+    a.store().create(&draft).unwrap();
+    let copy = dir.path().join("a-backup.db");
+    backup_device(&path, &copy);
+    // After the backup: edits that coalescing would have folded into those items.
+    liked.likes += 2;
+    liked.status = "done".into();
+    a.store().update(&liked).unwrap();
+    u.likes += 10;
+    a.store().update(&u).unwrap();
+    renamed.title = "after the backup".into();
+    a.store().update(&renamed).unwrap();
+    assert_eq!(
+        a.store().outbox().unwrap().len(),
+        6,
+        "items with likes stay as they are; the title folds into its item"
+    );
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    let server = server_records(&url).await;
+    assert_eq!(server[&t.id]["likes"], 3);
+    assert_eq!(server[&u.id]["likes"], 15);
+    assert_eq!(server[&named.id]["title"], "after the backup");
+    assert!(server.contains_key(&draft.id));
+    drop(a);
+    restore_device(&path, &copy);
+    let a = Device::open(&url, &path, config("token-a"));
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 1);
+    // After the restore, before syncing: another like and title on t, and the draft goes.
+    let mut again = a.store().get::<Task>(t.id).unwrap().unwrap();
+    again.likes += 4;
+    again.title = "after the restore".into();
+    a.store().update(&again).unwrap();
+    a.store().delete::<Task>(draft.id).unwrap();
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "nothing dead: {r:?}");
+    a.sync_until_quiet().await;
+    assert!(a.store().outbox().unwrap().is_empty());
+    let server = server_records(&url).await;
+    assert_eq!(
+        server[&t.id]["likes"], 7,
+        "1 and 2 once each, and 4 after the restore"
+    );
+    assert_eq!(server[&t.id]["title"], "after the restore");
+    assert_eq!(server[&t.id]["status"], "done");
+    assert_eq!(server[&u.id]["likes"], 15, "the create counted once");
+    assert_eq!(
+        server[&named.id]["title"], "after the backup",
+        "the later stamp of the other life wins"
+    );
+    assert!(
+        !server.contains_key(&draft.id),
+        "the delete reached the server"
+    );
+    let here = a.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!((here.likes, here.status.as_str()), (7, "done"));
+    assert_eq!(a.store().get::<Task>(u.id).unwrap().unwrap().likes, 15);
+    assert!(a.store().get::<Task>(draft.id).unwrap().is_none());
+    // A create deleted before it was sent goes with its delete: a tombstone on the server.
+    let gone = task(p.id, "never sent");
+    a.store().create(&gone).unwrap();
+    a.store().delete::<Task>(gone.id).unwrap();
+    assert_eq!(a.store().outbox().unwrap().len(), 2);
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    assert!(!server_records(&url).await.contains_key(&gone.id));
+    assert!(a.store().get::<Task>(gone.id).unwrap().is_none());
 }
 
 /// Review finding: a server restored from a backup taken after it had collected garbage

@@ -27,6 +27,7 @@ both_backends!(
     a_snapshot_of_one_entity,
     dots_count_a_sum_once_and_reach_only_clients_that_speak_them,
     a_retry_rejected_as_unknown_record_is_evaluated_again,
+    a_retry_evaluated_again_counts_as_its_first_delivery,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -879,4 +880,44 @@ async fn a_retry_rejected_as_unknown_record_is_evaluated_again(s: &TestServer) {
     let again = c.push(vec![bad]).await;
     assert_eq!(first[0]["status"], "rejected");
     assert_eq!(first, again);
+}
+
+/// The other side of IDEM-1's exception (simulation seed 7316): the device that was told
+/// `unknown-record` sent the record again as a create carrying the update's dot; a copy
+/// of that device restored from a backup of its own database (the update still unsent
+/// there) sends the update again under its key, with a dot of its new session. The
+/// retry counts as its first delivery: its dot is the first one, which the record
+/// holds, so its `sum` operations are not applied again (the rest of its patch is).
+async fn a_retry_evaluated_again_counts_as_its_first_delivery(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let dot = |session: &str, seq: u64| json!({ "session": session, "seq": seq });
+    let mut update = task_update(
+        t,
+        1,
+        json!({ "likes": { "add": 2 }, "title": { "set": "retried", "hlc": "000000000007-00000000-0000000000000001" } }),
+    );
+    update["dot"] = dot("00000000000000a1", 1);
+    let r = c.push(vec![project_create(p, "p"), update.clone()]).await;
+    assert!(
+        r[1]["problem"]["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("unknown-record"),
+        "{r:#?}"
+    );
+    // The device creates the record as it holds it (the update's +2 in it), with the
+    // update's dot among the record's.
+    let mut create = task_create(t, p);
+    create["record"]["likes"] = json!(2);
+    create["dot"] = dot("00000000000000a1", 1);
+    let r = c.push(vec![create]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    // The restored copy sends the update again, with a dot of its own session.
+    update["dot"] = dot("00000000000000b2", 1);
+    let r = c.push(vec![update]).await;
+    assert_eq!(r[0]["status"], "applied", "evaluated again: {r:#?}");
+    let record = &r[0]["server"]["record"];
+    assert_eq!(record["likes"], 2, "counted once: {record:#}");
+    assert_eq!(record["title"], "retried", "the rest applies: {record:#}");
 }

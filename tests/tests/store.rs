@@ -102,7 +102,11 @@ fn five_updates_coalesce_into_one_composed_patch() {
     for i in 1..=5 {
         let mut next = current.clone();
         next.title = format!("v{i}");
-        next.likes += i;
+        if i == 5 {
+            // The last edit adds to a sum: it composes into the item, which stays as it
+            // is from then on.
+            next.likes += 15;
+        }
         if i % 2 == 0 {
             next.tags.insert(format!("t{i}"));
         } else {
@@ -136,6 +140,37 @@ fn five_updates_coalesce_into_one_composed_patch() {
     // An unchanged update writes nothing.
     assert!(!store.update(&current).unwrap());
     assert_eq!(store.outbox().unwrap().len(), 1);
+    // The item adds to a sum now: later edits queue behind it, under keys of their own.
+    let key = outbox[0].idempotency_key.clone();
+    current.title = "v6".into();
+    store.update(&current).unwrap();
+    current.likes += 1;
+    store.update(&current).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 2, "{outbox:#?}");
+    assert_eq!(outbox[0].idempotency_key, key, "never rewritten");
+    assert_eq!(outbox[1].payload["patch"]["likes"]["add"], 1);
+    assert_eq!(outbox[1].payload["patch"]["title"]["set"], "v6");
+}
+
+/// Composing an unsent item gives it a new idempotency key: a key names one body, also
+/// when a device restored from a backup of its own database sends the item again.
+#[test]
+fn a_composed_item_takes_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let mut t = task("v0");
+    store.create(&t).unwrap();
+    acknowledge_all(&path);
+    t.title = "v1".into();
+    store.update(&t).unwrap();
+    let first = store.outbox().unwrap()[0].idempotency_key.clone();
+    t.title = "v2".into();
+    store.update(&t).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_ne!(outbox[0].idempotency_key, first);
 }
 
 #[test]
@@ -168,7 +203,7 @@ fn history_entities_keep_every_mutation() {
 }
 
 #[test]
-fn create_then_delete_sends_nothing() {
+fn create_then_delete_sends_both() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("app.db"));
     let t = task("temporary");
@@ -180,16 +215,43 @@ fn create_then_delete_sends_nothing() {
         })
         .unwrap();
     store.delete::<Task>(t.id).unwrap();
-    assert!(store.outbox().unwrap().is_empty());
+    // Another life of this database (restored from a backup taken while the create
+    // waited) may have sent the create: the server must learn of the delete.
+    let ops: Vec<MutationOp> = store.outbox().unwrap().iter().map(|i| i.op).collect();
+    assert_eq!(ops, [MutationOp::Create, MutationOp::Delete]);
     assert!(store.get::<Task>(t.id).unwrap().is_none());
-    assert!(
-        store.record_meta::<Task>(t.id).unwrap().is_none(),
-        "never reached the server: no tombstone needed"
-    );
+    assert!(store.record_meta::<Task>(t.id).unwrap().unwrap().deleted);
 }
 
 #[test]
 fn update_then_delete_is_a_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let t = task("x");
+    store.create(&t).unwrap();
+    acknowledge_all(&path);
+    store
+        .update(&Task {
+            title: "renamed".into(),
+            ..t.clone()
+        })
+        .unwrap();
+    store.delete::<Task>(t.id).unwrap();
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].op, MutationOp::Delete);
+    assert_eq!(outbox[0].base_version, Some(1));
+    let meta = store.record_meta::<Task>(t.id).unwrap().unwrap();
+    assert!(meta.deleted);
+    assert!(store.get::<Task>(t.id).unwrap().is_none());
+    assert!(matches!(store.update(&t), Err(StoreError::NotFound { .. })));
+}
+
+/// An update that adds to a sum is never rewritten, not even into a delete: the delete
+/// queues behind it.
+#[test]
+fn a_delete_queues_behind_an_update_that_adds_to_a_sum() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
     let store = open(&path);
@@ -203,14 +265,8 @@ fn update_then_delete_is_a_delete() {
         })
         .unwrap();
     store.delete::<Task>(t.id).unwrap();
-    let outbox = store.outbox().unwrap();
-    assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].op, MutationOp::Delete);
-    assert_eq!(outbox[0].base_version, Some(1));
-    let meta = store.record_meta::<Task>(t.id).unwrap().unwrap();
-    assert!(meta.deleted);
-    assert!(store.get::<Task>(t.id).unwrap().is_none());
-    assert!(matches!(store.update(&t), Err(StoreError::NotFound { .. })));
+    let ops: Vec<MutationOp> = store.outbox().unwrap().iter().map(|i| i.op).collect();
+    assert_eq!(ops, [MutationOp::Update, MutationOp::Delete]);
 }
 
 #[test]

@@ -247,7 +247,7 @@ impl LocalStore {
             Some(payload) => {
                 tx.execute(
                     concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = 'update', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = ?3, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?4"),
-                    params![payload, self.new_key(), server.version, item.id],
+                    params![payload, merge_key(&item.idempotency_key, server.version), server.version, item.id],
                 )?;
             }
             None => {
@@ -456,4 +456,22 @@ impl LocalStore {
             Ok(())
         })
     }
+}
+
+/// The idempotency key of the merge of an item answered `conflict` against the server's
+/// record at `version`: derived from the item's key (a name-based UUID, RFC 9562 version
+/// 5), not drawn at random.
+///
+/// A device restored from a backup of its own database sends again the items the backup
+/// held unsent; another life of the database may have sent one already, been answered
+/// `conflict` and pushed the merge. The restored device gets the same answer (the
+/// server's stored result) and makes the same merge under the same key, which the
+/// server answers from its record of the first (counted once); under a new key its
+/// `sum` deltas would count twice (simulation with `SYNC_SIM_DEVICE_RESTORES=1`).
+pub(crate) fn merge_key(key: &str, version: i64) -> String {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("syncgen/merge/{key}/{version}").as_bytes(),
+    )
+    .to_string()
 }

@@ -23,9 +23,10 @@
 //! let note = Note { id: Uuid::now_v7(), body: "hello".into() };
 //! store.create(&note)?;
 //! store.update(&Note { body: "hello world".into(), ..note.clone() })?;
-//! assert_eq!(store.get::<Note>(note.id)?.unwrap().body, "hello world");
-//! // Create then update, not yet sent: one outbox item, a create of the latest record.
-//! assert_eq!(store.outbox()?.len(), 1);
+//! store.update(&Note { body: "hello, world".into(), ..note.clone() })?;
+//! assert_eq!(store.get::<Note>(note.id)?.unwrap().body, "hello, world");
+//! // Not yet sent: the create, and one update the two edits were composed into.
+//! assert_eq!(store.outbox()?.len(), 2);
 //! # Ok(()) }
 //! ```
 //!
@@ -34,10 +35,26 @@
 //! Entities with `outbox = "coalesce"` (the default) compose pending mutations of one
 //! record: update + update = one update whose patch is the composition (sums add, `lww`
 //! keeps the latest edit, `union` composes adds and removes, `manual` keeps the first
-//! base); create + update = create of the latest record; update + delete = delete;
-//! create + delete = nothing to send. Only an item that was never attempted is
-//! rewritten: once an item has been handed to the network (`sending`, or `failed` after
-//! an attempt), its idempotency key and body are frozen and later edits queue behind it.
+//! base); update + delete = delete; a create is never composed: an update or a delete
+//! after it queues behind it. Only an item that was never attempted is
+//! rewritten, and it takes a new idempotency key: once an item has been handed to the
+//! network (`sending`, or `failed` after an attempt), its key and body are frozen and
+//! later edits queue behind it. An item that adds to a `sum` field (a non-zero `add`, or
+//! a create with a non-zero sum) is frozen from the start: later edits of the record
+//! queue behind it too.
+//!
+//! Why: a device restored from a backup of its own database (a phone restored from a
+//! cloud backup) sends again the items the backup held unsent, under their keys, and the
+//! life of the database the restore replaced may have sent them already. A key that
+//! names one body in every life is answered from the server's record of the first
+//! sending (counted once); a body rewritten under its old key would be refused as
+//! `idempotency-key-reused`, and a rewritten body under a new key carries the sums of the
+//! first body again. Items without sums are safe to send twice (`lww` stamps, `union`
+//! operations and `manual` bases say the same thing again). A create is never composed
+//! with later edits: the server takes a create that carries a stamp its record holds for
+//! the same create sent again, so what was folded into it would be dropped. A create
+//! deleted before it was sent is sent with the delete after it: the other life may
+//! have sent the create, and another device may hold the record.
 //! Delete then create of the same id queues a delete and a create, so the server ends
 //! with the new record and nothing of the old one. `outbox = "history"` entities keep
 //! every mutation, in order.

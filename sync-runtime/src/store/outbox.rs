@@ -188,11 +188,9 @@ pub(crate) struct LastItem {
     pub(crate) id: i64,
     pub(crate) op: MutationOp,
     pub(crate) payload: String,
-    /// Never attempted and still pending: its body may be rewritten.
+    /// Never attempted, still pending, and carrying no `sum` contribution
+    /// ([`carries_contributions`]): its body may be rewritten (under a new key).
     pub(crate) mergeable: bool,
-    /// The version the item was made against (a create has one when it recreates a
-    /// record over a tombstone, or sends again one the server lost).
-    pub(crate) base_version: Option<i64>,
 }
 
 pub(crate) fn last_item(
@@ -203,35 +201,69 @@ pub(crate) fn last_item(
     // No ORDER BY: with SQLite's STAT4 build, `ORDER BY id DESC LIMIT 1` over this index
     // makes the statement re-prepare on every execution (measured: 20% of an update).
     // A coalescing entity has very few items per record, so the last is picked here.
-    let mut stmt = conn.prepare_cached(
-        concatcp!("SELECT \"id\", \"op\", \"payload\", \"status\", \"attempt_count\", \"base_version\" FROM \"", meta::OUTBOX, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"),
-    )?;
+    let mut stmt = conn.prepare_cached(concatcp!(
+        "SELECT \"id\", \"op\", \"payload\", \"status\", \"attempt_count\" FROM \"",
+        meta::OUTBOX,
+        "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+    ))?;
     let mut rows = stmt.query(params![entity.name, id.to_string()])?;
-    type Found = (i64, String, String, String, i64, Option<i64>);
+    type Found = (i64, String, String, String, i64);
     let mut last: Option<Found> = None;
     while let Some(r) = rows.next()? {
         let item_id: i64 = r.get(0)?;
         if last.as_ref().is_none_or(|l| l.0 < item_id) {
-            last = Some((
-                item_id,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ));
+            last = Some((item_id, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
         }
     }
-    last.map(|(id, op, payload, status, attempts, base_version)| {
+    last.map(|(id, op, payload, status, attempts)| {
+        let op = parse_op(&op)?;
+        let mergeable =
+            status == "pending" && attempts == 0 && !carries_contributions(entity, op, &payload);
         Ok(LastItem {
             id,
-            op: parse_op(&op)?,
+            op,
             payload,
-            mergeable: status == "pending" && attempts == 0,
-            base_version,
+            mergeable,
         })
     })
     .transpose()
+}
+
+/// Whether an outbox item adds to a `sum` field: an update with a non-zero `add`, or a
+/// create with a non-zero value in a `sum` field. Such an item is never rewritten, even
+/// unsent: its key must name one body in every life of the database.
+///
+/// A device restored from a backup of its own database (a phone restored from a cloud
+/// backup) sends again the items the backup held unsent, under their keys. Another life
+/// of the database may have sent them already; the same key with the same body is then
+/// answered from the server's record of it (IDEM-1), counted once. Had either life
+/// coalesced later edits into the item, the bodies would differ: refused as
+/// `idempotency-key-reused`, and under a new key its deltas would count twice. An item
+/// without contributions is safe to send again under a new key (its `lww` stamps,
+/// `union` operations and `manual` bases say the same thing twice), so rewriting one
+/// gives it a new key ([`rewrite_item`]).
+pub(crate) fn carries_contributions(entity: &Entity, op: MutationOp, payload: &str) -> bool {
+    let mut sums = entity
+        .synced_fields()
+        .filter(|f| f.merge == sync_model::MergeStrategy::Sum)
+        .peekable();
+    if sums.peek().is_none() || op == MutationOp::Delete {
+        return false;
+    }
+    let Ok(payload) = serde_json::from_str::<Json>(payload) else {
+        // Unreadable: never rewritten (sending it fails visibly instead).
+        return true;
+    };
+    let nonzero = |v: Option<&Json>| v.and_then(Json::as_f64).is_some_and(|n| n != 0.0);
+    sums.any(|f| match op {
+        MutationOp::Create => nonzero(payload.get("record").and_then(|r| r.get(&f.name))),
+        _ => nonzero(
+            payload
+                .get("patch")
+                .and_then(|p| p.get(&f.name))
+                .and_then(|o| o.get("add")),
+        ),
+    })
 }
 
 pub(crate) fn enqueue(
@@ -258,14 +290,17 @@ pub(crate) fn enqueue(
     Ok(())
 }
 
+/// Rewrites an unsent item (coalescing), under a new idempotency key `key`: a key names
+/// one body, whichever life of the database sends it (see [`carries_contributions`]).
 pub(crate) fn rewrite_item(
     conn: &Connection,
     item: i64,
     op: MutationOp,
     payload: &str,
+    key: String,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2 WHERE \"id\" = ?3 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
-        .execute(params![op.as_str(), payload, item])?;
+    conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2, \"idempotency_key\" = ?3 WHERE \"id\" = ?4 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
+        .execute(params![op.as_str(), payload, key, item])?;
     Ok(())
 }
 
@@ -394,25 +429,25 @@ impl LocalStore {
             } else {
                 None
             };
+            // A create is never rewritten by an update: the server takes a create
+            // carrying a stamp its record holds for the same create sent again (a
+            // retry whose key a restore lost), so edits folded into it would be dropped
+            // when another life of this database sent the create first (see
+            // `carries_contributions`). The update queues behind it.
             match last {
-                Some(l) if l.op == MutationOp::Create => {
-                    let earlier = serde_json::from_str::<Json>(&l.payload).ok();
-                    let kept = |member: &str| earlier.as_ref().and_then(|p| p.get(member).cloned());
-                    let payload = to_json_string(&CreatePayload {
-                        record: &record,
-                        clocks: &clocks,
-                        resend_base: kept("resend_base"),
-                        dots: kept("dots"),
-                    });
-                    rewrite_item(tx, l.id, MutationOp::Create, &payload)?;
-                }
                 Some(l) if l.op == MutationOp::Update => {
                     let earlier: UpdatePayload<T::Patch> = serde_json::from_str(&l.payload)
                         .map_err(|e| StoreError::Corrupt(format!("outbox item {}: {e}", l.id)))?;
                     let composed = UpdatePayload {
                         patch: earlier.patch.compose(patch),
                     };
-                    rewrite_item(tx, l.id, MutationOp::Update, &to_json_string(&composed))?;
+                    rewrite_item(
+                        tx,
+                        l.id,
+                        MutationOp::Update,
+                        &to_json_string(&composed),
+                        self.new_key(),
+                    )?;
                 }
                 _ => {
                     let payload = to_json_string(&UpdatePayload { patch });
@@ -463,10 +498,14 @@ impl LocalStore {
                 params![entity.name, id.to_string()],
             )?;
             match last {
-                Some(l) if l.op == MutationOp::Create && l.base_version.is_some() => {
-                    // A create of a record the server knows of (a recreate, or one it lost
-                    // in a restore and other devices may send again): the server must
-                    // learn of the delete, so both go.
+                Some(l) if l.op == MutationOp::Create => {
+                    // The create and the delete both go. The server may know the record
+                    // (a recreate, or one it lost in a restore and other devices may
+                    // send again), and even a create this life of the database never
+                    // sent may have reached it from another (a device restored from a
+                    // backup taken while the create waited): it must learn of the
+                    // delete, and a delete of a record it never had would be lost on it
+                    // if another device sent the record later.
                     mark_deleted(tx, entity, id, hlc)?;
                     enqueue(
                         tx,
@@ -478,37 +517,9 @@ impl LocalStore {
                         self.new_key(),
                     )?;
                 }
-                Some(l) if l.op == MutationOp::Create => {
-                    // Created and deleted before the server heard of it: nothing to send.
-                    tx.execute(
-                        concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
-                        [l.id],
-                    )?;
-                    let others: i64 = tx.query_row(
-                        concatcp!(
-                            "SELECT COUNT(*) FROM \"",
-                            meta::OUTBOX,
-                            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
-                        ),
-                        params![entity.name, id.to_string()],
-                        |r| r.get(0),
-                    )?;
-                    if others == 0 && row.version.is_none() {
-                        tx.execute(
-                            &format!(
-                                "DELETE FROM {} WHERE {} = ?1",
-                                q(&entity.table),
-                                q(&entity.id_field().column)
-                            ),
-                            [id.to_string()],
-                        )?;
-                    } else {
-                        mark_deleted(tx, entity, id, hlc)?;
-                    }
-                }
                 Some(l) if l.op == MutationOp::Update => {
                     mark_deleted(tx, entity, id, hlc)?;
-                    rewrite_item(tx, l.id, MutationOp::Delete, &payload)?;
+                    rewrite_item(tx, l.id, MutationOp::Delete, &payload, self.new_key())?;
                 }
                 _ => {
                     mark_deleted(tx, entity, id, hlc)?;

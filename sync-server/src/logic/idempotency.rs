@@ -7,6 +7,10 @@ use super::*;
 /// that held them died) and may be taken over.
 pub(crate) const IN_FLIGHT_TIMEOUT_SECS: i64 = 60;
 
+/// The member of a stored `unknown-record` rejection that keeps the dot of the mutation
+/// (see [`store_result`]).
+const FIRST_DOT: &str = "first_dot";
+
 /// The hash of a mutation's body, in the origin shape ([`crate::history::History::canonical`]).
 pub(crate) fn hash(m: &Mutation) -> String {
     let bytes = serde_json::to_vec(m).expect("mutations serialise");
@@ -22,6 +26,10 @@ pub(crate) enum KeyState {
     /// Left `in_flight` by a server that stopped mid-request, long enough ago to take
     /// over: process the mutation and overwrite the row.
     Abandoned,
+    /// Rejected as `unknown-record` before (nothing of it applied): process the mutation
+    /// again (IDEM-1), as the dot of its first delivery if that carried one (see
+    /// [`store_result`]).
+    Again(Option<Dot>),
     /// `in_flight` and recent: the whole push answers 409.
     InFlight,
 }
@@ -87,13 +95,16 @@ pub(crate) async fn key_state(
         if let MutationResult::Rejected { problem, .. } = &result
             && problem.problem_type.ends_with("/unknown-record")
         {
+            let first_dot = serde_json::from_str::<Json>(body)
+                .ok()
+                .and_then(|b| serde_json::from_value::<Dot>(b.get(FIRST_DOT)?.clone()).ok());
             // Rejected because the record was unknown, and nothing of it applied: its
             // reason may no longer hold (the server lost the record in a restore, and
             // another device sent it again since). Replaying the rejection would make
             // the device create the record once more, over the copy the server holds
             // now, and count its sums twice (simulation seed 35783); it is evaluated
             // again, as a compacted rejection is.
-            return Ok(KeyState::New);
+            return Ok(KeyState::Again(first_dot));
         }
         return Ok(KeyState::Answer(Box::new(
             state.history.in_current_names(result, &m.entity_type),
@@ -126,8 +137,24 @@ pub(crate) async fn store_result(
     let expires = time::format(state.now() + state.config.idempotency_retention);
     // Kept in the origin shape, like the hash: a replay after an upgrade that renamed
     // fields is read in the names of the model then (see `crate::history`).
-    let body = serde_json::to_string(&state.history.in_origin_names(result, &m.entity_type))
+    let mut stored = serde_json::to_value(state.history.in_origin_names(result, &m.entity_type))
         .expect("results serialise");
+    // A rejection as `unknown-record` is evaluated again when retried (IDEM-1); its dot
+    // is kept with it, so that the retry counts as this delivery. A device that turned
+    // the mutation into a create of the record under a new key (the server lost the
+    // record) carries this dot into the record; a device restored from a backup of its
+    // own database sends the mutation again under its key, drawing another dot, and
+    // must be found in the record all the same (simulation seed 7316).
+    if let (MutationResult::Rejected { problem, .. }, Some(dot), Some(obj)) =
+        (result, &m.dot, stored.as_object_mut())
+        && problem.problem_type.ends_with("/unknown-record")
+    {
+        obj.insert(
+            FIRST_DOT.into(),
+            serde_json::to_value(dot).expect("dots serialise"),
+        );
+    }
+    let body = stored.to_string();
     // The outcome's kind outlives the stored result (see `current_answer`).
     let status = match result {
         MutationResult::Applied { .. } => 200,

@@ -24,7 +24,9 @@
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use sync_model::Entity;
-use sync_runtime::protocol::{Dots, Mutation, MutationOp, MutationResult, Problem, ServerRecord};
+use sync_runtime::protocol::{
+    Dot, Dots, Mutation, MutationOp, MutationResult, Problem, ServerRecord,
+};
 use uuid::Uuid;
 
 use sync_runtime::erased::PatchOutcome;

@@ -195,7 +195,17 @@ pub(crate) async fn push_batch(
                 in_flight = Some(m.idempotency_key.clone());
                 break;
             }
-            KeyState::New | KeyState::Abandoned => {
+            again @ (KeyState::New | KeyState::Abandoned | KeyState::Again(_)) => {
+                let with_first_dot;
+                let m = match again {
+                    KeyState::Again(Some(dot)) => {
+                        let mut copy = m.clone();
+                        copy.dot = Some(dot);
+                        with_first_dot = copy;
+                        &with_first_dot
+                    }
+                    _ => m,
+                };
                 let result = match apply(state, &mut tx, account, model, m, &mut last_seq).await {
                     Ok(result) => result,
                     // A value that does not fit its column: this mutation's own problem,
