@@ -119,9 +119,10 @@ impl LocalStore {
         // A replayed answer can carry a record older than the base the store already
         // holds: merge against the newer one, never move the record backwards. If that
         // is a tombstone, delete wins, as for any edit of a deleted record.
+        let answer = server;
         let server = match &base {
-            Some(b) if b.version > server.version => b.as_server_record(entity, id),
-            _ => server.clone(),
+            Some(b) if b.version > answer.version => b.as_server_record(entity, id),
+            _ => answer.clone(),
         };
         if server.deleted {
             delete_superseded(tx, entity, item)?;
@@ -139,6 +140,13 @@ impl LocalStore {
                 b.get("clocks")?.clone(),
             ))
         });
+        // Two creates of one id merge from an empty base: against the record the answer
+        // carries, even when the store holds a newer one, so that a copy of this database
+        // restored from a backup (the item still unsent there) makes the same merge as
+        // the life that sent it, under the same key (see `merge_key`). Its patch applies
+        // to the newer record on the server as to any.
+        let twin = item.op == MutationOp::Create && resend_base.is_none();
+        let against = if twin { answer } else { &server };
         let (merged, merged_clocks, mut conflicts) = match (item.op, &base) {
             (MutationOp::Create, _) if resend_base.is_some() => {
                 let (b, _) = resend_base.expect("checked");
@@ -161,7 +169,7 @@ impl LocalStore {
                 let clocks = payload.clocks.unwrap_or(Json::Null);
                 table
                     .erased
-                    .twin(&record, &clocks, &server.record, &server.clocks)
+                    .twin(&record, &clocks, &against.record, &against.clocks)
                     .map_err(StoreError::Corrupt)?
             }
             (op, Some(b)) => {
@@ -201,7 +209,7 @@ impl LocalStore {
                 continue;
             }
             let mine = merged.get(field).cloned().unwrap_or(Json::Null);
-            let theirs = server.record.get(field).cloned().unwrap_or(Json::Null);
+            let theirs = against.record.get(field).cloned().unwrap_or(Json::Null);
             if mine != theirs {
                 let op_base = item
                     .payload
@@ -230,7 +238,7 @@ impl LocalStore {
         // What can be pushed now: the merge, minus the fields waiting for the user.
         let mut push = merged;
         for c in &conflicts {
-            if let Some(v) = server.record.get(&c.field) {
+            if let Some(v) = against.record.get(&c.field) {
                 push.insert(c.field.clone(), v.clone());
             }
         }
@@ -240,14 +248,14 @@ impl LocalStore {
         let hlc = self.stamp();
         let payload = table
             .erased
-            .diff(&server.record, &push, hlc)
+            .diff(&against.record, &push, hlc)
             .map_err(StoreError::Corrupt)?
             .map(|p| restamp(&p, &merged_clocks));
         match payload {
             Some(payload) => {
                 tx.execute(
                     concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = 'update', \"payload\" = ?1, \"idempotency_key\" = ?2, \"base_version\" = ?3, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?4"),
-                    params![payload, merge_key(&item.idempotency_key, server.version), server.version, item.id],
+                    params![payload, merge_key(&item.idempotency_key, against.version), against.version, item.id],
                 )?;
             }
             None => {
