@@ -107,6 +107,7 @@ fn figures() {
         hlc: None,
         dot: None,
         dots: None,
+        replaces: None,
     };
     let mutation_bytes = serde_json::to_vec(&mutation).expect("json").len();
     let body = sync_runtime::protocol::PushRequest {

@@ -98,6 +98,7 @@ fn create(k: usize) -> Mutation {
         hlc: None,
         dot: None,
         dots: None,
+        replaces: None,
     }
 }
 

@@ -18,8 +18,8 @@ use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
 use sync_runtime::protocol::{
     CHANGE_TOKEN_PATTERN, ChangesResponse, DEFAULT_MAX_PUSH_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS,
-    MAX_PAGE_LIMIT, MAX_PUSH_MUTATIONS, PROTOCOL_VERSION, Problem, PushRequest, PushResponse,
-    SNAPSHOT_CURSOR_PATTERN, SnapshotResponse,
+    MAX_PAGE_LIMIT, MAX_PUSH_MUTATIONS, MAX_REPLACED_KEYS, PROTOCOL_VERSION, Problem, PushRequest,
+    PushResponse, SNAPSHOT_CURSOR_PATTERN, SnapshotResponse,
 };
 
 /// The component name of an entity's schemas: `Task` -> `TaskRecord`, `TaskPatch`, ...
@@ -216,7 +216,13 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
             "entity_type": { "const": e.name },
             "entity_id": { "type": "string", "format": "uuid" },
             "op": { "const": op },
-            "base_version": { "type": ["integer", "null"], "format": "int64", "description": "The server version the edit was made on; `null` if it never saw one." }
+            "base_version": { "type": ["integer", "null"], "format": "int64", "description": "The server version the edit was made on; `null` if it never saw one." },
+            "replaces": {
+                "type": "array",
+                "maxItems": MAX_REPLACED_KEYS,
+                "items": { "type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS },
+                "description": "Idempotency keys of earlier mutations of this record, answered `conflict` or rejected as `unknown-record`, whose change this one carries; once it is applied, a retry of any of them is answered with its result (PROTOCOL.md IDEM-6). Sent only to servers of protocol 1.3.1 or later."
+            }
         });
         for (k, v) in members.as_object().into_iter().flatten() {
             properties[k] = v.clone();

@@ -156,7 +156,21 @@ pub struct Mutation {
     /// last gave them (PROTOCOL.md SUM-2). Not part of the idempotency hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dots: Option<Dots>,
+    /// The idempotency keys of earlier mutations of this record whose change this one
+    /// carries (at most [`MAX_REPLACED_KEYS`]): each was answered `conflict` or rejected
+    /// as `unknown-record`, so nothing of it applied, and the client sends its change
+    /// again here, merged with the server's record or as a create of a record the server
+    /// lost. Once this mutation is applied, a retry of any of them is answered with this
+    /// one's result (PROTOCOL.md IDEM-6): a device restored from a backup of its own
+    /// database that sends one of them again does not merge it a second time. Sent only
+    /// to servers of protocol 1.3.1 or later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Vec<String>>,
 }
+
+/// The most keys a mutation's [`Mutation::replaces`] may hold (more is that mutation's
+/// 422): an item answered `conflict` again and again carries one more each time.
+pub const MAX_REPLACED_KEYS: usize = 64;
 
 /// A mutation's contribution to a record's `sum` fields: the `seq`-th mutation sent by
 /// one session of one device's store (`session`: 16 lowercase hex digits, drawn at
@@ -211,6 +225,21 @@ pub fn speaks_1_3(version: &str) -> bool {
     let mut parts = version.trim().split('.').map(|p| p.parse::<u64>().ok());
     match (parts.next().flatten(), parts.next().flatten()) {
         (Some(major), Some(minor)) => (major, minor) >= (1, 3),
+        _ => false,
+    }
+}
+
+/// Whether a protocol version is 1.3.1 or later: a server of it takes
+/// [`Mutation::replaces`].
+pub fn speaks_1_3_1(version: &str) -> bool {
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u64>().ok());
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
+        (Some(major), Some(minor), Some(patch)) => (major, minor, patch) >= (1, 3, 1),
+        (Some(major), Some(minor), None) => (major, minor) > (1, 3),
         _ => false,
     }
 }

@@ -28,6 +28,7 @@ both_backends!(
     dots_count_a_sum_once_and_reach_only_clients_that_speak_them,
     a_retry_rejected_as_unknown_record_is_evaluated_again,
     a_retry_evaluated_again_counts_as_its_first_delivery,
+    a_retry_of_a_replaced_key_answers_with_the_mutation_that_carried_it,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -920,4 +921,61 @@ async fn a_retry_evaluated_again_counts_as_its_first_delivery(s: &TestServer) {
     let record = &r[0]["server"]["record"];
     assert_eq!(record["likes"], 2, "counted once: {record:#}");
     assert_eq!(record["title"], "retried", "the rest applies: {record:#}");
+}
+
+/// PROTOCOL.md IDEM-6: a mutation that carries the change of earlier keys (`replaces`)
+/// answers their retries once it is applied: a twin create answered `conflict` and
+/// merged, and an update rejected as `unknown-record` and sent again as a create. The
+/// retry of either (a device restored from a backup of its own database) is `applied`
+/// under its own key, and its likes count once. An applied key is never replaced, and
+/// `replaces` beyond its bounds is that mutation's 422.
+async fn a_retry_of_a_replaced_key_answers_with_the_mutation_that_carried_it(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut first = task_create(t, p);
+    first["record"]["likes"] = json!(2);
+    let r = c.push(vec![project_create(p, "p"), first.clone()]).await;
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    // A twin: conflict; its merge (the twin's likes) carries its change.
+    let mut twin = task_create(t, p);
+    twin["idempotency_key"] = json!(Uuid::new_v4().to_string());
+    twin["record"]["likes"] = json!(3);
+    twin["clocks"] = json!({ "title": "000000000002-00000000-0000000000000002" });
+    let r = c.push(vec![twin.clone()]).await;
+    assert_eq!(r[0]["status"], "conflict", "{r:#?}");
+    let mut merged = task_update(t, 1, json!({ "likes": { "add": 3 } }));
+    merged["replaces"] = json!([twin["idempotency_key"]]);
+    let r = c.push(vec![merged]).await;
+    assert_eq!(r[0]["server"]["record"]["likes"], 5, "{r:#?}");
+    let r = c.push(vec![twin.clone()]).await;
+    assert_eq!(r[0]["status"], "applied", "the merge's result: {r:#?}");
+    assert_eq!(r[0]["idempotency_key"], twin["idempotency_key"]);
+    assert_eq!(r[0]["server"]["record"]["likes"], 5);
+    // An update of a record the server does not have, then a create carrying it.
+    let u = Uuid::now_v7();
+    let update = task_update(u, 1, json!({ "likes": { "add": 4 } }));
+    let r = c.push(vec![update.clone()]).await;
+    assert_eq!(r[0]["status"], "rejected", "{r:#?}");
+    let mut create = task_create(u, p);
+    create["record"]["likes"] = json!(4);
+    create["replaces"] = json!([update["idempotency_key"]]);
+    let r = c.push(vec![create]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    let r = c.push(vec![update]).await;
+    assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    assert_eq!(r[0]["server"]["record"]["likes"], 4, "counted once: {r:#?}");
+    // An applied key keeps its own result.
+    let mut other = task_update(t, 2, json!({ "likes": { "add": 1 } }));
+    other["replaces"] = json!([first["idempotency_key"]]);
+    c.push(vec![other]).await;
+    let r = c.push(vec![first]).await;
+    assert_eq!(
+        r[0]["server"]["version"], 1,
+        "the first create's own result: {r:#?}"
+    );
+    // Out of bounds: that mutation's 422.
+    let mut long = task_update(t, 2, json!({ "likes": { "add": 1 } }));
+    long["replaces"] = json!(vec![""; 1]);
+    let r = c.push(vec![long]).await;
+    assert_eq!(r[0]["problem"]["pointer"], "/replaces", "{r:#?}");
 }

@@ -43,7 +43,8 @@ use crate::protocol::{
     ChangesResponse, Mutation, Problem, PushRequest, PushResponse, SnapshotResponse,
 };
 use crate::store::{
-    EngineState, ItemOutcome, LocalStore, OutboxItem, PullProgress, Restart, StoreError, SyncState,
+    EngineState, ItemOutcome, LocalStore, OutboxItem, PullProgress, REPLACES_MEMBER, Restart,
+    StoreError, SyncState,
 };
 
 /// Gives the engine a fresh bearer token when the server answers 401/403.
@@ -202,7 +203,7 @@ impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
 
 /// The mutation of an outbox item; with its dot and dots (PROTOCOL.md SUM-2) if the
 /// server speaks them (`dots`).
-fn to_mutation(item: &OutboxItem, dots: bool) -> Mutation {
+fn to_mutation(item: &OutboxItem, dots: bool, replaces: bool) -> Mutation {
     let get = |k: &str| item.payload.get(k).cloned().filter(|v| !v.is_null());
     let dots_member = |k: &str| get(k).filter(|_| dots);
     Mutation {
@@ -227,6 +228,9 @@ fn to_mutation(item: &OutboxItem, dots: bool) -> Mutation {
             })
         }),
         dots: dots_member("dots").and_then(|d| serde_json::from_value(d).ok()),
+        replaces: get(REPLACES_MEMBER)
+            .filter(|_| replaces)
+            .and_then(|r| serde_json::from_value(r).ok()),
     }
 }
 
@@ -369,7 +373,7 @@ impl<T: Transport> SyncEngine<T> {
     /// that does not answer, or answers an earlier protocol, gets the push without.
     async fn learn_protocol(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.store.server_speaks_dots() || self.protocol_probed.swap(true, Relaxed) {
+        if self.store.server_takes_replaces() || self.protocol_probed.swap(true, Relaxed) {
             return;
         }
         if self.transport.health().await.is_ok()
@@ -409,7 +413,11 @@ impl<T: Transport> SyncEngine<T> {
             let request = PushRequest {
                 mutations: {
                     let dots = self.store.server_speaks_dots();
-                    batch.iter().map(|i| to_mutation(i, dots)).collect()
+                    let replaces = self.store.server_takes_replaces();
+                    batch
+                        .iter()
+                        .map(|i| to_mutation(i, dots, replaces))
+                        .collect()
                 },
             };
             let request = &request;

@@ -250,7 +250,13 @@ impl LocalStore {
             .erased
             .diff(&against.record, &push, hlc)
             .map_err(StoreError::Corrupt)?
-            .map(|p| restamp(&p, &merged_clocks));
+            .map(|p| restamp(&p, &merged_clocks))
+            .map(|p| {
+                // The merge carries the item's change: once applied, the server answers a
+                // retry of the item's key with its result (IDEM-6).
+                let p: Json = serde_json::from_str(&p).expect("a patch payload is JSON");
+                carrying(p, item).to_string()
+            });
         match payload {
             Some(payload) => {
                 tx.execute(

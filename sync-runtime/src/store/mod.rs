@@ -293,6 +293,8 @@ struct Inner {
     /// Whether the server said it speaks dots (protocol 1.3.0 or later), as last learned
     /// from a response and kept in `sync_meta` under `server-protocol`.
     server_speaks_dots: std::sync::atomic::AtomicBool,
+    /// Whether the server speaks 1.3.1 or later (it takes `replaces`).
+    server_takes_replaces: std::sync::atomic::AtomicBool,
     /// Each returns `false` once its receiver is gone (it is dropped then).
     subscribers: Mutex<Vec<Subscriber>>,
     status_watchers: Mutex<Vec<mpsc::Sender<SyncStatus>>>,

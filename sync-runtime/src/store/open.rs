@@ -127,8 +127,13 @@ impl StoreBuilder {
                 last = last.max(h);
             }
         }
-        let server_speaks_dots =
-            meta_get(&conn, SERVER_PROTOCOL_KEY)?.is_some_and(|v| crate::protocol::speaks_1_3(&v));
+        let server_protocol = meta_get(&conn, SERVER_PROTOCOL_KEY)?;
+        let server_speaks_dots = server_protocol
+            .as_deref()
+            .is_some_and(crate::protocol::speaks_1_3);
+        let server_takes_replaces = server_protocol
+            .as_deref()
+            .is_some_and(crate::protocol::speaks_1_3_1);
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 engine_state: Mutex::new(EngineState::NotStarted),
@@ -136,6 +141,7 @@ impl StoreBuilder {
                 dot_session: format!("{:016x}", NodeId::random().0),
                 dot_seq: std::sync::atomic::AtomicU64::new(0),
                 server_speaks_dots: std::sync::atomic::AtomicBool::new(server_speaks_dots),
+                server_takes_replaces: std::sync::atomic::AtomicBool::new(server_takes_replaces),
                 conn: Mutex::new(conn),
                 clock: HlcClock::resume(node, last),
                 tables: self
@@ -347,11 +353,24 @@ impl LocalStore {
     pub fn observe_server_protocol(&self, version: &str) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let speaks = crate::protocol::speaks_1_3(version);
-        if self.inner.server_speaks_dots.load(Relaxed) != speaks {
+        let replaces = crate::protocol::speaks_1_3_1(version);
+        if self.inner.server_speaks_dots.load(Relaxed) != speaks
+            || self.inner.server_takes_replaces.load(Relaxed) != replaces
+        {
             meta_set(&self.conn(), SERVER_PROTOCOL_KEY, version)?;
             self.inner.server_speaks_dots.store(speaks, Relaxed);
+            self.inner.server_takes_replaces.store(replaces, Relaxed);
         }
         Ok(())
+    }
+
+    /// Whether the server last said it speaks 1.3.1 or later
+    /// ([`LocalStore::observe_server_protocol`]): pushes then say which earlier keys a
+    /// mutation carries the change of ([`Mutation::replaces`](crate::protocol::Mutation::replaces)).
+    pub fn server_takes_replaces(&self) -> bool {
+        self.inner
+            .server_takes_replaces
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the server last said it speaks dots ([`LocalStore::observe_server_protocol`]).

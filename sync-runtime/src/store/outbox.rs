@@ -217,8 +217,12 @@ pub(crate) fn last_item(
     }
     last.map(|(id, op, payload, status, attempts)| {
         let op = parse_op(&op)?;
-        let mergeable =
-            status == "pending" && attempts == 0 && !carries_contributions(entity, op, &payload);
+        // An item that carries the change of earlier keys (`replaces`) keeps them: it is
+        // not composed either.
+        let mergeable = status == "pending"
+            && attempts == 0
+            && !payload.contains("\"replaces\"")
+            && !carries_contributions(entity, op, &payload);
         Ok(LastItem {
             id,
             op,

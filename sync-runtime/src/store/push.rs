@@ -58,6 +58,32 @@ pub(crate) fn take_checked(
 /// [`LocalStore::draw_dot`]).
 pub(crate) const DOT_MEMBER: &str = "dot";
 
+/// The member of an outbox payload that holds the keys whose change the item carries
+/// ([`Mutation::replaces`](crate::protocol::Mutation::replaces)).
+pub(crate) const REPLACES_MEMBER: &str = "replaces";
+
+/// `payload` (an item's body as JSON text or value) with `item`'s key added to the keys
+/// whose change it carries, after those `item` carried already (the oldest dropped past
+/// [`MAX_REPLACED_KEYS`](crate::protocol::MAX_REPLACED_KEYS)): the item was answered
+/// `conflict` or `unknown-record`, and `payload` sends its change again.
+pub(crate) fn carrying(mut payload: Json, item: &OutboxItem) -> Json {
+    let mut keys: Vec<Json> = item
+        .payload
+        .get(REPLACES_MEMBER)
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    keys.push(Json::String(item.idempotency_key.clone()));
+    let excess = keys
+        .len()
+        .saturating_sub(crate::protocol::MAX_REPLACED_KEYS);
+    keys.drain(..excess);
+    if let Some(p) = payload.as_object_mut() {
+        p.insert(REPLACES_MEMBER.into(), Json::Array(keys));
+    }
+    payload
+}
+
 /// The `sync_meta` key of a record's dots as the server last gave them.
 pub(crate) fn dots_key(entity: &str, id: Uuid) -> String {
     format!("dots:{entity}:{id}")
@@ -738,6 +764,9 @@ impl LocalStore {
             dot["key"] = Json::String(key.clone());
             p.insert(DOT_MEMBER.into(), dot);
         }
+        if let Some(item) = carried {
+            payload = carrying(payload, item);
+        }
         tx.execute(
             concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = 'create', \"payload\" = ?1, \"idempotency_key\" = ?2, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3"),
             params![to_json_string(&payload), key, id],
@@ -765,9 +794,10 @@ impl LocalStore {
             (MutationOp::Update, Some(_)) if created_before => {
                 // An earlier item of this push was turned into the create already: this
                 // update goes after it, as an update, under a new key.
+                let payload = carrying(item.payload.clone(), item);
                 tx.execute(
-                    concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"idempotency_key\" = ?1, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?2"),
-                    params![self.new_key(), item.id],
+                    concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"idempotency_key\" = ?1, \"payload\" = ?2, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3"),
+                    params![self.new_key(), to_json_string(&payload), item.id],
                 )?;
                 Ok(ItemOutcome::Merged)
             }
@@ -820,7 +850,7 @@ impl LocalStore {
                     dots: stored_dots(tx, &table.entity.name, id)?,
                 };
                 self.rewrite_as_create(tx, item.id, payload, None)?;
-                let delete = serde_json::to_string(&item.payload).expect("JSON serialises");
+                let delete = to_json_string(&carrying(item.payload.clone(), item));
                 enqueue(
                     tx,
                     table.entity,

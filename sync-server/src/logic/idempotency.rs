@@ -176,3 +176,42 @@ pub(crate) async fn store_result(
     .await?;
     Ok(())
 }
+
+/// Gives each key `m` names in [`Mutation::replaces`] whose mutation applied nothing
+/// (`conflict`, or rejected) `m`'s result, under that key (PROTOCOL.md IDEM-6): `m`
+/// carries its change and was applied, so a retry of it (a device restored from a backup
+/// of its own database sends it again) is answered `applied` instead of being merged or
+/// created a second time. Keys of other accounts, keys this server does not hold, and
+/// keys whose mutation applied are left as they are.
+///
+/// [`Mutation::replaces`]: sync_runtime::protocol::Mutation::replaces
+pub(crate) async fn store_replaced(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    result: &MutationResult,
+) -> Result<(), ServerError> {
+    let (Some(keys), MutationResult::Applied { .. }) = (&m.replaces, result) else {
+        return Ok(());
+    };
+    let expires = time::format(state.now() + state.config.idempotency_retention);
+    let stored = serde_json::to_value(state.history.in_origin_names(result, &m.entity_type))
+        .expect("results serialise");
+    for key in keys {
+        let mut body = stored.clone();
+        body["idempotency_key"] = Json::String(key.clone());
+        tx.execute(
+            &state.sql.key_replace,
+            &[
+                Arg::Int(200),
+                Arg::Text(body.to_string()),
+                Arg::Text(expires.clone()),
+                Arg::Text(account.into()),
+                Arg::Text(key.clone()),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -206,21 +206,46 @@ pub(crate) async fn push_batch(
                     }
                     _ => m,
                 };
-                let result = match apply(state, &mut tx, account, model, m, &mut last_seq).await {
-                    Ok(result) => result,
-                    // A value that does not fit its column: this mutation's own problem,
-                    // answered like any rejection (nothing of it was written: `write`
-                    // encodes every value before its first statement).
-                    Err(ServerError::BadRecord(msg)) => rejected(
-                        &m.idempotency_key,
-                        422,
-                        "invalid-record",
-                        "Invalid record",
-                        msg,
-                    ),
-                    Err(e) => return Err(e),
+                let replaces_fit = m.replaces.as_ref().is_none_or(|keys| {
+                    keys.len() <= sync_runtime::protocol::MAX_REPLACED_KEYS
+                        && keys.iter().all(|k| {
+                            (1..=sync_runtime::protocol::MAX_IDEMPOTENCY_KEY_CHARS)
+                                .contains(&k.chars().count())
+                        })
+                });
+                let result = if !replaces_fit {
+                    MutationResult::Rejected {
+                        idempotency_key: m.idempotency_key.clone(),
+                        problem: Problem::new(
+                            "invalid-mutation",
+                            "Invalid mutation",
+                            422,
+                            format!(
+                                "`replaces` holds at most {} idempotency keys of 1 to {} characters",
+                                sync_runtime::protocol::MAX_REPLACED_KEYS,
+                                sync_runtime::protocol::MAX_IDEMPOTENCY_KEY_CHARS
+                            ),
+                        )
+                        .at("/replaces"),
+                    }
+                } else {
+                    match apply(state, &mut tx, account, model, m, &mut last_seq).await {
+                        Ok(result) => result,
+                        // A value that does not fit its column: this mutation's own problem,
+                        // answered like any rejection (nothing of it was written: `write`
+                        // encodes every value before its first statement).
+                        Err(ServerError::BadRecord(msg)) => rejected(
+                            &m.idempotency_key,
+                            422,
+                            "invalid-record",
+                            "Invalid record",
+                            msg,
+                        ),
+                        Err(e) => return Err(e),
+                    }
                 };
                 store_result(state, &mut tx, account, m, &request_hash, &result).await?;
+                store_replaced(state, &mut tx, account, m, &result).await?;
                 results.push(result);
             }
         }

@@ -47,6 +47,10 @@ pub(crate) struct Statements {
     /// `(account, idempotency_key, request_hash, response_status, response_body,
     /// created_at, expires_at)`: stores a result (`done`), over an abandoned claim too.
     pub(crate) key_store: String,
+    /// `(response_status, response_body, expires_at, account, key)`: gives a key whose
+    /// mutation applied nothing (`conflict`, or rejected) the result of a later mutation
+    /// that carries its change (IDEM-6).
+    pub(crate) key_replace: String,
     /// `(now, never)`: compacts the keys whose retention ended.
     pub(crate) keys_compact: String,
     entities: BTreeMap<String, EntityStatements>,
@@ -196,6 +200,19 @@ impl Statements {
                 p(1, text),
                 c("idempotency_key"),
                 p(2, text),
+            ),
+            key_replace: format!(
+                "UPDATE {keys} SET {s} = 'done', {rs} = {}, {rb} = {}, {e} = {} WHERE {account} = {} AND {k} = {} AND {rs} <> 200",
+                p(1, big),
+                p(2, text),
+                p(3, ts),
+                p(4, text),
+                p(5, text),
+                k = c("idempotency_key"),
+                s = c("state"),
+                rs = c("response_status"),
+                rb = c("response_body"),
+                e = c("expires_at"),
             ),
             key_store: format!(
                 "INSERT INTO {keys} ({account}, {k}, {h}, {s}, {rs}, {rb}, {cr}, {e}) VALUES ({}, {}, {}, 'done', {}, {}, {}, {}) ON CONFLICT ({account}, {k}) DO UPDATE SET {h} = excluded.{h}, {s} = 'done', {rs} = excluded.{rs}, {rb} = excluded.{rb}, {cr} = excluded.{cr}, {e} = excluded.{e}",
