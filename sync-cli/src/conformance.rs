@@ -1137,11 +1137,14 @@ fn sum_adds(cx: &Ctx) -> Checked {
 fn before_1_3(cx: &Ctx, what: &str) -> Result<Option<Outcome>, String> {
     let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
     let protocol = r.body["protocol"].as_str().unwrap_or_default();
-    Ok((!sync_runtime::protocol::speaks_1_3(protocol)).then(|| {
-        Outcome::Skip(format!(
-            "the server speaks protocol `{protocol}`; {what} came with 1.3.0"
-        ))
-    }))
+    Ok(
+        (!sync_runtime::protocol::speaks_at_least(protocol, sync_runtime::protocol::DOTS_SINCE))
+            .then(|| {
+                Outcome::Skip(format!(
+                    "the server speaks protocol `{protocol}`; {what} came with 1.3.0"
+                ))
+            }),
+    )
 }
 
 /// SUM-2: an update whose dot the record's dots include applies without its `sum`

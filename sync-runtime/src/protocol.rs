@@ -218,28 +218,21 @@ pub fn merge_dots(into: &mut Dots, from: &Dots) {
     }
 }
 
-/// Whether a protocol version (`major.minor.patch`, as [`PROTOCOL_HEADER`] carries it)
-/// is 1.3.0 or later: a party of that version speaks [`Dot`]s, and a server of it gives
+/// The protocol version that added [`Dot`]s, [`ServerRecord::dots`] and
 /// [`SnapshotResponse::estimated_total`].
-pub fn speaks_1_3(version: &str) -> bool {
-    let mut parts = version.trim().split('.').map(|p| p.parse::<u64>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= (1, 3),
-        _ => false,
-    }
-}
+pub const DOTS_SINCE: (u64, u64, u64) = (1, 3, 0);
 
-/// Whether a protocol version is 1.3.1 or later: a server of it takes
-/// [`Mutation::replaces`].
-pub fn speaks_1_3_1(version: &str) -> bool {
+/// The protocol version whose servers take [`Mutation::replaces`].
+pub const REPLACES_SINCE: (u64, u64, u64) = (1, 3, 1);
+
+/// Whether a protocol version (`major.minor[.patch]`, as [`PROTOCOL_HEADER`] carries it)
+/// is `since` or later, for example [`DOTS_SINCE`]. A missing patch number counts as 0;
+/// a version that does not parse (an empty header, `x`) speaks nothing added since 1.0.
+pub fn speaks_at_least(version: &str, since: (u64, u64, u64)) -> bool {
     let mut parts = version.trim().split('.').map(|p| p.parse::<u64>().ok());
-    match (
-        parts.next().flatten(),
-        parts.next().flatten(),
-        parts.next().flatten(),
-    ) {
-        (Some(major), Some(minor), Some(patch)) => (major, minor, patch) >= (1, 3, 1),
-        (Some(major), Some(minor), None) => (major, minor) > (1, 3),
+    match (parts.next().flatten(), parts.next().flatten(), parts.next()) {
+        (Some(major), Some(minor), None) => (major, minor, 0) >= since,
+        (Some(major), Some(minor), Some(Some(patch))) => (major, minor, patch) >= since,
         _ => false,
     }
 }
@@ -487,14 +480,21 @@ mod tests {
     }
 
     #[test]
-    fn what_1_3_added_from_1_3_on() {
-        assert!(speaks_1_3("1.3.0"));
-        assert!(speaks_1_3("1.10.2"));
-        assert!(speaks_1_3("2.0.0"));
-        assert!(!speaks_1_3("1.2.0"));
-        assert!(!speaks_1_3("0.9"));
-        assert!(!speaks_1_3("x"));
-        assert!(speaks_1_3(PROTOCOL_VERSION));
+    fn what_a_version_added_from_that_version_on() {
+        assert!(speaks_at_least("1.3.0", DOTS_SINCE));
+        assert!(speaks_at_least("1.3", DOTS_SINCE));
+        assert!(speaks_at_least("1.10.2", DOTS_SINCE));
+        assert!(speaks_at_least("2.0.0", DOTS_SINCE));
+        assert!(!speaks_at_least("1.2.0", DOTS_SINCE));
+        assert!(!speaks_at_least("0.9", DOTS_SINCE));
+        assert!(!speaks_at_least("x", DOTS_SINCE));
+        assert!(!speaks_at_least("1.3.x", DOTS_SINCE));
+        assert!(speaks_at_least(PROTOCOL_VERSION, DOTS_SINCE));
+        assert!(speaks_at_least("1.3.1", REPLACES_SINCE));
+        assert!(speaks_at_least("1.4", REPLACES_SINCE));
+        assert!(!speaks_at_least("1.3", REPLACES_SINCE));
+        assert!(!speaks_at_least("1.3.0", REPLACES_SINCE));
+        assert!(speaks_at_least(PROTOCOL_VERSION, REPLACES_SINCE));
     }
 
     #[test]

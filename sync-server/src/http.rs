@@ -278,7 +278,9 @@ fn speaks_1_3(headers: &HeaderMap) -> bool {
     headers
         .get(sync_runtime::protocol::PROTOCOL_HEADER)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(sync_runtime::protocol::speaks_1_3)
+        .is_some_and(|v| {
+            sync_runtime::protocol::speaks_at_least(v, sync_runtime::protocol::DOTS_SINCE)
+        })
 }
 
 fn with_instance(mut p: ProblemResponse, headers: &HeaderMap) -> ProblemResponse {

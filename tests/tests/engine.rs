@@ -1799,6 +1799,60 @@ async fn items_a_device_backup_held_unsent_count_once_after_its_restore() {
     assert!(a.store().get::<Task>(gone.id).unwrap().is_none());
 }
 
+/// Simulation seed 10735: a device restored from its own backup while the server was
+/// restored from one too. A's backup holds a like on X unsent; the life that followed
+/// sent it, the server applied it and B pulled it; then the server lost X in a
+/// restore, A was restored from its backup, and B sent X again with the like in it. A
+/// sends the like again under its key, which the restored server no longer knows:
+/// the dot it was queued with names it in both lives, and the server finds it in the
+/// record's dots (counted once). Whichever device syncs first after the restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_a_device_backup_held_unsent_counts_once_after_both_restores() {
+    for b_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("server.db");
+        let backup = dir.path().join("backup.db");
+        let (server, _url, a, b) = two_devices(&db, dir.path()).await;
+        let p = project();
+        let x = task(p.id, "liked");
+        a.store().create(&p).unwrap();
+        a.sync_until_quiet().await;
+        take_backup(&db, &backup);
+        a.store().create(&x).unwrap();
+        a.sync_until_quiet().await;
+        b.sync_until_quiet().await;
+        let mut liked = a.store().get::<Task>(x.id).unwrap().unwrap();
+        liked.likes += 2;
+        a.store().update(&liked).unwrap();
+        let a_path = dir.path().join("a.db");
+        let a_copy = dir.path().join("a-backup.db");
+        backup_device(&a_path, &a_copy);
+        assert_eq!(a.sync_until_quiet().await.dead, 0);
+        b.sync_until_quiet().await;
+        assert_eq!(b.store().get::<Task>(x.id).unwrap().unwrap().likes, 2);
+        drop((a, b, server));
+        let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+        restore_device(&a_path, &a_copy);
+        let a = Device::open(&url, &a_path, config("token-a"));
+        let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+        assert_eq!(a.store().get::<Task>(x.id).unwrap().unwrap().likes, 2);
+        for _ in 0..3 {
+            let (first, second) = if b_first { (&b, &a) } else { (&a, &b) };
+            assert_eq!(first.sync_until_quiet().await.dead, 0);
+            assert_eq!(second.sync_until_quiet().await.dead, 0);
+        }
+        assert_eq!(
+            server_records(&url).await[&x.id]["likes"],
+            2,
+            "one like of 2, counted once (B first: {b_first})"
+        );
+        for d in [&a, &b] {
+            assert_eq!(d.store().get::<Task>(x.id).unwrap().unwrap().likes, 2);
+            assert!(d.store().outbox().unwrap().is_empty());
+        }
+    }
+}
+
 /// Review finding: a server restored from a backup taken after it had collected garbage
 /// (horizon above 0) must not take a record it lost for a collected one: a device's
 /// pending edit of it creates it again instead of being dropped.
@@ -1993,6 +2047,81 @@ async fn a_delete_after_a_restore_holds_against_a_device_sending_the_record_agai
         assert_eq!(
             d.store().list::<Project>().unwrap().len(),
             1,
+            "device {name}"
+        );
+    }
+}
+
+/// Simulation seed 29137: a conflict whose server copy a restore lost. B's twin create
+/// of X met A's and left a conflict on B (the manual field, B's 500 against the server's
+/// 300); the server then lost X in a restore, and B queued its copy as a create again.
+/// The conflict compared B's value with a copy that no longer exists: it goes with it
+/// (resolving it failed with "no `task` with id X" forever), and the create carries the
+/// value B's user saw (500), not the lost server's. A, whose copy the restored server
+/// numbers like B's, takes the server's record, and every replica agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_with_a_copy_a_restore_lost_goes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url, a, b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    let mut x = task(p.id, "from A");
+    x.price_cents = 300;
+    a.store().create(&x).unwrap();
+    a.sync_until_quiet().await;
+    let mut twin = x.clone();
+    twin.title = "from B".into();
+    twin.price_cents = 500;
+    b.store().create(&twin).unwrap();
+    b.sync().await;
+    assert_eq!(b.store().conflicts().unwrap().len(), 1, "the manual field");
+    drop((a, b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let r = b.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    for c in b.store().conflicts().unwrap() {
+        b.store()
+            .keep_server::<Task>(c.id)
+            .expect("every conflict the store lists can be resolved");
+    }
+    assert_eq!(
+        server_records(&url).await[&x.id]["price_cents"],
+        500,
+        "B sent its copy again"
+    );
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    for _ in 0..2 {
+        assert_eq!(a.sync_until_quiet().await.dead, 0);
+        assert_eq!(b.sync_until_quiet().await.dead, 0);
+    }
+    for d in [&a, &b] {
+        for c in d.store().conflicts().unwrap() {
+            d.store()
+                .keep_server::<Task>(c.id)
+                .expect("every conflict the store lists can be resolved");
+        }
+    }
+    for _ in 0..2 {
+        assert_eq!(a.sync_until_quiet().await.dead, 0);
+        assert_eq!(b.sync_until_quiet().await.dead, 0);
+    }
+    let on_server = server_records(&url).await;
+    for (name, d) in [("A", &a), ("B", &b)] {
+        let t = d.store().get::<Task>(x.id).unwrap().unwrap();
+        assert_eq!(
+            serde_json::json!(t.price_cents),
+            on_server[&x.id]["price_cents"],
+            "device {name}"
+        );
+        assert_eq!(
+            serde_json::json!(t.title),
+            on_server[&x.id]["title"],
             "device {name}"
         );
     }

@@ -855,3 +855,68 @@ fn values_the_protocol_refuses_are_refused_at_the_write() {
     assert_eq!(store.get::<Task>(good.id).unwrap().unwrap().title, "good");
     assert_eq!(store.outbox().unwrap().len(), 1);
 }
+
+/// Dots (PROTOCOL.md SUM-2) are drawn when an item that adds to a `sum` is queued, so a
+/// backup of the database holds them; items without one (queued by a runtime that drew
+/// them when it first sent an item) get theirs when the store opens, in queue order, and
+/// an item that adds nothing to a `sum` takes none.
+#[test]
+fn items_that_add_to_sums_hold_their_dot_from_the_moment_they_are_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let t = task("liked");
+    let u = task("liked too");
+    {
+        let store = open(&path);
+        store.create(&t).unwrap();
+        store.create(&u).unwrap();
+        let mut liked = t.clone();
+        liked.likes = 3;
+        store.update(&liked).unwrap();
+        liked.title = "renamed".into();
+        store.update(&liked).unwrap();
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), 4, "{outbox:#?}");
+        let seqs: Vec<Option<u64>> = outbox
+            .iter()
+            .map(|i| i.payload["dot"]["seq"].as_u64())
+            .collect();
+        assert_eq!(
+            seqs,
+            [Some(1), Some(2), Some(3), None],
+            "creates of a task and the like take one, the title none"
+        );
+        let session = outbox[0].payload["dot"]["session"].as_str().unwrap();
+        assert_eq!(session.len(), 16);
+        assert!(
+            outbox[..3]
+                .iter()
+                .all(|i| i.payload["dot"]["session"] == session)
+        );
+    }
+    // As a runtime that drew dots at first send left its outbox: no dots.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE sync_outbox SET payload = json_remove(payload, '$.dot')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = open(&path);
+    let outbox = store.outbox().unwrap();
+    let seqs: Vec<Option<u64>> = outbox
+        .iter()
+        .map(|i| i.payload["dot"]["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        seqs,
+        [Some(1), Some(2), Some(3), None],
+        "given at open, in queue order"
+    );
+    // The next item of this session comes after them.
+    let mut liked = store.get::<Task>(u.id).unwrap().unwrap();
+    liked.likes += 1;
+    store.update(&liked).unwrap();
+    let last = store.outbox().unwrap().pop().unwrap();
+    assert_eq!(last.payload["dot"]["seq"], 4);
+}

@@ -219,8 +219,8 @@ fn to_mutation(item: &OutboxItem, dots: bool, replaces: bool) -> Mutation {
         clocks: get("clocks"),
         patch: get("patch"),
         hlc: get("hlc").and_then(|h| serde_json::from_value(h).ok()),
-        // The payload's dot also names the key it was drawn for (see
-        // `LocalStore::draw_dot`); the wire's is `{session, seq}`.
+        // A payload's dot may hold more members (runtimes before dots were drawn at
+        // queueing named the key it was drawn for); the wire's is `{session, seq}`.
         dot: dots_member("dot").and_then(|d| {
             Some(crate::protocol::Dot {
                 session: d.get("session")?.as_str()?.to_string(),

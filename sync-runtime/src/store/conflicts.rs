@@ -57,26 +57,13 @@ pub(crate) fn rebase_conflicted(
         );
     };
     let id = s.entity_id.to_string();
-    let locals: Vec<(String, String)> = {
-        let mut stmt = conn.prepare_cached(concatcp!(
-            "SELECT \"field\", \"local\" FROM \"",
-            meta::CONFLICTS,
-            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
-        ))?;
-        stmt.query_map(params![table.entity.name, id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?
-    };
-    for (field, local) in &locals {
-        let local: Json = serde_json::from_str(local)
-            .map_err(|e| StoreError::Corrupt(format!("sync_conflicts.local: {e}")))?;
-        let remote = s.record.get(field).cloned().unwrap_or(Json::Null);
+    for (field, local) in conflict_locals(conn, &table.entity.name, s.entity_id)? {
+        let remote = s.record.get(&field).cloned().unwrap_or(Json::Null);
         conn.execute(
             concatcp!("UPDATE \"", meta::CONFLICTS, "\" SET \"remote\" = ?1, \"remote_version\" = ?2 WHERE \"entity_type\" = ?3 AND \"entity_id\" = ?4 AND \"field\" = ?5"),
             params![remote.to_string(), s.version, table.entity.name, id, field],
         )?;
-        record.insert(field.clone(), local);
+        record.insert(field, local);
     }
     put_row(
         conn,
@@ -88,6 +75,35 @@ pub(crate) fn rebase_conflicted(
         s.version,
         &s.server_updated_at,
     )
+}
+
+/// The local side of each open conflict of a record: `(field, value)`, the values the
+/// row shows until the user resolves them.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] if a stored value is not JSON; [`StoreError::Sqlite`].
+pub(crate) fn conflict_locals(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Vec<(String, Json)>, StoreError> {
+    let mut stmt = conn.prepare_cached(concatcp!(
+        "SELECT \"field\", \"local\" FROM \"",
+        meta::CONFLICTS,
+        "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+    ))?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map(params![entity, id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(field, local)| {
+            let local = serde_json::from_str(&local)
+                .map_err(|e| StoreError::Corrupt(format!("sync_conflicts.local: {e}")))?;
+            Ok((field, local))
+        })
+        .collect()
 }
 
 impl LocalStore {
@@ -257,6 +273,11 @@ impl LocalStore {
                 let p: Json = serde_json::from_str(&p).expect("a patch payload is JSON");
                 carrying(p, item).to_string()
             });
+        // A new dot, and new ones for the record's later items not sent yet: a later
+        // item of this push may be applied, its dot above the item's, so the merge's
+        // must be above it (see `LocalStore::redot_after`).
+        let payload = payload.map(|p| self.dotted(table.entity, MutationOp::Update, &p));
+        self.redot_after(tx, table, id, item.id)?;
         match payload {
             Some(payload) => {
                 tx.execute(
@@ -457,14 +478,13 @@ impl LocalStore {
                 &base.server_updated_at,
             )?;
             if !patch.is_empty() {
-                enqueue(
+                self.enqueue(
                     tx,
                     table.entity,
                     id,
                     MutationOp::Update,
                     &to_json_string(&super::UpdatePayload { patch }),
                     Some(base.version),
-                    self.new_key(),
                 )?;
             }
             Ok(())

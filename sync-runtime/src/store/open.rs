@@ -2,6 +2,7 @@
 //! runs (built once), and the device's clock and identity.
 
 use super::*;
+use crate::protocol::{DOTS_SINCE, REPLACES_SINCE, speaks_at_least};
 use const_format::concatcp;
 use sync_model::sql::meta;
 
@@ -130,11 +131,11 @@ impl StoreBuilder {
         let server_protocol = meta_get(&conn, SERVER_PROTOCOL_KEY)?;
         let server_speaks_dots = server_protocol
             .as_deref()
-            .is_some_and(crate::protocol::speaks_1_3);
+            .is_some_and(|v| speaks_at_least(v, DOTS_SINCE));
         let server_takes_replaces = server_protocol
             .as_deref()
-            .is_some_and(crate::protocol::speaks_1_3_1);
-        Ok(LocalStore {
+            .is_some_and(|v| speaks_at_least(v, REPLACES_SINCE));
+        let store = LocalStore {
             inner: Arc::new(Inner {
                 engine_state: Mutex::new(EngineState::NotStarted),
                 pull_progress: Mutex::new(None),
@@ -157,7 +158,14 @@ impl StoreBuilder {
                 subscribers: Mutex::new(Vec::new()),
                 status_watchers: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        {
+            let mut conn = store.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            store.dot_unsent_items(&tx)?;
+            tx.commit()?;
+        }
+        Ok(store)
     }
 }
 
@@ -352,8 +360,8 @@ impl LocalStore {
     /// [`StoreError::Sqlite`] if the database fails.
     pub fn observe_server_protocol(&self, version: &str) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let speaks = crate::protocol::speaks_1_3(version);
-        let replaces = crate::protocol::speaks_1_3_1(version);
+        let speaks = speaks_at_least(version, DOTS_SINCE);
+        let replaces = speaks_at_least(version, REPLACES_SINCE);
         if self.inner.server_speaks_dots.load(Relaxed) != speaks
             || self.inner.server_takes_replaces.load(Relaxed) != replaces
         {

@@ -245,7 +245,7 @@ pub(crate) fn last_item(
 /// `idempotency-key-reused`, and under a new key its deltas would count twice. An item
 /// without contributions is safe to send again under a new key (its `lww` stamps,
 /// `union` operations and `manual` bases say the same thing twice), so rewriting one
-/// gives it a new key ([`rewrite_item`]).
+/// gives it a new key ([`LocalStore::rewrite_item`]).
 pub(crate) fn carries_contributions(entity: &Entity, op: MutationOp, payload: &str) -> bool {
     let mut sums = entity
         .synced_fields()
@@ -270,7 +270,29 @@ pub(crate) fn carries_contributions(entity: &Entity, op: MutationOp, payload: &s
     })
 }
 
-pub(crate) fn enqueue(
+/// Whether an item of `op` with `payload` adds to `sum` fields, so that it carries a dot
+/// (PROTOCOL.md SUM-2): a create of an entity with `sum` fields, or an update whose patch
+/// has an operation on one.
+pub(crate) fn takes_dot(entity: &Entity, op: MutationOp, payload: &Json) -> bool {
+    let is_sum = |name: &str| {
+        entity
+            .field(name)
+            .is_some_and(|f| f.merge == sync_model::MergeStrategy::Sum)
+    };
+    match op {
+        MutationOp::Create => entity
+            .synced_fields()
+            .any(|f| f.merge == sync_model::MergeStrategy::Sum),
+        MutationOp::Update => payload
+            .get("patch")
+            .and_then(Json::as_object)
+            .is_some_and(|p| p.keys().any(|k| is_sum(k))),
+        MutationOp::Delete => false,
+    }
+}
+
+/// Inserts an outbox item as given (see [`LocalStore::enqueue`]).
+fn insert_item(
     conn: &Connection,
     entity: &Entity,
     id: Uuid,
@@ -294,18 +316,154 @@ pub(crate) fn enqueue(
     Ok(())
 }
 
-/// Rewrites an unsent item (coalescing), under a new idempotency key `key`: a key names
-/// one body, whichever life of the database sends it (see [`carries_contributions`]).
-pub(crate) fn rewrite_item(
-    conn: &Connection,
-    item: i64,
-    op: MutationOp,
-    payload: &str,
-    key: String,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2, \"idempotency_key\" = ?3 WHERE \"id\" = ?4 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
-        .execute(params![op.as_str(), payload, key, item])?;
-    Ok(())
+impl LocalStore {
+    /// Queues a mutation of record `id` under a new idempotency key, with a new dot if
+    /// it adds to `sum` fields (see [`LocalStore::dotted`]).
+    pub(crate) fn enqueue(
+        &self,
+        conn: &Connection,
+        entity: &Entity,
+        id: Uuid,
+        op: MutationOp,
+        payload: &str,
+        base_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let payload = self.dotted(entity, op, payload);
+        insert_item(conn, entity, id, op, &payload, base_version, self.new_key())
+    }
+
+    /// Rewrites an unsent item (coalescing), under a new idempotency key: a key names
+    /// one body, whichever life of the database sends it (see [`carries_contributions`]).
+    /// The body is a new change, so it gets a new dot if it adds to `sum` fields: the
+    /// item is its record's last, so the dot still follows every other of the record.
+    pub(crate) fn rewrite_item(
+        &self,
+        conn: &Connection,
+        entity: &Entity,
+        item: i64,
+        op: MutationOp,
+        payload: &str,
+    ) -> Result<(), StoreError> {
+        let payload = self.dotted(entity, op, payload);
+        conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2, \"idempotency_key\" = ?3 WHERE \"id\" = ?4 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
+            .execute(params![op.as_str(), payload, self.new_key(), item])?;
+        Ok(())
+    }
+
+    /// `payload` (a new item's body) with a new dot of this session in its
+    /// [`DOT_MEMBER`] (`{"session", "seq"}`) if it adds to `sum` fields ([`takes_dot`]);
+    /// as it is otherwise.
+    ///
+    /// A dot is drawn when the change is queued, not when it is first sent: a device
+    /// restored from a backup of its own database then sends an item the backup held
+    /// unsent with the dot its other life sent it with, and the server tells from a
+    /// record's dots that it holds the change already, even when the key is unknown to
+    /// it (the server was restored too; simulation seed 10735). A retry, and the change
+    /// sent again as a create after the server lost its record, keep the dot; a merge
+    /// after a conflict draws a new one, above the first, and the record's items queued
+    /// after it draw theirs again ([`LocalStore::redot_after`]). Items of one record are
+    /// sent in queue order (a later one waits behind a dead one), so a session's dots of
+    /// one record reach the server in rising order, which is what lets a record keep one
+    /// number per session.
+    pub(crate) fn dotted(&self, entity: &Entity, op: MutationOp, payload: &str) -> String {
+        let sums = op != MutationOp::Delete
+            && entity
+                .synced_fields()
+                .any(|f| f.merge == sync_model::MergeStrategy::Sum);
+        if !sums {
+            return payload.to_string();
+        }
+        let Ok(mut body) = serde_json::from_str::<Json>(payload) else {
+            return payload.to_string();
+        };
+        if !takes_dot(entity, op, &body) {
+            return payload.to_string();
+        }
+        let Some(members) = body.as_object_mut() else {
+            return payload.to_string();
+        };
+        let dot = self.next_dot();
+        members.insert(
+            DOT_MEMBER.into(),
+            serde_json::json!({"session": dot.session, "seq": dot.seq}),
+        );
+        body.to_string()
+    }
+
+    /// New dots, in queue order, for the items of record `id` after outbox item `after`
+    /// that hold one and were never sent: the item `after` was merged after a conflict
+    /// and drew a new dot, and theirs must stay above it.
+    ///
+    /// A record's dots keep one number per session (PROTOCOL.md SUM-2), so a session's
+    /// dots of one record must reach the server in rising order. Dots are drawn when an
+    /// item is queued, and items of a record are sent in queue order; a merge after a
+    /// conflict is the one rewrite that needs a new dot (a later item of the same push
+    /// may have been applied, its dot above the conflicted item's), and it takes the
+    /// conflicted item's place, ahead of the items queued after it.
+    pub(crate) fn redot_after(
+        &self,
+        conn: &Connection,
+        table: &Table,
+        id: Uuid,
+        after: i64,
+    ) -> Result<(), StoreError> {
+        let items = read_outbox(
+            conn,
+            &format!(
+                "\"entity_type\" = '{}' AND \"entity_id\" = '{}' AND \"id\" > {after} AND \"attempt_count\" = 0 AND \"status\" = 'pending'",
+                table.entity.name.replace('\'', "''"),
+                id
+            ),
+        )?;
+        for item in items.iter().filter(|i| i.payload.get(DOT_MEMBER).is_some()) {
+            self.give_dot(conn, item)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `item` with a new dot of this session in place of any it held.
+    fn give_dot(&self, conn: &Connection, item: &OutboxItem) -> Result<(), StoreError> {
+        let mut payload = item.payload.clone();
+        let Some(body) = payload.as_object_mut() else {
+            return Ok(());
+        };
+        let dot = self.next_dot();
+        body.insert(
+            DOT_MEMBER.into(),
+            serde_json::json!({"session": dot.session, "seq": dot.seq}),
+        );
+        conn.execute(
+            concatcp!(
+                "UPDATE \"",
+                meta::OUTBOX,
+                "\" SET \"payload\" = ?1 WHERE \"id\" = ?2"
+            ),
+            params![to_json_string(&payload), item.id],
+        )?;
+        Ok(())
+    }
+
+    /// Gives every unsent item that adds to `sum` fields and holds no dot one, in queue
+    /// order: items queued by a runtime that drew dots when it first sent an item (see
+    /// [`LocalStore::dotted`]), or rewritten by it. Run when the store opens,
+    /// before anything is queued in this session. Returns how many it gave.
+    pub(crate) fn dot_unsent_items(&self, conn: &Connection) -> Result<usize, StoreError> {
+        let items = read_outbox(conn, "\"attempt_count\" = 0 AND \"status\" = 'pending'")?;
+        let mut n = 0;
+        for item in items {
+            let Some(table) = self.table_of(&item.entity_type) else {
+                continue;
+            };
+            if item.payload.get(DOT_MEMBER).is_some()
+                || !takes_dot(table.entity, item.op, &item.payload)
+            {
+                continue;
+            }
+            self.give_dot(conn, &item)?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 impl LocalStore {
@@ -356,15 +514,7 @@ impl LocalStore {
             // still to be sent: none (the create is stamped after that delete, which is
             // how the server tells it is a recreate).
             let base_version = existing.filter(|r| r.clean).and_then(|r| r.version);
-            enqueue(
-                tx,
-                entity,
-                id,
-                MutationOp::Create,
-                &payload,
-                base_version,
-                self.new_key(),
-            )?;
+            self.enqueue(tx, entity, id, MutationOp::Create, &payload, base_version)?;
             Ok(())
         })
     }
@@ -445,24 +595,23 @@ impl LocalStore {
                     let composed = UpdatePayload {
                         patch: earlier.patch.compose(patch),
                     };
-                    rewrite_item(
+                    self.rewrite_item(
                         tx,
+                        entity,
                         l.id,
                         MutationOp::Update,
                         &to_json_string(&composed),
-                        self.new_key(),
                     )?;
                 }
                 _ => {
                     let payload = to_json_string(&UpdatePayload { patch });
-                    enqueue(
+                    self.enqueue(
                         tx,
                         entity,
                         id,
                         MutationOp::Update,
                         &payload,
                         row.version,
-                        self.new_key(),
                     )?;
                 }
             }
@@ -511,31 +660,15 @@ impl LocalStore {
                     // delete, and a delete of a record it never had would be lost on it
                     // if another device sent the record later.
                     mark_deleted(tx, entity, id, hlc)?;
-                    enqueue(
-                        tx,
-                        entity,
-                        id,
-                        MutationOp::Delete,
-                        &payload,
-                        None,
-                        self.new_key(),
-                    )?;
+                    self.enqueue(tx, entity, id, MutationOp::Delete, &payload, None)?;
                 }
                 Some(l) if l.op == MutationOp::Update => {
                     mark_deleted(tx, entity, id, hlc)?;
-                    rewrite_item(tx, l.id, MutationOp::Delete, &payload, self.new_key())?;
+                    self.rewrite_item(tx, entity, l.id, MutationOp::Delete, &payload)?;
                 }
                 _ => {
                     mark_deleted(tx, entity, id, hlc)?;
-                    enqueue(
-                        tx,
-                        entity,
-                        id,
-                        MutationOp::Delete,
-                        &payload,
-                        row.version,
-                        self.new_key(),
-                    )?;
+                    self.enqueue(tx, entity, id, MutationOp::Delete, &payload, row.version)?;
                 }
             }
             Ok(())

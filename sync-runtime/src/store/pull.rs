@@ -448,12 +448,35 @@ pub(crate) fn delete_row(
     Ok(())
 }
 
+/// Drops every open conflict of record `id` of `entity`.
+pub(crate) fn delete_conflicts(
+    conn: &Connection,
+    entity: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        concatcp!(
+            "DELETE FROM \"",
+            meta::CONFLICTS,
+            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+        ),
+        params![entity, id],
+    )?;
+    Ok(())
+}
+
 /// Makes a row new to the server: no version, `pending` (its create is queued).
+///
+/// The record's open conflicts go with its version: they were between this device's value
+/// and a server version that no longer exists (a restored server lost it), so there is no
+/// remote side left to keep or resolve against. If another device still holds its copy and
+/// sends it again, the two creates meet as twin creates and conflict afresh.
 pub(crate) fn unversion_row(
     conn: &Connection,
     e: &sync_model::Entity,
     id: &str,
 ) -> Result<(), StoreError> {
+    delete_conflicts(conn, &e.name, id)?;
     conn.execute(
         &format!(
             "UPDATE {} SET {} = NULL, {} = 'pending' WHERE {} = ?1",
@@ -678,14 +701,13 @@ impl LocalStore {
                                 let payload =
                                     to_json_string(&super::DeletePayload { hlc: self.stamp() });
                                 set_row_meta(&tx, table, r.entity_id, "pending", Some(r.version))?;
-                                enqueue(
+                                self.enqueue(
                                     &tx,
                                     table.entity,
                                     r.entity_id,
                                     MutationOp::Delete,
                                     &payload,
                                     Some(r.version),
-                                    self.new_key(),
                                 )?;
                                 changed.push((r.entity_type.clone(), r.entity_id, None));
                                 continue;

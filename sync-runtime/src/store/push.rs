@@ -55,7 +55,7 @@ pub(crate) fn take_checked(
 }
 
 /// The member of an outbox payload that holds the item's dot (see
-/// [`LocalStore::draw_dot`]).
+/// [`LocalStore::dotted`]).
 pub(crate) const DOT_MEMBER: &str = "dot";
 
 /// The member of an outbox payload that holds the keys whose change the item carries
@@ -253,14 +253,7 @@ pub(crate) fn forget_collected(
     let id = item.entity_id.to_string();
     delete_superseded(conn, &e.name, item)?;
     delete_base(conn, e, &id)?;
-    conn.execute(
-        concatcp!(
-            "DELETE FROM \"",
-            meta::CONFLICTS,
-            "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
-        ),
-        params![e.name, id],
-    )?;
+    delete_conflicts(conn, &e.name, &id)?;
     if pending_for(conn, &e.name, item.entity_id)?.is_empty() {
         delete_row(conn, e, &id)
     } else {
@@ -505,16 +498,6 @@ impl LocalStore {
         let mut out = Vec::new();
         for n in chosen {
             let mut item = items[n].clone();
-            if self.draw_dot(&mut item) {
-                tx.execute(
-                    concatcp!(
-                        "UPDATE \"",
-                        meta::OUTBOX,
-                        "\" SET \"payload\" = ?1 WHERE \"id\" = ?2"
-                    ),
-                    params![to_json_string(&item.payload), item.id],
-                )?;
-            }
             tx.execute(
                 concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"status\" = 'sending', \"attempt_count\" = \"attempt_count\" + 1 WHERE \"id\" = ?1"),
                 [item.id],
@@ -525,63 +508,6 @@ impl LocalStore {
         }
         tx.commit()?;
         Ok(out)
-    }
-
-    /// Gives an item that adds to `sum` fields (a create of an entity with `sum` fields,
-    /// an update with a `sum` operation) a dot of this session, unless it holds one drawn
-    /// for its current idempotency key already: a retry sends the dot of its first
-    /// delivery, an item sent again under a new key (made a create after the server
-    /// lost its record, merged after a conflict) gets a new one. The dot is kept in the
-    /// payload as `{"key", "session", "seq"}` (PROTOCOL.md SUM-2). Returns whether it
-    /// drew one (the payload changed).
-    ///
-    /// Drawn when the item is first sent, not when it is queued: a session's dots of one
-    /// record then increase in the order the server receives them, which is what lets a
-    /// record's dots keep one number per session.
-    pub(crate) fn draw_dot(&self, item: &mut OutboxItem) -> bool {
-        let Some(table) = self.table_of(&item.entity_type) else {
-            return false;
-        };
-        let is_sum = |name: &str| {
-            table
-                .entity
-                .field(name)
-                .is_some_and(|f| f.merge == sync_model::MergeStrategy::Sum)
-        };
-        let adds = match item.op {
-            MutationOp::Create => table
-                .entity
-                .synced_fields()
-                .any(|f| f.merge == sync_model::MergeStrategy::Sum),
-            MutationOp::Update => item
-                .payload
-                .get("patch")
-                .and_then(Json::as_object)
-                .is_some_and(|p| p.keys().any(|k| is_sum(k))),
-            MutationOp::Delete => false,
-        };
-        let current = item
-            .payload
-            .get(DOT_MEMBER)
-            .and_then(|d| d.get("key"))
-            .and_then(Json::as_str)
-            == Some(item.idempotency_key.as_str());
-        if !adds || current {
-            return false;
-        }
-        let Some(payload) = item.payload.as_object_mut() else {
-            return false;
-        };
-        let dot = self.next_dot();
-        payload.insert(
-            DOT_MEMBER.into(),
-            serde_json::json!({
-                "key": item.idempotency_key,
-                "session": dot.session,
-                "seq": dot.seq,
-            }),
-        );
-        true
     }
 
     /// The ids of records this item's record or patch points at (`references` fields).
@@ -742,7 +668,7 @@ impl LocalStore {
     /// Turns outbox item `id` into a create with `payload`, under a new key, to be sent
     /// afresh (its base version stays: see `recreate_lost`).
     ///
-    /// `carried`: the item whose dot the create keeps (see [`LocalStore::draw_dot`]), for
+    /// `carried`: the item whose dot the create keeps (see [`LocalStore::dotted`]), for
     /// a create that holds that item's change: if its first delivery was applied before
     /// the server lost the record, and another device sent the record again since, the
     /// server tells from the dot that the create is in the record already (PROTOCOL.md
@@ -756,13 +682,11 @@ impl LocalStore {
     ) -> Result<(), StoreError> {
         let key = self.new_key();
         let mut payload = serde_json::to_value(&payload).expect("JSON serialises");
-        let dot = carried.and_then(|i| i.payload.get(DOT_MEMBER)).filter(|d| {
-            d.get("key").and_then(Json::as_str) == carried.map(|i| i.idempotency_key.as_str())
-        });
-        if let (Some(dot), Some(p)) = (dot, payload.as_object_mut()) {
-            let mut dot = dot.clone();
-            dot["key"] = Json::String(key.clone());
-            p.insert(DOT_MEMBER.into(), dot);
+        if let (Some(dot), Some(p)) = (
+            carried.and_then(|i| i.payload.get(DOT_MEMBER)),
+            payload.as_object_mut(),
+        ) {
+            p.insert(DOT_MEMBER.into(), dot.clone());
         }
         if let Some(item) = carried {
             payload = carrying(payload, item);
@@ -819,6 +743,14 @@ impl LocalStore {
                         serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
                     ),
                 };
+                // The values of open conflicts are the ones the user sees: the server's
+                // side of them is gone with the record, so the device's stand alone (a
+                // device that still holds the other side sends it as a twin create, and
+                // the conflict comes back; simulation seed 29137).
+                let mut record = record;
+                for (field, local) in conflict_locals(tx, &table.entity.name, id)? {
+                    record.insert(field, local);
+                }
                 let payload = CreatePayloadOwned {
                     record,
                     clocks,
@@ -851,15 +783,7 @@ impl LocalStore {
                 };
                 self.rewrite_as_create(tx, item.id, payload, None)?;
                 let delete = to_json_string(&carrying(item.payload.clone(), item));
-                enqueue(
-                    tx,
-                    table.entity,
-                    id,
-                    MutationOp::Delete,
-                    &delete,
-                    None,
-                    self.new_key(),
-                )?;
+                self.enqueue(tx, table.entity, id, MutationOp::Delete, &delete, None)?;
                 delete_base(tx, table.entity, &id.to_string())?;
                 unversion_row(tx, table.entity, &id.to_string())?;
                 Ok(ItemOutcome::Merged)

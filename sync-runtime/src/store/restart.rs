@@ -404,14 +404,13 @@ impl LocalStore {
                 .map(|b| b.version)
                 .or(row.version);
             let payload = CHECK_PAYLOAD.to_string();
-            enqueue(
+            self.enqueue(
                 &tx,
                 table.entity,
                 uuid,
                 MutationOp::Update,
                 &payload,
                 version,
-                self.new_key(),
             )?;
             n += 1;
         }
@@ -452,7 +451,7 @@ impl LocalStore {
             (MutationOp::Update, CHECK_PAYLOAD.to_string())
         };
         set_row_meta(tx, table, id, "pending", None)?;
-        enqueue(tx, table.entity, id, op, &payload, version, self.new_key())
+        self.enqueue(tx, table.entity, id, op, &payload, version)
     }
 
     /// After the pulls caught up: own writes the server acknowledged and the changes
