@@ -171,6 +171,21 @@ fn unknown_reference_is_an_error() {
 }
 
 #[test]
+fn a_scope_that_cannot_reach_a_root_is_an_error_at_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "#[derive(Syncable)]\npub struct Project {\n    #[sync(id)]\n    pub id: Uuid,\n}\n\n#[derive(Syncable)]\n#[sync(scope = \"project\")]\npub struct Task {\n    #[sync(id)]\n    pub id: Uuid,\n    #[sync(references = \"project\")]\n    pub project: Uuid,\n}\n";
+    let model = write_model(dir.path(), src);
+    let (code, _, stderr) = generate(&model, &dir.path().join("gen"), &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            ":13:9: error: `Task` shares the scope of the `project` it references, but `Project` declares no scope; give `Project` #[sync(scope = \"self\")]"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn destructive_change_is_refused_without_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), &v2());

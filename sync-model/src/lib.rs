@@ -40,7 +40,8 @@ mod validate;
 pub use check::{MAX_IDENT_LEN, MAX_TABLE_LEN, RESERVED_PREFIX, is_identifier};
 pub use fingerprint::{Fingerprint, fingerprint, fingerprint_entity};
 pub use model::{
-    Collection, Entity, Field, FieldType, MergeStrategy, Model, OutboxMode, ScalarType, TypeKind,
+    Collection, Entity, Field, FieldType, MergeStrategy, Model, OutboxMode, ScalarType, ScopeRule,
+    TypeKind,
 };
 pub use parse::{CONTAINER_KEYS, FIELD_KEYS, ParsedEntity, parse_derive_input, parse_item_struct};
 pub use source::{derives_syncable, entities_in_file, is_cfg_test, parse_source};

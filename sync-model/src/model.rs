@@ -40,6 +40,74 @@ pub struct Entity {
     /// dropping one entity and creating another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renamed_from: Option<String>,
+    /// Which scope each record belongs to (`#[sync(scope = "...")]` on the struct): the
+    /// unit of sharing and partial sync. Left out of the serialised model (and so of the
+    /// fingerprint) when it is the default, [`ScopeRule::Account`].
+    #[serde(default, skip_serializing_if = "ScopeRule::is_account")]
+    pub scope: ScopeRule,
+}
+
+/// Which scope a record belongs to: the unit that is shared with principals and that a
+/// device subscribes to (issue "Sharing and partial sync").
+///
+/// A scope is derived from the record itself, so that the client, the server and the
+/// CLI agree on it without application code: a scope root is its own scope (a project),
+/// and a record of another entity lives in the scope of the record one of its fields
+/// references (a task in its project's, a comment in its task's, so in the project's).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum ScopeRule {
+    /// Every record is in its account's one scope: the default, and the behaviour of a
+    /// model that declares no scopes.
+    #[default]
+    Account,
+    /// Each record is a scope of its own, named by its id: `#[sync(scope = "self")]`.
+    Root,
+    /// The scope of the record this field references: `#[sync(scope = "project_id")]`.
+    /// The field is a non-optional `references` field, and the entity it references has
+    /// a scope rule other than [`ScopeRule::Account`] (checked by
+    /// [`validate_model`](crate::validate_model)).
+    Via {
+        /// The field's wire name.
+        field: String,
+    },
+}
+
+impl ScopeRule {
+    /// Whether this is the default rule, [`ScopeRule::Account`].
+    pub fn is_account(&self) -> bool {
+        matches!(self, ScopeRule::Account)
+    }
+}
+
+impl Model {
+    /// The entity whose records are the scopes of `entity`'s records: itself for a
+    /// [`ScopeRule::Root`], the end of the chain of [`ScopeRule::Via`] references
+    /// otherwise, and `None` for [`ScopeRule::Account`] or a chain that does not end at a
+    /// root (an unknown entity or field, a cycle: see
+    /// [`validate_model`](crate::validate_model)). Also returns the fields followed, as
+    /// `(entity wire name, field wire name)`, in order.
+    pub fn scope_root<'a>(
+        &'a self,
+        entity: &'a Entity,
+    ) -> Option<(&'a Entity, Vec<(&'a str, &'a str)>)> {
+        let mut hops = Vec::new();
+        let mut at = entity;
+        loop {
+            match &at.scope {
+                ScopeRule::Account => return None,
+                ScopeRule::Root => return Some((at, hops)),
+                ScopeRule::Via { field } => {
+                    if hops.len() > self.entities.len() {
+                        return None;
+                    }
+                    let target = at.field(field)?.references.as_deref()?;
+                    hops.push((at.name.as_str(), field.as_str()));
+                    at = self.entity(target)?;
+                }
+            }
+        }
+    }
 }
 
 impl Entity {

@@ -12,11 +12,18 @@ use syn::{Data, DeriveInput, Expr, Fields, Lit, LitStr, UnOp};
 
 use crate::check;
 use crate::ctxt::Ctxt;
-use crate::model::{Entity, Field, MergeStrategy, OutboxMode};
+use crate::model::{Entity, Field, MergeStrategy, OutboxMode, ScopeRule};
 use crate::types::classify;
 
 /// The container keys `#[sync(...)]` accepts on a struct.
-pub const CONTAINER_KEYS: &[&str] = &["entity", "table", "outbox", "renamed_from", "crate"];
+pub const CONTAINER_KEYS: &[&str] = &[
+    "entity",
+    "table",
+    "outbox",
+    "renamed_from",
+    "scope",
+    "crate",
+];
 /// The keys `#[sync(...)]` accepts on a field.
 pub const FIELD_KEYS: &[&str] = &[
     "id",
@@ -172,14 +179,20 @@ fn parse_with(cx: &Ctxt, input: &DeriveInput) -> Option<ParsedEntity> {
         .value
         .clone()
         .unwrap_or_else(|| pluralize(&rust_name.to_snake_case()));
+    let fields_model: Vec<Field> = out_fields.iter().map(|(f, _)| f.clone()).collect();
+    let scope = match &container.scope.value {
+        Some(lit) => scope_rule(cx, lit, &fields_model),
+        None => ScopeRule::Account,
+    };
     let entity = Entity {
         rust_name,
         name,
         table,
         outbox: container.outbox.value.unwrap_or_default(),
-        fields: out_fields.iter().map(|(f, _)| f.clone()).collect(),
+        fields: fields_model,
         docs: docs(&input.attrs),
         renamed_from: container.renamed_from.value.clone(),
+        scope,
     };
     if let (Some(old), Some(lit)) = (&entity.renamed_from, &container.renamed_from_lit)
         && *old == entity.name
@@ -215,6 +228,62 @@ fn parse_with(cx: &Ctxt, input: &DeriveInput) -> Option<ParsedEntity> {
     })
 }
 
+/// The rule of `#[sync(scope = "...")]`: `"self"` for a scope root, or the Rust name of
+/// the field whose referenced record's scope this record shares. Problems are reported
+/// at the literal; the rule returned then is [`ScopeRule::Account`].
+fn scope_rule(cx: &Ctxt, lit: &LitStr, fields: &[Field]) -> ScopeRule {
+    let value = lit.value();
+    if value == "self" {
+        return ScopeRule::Root;
+    }
+    let Some(field) = fields
+        .iter()
+        .find(|f| f.rust_name == value || f.rust_name == format!("r#{value}"))
+    else {
+        let candidates: Vec<&str> = fields
+            .iter()
+            .filter(|f| f.references.is_some() && !f.skip)
+            .map(|f| f.rust_name.as_str())
+            .collect();
+        let hint = if candidates.is_empty() {
+            "this struct has no `references` field".to_string()
+        } else {
+            format!("its `references` fields: {}", candidates.join(", "))
+        };
+        cx.error_spanned_by(
+            lit,
+            format!(
+                "`scope` is \"self\" (each record is a scope of its own) or the name of a field whose referenced record's scope this record shares; no field is named `{value}` ({hint})"
+            ),
+        );
+        return ScopeRule::Account;
+    };
+    let problem = if field.skip {
+        Some(format!(
+            "`{value}` is #[sync(skip)]: a local-only field cannot decide where a record is shared; name a synced `references` field"
+        ))
+    } else if field.references.is_none() {
+        Some(format!(
+            "`{value}` does not reference another entity: a record shares the scope of the record its scope field references; add #[sync(references = \"...\")] to it, or use scope = \"self\""
+        ))
+    } else if field.ty.nullable {
+        Some(format!(
+            "`{value}` is optional: every record needs a scope, so its scope field must always hold an id; make it `Uuid`, not `Option<Uuid>`"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            cx.error_spanned_by(lit, message);
+            ScopeRule::Account
+        }
+        None => ScopeRule::Via {
+            field: field.name.clone(),
+        },
+    }
+}
+
 /// English plural of a snake_case name, for default table names.
 fn pluralize(s: &str) -> String {
     if s.ends_with('s') || s.ends_with('x') || s.ends_with("ch") || s.ends_with("sh") {
@@ -236,6 +305,7 @@ pub(crate) struct Container {
     outbox: Attr<OutboxMode>,
     renamed_from: Attr<String>,
     renamed_from_lit: Option<LitStr>,
+    scope: Attr<LitStr>,
     runtime_crate: Attr<syn::Path>,
 }
 
@@ -248,6 +318,7 @@ fn parse_container(cx: &Ctxt, input: &DeriveInput) -> Container {
         outbox: Attr::none("outbox"),
         renamed_from: Attr::none("renamed_from"),
         renamed_from_lit: None,
+        scope: Attr::none("scope"),
         runtime_crate: Attr::none("crate"),
     };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("sync")) {
@@ -277,6 +348,9 @@ fn parse_container(cx: &Ctxt, input: &DeriveInput) -> Container {
                 let lit = string_value(&meta)?;
                 c.renamed_from.set(cx, &meta.path, lit.value());
                 c.renamed_from_lit.get_or_insert(lit);
+            } else if meta.path.is_ident("scope") {
+                let lit = string_value(&meta)?;
+                c.scope.set(cx, &meta.path, lit);
             } else if meta.path.is_ident("crate") {
                 let lit = string_value(&meta)?;
                 let path: syn::Path = lit.parse().map_err(|_| {
