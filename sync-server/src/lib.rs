@@ -195,6 +195,7 @@
 mod db;
 mod history;
 mod http;
+mod jwt;
 mod logic;
 mod registry;
 
@@ -206,12 +207,14 @@ use sync_runtime::Syncable;
 use sync_runtime::protocol::Problem;
 
 pub use db::DbError;
+pub use jwt::{JwtKeyError, JwtVerifier};
 pub use sync_runtime::migrations::{MigrationFile, Migrations, MigrationsError};
 
-/// Resolves a bearer token to the account it may act for.
+/// Resolves a bearer token to the account (the principal) it may act for.
 ///
 /// Every query the server runs is scoped to that account: no request can read or write
-/// another account's rows.
+/// another account's rows. Implementations: [`StaticTokens`] (a fixed table) and
+/// [`JwtVerifier`] (JSON Web Tokens from an identity provider).
 pub trait TokenVerifier: Send + Sync + 'static {
     /// The account of `token`, or `None` if the token is not valid (401).
     fn verify(&self, token: &str) -> Option<String>;

@@ -687,6 +687,91 @@ async fn an_expired_token_is_refreshed_or_pauses_as_auth_failed() {
     assert_eq!(b.store().outbox().unwrap()[0].attempt_count, 0);
 }
 
+/// A JSON Web Token (HS256) from a test identity provider, for principal `sub`,
+/// expiring `ttl` seconds from now (negative: expired).
+fn jwt(sub: &str, ttl: i64) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({
+            "sub": sub,
+            "exp": chrono::Utc::now().timestamp() + ttl,
+            "iss": "https://id.test/",
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
+    )
+    .unwrap()
+}
+
+const JWT_SECRET: &[u8] = b"the test identity provider's 32+ byte secret";
+
+/// Issue "Sharing and partial sync", item 2 (the token verifier): bearer tokens that are
+/// JSON Web Tokens from an identity provider. A device syncs under its token's
+/// principal (`sub`); another principal's device sees none of it, another device of the
+/// same principal sees all of it; an expired token pauses the engine as "sign in again"
+/// (nothing sent, nothing dead) until the app's refresher hands it a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_web_tokens_name_the_principal_and_an_expired_one_asks_for_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::builder()
+        .token_verifier(sync_server::JwtVerifier::hs256(JWT_SECRET).issuer("https://id.test/"))
+        .open_sqlite(&dir.path().join("server.db"), support::sqlite_migrations())
+        .await
+        .unwrap();
+    let url = support::serve(&server).await;
+    let alice = Device::open(
+        &url,
+        &dir.path().join("alice.db"),
+        config(&jwt("alice", 600)),
+    );
+    let p = project();
+    alice.store().create(&p).unwrap();
+    let r = alice.sync_until_quiet().await;
+    assert_eq!((r.applied, r.dead), (1, 0), "{r:?}");
+    let bob = Device::open(&url, &dir.path().join("bob.db"), config(&jwt("bob", 600)));
+    bob.sync_until_quiet().await;
+    assert!(bob.store().get::<Project>(p.id).unwrap().is_none());
+    let alice2 = Device::open(
+        &url,
+        &dir.path().join("alice2.db"),
+        config(&jwt("alice", 600)),
+    );
+    alice2.sync_until_quiet().await;
+    assert!(alice2.store().get::<Project>(p.id).unwrap().is_some());
+    // Expired an hour ago: paused, the edit kept and never attempted.
+    let mut cfg = config(&jwt("alice", -3600));
+    let refreshed = Arc::new(Mutex::new(None::<String>));
+    let source = refreshed.clone();
+    cfg.refresher = Some(Arc::new(move || source.lock().unwrap().clone()));
+    let late = Device::open(&url, &dir.path().join("late.db"), cfg);
+    let q = project();
+    late.store().create(&q).unwrap();
+    let r = late.sync().await;
+    assert!(
+        matches!(r.paused, Some(PauseReason::AuthFailed(_))),
+        "{r:?}"
+    );
+    assert_eq!(late.store().outbox().unwrap()[0].attempt_count, 0);
+    // A token for another issuer is refused the same way.
+    *refreshed.lock().unwrap() = Some(
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": "alice", "exp": chrono::Utc::now().timestamp() + 600, "iss": "https://evil.test/"}),
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
+        )
+        .unwrap(),
+    );
+    let r = late.sync().await;
+    assert!(
+        matches!(r.paused, Some(PauseReason::AuthFailed(_))),
+        "{r:?}"
+    );
+    *refreshed.lock().unwrap() = Some(jwt("alice", 600));
+    let r = late.sync_until_quiet().await;
+    assert!(r.paused.is_none() && r.dead == 0, "{r:?}");
+    alice.sync_until_quiet().await;
+    assert!(alice.store().get::<Project>(q.id).unwrap().is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_back_off_then_die_and_can_be_retried() {
     let s = server().await;
