@@ -62,6 +62,7 @@ pub mod protocol;
 #[cfg(feature = "sqlite")]
 pub mod store;
 mod syncable;
+pub mod text;
 pub mod time;
 
 pub use chrono;
