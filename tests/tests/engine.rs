@@ -897,6 +897,71 @@ async fn the_status_tells_the_engines_state_and_which_records_wait() {
     assert_eq!(a.store().status().unwrap().pending, 0);
 }
 
+/// Issue "The app developer's side", item 3: a dead item's local value stays visible on
+/// its row, marked failed, until it is retried or discarded, also when the device pulls
+/// another device's edit of the same record meanwhile; a retry then sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_edit_stays_visible_on_its_row_until_retried() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let t = task(p.id, "kept");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    a.store()
+        .update(&Task {
+            title: "edited here".into(),
+            ..t.clone()
+        })
+        .unwrap();
+    // The server fails until the item's attempts run out: dead, and never applied.
+    a.faults.lock().unwrap().fail = Some((503, None, 100));
+    for _ in 0..3 {
+        a.sync().await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    a.faults.lock().unwrap().fail = None;
+    assert_eq!(a.store().status().unwrap().dead.len(), 1);
+    let shown = |d: &Device| {
+        let t = d.store().get::<Task>(t.id).unwrap().unwrap();
+        let m = d.store().record_meta::<Task>(t.id).unwrap().unwrap();
+        (t.title, t.status, m.sync_status)
+    };
+    assert_eq!(
+        shown(&a),
+        ("edited here".into(), "open".into(), RecordStatus::Failed)
+    );
+    // Another device's edit of another field arrives: both show.
+    b.store()
+        .update(&Task {
+            status: "done".into(),
+            ..t.clone()
+        })
+        .unwrap();
+    b.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    assert_eq!(
+        shown(&a),
+        ("edited here".into(), "done".into(), RecordStatus::Failed)
+    );
+    // Retried: sent, and every replica agrees.
+    assert_eq!(a.store().retry_dead().unwrap(), 1);
+    let r = a.sync_until_quiet().await;
+    assert_eq!((r.applied, r.dead), (1, 0), "{r:?}");
+    b.sync_until_quiet().await;
+    assert_eq!(
+        shown(&a),
+        ("edited here".into(), "done".into(), RecordStatus::Clean)
+    );
+    assert_eq!(
+        shown(&b),
+        ("edited here".into(), "done".into(), RecordStatus::Clean)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_mutation_blocks_only_its_record() {
     let s = server().await;

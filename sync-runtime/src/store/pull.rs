@@ -551,9 +551,19 @@ pub(crate) fn rebase_onto(
     if conflicted {
         return rebase_conflicted(conn, table, s, pending);
     }
+    // Dead items stay visible on the row (marked failed) until they are retried or
+    // discarded: the user's edit does not vanish because another device's arrived.
+    let (pending, dead) = if s.deleted {
+        (pending, false)
+    } else {
+        let all = items_of(conn, &table.entity.name, s.entity_id)?;
+        let dead = all.len() > pending.len();
+        (all, dead)
+    };
     if pending.is_empty() {
         return put_server_row(conn, table, s);
     }
+    let status = if dead { "failed" } else { "pending" };
     let ops: Vec<(MutationOp, String)> = pending.into_iter().map(|(_, op, p)| (op, p)).collect();
     let base_record = if s.deleted && ops.first().map(|o| o.0) != Some(MutationOp::Create) {
         // Deleted on the server; a pending update cannot revive it (delete wins). Keep the
@@ -571,7 +581,7 @@ pub(crate) fn rebase_onto(
             table,
             &record,
             &clocks,
-            "pending",
+            status,
             false,
             s.version,
             &s.server_updated_at,

@@ -10,7 +10,7 @@ use crate::hlc::Hlc;
 use crate::protocol::{MutationOp, MutationResult, ServerRecord};
 use crate::syncable::Record;
 use const_format::concatcp;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -159,6 +159,26 @@ pub(crate) fn pending_for(
         out.push((r.get(0)?, super::parse_op(&op)?, r.get(2)?));
     }
     out.sort_by_key(|x| x.0);
+    Ok(out)
+}
+
+/// Every outbox item of one record, dead ones included, in order: what the row shows.
+pub(crate) fn items_of(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(concatcp!(
+        "SELECT \"id\", \"op\", \"payload\" FROM \"",
+        meta::OUTBOX,
+        "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 ORDER BY \"id\""
+    ))?;
+    let mut rows = stmt.query(params![entity, id.to_string()])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let op: String = r.get(1)?;
+        out.push((r.get(0)?, super::parse_op(&op)?, r.get(2)?));
+    }
     Ok(out)
 }
 
@@ -560,13 +580,42 @@ impl LocalStore {
         retry_at: &str,
         max_attempts: i64,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for id in ids {
-            conn.execute(
+            tx.execute(
                 concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"status\" = CASE WHEN \"attempt_count\" >= ?1 THEN 'dead' ELSE 'failed' END, \"next_attempt_at\" = ?2, \"last_error\" = ?3 WHERE \"id\" = ?4"),
                 params![max_attempts, retry_at, error, id],
             )?;
+            // Its record is marked failed (RecordStatus::Failed), unless a conflict
+            // waits for the user there.
+            let of: Option<(String, String)> = tx
+                .query_row(
+                    concatcp!(
+                        "SELECT \"entity_type\", \"entity_id\" FROM \"",
+                        meta::OUTBOX,
+                        "\" WHERE \"id\" = ?1"
+                    ),
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((entity, record)) = of
+                && let Some(table) = self.table_of(&entity)
+            {
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET {} = 'failed' WHERE {} = ?1 AND {} <> 'conflicted'",
+                        q(&table.entity.table),
+                        q(meta::STATUS),
+                        q(&table.entity.id_field().column),
+                        q(meta::STATUS)
+                    ),
+                    [record],
+                )?;
+            }
         }
+        tx.commit()?;
         drop(conn);
         self.notify_status();
         Ok(())
