@@ -4,13 +4,14 @@
 //! ```text
 //! cargo run -p tasks --bin tasks-server -- --listen 127.0.0.1:8080 --token dev-token=dev
 //! cargo run -p tasks --bin tasks-server -- --postgres postgres://postgres@127.0.0.1/test
+//! TASKS_JWT_SECRET=... cargo run -p tasks --bin tasks-server -- --jwt-secret-env TASKS_JWT_SECRET
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use sync_server::{Server, StaticTokens};
+use sync_server::{JwtVerifier, Server, StaticTokens};
 use tasks::model::{Comment, Project, Task};
 
 /// Serves the tasks model over HTTP.
@@ -29,6 +30,13 @@ struct Args {
     /// A bearer token and the account it acts for, as TOKEN=ACCOUNT (repeatable).
     #[arg(long = "token", default_value = "dev-token=dev")]
     tokens: Vec<String>,
+    /// Take JSON Web Tokens (HS256) instead of fixed tokens: the name of the environment
+    /// variable that holds the shared secret. The principal is the token's `sub`.
+    #[arg(long = "jwt-secret-env", value_name = "VAR")]
+    jwt_secret_env: Option<String>,
+    /// With --jwt-secret-env: the issuer (`iss`) tokens must name.
+    #[arg(long = "jwt-issuer", requires = "jwt_secret_env")]
+    jwt_issuer: Option<String>,
 }
 
 #[tokio::main]
@@ -49,8 +57,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = Server::builder()
         .entity::<Project>()
         .entity::<Task>()
-        .entity::<Comment>()
-        .token_verifier(StaticTokens::new(pairs));
+        .entity::<Comment>();
+    let builder = match &args.jwt_secret_env {
+        Some(var) => {
+            let secret = std::env::var(var).map_err(|_| {
+                format!("--jwt-secret-env {var}: the environment variable `{var}` is not set; export the identity provider's HS256 secret in it")
+            })?;
+            let mut verifier = JwtVerifier::hs256(secret.as_bytes());
+            if let Some(iss) = &args.jwt_issuer {
+                verifier = verifier.issuer(iss);
+            }
+            builder.token_verifier(verifier)
+        }
+        None => builder.token_verifier(StaticTokens::new(pairs)),
+    };
     let server = match &args.postgres {
         Some(url) => {
             builder
