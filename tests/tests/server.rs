@@ -886,7 +886,8 @@ async fn a_retry_rejected_as_unknown_record_is_evaluated_again(s: &TestServer) {
 /// The other side of IDEM-1's exception (simulation seed 7316): the device that was told
 /// `unknown-record` sent the record again as a create carrying the update's dot; a copy
 /// of that device restored from a backup of its own database (the update still unsent
-/// there) sends the update again under its key, with a dot of its new session. The
+/// there) sends the update again under its key, with a dot of its new session (a runtime
+/// that drew dots at first sending, or a backup that held the item without one). The
 /// retry counts as its first delivery: its dot is the first one, which the record
 /// holds, so its `sum` operations are not applied again (the rest of its patch is).
 async fn a_retry_evaluated_again_counts_as_its_first_delivery(s: &TestServer) {

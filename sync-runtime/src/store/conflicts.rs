@@ -258,6 +258,23 @@ impl LocalStore {
                 push.insert(c.field.clone(), v.clone());
             }
         }
+        // The server's record holds this item's `sum` contributions already (its first
+        // delivery was applied, lost in a restore, and the record sent again): the
+        // merge carries none of them, or they would count twice under the merge's new
+        // dot.
+        if dot_included(&item.payload, answer.dots.as_ref())
+            || dot_included(&item.payload, server.dots.as_ref())
+        {
+            for f in table
+                .entity
+                .synced_fields()
+                .filter(|f| f.merge == sync_model::MergeStrategy::Sum)
+            {
+                if let Some(v) = against.record.get(&f.name) {
+                    push.insert(f.name.clone(), v.clone());
+                }
+            }
+        }
         // The rewritten item keeps the stamps of the edits it carries (the merged clocks),
         // not a new one: a later edit of the same field on this device, already queued
         // behind it, must still win.
@@ -277,7 +294,7 @@ impl LocalStore {
         // item of this push may be applied, its dot above the item's, so the merge's
         // must be above it (see `LocalStore::redot_after`).
         let payload = payload.map(|p| self.dotted(table.entity, MutationOp::Update, &p));
-        self.redot_after(tx, table, id, item.id)?;
+        self.redot_after(tx, table, id, item.id, server.dots.as_ref())?;
         match payload {
             Some(payload) => {
                 tx.execute(

@@ -391,8 +391,11 @@ impl LocalStore {
     }
 
     /// New dots, in queue order, for the items of record `id` after outbox item `after`
-    /// that hold one and were never sent: the item `after` was merged after a conflict
-    /// and drew a new dot, and theirs must stay above it.
+    /// that hold a dot of this session, were never sent and whose dot the server's
+    /// record (`dots`) does not include: the item `after` was merged after a conflict
+    /// and drew a new dot of this session, and theirs must stay above it. Dots of other
+    /// sessions (an earlier life of the database) need no order against it, and an
+    /// included dot must stay as it is, or its contribution would count again.
     ///
     /// A record's dots keep one number per session (PROTOCOL.md SUM-2), so a session's
     /// dots of one record must reach the server in rising order. Dots are drawn when an
@@ -406,6 +409,7 @@ impl LocalStore {
         table: &Table,
         id: Uuid,
         after: i64,
+        dots: Option<&crate::protocol::Dots>,
     ) -> Result<(), StoreError> {
         let items = read_outbox(
             conn,
@@ -415,7 +419,11 @@ impl LocalStore {
                 id
             ),
         )?;
-        for item in items.iter().filter(|i| i.payload.get(DOT_MEMBER).is_some()) {
+        let session = &self.inner.dot_session;
+        for item in items.iter().filter(|i| {
+            payload_dot(&i.payload).is_some_and(|d| d.session == *session)
+                && !dot_included(&i.payload, dots)
+        }) {
             self.give_dot(conn, item)?;
         }
         Ok(())
@@ -445,7 +453,8 @@ impl LocalStore {
 
     /// Gives every unsent item that adds to `sum` fields and holds no dot one, in queue
     /// order: items queued by a runtime that drew dots when it first sent an item (see
-    /// [`LocalStore::dotted`]), or rewritten by it. Run when the store opens,
+    /// [`LocalStore::dotted`]), or rewritten by it (a dot it drew for another key of
+    /// the item, which it would have drawn again, counts as none). Run when the store opens,
     /// before anything is queued in this session. Returns how many it gave.
     pub(crate) fn dot_unsent_items(&self, conn: &Connection) -> Result<usize, StoreError> {
         let items = read_outbox(conn, "\"attempt_count\" = 0 AND \"status\" = 'pending'")?;
@@ -454,7 +463,15 @@ impl LocalStore {
             let Some(table) = self.table_of(&item.entity_type) else {
                 continue;
             };
-            if item.payload.get(DOT_MEMBER).is_some()
+            // A dot an older runtime drew for another key of the item (it redrew those
+            // when sending) counts as none.
+            let stale = item
+                .payload
+                .get(DOT_MEMBER)
+                .and_then(|d| d.get("key"))
+                .and_then(Json::as_str)
+                .is_some_and(|k| k != item.idempotency_key);
+            if (item.payload.get(DOT_MEMBER).is_some() && !stale)
                 || !takes_dot(table.entity, item.op, &item.payload)
             {
                 continue;

@@ -553,12 +553,24 @@ pub(crate) fn rebase_onto(
     }
     // Dead items stay visible on the row (marked failed) until they are retried or
     // discarded: the user's edit does not vanish because another device's arrived.
+    // Items whose dot the server's record includes are in it already (their responses
+    // were lost, or they died after the server applied them): not replayed on top, or
+    // their `sum` deltas would show twice.
     let (pending, dead) = if s.deleted {
         (pending, false)
     } else {
         let all = items_of(conn, &table.entity.name, s.entity_id)?;
         let dead = all.len() > pending.len();
         (all, dead)
+    };
+    let pending: Vec<(i64, MutationOp, String)> = match &s.dots {
+        Some(dots) => pending
+            .into_iter()
+            .filter(|(_, _, p)| {
+                serde_json::from_str::<Json>(p).map_or(true, |p| !dot_included(&p, Some(dots)))
+            })
+            .collect(),
+        None => pending,
     };
     if pending.is_empty() {
         return put_server_row(conn, table, s);

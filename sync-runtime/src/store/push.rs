@@ -58,6 +58,24 @@ pub(crate) fn take_checked(
 /// [`LocalStore::dotted`]).
 pub(crate) const DOT_MEMBER: &str = "dot";
 
+/// The dot an outbox payload holds, if any (its `{"session", "seq"}`; see
+/// [`LocalStore::dotted`]).
+pub(crate) fn payload_dot(payload: &Json) -> Option<crate::protocol::Dot> {
+    let d = payload.get(DOT_MEMBER)?;
+    Some(crate::protocol::Dot {
+        session: d.get("session")?.as_str()?.to_string(),
+        seq: d.get("seq")?.as_u64()?,
+    })
+}
+
+/// Whether `payload`'s dot is among `dots` (the server holds its `sum` contributions).
+pub(crate) fn dot_included(payload: &Json, dots: Option<&crate::protocol::Dots>) -> bool {
+    match (payload_dot(payload), dots) {
+        (Some(d), Some(dots)) => d.included_in(dots),
+        _ => false,
+    }
+}
+
 /// The member of an outbox payload that holds the keys whose change the item carries
 /// ([`Mutation::replaces`](crate::protocol::Mutation::replaces)).
 pub(crate) const REPLACES_MEMBER: &str = "replaces";

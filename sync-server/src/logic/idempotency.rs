@@ -143,8 +143,10 @@ pub(crate) async fn store_result(
     // is kept with it, so that the retry counts as this delivery. A device that turned
     // the mutation into a create of the record under a new key (the server lost the
     // record) carries this dot into the record; a device restored from a backup of its
-    // own database sends the mutation again under its key, drawing another dot, and
-    // must be found in the record all the same (simulation seed 7316).
+    // own database sends the mutation again under its key, with another dot when its
+    // runtime drew dots at first sending (before dots were drawn at queueing) or the
+    // backup held the item without one, and must be found in the record all the same
+    // (simulation seed 7316).
     if let (MutationResult::Rejected { problem, .. }, Some(dot), Some(obj)) =
         (result, &m.dot, stored.as_object_mut())
         && problem.problem_type.ends_with("/unknown-record")
