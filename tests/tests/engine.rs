@@ -1005,6 +1005,68 @@ async fn a_dead_item_the_server_applied_shows_once_on_its_row() {
     assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 5);
 }
 
+/// The same on a record with an open conflict: a dead edit stays on the row when
+/// another device's change arrives, and resolving the conflict with the local values
+/// sends it (the resolution replaces the dead item; before, it dropped both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_edit_on_a_conflicted_record_is_kept_by_keep_local() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let t = task(p.id, "kept");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    b.store()
+        .update(&Task {
+            price_cents: 300,
+            ..t.clone()
+        })
+        .unwrap();
+    b.sync_until_quiet().await;
+    a.store()
+        .update(&Task {
+            price_cents: 200,
+            ..t.clone()
+        })
+        .unwrap();
+    a.sync_until_quiet().await;
+    assert_eq!(a.store().conflicts().unwrap().len(), 1);
+    let mut titled = a.store().get::<Task>(t.id).unwrap().unwrap();
+    titled.title = "edited here".into();
+    a.store().update(&titled).unwrap();
+    a.faults.lock().unwrap().fail = Some((503, None, 100));
+    for _ in 0..3 {
+        a.sync().await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    a.faults.lock().unwrap().fail = None;
+    assert_eq!(a.store().status().unwrap().dead.len(), 1);
+    let mut done = b.store().get::<Task>(t.id).unwrap().unwrap();
+    done.status = "done".into();
+    b.store().update(&done).unwrap();
+    b.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    let shown = a.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!(
+        (
+            shown.title.as_str(),
+            shown.status.as_str(),
+            shown.price_cents
+        ),
+        ("edited here", "done", 200)
+    );
+    a.store().keep_local::<Task>(t.id).unwrap();
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    let on_server = &server_records(&s.url).await[&t.id];
+    assert_eq!(on_server["title"], "edited here");
+    assert_eq!(on_server["status"], "done");
+    assert_eq!(on_server["price_cents"], 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_mutation_blocks_only_its_record() {
     let s = server().await;

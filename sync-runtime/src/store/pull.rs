@@ -548,9 +548,6 @@ pub(crate) fn rebase_onto(
             return put_server_row(conn, table, s);
         }
     }
-    if conflicted {
-        return rebase_conflicted(conn, table, s, pending);
-    }
     // Dead items stay visible on the row (marked failed) until they are retried or
     // discarded: the user's edit does not vanish because another device's arrived.
     // Items whose dot the server's record includes are in it already (their responses
@@ -572,6 +569,10 @@ pub(crate) fn rebase_onto(
             .collect(),
         None => pending,
     };
+    // (A conflicted row shows them too, under the conflict's local values.)
+    if conflicted {
+        return rebase_conflicted(conn, table, s, pending);
+    }
     if pending.is_empty() {
         return put_server_row(conn, table, s);
     }
