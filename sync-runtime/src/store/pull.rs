@@ -527,7 +527,7 @@ pub(crate) fn rebase_onto(
     table: &Table,
     s: &ServerRecord,
 ) -> Result<(), StoreError> {
-    let pending = pending_for(conn, &table.entity.name, s.entity_id)?;
+    let all = items_of(conn, &table.entity.name, s.entity_id)?;
     let conflicted: bool = conn
         .prepare_cached(&table.pull.conflicted)?
         .query_row([s.entity_id.to_string()], |r| r.get(0))
@@ -553,13 +553,12 @@ pub(crate) fn rebase_onto(
     // Items whose dot the server's record includes are in it already (their responses
     // were lost, or they died after the server applied them): not replayed on top, or
     // their `sum` deltas would show twice.
-    let (pending, dead) = if s.deleted {
-        (pending, false)
-    } else {
-        let all = items_of(conn, &table.entity.name, s.entity_id)?;
-        let dead = all.len() > pending.len();
-        (all, dead)
-    };
+    let dead = !s.deleted && all.iter().any(|i| i.3);
+    let pending: Vec<(i64, MutationOp, String)> = all
+        .into_iter()
+        .filter(|i| !(s.deleted && i.3))
+        .map(|(n, op, p, _)| (n, op, p))
+        .collect();
     let pending: Vec<(i64, MutationOp, String)> = match &s.dots {
         Some(dots) => pending
             .into_iter()

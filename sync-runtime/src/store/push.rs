@@ -165,29 +165,22 @@ pub(crate) fn pending_for(
     entity: &str,
     id: Uuid,
 ) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
-    let mut stmt = conn.prepare_cached(concatcp!(
-        "SELECT \"id\", \"op\", \"payload\" FROM \"",
-        meta::OUTBOX,
-        "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead'"
-    ))?;
-    let mut rows = stmt.query(params![entity, id.to_string()])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let op: String = r.get(1)?;
-        out.push((r.get(0)?, super::parse_op(&op)?, r.get(2)?));
-    }
-    out.sort_by_key(|x| x.0);
-    Ok(out)
+    Ok(items_of(conn, entity, id)?
+        .into_iter()
+        .filter(|i| !i.3)
+        .map(|(n, op, p, _)| (n, op, p))
+        .collect())
 }
 
-/// Every outbox item of one record, dead ones included, in order: what the row shows.
+/// Every outbox item of one record, dead ones included, in order, each with whether it
+/// is dead: what the row shows.
 pub(crate) fn items_of(
     conn: &Connection,
     entity: &str,
     id: Uuid,
-) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
+) -> Result<Vec<(i64, MutationOp, String, bool)>, StoreError> {
     let mut stmt = conn.prepare_cached(concatcp!(
-        "SELECT \"id\", \"op\", \"payload\" FROM \"",
+        "SELECT \"id\", \"op\", \"payload\", \"status\" = 'dead' FROM \"",
         meta::OUTBOX,
         "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 ORDER BY \"id\""
     ))?;
@@ -195,7 +188,7 @@ pub(crate) fn items_of(
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let op: String = r.get(1)?;
-        out.push((r.get(0)?, super::parse_op(&op)?, r.get(2)?));
+        out.push((r.get(0)?, super::parse_op(&op)?, r.get(2)?, r.get(3)?));
     }
     Ok(out)
 }
