@@ -772,7 +772,25 @@ impl Sim {
             let store = c.engine.as_ref().unwrap().store();
             let meta = store.record_meta::<Task>(id).unwrap();
             let token = store.sync_state("sim").unwrap().change_token;
-            self.note(format!("{} holds {id}: {meta:?}, token {token:?}", c.name));
+            let items: Vec<String> = store
+                .outbox()
+                .unwrap()
+                .into_iter()
+                .filter(|o| o.entity_id == id)
+                .map(|o| {
+                    format!(
+                        "{}#{} {:?} {:?}",
+                        o.id,
+                        &o.idempotency_key[..8],
+                        o.op,
+                        o.status
+                    )
+                })
+                .collect();
+            self.note(format!(
+                "{} holds {id}: {meta:?}, token {token:?}, items {items:?}",
+                c.name
+            ));
         }
         let crashed = std::mem::take(&mut self.faults.lock().unwrap().crashed);
         if crashed {
@@ -1259,11 +1277,24 @@ impl Sim {
                 busy |= s.pending > 0 || !s.conflicted.is_empty();
             }
             if !busy {
-                // One more pull for everyone, now that nobody pushes.
+                // One more pull for everyone, now that nobody pushes. A pull can queue
+                // work (a restart after a restore sends again what the server lost):
+                // then the rounds go on.
+                let mut queued = false;
                 for i in 0..self.clients.len() {
                     self.sync(i).await;
+                    let s = self.clients[i]
+                        .engine
+                        .as_ref()
+                        .unwrap()
+                        .store()
+                        .status()
+                        .unwrap();
+                    queued |= s.pending > 0 || !s.conflicted.is_empty();
                 }
-                return Ok(());
+                if !queued {
+                    return Ok(());
+                }
             }
         }
         Err("the clients never became quiet".into())
@@ -1337,8 +1368,12 @@ impl Sim {
                     .keys()
                     .filter(|k| server.get(*k).is_some_and(|v| v != &local[*k]))
                     .collect();
+                let first = differ
+                    .first()
+                    .map(|k| format!(" (first: here {}, on the server {})", local[*k], server[*k]))
+                    .unwrap_or_default();
                 return Err(format!(
-                    "{} differs from the server: only here {only_here:?}, only on the server {only_server:?}, different {differ:?}",
+                    "{} differs from the server: only here {only_here:?}, only on the server {only_server:?}, different {differ:?}{first}",
                     c.name
                 ));
             }
@@ -1391,9 +1426,12 @@ impl Sim {
                     .get(id)
                     .copied()
                     .unwrap_or(0);
-                if self.restores == 0 && (likes > *inc || likes < *inc - at_risk) {
+                if (self.restores == 0 || strict_restores())
+                    && (likes > *inc || likes < *inc - at_risk)
+                {
                     return Err(format!(
-                        "task {id}: likes is {likes} on the server, but the increments add up to {inc} ({at_risk} of them made on a device after a backup of it that was restored)"
+                        "task {id}: likes is {likes} on the server, but the increments add up to {inc} ({at_risk} of them made on a device after a backup of it that was restored; {} server restores)",
+                        self.restores
                     ));
                 }
                 // After a restore: nothing doubled, nothing made since the restore lost.
@@ -1406,6 +1444,18 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// Whether a server restore is held to the same account of increments as a run without
+/// one (`SYNC_SIM_STRICT_RESTORES=1`): every increment counts, except those made on a
+/// device after a backup of it that was restored. Devices send again what a restore lost
+/// (`AckLog`), but one class still loses increments (see ARCHITECTURE.md, "Dots after a
+/// restore"): a later increment of the same record from the same store session reaching
+/// the restored server before the device noticed the restore makes the server take the
+/// earlier ones for counted. Off by default until that class is closed; CI runs the
+/// weaker bound (nothing doubled, nothing made since the last restore lost).
+fn strict_restores() -> bool {
+    std::env::var("SYNC_SIM_STRICT_RESTORES").as_deref() == Ok("1")
 }
 
 async fn run_seed(seed: u64, steps: usize, postgres: Option<&str>) -> Result<Vec<String>, String> {

@@ -135,9 +135,14 @@
 //!   standing for its stamp. A create that
 //!   finds the record holding its own stamps (its first delivery was lost in the
 //!   restore and another device sent the record again) is answered as applied.
-//! - What a restore loses: edits acknowledged between the backup and the restore to
-//!   records the server still holds. The server's copy wins on every device. Edits made
-//!   after the restore are never lost.
+//! - Edits acknowledged between the backup and the restore to records the server still
+//!   holds: the device that made each one sends it again (same key, same body) after
+//!   the restart that reveals the restore (`sync_runtime::store::AckLog`). The server
+//!   answers a key it holds from its stored outcome (keys are compacted, never deleted)
+//!   and applies the others as late mutations. What a restore still loses: changes
+//!   older than the devices' log window, changes of devices that never sync again, and
+//!   increments whose record's dots a later increment of the same session claimed first
+//!   (see ARCHITECTURE.md). Edits made after the restore are never lost.
 //!
 //! A compacted idempotency key answered with a rejection is evaluated again (nothing of
 //! it was applied, and its reason, such as an unknown record, may no longer hold).

@@ -16,7 +16,7 @@ use sync_runtime::engine::{
 };
 use sync_runtime::prelude::*;
 use sync_runtime::protocol::{ChangesResponse, PushRequest, PushResponse, SnapshotResponse};
-use sync_runtime::store::{LocalStore, OutboxStatus, RecordStatus};
+use sync_runtime::store::{AckLog, LocalStore, OutboxStatus, RecordStatus};
 
 /// Faults to inject, changed by the test between runs.
 #[derive(Default)]
@@ -175,7 +175,17 @@ impl Device {
         d
     }
 
-    fn open(url: &str, path: &std::path::Path, mut config: EngineConfig) -> Device {
+    fn open(url: &str, path: &std::path::Path, config: EngineConfig) -> Device {
+        Device::open_with(url, path, config, AckLog::default())
+    }
+
+    /// [`Device::open`] with a store keeping `ack_log` of the acknowledged changes.
+    fn open_with(
+        url: &str,
+        path: &std::path::Path,
+        mut config: EngineConfig,
+        ack_log: AckLog,
+    ) -> Device {
         let wall_skew_ms = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let skew = wall_skew_ms.clone();
         let store = tasks::store_builder(path)
@@ -184,6 +194,7 @@ impl Device {
                 let real = chrono::Utc::now().timestamp_millis();
                 (real + skew.load(std::sync::atomic::Ordering::SeqCst)) as u64
             })
+            .ack_log(ack_log)
             .open()
             .unwrap();
         let mono_extra_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -1724,6 +1735,167 @@ async fn two_devices_recreating_a_lost_record_do_not_double_its_sums() {
     }
 }
 
+/// Issue "Nothing lost at the edges", class 6: edits the server acknowledged between a
+/// backup and a restore, to a record the restore kept (an older copy of it). Before, the
+/// restored copy won on every device and the edits were gone. Each device keeps the
+/// changes the server acknowledged (`AckLog`) and sends them again after the restart, under
+/// their own keys: every field merges as a late change would (`lww` by its stamp, `union`
+/// ops, `sum` deltas once, `manual` against the restored record), and an edit made after
+/// the restore still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_a_restore_lost_on_a_record_it_kept_are_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url, a, b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    let mut t = task(p.id, "before the backup");
+    t.likes = 1;
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    // After the backup, A: a title, a tag, +2, a price; B: a status, +3, another tag.
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.title = "edited on A after the backup".into();
+    on_a.tags.insert("from-a".into());
+    on_a.likes += 2;
+    on_a.price_cents = 250;
+    a.store().update(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    let mut on_b = b.store().get::<Task>(t.id).unwrap().unwrap();
+    on_b.status = "doing".into();
+    on_b.likes += 3;
+    on_b.tags.insert("from-b".into());
+    b.store().update(&on_b).unwrap();
+    b.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    // Another record, so both tokens are past the backup.
+    a.store()
+        .create(&task(p.id, "created after the backup"))
+        .unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    drop((a, b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    assert_eq!(
+        server_records(&url).await[&t.id]["title"],
+        "before the backup",
+        "the restore lost the edits"
+    );
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    // B syncs first and edits the title after the restore: that edit is the latest.
+    b.sync_until_quiet().await;
+    let mut later = b.store().get::<Task>(t.id).unwrap().unwrap();
+    later.title = "edited on B after the restore".into();
+    b.store().update(&later).unwrap();
+    for _ in 0..3 {
+        b.sync_until_quiet().await;
+        a.sync_until_quiet().await;
+    }
+    let server = server_records(&url).await;
+    let r = &server[&t.id];
+    assert_eq!(
+        r["title"], "edited on B after the restore",
+        "the later edit wins"
+    );
+    assert_eq!(r["status"], "doing", "B's lost edit is back");
+    assert_eq!(r["likes"], 6, "1 + 2 + 3, each once");
+    assert_eq!(
+        r["price_cents"], 250,
+        "A's lost manual edit is back, no conflict"
+    );
+    let tags: BTreeSet<String> = serde_json::from_value(r["tags"].clone()).unwrap();
+    assert_eq!(
+        tags,
+        BTreeSet::from(["from-a".to_string(), "from-b".to_string()])
+    );
+    for d in [&a, &b] {
+        let status = d.store().status().unwrap();
+        assert_eq!(status.pending, 0, "{status:?}");
+        assert!(
+            status.dead.is_empty() && status.conflicted.is_empty(),
+            "{status:?}"
+        );
+        let mine = d.store().get::<Task>(t.id).unwrap().unwrap();
+        assert_eq!(mine.title, "edited on B after the restore");
+        assert_eq!((mine.likes, mine.price_cents), (6, 250));
+        assert_eq!(mine.status, "doing");
+    }
+}
+
+/// The acknowledged-change log's window (`AckLog`): a device keeping one change sends
+/// only its last one again after a restore, and a change older than the age limit is
+/// not sent again. What falls outside the window is what a restore loses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_gets_back_what_the_ack_log_window_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let one = AckLog {
+        max_changes: 1,
+        ..AckLog::default()
+    };
+    let brief = AckLog {
+        max_age: Duration::from_millis(1),
+        ..AckLog::default()
+    };
+    let a = Device::open_with(&url, &dir.path().join("a.db"), config("token-a"), one);
+    let c = Device::open_with(&url, &dir.path().join("c.db"), config("token-a"), brief);
+    let p = project();
+    let t = task(p.id, "before the backup");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    c.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    for edit in ["title", "status"] {
+        let mut x = a.store().get::<Task>(t.id).unwrap().unwrap();
+        match edit {
+            "title" => x.title = "A's first edit".into(),
+            _ => x.status = "doing".into(),
+        }
+        a.store().update(&x).unwrap();
+        a.sync_until_quiet().await;
+    }
+    c.sync_until_quiet().await;
+    let mut x = c.store().get::<Task>(t.id).unwrap().unwrap();
+    x.price_cents = 999;
+    c.store().update(&x).unwrap();
+    c.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    drop((a, c, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let a = Device::open_with(&url, &dir.path().join("a.db"), config("token-a"), one);
+    let c = Device::open_with(&url, &dir.path().join("c.db"), config("token-a"), brief);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..2 {
+        a.sync_until_quiet().await;
+        c.sync_until_quiet().await;
+    }
+    let r = &server_records(&url).await[&t.id];
+    assert_eq!(r["status"], "doing", "A's last change, kept, is back");
+    assert_eq!(
+        r["title"], "before the backup",
+        "A's first change fell out of its log"
+    );
+    assert_eq!(
+        r["price_cents"], 100,
+        "C's change was older than its log's age limit"
+    );
+    for d in [&a, &c] {
+        assert_eq!(d.store().status().unwrap().pending, 0);
+        assert_eq!(
+            d.store().get::<Task>(t.id).unwrap().unwrap().title,
+            "before the backup"
+        );
+    }
+}
+
 /// Issue "Nothing lost at the edges", class 6, its last case (seeds 11649, 15197, 16230
 /// and 23561 of the simulation): an increment whose first delivery the server applied
 /// between a backup and a restore, its response lost. Another device that pulled the
@@ -2153,7 +2325,20 @@ async fn a_conflict_on_an_item_the_record_holds_does_not_count_its_sums_again() 
     let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
     assert_eq!(b.sync_until_quiet().await.dead, 0);
     let r = a.sync_until_quiet().await;
-    assert_eq!((r.conflicted, r.dead), (1, 0), "{r:?}");
+    assert_eq!(r.dead, 0, "{r:?}");
+    // A's price meets C's: one conflict, on the `manual` field. (Since the restart holds
+    // A's item until the snapshot is in, it may surface in an earlier run of the loop
+    // than the last report's.)
+    let conflicts = a.store().conflicts().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(
+        conflicts[0]
+            .fields
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect::<Vec<_>>(),
+        ["price_cents"]
+    );
     for c in a.store().conflicts().unwrap() {
         a.store().keep_server::<Task>(c.id).unwrap();
     }

@@ -68,6 +68,7 @@
 //! copy up to date while it exists. A pulled record the device never touched is written
 //! once, to its row (see `BENCHMARKS.md`: this halved the work of applying a page).
 
+mod acklog;
 mod columns;
 mod conflicts;
 mod migrations;
@@ -94,6 +95,8 @@ use sync_model::{Entity, Model, OutboxMode};
 use uuid::Uuid;
 
 pub use crate::protocol::MutationOp;
+pub use acklog::AckLog;
+pub(crate) use acklog::*;
 pub use conflicts::Conflict;
 pub(crate) use conflicts::*;
 pub use migrations::{MigrationFile, Migrations};
@@ -259,6 +262,7 @@ pub struct StoreBuilder {
     wall_clock: Option<WallClock>,
     key_source: Option<KeySource>,
     durability: Durability,
+    ack_log: AckLog,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -282,6 +286,8 @@ struct Inner {
     /// (0 until then, and when within [`CLOCK_OFFSET_RESOLUTION_MS`]).
     clock_offset_ms: std::sync::atomic::AtomicI64,
     key_source: Option<KeySource>,
+    /// How many acknowledged changes are kept to send again after a restore.
+    ack_log: AckLog,
     /// This opening of the store: the session of the dots it draws (16 hex digits,
     /// random; see [`crate::protocol::Dot`]), and the last number drawn.
     dot_session: String,

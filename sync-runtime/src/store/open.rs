@@ -35,6 +35,14 @@ impl StoreBuilder {
         self
     }
 
+    /// How many of the changes the server acknowledged are kept, and for how long, to
+    /// send them again if the server is restored from a backup taken before them
+    /// (default [`AckLog::default`]: 10,000 changes, 30 days).
+    pub fn ack_log(mut self, log: AckLog) -> Self {
+        self.ack_log = log;
+        self
+    }
+
     /// How durable each commit is (default [`Durability::Full`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
@@ -155,6 +163,7 @@ impl StoreBuilder {
                 wall_clock: self.wall_clock,
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 key_source: self.key_source,
+                ack_log: self.ack_log,
                 subscribers: Mutex::new(Vec::new()),
                 status_watchers: Mutex::new(Vec::new()),
             }),
@@ -292,6 +301,7 @@ impl LocalStore {
             wall_clock: None,
             key_source: None,
             durability: Durability::default(),
+            ack_log: AckLog::default(),
         }
     }
 

@@ -672,9 +672,20 @@ impl LocalStore {
             // now shows otherwise: it was restored from a backup or replaced.
             let mut other_history = false;
             let own_writes = has_own_writes(&tx)?;
+            // Records whose acknowledged changes wait to be sent again after a restore:
+            // their dots on the restored server (see `LocalStore::replay_acknowledged`).
+            let replaying = match refetching {
+                true => Default::default(),
+                false => replay_held(&tx)?,
+            };
             for r in records {
                 if let Some(h) = held.as_mut() {
                     h.retain(|(e, id)| !(*e == r.entity_type && *id == r.entity_id));
+                }
+                if !replaying.is_empty()
+                    && replaying.contains(&(r.entity_type.clone(), r.entity_id))
+                {
+                    note_replay_dots(&tx, r)?;
                 }
                 let Some(table) = self.table_of(&r.entity_type) else {
                     continue;

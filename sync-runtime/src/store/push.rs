@@ -47,6 +47,9 @@ pub(crate) fn take_checked(
     known: Known,
 ) -> Result<(), StoreError> {
     if known == Known::OtherHistory {
+        // The server lost the device's own write: a restart that names a restore
+        // follows, which sends again what else it acknowledged and lost.
+        suspect_restore_everywhere(conn)?;
         write_base(conn, table, server)?;
         rebase_onto(conn, table, server)
     } else {
@@ -511,8 +514,28 @@ impl LocalStore {
         max: usize,
         retry_due: impl Fn(&OutboxItem) -> bool,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let items = self.outbox()?;
-        let plan = plan_batch(&items, max, retry_due, |item| self.references(item));
+        let mut items = self.outbox()?;
+        // Items of records a restart holds until its snapshot is through (see
+        // `LocalStore::replay_acknowledged`) are not due, nor what waits behind them.
+        let held = replay_held(&self.conn())?;
+        let mut held_ids = std::collections::HashSet::new();
+        if !held.is_empty() {
+            for i in &mut items {
+                if i.status == OutboxStatus::Pending
+                    && held.contains(&(i.entity_type.clone(), i.entity_id))
+                {
+                    i.status = OutboxStatus::Failed;
+                    i.last_error = Some("held: the server was restored from a backup; sent once its records are fetched again".into());
+                    held_ids.insert(i.id);
+                }
+            }
+        }
+        let plan = plan_batch(
+            &items,
+            max,
+            |i| !held_ids.contains(&i.id) && retry_due(i),
+            |item| self.references(item),
+        );
         let (chosen, waiting) = (plan.chosen, plan.notes);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -670,6 +693,7 @@ impl LocalStore {
                         record_own_write(&tx, server)?;
                     }
                     rebase_row(&tx, table, server)?;
+                    self.log_acknowledged(&tx, item, server)?;
                 }
                 ItemOutcome::Applied
             }

@@ -41,16 +41,59 @@ pub(crate) fn own_write_key(entity: &str, id: Uuid) -> String {
 }
 
 /// Notes a write the server acknowledged (`s` is the record it answered with): the
-/// pulls that follow must show this version or a later one. If they catch up without
-/// it, the server may have lost it (restored from a backup taken before the write,
-/// with the device's change token still valid there), and the record is checked
-/// ([`LocalStore::check_own_writes`]).
+/// pulls that follow must show this version or a later one of the same history. If
+/// they catch up without it, the server may have lost it (restored from a backup taken
+/// before the write, with the device's change token still valid there), and the record
+/// is checked ([`LocalStore::check_own_writes`]). (An answer is not compared with an
+/// earlier own write: a retry answered from its key carries the record as it was then.)
 pub(crate) fn record_own_write(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
+    let key = own_write_key(&s.entity_type, s.entity_id);
+    let dots = s
+        .dots
+        .as_ref()
+        .map(|d| serde_json::to_string(d).expect("dots serialise"))
+        .unwrap_or_default();
     super::meta_set(
         conn,
-        &own_write_key(&s.entity_type, s.entity_id),
-        &format!("{} {}", s.version, s.server_updated_at),
+        &key,
+        format!("{} {} {dots}", s.version, s.server_updated_at).trim_end(),
     )
+}
+
+/// An own write awaiting its pull: the version the server answered with, its commit
+/// time, and the record's dots then (absent in entries of older runtimes).
+struct OwnWrite {
+    version: i64,
+    at: String,
+    dots: Option<crate::protocol::Dots>,
+}
+
+impl OwnWrite {
+    fn parse(value: &str) -> OwnWrite {
+        let mut parts = value.splitn(3, ' ');
+        OwnWrite {
+            version: parts.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            at: parts.next().unwrap_or_default().to_string(),
+            dots: parts.next().and_then(|d| serde_json::from_str(d).ok()),
+        }
+    }
+}
+
+/// Whether `r` is the own write `w` or a later version of its history: a version at
+/// least as high, the same commit time at the same version, and (a record's dots only
+/// grow within one history) every dot the record had then.
+fn shows(w: &OwnWrite, r: &ServerRecord) -> bool {
+    if r.version < w.version || (r.version == w.version && r.server_updated_at != w.at) {
+        return false;
+    }
+    w.dots.as_ref().is_none_or(|mine| {
+        mine.iter().all(|(session, &seq)| {
+            r.dots
+                .as_ref()
+                .and_then(|d| d.get(session))
+                .is_some_and(|&s| s >= seq)
+        })
+    })
 }
 
 /// The payload of a check ([`LocalStore::check_own_writes`]): an update that changes
@@ -90,9 +133,7 @@ pub(crate) fn confirm_own_write(
     let Some(value) = super::meta_get(conn, &key)? else {
         return Ok(());
     };
-    let (version, at) = value.split_once(' ').unwrap_or((value.as_str(), ""));
-    let version: i64 = version.parse().unwrap_or(0);
-    if r.version < version || (r.version == version && r.server_updated_at != at) {
+    if !shows(&OwnWrite::parse(&value), r) {
         *other_history = true;
     }
     conn.execute(
@@ -136,15 +177,33 @@ pub(crate) fn refetch_advance(
 }
 
 /// The server sent records of another history than the store followed: a restart
-/// under way re-sends what the server does not have (it becomes `unknown`); otherwise
-/// one is due ([`LocalStore::restore_suspected`]).
+/// under way re-sends what the server does not have (it becomes `unknown`); a restart
+/// that names a restore is due unless one is under way already
+/// ([`LocalStore::restore_suspected`]): it also sends again the changes the server
+/// acknowledged and lost (see `LocalStore::replay_acknowledged`).
 pub(crate) fn suspect_restore(conn: &Connection, scope: &str) -> Result<(), StoreError> {
     let key = format!("resnapshot:{scope}");
-    if super::meta_get(conn, &key)?.is_some() {
-        super::meta_set(conn, &key, "unknown")
-    } else {
-        super::meta_set(conn, &format!("restore-suspected:{scope}"), "1")
+    match super::meta_get(conn, &key)?.as_deref() {
+        Some("unknown") => Ok(()),
+        Some(_) => {
+            super::meta_set(conn, &key, "unknown")?;
+            super::meta_set(conn, &format!("restore-suspected:{scope}"), "1")
+        }
+        None => super::meta_set(conn, &format!("restore-suspected:{scope}"), "1"),
     }
+}
+
+/// [`suspect_restore`] for every account the store syncs (the answer to a push, which
+/// names none, showed another history).
+pub(crate) fn suspect_restore_everywhere(conn: &Connection) -> Result<(), StoreError> {
+    let scopes: Vec<String> = conn
+        .prepare_cached(concatcp!("SELECT \"scope\" FROM \"", meta::STATE, "\""))?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for scope in scopes {
+        suspect_restore(conn, &scope)?;
+    }
+    Ok(())
 }
 
 impl LocalStore {
@@ -253,6 +312,7 @@ impl LocalStore {
             [format!("restore-suspected:{scope}")],
         )?;
         if why == Restart::Unknown {
+            self.hold_for_replay(&tx)?;
             tx.execute(
                 concatcp!(
                     "DELETE FROM \"",
@@ -361,19 +421,35 @@ impl LocalStore {
         if super::meta_get(&tx, &key)?.is_none() {
             return Ok(0);
         }
-        let mut n = 0;
+        // The records the server no longer has: not delivered since the restart.
+        let held: Vec<(String, Uuid)> = super::meta_get(&tx, &held_key)?
+            .map(|j| serde_json::from_str(&j).unwrap_or_default())
+            .unwrap_or_default();
+        let mut undelivered: std::collections::BTreeSet<(String, Uuid)> =
+            held.iter().cloned().collect();
+        let mut syncing: Vec<(&Table, Vec<String>)> = Vec::new();
         for table in self.inner.tables.values() {
             let e = table.entity;
-            let ids: Vec<String> = {
-                let mut stmt = tx.prepare(&format!(
-                    "SELECT {} FROM {} WHERE {} = 'syncing'",
-                    q(&e.id_field().column),
-                    q(&e.table),
-                    q(meta::STATUS)
-                ))?;
-                stmt.query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
-            };
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {} FROM {} WHERE {} = 'syncing'",
+                q(&e.id_field().column),
+                q(&e.table),
+                q(meta::STATUS)
+            ))?;
+            let ids: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                if let Ok(id) = id.parse() {
+                    undelivered.insert((e.name.clone(), id));
+                }
+            }
+            syncing.push((table, ids));
+        }
+        // (The replay rebuilds delivered records only: what is `syncing` stays so.)
+        let mut n = self.replay_acknowledged(&tx, &undelivered)?;
+        for (table, ids) in syncing {
+            let e = table.entity;
             for id in ids {
                 let uuid: Uuid = id
                     .parse()
@@ -385,11 +461,12 @@ impl LocalStore {
             }
         }
         // Records with local changes the snapshot did not deliver: their own items get
-        // the server's answers, but one with nothing left to send (a conflict awaiting
-        // the user, say) is checked too, keeping its status.
-        let held: Vec<(String, Uuid)> = super::meta_get(&tx, &held_key)?
-            .map(|j| serde_json::from_str(&j).unwrap_or_default())
-            .unwrap_or_default();
+        // the server's answers, and each is checked too, keeping its status, after its
+        // items. One with nothing left to send (a conflict awaiting the user, say) needs
+        // it; so does one whose items never went out when a resolution of its conflict
+        // drops them (`resolve_with` keeps checks): it would otherwise stay on the
+        // device as synced, on a server that lost it (simulation seed 9952, once items
+        // waited for a restart's snapshot).
         for (entity, uuid) in held {
             let Some(table) = self.table_of(&entity) else {
                 continue;
@@ -397,7 +474,11 @@ impl LocalStore {
             let Some(row) = read_row(&tx, table, uuid)? else {
                 continue;
             };
-            if row.deleted || !pending_for(&tx, &entity, uuid)?.is_empty() {
+            if row.deleted
+                || pending_for(&tx, &entity, uuid)?
+                    .iter()
+                    .any(|(_, op, p)| *op == MutationOp::Update && p == CHECK_PAYLOAD)
+            {
                 continue;
             }
             let version = read_base(&tx, table, uuid)?
