@@ -140,9 +140,10 @@
 //!   the restart that reveals the restore (`sync_runtime::store::AckLog`). The server
 //!   answers a key it holds from its stored outcome (keys are compacted, never deleted)
 //!   and applies the others as late mutations. What a restore still loses: changes
-//!   older than the devices' log window, changes of devices that never sync again, and
-//!   increments whose record's dots a later increment of the same session claimed first
-//!   (see ARCHITECTURE.md). Edits made after the restore are never lost.
+//!   older than the devices' log window or made in an older model, changes stamped
+//!   ahead of the server's clock, changes of devices that never sync again, and changes
+//!   whose record's dots a later increment of the same session claimed first (see
+//!   ARCHITECTURE.md). Edits made after the restore are never lost.
 //!
 //! A compacted idempotency key answered with a rejection is evaluated again (nothing of
 //! it was applied, and its reason, such as an unknown record, may no longer hold).

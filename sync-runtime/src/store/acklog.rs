@@ -111,6 +111,11 @@ struct Logged {
     base_version: Option<i64>,
     /// When the server acknowledged it: the store's wall clock, milliseconds.
     at: u64,
+    /// The fingerprint of the model it was made in: a change logged before a migration
+    /// of the app's model is not sent again (its body has the old model's shape, which
+    /// the migrations do not rewrite in the log).
+    #[serde(default)]
+    model: String,
 }
 
 /// The log in acknowledgement order: each entry's `sync_meta` key and the change
@@ -212,6 +217,7 @@ impl LocalStore {
             payload: item.payload.clone(),
             base_version: item.base_version,
             at: self.device_wall_millis(),
+            model: self.inner.fingerprint.clone(),
         };
         super::meta_set(
             conn,
@@ -235,7 +241,7 @@ impl LocalStore {
         let mut held = replay_held(conn)?;
         for (key, l) in read_log(conn)? {
             match l {
-                Some(l) if l.at >= cutoff => {
+                Some(l) if l.at >= cutoff && l.model == self.inner.fingerprint => {
                     held.insert((l.entity, l.id));
                 }
                 _ => {
@@ -289,7 +295,7 @@ impl LocalStore {
             }
             // Sent again below (and logged again once acknowledged), or not at all.
             tx.prepare_cached(DELETE_KEY)?.execute([key])?;
-            if l.at < cutoff {
+            if l.at < cutoff || l.model != self.inner.fingerprint {
                 continue;
             }
             if seen_keys.insert(l.key.clone()) {
@@ -357,7 +363,11 @@ impl LocalStore {
             if let Some(base) = read_base(tx, table, id)? {
                 let mut s = base.as_server_record(&entity, id);
                 s.dots = dots;
-                rebase_onto(tx, table, &s)?;
+                if let Err(e) = rebase_onto(tx, table, &s) {
+                    // The row stays as it was until the answers move it; a change that
+                    // does not apply here is answered by the server all the same.
+                    tracing::warn!(%entity, %id, error = %e, "could not show changes sent again after a restore on their record");
+                }
             }
         }
         tx.execute(

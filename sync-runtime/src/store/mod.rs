@@ -288,6 +288,8 @@ struct Inner {
     key_source: Option<KeySource>,
     /// How many acknowledged changes are kept to send again after a restore.
     ack_log: AckLog,
+    /// The registered model's fingerprint, computed once at open.
+    fingerprint: String,
     /// This opening of the store: the session of the dots it draws (16 hex digits,
     /// random; see [`crate::protocol::Dot`]), and the last number drawn.
     dot_session: String,

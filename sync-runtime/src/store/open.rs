@@ -164,6 +164,7 @@ impl StoreBuilder {
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 key_source: self.key_source,
                 ack_log: self.ack_log,
+                fingerprint: compiled,
                 subscribers: Mutex::new(Vec::new()),
                 status_watchers: Mutex::new(Vec::new()),
             }),
@@ -430,10 +431,7 @@ impl LocalStore {
 
     /// The fingerprint of the registered model (what a client sends to the server).
     pub fn fingerprint(&self) -> String {
-        sync_model::fingerprint(&Model {
-            entities: self.entities().cloned().collect(),
-        })
-        .0
+        self.inner.fingerprint.clone()
     }
 
     /// The database file.

@@ -521,7 +521,7 @@ impl LocalStore {
         let mut held_ids = std::collections::HashSet::new();
         if !held.is_empty() {
             for i in &mut items {
-                if i.status == OutboxStatus::Pending
+                if matches!(i.status, OutboxStatus::Pending | OutboxStatus::Failed)
                     && held.contains(&(i.entity_type.clone(), i.entity_id))
                 {
                     i.status = OutboxStatus::Failed;

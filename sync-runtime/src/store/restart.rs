@@ -306,13 +306,14 @@ impl LocalStore {
         super::meta_set(&tx, &held_key, &serde_json::to_string(&held).expect("JSON"))?;
         // After a restore every record the server lost is sent again when the snapshot
         // is through; otherwise own writes are still checked (a first snapshot after a
-        // push must not take the records it lacks for collected).
+        // push must not take the records it lacks for collected). A restore suspected
+        // before this restart (during another one, say) counts as named.
+        let suspected = super::meta_get(&tx, &format!("restore-suspected:{scope}"))?.is_some();
         tx.execute(
             concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
             [format!("restore-suspected:{scope}")],
         )?;
-        if why == Restart::Unknown {
-            self.hold_for_replay(&tx)?;
+        if why == Restart::Unknown || suspected {
             tx.execute(
                 concatcp!(
                     "DELETE FROM \"",
@@ -328,6 +329,12 @@ impl LocalStore {
             (Some("unknown"), _) | (_, Restart::Unknown) => "unknown",
             _ => "collected",
         };
+        if why == "unknown" || suspected {
+            // A restore (known before this restart began again, or now): what it lost
+            // is sent again once the snapshot is in (idempotent: the held set grows).
+            self.hold_for_replay(&tx)?;
+        }
+        let why = if suspected { "unknown" } else { why };
         super::meta_set(&tx, &key, why)?;
         tx.commit()?;
         Ok(())
