@@ -108,6 +108,7 @@ fn figures() {
         dot: None,
         dots: None,
         replaces: None,
+        dot_gaps: None,
     };
     let mutation_bytes = serde_json::to_vec(&mutation).expect("json").len();
     let body = sync_runtime::protocol::PushRequest {

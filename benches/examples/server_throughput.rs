@@ -99,6 +99,7 @@ fn create(k: usize) -> Mutation {
         dot: None,
         dots: None,
         replaces: None,
+        dot_gaps: None,
     }
 }
 

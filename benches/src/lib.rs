@@ -95,6 +95,7 @@ pub mod pull {
                     clocks: serde_json::to_value(<Task as Syncable>::Clocks::all(hlc))
                         .expect("clocks"),
                     dots: None,
+                    dot_gaps: None,
                 }
             })
             .collect()

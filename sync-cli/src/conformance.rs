@@ -704,6 +704,11 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             sum_dots,
         ),
         (
+            "SUM-3",
+            "a dot whose `prev` is above what the record holds leaves a gap; a delta inside it counts once",
+            sum_gaps,
+        ),
+        (
             "UNION-1",
             "union edits add and remove items and never replace the set",
             union_items,
@@ -1121,10 +1126,7 @@ fn sum_adds(cx: &Ctx) -> Checked {
     cx.c.push_one(cx.token(), add(2))?;
     cx.c.push_one(cx.token(), add(3))?;
     let now = cx.c.record_of(cx.token(), id)?;
-    let expected = match start.as_i64() {
-        Some(i) => json!(i.wrapping_add(5)),
-        None => json!(start.as_f64().unwrap_or(0.0) + 5.0),
-    };
+    let expected = plus(start, 5);
     Ok(expect_eq(
         &format!("`{}` after +2 and +3 from {start}", f.name),
         &expected,
@@ -1176,10 +1178,7 @@ fn sum_dots(cx: &Ctx) -> Checked {
         }
     }
     let now = cx.c.record_of(cx.token(), id)?;
-    let expected = match start.as_i64() {
-        Some(i) => json!(i.wrapping_add(5)),
-        None => json!(start.as_f64().unwrap_or(0.0) + 5.0),
-    };
+    let expected = plus(start, 5);
     Ok(expect_eq(
         &format!(
             "`{}` after +2 (dot 1), +2 again with dot 1 and +3 (dot 2), from {start}",
@@ -1188,6 +1187,66 @@ fn sum_dots(cx: &Ctx) -> Checked {
         &expected,
         &now["record"][&f.name],
     ))
+}
+
+/// SUM-3: a dot whose `prev` is above what the record holds of its session leaves a gap
+/// (`dot_gaps`); a delta whose dot lies in the gap counts when it comes, once.
+fn sum_gaps(cx: &Ctx) -> Checked {
+    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    let protocol = r.body["protocol"].as_str().unwrap_or_default();
+    if !sync_runtime::protocol::speaks_at_least(protocol, sync_runtime::protocol::GAPS_SINCE) {
+        return Ok(Outcome::Skip(format!(
+            "the server speaks protocol `{protocol}`; gaps came with 1.3.2"
+        )));
+    }
+    let Some((e, id, server, f)) = cx.target(MergeStrategy::Sum, |_, v| v.is_number())? else {
+        return Ok(Outcome::Skip("no sum field in the model".into()));
+    };
+    let version = server["version"].as_i64().unwrap_or(1);
+    let start = &server["record"][&f.name];
+    let session = format!("{:016x}", Uuid::new_v4().as_u64_pair().0);
+    let add = |n: i64, prev: u64, seq: u64| {
+        let mut m = Writer::update(e, id, version, json!({ f.name.clone(): { "add": n } }));
+        m["dot"] = json!({ "session": session, "seq": seq, "prev": prev });
+        m
+    };
+    // +3 as dot 4 (previous: 2) first: 1 and 2 are lacking. Then +2 as dot 2 (previous:
+    // 0), twice under two keys (a retry whose key the server no longer knows).
+    for (n, prev, seq) in [(3, 2, 4), (2, 0, 2), (2, 0, 2)] {
+        let r = cx.c.push_one(cx.token(), add(n, prev, seq))?;
+        if r["status"] != "applied" {
+            return Ok(Outcome::Fail(format!(
+                "+{n} with dot {seq} (prev {prev}): expected applied, got {r}"
+            )));
+        }
+        if seq == 4 {
+            let gaps = &r["server"]["dot_gaps"][&session];
+            if gaps != &json!([[1, 2]]) {
+                return Ok(Outcome::Fail(format!(
+                    "after dot 4 with prev 2 on a record without the session: expected `dot_gaps` {{\"{session}\": [[1, 2]]}}, got {}",
+                    r["server"]["dot_gaps"]
+                )));
+            }
+        }
+    }
+    let now = cx.c.record_of(cx.token(), id)?;
+    let expected = plus(start, 5);
+    Ok(expect_eq(
+        &format!(
+            "`{}` after +3 (dot 4, prev 2), then +2 (dot 2, prev 0) twice, from {start}",
+            f.name
+        ),
+        &expected,
+        &now["record"][&f.name],
+    ))
+}
+
+/// A `sum` field's value `start` plus `n` (integers wrap, as SUM-1 says).
+fn plus(start: &Json, n: i64) -> Json {
+    match start.as_i64() {
+        Some(i) => json!(i.wrapping_add(n)),
+        None => json!(start.as_f64().unwrap_or(0.0) + n as f64),
+    }
 }
 
 fn as_set(v: &Json) -> BTreeSet<String> {

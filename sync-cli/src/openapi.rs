@@ -246,7 +246,8 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 "record": reference(&name(e, "Record")),
                 "clocks": reference(&name(e, "Clocks")),
                 "dot": reference("Dot"),
-                "dots": reference("Dots")
+                "dots": reference("Dots"),
+                "dot_gaps": reference("DotGaps")
             }),
             &["record"],
         ),
@@ -296,7 +297,8 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 "deleted": { "type": "boolean" },
                 "record": { "oneOf": [reference(&name(e, "Record")), reference("CollectedRecord")] },
                 "clocks": reference(&name(e, "Clocks")),
-                "dots": reference("Dots")
+                "dots": reference("Dots"),
+                "dot_gaps": reference("DotGaps")
             },
             "required": ["entity_type", "entity_id", "version", "server_updated_at", "deleted", "record", "clocks"],
             "additionalProperties": false
@@ -311,6 +313,26 @@ fn dots_schema() -> Json {
         "description": "The contributions a record's `sum` fields include (PROTOCOL.md SUM-2): per store session (16 lowercase hex digits), the highest `seq` of its mutations applied to the record. Sent by servers of protocol 1.3.0 or later to clients that say they speak it (the `sync-protocol` request header); sent by such clients with a create of a record the server lost.",
         "propertyNames": { "pattern": "^[0-9a-f]{16}$" },
         "additionalProperties": { "type": "integer", "format": "int64", "minimum": 1 }
+    })
+}
+
+/// `DotGaps`: per session, the ranges of numbers below its dots a record lacks (a type
+/// alias in the runtime, so written here).
+fn dot_gaps_schema() -> Json {
+    json!({
+        "type": "object",
+        "description": "The contributions below a record's `dots` that it lacks (PROTOCOL.md SUM-3): per store session (16 lowercase hex digits), sorted, disjoint, non-adjacent ranges `[first, last]` of dot numbers, `1 <= first <= last <` the session's number in `dots`. Sent by servers of protocol 1.3.2 or later to clients that say they speak it (left out when empty); sent by such clients with the `dots` of a create of a record the server lost.",
+        "propertyNames": { "pattern": "^[0-9a-f]{16}$" },
+        "additionalProperties": {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "description": "`[first, last]`: the numbers from `first` to `last`, both included.",
+                "items": { "type": "integer", "format": "int64", "minimum": 1 },
+                "minItems": 2,
+                "maxItems": 2
+            }
+        }
     })
 }
 
@@ -506,6 +528,7 @@ pub(crate) fn openapi_without_fingerprint(
     add_protocol_schema::<sync_runtime::hlc::Hlc>(&mut schemas);
     add_protocol_schema::<sync_runtime::protocol::Dot>(&mut schemas);
     schemas.insert("Dots".into(), dots_schema());
+    schemas.insert("DotGaps".into(), dot_gaps_schema());
     typed_messages(&mut schemas);
     for e in &model.entities[..split] {
         entity_schemas(e, &mut schemas);
@@ -618,7 +641,7 @@ pub(crate) fn openapi_without_fingerprint(
     });
     let protocol_header = json!({
         "name": "sync-protocol", "in": "header", "required": false,
-        "description": "The sync protocol version the client's runtime speaks (`x-syncgen-protocol` of this document for a current one). From 1.3.0 on, records in responses carry their `dots`; absent, or not a `major.minor.patch` of 1.3.0 or later: served without them.",
+        "description": "The sync protocol version the client's runtime speaks (`x-syncgen-protocol` of this document for a current one). From 1.3.0 on, records in responses carry their `dots`, from 1.3.2 on their `dot_gaps` too; absent, or not a `major.minor.patch` of 1.3.0 or later: served without them.",
         "schema": { "type": "string" }
     });
 
@@ -746,7 +769,7 @@ pub(crate) fn openapi_without_fingerprint(
             "schema": { "type": "string" }
         },
         "SyncProtocol": {
-            "description": "The sync protocol version the server speaks (`x-syncgen-protocol`). From 1.3.0 on, it accepts a mutation's `dot` and `dots`; clients send them only to such a server.",
+            "description": "The sync protocol version the server speaks (`x-syncgen-protocol`). From 1.3.0 on, it accepts a mutation's `dot` and `dots`, from 1.3.2 on a dot's `prev` and a create's `dot_gaps`; clients send them only to such a server.",
             "schema": { "type": "string" }
         },
         "WwwAuthenticate": {

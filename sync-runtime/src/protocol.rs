@@ -156,6 +156,11 @@ pub struct Mutation {
     /// last gave them (PROTOCOL.md SUM-2). Not part of the idempotency hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dots: Option<Dots>,
+    /// With [`Mutation::dots`]: the contributions below them the record lacks, as the
+    /// server last gave them ([`DotGaps`], PROTOCOL.md SUM-3). Sent only to servers of
+    /// protocol 1.3.2 or later; not part of the idempotency hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dot_gaps: Option<DotGaps>,
     /// The idempotency keys of earlier mutations of this record whose change this one
     /// carries (at most [`MAX_REPLACED_KEYS`]): each was answered `conflict` or rejected
     /// as `unknown-record`, so nothing of it applied, and the client sends its change
@@ -190,6 +195,15 @@ pub struct Dot {
     /// The mutation's number within the session, from 1.
     #[schemars(range(min = 1))]
     pub seq: u64,
+    /// The number of the same session's previous dot of the same record (0 for its
+    /// first), below `seq` (protocol 1.3.2): the session made no contribution to the
+    /// record numbered between the two. A server whose record includes less of the
+    /// session than `prev` keeps the numbers it lacks as a gap (`dot_gaps`), so that a
+    /// contribution a restore lost is counted when it is sent again, even after a later
+    /// one of the same session (PROTOCOL.md SUM-3). Left out, the dot covers `seq` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub prev: Option<u64>,
 }
 
 /// The contributions a record's `sum` fields include: the highest [`Dot::seq`] applied
@@ -197,25 +211,178 @@ pub struct Dot {
 /// a session up to that number is included.
 pub type Dots = std::collections::BTreeMap<String, u64>;
 
+/// The contributions below a session's number in [`Dots`] that a record does not include
+/// (PROTOCOL.md SUM-3): per session, sorted, disjoint and non-adjacent ranges
+/// `[first, last]` of dot numbers, `1 <= first <= last <` the session's number. A record
+/// has gaps only after a restore lost some of a session's contributions and a later one
+/// of the same session reached it first (or after a merge gave an item a new dot).
+pub type DotGaps = std::collections::BTreeMap<String, Vec<[u64; 2]>>;
+
 impl Dot {
-    /// Whether `dots` include this contribution.
+    /// Whether `dots` include this contribution (ignoring gaps: see [`Dot::included`]).
     pub fn included_in(&self, dots: &Dots) -> bool {
-        dots.get(&self.session).is_some_and(|&seq| seq >= self.seq)
+        self.included(dots, None)
     }
 
-    /// Adds this contribution to `dots`.
+    /// Whether a record with `dots` and `gaps` includes this contribution: the session's
+    /// number is at least this dot's, and no gap holds it.
+    pub fn included(&self, dots: &Dots, gaps: Option<&DotGaps>) -> bool {
+        dots.get(&self.session).is_some_and(|&seq| seq >= self.seq)
+            && !gaps
+                .and_then(|g| g.get(&self.session))
+                .is_some_and(|ranges| ranges.iter().any(|[a, b]| (*a..=*b).contains(&self.seq)))
+    }
+
+    /// Adds this contribution to `dots`, ignoring gaps (see [`Dot::add`]).
     pub fn add_to(&self, dots: &mut Dots) {
         let seq = dots.entry(self.session.clone()).or_default();
         *seq = (*seq).max(self.seq);
     }
+
+    /// Adds this contribution to a record's `dots` and `gaps`. The numbers from
+    /// [`Dot::prev`] (exclusive) to `seq` are the session's, and none but `seq` is a
+    /// contribution to the record: they leave the gaps. If `prev` is above the session's
+    /// number in `dots`, the numbers between (the record lacks them) become a gap.
+    pub fn add(&self, dots: &mut Dots, gaps: &mut DotGaps) {
+        let cur = dots.get(&self.session).copied().unwrap_or(0);
+        let from = self
+            .prev
+            .map_or(self.seq, |p| p.saturating_add(1))
+            .min(self.seq);
+        if let Some(ranges) = gaps.get_mut(&self.session) {
+            *ranges = subtract_range(ranges, from, self.seq);
+            if ranges.is_empty() {
+                gaps.remove(&self.session);
+            }
+        }
+        if self.seq > cur {
+            if let Some(p) = self.prev.filter(|&p| p > cur && p < self.seq) {
+                let ranges = gaps.entry(self.session.clone()).or_default();
+                ranges.push([cur + 1, p]);
+                *ranges = normalise(std::mem::take(ranges));
+            }
+            dots.insert(self.session.clone(), self.seq);
+        }
+    }
 }
 
-/// `into` with every contribution of `from` (per session, the higher number).
+/// `into` with every contribution of `from` (per session, the higher number), ignoring
+/// gaps (see [`merge_dot_sets`]).
 pub fn merge_dots(into: &mut Dots, from: &Dots) {
     for (session, &seq) in from {
         let s = into.entry(session.clone()).or_default();
         *s = (*s).max(seq);
     }
+}
+
+/// `into` (with `into_gaps`) with every contribution of `from` (with `from_gaps`): per
+/// session, the higher number, and as gaps the numbers neither side includes.
+pub fn merge_dot_sets(into: &mut Dots, into_gaps: &mut DotGaps, from: &Dots, from_gaps: &DotGaps) {
+    let empty = Vec::new();
+    for (session, &seq) in from {
+        let mine = into.get(session).copied().unwrap_or(0);
+        let top = mine.max(seq);
+        // What each side lacks up to `top`.
+        let lacks = |max: u64, gaps: &Vec<[u64; 2]>| {
+            let mut v = gaps.clone();
+            if max < top {
+                v.push([max + 1, top]);
+            }
+            normalise(v)
+        };
+        let a = lacks(mine, into_gaps.get(session).unwrap_or(&empty));
+        let b = lacks(seq, from_gaps.get(session).unwrap_or(&empty));
+        let both: Vec<[u64; 2]> = a
+            .iter()
+            .flat_map(|[a0, a1]| {
+                b.iter().filter_map(move |[b0, b1]| {
+                    let (lo, hi) = ((*a0).max(*b0), (*a1).min(*b1));
+                    (lo <= hi).then_some([lo, hi])
+                })
+            })
+            .filter(|[_, hi]| *hi < top)
+            .collect();
+        into.insert(session.clone(), top);
+        if both.is_empty() {
+            into_gaps.remove(session);
+        } else {
+            into_gaps.insert(session.clone(), normalise(both));
+        }
+    }
+}
+
+/// Whether `gaps` are well formed for `dots` (see [`DotGaps`]).
+///
+/// # Errors
+/// The reason, if a session of `gaps` is not in `dots`, or its ranges are not sorted,
+/// apart (neither overlapping nor adjacent) and within 1 to its number in `dots` less one.
+pub fn check_dot_gaps(dots: &Dots, gaps: &DotGaps) -> Result<(), String> {
+    for (session, ranges) in gaps {
+        let Some(&max) = dots.get(session) else {
+            return Err(format!(
+                "`dot_gaps` names session {session}, which `dots` lacks"
+            ));
+        };
+        let mut last = 0u64;
+        for (i, &[first, end]) in ranges.iter().enumerate() {
+            if first == 0 || first > end || end >= max || (i > 0 && first <= last + 1) {
+                return Err(format!(
+                    "`dot_gaps` of session {session}: ranges must be sorted, apart, and within 1..{max}"
+                ));
+            }
+            last = end;
+        }
+    }
+    Ok(())
+}
+
+/// Whether every number of `range` (`[first, last]`) lies in one of `by` (sorted,
+/// disjoint ranges, as [`DotGaps`] holds them).
+pub fn range_covered(range: [u64; 2], by: &[[u64; 2]]) -> bool {
+    let [mut next, last] = range;
+    for &[a, b] in by {
+        if a > next {
+            return false;
+        }
+        if b >= next {
+            if b >= last {
+                return true;
+            }
+            next = b + 1;
+        }
+    }
+    next > last
+}
+
+/// Ranges sorted, with overlapping and adjacent ones joined.
+fn normalise(mut v: Vec<[u64; 2]>) -> Vec<[u64; 2]> {
+    v.sort_unstable();
+    let mut out: Vec<[u64; 2]> = Vec::with_capacity(v.len());
+    for [a, b] in v {
+        match out.last_mut() {
+            Some(last) if a <= last[1].saturating_add(1) => last[1] = last[1].max(b),
+            _ => out.push([a, b]),
+        }
+    }
+    out
+}
+
+/// `ranges` without the numbers `from..=to`.
+fn subtract_range(ranges: &[[u64; 2]], from: u64, to: u64) -> Vec<[u64; 2]> {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for &[a, b] in ranges {
+        if b < from || a > to {
+            out.push([a, b]);
+            continue;
+        }
+        if a < from {
+            out.push([a, from - 1]);
+        }
+        if b > to {
+            out.push([to + 1, b]);
+        }
+    }
+    out
 }
 
 /// The protocol version that added [`Dot`]s, [`ServerRecord::dots`] and
@@ -224,6 +391,10 @@ pub const DOTS_SINCE: (u64, u64, u64) = (1, 3, 0);
 
 /// The protocol version whose servers take [`Mutation::replaces`].
 pub const REPLACES_SINCE: (u64, u64, u64) = (1, 3, 1);
+
+/// The protocol version that added [`Dot::prev`], [`DotGaps`], [`ServerRecord::dot_gaps`]
+/// and [`Mutation::dot_gaps`] (PROTOCOL.md SUM-3).
+pub const GAPS_SINCE: (u64, u64, u64) = (1, 3, 2);
 
 /// Whether a protocol version (`major.minor[.patch]`, as [`PROTOCOL_HEADER`] carries it)
 /// is `since` or later, for example [`DOTS_SINCE`]. A missing patch number counts as 0;
@@ -267,6 +438,10 @@ pub struct ServerRecord {
     /// protocol 1.3.0 or later ([`PROTOCOL_HEADER`]); left out when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dots: Option<Dots>,
+    /// The contributions below its `dots` it lacks ([`DotGaps`], PROTOCOL.md SUM-3), for
+    /// a client of protocol 1.3.2 or later; left out when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dot_gaps: Option<DotGaps>,
 }
 
 /// What happened to one mutation.
@@ -406,7 +581,7 @@ impl Problem {
 /// server's behaviour the document describes), apart from any model's fingerprint: the
 /// OpenAPI document gives it in `info.x-syncgen-protocol` and `GET /health` answers it.
 /// Its changes are listed in `PROTOCOL.md` at the repository's root.
-pub const PROTOCOL_VERSION: &str = "1.3.1";
+pub const PROTOCOL_VERSION: &str = "1.3.2";
 
 /// The most mutations one `POST /push` may hold (`maxItems` of `PushRequest.mutations`
 /// in the OpenAPI document); more is 413. A server may accept fewer per push, also with
@@ -502,6 +677,7 @@ mod tests {
         let d = |seq| Dot {
             session: "00000000000000aa".into(),
             seq,
+            prev: None,
         };
         let mut dots = Dots::new();
         assert!(!d(1).included_in(&dots));
@@ -513,5 +689,96 @@ mod tests {
         let mut other = Dots::from([("00000000000000aa".into(), 5), ("b".into(), 1)]);
         merge_dots(&mut other, &dots);
         assert_eq!(other["00000000000000aa"], 5);
+    }
+
+    const S: &str = "00000000000000aa";
+
+    fn dot(prev: u64, seq: u64) -> Dot {
+        Dot {
+            session: S.into(),
+            seq,
+            prev: Some(prev),
+        }
+    }
+
+    /// The ARCHITECTURE.md example: a restored record holds the session up to 3; its
+    /// item 8 (previous: 7) arrives before items 5 and 7, sent again.
+    #[test]
+    fn a_later_dot_arriving_first_leaves_a_gap_that_the_earlier_ones_fill() {
+        let (mut dots, mut gaps) = (Dots::from([(S.into(), 3)]), DotGaps::new());
+        dot(7, 8).add(&mut dots, &mut gaps);
+        assert_eq!(dots[S], 8);
+        assert_eq!(gaps[S], vec![[4, 7]]);
+        assert!(dot(7, 8).included(&dots, Some(&gaps)));
+        assert!(!dot(3, 5).included(&dots, Some(&gaps)));
+        assert!(!dot(5, 7).included(&dots, Some(&gaps)));
+        assert!(dot(0, 2).included(&dots, Some(&gaps)));
+        check_dot_gaps(&dots, &gaps).unwrap();
+        dot(3, 5).add(&mut dots, &mut gaps);
+        assert_eq!(gaps[S], vec![[6, 7]]);
+        assert!(dot(3, 5).included(&dots, Some(&gaps)));
+        dot(5, 7).add(&mut dots, &mut gaps);
+        assert!(gaps.is_empty(), "{gaps:?}");
+        assert!(dot(5, 7).included(&dots, Some(&gaps)));
+        // A dot in order leaves no gap; one without `prev` neither.
+        dot(8, 12).add(&mut dots, &mut gaps);
+        Dot {
+            session: S.into(),
+            seq: 20,
+            prev: None,
+        }
+        .add(&mut dots, &mut gaps);
+        assert!(gaps.is_empty() && dots[S] == 20);
+    }
+
+    #[test]
+    fn merged_dot_sets_lack_only_what_both_lack() {
+        let mut a = Dots::from([(S.into(), 10)]);
+        let mut a_gaps = DotGaps::from([(S.into(), vec![[2, 4], [7, 8]])]);
+        let b = Dots::from([(S.into(), 6), ("bb".into(), 2)]);
+        let b_gaps = DotGaps::from([(S.into(), vec![[3, 5]])]);
+        merge_dot_sets(&mut a, &mut a_gaps, &b, &b_gaps);
+        assert_eq!((a[S], a["bb"]), (10, 2));
+        assert_eq!(a_gaps[S], vec![[3, 4], [7, 8]]);
+        check_dot_gaps(&a, &a_gaps).unwrap();
+        // The other way round: what `b` lacks above its number counts as lacking.
+        let mut b2 = b.clone();
+        let mut b2_gaps = b_gaps.clone();
+        merge_dot_sets(
+            &mut b2,
+            &mut b2_gaps,
+            &Dots::from([(S.into(), 10)]),
+            &DotGaps::from([(S.into(), vec![[2, 4], [7, 8]])]),
+        );
+        assert_eq!(b2_gaps[S], vec![[3, 4], [7, 8]]);
+    }
+
+    #[test]
+    fn a_range_is_covered_only_by_ranges_holding_all_of_it() {
+        let by = [[2, 4], [5, 9], [12, 12]];
+        assert!(range_covered([2, 9], &by));
+        assert!(range_covered([12, 12], &by));
+        assert!(!range_covered([1, 3], &by));
+        assert!(!range_covered([8, 12], &by));
+        assert!(!range_covered([3, 3], &[]));
+    }
+
+    #[test]
+    fn malformed_gaps_are_refused() {
+        let dots = Dots::from([(S.into(), 10)]);
+        for bad in [
+            vec![[0, 2]],
+            vec![[3, 2]],
+            vec![[2, 10]],
+            vec![[2, 4], [5, 6]],
+            vec![[5, 6], [2, 3]],
+        ] {
+            assert!(
+                check_dot_gaps(&dots, &DotGaps::from([(S.into(), bad.clone())])).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(check_dot_gaps(&Dots::new(), &DotGaps::from([(S.into(), vec![[1, 1]])])).is_err());
+        check_dot_gaps(&dots, &DotGaps::from([(S.into(), vec![[1, 1], [3, 9]])])).unwrap();
     }
 }

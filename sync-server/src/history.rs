@@ -581,6 +581,7 @@ impl History {
         // them between a mutation's first delivery and its retry (PROTOCOL.md SUM-2).
         canonical.dot = None;
         canonical.dots = None;
+        canonical.dot_gaps = None;
         if let (Some(record), Some(added)) = (
             &mut canonical.record,
             self.added_since_origin.get(&m.entity_type),
@@ -699,6 +700,7 @@ mod tests {
             record: record.as_object().unwrap().clone(),
             clocks,
             dots: None,
+            dot_gaps: None,
         }
     }
 

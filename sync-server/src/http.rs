@@ -263,6 +263,9 @@ fn serve_in_client_shape(state: &State, headers: &HeaderMap, records: &mut Vec<S
     if !speaks_1_3(headers) {
         records.iter_mut().for_each(|r| r.dots = None);
     }
+    if !speaks(headers, sync_runtime::protocol::GAPS_SINCE) {
+        records.iter_mut().for_each(|r| r.dot_gaps = None);
+    }
     let Some(lens) = client_fingerprint(headers).and_then(|fp| state.history.lens(fp)) else {
         return;
     };
@@ -275,12 +278,17 @@ fn serve_in_client_shape(state: &State, headers: &HeaderMap, records: &mut Vec<S
 /// 1.3.0 or later ([`sync_runtime::protocol::PROTOCOL_HEADER`]). Earlier runtimes refuse
 /// unknown members, so they are served responses without.
 fn speaks_1_3(headers: &HeaderMap) -> bool {
+    speaks(headers, sync_runtime::protocol::DOTS_SINCE)
+}
+
+/// Whether the client says it speaks protocol `since` or later
+/// ([`sync_runtime::protocol::PROTOCOL_HEADER`]); [`ServerRecord::dot_gaps`] go only to
+/// clients of 1.3.2 or later.
+fn speaks(headers: &HeaderMap, since: (u64, u64, u64)) -> bool {
     headers
         .get(sync_runtime::protocol::PROTOCOL_HEADER)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            sync_runtime::protocol::speaks_at_least(v, sync_runtime::protocol::DOTS_SINCE)
-        })
+        .is_some_and(|v| sync_runtime::protocol::speaks_at_least(v, since))
 }
 
 fn with_instance(mut p: ProblemResponse, headers: &HeaderMap) -> ProblemResponse {
@@ -348,12 +356,18 @@ async fn push_inner(
     }
     let (mut results, in_flight) =
         logic::push_batch(state, &account, model, lens, &mutations).await?;
-    if !speaks_1_3(headers) {
-        for r in &mut results {
-            if let MutationResult::Applied { server, .. }
-            | MutationResult::Conflict { server, .. } = r
-            {
+    let (dots, gaps) = (
+        speaks_1_3(headers),
+        speaks(headers, sync_runtime::protocol::GAPS_SINCE),
+    );
+    for r in &mut results {
+        if let MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. } = r
+        {
+            if !dots {
                 server.dots = None;
+            }
+            if !gaps {
+                server.dot_gaps = None;
             }
         }
     }

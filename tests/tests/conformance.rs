@@ -163,6 +163,9 @@ enum Broken {
     /// Dots are dropped from pushes (a server that counts every delivery of a key it
     /// does not know).
     IgnoresDots,
+    /// A dot's `prev` is dropped from pushes (a server of 1.3.1 that says it speaks
+    /// 1.3.2: a lost contribution sent again after a later one is taken for counted).
+    IgnoresGaps,
     /// Allowed: a create must carry a clock for every `lww` field.
     StrictClocksOnCreate,
     /// Allowed: stamps more than one second in the future are refused.
@@ -226,6 +229,13 @@ impl Proxy {
                 }
                 Broken::IgnoresDots => {
                     changed |= m.as_object_mut().and_then(|o| o.remove("dot")).is_some();
+                }
+                Broken::IgnoresGaps => {
+                    changed |= m
+                        .get_mut("dot")
+                        .and_then(Json::as_object_mut)
+                        .and_then(|o| o.remove("prev"))
+                        .is_some();
                 }
                 Broken::LastArrivalWins => {
                     for op in m["patch"]
@@ -487,7 +497,8 @@ broken_servers! {
     ignores_the_fingerprint: IgnoresFingerprint => ["MODEL-1"];
     shares_accounts: SharedAccounts => ["AUTH-2"];
     never_expires_tokens: NeverExpires => ["FEED-2"];
-    ignores_dots: IgnoresDots => ["SUM-2"];
+    ignores_dots: IgnoresDots => ["SUM-2", "SUM-3"];
+    ignores_gaps: IgnoresGaps => ["SUM-3"];
     strict_clocks_on_create_conform: StrictClocksOnCreate => [];
     strict_future_bound_conforms: StrictFutureBound => [];
 }

@@ -30,6 +30,9 @@ struct Faults {
     pull_pages_left: Option<usize>,
     /// Replace the patch of mutations of this record (a poison mutation).
     poison: Option<Uuid>,
+    /// Send every request here instead (a server restored from a backup behind the same
+    /// address, while the device's store stays open: its dot session goes on).
+    redirect: Option<HttpTransport>,
 }
 
 struct Faulty {
@@ -40,6 +43,16 @@ struct Faulty {
 }
 
 impl Faulty {
+    /// The server the requests go to.
+    fn server(&self) -> HttpTransport {
+        self.faults
+            .lock()
+            .unwrap()
+            .redirect
+            .clone()
+            .unwrap_or_else(|| self.inner.clone())
+    }
+
     fn check(&self) -> Result<(), TransportError> {
         let mut f = self.faults.lock().unwrap();
         if f.offline {
@@ -92,7 +105,7 @@ impl Transport for Faulty {
                 });
             }
         }
-        let result = self.inner.push(token, &request).await;
+        let result = self.server().push(token, &request).await;
         if result.is_ok() {
             self.log.lock().unwrap().extend(
                 request
@@ -117,7 +130,7 @@ impl Transport for Faulty {
     ) -> Result<ChangesResponse, TransportError> {
         self.check()?;
         self.page()?;
-        self.inner.changes(token, since, limit).await
+        self.server().changes(token, since, limit).await
     }
 
     async fn snapshot(
@@ -128,20 +141,20 @@ impl Transport for Faulty {
     ) -> Result<SnapshotResponse, TransportError> {
         self.check()?;
         self.page()?;
-        self.inner.snapshot(token, cursor, limit).await
+        self.server().snapshot(token, cursor, limit).await
     }
 
     async fn health(&self) -> Result<(), TransportError> {
         self.check()?;
-        self.inner.health().await
+        self.server().health().await
     }
 
     fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.inner.server_time()
+        self.server().server_time()
     }
 
     fn server_protocol(&self) -> Option<String> {
-        self.inner.server_protocol()
+        self.server().server_protocol()
     }
 }
 
@@ -1825,6 +1838,137 @@ async fn edits_a_restore_lost_on_a_record_it_kept_are_sent_again() {
         assert_eq!((mine.likes, mine.price_cents), (6, 250));
         assert_eq!(mine.status, "doing");
     }
+}
+
+/// A record the restore lost entirely, created again by another device from a copy that
+/// lacks this device's acknowledged edits: the device's restart finds the record gone and
+/// checks it, and by the time the check goes out the other device has sent its copy. The
+/// check's answer (the record exists) sends the logged edits again, so they are not lost
+/// to the other copy (simulation seeds 692 and 926 under `SYNC_SIM_STRICT_RESTORES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_of_a_lost_record_another_device_created_again_first_are_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url, a, b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    // After the backup: A creates the task and edits it; B pulls the create and edits
+    // it; A never pulls B's edits, so A's copy lacks them.
+    let t = task(p.id, "created after the backup");
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.title = "edited on A".into();
+    a.store().update(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    let mut on_b = b.store().get::<Task>(t.id).unwrap().unwrap();
+    on_b.status = "doing".into();
+    on_b.likes += 3;
+    on_b.tags.insert("from-b".into());
+    b.store().update(&on_b).unwrap();
+    b.sync_until_quiet().await;
+    drop((a, b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    assert!(
+        !server_records(&url).await.contains_key(&t.id),
+        "the restore lost the task"
+    );
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    // B's restart: the snapshot lacks the task, so B queues a check of it.
+    b.sync().await;
+    assert_eq!(b.store().status().unwrap().pending, 1, "B checks the task");
+    // A creates it again first, from its copy, and edits it again: the record's version
+    // is past the one B knows, so nothing tells B that this is another history.
+    a.sync_until_quiet().await;
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 0, "A's copy");
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.title = "edited on A after the restore".into();
+    a.store().update(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    // B's check finds it, and sends B's edits again.
+    for _ in 0..2 {
+        b.sync_until_quiet().await;
+        a.sync_until_quiet().await;
+    }
+    let server = server_records(&url).await;
+    let r = &server[&t.id];
+    assert_eq!(r["likes"], 3, "B's increment, once");
+    assert_eq!(r["status"], "doing", "B's status is back");
+    assert_eq!(
+        r["title"], "edited on A after the restore",
+        "the later edit wins"
+    );
+    let tags: BTreeSet<String> = serde_json::from_value(r["tags"].clone()).unwrap();
+    assert_eq!(tags, BTreeSet::from(["from-b".to_string()]));
+    for d in [&a, &b] {
+        let status = d.store().status().unwrap();
+        assert_eq!(status.pending, 0, "{status:?}");
+        assert!(
+            status.dead.is_empty() && status.conflicted.is_empty(),
+            "{status:?}"
+        );
+        let mine = d.store().get::<Task>(t.id).unwrap().unwrap();
+        assert_eq!((mine.likes, mine.status.as_str()), (3, "doing"));
+    }
+}
+
+/// Issue "Nothing lost at the edges", dots after a restore (PROTOCOL.md SUM-3): the
+/// server is restored to before two increments of a device, and the device, its store
+/// still open (the same dot session), makes a third before it learns of the restore. The
+/// third reaches the restored server first; its dot names the session's previous dot of
+/// the record, so the server keeps the two it lacks as a gap, and counts them when the
+/// device sends them again. (Before gaps, the record's dots said "everything of this
+/// session up to the third", and the two were taken for counted: 4 where 9.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_reaching_a_restored_server_first_does_not_hide_the_lost_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url, a, _b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    let t = task(p.id, "liked");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    for add in [2, 3] {
+        let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+        on_a.likes += add;
+        a.store().update(&on_a).unwrap();
+        a.sync_until_quiet().await;
+    }
+    drop(server);
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    assert_eq!(
+        server_records(&url).await[&t.id]["likes"],
+        0,
+        "the restore lost both"
+    );
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.likes += 4;
+    a.store().update(&on_a).unwrap();
+    // The engine pushes before it pulls: the third increment goes first.
+    a.sync().await;
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 4);
+    a.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    assert_eq!(
+        server_records(&url).await[&t.id]["likes"],
+        9,
+        "2 + 3 + 4, each once"
+    );
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 9);
 }
 
 /// The acknowledged-change log's window (`AckLog`): a device keeping one change sends

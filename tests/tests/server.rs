@@ -26,6 +26,7 @@ both_backends!(
     creates_over_a_tombstone_and_checks,
     a_snapshot_of_one_entity,
     dots_count_a_sum_once_and_reach_only_clients_that_speak_them,
+    gaps_keep_what_a_record_lacks_and_count_it_when_it_comes,
     a_retry_rejected_as_unknown_record_is_evaluated_again,
     a_retry_evaluated_again_counts_as_its_first_delivery,
     a_retry_of_a_replaced_key_answers_with_the_mutation_that_carried_it,
@@ -846,6 +847,55 @@ async fn dots_count_a_sum_once_and_reach_only_clients_that_speak_them(s: &TestSe
     let r = c.push(vec![bad, zero, add(6, 1)]).await;
     assert_eq!(r[0]["problem"]["pointer"], "/dot/session", "{r:#?}");
     assert_eq!(r[1]["problem"]["pointer"], "/dot/seq", "{r:#?}");
+    assert_eq!(r[2]["server"]["record"]["likes"], 7, "{r:#?}");
+}
+
+/// PROTOCOL.md SUM-3: a dot whose `prev` is above what the record holds of its session
+/// leaves a gap; a contribution inside the gap counts once when it comes, and splits it
+/// by its own `prev`; gaps reach only clients of 1.3.2; a `prev` not below `seq` and
+/// malformed `dot_gaps` are that mutation's 422 alone.
+async fn gaps_keep_what_a_record_lacks_and_count_it_when_it_comes(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let r = c
+        .push(vec![project_create(p, "p"), task_create(t, p)])
+        .await;
+    assert_eq!(r[1]["status"], "applied", "{r:#?}");
+    let add = |prev: u64, seq: u64, n: i64| {
+        let mut m = task_update(t, 1, json!({ "likes": { "add": n } }));
+        m["dot"] = json!({ "session": "00000000000000cd", "seq": seq, "prev": prev });
+        m
+    };
+    // Seq 8 first (its session's previous dot of the record: 7): 1 to 7 are lacking.
+    let r = c.push(vec![add(7, 8, 4)]).await;
+    assert_eq!(r[0]["server"]["record"]["likes"], 4, "{r:#?}");
+    let (changes, _) = c.changes_as("1.3.2").await;
+    let task = &changes[&t.to_string()];
+    assert_eq!(task["dots"], json!({ "00000000000000cd": 8 }), "{task:#}");
+    assert_eq!(task["dot_gaps"], json!({ "00000000000000cd": [[1, 7]] }));
+    let (changes, _) = c.changes_as("1.3.1").await;
+    assert!(
+        changes[&t.to_string()].get("dot_gaps").is_none(),
+        "not for 1.3.1"
+    );
+    // Seq 5 (previous: 3) comes late: counted once, under any key.
+    let r = c.push(vec![add(3, 5, 2), add(3, 5, 2)]).await;
+    assert_eq!(r[1]["server"]["record"]["likes"], 6, "+2 once: {r:#?}");
+    let (changes, _) = c.changes_as("1.3.2").await;
+    assert_eq!(
+        changes[&t.to_string()]["dot_gaps"],
+        json!({ "00000000000000cd": [[1, 3], [6, 7]] })
+    );
+    // Seq 8 again: held.
+    let r = c.push(vec![add(7, 8, 4)]).await;
+    assert_eq!(r[0]["server"]["record"]["likes"], 6, "{r:#?}");
+    // Malformed: `prev` not below `seq`; gaps outside the dots.
+    let mut create = task_create(Uuid::now_v7(), p);
+    create["dots"] = json!({ "00000000000000cd": 3 });
+    create["dot_gaps"] = json!({ "00000000000000cd": [[2, 5]] });
+    let r = c.push(vec![add(9, 9, 1), create, add(8, 9, 1)]).await;
+    assert_eq!(r[0]["problem"]["pointer"], "/dot/prev", "{r:#?}");
+    assert_eq!(r[1]["problem"]["pointer"], "/dot_gaps", "{r:#?}");
     assert_eq!(r[2]["server"]["record"]["likes"], 7, "{r:#?}");
 }
 

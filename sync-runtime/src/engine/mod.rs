@@ -202,8 +202,9 @@ impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
 }
 
 /// The mutation of an outbox item; with its dot and dots (PROTOCOL.md SUM-2) if the
-/// server speaks them (`dots`).
-fn to_mutation(item: &OutboxItem, dots: bool, replaces: bool) -> Mutation {
+/// server speaks them (`dots`), and the dot's `prev` and the record's gaps (SUM-3) if it
+/// takes them (`gaps`).
+fn to_mutation(item: &OutboxItem, dots: bool, replaces: bool, gaps: bool) -> Mutation {
     let get = |k: &str| item.payload.get(k).cloned().filter(|v| !v.is_null());
     let dots_member = |k: &str| get(k).filter(|_| dots);
     Mutation {
@@ -220,14 +221,18 @@ fn to_mutation(item: &OutboxItem, dots: bool, replaces: bool) -> Mutation {
         patch: get("patch"),
         hlc: get("hlc").and_then(|h| serde_json::from_value(h).ok()),
         // A payload's dot may hold more members (runtimes before dots were drawn at
-        // queueing named the key it was drawn for); the wire's is `{session, seq}`.
+        // queueing named the key it was drawn for); the wire's is `{session, seq, prev}`.
         dot: dots_member("dot").and_then(|d| {
             Some(crate::protocol::Dot {
                 session: d.get("session")?.as_str()?.to_string(),
                 seq: d.get("seq")?.as_u64()?,
+                prev: d.get("prev").and_then(Json::as_u64).filter(|_| gaps),
             })
         }),
         dots: dots_member("dots").and_then(|d| serde_json::from_value(d).ok()),
+        dot_gaps: dots_member("dot_gaps")
+            .filter(|_| gaps)
+            .and_then(|d| serde_json::from_value(d).ok()),
         replaces: get(REPLACES_MEMBER)
             .filter(|_| replaces)
             .and_then(|r| serde_json::from_value(r).ok()),
@@ -414,9 +419,10 @@ impl<T: Transport> SyncEngine<T> {
                 mutations: {
                     let dots = self.store.server_speaks_dots();
                     let replaces = self.store.server_takes_replaces();
+                    let gaps = self.store.server_takes_gaps();
                     batch
                         .iter()
-                        .map(|i| to_mutation(i, dots, replaces))
+                        .map(|i| to_mutation(i, dots, replaces, gaps))
                         .collect()
                 },
             };

@@ -23,12 +23,19 @@
 //! the same session, and the server would then take the older change's contribution for
 //! one it holds. Once the snapshot and the changes after it are through, the store knows
 //! each record's dots on the restored server and queues the logged changes ahead of every
-//! item ([`LocalStore::replay_acknowledged`]). A later increment of the same session that
-//! reached the restored server before the device noticed the restore still hides the
-//! earlier ones (ARCHITECTURE.md, "Dots after a restore").
+//! item ([`LocalStore::replay_acknowledged`]). A record the restored server did not
+//! deliver is checked: if the server still lacks it, the device creates it again from its
+//! copy, which holds the logged changes; if another device created it again first (from a
+//! copy that may lack them), the check's answer sends them
+//! ([`LocalStore::replay_after_check`]). A later increment of the same session that
+//! reached the restored server before the device noticed the restore leaves a gap in the
+//! record's dots there (its dot names the session's previous dot of the record: PROTOCOL.md
+//! SUM-3), so the earlier ones are sent and counted (ARCHITECTURE.md, "Dots after a
+//! restore"). A change whose dot the record includes stays in the log: a later restore
+//! may lose it again.
 
 use super::*;
-use crate::protocol::{Dots, ServerRecord};
+use crate::protocol::{DotGaps, Dots, ServerRecord};
 use const_format::concatcp;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -100,6 +107,16 @@ fn replay_dots_key(entity: &str, id: Uuid) -> String {
     format!("replay-dots:{entity}:{id}")
 }
 
+/// The `sync_meta` key that marks a record the restored server did not have when a
+/// restart's snapshot ended, whose logged changes wait for the answer to its check
+/// ([`LocalStore::replay_after_check`]).
+fn replay_await_key(entity: &str, id: Uuid) -> String {
+    format!("replay-await:{entity}:{id}")
+}
+
+/// A record's logged changes to send again, and its dots and gaps on the server.
+type Replays = (Vec<Logged>, Option<Dots>, Option<DotGaps>);
+
 /// One logged change, as it was sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Logged {
@@ -116,6 +133,9 @@ struct Logged {
     /// the migrations do not rewrite in the log).
     #[serde(default)]
     model: String,
+    /// Its `sync_meta` key (not stored: set when the log is read).
+    #[serde(skip)]
+    log_key: String,
 }
 
 /// The log in acknowledgement order: each entry's `sync_meta` key and the change
@@ -126,7 +146,11 @@ fn read_log(conn: &Connection) -> Result<Vec<(String, Option<Logged>)>, StoreErr
     let mut out = Vec::new();
     for row in rows {
         let (key, value) = row?;
-        out.push((key, serde_json::from_str::<Logged>(&value).ok()));
+        let logged = serde_json::from_str::<Logged>(&value).ok().map(|l| Logged {
+            log_key: key.clone(),
+            ..l
+        });
+        out.push((key, logged));
     }
     Ok(out)
 }
@@ -177,8 +201,32 @@ pub(crate) fn note_replay_dots(conn: &Connection, r: &ServerRecord) -> Result<()
     super::meta_set(
         conn,
         &replay_dots_key(&r.entity_type, r.entity_id),
-        &serde_json::to_string(&r.dots.clone().unwrap_or_default()).expect("dots serialise"),
+        &serde_json::to_string(&ReplayDots {
+            dots: r.dots.clone().unwrap_or_default(),
+            gaps: r.dot_gaps.clone().unwrap_or_default(),
+        })
+        .expect("dots serialise"),
     )
+}
+
+/// A held record's dots and gaps on the restored server (`replay-dots:` entries).
+#[derive(Serialize, Deserialize)]
+struct ReplayDots {
+    dots: Dots,
+    #[serde(default)]
+    gaps: DotGaps,
+}
+
+impl ReplayDots {
+    /// An entry's value: this shape, or the dots alone (written by a runtime before gaps).
+    fn parse(value: &str) -> Option<ReplayDots> {
+        serde_json::from_str(value).ok().or_else(|| {
+            serde_json::from_str(value).ok().map(|dots| ReplayDots {
+                dots,
+                gaps: DotGaps::new(),
+            })
+        })
+    }
 }
 
 impl LocalStore {
@@ -218,6 +266,7 @@ impl LocalStore {
             base_version: item.base_version,
             at: self.device_wall_millis(),
             model: self.inner.fingerprint.clone(),
+            log_key: String::new(),
         };
         super::meta_set(
             conn,
@@ -286,23 +335,106 @@ impl LocalStore {
                 continue;
             };
             let record = (l.entity.clone(), l.id);
-            if !held.contains(&record) || undelivered.contains(&record) {
-                // Acknowledged by the restored server (during the restart), or of a record
-                // the server no longer has: kept. The device's copy of such a record holds
-                // these changes and is checked and created again from it (with its dots);
-                // if another device created it again first, a later restart sends them.
+            if !held.contains(&record) {
+                // Acknowledged by the restored server (during the restart): kept.
                 continue;
             }
-            // Sent again below (and logged again once acknowledged), or not at all.
-            tx.prepare_cached(DELETE_KEY)?.execute([key])?;
-            if l.at < cutoff || l.model != self.inner.fingerprint {
+            if undelivered.contains(&record) {
+                // Of a record the server no longer has: kept, and the record is checked.
+                // If the server still lacks it, the device creates it again from its
+                // copy, which holds these changes (and their dots); if another device
+                // created it again first, from a copy that may lack them, the check's
+                // answer sends them (`replay_after_check`; simulation seeds 692, 926).
+                super::meta_set(tx, &replay_await_key(&l.entity, l.id), "1")?;
                 continue;
             }
-            if seen_keys.insert(l.key.clone()) {
-                per_record.entry(record).or_default().push(l);
+            // Sent again below (and logged again once acknowledged), kept (the record
+            // holds it), or, outside the window, dropped.
+            if l.at < cutoff
+                || l.model != self.inner.fingerprint
+                || !seen_keys.insert(l.key.clone())
+            {
+                tx.prepare_cached(DELETE_KEY)?.execute([key])?;
+                continue;
+            }
+            per_record.entry(record).or_default().push(l);
+        }
+        let mut with_dots = BTreeMap::new();
+        for ((entity, id), changes) in per_record {
+            let noted = super::meta_get(tx, &replay_dots_key(&entity, id))?
+                .and_then(|j| ReplayDots::parse(&j));
+            let (dots, gaps) = match noted {
+                Some(n) => (Some(n.dots), Some(n.gaps)),
+                None => (None, None),
+            };
+            with_dots.insert((entity, id), (changes, dots, gaps));
+        }
+        let queued = self.queue_replays(tx, with_dots)?;
+        tx.execute(
+            concatcp!(
+                "DELETE FROM \"",
+                meta::META,
+                "\" WHERE (\"key\" >= 'replay-dots:' AND \"key\" < 'replay-dots;') OR \"key\" = ?1"
+            ),
+            [REPLAY_HELD_KEY],
+        )?;
+        Ok(queued)
+    }
+
+    /// The answer to a check of `server`'s record: if a restart found the record lost
+    /// and kept its logged changes for this answer (see
+    /// [`LocalStore::replay_acknowledged`]), the server has the record again because
+    /// another device created it again first, from a copy that may lack this device's
+    /// acknowledged changes. Queues those changes (all but the ones whose dot the
+    /// record includes) ahead of every item, as after a restart, and rebuilds the row.
+    /// Returns how many it queued.
+    pub(crate) fn replay_after_check(
+        &self,
+        tx: &Connection,
+        server: &ServerRecord,
+    ) -> Result<usize, StoreError> {
+        let (entity, id) = (server.entity_type.clone(), server.entity_id);
+        if !forget_replay_await(tx, &entity, id)? || server.deleted {
+            return Ok(0);
+        }
+        let cutoff = self
+            .device_wall_millis()
+            .saturating_sub(self.inner.ack_log.max_age.as_millis() as u64);
+        let mut changes = Vec::new();
+        let mut seen_keys = BTreeSet::new();
+        for (key, l) in read_log(tx)? {
+            let Some(l) = l else { continue };
+            if l.entity != entity || l.id != id {
+                continue;
+            }
+            // As in `replay_acknowledged`.
+            if l.at >= cutoff
+                && l.model == self.inner.fingerprint
+                && seen_keys.insert(l.key.clone())
+            {
+                changes.push(l);
+            } else {
+                tx.prepare_cached(DELETE_KEY)?.execute([key])?;
             }
         }
-        let total: usize = per_record.values().map(Vec::len).sum();
+        let mut one = BTreeMap::new();
+        one.insert(
+            (entity, id),
+            (changes, server.dots.clone(), server.dot_gaps.clone()),
+        );
+        self.queue_replays(tx, one)
+    }
+
+    /// Queues the logged `changes` of each record ahead of every item queued (ids below
+    /// the lowest), leaving out those whose dot the record's `dots` on the server
+    /// include, and rebuilds each record's row on its base with them on top. Returns
+    /// how many it queued.
+    fn queue_replays(
+        &self,
+        tx: &Connection,
+        per_record: BTreeMap<(String, Uuid), Replays>,
+    ) -> Result<usize, StoreError> {
+        let total: usize = per_record.values().map(|(c, _, _)| c.len()).sum();
         let min_id: Option<i64> = tx.query_row(
             concatcp!("SELECT MIN(\"id\") FROM \"", meta::OUTBOX, "\""),
             [],
@@ -311,26 +443,29 @@ impl LocalStore {
         // Ahead of everything queued: ids below the lowest.
         let mut next_id = min_id.unwrap_or(1).min(1) - total as i64;
         let mut queued = 0;
-        for ((entity, id), changes) in per_record {
+        for ((entity, id), (changes, dots, gaps)) in per_record {
             let Some(table) = self.table_of(&entity) else {
                 continue;
             };
-            let Some(row) = read_row(tx, table, id)? else {
-                continue;
-            };
-            if row.deleted {
+            let row = read_row(tx, table, id)?;
+            if row.as_ref().is_none_or(|r| r.deleted) {
                 // Deleted since (here or on the server): a delete wins over these edits.
+                for l in &changes {
+                    tx.prepare_cached(DELETE_KEY)?.execute([&l.log_key])?;
+                }
                 continue;
             }
-            let dots: Option<Dots> = super::meta_get(tx, &replay_dots_key(&entity, id))?
-                .and_then(|j| serde_json::from_str(&j).ok());
             let mut any = false;
             for l in changes {
-                if dot_included(&l.payload, dots.as_ref()) {
+                if dot_included(&l.payload, dots.as_ref(), gaps.as_ref()) {
                     // The restored record holds it (applied before the backup, or carried
-                    // by a copy another device sent again): nothing to send.
+                    // by a copy another device sent again): nothing to send, and it stays
+                    // in the log, for a later restore that loses it (simulation seed 264
+                    // under `SYNC_SIM_STRICT_RESTORES`).
                     continue;
                 }
+                // Logged again once acknowledged.
+                tx.prepare_cached(DELETE_KEY)?.execute([&l.log_key])?;
                 let inserted = tx
                     .prepare_cached(concatcp!(
                         "INSERT OR IGNORE INTO \"",
@@ -363,6 +498,7 @@ impl LocalStore {
             if let Some(base) = read_base(tx, table, id)? {
                 let mut s = base.as_server_record(&entity, id);
                 s.dots = dots;
+                s.dot_gaps = gaps;
                 if let Err(e) = rebase_onto(tx, table, &s) {
                     // The row stays as it was until the answers move it; a change that
                     // does not apply here is answered by the server all the same.
@@ -370,14 +506,19 @@ impl LocalStore {
                 }
             }
         }
-        tx.execute(
-            concatcp!(
-                "DELETE FROM \"",
-                meta::META,
-                "\" WHERE (\"key\" >= 'replay-dots:' AND \"key\" < 'replay-dots;') OR \"key\" = ?1"
-            ),
-            [REPLAY_HELD_KEY],
-        )?;
         Ok(queued)
     }
+}
+
+/// Drops the mark that `entity` `id`'s logged changes wait for its check's answer;
+/// whether it was there.
+pub(crate) fn forget_replay_await(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(DELETE_KEY)?
+        .execute([replay_await_key(entity, id)])?
+        > 0)
 }

@@ -262,9 +262,15 @@ impl LocalStore {
         // delivery was applied, lost in a restore, and the record sent again): the
         // merge carries none of them, or they would count twice under the merge's new
         // dot.
-        if dot_included(&item.payload, answer.dots.as_ref())
-            || dot_included(&item.payload, server.dots.as_ref())
-        {
+        if dot_included(
+            &item.payload,
+            answer.dots.as_ref(),
+            answer.dot_gaps.as_ref(),
+        ) || dot_included(
+            &item.payload,
+            server.dots.as_ref(),
+            server.dot_gaps.as_ref(),
+        ) {
             for f in table
                 .entity
                 .synced_fields()
@@ -293,8 +299,15 @@ impl LocalStore {
         // A new dot, and new ones for the record's later items not sent yet: a later
         // item of this push may be applied, its dot above the item's, so the merge's
         // must be above it (see `LocalStore::redot_after`).
-        let payload = payload.map(|p| self.dotted(table.entity, MutationOp::Update, &p));
-        self.redot_after(tx, table, id, item.id, server.dots.as_ref())?;
+        let payload = payload.map(|p| self.dotted(table.entity, id, MutationOp::Update, &p));
+        self.redot_after(
+            tx,
+            table,
+            id,
+            item.id,
+            server.dots.as_ref(),
+            server.dot_gaps.as_ref(),
+        )?;
         match payload {
             Some(payload) => {
                 tx.execute(

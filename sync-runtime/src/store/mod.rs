@@ -303,6 +303,11 @@ struct Inner {
     server_speaks_dots: std::sync::atomic::AtomicBool,
     /// Whether the server speaks 1.3.1 or later (it takes `replaces`).
     server_takes_replaces: std::sync::atomic::AtomicBool,
+    /// Whether the server speaks 1.3.2 or later (it takes a dot's `prev` and `dot_gaps`).
+    server_takes_gaps: std::sync::atomic::AtomicBool,
+    /// Per record, the number of the last dot this session drew for it: the next dot's
+    /// `prev` (PROTOCOL.md SUM-3). One entry per record this session gave a dot.
+    last_dots: Mutex<std::collections::HashMap<(String, Uuid), u64>>,
     /// Each returns `false` once its receiver is gone (it is dropped then).
     subscribers: Mutex<Vec<Subscriber>>,
     status_watchers: Mutex<Vec<mpsc::Sender<SyncStatus>>>,

@@ -2,7 +2,7 @@
 //! runs (built once), and the device's clock and identity.
 
 use super::*;
-use crate::protocol::{DOTS_SINCE, REPLACES_SINCE, speaks_at_least};
+use crate::protocol::{DOTS_SINCE, GAPS_SINCE, REPLACES_SINCE, speaks_at_least};
 use const_format::concatcp;
 use sync_model::sql::meta;
 
@@ -143,6 +143,9 @@ impl StoreBuilder {
         let server_takes_replaces = server_protocol
             .as_deref()
             .is_some_and(|v| speaks_at_least(v, REPLACES_SINCE));
+        let server_takes_gaps = server_protocol
+            .as_deref()
+            .is_some_and(|v| speaks_at_least(v, GAPS_SINCE));
         let store = LocalStore {
             inner: Arc::new(Inner {
                 engine_state: Mutex::new(EngineState::NotStarted),
@@ -151,6 +154,8 @@ impl StoreBuilder {
                 dot_seq: std::sync::atomic::AtomicU64::new(0),
                 server_speaks_dots: std::sync::atomic::AtomicBool::new(server_speaks_dots),
                 server_takes_replaces: std::sync::atomic::AtomicBool::new(server_takes_replaces),
+                server_takes_gaps: std::sync::atomic::AtomicBool::new(server_takes_gaps),
+                last_dots: Mutex::new(std::collections::HashMap::new()),
                 conn: Mutex::new(conn),
                 clock: HlcClock::resume(node, last),
                 tables: self
@@ -373,12 +378,15 @@ impl LocalStore {
         use std::sync::atomic::Ordering::Relaxed;
         let speaks = speaks_at_least(version, DOTS_SINCE);
         let replaces = speaks_at_least(version, REPLACES_SINCE);
+        let gaps = speaks_at_least(version, GAPS_SINCE);
         if self.inner.server_speaks_dots.load(Relaxed) != speaks
             || self.inner.server_takes_replaces.load(Relaxed) != replaces
+            || self.inner.server_takes_gaps.load(Relaxed) != gaps
         {
             meta_set(&self.conn(), SERVER_PROTOCOL_KEY, version)?;
             self.inner.server_speaks_dots.store(speaks, Relaxed);
             self.inner.server_takes_replaces.store(replaces, Relaxed);
+            self.inner.server_takes_gaps.store(gaps, Relaxed);
         }
         Ok(())
     }
@@ -392,6 +400,15 @@ impl LocalStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether the server last said it speaks 1.3.2 or later
+    /// ([`LocalStore::observe_server_protocol`]): pushes then carry each dot's `prev`
+    /// and a record's gaps ([`Dot::prev`](crate::protocol::Dot::prev), PROTOCOL.md SUM-3).
+    pub fn server_takes_gaps(&self) -> bool {
+        self.inner
+            .server_takes_gaps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the server last said it speaks dots ([`LocalStore::observe_server_protocol`]).
     pub fn server_speaks_dots(&self) -> bool {
         self.inner
@@ -399,15 +416,25 @@ impl LocalStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The next dot of this opening of the store.
-    pub(crate) fn next_dot(&self) -> crate::protocol::Dot {
+    /// The next dot of this opening of the store, for a change of `entity` `id`: its
+    /// `prev` is the number of the last dot this opening drew for the same record.
+    pub(crate) fn next_dot(&self, entity: &str, id: Uuid) -> crate::protocol::Dot {
+        let seq = self
+            .inner
+            .dot_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let prev = self
+            .inner
+            .last_dots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((entity.to_string(), id), seq)
+            .unwrap_or(0);
         crate::protocol::Dot {
             session: self.inner.dot_session.clone(),
-            seq: self
-                .inner
-                .dot_seq
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1,
+            seq,
+            prev: Some(prev),
         }
     }
 

@@ -328,7 +328,7 @@ impl LocalStore {
         payload: &str,
         base_version: Option<i64>,
     ) -> Result<(), StoreError> {
-        let payload = self.dotted(entity, op, payload);
+        let payload = self.dotted(entity, id, op, payload);
         insert_item(conn, entity, id, op, &payload, base_version, self.new_key())
     }
 
@@ -340,19 +340,20 @@ impl LocalStore {
         &self,
         conn: &Connection,
         entity: &Entity,
-        item: i64,
+        (id, item): (Uuid, i64),
         op: MutationOp,
         payload: &str,
     ) -> Result<(), StoreError> {
-        let payload = self.dotted(entity, op, payload);
+        let payload = self.dotted(entity, id, op, payload);
         conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2, \"idempotency_key\" = ?3 WHERE \"id\" = ?4 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
             .execute(params![op.as_str(), payload, self.new_key(), item])?;
         Ok(())
     }
 
-    /// `payload` (a new item's body) with a new dot of this session in its
-    /// [`DOT_MEMBER`] (`{"session", "seq"}`) if it adds to `sum` fields ([`takes_dot`]);
-    /// as it is otherwise.
+    /// `payload` (a new item's body of record `id`) with a new dot of this session in its
+    /// [`DOT_MEMBER`] (`{"session", "seq", "prev"}`) if it adds to `sum` fields
+    /// ([`takes_dot`]); as it is otherwise. `prev` is the number of the session's last
+    /// dot of the same record (PROTOCOL.md SUM-3).
     ///
     /// A dot is drawn when the change is queued, not when it is first sent: a device
     /// restored from a backup of its own database then sends an item the backup held
@@ -365,7 +366,13 @@ impl LocalStore {
     /// sent in queue order (a later one waits behind a dead one), so a session's dots of
     /// one record reach the server in rising order, which is what lets a record keep one
     /// number per session.
-    pub(crate) fn dotted(&self, entity: &Entity, op: MutationOp, payload: &str) -> String {
+    pub(crate) fn dotted(
+        &self,
+        entity: &Entity,
+        id: Uuid,
+        op: MutationOp,
+        payload: &str,
+    ) -> String {
         let sums = op != MutationOp::Delete
             && entity
                 .synced_fields()
@@ -382,11 +389,8 @@ impl LocalStore {
         let Some(members) = body.as_object_mut() else {
             return payload.to_string();
         };
-        let dot = self.next_dot();
-        members.insert(
-            DOT_MEMBER.into(),
-            serde_json::json!({"session": dot.session, "seq": dot.seq}),
-        );
+        let dot = self.next_dot(&entity.name, id);
+        members.insert(DOT_MEMBER.into(), dot_member(&dot));
         body.to_string()
     }
 
@@ -410,6 +414,7 @@ impl LocalStore {
         id: Uuid,
         after: i64,
         dots: Option<&crate::protocol::Dots>,
+        gaps: Option<&crate::protocol::DotGaps>,
     ) -> Result<(), StoreError> {
         let items = read_outbox(
             conn,
@@ -422,7 +427,7 @@ impl LocalStore {
         let session = &self.inner.dot_session;
         for item in items.iter().filter(|i| {
             payload_dot(&i.payload).is_some_and(|d| d.session == *session)
-                && !dot_included(&i.payload, dots)
+                && !dot_included(&i.payload, dots, gaps)
         }) {
             self.give_dot(conn, item)?;
         }
@@ -435,11 +440,8 @@ impl LocalStore {
         let Some(body) = payload.as_object_mut() else {
             return Ok(());
         };
-        let dot = self.next_dot();
-        body.insert(
-            DOT_MEMBER.into(),
-            serde_json::json!({"session": dot.session, "seq": dot.seq}),
-        );
+        let dot = self.next_dot(&item.entity_type, item.entity_id);
+        body.insert(DOT_MEMBER.into(), dot_member(&dot));
         conn.execute(
             concatcp!(
                 "UPDATE \"",
@@ -615,7 +617,7 @@ impl LocalStore {
                     self.rewrite_item(
                         tx,
                         entity,
-                        l.id,
+                        (id, l.id),
                         MutationOp::Update,
                         &to_json_string(&composed),
                     )?;
@@ -681,7 +683,7 @@ impl LocalStore {
                 }
                 Some(l) if l.op == MutationOp::Update => {
                     mark_deleted(tx, entity, id, hlc)?;
-                    self.rewrite_item(tx, entity, l.id, MutationOp::Delete, &payload)?;
+                    self.rewrite_item(tx, entity, (id, l.id), MutationOp::Delete, &payload)?;
                 }
                 _ => {
                     mark_deleted(tx, entity, id, hlc)?;
@@ -716,4 +718,13 @@ impl LocalStore {
         });
         Ok(())
     }
+}
+
+/// A dot as an outbox payload keeps it (`{"session", "seq", "prev"}`).
+pub(crate) fn dot_member(dot: &crate::protocol::Dot) -> Json {
+    let mut m = serde_json::json!({"session": dot.session, "seq": dot.seq});
+    if let Some(prev) = dot.prev {
+        m["prev"] = prev.into();
+    }
+    m
 }

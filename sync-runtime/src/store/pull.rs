@@ -33,6 +33,7 @@ impl Base {
             record: self.record.clone(),
             clocks: self.clocks.clone(),
             dots: None,
+            dot_gaps: None,
         }
     }
 }
@@ -563,7 +564,8 @@ pub(crate) fn rebase_onto(
         Some(dots) => pending
             .into_iter()
             .filter(|(_, _, p)| {
-                serde_json::from_str::<Json>(p).map_or(true, |p| !dot_included(&p, Some(dots)))
+                serde_json::from_str::<Json>(p)
+                    .map_or(true, |p| !dot_included(&p, Some(dots), s.dot_gaps.as_ref()))
             })
             .collect(),
         None => pending,

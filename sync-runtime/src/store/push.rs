@@ -33,6 +33,10 @@ pub(crate) struct CreatePayloadOwned {
     /// hold, as the server last gave them (sent as the mutation's `dots`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dots: Option<crate::protocol::Dots>,
+    /// With `dots`: the contributions below them the record lacks (sent as the
+    /// mutation's `dot_gaps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dot_gaps: Option<crate::protocol::DotGaps>,
 }
 
 /// Takes the server's answer to a check of a record ([`is_check`]): the record as it is
@@ -68,13 +72,19 @@ pub(crate) fn payload_dot(payload: &Json) -> Option<crate::protocol::Dot> {
     Some(crate::protocol::Dot {
         session: d.get("session")?.as_str()?.to_string(),
         seq: d.get("seq")?.as_u64()?,
+        prev: d.get("prev").and_then(Json::as_u64),
     })
 }
 
-/// Whether `payload`'s dot is among `dots` (the server holds its `sum` contributions).
-pub(crate) fn dot_included(payload: &Json, dots: Option<&crate::protocol::Dots>) -> bool {
+/// Whether `payload`'s dot is among `dots` and not in `gaps` (the server holds its `sum`
+/// contributions).
+pub(crate) fn dot_included(
+    payload: &Json,
+    dots: Option<&crate::protocol::Dots>,
+    gaps: Option<&crate::protocol::DotGaps>,
+) -> bool {
     match (payload_dot(payload), dots) {
-        (Some(d), Some(dots)) => d.included_in(dots),
+        (Some(d), Some(dots)) => d.included(dots, gaps),
         _ => false,
     }
 }
@@ -119,21 +129,48 @@ pub(crate) fn stored_dots(
     Ok(super::meta_get(conn, &dots_key(entity, id))?.and_then(|j| serde_json::from_str(&j).ok()))
 }
 
-/// Keeps the dots of a server record (merged with those kept already: per session, the
-/// higher number), so that the device can send the record again with them if the
-/// server loses it.
+/// The `sync_meta` key of a record's gaps as the server last gave them.
+pub(crate) fn dot_gaps_key(entity: &str, id: Uuid) -> String {
+    format!("dot-gaps:{entity}:{id}")
+}
+
+/// The record's gaps as the server last gave them (none if it never did).
+pub(crate) fn stored_dot_gaps(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Option<crate::protocol::DotGaps>, StoreError> {
+    Ok(super::meta_get(conn, &dot_gaps_key(entity, id))?
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .filter(|g: &crate::protocol::DotGaps| !g.is_empty()))
+}
+
+/// Keeps the dots of a server record (merged with those kept already: every
+/// contribution either includes, [`merge_dot_sets`](crate::protocol::merge_dot_sets)),
+/// so that the device can send the record again with them if the server loses it.
 pub(crate) fn keep_dots(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
     let Some(dots) = s.dots.as_ref().filter(|d| !d.is_empty()) else {
         return Ok(());
     };
     let mut all = stored_dots(conn, &s.entity_type, s.entity_id)?.unwrap_or_default();
-    let before = all.clone();
-    crate::protocol::merge_dots(&mut all, dots);
-    if all != before {
+    let mut gaps = stored_dot_gaps(conn, &s.entity_type, s.entity_id)?.unwrap_or_default();
+    let before = (all.clone(), gaps.clone());
+    crate::protocol::merge_dot_sets(
+        &mut all,
+        &mut gaps,
+        dots,
+        &s.dot_gaps.clone().unwrap_or_default(),
+    );
+    if (&all, &gaps) != (&before.0, &before.1) {
         super::meta_set(
             conn,
             &dots_key(&s.entity_type, s.entity_id),
             &serde_json::to_string(&all).expect("dots serialise"),
+        )?;
+        super::meta_set(
+            conn,
+            &dot_gaps_key(&s.entity_type, s.entity_id),
+            &serde_json::to_string(&gaps).expect("gaps serialise"),
         )?;
     }
     Ok(())
@@ -688,9 +725,11 @@ impl LocalStore {
                 let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                 if is_check(item) {
                     take_checked(&tx, table, server, known)?;
+                    self.replay_after_check(&tx, server)?;
                 } else {
                     if known != Known::Same {
-                        record_own_write(&tx, server)?;
+                        // (`attempt_count` counts this delivery.)
+                        record_own_write(&tx, server, item.attempt_count == 1)?;
                     }
                     rebase_row(&tx, table, server)?;
                     self.log_acknowledged(&tx, item, server)?;
@@ -701,6 +740,8 @@ impl LocalStore {
                 if problem.problem_type.ends_with("/unknown-record")
                     && item.op != MutationOp::Create =>
             {
+                // Created again from the device's copy, which holds the logged changes.
+                super::acklog::forget_replay_await(&tx, &item.entity_type, item.entity_id)?;
                 self.recreate_lost(&tx, table, item)?
             }
             MutationResult::Rejected { problem, .. } => {
@@ -717,6 +758,7 @@ impl LocalStore {
             }
             MutationResult::Conflict { server, fields, .. } => {
                 if server.deleted {
+                    super::acklog::forget_replay_await(&tx, &item.entity_type, item.entity_id)?;
                     let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                     delete_superseded(&tx, &table.entity.name, item)?;
                     if is_check(item) {
@@ -842,6 +884,7 @@ impl LocalStore {
                         .as_ref()
                         .and_then(|b| resend_base(&b.record, &b.clocks)),
                     dots: stored_dots(tx, &table.entity.name, id)?,
+                    dot_gaps: stored_dot_gaps(tx, &table.entity.name, id)?,
                 };
                 // The create keeps the item's base version: a server that deleted the
                 // record since answers with the tombstone (delete wins).
@@ -864,6 +907,7 @@ impl LocalStore {
                         .as_ref()
                         .and_then(|b| resend_base(&b.record, &b.clocks)),
                     dots: stored_dots(tx, &table.entity.name, id)?,
+                    dot_gaps: stored_dot_gaps(tx, &table.entity.name, id)?,
                 };
                 self.rewrite_as_create(tx, item.id, payload, None)?;
                 let delete = to_json_string(&carrying(item.payload.clone(), item));

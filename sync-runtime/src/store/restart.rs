@@ -44,37 +44,67 @@ pub(crate) fn own_write_key(entity: &str, id: Uuid) -> String {
 /// pulls that follow must show this version or a later one of the same history. If
 /// they catch up without it, the server may have lost it (restored from a backup taken
 /// before the write, with the device's change token still valid there), and the record
-/// is checked ([`LocalStore::check_own_writes`]). (An answer is not compared with an
-/// earlier own write: a retry answered from its key carries the record as it was then.)
-pub(crate) fn record_own_write(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
+/// is checked ([`LocalStore::check_own_writes`]).
+///
+/// `fresh`: the answer is to a mutation's first delivery, so it is the record as it is
+/// now (a retry, or a change sent again after a restore, may be answered from its key,
+/// with the record as it was then, of whichever history). A fresh answer of a later
+/// version than the own write noted before, which lacks one of that write's
+/// contributions (its dots), is of another history: the server lost the earlier write
+/// (restored from a backup taken before it, and another device created the record
+/// again since), and a restart that names a restore follows, which sends the lost
+/// write again (simulation seed 1154 under `SYNC_SIM_STRICT_RESTORES`).
+pub(crate) fn record_own_write(
+    conn: &Connection,
+    s: &ServerRecord,
+    fresh: bool,
+) -> Result<(), StoreError> {
     let key = own_write_key(&s.entity_type, s.entity_id);
-    let dots = s
-        .dots
-        .as_ref()
-        .map(|d| serde_json::to_string(d).expect("dots serialise"))
-        .unwrap_or_default();
+    if let Some(before) = super::meta_get(conn, &key)?.filter(|_| fresh) {
+        let before = OwnWrite::parse(&before);
+        if s.version > before.version && !dots_shown(&before, s) {
+            suspect_restore_everywhere(conn)?;
+        }
+    }
+    let json = |v: Option<String>| v.unwrap_or_default();
+    let dots = json(
+        s.dots
+            .as_ref()
+            .map(|d| serde_json::to_string(d).expect("dots serialise")),
+    );
+    let gaps = json(
+        s.dot_gaps
+            .as_ref()
+            .filter(|_| s.dots.is_some())
+            .map(|g| serde_json::to_string(g).expect("gaps serialise")),
+    );
     super::meta_set(
         conn,
         &key,
-        format!("{} {} {dots}", s.version, s.server_updated_at).trim_end(),
+        format!("{} {} {dots} {gaps}", s.version, s.server_updated_at).trim_end(),
     )
 }
 
 /// An own write awaiting its pull: the version the server answered with, its commit
-/// time, and the record's dots then (absent in entries of older runtimes).
+/// time, and the record's dots and gaps then (absent in entries of older runtimes).
 struct OwnWrite {
     version: i64,
     at: String,
     dots: Option<crate::protocol::Dots>,
+    gaps: crate::protocol::DotGaps,
 }
 
 impl OwnWrite {
     fn parse(value: &str) -> OwnWrite {
-        let mut parts = value.splitn(3, ' ');
+        let mut parts = value.splitn(4, ' ');
         OwnWrite {
             version: parts.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             at: parts.next().unwrap_or_default().to_string(),
             dots: parts.next().and_then(|d| serde_json::from_str(d).ok()),
+            gaps: parts
+                .next()
+                .and_then(|g| serde_json::from_str(g).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -86,12 +116,29 @@ fn shows(w: &OwnWrite, r: &ServerRecord) -> bool {
     if r.version < w.version || (r.version == w.version && r.server_updated_at != w.at) {
         return false;
     }
+    dots_shown(w, r)
+}
+
+/// Whether `r` includes every contribution the own write `w` included (a record's dots
+/// only grow within one history).
+fn dots_shown(w: &OwnWrite, r: &ServerRecord) -> bool {
     w.dots.as_ref().is_none_or(|mine| {
         mine.iter().all(|(session, &seq)| {
+            let mine_lacks = w.gaps.get(session).map(Vec::as_slice).unwrap_or_default();
             r.dots
                 .as_ref()
                 .and_then(|d| d.get(session))
                 .is_some_and(|&s| s >= seq)
+                // ... and the record lacks none of them (a gap of its own over one).
+                && r
+                    .dot_gaps
+                    .as_ref()
+                    .and_then(|g| g.get(session))
+                    .is_none_or(|lacks| {
+                        lacks.iter().all(|&[a, b]| {
+                            a > seq || crate::protocol::range_covered([a, b.min(seq)], mine_lacks)
+                        })
+                    })
         })
     })
 }
@@ -200,11 +247,20 @@ pub(crate) fn suspect_restore_everywhere(conn: &Connection) -> Result<(), StoreE
         .prepare_cached(concatcp!("SELECT \"scope\" FROM \"", meta::STATE, "\""))?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    if scopes.is_empty() {
+        // No pull has begun yet (the store pushed first): the first one to end names
+        // the restore (simulation seed 1154 under `SYNC_SIM_STRICT_RESTORES`).
+        return super::meta_set(conn, RESTORE_SUSPECTED_ANYWHERE, "1");
+    }
     for scope in scopes {
         suspect_restore(conn, &scope)?;
     }
     Ok(())
 }
+
+/// The `sync_meta` key of a restore suspected before any account's pull began (see
+/// [`suspect_restore_everywhere`]): it counts for whichever account pulls first.
+const RESTORE_SUSPECTED_ANYWHERE: &str = "restore-suspected-anywhere";
 
 impl LocalStore {
     /// The sync state of `scope` (an account).
@@ -308,10 +364,14 @@ impl LocalStore {
         // is through; otherwise own writes are still checked (a first snapshot after a
         // push must not take the records it lacks for collected). A restore suspected
         // before this restart (during another one, say) counts as named.
-        let suspected = super::meta_get(&tx, &format!("restore-suspected:{scope}"))?.is_some();
+        let suspected = super::meta_get(&tx, &format!("restore-suspected:{scope}"))?.is_some()
+            || super::meta_get(&tx, RESTORE_SUSPECTED_ANYWHERE)?.is_some();
         tx.execute(
-            concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1"),
-            [format!("restore-suspected:{scope}")],
+            concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" IN (?1, ?2)"),
+            [
+                format!("restore-suspected:{scope}"),
+                RESTORE_SUSPECTED_ANYWHERE.to_string(),
+            ],
         )?;
         if why == Restart::Unknown || suspected {
             tx.execute(
@@ -403,7 +463,10 @@ impl LocalStore {
     /// replace the device's, and what the server lost is sent again.
     pub(crate) fn restore_suspected(&self, scope: &str) -> Result<bool, StoreError> {
         let conn = self.conn();
-        Ok(super::meta_get(&conn, &format!("restore-suspected:{scope}"))?.is_some())
+        Ok(
+            super::meta_get(&conn, &format!("restore-suspected:{scope}"))?.is_some()
+                || super::meta_get(&conn, RESTORE_SUSPECTED_ANYWHERE)?.is_some(),
+        )
     }
 
     /// Once the changes after a snapshot that followed [`LocalStore::reset_token`] are

@@ -25,7 +25,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use sync_model::Entity;
 use sync_runtime::protocol::{
-    Dot, Dots, Mutation, MutationOp, MutationResult, Problem, ServerRecord,
+    Dot, DotGaps, Dots, Mutation, MutationOp, MutationResult, Problem, ServerRecord,
 };
 use uuid::Uuid;
 

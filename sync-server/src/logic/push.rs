@@ -16,6 +16,7 @@ pub(crate) fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
         record: sync_runtime::Record::new(),
         clocks: Json::Object(serde_json::Map::new()),
         dots: None,
+        dot_gaps: None,
     }
 }
 
@@ -404,7 +405,7 @@ impl Applying<'_> {
             self.m.entity_id,
             &stored.record,
             &stored.clocks,
-            &stored.dots,
+            (&stored.dots, &stored.gaps),
             stored.version,
             stored.deleted,
             last_seq,
@@ -462,7 +463,9 @@ pub(crate) async fn apply_create(
         Some(cur)
             if !cur.deleted
                 && (m.base_version.is_none() && shares_stamp(&clocks, &cur.clocks)
-                    || m.dot.as_ref().is_some_and(|d| d.included_in(&cur.dots))) =>
+                    || m.dot
+                        .as_ref()
+                        .is_some_and(|d| d.included(&cur.dots, Some(&cur.gaps)))) =>
         {
             // This very create is in the record already: its first delivery was
             // applied and lost in a restore, and another device that held the
@@ -527,10 +530,11 @@ pub(crate) async fn apply_create(
             // A record sent again from a device's copy carries the contributions
             // its sums hold; a new one, its own.
             let mut dots = m.dots.clone().unwrap_or_default();
+            let mut gaps = m.dot_gaps.clone().unwrap_or_default();
             if let Some(d) = &m.dot {
-                d.add_to(&mut dots);
+                d.add(&mut dots, &mut gaps);
             }
-            let stored = Stored::live(record, clocks, dots, version);
+            let stored = Stored::live(record, clocks, (dots, gaps), version);
             cx.save(tx, last_seq, stored, exists).await
         }
     }
@@ -584,7 +588,7 @@ pub(crate) async fn apply_update(
     // the patch applies, its `sum` operations do not (PROTOCOL.md SUM-2).
     let without_sums;
     let patch = match &m.dot {
-        Some(d) if d.included_in(&cur.dots) => {
+        Some(d) if d.included(&cur.dots, Some(&cur.gaps)) => {
             let mut p = patch.clone();
             if let Some(ops) = p.as_object_mut() {
                 ops.retain(|name, _| {
@@ -612,11 +616,11 @@ pub(crate) async fn apply_update(
         Err(msg) => Ok(cx.rejected("invalid-patch", "Invalid patch", msg)),
         Ok(PatchOutcome::Conflict(fields)) => Ok(cx.conflict_with(cur, fields)),
         Ok(PatchOutcome::Applied { record, clocks }) => {
-            let mut dots = cur.dots;
+            let (mut dots, mut gaps) = (cur.dots, cur.gaps);
             if let Some(d) = &m.dot {
-                d.add_to(&mut dots);
+                d.add(&mut dots, &mut gaps);
             }
-            let stored = Stored::live(record, clocks, dots, cur.version.max(cx.seen) + 1);
+            let stored = Stored::live(record, clocks, (dots, gaps), cur.version.max(cx.seen) + 1);
             cx.save(tx, last_seq, stored, true).await
         }
     }

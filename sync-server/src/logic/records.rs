@@ -11,6 +11,9 @@ pub(crate) struct Stored {
     /// clocks column under [`DOTS_KEY`] (no field is named so: wire names are
     /// identifiers), so that no table needed a new column.
     pub(crate) dots: Dots,
+    /// The contributions below its dots it lacks (PROTOCOL.md SUM-3), kept in the clocks
+    /// column under [`DOT_GAPS_KEY`].
+    pub(crate) gaps: DotGaps,
     pub(crate) version: i64,
     pub(crate) deleted: bool,
     pub(crate) server_updated_at: String,
@@ -22,13 +25,14 @@ impl Stored {
     pub(crate) fn live(
         record: sync_runtime::Record,
         clocks: Json,
-        dots: Dots,
+        (dots, gaps): (Dots, DotGaps),
         version: i64,
     ) -> Self {
         Stored {
             record,
             clocks,
             dots,
+            gaps,
             version,
             deleted: false,
             server_updated_at: String::new(),
@@ -75,6 +79,11 @@ pub(crate) fn stored_from_row(
         .and_then(|m| m.remove(DOTS_KEY))
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
+    let gaps = clocks
+        .as_object_mut()
+        .and_then(|m| m.remove(DOT_GAPS_KEY))
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
     let version = it.next().and_then(|v| v.as_i64()).unwrap_or(0);
     let deleted = match it.next().unwrap_or(Json::Null) {
         Json::Bool(b) => b,
@@ -89,6 +98,7 @@ pub(crate) fn stored_from_row(
         record,
         clocks,
         dots,
+        gaps,
         version,
         deleted,
         server_updated_at,
@@ -105,6 +115,7 @@ pub(crate) fn server_record(e: &Entity, id: Uuid, s: Stored) -> ServerRecord {
         record: s.record,
         clocks: s.clocks,
         dots: (!s.dots.is_empty()).then_some(s.dots),
+        dot_gaps: (!s.gaps.is_empty()).then_some(s.gaps),
     }
 }
 
@@ -125,6 +136,9 @@ pub(crate) async fn lock_account(
 /// The member of the clocks column that holds a record's [`Stored::dots`].
 pub(crate) const DOTS_KEY: &str = "~dots";
 
+/// The member of the clocks column that holds a record's [`Stored::gaps`].
+pub(crate) const DOT_GAPS_KEY: &str = "~dot_gaps";
+
 /// Writes the record and its change under the next sequence number.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write(
@@ -135,7 +149,7 @@ pub(crate) async fn write(
     id: Uuid,
     record: &sync_runtime::Record,
     clocks: &Json,
-    dots: &Dots,
+    (dots, gaps): (&Dots, &DotGaps),
     version: i64,
     deleted: bool,
     last_seq: &mut i64,
@@ -161,6 +175,12 @@ pub(crate) async fn write(
                 DOTS_KEY.into(),
                 serde_json::to_value(dots).expect("dots serialise"),
             );
+            if !gaps.is_empty() {
+                m.insert(
+                    DOT_GAPS_KEY.into(),
+                    serde_json::to_value(gaps).expect("gaps serialise"),
+                );
+            }
             Json::Object(m).to_string()
         }
         other => other.to_string(),

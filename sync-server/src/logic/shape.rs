@@ -52,9 +52,10 @@ pub(crate) fn op_members(m: &Mutation) -> Result<(), Misfit> {
         ("hlc", m.hlc.is_some()),
         ("dot", m.dot.is_some()),
         ("dots", m.dots.is_some()),
+        ("dot_gaps", m.dot_gaps.is_some()),
     ];
     let allowed: &[&str] = match m.op {
-        MutationOp::Create => &["record", "clocks", "dot", "dots"],
+        MutationOp::Create => &["record", "clocks", "dot", "dots", "dot_gaps"],
         MutationOp::Update => &["patch", "dot"],
         MutationOp::Delete => &["hlc"],
     };
@@ -72,6 +73,18 @@ pub(crate) fn op_members(m: &Mutation) -> Result<(), Misfit> {
                 &["dot", "seq"],
                 "a dot's `seq` counts from 1".to_string(),
             ));
+        }
+        if d.prev.is_some_and(|p| p >= d.seq) {
+            return Err(misfit(
+                &["dot", "prev"],
+                "a dot's `prev` is below its `seq`".to_string(),
+            ));
+        }
+    }
+    if let Some(gaps) = &m.dot_gaps {
+        let dots = m.dots.clone().unwrap_or_default();
+        if let Err(why) = sync_runtime::protocol::check_dot_gaps(&dots, gaps) {
+            return Err(misfit(&["dot_gaps"], why));
         }
     }
     if let Some((session, seq)) = m

@@ -230,11 +230,16 @@ impl Client {
     /// Every change of the account as a client of protocol 1.3.0 sees them (records with
     /// their dots), by record id; and the server's `sync-protocol` response header.
     pub async fn changes_as_1_3(&self) -> (BTreeMap<String, Json>, Option<String>) {
+        self.changes_as("1.3.0").await
+    }
+
+    /// [`Client::changes_as_1_3`] for a client of protocol `version`.
+    pub async fn changes_as(&self, version: &str) -> (BTreeMap<String, Json>, Option<String>) {
         let res = self
             .http
             .get(format!("{}/changes?limit=1000", self.url))
             .bearer_auth(&self.token)
-            .header(sync_runtime::protocol::PROTOCOL_HEADER, "1.3.0")
+            .header(sync_runtime::protocol::PROTOCOL_HEADER, version)
             .send()
             .await
             .unwrap();
