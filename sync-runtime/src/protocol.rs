@@ -213,10 +213,17 @@ pub type Dots = std::collections::BTreeMap<String, u64>;
 
 /// The contributions below a session's number in [`Dots`] that a record does not include
 /// (PROTOCOL.md SUM-3): per session, sorted, disjoint and non-adjacent ranges
-/// `[first, last]` of dot numbers, `1 <= first <= last <` the session's number. A record
-/// has gaps only after a restore lost some of a session's contributions and a later one
-/// of the same session reached it first (or after a merge gave an item a new dot).
+/// `[first, last]` of dot numbers, `1 <= first <= last <` the session's number, at most
+/// [`MAX_DOT_GAP_RANGES`]. A record has gaps after a restore lost some of a session's
+/// contributions and a later one of the same session reached it first, and, harmlessly,
+/// after a device drew a dot it never sent (a transaction that did not commit, an edit
+/// discarded while dead).
 pub type DotGaps = std::collections::BTreeMap<String, Vec<[u64; 2]>>;
+
+/// The most gap ranges a record keeps per session (more in a mutation's `dot_gaps` is its
+/// 422). Past it a server forgets the lowest: a contribution in it, sent again, is then
+/// taken for held (lost, never counted twice).
+pub const MAX_DOT_GAP_RANGES: usize = 256;
 
 impl Dot {
     /// Whether `dots` include this contribution (ignoring gaps: see [`Dot::included`]).
@@ -260,6 +267,8 @@ impl Dot {
                 let ranges = gaps.entry(self.session.clone()).or_default();
                 ranges.push([cur + 1, p]);
                 *ranges = normalise(std::mem::take(ranges));
+                let excess = ranges.len().saturating_sub(MAX_DOT_GAP_RANGES);
+                ranges.drain(..excess);
             }
             dots.insert(self.session.clone(), self.seq);
         }
@@ -306,7 +315,10 @@ pub fn merge_dot_sets(into: &mut Dots, into_gaps: &mut DotGaps, from: &Dots, fro
         if both.is_empty() {
             into_gaps.remove(session);
         } else {
-            into_gaps.insert(session.clone(), normalise(both));
+            let mut both = normalise(both);
+            let excess = both.len().saturating_sub(MAX_DOT_GAP_RANGES);
+            both.drain(..excess);
+            into_gaps.insert(session.clone(), both);
         }
     }
 }
@@ -323,6 +335,11 @@ pub fn check_dot_gaps(dots: &Dots, gaps: &DotGaps) -> Result<(), String> {
                 "`dot_gaps` names session {session}, which `dots` lacks"
             ));
         };
+        if ranges.is_empty() || ranges.len() > MAX_DOT_GAP_RANGES {
+            return Err(format!(
+                "`dot_gaps` of session {session}: 1 to {MAX_DOT_GAP_RANGES} ranges (a session without gaps is left out)"
+            ));
+        }
         let mut last = 0u64;
         for (i, &[first, end]) in ranges.iter().enumerate() {
             if first == 0 || first > end || end >= max || (i > 0 && first <= last + 1) {
@@ -779,6 +796,7 @@ mod tests {
             );
         }
         assert!(check_dot_gaps(&Dots::new(), &DotGaps::from([(S.into(), vec![[1, 1]])])).is_err());
+        assert!(check_dot_gaps(&dots, &DotGaps::from([(S.into(), vec![])])).is_err());
         check_dot_gaps(&dots, &DotGaps::from([(S.into(), vec![[1, 1], [3, 9]])])).unwrap();
     }
 }

@@ -920,3 +920,54 @@ fn items_that_add_to_sums_hold_their_dot_from_the_moment_they_are_queued() {
     let last = store.outbox().unwrap().pop().unwrap();
     assert_eq!(last.payload["dot"]["seq"], 4);
 }
+
+/// PROTOCOL.md SUM-3: each dot names its session's previous dot of the same record
+/// (`prev`), whatever other records' items came between; a create begins a life of its
+/// record, with `prev` 0, also over a delete of the same id.
+#[test]
+fn a_dot_names_its_sessions_previous_dot_of_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let t = task("liked");
+    let u = task("other");
+    store.create(&t).unwrap();
+    let mut liked = t.clone();
+    liked.likes = 1;
+    store.update(&liked).unwrap();
+    liked.likes = 2;
+    store.update(&liked).unwrap();
+    store.create(&u).unwrap();
+    liked.likes = 3;
+    store.update(&liked).unwrap();
+    let dots: Vec<(String, u64, u64)> = store
+        .outbox()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let d = &i.payload["dot"];
+            (
+                i.entity_id.to_string(),
+                d["seq"].as_u64().unwrap(),
+                d["prev"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let (t_id, u_id) = (t.id.to_string(), u.id.to_string());
+    assert_eq!(
+        dots,
+        [
+            (t_id.clone(), 1, 0),
+            (t_id.clone(), 2, 1),
+            (t_id.clone(), 3, 2),
+            (u_id, 4, 0),
+            (t_id, 5, 3)
+        ],
+        "items that add to sums are never folded together"
+    );
+    // Deleted and created again under the same id: a new life, prev 0.
+    store.delete::<Task>(t.id).unwrap();
+    store.create(&t).unwrap();
+    let last = store.outbox().unwrap().pop().unwrap();
+    assert_eq!(last.op, sync_runtime::protocol::MutationOp::Create);
+    assert_eq!(last.payload["dot"]["prev"], 0, "{last:#?}");
+}

@@ -138,6 +138,29 @@ struct Logged {
     log_key: String,
 }
 
+/// The `sync_meta` key holding, for a record whose delete the server acknowledged, the
+/// log's last key then: its entries up to there are of the life the delete ended.
+fn gone_key(entity: &str, id: Uuid) -> String {
+    format!("acked-gone:{entity}:{id}")
+}
+
+/// Notes that the server acknowledged a delete of `entity` `id` (in the transaction that
+/// records the answer): the log's changes of the record so far are never sent again.
+pub(crate) fn note_acknowledged_delete(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<(), StoreError> {
+    let last: Option<String> = conn
+        .prepare_cached(SELECT_LAST)?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    match last {
+        Some(last) => super::meta_set(conn, &gone_key(entity, id), &last),
+        None => Ok(()),
+    }
+}
+
 /// The log in acknowledgement order: each entry's `sync_meta` key and the change
 /// (`None` if it does not parse: written by a later runtime, say).
 fn read_log(conn: &Connection) -> Result<Vec<(String, Option<Logged>)>, StoreError> {
@@ -150,6 +173,14 @@ fn read_log(conn: &Connection) -> Result<Vec<(String, Option<Logged>)>, StoreErr
             log_key: key.clone(),
             ..l
         });
+        if let Some(l) = &logged
+            && super::meta_get(conn, &gone_key(&l.entity, l.id))?.is_some_and(|at| key <= at)
+        {
+            // Of a life of the record a delete the server acknowledged ended: a record
+            // created again under the same id is another life, and these are not its.
+            conn.prepare_cached(DELETE_KEY)?.execute([&key])?;
+            continue;
+        }
         out.push((key, logged));
     }
     Ok(out)
@@ -345,7 +376,14 @@ impl LocalStore {
                 // copy, which holds these changes (and their dots); if another device
                 // created it again first, from a copy that may lack them, the check's
                 // answer sends them (`replay_after_check`; simulation seeds 692, 926).
-                super::meta_set(tx, &replay_await_key(&l.entity, l.id), "1")?;
+                // A record deleted here gets no check: nothing waits.
+                let live = match self.table_of(&l.entity) {
+                    Some(table) => super::pull::is_live(tx, table, l.id)?,
+                    None => false,
+                };
+                if live {
+                    super::meta_set(tx, &replay_await_key(&l.entity, l.id), "1")?;
+                }
                 continue;
             }
             // Sent again below (and logged again once acknowledged), kept (the record
@@ -381,9 +419,9 @@ impl LocalStore {
         Ok(queued)
     }
 
-    /// The answer to a check of `server`'s record: if a restart found the record lost
-    /// and kept its logged changes for this answer (see
-    /// [`LocalStore::replay_acknowledged`]), the server has the record again because
+    /// The answer to a check of `server`'s record, which a restart found lost and whose
+    /// logged changes it kept for this answer (see [`LocalStore::replay_acknowledged`];
+    /// the caller took the mark, `replay-await:`): the server has the record again because
     /// another device created it again first, from a copy that may lack this device's
     /// acknowledged changes. Queues those changes (all but the ones whose dot the
     /// record includes) ahead of every item, as after a restart, and rebuilds the row.
@@ -394,7 +432,7 @@ impl LocalStore {
         server: &ServerRecord,
     ) -> Result<usize, StoreError> {
         let (entity, id) = (server.entity_type.clone(), server.entity_id);
-        if !forget_replay_await(tx, &entity, id)? || server.deleted {
+        if server.deleted {
             return Ok(0);
         }
         let cutoff = self

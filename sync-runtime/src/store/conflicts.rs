@@ -299,7 +299,13 @@ impl LocalStore {
         // A new dot, and new ones for the record's later items not sent yet: a later
         // item of this push may be applied, its dot above the item's, so the merge's
         // must be above it (see `LocalStore::redot_after`).
-        let payload = payload.map(|p| self.dotted(table.entity, id, MutationOp::Update, &p));
+        // It takes the item's `prev`: the item's own dot is not applied, and left between
+        // the two it would be a gap the record keeps for good (PROTOCOL.md SUM-3).
+        let prev = payload_dot(&item.payload)
+            .filter(|d| d.session == self.inner.dot_session)
+            .and_then(|d| d.prev);
+        let payload =
+            payload.map(|p| self.dotted_after(table.entity, id, MutationOp::Update, &p, prev));
         self.redot_after(
             tx,
             table,

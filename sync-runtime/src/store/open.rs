@@ -417,20 +417,27 @@ impl LocalStore {
     }
 
     /// The next dot of this opening of the store, for a change of `entity` `id`: its
-    /// `prev` is the number of the last dot this opening drew for the same record.
-    pub(crate) fn next_dot(&self, entity: &str, id: Uuid) -> crate::protocol::Dot {
+    /// `prev` is `prev` if given, else the number of the last dot this opening drew for
+    /// the same record (0 if none). Drawn under one lock, so that `prev` stays below
+    /// `seq` and the record's last number only grows.
+    pub(crate) fn next_dot(
+        &self,
+        entity: &str,
+        id: Uuid,
+        prev: Option<u64>,
+    ) -> crate::protocol::Dot {
+        let mut last = self
+            .inner
+            .last_dots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let seq = self
             .inner
             .dot_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let prev = self
-            .inner
-            .last_dots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((entity.to_string(), id), seq)
-            .unwrap_or(0);
+        let before = last.insert((entity.to_string(), id), seq).unwrap_or(0);
+        let prev = prev.unwrap_or(before).min(seq - 1);
         crate::protocol::Dot {
             session: self.inner.dot_session.clone(),
             seq,

@@ -336,6 +336,9 @@ impl LocalStore {
     /// one body, whichever life of the database sends it (see [`carries_contributions`]).
     /// The body is a new change, so it gets a new dot if it adds to `sum` fields: the
     /// item is its record's last, so the dot still follows every other of the record.
+    /// The new dot takes the replaced dot's `prev`: the replaced one is never sent, and
+    /// must not be left as a gap the server would keep (a device restored from a backup
+    /// holding the replaced item sends it, and it must count as held).
     pub(crate) fn rewrite_item(
         &self,
         conn: &Connection,
@@ -344,7 +347,20 @@ impl LocalStore {
         op: MutationOp,
         payload: &str,
     ) -> Result<(), StoreError> {
-        let payload = self.dotted(entity, id, op, payload);
+        let replaced: Option<String> = conn
+            .prepare_cached(concatcp!(
+                "SELECT \"payload\" FROM \"",
+                meta::OUTBOX,
+                "\" WHERE \"id\" = ?1"
+            ))?
+            .query_row([item], |r| r.get(0))
+            .optional()?;
+        let prev = replaced
+            .and_then(|p| serde_json::from_str::<Json>(&p).ok())
+            .and_then(|p| payload_dot(&p))
+            .filter(|d| d.session == self.inner.dot_session)
+            .and_then(|d| d.prev);
+        let payload = self.dotted_after(entity, id, op, payload, prev);
         conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2, \"idempotency_key\" = ?3 WHERE \"id\" = ?4 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
             .execute(params![op.as_str(), payload, self.new_key(), item])?;
         Ok(())
@@ -373,6 +389,20 @@ impl LocalStore {
         op: MutationOp,
         payload: &str,
     ) -> String {
+        self.dotted_after(entity, id, op, payload, None)
+    }
+
+    /// [`LocalStore::dotted`] with the dot's `prev` given (`None`: the session's last
+    /// dot of the record). A create's dot has `prev` 0: it begins a new life of the
+    /// record (after a delete, the old life's dots are not its own).
+    pub(crate) fn dotted_after(
+        &self,
+        entity: &Entity,
+        id: Uuid,
+        op: MutationOp,
+        payload: &str,
+        prev: Option<u64>,
+    ) -> String {
         let sums = op != MutationOp::Delete
             && entity
                 .synced_fields()
@@ -389,7 +419,12 @@ impl LocalStore {
         let Some(members) = body.as_object_mut() else {
             return payload.to_string();
         };
-        let dot = self.next_dot(&entity.name, id);
+        let prev = if op == MutationOp::Create {
+            Some(0)
+        } else {
+            prev
+        };
+        let dot = self.next_dot(&entity.name, id, prev);
         members.insert(DOT_MEMBER.into(), dot_member(&dot));
         body.to_string()
     }
@@ -440,7 +475,8 @@ impl LocalStore {
         let Some(body) = payload.as_object_mut() else {
             return Ok(());
         };
-        let dot = self.next_dot(&item.entity_type, item.entity_id);
+        let prev = (item.op == MutationOp::Create).then_some(0);
+        let dot = self.next_dot(&item.entity_type, item.entity_id, prev);
         body.insert(DOT_MEMBER.into(), dot_member(&dot));
         conn.execute(
             concatcp!(

@@ -704,6 +704,11 @@ impl LocalStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let live_before = is_live(&tx, table, item.entity_id)?;
+        // Whatever the answer, it settles a record whose logged changes waited for its
+        // check (see `LocalStore::replay_after_check`): only a check answered with the
+        // record sends them; any other answer (a create from the device's copy, which
+        // holds them; a delete; a tombstone) ends the wait.
+        let awaited = super::acklog::forget_replay_await(&tx, &item.entity_type, item.entity_id)?;
         let outcome = match result {
             MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. }
                 if is_collected(server) =>
@@ -725,13 +730,30 @@ impl LocalStore {
                 let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                 if is_check(item) {
                     take_checked(&tx, table, server, known)?;
-                    self.replay_after_check(&tx, server)?;
                 } else {
                     if known != Known::Same {
-                        // (`attempt_count` counts this delivery.)
-                        record_own_write(&tx, server, item.attempt_count == 1)?;
+                        // Fresh: a first delivery (`attempt_count` counts this one) of an
+                        // update or a delete. A create's answer is not compared: a create
+                        // begins a life of the record (after a delete, say), and one sent
+                        // again from the device's copy carries what it held.
+                        let fresh = item.attempt_count == 1 && item.op != MutationOp::Create;
+                        record_own_write(&tx, server, fresh)?;
                     }
                     rebase_row(&tx, table, server)?;
+                }
+                if awaited {
+                    // The record is on the server again: another device created it
+                    // again first. This item (the record's check, or one queued before
+                    // it) is in; the logged changes go next (before this one is logged).
+                    self.replay_after_check(&tx, server)?;
+                }
+                if item.op == MutationOp::Delete {
+                    super::acklog::note_acknowledged_delete(
+                        &tx,
+                        &item.entity_type,
+                        item.entity_id,
+                    )?;
+                } else if !is_check(item) {
                     self.log_acknowledged(&tx, item, server)?;
                 }
                 ItemOutcome::Applied
@@ -741,7 +763,6 @@ impl LocalStore {
                     && item.op != MutationOp::Create =>
             {
                 // Created again from the device's copy, which holds the logged changes.
-                super::acklog::forget_replay_await(&tx, &item.entity_type, item.entity_id)?;
                 self.recreate_lost(&tx, table, item)?
             }
             MutationResult::Rejected { problem, .. } => {
@@ -758,7 +779,6 @@ impl LocalStore {
             }
             MutationResult::Conflict { server, fields, .. } => {
                 if server.deleted {
-                    super::acklog::forget_replay_await(&tx, &item.entity_type, item.entity_id)?;
                     let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
                     delete_superseded(&tx, &table.entity.name, item)?;
                     if is_check(item) {
