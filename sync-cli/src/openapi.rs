@@ -310,7 +310,7 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
 fn dots_schema() -> Json {
     json!({
         "type": "object",
-        "description": "The contributions a record's `sum` fields include (PROTOCOL.md SUM-2): per store session (16 lowercase hex digits), the highest `seq` of its mutations applied to the record. Sent by servers of protocol 1.3.0 or later to clients that say they speak it (the `sync-protocol` request header); sent by such clients with a create of a record the server lost.",
+        "description": "The contributions a record's `sum` fields include (PROTOCOL.md SUM-2): per store session (16 lowercase hex digits), the highest `seq` of its mutations applied to the record; every lower one is included too unless `dot_gaps` names it (SUM-3). Sent by servers of protocol 1.3.0 or later to clients that say they speak it (the `sync-protocol` request header); sent by such clients with a create of a record the server lost.",
         "propertyNames": { "pattern": "^[0-9a-f]{16}$" },
         "additionalProperties": { "type": "integer", "format": "int64", "minimum": 1 }
     })

@@ -208,7 +208,8 @@ pub struct Dot {
 
 /// The contributions a record's `sum` fields include: the highest [`Dot::seq`] applied
 /// per session. Sessions send their mutations of one record in order, so every dot of
-/// a session up to that number is included.
+/// a session up to that number is included, except those its [`DotGaps`] name
+/// (PROTOCOL.md SUM-3).
 pub type Dots = std::collections::BTreeMap<String, u64>;
 
 /// The contributions below a session's number in [`Dots`] that a record does not include

@@ -436,8 +436,9 @@ impl LocalStore {
     /// sessions (an earlier life of the database) need no order against it, and an
     /// included dot must stay as it is, or its contribution would count again.
     ///
-    /// A record's dots keep one number per session (PROTOCOL.md SUM-2), so a session's
-    /// dots of one record must reach the server in rising order. Dots are drawn when an
+    /// A record's dots keep one number per session (PROTOCOL.md SUM-2) and the numbers
+    /// below it the record lacks (SUM-3), so a session's dots of one record must reach
+    /// the server in rising order. Dots are drawn when an
     /// item is queued, and items of a record are sent in queue order; a merge after a
     /// conflict is the one rewrite that needs a new dot (a later item of the same push
     /// may have been applied, its dot above the conflicted item's), and it takes the
