@@ -96,6 +96,7 @@ pub mod pull {
                         .expect("clocks"),
                     dots: None,
                     dot_gaps: None,
+                    life_since: None,
                 }
             })
             .collect()

@@ -709,6 +709,11 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             sum_gaps,
         ),
         (
+            "SUM-4",
+            "a create over a tombstone begins a life: the record carries `life_since`, its version",
+            recreate_life,
+        ),
+        (
             "UNION-1",
             "union edits add and remove items and never replace the set",
             union_items,
@@ -1238,6 +1243,43 @@ fn sum_gaps(cx: &Ctx) -> Checked {
         ),
         &expected,
         &now["record"][&f.name],
+    ))
+}
+
+/// SUM-4: a create naming a tombstone's version recreates the record, whose answer and
+/// snapshot carry `life_since`, the version the recreate gave it.
+fn recreate_life(cx: &Ctx) -> Checked {
+    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    let protocol = r.body["protocol"].as_str().unwrap_or_default();
+    if !sync_runtime::protocol::speaks_at_least(protocol, sync_runtime::protocol::LIVES_SINCE) {
+        return Ok(Outcome::Skip(format!(
+            "the server speaks protocol `{protocol}`; lives came with 1.3.3"
+        )));
+    }
+    let Some((e, id, _, r)) = deleted(cx)? else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let tomb = r["server"]["version"].as_i64().unwrap_or(1);
+    let mut create = cx.w.create(e, id, 1);
+    create["base_version"] = json!(tomb);
+    let c = cx.c.push_one(cx.token(), create)?;
+    if c["status"] != "applied" {
+        return Ok(Outcome::Fail(format!(
+            "a create naming the tombstone's version {tomb}: expected applied, got {c}"
+        )));
+    }
+    let version = &c["server"]["version"];
+    if &c["server"]["life_since"] != version {
+        return Ok(Outcome::Fail(format!(
+            "the recreate's answer: expected `life_since` {version}, got {}",
+            c["server"]
+        )));
+    }
+    let now = cx.c.record_of(cx.token(), id)?;
+    Ok(expect_eq(
+        "the recreated record's `life_since` in GET /snapshot",
+        version,
+        &now["life_since"],
     ))
 }
 

@@ -298,7 +298,13 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 "record": { "oneOf": [reference(&name(e, "Record")), reference("CollectedRecord")] },
                 "clocks": reference(&name(e, "Clocks")),
                 "dots": reference("Dots"),
-                "dot_gaps": reference("DotGaps")
+                "dot_gaps": reference("DotGaps"),
+                "life_since": {
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": 1,
+                    "description": "The version this life of the record began at, when it began with a create of a deleted id (over its tombstone, or after the tombstone was collected): it includes none of an earlier life's contributions (PROTOCOL.md SUM-4). Left out on a record's first life. Sent by servers of protocol 1.3.3 or later to clients that say they speak it."
+                }
             },
             "required": ["entity_type", "entity_id", "version", "server_updated_at", "deleted", "record", "clocks"],
             "additionalProperties": false
@@ -641,7 +647,7 @@ pub(crate) fn openapi_without_fingerprint(
     });
     let protocol_header = json!({
         "name": "sync-protocol", "in": "header", "required": false,
-        "description": "The sync protocol version the client's runtime speaks (`x-syncgen-protocol` of this document for a current one). From 1.3.0 on, records in responses carry their `dots`, from 1.3.2 on their `dot_gaps` too; absent, or not a `major.minor.patch` of 1.3.0 or later: served without them.",
+        "description": "The sync protocol version the client's runtime speaks (`x-syncgen-protocol` of this document for a current one). From 1.3.0 on, records in responses carry their `dots`, from 1.3.2 on their `dot_gaps` too, from 1.3.3 on their `life_since`; absent, or not a `major.minor.patch` of 1.3.0 or later: served without them.",
         "schema": { "type": "string" }
     });
 

@@ -354,6 +354,22 @@ pub fn check_dot_gaps(dots: &Dots, gaps: &DotGaps) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a record with `dots` and `gaps` includes every contribution that one with
+/// `of` and `of_gaps` includes (PROTOCOL.md SUM-3): for each session of `of`, its number
+/// in `dots` is at least as high, and every number `gaps` hold up to it is one `of_gaps`
+/// hold too.
+pub fn dot_sets_include(dots: &Dots, gaps: Option<&DotGaps>, of: &Dots, of_gaps: &DotGaps) -> bool {
+    of.iter().all(|(session, &seq)| {
+        let of_lacks = of_gaps.get(session).map(Vec::as_slice).unwrap_or_default();
+        dots.get(session).is_some_and(|&s| s >= seq)
+            && gaps.and_then(|g| g.get(session)).is_none_or(|lacks| {
+                lacks
+                    .iter()
+                    .all(|&[a, b]| a > seq || range_covered([a, b.min(seq)], of_lacks))
+            })
+    })
+}
+
 /// Whether every number of `range` (`[first, last]`) lies in one of `by` (sorted,
 /// disjoint ranges, as [`DotGaps`] holds them).
 pub fn range_covered(range: [u64; 2], by: &[[u64; 2]]) -> bool {
@@ -414,6 +430,9 @@ pub const REPLACES_SINCE: (u64, u64, u64) = (1, 3, 1);
 /// and [`Mutation::dot_gaps`] (PROTOCOL.md SUM-3).
 pub const GAPS_SINCE: (u64, u64, u64) = (1, 3, 2);
 
+/// The protocol version that added [`ServerRecord::life_since`] (PROTOCOL.md SUM-4).
+pub const LIVES_SINCE: (u64, u64, u64) = (1, 3, 3);
+
 /// Whether a protocol version (`major.minor[.patch]`, as [`PROTOCOL_HEADER`] carries it)
 /// is `since` or later, for example [`DOTS_SINCE`]. A missing patch number counts as 0;
 /// a version that does not parse (an empty header, `x`) speaks nothing added since 1.0.
@@ -460,6 +479,16 @@ pub struct ServerRecord {
     /// a client of protocol 1.3.2 or later; left out when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dot_gaps: Option<DotGaps>,
+    /// The version this life of the record began at, when it began with a create of an id
+    /// the account had deleted (over its tombstone, or after the tombstone was
+    /// collected): this life includes none of an earlier life's contributions
+    /// (PROTOCOL.md SUM-4). Left out on a record's first life, and for clients of
+    /// protocols before 1.3.3. A client that kept a record's dots tells by it a recreate
+    /// (the dots start afresh) from a restore that lost contributions (the dots lack
+    /// some within one life).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub life_since: Option<i64>,
 }
 
 /// What happened to one mutation.
@@ -599,7 +628,7 @@ impl Problem {
 /// server's behaviour the document describes), apart from any model's fingerprint: the
 /// OpenAPI document gives it in `info.x-syncgen-protocol` and `GET /health` answers it.
 /// Its changes are listed in `PROTOCOL.md` at the repository's root.
-pub const PROTOCOL_VERSION: &str = "1.3.2";
+pub const PROTOCOL_VERSION: &str = "1.3.3";
 
 /// The most mutations one `POST /push` may hold (`maxItems` of `PushRequest.mutations`
 /// in the OpenAPI document); more is 413. A server may accept fewer per push, also with
@@ -779,6 +808,63 @@ mod tests {
         assert!(!range_covered([1, 3], &by));
         assert!(!range_covered([8, 12], &by));
         assert!(!range_covered([3, 3], &[]));
+    }
+
+    #[test]
+    fn a_set_includes_another_when_it_reaches_further_and_lacks_nothing_the_other_has() {
+        let dots =
+            |v: &[(&str, u64)]| -> Dots { v.iter().map(|(s, n)| (s.to_string(), *n)).collect() };
+        let gaps = |v: &[(&str, [u64; 2])]| -> DotGaps {
+            let mut g = DotGaps::new();
+            for (s, r) in v {
+                g.entry(s.to_string()).or_default().push(*r);
+            }
+            g
+        };
+        let none = DotGaps::new();
+        // Reaching further, no gaps: includes.
+        assert!(dot_sets_include(
+            &dots(&[("a", 5)]),
+            None,
+            &dots(&[("a", 3)]),
+            &none
+        ));
+        // Short of a session's number, or without the session: lacks.
+        assert!(!dot_sets_include(
+            &dots(&[("a", 2)]),
+            None,
+            &dots(&[("a", 3)]),
+            &none
+        ));
+        assert!(!dot_sets_include(
+            &dots(&[("b", 9)]),
+            None,
+            &dots(&[("a", 1)]),
+            &none
+        ));
+        // A gap over a number the other holds: lacks it.
+        let g = gaps(&[("a", [2, 3])]);
+        assert!(!dot_sets_include(
+            &dots(&[("a", 5)]),
+            Some(&g),
+            &dots(&[("a", 3)]),
+            &none
+        ));
+        // ... unless the other lacks it too, or the gap lies above the other's number.
+        assert!(dot_sets_include(
+            &dots(&[("a", 5)]),
+            Some(&g),
+            &dots(&[("a", 4)]),
+            &gaps(&[("a", [1, 3])])
+        ));
+        assert!(dot_sets_include(
+            &dots(&[("a", 5)]),
+            Some(&g),
+            &dots(&[("a", 1)]),
+            &none
+        ));
+        // Nothing is included by everything.
+        assert!(dot_sets_include(&Dots::new(), None, &Dots::new(), &none));
     }
 
     #[test]

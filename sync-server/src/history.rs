@@ -701,6 +701,7 @@ mod tests {
             clocks,
             dots: None,
             dot_gaps: None,
+            life_since: None,
         }
     }
 

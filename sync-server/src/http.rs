@@ -266,6 +266,9 @@ fn serve_in_client_shape(state: &State, headers: &HeaderMap, records: &mut Vec<S
     if !speaks(headers, sync_runtime::protocol::GAPS_SINCE) {
         records.iter_mut().for_each(|r| r.dot_gaps = None);
     }
+    if !speaks(headers, sync_runtime::protocol::LIVES_SINCE) {
+        records.iter_mut().for_each(|r| r.life_since = None);
+    }
     let Some(lens) = client_fingerprint(headers).and_then(|fp| state.history.lens(fp)) else {
         return;
     };
@@ -356,9 +359,10 @@ async fn push_inner(
     }
     let (mut results, in_flight) =
         logic::push_batch(state, &account, model, lens, &mutations).await?;
-    let (dots, gaps) = (
+    let (dots, gaps, lives) = (
         speaks_1_3(headers),
         speaks(headers, sync_runtime::protocol::GAPS_SINCE),
+        speaks(headers, sync_runtime::protocol::LIVES_SINCE),
     );
     for r in &mut results {
         if let MutationResult::Applied { server, .. } | MutationResult::Conflict { server, .. } = r
@@ -368,6 +372,9 @@ async fn push_inner(
             }
             if !gaps {
                 server.dot_gaps = None;
+            }
+            if !lives {
+                server.life_since = None;
             }
         }
     }

@@ -166,6 +166,9 @@ enum Broken {
     /// A dot's `prev` is dropped from pushes (a server of 1.3.1 that says it speaks
     /// 1.3.2: a lost contribution sent again after a later one is taken for counted).
     IgnoresGaps,
+    /// Records never carry `life_since` (a server of 1.3.2 that says it speaks 1.3.3: a
+    /// device takes a recreate for a restore and sends the earlier life's changes again).
+    ForgetsLives,
     /// Allowed: a create must carry a clock for every `lww` field.
     StrictClocksOnCreate,
     /// Allowed: stamps more than one second in the future are refused.
@@ -344,6 +347,32 @@ impl Proxy {
                 }
                 true
             }
+            (Broken::ForgetsLives, _) => {
+                let mut changed = false;
+                let mut forget = |r: &mut Json| {
+                    changed |= r
+                        .as_object_mut()
+                        .and_then(|o| o.remove("life_since"))
+                        .is_some();
+                };
+                let results = v.get_mut("results").and_then(Json::as_array_mut);
+                for r in results.into_iter().flatten() {
+                    if let Some(server) = r.get_mut("server") {
+                        forget(server);
+                    }
+                }
+                for list in ["changes", "records"] {
+                    for r in v
+                        .get_mut(list)
+                        .and_then(Json::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        forget(r);
+                    }
+                }
+                changed
+            }
             (Broken::MissingMembers, "/snapshot") => {
                 for r in v["records"].as_array_mut().into_iter().flatten() {
                     r.as_object_mut().unwrap().remove("clocks");
@@ -499,6 +528,7 @@ broken_servers! {
     never_expires_tokens: NeverExpires => ["FEED-2"];
     ignores_dots: IgnoresDots => ["SUM-2", "SUM-3"];
     ignores_gaps: IgnoresGaps => ["SUM-3"];
+    forgets_lives: ForgetsLives => ["SUM-4"];
     strict_clocks_on_create_conform: StrictClocksOnCreate => [];
     strict_future_bound_conforms: StrictFutureBound => [];
 }

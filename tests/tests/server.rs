@@ -683,9 +683,19 @@ async fn creates_over_a_tombstone_and_checks(s: &TestServer) {
     assert_eq!(r[0]["status"], "conflict", "{r:#?}");
     assert_eq!(r[0]["server"]["deleted"], true);
     // Made after it: a recreate.
+    let (changes, _) = c.changes_as("1.3.3").await;
+    assert!(
+        changes[&t.to_string()].get("life_since").is_none(),
+        "a first life (and its tombstone) names none: {changes:#?}"
+    );
     let r = c.push(vec![create(0x0b, None, "again")]).await;
     assert_eq!(r[0]["status"], "applied", "{r:#?}");
     assert_eq!(r[0]["server"]["version"], 3);
+    // A recreate begins a life (PROTOCOL.md SUM-4), for clients of 1.3.3 only.
+    let (changes, _) = c.changes_as("1.3.3").await;
+    assert_eq!(changes[&t.to_string()]["life_since"], 3, "{changes:#?}");
+    let (changes, _) = c.changes_as("1.3.2").await;
+    assert!(changes[&t.to_string()].get("life_since").is_none());
     let r = c.push(vec![delete(3, 0x0c)]).await;
     assert_eq!(r[0]["server"]["version"], 4, "{r:#?}");
     // From a device that saw an older version (2), however late its stamp: it never saw
@@ -696,12 +706,19 @@ async fn creates_over_a_tombstone_and_checks(s: &TestServer) {
     let r = c.push(vec![create(0x03, Some(4), "saw it")]).await;
     assert_eq!(r[0]["status"], "applied", "{r:#?}");
     assert_eq!(r[0]["server"]["record"]["title"], "saw it");
+    let life = r[0]["server"]["version"].clone();
     // A record's versions stay above every version a device reports having seen.
     let r = c
         .push(vec![task_update(t, 9, json!({ "likes": { "add": 1 } }))])
         .await;
     assert_eq!(r[0]["status"], "applied", "{r:#?}");
     assert_eq!(r[0]["server"]["version"], 10);
+    let (changes, _) = c.changes_as("1.3.3").await;
+    assert_eq!(
+        changes[&t.to_string()]["life_since"],
+        life,
+        "an update keeps the life: {changes:#?}"
+    );
     // Deleted and collected: the slim tombstone keeps answering the same way.
     let r = c.push(vec![delete(10, 0x10)]).await;
     assert_eq!(r[0]["server"]["deleted"], true, "{r:#?}");
@@ -731,6 +748,14 @@ async fn creates_over_a_tombstone_and_checks(s: &TestServer) {
     m["clocks"] = json!({ "title": format!("{now:012x}-00000000-0000000000000001") });
     let r = c.push(vec![m]).await;
     assert_eq!(r[0]["status"], "applied", "{r:#?}");
+    // After its tombstone was collected too.
+    let records = c.snapshot_as("1.3.3").await;
+    let version = r[0]["server"]["version"].clone();
+    assert_eq!(
+        records[&t.to_string()]["life_since"],
+        version,
+        "{records:#?}"
+    );
 }
 
 /// `GET /snapshot?entity=...`: one entity's records, page by page (what a device fetches

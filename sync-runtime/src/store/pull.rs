@@ -34,6 +34,7 @@ impl Base {
             clocks: self.clocks.clone(),
             dots: None,
             dot_gaps: None,
+            life_since: None,
         }
     }
 }
@@ -674,6 +675,9 @@ impl LocalStore {
             // now shows otherwise: it was restored from a backup or replaced.
             let mut other_history = false;
             let own_writes = has_own_writes(&tx)?;
+            // Whether the store kept any record's dots (one query per page: the pulls
+            // of a store without `sum` contributions cost nothing more).
+            let kept_any = super::push::has_kept_dots(&tx)?;
             // Records whose acknowledged changes wait to be sent again after a restore:
             // their dots on the restored server (see `LocalStore::replay_acknowledged`).
             let replaying = match refetching {
@@ -708,6 +712,16 @@ impl LocalStore {
                 if own_writes {
                     confirm_own_write(&tx, r, &mut other_history)?;
                 }
+                // A later version that lacks contributions the store saw the server
+                // hold: another history under higher numbers (PROTOCOL.md SUM-4). Also
+                // when the store holds this version already (the answer to a retry,
+                // from its key, brought it).
+                if !refetching
+                    && (kept_any || r.dots.is_some())
+                    && super::push::note_current(&tx, r)?
+                {
+                    other_history = true;
+                }
                 let mut live_before = false;
                 let direct = empty || {
                     let probe = Probe::of(&tx, table, r.entity_id)?;
@@ -723,6 +737,8 @@ impl LocalStore {
                         }
                         Known::OtherHistory => {
                             other_history = true;
+                            // The dots kept are of the history the server lost.
+                            super::push::replace_dots(&tx, r)?;
                             if probe.row_deleted
                                 && probe.clean == Some(true)
                                 && !probe.pending

@@ -54,6 +54,7 @@ pub(crate) fn take_checked(
         // The server lost the device's own write: a restart that names a restore
         // follows, which sends again what else it acknowledged and lost.
         suspect_restore_everywhere(conn)?;
+        replace_dots(conn, server)?;
         write_base(conn, table, server)?;
         rebase_onto(conn, table, server)
     } else {
@@ -145,10 +146,156 @@ pub(crate) fn stored_dot_gaps(
         .filter(|g: &crate::protocol::DotGaps| !g.is_empty()))
 }
 
-/// Keeps the dots of a server record (merged with those kept already: every
-/// contribution either includes, [`merge_dot_sets`](crate::protocol::merge_dot_sets)),
-/// so that the device can send the record again with them if the server loses it.
+/// The `sync_meta` key of the version and life the kept dots of a record are of
+/// (`"<version> <life>"`: [`ServerRecord::version`], [`ServerRecord::life_since`] or 0).
+/// Absent in stores of runtimes before protocol 1.3.3 until the record's next version.
+pub(crate) fn dots_at_key(entity: &str, id: Uuid) -> String {
+    format!("dots-at:{entity}:{id}")
+}
+
+/// The version and life the kept dots of a record are of (see [`dots_at_key`]).
+fn stored_dots_at(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    Ok(
+        super::meta_get(conn, &dots_at_key(entity, id))?.and_then(|v| {
+            let (version, life) = v.split_once(' ')?;
+            Some((version.parse().ok()?, life.parse().ok()?))
+        }),
+    )
+}
+
+/// Keeps the dots of a server record, so that the device can send the record again with
+/// them if the server loses it. Merged with those kept
+/// ([`merge_dot_sets`](crate::protocol::merge_dot_sets)): the record may be an answer
+/// from an idempotency key, as it was then, of whichever history. A later life of the
+/// record ([`ServerRecord::life_since`]) replaces them; an earlier one leaves them. The
+/// version they are of ([`dots_at_key`]) moves only with a record known to be current
+/// ([`note_current`]), so that the next current one is still compared with them.
 pub(crate) fn keep_dots(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
+    let life = s.life_since.unwrap_or(0);
+    match stored_dots_at(conn, &s.entity_type, s.entity_id)? {
+        Some((_, kept_life)) if life > kept_life => replace_dots(conn, s),
+        Some((_, kept_life)) if life < kept_life => Ok(()),
+        Some(_) => merge_dots(conn, s),
+        // Nothing kept yet: these are the record's dots. (Dots a runtime before 1.3.3
+        // kept, of no known version, are merged, and compared with nothing until a
+        // current record replaces them.)
+        None if stored_dots(conn, &s.entity_type, s.entity_id)?.is_none() => replace_dots(conn, s),
+        None => merge_dots(conn, s),
+    }
+}
+
+/// Takes `s` as the record as the server holds it now (pulled, or the answer to a first
+/// delivery): if it is a later version of the same life than the kept dots are of and
+/// lacks one of them, the server lost a contribution it had applied (restored from a
+/// backup taken before it), even though the version number moved on (another device
+/// created the record again on the restored server, or wrote it since); within one life
+/// of one history a record's dots only grow (PROTOCOL.md SUM-4). Returns whether it
+/// lacks one. Then `s`'s dots replace those kept, unless `s` is older than them.
+///
+/// Lacking is never named against a server that speaks a protocol before 1.3.3 (its
+/// recreated records do not say so, and their dots start afresh), for a tombstone (the
+/// delete wins whatever it holds), or against dots kept by a runtime before 1.3.3
+/// (their version is unknown, and they may be merged across histories).
+///
+/// Simulation seeds 5806, 7127, 7165 and 9650 under `SYNC_SIM_STRICT_RESTORES`: a device that
+/// never learnt of a restore otherwise (its change token was replaced by a restart
+/// after `token-expired`, or the retry of its write answered from its key with the
+/// restored record) took a later version for newer, and lost its contributions.
+pub(crate) fn note_current(conn: &Connection, s: &ServerRecord) -> Result<bool, StoreError> {
+    let at = stored_dots_at(conn, &s.entity_type, s.entity_id)?;
+    let life = s.life_since.unwrap_or(0);
+    let lacks = match at {
+        Some((version, kept_life)) if kept_life == life && s.version > version && !s.deleted => {
+            lacks_kept(conn, s)?
+        }
+        _ => false,
+    };
+    match at {
+        Some((version, kept_life)) if kept_life == life && s.version < version => {}
+        Some((_, kept_life)) if life < kept_life => {}
+        _ => replace_dots(conn, s)?,
+    }
+    Ok(lacks)
+}
+
+/// Whether the store keeps the dots of any record.
+pub(crate) fn has_kept_dots(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(concatcp!(
+            "SELECT EXISTS (SELECT 1 FROM \"",
+            meta::META,
+            "\" WHERE \"key\" >= 'dots:' AND \"key\" < 'dots;')"
+        ))?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Whether `s` lacks one of the dots kept (see [`note_current`]).
+fn lacks_kept(conn: &Connection, s: &ServerRecord) -> Result<bool, StoreError> {
+    let Some(kept) = stored_dots(conn, &s.entity_type, s.entity_id)? else {
+        return Ok(false);
+    };
+    let speaks = super::meta_get(conn, super::open::SERVER_PROTOCOL_KEY)?
+        .is_some_and(|v| crate::protocol::speaks_at_least(&v, crate::protocol::LIVES_SINCE));
+    if !speaks {
+        return Ok(false);
+    }
+    let kept_gaps = stored_dot_gaps(conn, &s.entity_type, s.entity_id)?.unwrap_or_default();
+    let empty = crate::protocol::Dots::new();
+    Ok(!crate::protocol::dot_sets_include(
+        s.dots.as_ref().unwrap_or(&empty),
+        s.dot_gaps.as_ref(),
+        &kept,
+        &kept_gaps,
+    ))
+}
+
+fn set_dots_at(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
+    super::meta_set(
+        conn,
+        &dots_at_key(&s.entity_type, s.entity_id),
+        &format!("{} {}", s.version, s.life_since.unwrap_or(0)),
+    )
+}
+
+/// Keeps exactly the dots of `s` (a later version, another life, or another history
+/// than the kept dots are of).
+pub(crate) fn replace_dots(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
+    let (e, id) = (&s.entity_type, s.entity_id);
+    let dots = s.dots.clone().unwrap_or_default();
+    let gaps = s
+        .dot_gaps
+        .clone()
+        .filter(|_| !dots.is_empty())
+        .unwrap_or_default();
+    if dots.is_empty() {
+        // Nothing to keep, nor to compare a later version with.
+        conn.prepare_cached(concatcp!(
+            "DELETE FROM \"",
+            meta::META,
+            "\" WHERE \"key\" IN (?1, ?2, ?3)"
+        ))?
+        .execute([dots_key(e, id), dot_gaps_key(e, id), dots_at_key(e, id)])?;
+        return Ok(());
+    }
+    super::meta_set(
+        conn,
+        &dots_key(e, id),
+        &serde_json::to_string(&dots).expect("dots serialise"),
+    )?;
+    super::meta_set(
+        conn,
+        &dot_gaps_key(e, id),
+        &serde_json::to_string(&gaps).expect("gaps serialise"),
+    )?;
+    set_dots_at(conn, s)
+}
+
+/// Merges the dots of `s` into those kept (every contribution either includes).
+fn merge_dots(conn: &Connection, s: &ServerRecord) -> Result<(), StoreError> {
     let Some(dots) = s.dots.as_ref().filter(|d| !d.is_empty()) else {
         return Ok(());
     };
@@ -727,16 +874,25 @@ impl LocalStore {
                     concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
                     [item.id],
                 )?;
-                let known = Probe::of(&tx, table, server.entity_id)?.compare(server);
+                let mut known = Probe::of(&tx, table, server.entity_id)?.compare(server);
+                // Fresh: a first delivery (`attempt_count` counts this one) of an update or
+                // a delete, answered with the record as it is now (a retry, or a change
+                // sent again after a restore, may be answered from its key, with the
+                // record as it was then). A create's answer is not compared: a create
+                // begins a life of the record (after a delete, say), and one sent again
+                // from the device's copy carries what it held.
+                let fresh = item.attempt_count == 1 && item.op != MutationOp::Create;
+                if fresh && note_current(&tx, server)? {
+                    // A later version lacking contributions the server held: it lost
+                    // them (PROTOCOL.md SUM-4), and a restart that names a restore
+                    // follows, which sends them again.
+                    suspect_restore_everywhere(&tx)?;
+                    known = Known::OtherHistory;
+                }
                 if is_check(item) {
                     take_checked(&tx, table, server, known)?;
                 } else {
                     if known != Known::Same {
-                        // Fresh: a first delivery (`attempt_count` counts this one) of an
-                        // update or a delete. A create's answer is not compared: a create
-                        // begins a life of the record (after a delete, say), and one sent
-                        // again from the device's copy carries what it held.
-                        let fresh = item.attempt_count == 1 && item.op != MutationOp::Create;
                         record_own_write(&tx, server, fresh)?;
                     }
                     rebase_row(&tx, table, server)?;

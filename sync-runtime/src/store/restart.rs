@@ -123,23 +123,13 @@ fn shows(w: &OwnWrite, r: &ServerRecord) -> bool {
 /// only grow within one history).
 fn dots_shown(w: &OwnWrite, r: &ServerRecord) -> bool {
     w.dots.as_ref().is_none_or(|mine| {
-        mine.iter().all(|(session, &seq)| {
-            let mine_lacks = w.gaps.get(session).map(Vec::as_slice).unwrap_or_default();
-            r.dots
-                .as_ref()
-                .and_then(|d| d.get(session))
-                .is_some_and(|&s| s >= seq)
-                // ... and the record lacks none of them (a gap of its own over one).
-                && r
-                    .dot_gaps
-                    .as_ref()
-                    .and_then(|g| g.get(session))
-                    .is_none_or(|lacks| {
-                        lacks.iter().all(|&[a, b]| {
-                            a > seq || crate::protocol::range_covered([a, b.min(seq)], mine_lacks)
-                        })
-                    })
-        })
+        let empty = crate::protocol::Dots::new();
+        crate::protocol::dot_sets_include(
+            r.dots.as_ref().unwrap_or(&empty),
+            r.dot_gaps.as_ref(),
+            mine,
+            &w.gaps,
+        )
     })
 }
 

@@ -17,6 +17,7 @@ pub(crate) fn collected(e: &Entity, id: Uuid, version: i64) -> ServerRecord {
         clocks: Json::Object(serde_json::Map::new()),
         dots: None,
         dot_gaps: None,
+        life_since: None,
     }
 }
 
@@ -74,27 +75,22 @@ pub(crate) async fn last_delete(
 /// is no later than the delete's commit time (the server bounds stamps to its own
 /// clock, so a stamp made after the delete is later). A retry whose first delivery a
 /// restore lost, say; the delete wins, as it would over the tombstone.
-pub(crate) async fn made_before_collected_delete(
-    tx: &mut Tx<'_>,
-    sql: &Statements,
-    account: &str,
-    e: &Entity,
+pub(crate) fn made_before_delete(
+    (version, deleted_at): &(i64, Option<String>),
     m: &Mutation,
     clocks: &Json,
-) -> Result<bool, ServerError> {
-    let Some((version, deleted_at)) = last_delete(tx, sql, account, e, m.entity_id).await? else {
-        return Ok(false);
-    };
-    if m.base_version.is_some_and(|b| b >= version) {
-        return Ok(false);
+) -> bool {
+    if m.base_version.is_some_and(|b| b >= *version) {
+        return false;
     }
     let deleted_at = deleted_at
-        .and_then(|t| time::parse(&t))
+        .as_deref()
+        .and_then(time::parse)
         .map(|t| t.timestamp_millis());
-    Ok(match (latest_stamp(clocks), deleted_at) {
+    match (latest_stamp(clocks), deleted_at) {
         (Some(stamp), Some(at)) => i64::try_from(stamp.millis).unwrap_or(i64::MAX) <= at,
         _ => false,
-    })
+    }
 }
 
 /// A delete of a record deleted and collected already: done.
@@ -405,7 +401,7 @@ impl Applying<'_> {
             self.m.entity_id,
             &stored.record,
             &stored.clocks,
-            (&stored.dots, &stored.gaps),
+            (&stored.dots, &stored.gaps, stored.life_since),
             stored.version,
             stored.deleted,
             last_seq,
@@ -459,6 +455,11 @@ pub(crate) async fn apply_create(
         Ok(v) => v,
         Err(msg) => return Ok(cx.rejected("invalid-record", "Invalid record", msg)),
     };
+    // The id's last delete, when its tombstone was collected (CREATE-4, SUM-4).
+    let collected_delete = match current {
+        None => last_delete(tx, &cx.state.sql, cx.account, e, m.entity_id).await?,
+        Some(_) => None,
+    };
     match current {
         Some(cur)
             if !cur.deleted
@@ -508,8 +509,9 @@ pub(crate) async fn apply_create(
             // tombstone keeps).
             Ok(cx.conflict_with(cur, Vec::new()))
         }
-        None if made_before_collected_delete(tx, &cx.state.sql, cx.account, e, m, &clocks)
-            .await? =>
+        None if collected_delete
+            .as_ref()
+            .is_some_and(|d| made_before_delete(d, m, &clocks)) =>
         {
             // The same rule once the tombstone was collected, by its slim
             // tombstone: the delete's commit time stands for its stamp.
@@ -519,6 +521,10 @@ pub(crate) async fn apply_create(
             // New, or recreated after a delete: the record replaces the tombstone
             // entirely, so nothing of the old record comes back.
             let exists = other.is_some();
+            // A life that follows a delete says so (PROTOCOL.md SUM-4): its dots start
+            // afresh, which a device that kept the old life's must not take for a
+            // restore's loss.
+            let recreated = exists || collected_delete.is_some();
             // A record that is gone may have been collected, with versions a
             // device still holds: start above every collected version (a
             // record's version never exceeds its last change's number, and
@@ -534,7 +540,10 @@ pub(crate) async fn apply_create(
             if let Some(d) = &m.dot {
                 d.add(&mut dots, &mut gaps);
             }
-            let stored = Stored::live(record, clocks, (dots, gaps), version);
+            let stored = Stored {
+                life_since: recreated.then_some(version),
+                ..Stored::live(record, clocks, (dots, gaps), version)
+            };
             cx.save(tx, last_seq, stored, exists).await
         }
     }
@@ -620,7 +629,10 @@ pub(crate) async fn apply_update(
             if let Some(d) = &m.dot {
                 d.add(&mut dots, &mut gaps);
             }
-            let stored = Stored::live(record, clocks, (dots, gaps), cur.version.max(cx.seen) + 1);
+            let stored = Stored {
+                life_since: cur.life_since,
+                ..Stored::live(record, clocks, (dots, gaps), cur.version.max(cx.seen) + 1)
+            };
             cx.save(tx, last_seq, stored, true).await
         }
     }

@@ -14,6 +14,10 @@ pub(crate) struct Stored {
     /// The contributions below its dots it lacks (PROTOCOL.md SUM-3), kept in the clocks
     /// column under [`DOT_GAPS_KEY`].
     pub(crate) gaps: DotGaps,
+    /// The version this life of the record began at, when it began with a create of a
+    /// deleted id ([`ServerRecord::life_since`], PROTOCOL.md SUM-4), kept in the clocks
+    /// column under [`LIFE_SINCE_KEY`].
+    pub(crate) life_since: Option<i64>,
     pub(crate) version: i64,
     pub(crate) deleted: bool,
     pub(crate) server_updated_at: String,
@@ -33,6 +37,7 @@ impl Stored {
             clocks,
             dots,
             gaps,
+            life_since: None,
             version,
             deleted: false,
             server_updated_at: String::new(),
@@ -84,6 +89,10 @@ pub(crate) fn stored_from_row(
         .and_then(|m| m.remove(DOT_GAPS_KEY))
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
+    let life_since = clocks
+        .as_object_mut()
+        .and_then(|m| m.remove(LIFE_SINCE_KEY))
+        .and_then(|v| v.as_i64());
     let version = it.next().and_then(|v| v.as_i64()).unwrap_or(0);
     let deleted = match it.next().unwrap_or(Json::Null) {
         Json::Bool(b) => b,
@@ -99,6 +108,7 @@ pub(crate) fn stored_from_row(
         clocks,
         dots,
         gaps,
+        life_since,
         version,
         deleted,
         server_updated_at,
@@ -116,6 +126,7 @@ pub(crate) fn server_record(e: &Entity, id: Uuid, s: Stored) -> ServerRecord {
         clocks: s.clocks,
         dots: (!s.dots.is_empty()).then_some(s.dots),
         dot_gaps: (!s.gaps.is_empty()).then_some(s.gaps),
+        life_since: s.life_since,
     }
 }
 
@@ -139,6 +150,9 @@ pub(crate) const DOTS_KEY: &str = "~dots";
 /// The member of the clocks column that holds a record's [`Stored::gaps`].
 pub(crate) const DOT_GAPS_KEY: &str = "~dot_gaps";
 
+/// The member of the clocks column that holds a record's [`Stored::life_since`].
+pub(crate) const LIFE_SINCE_KEY: &str = "~life_since";
+
 /// Writes the record and its change under the next sequence number.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write(
@@ -149,7 +163,7 @@ pub(crate) async fn write(
     id: Uuid,
     record: &sync_runtime::Record,
     clocks: &Json,
-    (dots, gaps): (&Dots, &DotGaps),
+    (dots, gaps, life_since): (&Dots, &DotGaps, Option<i64>),
     version: i64,
     deleted: bool,
     last_seq: &mut i64,
@@ -169,13 +183,18 @@ pub(crate) async fn write(
         );
     }
     let clocks = match clocks {
-        Json::Object(m) if !dots.is_empty() => {
+        Json::Object(m) if !dots.is_empty() || life_since.is_some() => {
             let mut m = m.clone();
-            m.insert(
-                DOTS_KEY.into(),
-                serde_json::to_value(dots).expect("dots serialise"),
-            );
-            if !gaps.is_empty() {
+            if let Some(v) = life_since {
+                m.insert(LIFE_SINCE_KEY.into(), Json::from(v));
+            }
+            if !dots.is_empty() {
+                m.insert(
+                    DOTS_KEY.into(),
+                    serde_json::to_value(dots).expect("dots serialise"),
+                );
+            }
+            if !dots.is_empty() && !gaps.is_empty() {
                 m.insert(
                     DOT_GAPS_KEY.into(),
                     serde_json::to_value(gaps).expect("gaps serialise"),

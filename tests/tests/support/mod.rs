@@ -253,6 +253,24 @@ impl Client {
         (latest(body["changes"].as_array().unwrap()), protocol)
     }
 
+    /// The account's records by id, from one page of `GET /snapshot` as a client of
+    /// protocol `version` (after garbage collection, when changes from the start are 410).
+    pub async fn snapshot_as(&self, version: &str) -> BTreeMap<String, Json> {
+        let body: Json = self
+            .http
+            .get(format!("{}/snapshot?limit=1000", self.url))
+            .bearer_auth(&self.token)
+            .header(sync_runtime::protocol::PROTOCOL_HEADER, version)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(body["next_cursor"].is_null(), "one page: {body:#}");
+        latest(body["records"].as_array().unwrap())
+    }
+
     /// Pushes mutations and returns the results (asserting a 200).
     pub async fn push(&self, mutations: Vec<Json>) -> Vec<Json> {
         let (status, body) = self.post("/push", &json!({ "mutations": mutations })).await;
