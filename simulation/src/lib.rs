@@ -14,8 +14,9 @@
 //! | `SYNC_SIM_SEED` | run this one seed and print its trace |
 //! | `SYNC_SIM_STEPS` | steps per seed (default 60) |
 //! | `SYNC_SIM_THREADS` | threads the seeds run on (default: given by the test) |
+//! | `SYNC_SIM_TRACE_LIVE` | `simulation.rs`: print each trace line as it happens (the trace of a seed that panics) |
 //!
-//! A failing seed prints the command that replays it.
+//! A failing seed, also one that panics, prints the command that replays it.
 
 /// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
 /// OOPSLA 2014): a tiny, well-known generator; a whole run depends on its seed only.
@@ -110,13 +111,27 @@ where
             .map(|k| {
                 let (failed, run) = (&failed, &run);
                 scope.spawn(move || {
-                    let rt = runtime();
+                    let mut rt = runtime();
                     let mut out = Vec::new();
                     let mut seed = first + k;
                     while seed < first + count
                         && failed.load(std::sync::atomic::Ordering::SeqCst) < 5
                     {
-                        match rt.block_on(run(seed, steps)) {
+                        // A seed that panics (a `Result` the run unwraps) fails like any
+                        // other, with its number and the command that replays it.
+                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                            || rt.block_on(run(seed, steps)),
+                        ))
+                        .unwrap_or_else(|panic| {
+                            rt = runtime();
+                            let why = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Err(format!("panicked: {why}"))
+                        });
+                        match outcome {
                             Ok(trace) => {
                                 if count == 1 {
                                     for line in trace {

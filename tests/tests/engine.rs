@@ -2096,6 +2096,161 @@ async fn a_retry_answered_past_the_known_version_does_not_hide_what_a_restore_lo
     assert_eq!((mine.likes, mine.price_cents), (3, 7));
 }
 
+/// SUM-4 and own writes: A's edit awaits its pull (the pull after the push failed) when B
+/// deletes the task and creates it again. The pulled record lacks the edit's dots, but its
+/// life began after the edit: the delete superseded it, and A takes no restart for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreate_after_an_own_write_is_not_taken_for_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let (_server, url, a, b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    let t = task(p.id, "first life");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.likes += 2;
+    a.store().update(&on_a).unwrap();
+    a.faults.lock().unwrap().pull_pages_left = Some(0);
+    assert_eq!(a.sync().await.applied, 1);
+    a.faults.lock().unwrap().pull_pages_left = None;
+    b.sync_until_quiet().await;
+    b.store().delete::<Task>(t.id).unwrap();
+    b.sync_until_quiet().await;
+    let mut again = task(p.id, "second life");
+    again.id = t.id;
+    again.likes = 1;
+    b.store().create(&again).unwrap();
+    b.sync_until_quiet().await;
+    let mut snapshots = 0;
+    for _ in 0..3 {
+        snapshots += usize::from(a.sync().await.snapshot);
+    }
+    assert_eq!(snapshots, 0, "no restart");
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 1);
+    let mine = a.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!((mine.likes, mine.title.as_str()), (1, "second life"));
+}
+
+/// Review finding (replays split across pushes): after a restore, A sends its logged
+/// edits again one per push; the first is answered `conflict` (B changed the `manual`
+/// price on the restored server) and its merge draws a new dot of A's session above the
+/// next logged edit's, which waits for the next push with its original dot. The merge's
+/// dot must leave the numbers of that edit to come (a gap the server keeps), or the
+/// server takes its increment for held (2 where 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_replay_does_not_hide_the_logged_edits_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url) = sqlite_server_at(&db).await;
+    let mut one_per_push = config("token-a");
+    one_per_push.batch_size = 1;
+    let a = Device::open(&_url, &dir.path().join("a.db"), one_per_push);
+    let b = Device::open(&_url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    let t = task(p.id, "priced");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.price_cents = 200;
+    on_a.likes += 2;
+    a.store().update(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.likes += 3;
+    a.store().update(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    drop((b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    b.sync_until_quiet().await;
+    let mut on_b = b.store().get::<Task>(t.id).unwrap().unwrap();
+    on_b.price_cents = 300;
+    b.store().update(&on_b).unwrap();
+    b.sync_until_quiet().await;
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    for _ in 0..3 {
+        a.sync_until_quiet().await;
+    }
+    assert_eq!(
+        server_records(&url).await[&t.id]["likes"],
+        5,
+        "2 and 3, each once"
+    );
+}
+
+/// SUM-4, review finding: a restore that goes back to before a recreate. A adds 2 to a
+/// task B had deleted and created again (its second life); the server is restored to
+/// before the delete (the first life), where C edits the task past the version A knew,
+/// and garbage collection expires A's token. A's restart brings a later version of an
+/// earlier life, which within one history never follows a later one: a restore, and A
+/// sends its increment again (0 where 2 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_version_of_an_earlier_life_names_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url, a, b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    let t = task(p.id, "first life");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    b.store().delete::<Task>(t.id).unwrap();
+    b.sync_until_quiet().await;
+    let mut again = task(p.id, "second life");
+    again.id = t.id;
+    b.store().create(&again).unwrap();
+    b.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    assert_eq!(on_a.title, "second life");
+    on_a.likes += 2;
+    a.store().update(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    drop((b, server));
+    let (server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let c = Device::open(&url, &dir.path().join("c.db"), config("token-a"));
+    c.sync_until_quiet().await;
+    for n in 0..4 {
+        let mut on_c = c.store().get::<Task>(t.id).unwrap().unwrap();
+        on_c.title = format!("first life, edited {n}");
+        c.store().update(&on_c).unwrap();
+        c.sync_until_quiet().await;
+    }
+    server
+        .collect_garbage(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    for _ in 0..3 {
+        a.sync_until_quiet().await;
+        c.sync_until_quiet().await;
+    }
+    let r = &server_records(&url).await[&t.id];
+    assert_eq!(r["likes"], 2, "A's increment, sent again: {r:#}");
+    assert_eq!(r["title"], "first life, edited 3");
+    for d in [&a, &c] {
+        assert_eq!(d.store().get::<Task>(t.id).unwrap().unwrap().likes, 2);
+    }
+}
+
 /// The other side of SUM-4: a task deleted and created again by B, with its tombstone
 /// collected in between, reaches A (away all along, its token expired) as a later version
 /// whose dots lack A's contributions to the earlier life. That is a recreate, not a

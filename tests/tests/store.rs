@@ -971,3 +971,29 @@ fn a_dot_names_its_sessions_previous_dot_of_the_record() {
     assert_eq!(last.op, sync_runtime::protocol::MutationOp::Create);
     assert_eq!(last.payload["dot"]["prev"], 0, "{last:#?}");
 }
+
+/// Review finding: the server's protocol version is saved whenever what it allows
+/// changes, 1.3.3's lives (PROTOCOL.md SUM-4) included: a store that last saw a 1.3.2
+/// server starts checking records' lives once the server speaks 1.3.3, and stops if it
+/// goes back (a 1.3.2 server's recreated records do not say so).
+#[test]
+fn the_server_protocol_is_saved_when_lives_come_or_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let saved = |path: &std::path::Path| -> String {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT \"value\" FROM \"sync_meta\" WHERE \"key\" = 'server-protocol'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    for (version, expected) in [("1.3.2", "1.3.2"), ("1.3.3", "1.3.3"), ("1.3.2", "1.3.2")] {
+        let store = open(&path);
+        store.observe_server_protocol(version).unwrap();
+        drop(store);
+        assert_eq!(saved(&path), expected, "after {version}");
+    }
+}

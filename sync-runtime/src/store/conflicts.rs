@@ -258,6 +258,14 @@ impl LocalStore {
                 push.insert(c.field.clone(), v.clone());
             }
         }
+        // Deleted on this device since the item was queued (its delete waits behind
+        // it, the items being sent one push at a time): the delete wins over the
+        // server's edit as over a local one, and there is nothing left for the user to
+        // decide (the record is not shown any more). The merge goes with the server's
+        // values for those fields.
+        if row.as_ref().is_some_and(|r| r.deleted) {
+            conflicts.clear();
+        }
         // The server's record holds this item's `sum` contributions already (its first
         // delivery was applied, lost in a restore, and the record sent again): the
         // merge carries none of them, or they would count twice under the merge's new
@@ -299,11 +307,35 @@ impl LocalStore {
         // A new dot, and new ones for the record's later items not sent yet: a later
         // item of this push may be applied, its dot above the item's, so the merge's
         // must be above it (see `LocalStore::redot_after`).
-        // It takes the item's `prev`: the item's own dot is not applied, and left between
-        // the two it would be a gap the record keeps for good (PROTOCOL.md SUM-3).
+        // It takes the item's `prev` (the item's own dot is not applied, and left between
+        // the two it would be a gap the record keeps for good, PROTOCOL.md SUM-3), or the
+        // highest dot of this session among the record's other items that keep theirs
+        // (sent before, or logged edits sent again after a restore, which
+        // `redot_after` leaves as they are): queued after the merge, they reach the
+        // server after its dot, and must lie in the gap it leaves, or their `sum`
+        // deltas would be taken for held.
+        let session = &self.inner.dot_session;
+        let kept_below = read_outbox(
+            tx,
+            &format!(
+                "\"entity_type\" = '{}' AND \"entity_id\" = '{}' AND \"id\" <> {} AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"id\" < {})",
+                table.entity.name.replace('\'', "''"),
+                id,
+                item.id,
+                item.id
+            ),
+        )?
+        .iter()
+        .filter_map(|i| payload_dot(&i.payload))
+        .filter(|d| d.session == *session)
+        .map(|d| d.seq)
+        .max();
+        // (Without a `prev` of this session's, the session's last dot of the record is
+        // taken, which is at least as high.)
         let prev = payload_dot(&item.payload)
-            .filter(|d| d.session == self.inner.dot_session)
-            .and_then(|d| d.prev);
+            .filter(|d| d.session == *session)
+            .and_then(|d| d.prev)
+            .map(|p| p.max(kept_below.unwrap_or(0)));
         let payload =
             payload.map(|p| self.dotted_after(table.entity, id, MutationOp::Update, &p, prev));
         self.redot_after(
@@ -349,6 +381,20 @@ impl LocalStore {
         }
         // The row: the server's record, the pending items on top, conflicted fields local.
         rebase_onto(tx, table, &server)?;
+        if !conflicts.is_empty() && read_row(tx, table, id)?.is_none_or(|r| r.deleted) {
+            // The items on top end in a delete of this device's (one queued after a
+            // recreate's conflict, say): it wins, and nothing is left to decide about a
+            // record no longer shown (simulation seed 6140, pushes of one mutation).
+            tx.execute(
+                concatcp!(
+                    "DELETE FROM \"",
+                    meta::CONFLICTS,
+                    "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+                ),
+                params![entity, id.to_string()],
+            )?;
+            return Ok(ItemOutcome::Merged);
+        }
         if conflicts.is_empty() {
             return Ok(ItemOutcome::Merged);
         }

@@ -305,6 +305,9 @@ struct Inner {
     server_takes_replaces: std::sync::atomic::AtomicBool,
     /// Whether the server speaks 1.3.2 or later (it takes a dot's `prev` and `dot_gaps`).
     server_takes_gaps: std::sync::atomic::AtomicBool,
+    /// Whether the server speaks 1.3.3 or later (its records say when a life began:
+    /// PROTOCOL.md SUM-4).
+    server_marks_lives: std::sync::atomic::AtomicBool,
     /// Per record, the number of the last dot this session drew for it: the next dot's
     /// `prev` (PROTOCOL.md SUM-3). One entry per record this session gave a dot.
     last_dots: Mutex<std::collections::HashMap<(String, Uuid), u64>>,

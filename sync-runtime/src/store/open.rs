@@ -2,7 +2,7 @@
 //! runs (built once), and the device's clock and identity.
 
 use super::*;
-use crate::protocol::{DOTS_SINCE, GAPS_SINCE, REPLACES_SINCE, speaks_at_least};
+use crate::protocol::{DOTS_SINCE, GAPS_SINCE, LIVES_SINCE, REPLACES_SINCE, speaks_at_least};
 use const_format::concatcp;
 use sync_model::sql::meta;
 
@@ -146,6 +146,9 @@ impl StoreBuilder {
         let server_takes_gaps = server_protocol
             .as_deref()
             .is_some_and(|v| speaks_at_least(v, GAPS_SINCE));
+        let server_marks_lives = server_protocol
+            .as_deref()
+            .is_some_and(|v| speaks_at_least(v, LIVES_SINCE));
         let store = LocalStore {
             inner: Arc::new(Inner {
                 engine_state: Mutex::new(EngineState::NotStarted),
@@ -155,6 +158,7 @@ impl StoreBuilder {
                 server_speaks_dots: std::sync::atomic::AtomicBool::new(server_speaks_dots),
                 server_takes_replaces: std::sync::atomic::AtomicBool::new(server_takes_replaces),
                 server_takes_gaps: std::sync::atomic::AtomicBool::new(server_takes_gaps),
+                server_marks_lives: std::sync::atomic::AtomicBool::new(server_marks_lives),
                 last_dots: Mutex::new(std::collections::HashMap::new()),
                 conn: Mutex::new(conn),
                 clock: HlcClock::resume(node, last),
@@ -379,14 +383,18 @@ impl LocalStore {
         let speaks = speaks_at_least(version, DOTS_SINCE);
         let replaces = speaks_at_least(version, REPLACES_SINCE);
         let gaps = speaks_at_least(version, GAPS_SINCE);
+        let lives = speaks_at_least(version, LIVES_SINCE);
+        // Saved whenever what it allows changes (`note_current` reads the saved version).
         if self.inner.server_speaks_dots.load(Relaxed) != speaks
             || self.inner.server_takes_replaces.load(Relaxed) != replaces
             || self.inner.server_takes_gaps.load(Relaxed) != gaps
+            || self.inner.server_marks_lives.load(Relaxed) != lives
         {
             meta_set(&self.conn(), SERVER_PROTOCOL_KEY, version)?;
             self.inner.server_speaks_dots.store(speaks, Relaxed);
             self.inner.server_takes_replaces.store(replaces, Relaxed);
             self.inner.server_takes_gaps.store(gaps, Relaxed);
+            self.inner.server_marks_lives.store(lives, Relaxed);
         }
         Ok(())
     }

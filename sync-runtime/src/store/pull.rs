@@ -675,8 +675,8 @@ impl LocalStore {
             // now shows otherwise: it was restored from a backup or replaced.
             let mut other_history = false;
             let own_writes = has_own_writes(&tx)?;
-            // Whether the store kept any record's dots (one query per page: the pulls
-            // of a store without `sum` contributions cost nothing more).
+            // Whether the store kept any record's dots (one query per page; a store
+            // that kept none reads nothing per record for records without dots).
             let kept_any = super::push::has_kept_dots(&tx)?;
             // Records whose acknowledged changes wait to be sent again after a restore:
             // their dots on the restored server (see `LocalStore::replay_acknowledged`).

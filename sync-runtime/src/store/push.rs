@@ -208,16 +208,22 @@ pub(crate) fn keep_dots(conn: &Connection, s: &ServerRecord) -> Result<(), Store
 pub(crate) fn note_current(conn: &Connection, s: &ServerRecord) -> Result<bool, StoreError> {
     let at = stored_dots_at(conn, &s.entity_type, s.entity_id)?;
     let life = s.life_since.unwrap_or(0);
+    // A later version of the same life, or of an earlier life (within one history a
+    // record's life never goes back: that is another history too).
+    let later = |&(version, kept_life): &(i64, i64)| life <= kept_life && s.version > version;
     let lacks = match at {
-        Some((version, kept_life)) if kept_life == life && s.version > version && !s.deleted => {
-            lacks_kept(conn, s)?
-        }
+        Some(at) if later(&at) && !s.deleted => lacks_kept(conn, s)?,
         _ => false,
     };
     match at {
-        Some((version, kept_life)) if kept_life == life && s.version < version => {}
-        Some((_, kept_life)) if life < kept_life => {}
-        _ => replace_dots(conn, s)?,
+        Some(at) if later(&at) || life > at.1 => replace_dots(conn, s)?,
+        // Not moved on: the same version again (a snapshot of what the store holds), an
+        // older one, or an earlier life at an older version.
+        Some(_) => {}
+        // Nothing kept, nothing to keep.
+        None if s.dots.as_ref().is_none_or(|d| d.is_empty())
+            && stored_dots(conn, &s.entity_type, s.entity_id)?.is_none() => {}
+        None => replace_dots(conn, s)?,
     }
     Ok(lacks)
 }

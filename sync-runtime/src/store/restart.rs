@@ -62,7 +62,7 @@ pub(crate) fn record_own_write(
     let key = own_write_key(&s.entity_type, s.entity_id);
     if let Some(before) = super::meta_get(conn, &key)?.filter(|_| fresh) {
         let before = OwnWrite::parse(&before);
-        if s.version > before.version && !dots_shown(&before, s) {
+        if s.version > before.version && !dots_shown(&before, s) && !later_life(&before, s) {
             suspect_restore_everywhere(conn)?;
         }
     }
@@ -116,7 +116,14 @@ fn shows(w: &OwnWrite, r: &ServerRecord) -> bool {
     if r.version < w.version || (r.version == w.version && r.server_updated_at != w.at) {
         return false;
     }
-    dots_shown(w, r)
+    dots_shown(w, r) || later_life(w, r)
+}
+
+/// Whether `r` is of a life of the record that began after the own write `w` (deleted
+/// and created again since, PROTOCOL.md SUM-4): its dots start afresh, and the write,
+/// which the delete superseded, is not lost to a restore.
+fn later_life(w: &OwnWrite, r: &ServerRecord) -> bool {
+    r.life_since.is_some_and(|life| life > w.version)
 }
 
 /// Whether `r` includes every contribution the own write `w` included (a record's dots
