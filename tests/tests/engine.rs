@@ -33,6 +33,8 @@ struct Faults {
     /// Send every request here instead (a server restored from a backup behind the same
     /// address, while the device's store stays open: its dot session goes on).
     redirect: Option<HttpTransport>,
+    /// Fail pushes after this many more (the connection lost between two pushes).
+    pushes_left: Option<usize>,
 }
 
 struct Faulty {
@@ -94,6 +96,14 @@ impl Transport for Faulty {
         request: &PushRequest,
     ) -> Result<PushResponse, TransportError> {
         self.check()?;
+        if let Some(n) = self.faults.lock().unwrap().pushes_left.as_mut() {
+            if *n == 0 {
+                return Err(TransportError::Unreachable(
+                    "connection lost between pushes (injected)".into(),
+                ));
+            }
+            *n -= 1;
+        }
         let mut request = request.clone();
         let poison = self.faults.lock().unwrap().poison;
         for m in &mut request.mutations {
@@ -2249,6 +2259,58 @@ async fn a_later_version_of_an_earlier_life_names_a_restore() {
     for d in [&a, &c] {
         assert_eq!(d.store().get::<Task>(t.id).unwrap().unwrap().likes, 2);
     }
+}
+
+/// Pushes of one mutation (simulation seeds 463 and 6140): A's create of a fixed id,
+/// tried once while offline, then deleted on A; B created the same id with another
+/// price meanwhile. A's create is answered `conflict` before its delete goes out: the
+/// delete wins, and no conflict is left for a record A no longer shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_of_an_item_a_later_delete_wins_over_is_not_left_to_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let (_server, url) = sqlite_server_at(&db).await;
+    let mut one_per_push = config("token-a");
+    one_per_push.batch_size = 1;
+    let a = Device::open(&url, &dir.path().join("a.db"), one_per_push);
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    b.store().create(&p).unwrap();
+    b.sync_until_quiet().await;
+    a.sync_until_quiet().await;
+    let mut on_b = task(p.id, "B's");
+    let mut on_a = task(p.id, "A's");
+    on_a.id = on_b.id;
+    on_b.price_cents = 300;
+    on_a.price_cents = 200;
+    a.store().create(&on_a).unwrap();
+    a.faults.lock().unwrap().offline = true;
+    a.sync().await;
+    a.faults.lock().unwrap().offline = false;
+    a.store().delete::<Task>(on_a.id).unwrap();
+    b.store().create(&on_b).unwrap();
+    b.sync_until_quiet().await;
+    a.advance(Duration::from_secs(60));
+    // The create goes out alone, and is answered `conflict`; the run ends there.
+    a.faults.lock().unwrap().pushes_left = Some(1);
+    let r = a.sync().await;
+    assert_eq!(r.conflicted, 0, "{r:?}");
+    assert!(a.store().conflicts().unwrap().is_empty());
+    assert!(a.store().status().unwrap().pending > 0, "the delete waits");
+    a.faults.lock().unwrap().pushes_left = None;
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    assert!(a.store().conflicts().unwrap().is_empty());
+    assert!(a.store().get::<Task>(on_a.id).unwrap().is_none());
+    assert!(
+        b.store().get::<Task>(on_a.id).unwrap().is_none(),
+        "A's delete won"
+    );
+    let status = a.store().status().unwrap();
+    assert!(
+        status.dead.is_empty() && status.conflicted.is_empty(),
+        "{status:?}"
+    );
 }
 
 /// The other side of SUM-4: a task deleted and created again by B, with its tombstone

@@ -259,11 +259,15 @@ impl LocalStore {
             }
         }
         // Deleted on this device since the item was queued (its delete waits behind
-        // it, the items being sent one push at a time): the delete wins over the
-        // server's edit as over a local one, and there is nothing left for the user to
-        // decide (the record is not shown any more). The merge goes with the server's
-        // values for those fields.
-        if row.as_ref().is_some_and(|r| r.deleted) {
+        // it, the items being sent one push at a time; a recreate may follow): the
+        // delete wins over the server's edit as over a local one, and there is nothing
+        // left for the user to decide about that life of the record. The merge goes
+        // with the server's values for those fields (simulation seeds 463 and 6140,
+        // pushes of one mutation).
+        let deleted_after = items_of(tx, entity, id)?
+            .iter()
+            .any(|(n, op, _, dead)| *n > item.id && *op == MutationOp::Delete && !dead);
+        if deleted_after || row.as_ref().is_some_and(|r| r.deleted) {
             conflicts.clear();
         }
         // The server's record holds this item's `sum` contributions already (its first
@@ -381,20 +385,6 @@ impl LocalStore {
         }
         // The row: the server's record, the pending items on top, conflicted fields local.
         rebase_onto(tx, table, &server)?;
-        if !conflicts.is_empty() && read_row(tx, table, id)?.is_none_or(|r| r.deleted) {
-            // The items on top end in a delete of this device's (one queued after a
-            // recreate's conflict, say): it wins, and nothing is left to decide about a
-            // record no longer shown (simulation seed 6140, pushes of one mutation).
-            tx.execute(
-                concatcp!(
-                    "DELETE FROM \"",
-                    meta::CONFLICTS,
-                    "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
-                ),
-                params![entity, id.to_string()],
-            )?;
-            return Ok(ItemOutcome::Merged);
-        }
         if conflicts.is_empty() {
             return Ok(ItemOutcome::Merged);
         }
