@@ -540,7 +540,9 @@ struct Sim {
     /// device does not log such a change for a replay (sent again later, it would be
     /// stamped later still and could revive a record deleted since), so a server restore
     /// may lose it (the crate README, "What a restore can still lose"; seed 11631).
-    bounded_at_risk: BTreeMap<Uuid, i64>,
+    /// Per record: (server restores before the create, its initial value); only a
+    /// restore after the create can lose it.
+    bounded_at_risk: BTreeMap<Uuid, Vec<(u32, i64)>>,
     /// The same, of increments made since the server's last restore.
     device_at_risk_since_restore: BTreeMap<Uuid, i64>,
 }
@@ -1150,7 +1152,10 @@ impl Sim {
                         .unwrap()
                         .map_or(0, |m| m.updated_at.millis);
                     if stamp > self.server_wall.load(Ordering::SeqCst) + SERVER_SKEW_BOUND_MS {
-                        *self.bounded_at_risk.entry(id).or_default() += likes;
+                        self.bounded_at_risk
+                            .entry(id)
+                            .or_default()
+                            .push((self.restores, likes));
                     }
                     self.device_made(i, id, true);
                     self.device_increment(i, id, likes);
@@ -1452,10 +1457,14 @@ impl Sim {
                     .get(id)
                     .copied()
                     .unwrap_or(0);
-                let bounded = match self.restores {
-                    0 => 0,
-                    _ => self.bounded_at_risk.get(id).copied().unwrap_or(0),
-                };
+                let bounded: i64 = self
+                    .bounded_at_risk
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(restores_before, _)| *restores_before < self.restores)
+                    .map(|(_, likes)| likes)
+                    .sum();
                 if (self.restores == 0 || strict_restores())
                     && (likes > *inc || likes < *inc - at_risk - bounded)
                 {

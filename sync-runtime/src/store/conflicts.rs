@@ -258,16 +258,16 @@ impl LocalStore {
                 push.insert(c.field.clone(), v.clone());
             }
         }
-        // Deleted on this device since the item was queued (its delete waits behind
-        // it, the items being sent one push at a time; a recreate may follow): the
-        // delete wins over the server's edit as over a local one, and there is nothing
-        // left for the user to decide about that life of the record. The merge goes
-        // with the server's values for those fields (simulation seeds 463 and 6140,
-        // pushes of one mutation).
+        // Deleted on this device since the item was queued (its delete, not dead, waits
+        // behind it, the items being sent one push at a time; a recreate may follow):
+        // the delete wins over the server's edit as over a local one, and there is
+        // nothing left for the user to decide about that life of the record. The merge
+        // goes with the server's values for those fields (simulation seeds 463 and
+        // 6140, pushes of one mutation).
         let deleted_after = items_of(tx, entity, id)?
             .iter()
             .any(|(n, op, _, dead)| *n > item.id && *op == MutationOp::Delete && !dead);
-        if deleted_after || row.as_ref().is_some_and(|r| r.deleted) {
+        if deleted_after {
             conflicts.clear();
         }
         // The server's record holds this item's `sum` contributions already (its first
@@ -314,15 +314,15 @@ impl LocalStore {
         // It takes the item's `prev` (the item's own dot is not applied, and left between
         // the two it would be a gap the record keeps for good, PROTOCOL.md SUM-3), or the
         // highest dot of this session among the record's other items that keep theirs
-        // (sent before, or logged edits sent again after a restore, which
-        // `redot_after` leaves as they are): queued after the merge, they reach the
-        // server after its dot, and must lie in the gap it leaves, or their `sum`
-        // deltas would be taken for held.
+        // (sent before, logged edits sent again after a restore, or dead ones a retry
+        // may bring back: `redot_after` leaves them as they are): arriving after the
+        // merge's dot, they must lie in the gap it leaves, or their `sum` deltas would
+        // be taken for held. (A `prev` too high only leaves a gap the record keeps.)
         let session = &self.inner.dot_session;
         let kept_below = read_outbox(
             tx,
             &format!(
-                "\"entity_type\" = '{}' AND \"entity_id\" = '{}' AND \"id\" <> {} AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"id\" < {})",
+                "\"entity_type\" = '{}' AND \"entity_id\" = '{}' AND \"id\" <> {} AND (\"attempt_count\" > 0 OR \"id\" < {} OR \"status\" = 'dead')",
                 table.entity.name.replace('\'', "''"),
                 id,
                 item.id,
