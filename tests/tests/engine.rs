@@ -2313,6 +2313,66 @@ async fn a_conflict_of_an_item_a_later_delete_wins_over_is_not_left_to_resolve()
     );
 }
 
+/// A fresh answer of another history under a version number the device knows: A's two
+/// increments reach the server, but the run stops before A's third item (a title edit
+/// queued on the first version) and before any pull. The server is restored to before
+/// the increments, and B edits the task there. A's title edit is then applied at the
+/// very version number A knew, with another commit time: another history (PUSH-2),
+/// which names the restore, and A sends its increments again (simulation seed 29539; 0
+/// where 5 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_answer_of_another_history_at_a_known_version_names_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url) = sqlite_server_at(&db).await;
+    let mut one_per_push = config("token-a");
+    one_per_push.batch_size = 1;
+    let a = Device::open(&_url, &dir.path().join("a.db"), one_per_push);
+    let b = Device::open(&_url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    let t = task(p.id, "liked");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    for add in [3, 2] {
+        let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+        on_a.likes += add;
+        a.store().update(&on_a).unwrap();
+    }
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.status = "doing".into();
+    a.store().update(&on_a).unwrap();
+    a.faults.lock().unwrap().pushes_left = Some(2);
+    assert_eq!(a.sync().await.applied, 2);
+    a.faults.lock().unwrap().pushes_left = None;
+    drop((b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let mut on_b = b.store().get::<Task>(t.id).unwrap().unwrap();
+    on_b.title = "edited on the restored server".into();
+    b.store().update(&on_b).unwrap();
+    b.sync_until_quiet().await;
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    for _ in 0..3 {
+        a.sync_until_quiet().await;
+        b.sync_until_quiet().await;
+    }
+    let r = &server_records(&url).await[&t.id];
+    assert_eq!(r["likes"], 5, "3 and 2, sent again: {r:#}");
+    assert_eq!(
+        (r["status"].as_str(), r["title"].as_str()),
+        (Some("doing"), Some("edited on the restored server"))
+    );
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 5);
+}
+
 /// The other side of SUM-4: a task deleted and created again by B, with its tombstone
 /// collected in between, reaches A (away all along, its token expired) as a later version
 /// whose dots lack A's contributions to the earlier life. That is a recreate, not a

@@ -888,11 +888,19 @@ impl LocalStore {
                 // begins a life of the record (after a delete, say), and one sent again
                 // from the device's copy carries what it held.
                 let fresh = item.attempt_count == 1 && item.op != MutationOp::Create;
-                if fresh && note_current(&tx, server)? {
-                    // A later version lacking contributions the server held: it lost
-                    // them (PROTOCOL.md SUM-4), and a restart that names a restore
-                    // follows, which sends them again.
+                let lacks = fresh && note_current(&tx, server)?;
+                if lacks || (fresh && known == Known::OtherHistory) {
+                    // A later version lacking contributions the server held (PROTOCOL.md
+                    // SUM-4), or, in an answer that is the record as it is now, another
+                    // version under a number the store knows (PUSH-2): the server lost
+                    // what the store saw, and a restart that names a restore follows,
+                    // which sends it again (simulation seed 29539: the same version
+                    // number on the restored server, after the pull that would have
+                    // shown the first one failed).
                     suspect_restore_everywhere(&tx)?;
+                    if !lacks {
+                        replace_dots(&tx, server)?;
+                    }
                     known = Known::OtherHistory;
                 }
                 if is_check(item) {
