@@ -535,14 +535,6 @@ struct Sim {
     /// Increments a device's restore from its own backup may have lost (made on it after
     /// the backup: those it had not pushed are gone with its database).
     device_at_risk: BTreeMap<Uuid, i64>,
-    /// Initial values of twin creates stamped further in the server's future than its
-    /// clock skew bound (a device clock set ahead): the server bounds the stamps, and the
-    /// device does not log such a change for a replay (sent again later, it would be
-    /// stamped later still and could revive a record deleted since), so a server restore
-    /// may lose it (the crate README, "What a restore can still lose"; seed 11631).
-    /// Per record: (server restores before the create, its initial value); only a
-    /// restore after the create can lose it.
-    bounded_at_risk: BTreeMap<Uuid, Vec<(u32, i64)>>,
     /// The same, of increments made since the server's last restore.
     device_at_risk_since_restore: BTreeMap<Uuid, i64>,
 }
@@ -679,7 +671,6 @@ impl Sim {
             device_restores: std::env::var("SYNC_SIM_DEVICE_RESTORES").as_deref() != Ok("0"),
             device_rng: Rng(seed ^ 0x6465_7669_6365_7273),
             device_at_risk: BTreeMap::new(),
-            bounded_at_risk: BTreeMap::new(),
             device_at_risk_since_restore: BTreeMap::new(),
         };
         sim.shared_ids = (0..2).map(|_| sim.rng.lock().unwrap().uuid()).collect();
@@ -1147,16 +1138,6 @@ impl Sim {
                     let mut t = sim_task(id, id, format!("twin {name}"), likes, self.r(3) as i64);
                     t.tags.insert(format!("g{i}"));
                     store.create(&t).unwrap();
-                    let stamp = store
-                        .record_meta::<Task>(id)
-                        .unwrap()
-                        .map_or(0, |m| m.updated_at.millis);
-                    if stamp > self.server_wall.load(Ordering::SeqCst) + SERVER_SKEW_BOUND_MS {
-                        self.bounded_at_risk
-                            .entry(id)
-                            .or_default()
-                            .push((self.restores, likes));
-                    }
                     self.device_made(i, id, true);
                     self.device_increment(i, id, likes);
                     *self.increments.entry(id).or_default() += likes;
@@ -1457,19 +1438,11 @@ impl Sim {
                     .get(id)
                     .copied()
                     .unwrap_or(0);
-                let bounded: i64 = self
-                    .bounded_at_risk
-                    .get(id)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(restores_before, _)| *restores_before < self.restores)
-                    .map(|(_, likes)| likes)
-                    .sum();
                 if (self.restores == 0 || strict_restores())
-                    && (likes > *inc || likes < *inc - at_risk - bounded)
+                    && (likes > *inc || likes < *inc - at_risk)
                 {
                     return Err(format!(
-                        "task {id}: likes is {likes} on the server, but the increments add up to {inc} ({at_risk} of them made on a device after a backup of it that was restored, {bounded} in creates whose stamps the server bounded; {} server restores)",
+                        "task {id}: likes is {likes} on the server, but the increments add up to {inc} ({at_risk} of them made on a device after a backup of it that was restored; {} server restores)",
                         self.restores
                     ));
                 }
@@ -1485,14 +1458,10 @@ impl Sim {
     }
 }
 
-/// The reference server's bound on stamps in its future (`Config::max_clock_skew`, 60 s
-/// by default), in milliseconds.
-const SERVER_SKEW_BOUND_MS: u64 = 60_000;
-
 /// Whether a server restore is held to the same account of increments as a run without
 /// one: every increment counts, except those made on a device after a backup of it that
-/// was restored, and the initial values of creates whose stamps the server bounded
-/// (`bounded_at_risk`). The default since seeds 0 to 9,999 pass it (devices send again what a
+/// was restored (a change whose stamps the server bounded counts too: devices log it
+/// with the server's stamps, seeds 11631 and 24405). The default since seeds 0 to 9,999 pass it (devices send again what a
 /// restore lost, `AckLog`; records keep the contributions they lack as gaps, PROTOCOL.md
 /// SUM-3, and say when a life began, SUM-4; ARCHITECTURE.md, "Dots after a restore").
 /// `SYNC_SIM_STRICT_RESTORES=0` takes the weaker bound CI ran before (nothing doubled,

@@ -139,11 +139,13 @@
 //!   holds: the device that made each one sends it again (same key, same body) after
 //!   the restart that reveals the restore (`sync_runtime::store::AckLog`). The server
 //!   answers a key it holds from its stored outcome (keys are compacted, never deleted)
-//!   and applies the others as late mutations. What a restore still loses: changes
-//!   older than the devices' log window or made in an older model, changes stamped
-//!   ahead of the server's clock, changes of devices that never sync again, and changes
-//!   whose record's dots a later increment of the same session claimed first (see
-//!   ARCHITECTURE.md). Edits made after the restore are never lost.
+//!   and applies the others as late mutations. A change whose stamps this server
+//!   bounded (a device clock running ahead) is sent again with the stamps it gave it,
+//!   under a new key, when its dot shows the restored record lacks it. What a restore
+//!   still loses: changes older than the devices' log window or made in an older model,
+//!   changes stamped ahead of the server's clock that change no `sum` field (nothing
+//!   tells whether the restored server holds them), and changes of devices that never
+//!   sync again. Edits made after the restore are never lost.
 //!
 //! A compacted idempotency key answered with a rejection is evaluated again (nothing of
 //! it was applied, and its reason, such as an unknown record, may no longer hold).

@@ -2313,6 +2313,181 @@ async fn a_conflict_of_an_item_a_later_delete_wins_over_is_not_left_to_resolve()
     );
 }
 
+/// A delete queued on an item that never named a version (an edit made while the
+/// record's create was on its way) reaches a server restored to before the create. The
+/// server answers `unknown-record`; the device used to take that for "nothing to delete"
+/// and keep a clean tombstone, and B, which had pulled the record before the restore,
+/// then sent it again and brought it back everywhere (simulation seed 19720). A record
+/// the device holds at a server version was on the server: the delete goes as a create
+/// and its delete, and B's copy loses to the tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_without_a_base_version_of_a_record_a_restore_lost_stays_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let mut one_per_push = config("token-a");
+    one_per_push.batch_size = 1;
+    let a = Device::open(&url, &dir.path().join("a.db"), one_per_push);
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    // A pulls a change the restore loses: its change token will be refused, and its
+    // restart (a new snapshot) is how it learns of the restore.
+    a.store().create(&task(p.id, "other")).unwrap();
+    a.sync_until_quiet().await;
+    let t = task(p.id, "made after the backup");
+    a.store().create(&t).unwrap();
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.status = "doing".into();
+    a.store().update(&on_a).unwrap();
+    // The create goes; the edit, queued before the create was answered, waits.
+    a.faults.lock().unwrap().pushes_left = Some(1);
+    assert_eq!(a.sync().await.applied, 1);
+    a.faults.lock().unwrap().pushes_left = None;
+    b.sync_until_quiet().await;
+    assert!(b.store().get::<Task>(t.id).unwrap().is_some());
+    drop((b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    assert!(!server_records(&url).await.contains_key(&t.id), "lost");
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    a.store().delete::<Task>(t.id).unwrap();
+    for _ in 0..3 {
+        a.sync_until_quiet().await;
+        b.sync_until_quiet().await;
+    }
+    assert!(
+        !server_records(&url).await.contains_key(&t.id),
+        "A's delete, made after the restore, stands"
+    );
+    assert!(a.store().get::<Task>(t.id).unwrap().is_none());
+    assert!(b.store().get::<Task>(t.id).unwrap().is_none());
+    for d in [&a, &b] {
+        let status = d.store().status().unwrap();
+        assert!(status.dead.is_empty() && status.pending == 0, "{status:?}");
+    }
+}
+
+/// A delete whose answer was lost reaches, retried, a server restored to before the
+/// record; meanwhile the user created the record again. The retry is answered
+/// `unknown-record`, and the device used to send the record as a create followed by a
+/// delete appended behind the user's recreate, which then deleted the recreate (review
+/// of the fix for seed 19720). The recreate stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreate_queued_after_a_delete_the_restore_lost_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    let t = task(p.id, "first life");
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    a.store().delete::<Task>(t.id).unwrap();
+    a.faults.lock().unwrap().drop_next_response = true;
+    a.sync().await;
+    assert!(a.store().status().unwrap().pending > 0, "the delete waits");
+    drop((b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    let mut again = task(p.id, "created again");
+    again.id = t.id;
+    a.store().create(&again).unwrap();
+    for _ in 0..3 {
+        a.sync_until_quiet().await;
+        b.sync_until_quiet().await;
+    }
+    let records = server_records(&url).await;
+    assert_eq!(
+        records.get(&t.id).and_then(|r| r["title"].as_str()),
+        Some("created again"),
+        "{records:#?}"
+    );
+    for d in [&a, &b] {
+        assert_eq!(
+            d.store().get::<Task>(t.id).unwrap().map(|t| t.title),
+            Some("created again".to_string())
+        );
+    }
+}
+
+/// A change the server stamped earlier than the device did (the device's clock ran six
+/// hours ahead, PUSH-4) and a restore then lost: the device used to leave such a change
+/// out of its log of acknowledged changes (sent again as it was, it would be stamped
+/// later still), so the restore lost its increment for good (simulation seed 24405: 1
+/// where 2). It is logged with the stamps the server gave it, and sent again under a new
+/// key when its dot says the restored server lacks it: the increment counts once, and
+/// the title comes back with the server's stamp (not bounded again to a later one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_stamped_ahead_that_a_restore_lost_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url) = sqlite_server_at(&db).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    let t = task(p.id, "liked");
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    a.skew_wall_clock(chrono::Duration::hours(6));
+    let mut on_a = a.store().get::<Task>(t.id).unwrap().unwrap();
+    on_a.likes += 2;
+    on_a.title = "liked (ahead)".into();
+    a.store().update(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    a.skew_wall_clock(chrono::Duration::zero());
+    drop((b, server));
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 0, "lost");
+    let b = Device::open(&url, &dir.path().join("b.db"), config("token-a"));
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    for _ in 0..3 {
+        a.sync_until_quiet().await;
+        b.sync_until_quiet().await;
+    }
+    let records = server_records(&url).await;
+    assert_eq!(
+        (
+            records[&t.id]["likes"].as_i64(),
+            records[&t.id]["title"].as_str()
+        ),
+        (Some(2), Some("liked (ahead)")),
+        "{:#}",
+        records[&t.id]
+    );
+    for d in [&a, &b] {
+        assert_eq!(d.store().get::<Task>(t.id).unwrap().unwrap().likes, 2);
+    }
+}
+
 /// A fresh answer of another history under a version number the device knows: A's two
 /// increments reach the server, but the run stops before A's third item (a title edit
 /// queued on the first version) and before any pull. The server is restored to before

@@ -16,7 +16,11 @@
 //!   original stamps (so an edit made since, anywhere, still wins), `union` operations
 //!   again, `sum` deltas under their dot (PROTOCOL.md SUM-2), `manual` fields against the
 //!   restored record;
-//! - a change whose dot the restored record includes is not sent (the record holds it).
+//! - a change whose dot the restored record includes is not sent (the record holds it);
+//! - a change whose stamps the server bounded (PROTOCOL.md PUSH-4: the device's clock ran
+//!   ahead) is sent with the stamps the server gave it, under a new key, and only when it
+//!   carries a dot the restored record lacks (simulation seeds 11631 and 24405); one
+//!   without a dot is not logged.
 //!
 //! Between the restart and the end of its snapshot, the items of the logged records wait
 //! (`replay-held`): a newer item of the same record sent first would carry a later dot of
@@ -114,8 +118,9 @@ fn replay_await_key(entity: &str, id: Uuid) -> String {
     format!("replay-await:{entity}:{id}")
 }
 
-/// A record's logged changes to send again, and its dots and gaps on the server.
-type Replays = (Vec<Logged>, Option<Dots>, Option<DotGaps>);
+/// A record's logged changes to send again, its dots and gaps on the server, and its life
+/// there ([`ServerRecord::life_since`]).
+type Replays = (Vec<Logged>, Option<Dots>, Option<DotGaps>, Option<i64>);
 
 /// One logged change, as it was sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +138,19 @@ struct Logged {
     /// the migrations do not rewrite in the log).
     #[serde(default)]
     model: String,
+    /// The stamps the server gave the fields whose stamps it bounded (PROTOCOL.md
+    /// PUSH-4: the device's clock ran ahead), `{field: hlc}`; absent when it bounded
+    /// none. Such a change is sent again only under a new key, with these stamps in
+    /// place of its own, and only when its dot tells that the restored server lacks
+    /// it (see [`LocalStore::queue_replays`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_stamps: Option<serde_json::Map<String, Json>>,
+    /// With `server_stamps`: the life of the record the change was applied in (the
+    /// answer's [`ServerRecord::life_since`], PROTOCOL.md SUM-4). Dots begin again with
+    /// each life, so only a record of the same life can tell by its dots that it lacks
+    /// the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    life: Option<i64>,
     /// Its `sync_meta` key (not stored: set when the log is read).
     #[serde(skip)]
     log_key: String,
@@ -188,10 +206,14 @@ fn read_log(conn: &Connection) -> Result<Vec<(String, Option<Logged>)>, StoreErr
 
 const DELETE_KEY: &str = concatcp!("DELETE FROM \"", meta::META, "\" WHERE \"key\" = ?1");
 
-/// Whether the server bounded a stamp of `item` (its answer's clock for a field the item
-/// stamped is earlier than the item's stamp: the server stamps no field earlier than a
-/// change it applied unless it bounded that change's stamp to its own time).
-fn bounded(item: &OutboxItem, answer: &ServerRecord) -> bool {
+/// The fields whose stamps the server bounded in `item`, with the stamps the answer
+/// holds for them (its clock for a field the item stamped is earlier than the item's
+/// stamp: the server stamps no field earlier than a change it applied unless it bounded
+/// that change's stamp to its own time, keeping its node: PUSH-4). Empty when it bounded
+/// none; `None` when a field's clock is earlier but of another node (an answer with the
+/// record as it is now, whose field another device's edit stamped since): this change's
+/// own stamp on the server is then unknown.
+fn bounded(item: &OutboxItem, answer: &ServerRecord) -> Option<serde_json::Map<String, Json>> {
     let stamps: Vec<(&String, &Json)> = match item.op {
         MutationOp::Create => item
             .payload
@@ -211,12 +233,48 @@ fn bounded(item: &OutboxItem, answer: &ServerRecord) -> bool {
             .unwrap_or_default(),
     };
     let parse = |v: &Json| v.as_str().and_then(|s| s.parse::<Hlc>().ok());
-    stamps.into_iter().any(|(field, stamp)| {
-        match (parse(stamp), answer.clocks.get(field).and_then(parse)) {
-            (Some(mine), Some(theirs)) => mine > theirs,
-            _ => false,
+    let mut out = serde_json::Map::new();
+    for (field, stamp) in stamps {
+        let Some(theirs) = answer.clocks.get(field) else {
+            continue;
+        };
+        match (parse(stamp), parse(theirs)) {
+            (Some(mine), Some(t)) if mine > t => {
+                if t.node != mine.node {
+                    return None;
+                }
+                out.insert(field.clone(), theirs.clone());
+            }
+            _ => {}
         }
-    })
+    }
+    Some(out)
+}
+
+/// `payload` (a logged change's body) with the stamps of `stamps`' fields replaced by
+/// theirs: a create's `clocks`, an update's `lww` operations' `hlc`.
+fn restamped(op: MutationOp, mut payload: Json, stamps: &serde_json::Map<String, Json>) -> Json {
+    match op {
+        MutationOp::Create => {
+            if let Some(clocks) = payload.get_mut("clocks").and_then(Json::as_object_mut) {
+                for (field, stamp) in stamps {
+                    if let Some(c) = clocks.get_mut(field) {
+                        *c = stamp.clone();
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Some(patch) = payload.get_mut("patch").and_then(Json::as_object_mut) {
+                for (field, stamp) in stamps {
+                    if let Some(h) = patch.get_mut(field).and_then(|op| op.get_mut("hlc")) {
+                        *h = stamp.clone();
+                    }
+                }
+            }
+        }
+    }
+    payload
 }
 
 /// The records whose items wait for the restart's snapshot.
@@ -235,6 +293,7 @@ pub(crate) fn note_replay_dots(conn: &Connection, r: &ServerRecord) -> Result<()
         &serde_json::to_string(&ReplayDots {
             dots: r.dots.clone().unwrap_or_default(),
             gaps: r.dot_gaps.clone().unwrap_or_default(),
+            life: r.life_since,
         })
         .expect("dots serialise"),
     )
@@ -246,6 +305,9 @@ struct ReplayDots {
     dots: Dots,
     #[serde(default)]
     gaps: DotGaps,
+    /// The record's [`ServerRecord::life_since`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    life: Option<i64>,
 }
 
 impl ReplayDots {
@@ -255,6 +317,7 @@ impl ReplayDots {
             serde_json::from_str(value).ok().map(|dots| ReplayDots {
                 dots,
                 gaps: DotGaps::new(),
+                life: None,
             })
         })
     }
@@ -267,9 +330,14 @@ impl LocalStore {
     /// delete the server lost is sent again from the device's tombstone).
     ///
     /// A change the server stamped earlier than the device did (a stamp in the server's
-    /// future, from a device clock running ahead, is bounded to the server's time) is
-    /// not logged either: sent again later, it would be bounded to that later time, and
-    /// win over edits made after it (or revive a record deleted after it).
+    /// future, from a device clock running ahead, is bounded to the server's time) would,
+    /// sent again as it was, be bounded to that later time, and win over edits made after
+    /// it (or revive a record deleted after it). It is logged with the stamps the server
+    /// gave it (`server_stamps`) when it carries a dot and the server marks lives
+    /// (protocol 1.3.3), and sent again with those stamps under a new key only when the
+    /// restored record, of the same life, lacks that dot. Without a dot nothing could tell
+    /// whether the restored server holds it under its first key, and it is not logged;
+    /// nor is it when an answer's clock of another node hides its stamp on the server.
     pub(crate) fn log_acknowledged(
         &self,
         conn: &Connection,
@@ -277,7 +345,21 @@ impl LocalStore {
         answer: &ServerRecord,
     ) -> Result<(), StoreError> {
         let max = self.inner.ack_log.max_changes as u64;
-        if max == 0 || item.op == MutationOp::Delete || is_check(item) || bounded(item, answer) {
+        if max == 0 || item.op == MutationOp::Delete || is_check(item) {
+            return Ok(());
+        }
+        // A change whose stamps the server bounded, sent again as it was, would be
+        // bounded again to a later time and could win over edits made since (or bring
+        // back a record deleted since). Sent with the stamps the server gave it, it is
+        // the change the server had; but that body needs a new key, and only a dot can
+        // then tell whether the restored server holds it: without one, it is not
+        // logged (simulation seed 24405: an increment lost with its title's stamp).
+        let Some(bounded) = bounded(item, answer) else {
+            return Ok(());
+        };
+        if !bounded.is_empty()
+            && (payload_dot(&item.payload).is_none() || !self.server_marks_lives())
+        {
             return Ok(());
         }
         let last: Option<String> = conn
@@ -297,6 +379,8 @@ impl LocalStore {
             base_version: item.base_version,
             at: self.device_wall_millis(),
             model: self.inner.fingerprint.clone(),
+            life: (!bounded.is_empty()).then_some(answer.life_since).flatten(),
+            server_stamps: (!bounded.is_empty()).then_some(bounded),
             log_key: String::new(),
         };
         super::meta_set(
@@ -341,7 +425,8 @@ impl LocalStore {
 
     /// Once a restart's snapshot and the changes after it are through: queues the logged
     /// changes of each held record the restored server delivered, ahead of every item
-    /// queued, with their keys, bodies and dots unchanged, rebuilds the record's row on
+    /// queued, with their keys, bodies and dots unchanged (a change whose stamps the
+    /// server bounded: see [`LocalStore::log_acknowledged`]), rebuilds the record's row on
     /// the restored record with them on top, and releases the held records.
     /// `undelivered` are the records the server no longer has: their changes stay in the
     /// log (the device's copy holds them, and is checked and created again from it with
@@ -401,11 +486,11 @@ impl LocalStore {
         for ((entity, id), changes) in per_record {
             let noted = super::meta_get(tx, &replay_dots_key(&entity, id))?
                 .and_then(|j| ReplayDots::parse(&j));
-            let (dots, gaps) = match noted {
-                Some(n) => (Some(n.dots), Some(n.gaps)),
-                None => (None, None),
+            let (dots, gaps, life) = match noted {
+                Some(n) => (Some(n.dots), Some(n.gaps), n.life),
+                None => (None, None, None),
             };
-            with_dots.insert((entity, id), (changes, dots, gaps));
+            with_dots.insert((entity, id), (changes, dots, gaps, life));
         }
         let queued = self.queue_replays(tx, with_dots)?;
         tx.execute(
@@ -458,21 +543,29 @@ impl LocalStore {
         let mut one = BTreeMap::new();
         one.insert(
             (entity, id),
-            (changes, server.dots.clone(), server.dot_gaps.clone()),
+            (
+                changes,
+                server.dots.clone(),
+                server.dot_gaps.clone(),
+                server.life_since,
+            ),
         );
         self.queue_replays(tx, one)
     }
 
     /// Queues the logged `changes` of each record ahead of every item queued (ids below
     /// the lowest), leaving out those whose dot the record's `dots` on the server
-    /// include, and rebuilds each record's row on its base with them on top. Returns
-    /// how many it queued.
+    /// include, and rebuilds each record's row on its base with them on top. A change
+    /// whose stamps the server bounded goes with the server's stamps under a new key, and
+    /// only when the record's dots are known and of the life it was applied in (one of
+    /// another life is dropped; one whose record's dots are unknown stays in the log).
+    /// Returns how many it queued.
     fn queue_replays(
         &self,
         tx: &Connection,
         per_record: BTreeMap<(String, Uuid), Replays>,
     ) -> Result<usize, StoreError> {
-        let total: usize = per_record.values().map(|(c, _, _)| c.len()).sum();
+        let total: usize = per_record.values().map(|(c, ..)| c.len()).sum();
         let min_id: Option<i64> = tx.query_row(
             concatcp!("SELECT MIN(\"id\") FROM \"", meta::OUTBOX, "\""),
             [],
@@ -481,7 +574,7 @@ impl LocalStore {
         // Ahead of everything queued: ids below the lowest.
         let mut next_id = min_id.unwrap_or(1).min(1) - total as i64;
         let mut queued = 0;
-        for ((entity, id), (changes, dots, gaps)) in per_record {
+        for ((entity, id), (changes, dots, gaps, life)) in per_record {
             let Some(table) = self.table_of(&entity) else {
                 continue;
             };
@@ -502,6 +595,24 @@ impl LocalStore {
                     // under `SYNC_SIM_STRICT_RESTORES`).
                     continue;
                 }
+                let (payload, key) = match &l.server_stamps {
+                    None => (l.payload.clone(), l.key.clone()),
+                    // Of another life of the record (deleted and created again since):
+                    // its dots say nothing of this change, and a delete won over it.
+                    Some(_) if l.life != life => {
+                        tx.prepare_cached(DELETE_KEY)?.execute([&l.log_key])?;
+                        continue;
+                    }
+                    // The restored server lacks it (its dot says so): the change as the
+                    // server had it, under a new key (its body is not the one the first
+                    // key was sent with).
+                    Some(stamps) if dots.is_some() && self.server_marks_lives() => {
+                        (restamped(l.op, l.payload.clone(), stamps), self.new_key())
+                    }
+                    // Without the record's dots (or from a server before lives), nothing
+                    // tells: it stays in the log.
+                    Some(_) => continue,
+                };
                 // Logged again once acknowledged.
                 tx.prepare_cached(DELETE_KEY)?.execute([&l.log_key])?;
                 let inserted = tx
@@ -515,8 +626,8 @@ impl LocalStore {
                         entity,
                         id.to_string(),
                         l.op.as_str(),
-                        to_json_string(&l.payload),
-                        l.key,
+                        to_json_string(&payload),
+                        key,
                         l.base_version,
                         crate::time::now()
                     ])?;
@@ -559,4 +670,90 @@ pub(crate) fn forget_replay_await(
         .prepare_cached(DELETE_KEY)?
         .execute([replay_await_key(entity, id)])?
         > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MINE: &str = "01a319a5e732-00000000-4d12f9ad05b24e6a";
+    /// The server's bound of `MINE`: earlier, same node (PUSH-4).
+    const BOUNDED: &str = "01a3185d3abb-0148ac77-4d12f9ad05b24e6a";
+    /// Another device's stamp, earlier than `MINE`.
+    const OTHER: &str = "01a3185d3abb-00000000-0000000000000007";
+
+    fn item(op: MutationOp, payload: Json) -> OutboxItem {
+        OutboxItem {
+            id: 1,
+            entity_type: "task".into(),
+            entity_id: Uuid::nil(),
+            op,
+            payload,
+            idempotency_key: "k".into(),
+            base_version: Some(1),
+            created_at: chrono::Utc::now(),
+            attempt_count: 1,
+            next_attempt_at: None,
+            status: OutboxStatus::Pending,
+            last_error: None,
+        }
+    }
+
+    fn answer(clocks: Json) -> ServerRecord {
+        ServerRecord {
+            entity_type: "task".into(),
+            entity_id: Uuid::nil(),
+            version: 2,
+            deleted: false,
+            server_updated_at: "2027-01-15T08:00:00.091000Z".into(),
+            record: Record::new(),
+            clocks,
+            dots: None,
+            dot_gaps: None,
+            life_since: None,
+        }
+    }
+
+    #[test]
+    fn a_bounded_stamp_is_the_answers_of_the_same_node() {
+        let update = item(
+            MutationOp::Update,
+            json!({"patch": {"title": {"set": "t", "hlc": MINE}, "likes": {"add": 1}}}),
+        );
+        let stamps = bounded(&update, &answer(json!({"title": BOUNDED}))).unwrap();
+        assert_eq!(
+            stamps,
+            json!({"title": BOUNDED}).as_object().unwrap().clone()
+        );
+        assert_eq!(
+            restamped(update.op, update.payload.clone(), &stamps),
+            json!({"patch": {"title": {"set": "t", "hlc": BOUNDED}, "likes": {"add": 1}}})
+        );
+        // Not bounded: the answer's stamp is this change's own.
+        assert!(
+            bounded(&update, &answer(json!({"title": MINE})))
+                .unwrap()
+                .is_empty()
+        );
+        // An earlier stamp of another device: this change's stamp is unknown.
+        assert_eq!(bounded(&update, &answer(json!({"title": OTHER}))), None);
+    }
+
+    #[test]
+    fn a_bounded_create_carries_the_servers_clocks() {
+        let create = item(
+            MutationOp::Create,
+            json!({"record": {"title": "t"}, "clocks": {"title": MINE, "status": MINE}}),
+        );
+        let stamps = bounded(
+            &create,
+            &answer(json!({"title": BOUNDED, "status": BOUNDED})),
+        )
+        .unwrap();
+        assert_eq!(
+            restamped(create.op, create.payload.clone(), &stamps),
+            json!({"record": {"title": "t"}, "clocks": {"title": BOUNDED, "status": BOUNDED}})
+        );
+    }
 }

@@ -417,6 +417,15 @@ impl LocalStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether the server last said it speaks 1.3.3 or later
+    /// ([`LocalStore::observe_server_protocol`]): records then say when a life began after
+    /// a delete ([`ServerRecord::life_since`](crate::protocol::ServerRecord::life_since)).
+    pub(crate) fn server_marks_lives(&self) -> bool {
+        self.inner
+            .server_marks_lives
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the server last said it speaks dots ([`LocalStore::observe_server_protocol`]).
     pub fn server_speaks_dots(&self) -> bool {
         self.inner

@@ -1084,11 +1084,30 @@ impl LocalStore {
                 unversion_row(tx, table.entity, &id.to_string())?;
                 Ok(ItemOutcome::Merged)
             }
-            (MutationOp::Delete, Some(row)) if item.base_version.is_some() => {
+            (MutationOp::Delete, Some(_)) if created_before => {
+                // An earlier item of this push was turned into the create already: the
+                // delete goes after it, under a new key (as the update above).
+                let payload = carrying(item.payload.clone(), item);
+                tx.execute(
+                    concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"idempotency_key\" = ?1, \"payload\" = ?2, \"base_version\" = NULL, \"status\" = 'pending', \"attempt_count\" = 0, \"next_attempt_at\" = NULL, \"last_error\" = NULL WHERE \"id\" = ?3"),
+                    params![self.new_key(), to_json_string(&payload), item.id],
+                )?;
+                Ok(ItemOutcome::Merged)
+            }
+            // The row is this delete's tombstone (a create queued after the delete makes
+            // it live again: that create sends the record, and a delete appended behind
+            // it would delete the user's recreate).
+            (MutationOp::Delete, Some(row))
+                if row.deleted && (item.base_version.is_some() || row.version.is_some()) =>
+            {
                 // A delete of a record the server lost (a restore): other devices that
                 // hold the record will send it again, so the server must learn it is
                 // deleted. The record as the device last held it is created (in the
                 // item's place, with the item's base version) and deleted after it.
+                // A delete without a base version (queued on an edit made while the
+                // record's create was on its way) counts too when the server had
+                // acknowledged the record: the row holds a version, which the create
+                // names (simulation seed 19720).
                 let base = read_base(tx, table, id)?;
                 let payload = CreatePayloadOwned {
                     record: row.record.clone(),
@@ -1100,6 +1119,16 @@ impl LocalStore {
                     dot_gaps: stored_dot_gaps(tx, &table.entity.name, id)?,
                 };
                 self.rewrite_as_create(tx, item.id, payload, None)?;
+                if item.base_version.is_none() {
+                    tx.execute(
+                        concatcp!(
+                            "UPDATE \"",
+                            meta::OUTBOX,
+                            "\" SET \"base_version\" = ?1 WHERE \"id\" = ?2"
+                        ),
+                        params![row.version, item.id],
+                    )?;
+                }
                 let delete = to_json_string(&carrying(item.payload.clone(), item));
                 self.enqueue(tx, table.entity, id, MutationOp::Delete, &delete, None)?;
                 delete_base(tx, table.entity, &id.to_string())?;
