@@ -93,6 +93,8 @@ struct SimTransport {
     name: String,
     /// The protocol version of the server's last response (its `sync-protocol` header).
     protocol: Mutex<Option<String>>,
+    /// The client's store, to check that a push never splits a transaction.
+    store: sync_runtime::store::LocalStore,
 }
 
 impl SimTransport {
@@ -316,6 +318,38 @@ impl Transport for SimTransport {
         request: &PushRequest,
     ) -> Result<PushResponse, TransportError> {
         self.pre_faults()?;
+        {
+            // A transaction's items go in one push (`LocalStore::transaction`): no item
+            // of a transaction this push carries is left out of it.
+            let outbox = self.store.outbox().unwrap();
+            let keys: BTreeSet<&str> = request
+                .mutations
+                .iter()
+                .map(|m| m.idempotency_key.as_str())
+                .collect();
+            let txn = |i: &sync_runtime::store::OutboxItem| {
+                i.payload
+                    .get("txn")
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+            };
+            let carried: BTreeSet<String> = outbox
+                .iter()
+                .filter(|i| keys.contains(i.idempotency_key.as_str()))
+                .filter_map(txn)
+                .collect();
+            for i in &outbox {
+                if let Some(g) = txn(i)
+                    && carried.contains(&g)
+                    && !keys.contains(i.idempotency_key.as_str())
+                {
+                    self.order.lock().unwrap().violations.push(format!(
+                        "{}: a push carried part of transaction {g} without its item {} ({} {}, {:?})",
+                        self.name, i.id, i.entity_type, i.entity_id, i.status
+                    ));
+                }
+            }
+        }
         {
             let mut o = self.order.lock().unwrap();
             for (k, m) in request.mutations.iter().enumerate() {
@@ -716,6 +750,7 @@ impl Sim {
             trace: self.trace.clone(),
             name: c.name.clone(),
             protocol: Mutex::new(None),
+            store: store.clone(),
         };
         let mut cfg = EngineConfig::new("sim", "sim-token");
         cfg.refresher = Some(Arc::new(|| Some("sim-token".to_string())));
@@ -990,7 +1025,7 @@ impl Sim {
         let store = self.clients[i].engine.as_ref().unwrap().store().clone();
         let name = self.clients[i].name.clone();
         let live: Vec<Task> = store.list::<Task>().unwrap();
-        match self.r(116) {
+        match self.r(122) {
             0..=19 => {
                 let id = self.rng.lock().unwrap().uuid();
                 let t = Task {
@@ -1264,8 +1299,89 @@ impl Sim {
             }
             113..=114 => self.take_backup().await,
             115 => self.restore_backup().await,
+            116..=121 => self.transaction(i, &store, &live),
             _ => {}
         }
+    }
+
+    /// Several writes in one `LocalStore::transaction`: a task and its project saved
+    /// child first, edits of live tasks (likes among them, the same task now and then
+    /// twice), now and then a delete; one time in four the user gives up at the end,
+    /// and then nothing of it stays.
+    fn transaction(&mut self, i: usize, store: &sync_runtime::store::LocalStore, live: &[Task]) {
+        let name = self.clients[i].name.clone();
+        let (p, t) = {
+            let mut rng = self.rng.lock().unwrap();
+            (rng.uuid(), rng.uuid())
+        };
+        let mut edits: Vec<(Uuid, i64, String)> = Vec::new();
+        if !live.is_empty() {
+            for _ in 0..self.r(3) {
+                let id = live[self.r(live.len() as u64) as usize].id;
+                edits.push((id, self.r(3) as i64, format!("x{}", self.r(5))));
+            }
+        }
+        let delete = (!live.is_empty() && self.r(4) == 0)
+            .then(|| live[self.r(live.len() as u64) as usize].id)
+            .filter(|d| !edits.iter().any(|(id, _, _)| id == d));
+        let give_up = self.r(4) == 0;
+        let tasks_before = store.list::<Task>().unwrap();
+        let outbox_before = store.outbox().unwrap();
+        let result: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+            store.transaction(|tx| {
+                tx.create(&sim_task(t, p, "in a transaction".into(), 0, 0))?;
+                tx.create(&Project {
+                    id: p,
+                    name: "transaction".into(),
+                    created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                })?;
+                for (id, likes, title) in &edits {
+                    let mut x = tx.get::<Task>(*id)?.expect("a live task");
+                    x.likes += likes;
+                    x.title = title.clone();
+                    tx.update(&x)?;
+                }
+                if let Some(d) = delete {
+                    tx.delete::<Task>(d)?;
+                }
+                if give_up {
+                    return Err("the user gave up".into());
+                }
+                Ok(())
+            });
+        if give_up {
+            assert_eq!(result.unwrap_err().to_string(), "the user gave up");
+            assert_eq!(
+                store.list::<Task>().unwrap(),
+                tasks_before,
+                "{name}: an undone transaction left tasks"
+            );
+            assert_eq!(
+                store.outbox().unwrap(),
+                outbox_before,
+                "{name}: an undone transaction left outbox items"
+            );
+            self.note(format!("{name} transaction given up"));
+            return;
+        }
+        result.unwrap();
+        self.ids.push(t);
+        self.device_made(i, t, true);
+        self.order.lock().unwrap().parents.insert(t, p);
+        for (id, likes, _) in &edits {
+            self.device_increment(i, *id, *likes);
+            *self.increments.entry(*id).or_default() += likes;
+            *self.increments_since_restore.entry(*id).or_default() += likes;
+        }
+        if let Some(d) = delete {
+            self.device_made(i, d, false);
+            self.touched_by_delete.insert(d);
+            self.stays_deleted.insert(d);
+            self.order.lock().unwrap().parents.retain(|_, p| *p != d);
+        }
+        self.note(format!(
+            "{name} transaction: task {t} -> project {p}, edits {edits:?}, delete {delete:?}"
+        ));
     }
 
     async fn quiesce(&mut self) -> Result<(), String> {

@@ -35,6 +35,10 @@ struct Faults {
     redirect: Option<HttpTransport>,
     /// Fail pushes after this many more (the connection lost between two pushes).
     pushes_left: Option<usize>,
+    /// How many mutations each push that reached the server carried, in order.
+    push_sizes: Vec<usize>,
+    /// Answer the next N pushes 413 (the server finds them too large).
+    too_large: usize,
 }
 
 struct Faulty {
@@ -96,6 +100,17 @@ impl Transport for Faulty {
         request: &PushRequest,
     ) -> Result<PushResponse, TransportError> {
         self.check()?;
+        {
+            let mut f = self.faults.lock().unwrap();
+            if f.too_large > 0 {
+                f.too_large -= 1;
+                return Err(TransportError::Http {
+                    status: 413,
+                    retry_after: None,
+                    problem: None,
+                });
+            }
+        }
         if let Some(n) = self.faults.lock().unwrap().pushes_left.as_mut() {
             if *n == 0 {
                 return Err(TransportError::Unreachable(
@@ -117,6 +132,11 @@ impl Transport for Faulty {
         }
         let result = self.server().push(token, &request).await;
         if result.is_ok() {
+            self.faults
+                .lock()
+                .unwrap()
+                .push_sizes
+                .push(request.mutations.len());
             self.log.lock().unwrap().extend(
                 request
                     .mutations
@@ -3558,5 +3578,143 @@ async fn a_record_a_page_left_out_is_not_lost_to_a_restore() {
         let (status, body) = c.get(&format!("/changes?since={t}")).await;
         assert_eq!(status, 410, "{t}: {body:#}");
         assert_eq!(body["type"], "https://syncgen.dev/problems/token-unknown");
+    }
+}
+
+/// A `#[sync(json)]` field merges as one value (README, "`json` values are merged
+/// whole"): two devices that edit different members of the same map while apart do not
+/// both keep their edits under `lww`; the later edit's whole map is on every replica and
+/// the server, and neither side ends with a mix no device wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_of_two_members_of_a_json_map_keep_the_later_whole_value() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let mut t = task(p.id, "with meta");
+    t.meta.insert("color".into(), "grey".into());
+    t.meta.insert("size".into(), "M".into());
+    a.store().create(&p).unwrap();
+    a.store().create(&t).unwrap();
+    a.sync().await;
+    b.sync().await;
+    // Apart: A changes the colour, then (a second later by its clock) B the size.
+    let mut on_a = t.clone();
+    on_a.meta.insert("color".into(), "red".into());
+    a.store().update(&on_a).unwrap();
+    b.skew_wall_clock(chrono::Duration::seconds(1));
+    let mut on_b = b.store().get::<Task>(t.id).unwrap().unwrap();
+    on_b.meta.insert("size".into(), "L".into());
+    b.store().update(&on_b).unwrap();
+    // B syncs first, A second: A's edit arrives later but is stamped earlier.
+    b.sync().await;
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    let whole_of_b: std::collections::BTreeMap<String, String> =
+        [("color".into(), "grey".into()), ("size".into(), "L".into())].into();
+    for d in [&a, &b] {
+        let got = d.store().get::<Task>(t.id).unwrap().unwrap();
+        assert_eq!(got.meta, whole_of_b, "the later edit's whole value");
+        assert!(d.store().conflicts().unwrap().is_empty());
+    }
+    let on_server = server_records(&s.url).await;
+    assert_eq!(
+        on_server[&t.id]["meta"],
+        serde_json::json!({"color": "grey", "size": "L"})
+    );
+}
+
+/// Issue "The app developer's side", item 1: the items of one transaction reach the
+/// server in one push, whatever the batch size: a batch ends before a transaction it
+/// cannot hold whole, a transaction larger than a batch goes in a push of its own, and
+/// a push whose answer was lost is sent again whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_reaches_the_server_in_one_push_whatever_the_batch_size() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("token-a");
+    cfg.batch_size = 2;
+    let a = Device::open(&s.url, &dir.path().join("a.db"), cfg);
+    let alone = project();
+    a.store().create(&alone).unwrap();
+    let p = project();
+    let tasks: Vec<Task> = (0..4).map(|k| task(p.id, &format!("task {k}"))).collect();
+    a.store()
+        .transaction(|tx| {
+            // Children first: the engine still sends the project before its tasks.
+            for t in &tasks {
+                tx.create(t)?;
+            }
+            tx.create(&p)
+        })
+        .unwrap();
+    // One push only: it holds the lone project, not half of the transaction.
+    a.faults.lock().unwrap().pushes_left = Some(1);
+    a.sync().await;
+    assert_eq!(*a.log.lock().unwrap(), [("project".to_string(), alone.id)]);
+    assert_eq!(a.store().outbox().unwrap().len(), 5);
+    // The next push holds the whole transaction (five items, over the batch size of
+    // two); its answer is lost, and the retry sends the five again, together.
+    a.log.lock().unwrap().clear();
+    {
+        let mut f = a.faults.lock().unwrap();
+        f.pushes_left = Some(1);
+        f.drop_next_response = true;
+    }
+    a.faults.lock().unwrap().push_sizes.clear();
+    a.sync().await;
+    let first: Vec<(String, Uuid)> = a.log.lock().unwrap().drain(..).collect();
+    assert_eq!(a.faults.lock().unwrap().push_sizes, [5], "{first:?}");
+    assert_eq!(first[0], ("project".to_string(), p.id), "the project first");
+    {
+        let mut f = a.faults.lock().unwrap();
+        f.pushes_left = None;
+        f.push_sizes.clear();
+    }
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    assert_eq!(
+        a.faults.lock().unwrap().push_sizes,
+        [5],
+        "the retry is whole too"
+    );
+    assert!(a.store().outbox().unwrap().is_empty());
+    let on_server = server_records(&s.url).await;
+    for t in &tasks {
+        assert_eq!(on_server[&t.id]["title"], t.title.as_str());
+    }
+    assert!(on_server.contains_key(&p.id));
+}
+
+/// A transaction larger than the server takes in one push (413 even at a batch of one)
+/// is sent in parts, not given up: nothing goes dead, and the server gets all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_server_finds_too_large_is_sent_in_parts() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("token-a");
+    cfg.batch_size = 2;
+    let a = Device::open(&s.url, &dir.path().join("a.db"), cfg);
+    let p = project();
+    let tasks: Vec<Task> = (0..3).map(|k| task(p.id, &format!("task {k}"))).collect();
+    a.store()
+        .transaction(|tx| {
+            tx.create(&p)?;
+            for t in &tasks {
+                tx.create(t)?;
+            }
+            Ok::<_, sync_runtime::store::StoreError>(())
+        })
+        .unwrap();
+    // Two 413s: the first halves the batch to one, the second splits the transaction.
+    a.faults.lock().unwrap().too_large = 2;
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    assert!(a.store().outbox().unwrap().is_empty());
+    assert_eq!(a.faults.lock().unwrap().push_sizes, [1, 1, 1, 1]);
+    let on_server = server_records(&s.url).await;
+    assert!(on_server.contains_key(&p.id));
+    for t in &tasks {
+        assert!(on_server.contains_key(&t.id));
     }
 }

@@ -313,3 +313,97 @@ fn lww_tie_with_equal_clock_and_node_does_not_depend_on_order() {
     assert_eq!(ab.value, ba.value);
     assert_eq!(ab.value.title, "b");
 }
+
+/// A `#[sync(json)]` value merges as one value, never member by member (README, "Merge
+/// semantics"): members of one JSON value are often coupled (a point's `lat` and `lng`,
+/// a range's `from` and `to`), and a member-wise merge would make a value no device
+/// wrote. Two devices editing different members of one map concurrently: under `lww`
+/// the later stamp's whole value wins on both replicas (the other member's edit is
+/// replaced, as the merge table says); under `manual` it is a conflict holding both
+/// whole values, the local one in place until the user resolves it.
+#[test]
+fn a_json_value_merges_as_one_value_not_member_by_member() {
+    let mut base = Item {
+        id: ID,
+        title: "base".into(),
+        flag: None,
+        ratio: 0.0,
+        likes: 0,
+        score: 0.0,
+        tags: BTreeSet::new(),
+        labels: HashSet::new(),
+        watchers: vec![],
+        price: 0,
+        meta: BTreeMap::new(),
+        extra: vec![],
+        created_by: "me".into(),
+    };
+    base.meta.insert("a".into(), 0);
+    base.meta.insert("b".into(), 0);
+    base.extra = vec!["x".into(), "y".into()];
+    let bc = ItemClocks::all(Hlc::new(1, 0, NodeId(1)));
+    // Device 1 edits member `a` (earlier), device 2 member `b` (later).
+    let mut one = base.clone();
+    one.meta.insert("a".into(), 1);
+    one.extra[0] = "x1".into();
+    let mut two = base.clone();
+    two.meta.insert("b".into(), 2);
+    two.extra[1] = "y2".into();
+    let (mut c1, mut c2) = (bc, bc);
+    Item::stamp(
+        &mut c1,
+        &Item::diff(&base, &one, Hlc::new(10, 0, NodeId(1))).unwrap(),
+    );
+    Item::stamp(
+        &mut c2,
+        &Item::diff(&base, &two, Hlc::new(20, 0, NodeId(2))).unwrap(),
+    );
+
+    let at_one = Item::merge3(&base, &one, &c1, &two, &c2);
+    let at_two = Item::merge3(&base, &two, &c2, &one, &c1);
+    let whole_of_two: BTreeMap<String, i32> = [("a".into(), 0), ("b".into(), 2)].into();
+    assert_eq!(
+        at_one.value.meta, whole_of_two,
+        "lww: the later stamp's whole value"
+    );
+    assert_eq!(at_two.value.meta, whole_of_two);
+    assert_eq!(at_one.clocks.meta, Hlc::new(20, 0, NodeId(2)));
+
+    // `manual`: one conflict on the field, with the three whole values; each side keeps
+    // its own value in place until resolved.
+    for (merged, local, remote) in [(&at_one, &one, &two), (&at_two, &two, &one)] {
+        let conflicts: Vec<_> = merged
+            .conflicts
+            .iter()
+            .filter(|c| c.field == "extra")
+            .collect();
+        assert_eq!(conflicts.len(), 1, "{:?}", merged.conflicts);
+        let c = conflicts[0];
+        assert_eq!(c.base, serde_json::json!(["x", "y"]));
+        assert_eq!(c.local, serde_json::to_value(&local.extra).unwrap());
+        assert_eq!(c.remote, serde_json::to_value(&remote.extra).unwrap());
+        assert_eq!(merged.value.extra, local.extra);
+    }
+
+    // The server's side agrees: device 2's edit of `meta` applied onto device 1's
+    // record replaces the whole map; its edit of `extra` is a conflict (and a
+    // conflicted mutation applies nothing).
+    let mut two_meta = base.clone();
+    two_meta.meta.insert("b".into(), 2);
+    let mut server = one.clone();
+    let mut server_clocks = c1;
+    let conflicts = server.apply_concurrent(
+        &mut server_clocks,
+        &Item::diff(&base, &two_meta, Hlc::new(20, 0, NodeId(2))).unwrap(),
+    );
+    assert!(conflicts.is_empty());
+    assert_eq!(server.meta, whole_of_two);
+    let mut two_extra = base.clone();
+    two_extra.extra[1] = "y2".into();
+    let conflicts = server.apply_concurrent(
+        &mut server_clocks,
+        &Item::diff(&base, &two_extra, Hlc::new(21, 0, NodeId(2))).unwrap(),
+    );
+    assert_eq!(conflicts, vec!["extra"]);
+    assert_eq!(server.extra, one.extra, "nothing applied");
+}

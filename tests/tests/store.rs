@@ -997,3 +997,284 @@ fn the_server_protocol_is_saved_when_lives_come_or_go() {
         assert_eq!(saved(&path), expected, "after {version}");
     }
 }
+
+/// Issue "The app developer's side", item 1: writes of several entities in one
+/// transaction commit together with their outbox items, marked as one transaction;
+/// subscribers hear of them after the commit, in order.
+#[test]
+fn a_transaction_commits_its_writes_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let events = store.subscribe();
+    let p = Project {
+        id: Uuid::now_v7(),
+        name: "Field inventory".into(),
+        created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+    };
+    let mut t = task("count the shelves");
+    t.project_id = p.id;
+    let c = Comment {
+        id: Uuid::now_v7(),
+        task_id: t.id,
+        body: "aisle 4 first".into(),
+    };
+    let seen = store
+        .transaction(|tx| {
+            tx.create(&p)?;
+            tx.create(&t)?;
+            tx.create(&c)?;
+            // The transaction reads its own writes; the store's other users do not yet.
+            let mut mine = tx.get::<Task>(t.id)?.expect("its own create");
+            mine.likes += 2;
+            assert!(tx.update(&mine)?);
+            assert!(!tx.update(&mine)?, "nothing changed");
+            assert!(
+                events.try_recv().is_none(),
+                "nothing is told before the commit"
+            );
+            Ok::<_, StoreError>(mine.likes)
+        })
+        .unwrap();
+    assert_eq!(seen, 2);
+    assert_eq!(store.get::<Task>(t.id).unwrap().unwrap().likes, 2);
+    let told: Vec<(String, ChangeKind)> = std::iter::from_fn(|| events.try_recv())
+        .map(|e| match e {
+            StoreEvent::Changed { entity, change, .. } => (entity, change),
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("project".to_string(), ChangeKind::Created),
+            ("task".to_string(), ChangeKind::Created),
+            ("comment".to_string(), ChangeKind::Created),
+            ("task".to_string(), ChangeKind::Updated),
+        ]
+    );
+    let outbox = store.outbox().unwrap();
+    assert_eq!(outbox.len(), 4, "{outbox:#?}");
+    let marks: BTreeSet<&str> = outbox
+        .iter()
+        .map(|i| i.payload["txn"].as_str().expect("marked"))
+        .collect();
+    assert_eq!(marks.len(), 1, "one transaction");
+    // A write outside a transaction is not marked.
+    store.create(&task("alone")).unwrap();
+    assert!(store.outbox().unwrap()[4].payload.get("txn").is_none());
+}
+
+/// An error from the closure undoes every write of the transaction; a failed write
+/// inside it leaves nothing behind and the transaction goes on.
+#[test]
+fn a_transaction_that_fails_leaves_nothing_and_a_failed_write_inside_it_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let kept = task("kept");
+    store.create(&kept).unwrap();
+    let before = store.outbox().unwrap();
+    let events = store.subscribe();
+    let fresh = task("never");
+    let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = store.transaction(|tx| {
+        tx.create(&fresh)?;
+        tx.delete::<Task>(kept.id)?;
+        Err("the user cancelled".into())
+    });
+    assert_eq!(r.unwrap_err().to_string(), "the user cancelled");
+    assert!(store.get::<Task>(fresh.id).unwrap().is_none());
+    assert!(store.get::<Task>(kept.id).unwrap().is_some());
+    assert_eq!(store.outbox().unwrap(), before);
+    assert!(
+        events.try_recv().is_none(),
+        "nothing is told of undone writes"
+    );
+
+    // A write that fails (an id that exists) is undone alone.
+    let other = task("other");
+    store
+        .transaction(|tx| {
+            tx.create(&other)?;
+            let e = tx.create(&kept).unwrap_err();
+            assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+            tx.update(&Task {
+                title: "kept, renamed".into(),
+                ..kept.clone()
+            })?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(
+        store.get::<Task>(kept.id).unwrap().unwrap().title,
+        "kept, renamed"
+    );
+    assert!(store.get::<Task>(other.id).unwrap().is_some());
+    // The create of `kept` (alone), then the transaction's create and update.
+    let ops: Vec<MutationOp> = store.outbox().unwrap().iter().map(|i| i.op).collect();
+    assert_eq!(
+        ops,
+        [MutationOp::Create, MutationOp::Create, MutationOp::Update]
+    );
+}
+
+/// Coalescing still applies in a transaction, and an edit folded into an item of an
+/// earlier transaction joins the two: their items then travel together.
+#[test]
+fn a_transaction_writing_into_an_earlier_ones_item_joins_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let a = task("a");
+    let b = task("b");
+    // Two creates (an update never folds into a create: it queues behind it).
+    store.create(&a).unwrap();
+    store.create(&b).unwrap();
+    store
+        .transaction(|tx| {
+            tx.update(&Task {
+                title: "a1".into(),
+                ..a.clone()
+            })?;
+            tx.update(&Task {
+                title: "b1".into(),
+                ..b.clone()
+            })
+        })
+        .unwrap();
+    let c = task("c");
+    store
+        .transaction(|tx| {
+            tx.create(&c)?;
+            tx.update(&Task {
+                title: "a2".into(),
+                ..a.clone()
+            })
+        })
+        .unwrap();
+    let outbox = store.outbox().unwrap();
+    // The creates of a and b, a's two updates composed, b's update, c's create.
+    assert_eq!(outbox.len(), 5, "{outbox:#?}");
+    assert!(outbox[..2].iter().all(|i| i.payload.get("txn").is_none()));
+    let marks: BTreeSet<&str> = outbox[2..]
+        .iter()
+        .map(|i| i.payload["txn"].as_str().expect("marked"))
+        .collect();
+    assert_eq!(marks.len(), 1, "the two transactions joined: {outbox:#?}");
+    assert_eq!(outbox[2].payload["patch"]["title"]["set"], "a2");
+}
+
+/// A store method called inside a transaction's closure on the same thread says what
+/// to do instead of waiting forever for the connection; the store stays usable.
+#[test]
+fn a_store_call_inside_its_own_transaction_panics_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let t = task("t");
+    let s = store.clone();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = s.transaction(|tx| {
+            tx.create(&t)?;
+            s.create(&task("through the store"))
+        });
+    }))
+    .unwrap_err();
+    let msg = panicked
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| panicked.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(msg.contains("tx.create"), "{msg}");
+    assert!(store.get::<Task>(t.id).unwrap().is_none(), "undone");
+    store.create(&task("after")).unwrap();
+    assert!(
+        store.outbox().unwrap()[0].payload.get("txn").is_none(),
+        "later writes are not marked"
+    );
+}
+
+/// A write that fails after it wrote (here: the record's pending update cannot be read
+/// back to fold the new edit into it) is undone alone; the transaction goes on and
+/// commits the rest.
+#[test]
+fn a_write_that_fails_halfway_inside_a_transaction_is_undone_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = open(&path);
+    let t = task("v0");
+    store.create(&t).unwrap();
+    store
+        .update(&Task {
+            title: "v1".into(),
+            ..t.clone()
+        })
+        .unwrap();
+    // The pending update's body is damaged behind the store's back.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE sync_outbox SET payload = '{\"patch\": {\"title\": 5}}' WHERE op = 'update'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let other = task("other");
+    store
+        .transaction(|tx| {
+            // The row is written before the damaged item is read: the savepoint undoes it.
+            let e = tx
+                .update(&Task {
+                    title: "v2".into(),
+                    ..t.clone()
+                })
+                .unwrap_err();
+            assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+            assert_eq!(tx.get::<Task>(t.id)?.unwrap().title, "v1");
+            tx.create(&other)
+        })
+        .unwrap();
+    assert_eq!(store.get::<Task>(t.id).unwrap().unwrap().title, "v1");
+    assert!(store.get::<Task>(other.id).unwrap().is_some());
+}
+
+/// Writes a transaction undid drew dots (`sum` edits) that never reach the server: the
+/// record's next dot names the last one that stays as its `prev`, not an undone one
+/// (the server would keep the undone one as a gap, PROTOCOL.md SUM-3).
+#[test]
+fn an_undone_transaction_gives_its_dots_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("app.db"));
+    let mut t = task("counted");
+    store.create(&t).unwrap();
+    t.likes += 1;
+    store.update(&t).unwrap();
+    let dot = |item: &sync_runtime::store::OutboxItem| {
+        let d = &item.payload["dot"];
+        (d["seq"].as_u64().unwrap(), d["prev"].as_u64().unwrap())
+    };
+    let (kept, _) = dot(store.outbox().unwrap().last().unwrap());
+    // Undone by an error from the closure...
+    let r: Result<(), StoreError> = store.transaction(|tx| {
+        tx.update(&Task {
+            likes: t.likes + 1,
+            ..t.clone()
+        })?;
+        Err(StoreError::Corrupt("given up".into()))
+    });
+    assert!(r.is_err());
+    // ...and by a panic in it.
+    let s = store.clone();
+    let t2 = t.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = s.transaction(|tx| {
+            tx.update(&Task {
+                likes: t2.likes + 5,
+                ..t2.clone()
+            })?;
+            panic!("the app crashed in the middle");
+            #[allow(unreachable_code)]
+            Ok::<_, StoreError>(())
+        });
+    }))
+    .unwrap_err();
+    t.likes += 1;
+    store.update(&t).unwrap();
+    let (seq, prev) = dot(store.outbox().unwrap().last().unwrap());
+    assert!(seq > kept);
+    assert_eq!(prev, kept, "the next dot follows the last one kept");
+}

@@ -432,6 +432,7 @@ impl<T: Transport> SyncEngine<T> {
                 .await
             {
                 Ok(response) => {
+                    let mut answered = std::collections::BTreeSet::new();
                     for item in &batch {
                         let Some(result) = response
                             .results
@@ -442,6 +443,9 @@ impl<T: Transport> SyncEngine<T> {
                             self.store.mark_unsent(&[item.id])?;
                             continue;
                         };
+                        if let Some(group) = crate::store::payload_txn(&item.payload) {
+                            answered.insert(group);
+                        }
                         let outcome = self.store.apply_result(item, result)?;
                         tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, result = ?outcome, "pushed");
                         match outcome {
@@ -452,6 +456,10 @@ impl<T: Transport> SyncEngine<T> {
                             ItemOutcome::Dead(_) => report.dead += 1,
                         }
                     }
+                    // The transactions this push carried reached the server whole; what
+                    // of them is sent again from here on (a change merged after a
+                    // conflict) goes on its own.
+                    self.store.end_transactions(&answered)?;
                 }
                 Err(e @ TransportError::Unreachable(_)) => {
                     self.store.mark_unsent(&ids)?;
@@ -471,9 +479,23 @@ impl<T: Transport> SyncEngine<T> {
                     self.store.mark_unsent(&ids)?;
                     return Ok(Step::Pause(self.pause_for(&e)));
                 }
-                Err(TransportError::Http { status: 413, .. }) if batch_size > 1 => {
+                Err(TransportError::Http { status: 413, .. }) if batch.len() > 1 => {
                     self.store.mark_unsent(&ids)?;
-                    batch_size = (batch_size / 2).max(1);
+                    if batch_size > 1 {
+                        batch_size = (batch_size / 2).max(1);
+                    } else {
+                        // A transaction larger than the server takes in one push: sent
+                        // in parts rather than given up.
+                        let groups: std::collections::BTreeSet<String> = batch
+                            .iter()
+                            .filter_map(|i| crate::store::payload_txn(&i.payload))
+                            .collect();
+                        tracing::warn!(
+                            transactions = groups.len(),
+                            "a transaction is too large for one push; sending it in parts"
+                        );
+                        self.store.end_transactions(&groups)?;
+                    }
                 }
                 Err(e) => {
                     let retry_after = match &e {

@@ -59,6 +59,13 @@
 //! with the new record and nothing of the old one. `outbox = "history"` entities keep
 //! every mutation, in order.
 //!
+//! # Transactions
+//!
+//! [`LocalStore::transaction`] commits several writes, of any entities, as one: the
+//! rows and outbox items of all of them, or of none. Their outbox items are marked as
+//! one transaction (a `txn` member of the item's body, so no client migration is
+//! needed), and the engine sends them in one push, never split across pushes.
+//!
 //! # Base copies
 //!
 //! Three-way merges need the last server-acknowledged copy of each record (the *base*).
@@ -79,6 +86,7 @@ mod push;
 mod query;
 mod restart;
 mod status;
+mod transaction;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -108,6 +116,7 @@ pub(crate) use query::*;
 pub use restart::SyncState;
 pub(crate) use restart::*;
 pub(crate) use status::*;
+pub use transaction::Transaction;
 pub use watch::{Watch, WatchStream};
 
 use crate::hlc::{Hlc, HlcClock, NodeId};
@@ -311,6 +320,8 @@ struct Inner {
     /// Per record, the number of the last dot this session drew for it: the next dot's
     /// `prev` (PROTOCOL.md SUM-3). One entry per record this session gave a dot.
     last_dots: Mutex<std::collections::HashMap<(String, Uuid), u64>>,
+    /// The transaction new outbox items join while [`LocalStore::transaction`] runs.
+    txn_group: Mutex<Option<String>>,
     /// Each returns `false` once its receiver is gone (it is dropped then).
     subscribers: Mutex<Vec<Subscriber>>,
     status_watchers: Mutex<Vec<mpsc::Sender<SyncStatus>>>,

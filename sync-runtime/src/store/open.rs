@@ -160,6 +160,7 @@ impl StoreBuilder {
                 server_takes_gaps: std::sync::atomic::AtomicBool::new(server_takes_gaps),
                 server_marks_lives: std::sync::atomic::AtomicBool::new(server_marks_lives),
                 last_dots: Mutex::new(std::collections::HashMap::new()),
+                txn_group: Mutex::new(None),
                 conn: Mutex::new(conn),
                 clock: HlcClock::resume(node, last),
                 tables: self
@@ -491,6 +492,7 @@ impl LocalStore {
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.check_not_in_transaction();
         // A panic while holding the lock cannot leave a half-done transaction behind
         // (rusqlite rolls back on drop), so the connection is still usable.
         self.inner.conn.lock().unwrap_or_else(|e| e.into_inner())

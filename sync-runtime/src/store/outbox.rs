@@ -329,6 +329,10 @@ impl LocalStore {
         base_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let payload = self.dotted(entity, id, op, payload);
+        let payload = match self.open_transaction() {
+            Some(group) => with_txn(&payload, &group),
+            None => payload,
+        };
         insert_item(conn, entity, id, op, &payload, base_version, self.new_key())
     }
 
@@ -355,12 +359,24 @@ impl LocalStore {
             ))?
             .query_row([item], |r| r.get(0))
             .optional()?;
+        let replaced = replaced.and_then(|p| serde_json::from_str::<Json>(&p).ok());
         let prev = replaced
-            .and_then(|p| serde_json::from_str::<Json>(&p).ok())
-            .and_then(|p| payload_dot(&p))
+            .as_ref()
+            .and_then(payload_dot)
             .filter(|d| d.session == self.inner.dot_session)
             .and_then(|d| d.prev);
         let payload = self.dotted_after(entity, id, op, payload, prev);
+        // The item stays in its transaction, and a transaction writing into it joins
+        // that one: their changes now travel together (see `LocalStore::transaction`).
+        let earlier = replaced.as_ref().and_then(payload_txn);
+        let payload = match (self.open_transaction(), earlier) {
+            (Some(group), Some(earlier)) if group != earlier => {
+                join_transactions(conn, &earlier, &group)?;
+                with_txn(&payload, &group)
+            }
+            (Some(group), _) | (None, Some(group)) => with_txn(&payload, &group),
+            (None, None) => payload,
+        };
         conn.prepare_cached(concatcp!("UPDATE \"", meta::OUTBOX, "\" SET \"op\" = ?1, \"payload\" = ?2, \"idempotency_key\" = ?3 WHERE \"id\" = ?4 AND \"status\" = 'pending' AND \"attempt_count\" = 0"))?
             .execute(params![op.as_str(), payload, self.new_key(), item])?;
         Ok(())
@@ -534,45 +550,78 @@ impl LocalStore {
     /// [`StoreError::Corrupt`] if the stored row of this id cannot be read back;
     /// [`StoreError::Sqlite`] if the database fails.
     pub fn create<T: Syncable>(&self, value: &T) -> Result<(), StoreError> {
-        let table = self.table::<T>()?;
-        let entity = table.entity;
+        let (value, record) = self.checked_create(value)?;
+        self.write(
+            self.entity::<T>()?,
+            value.id(),
+            ChangeKind::Created,
+            |tx, hlc| self.create_in(tx, hlc, &value, &record),
+        )
+    }
+
+    /// `value` normalised, and its record, if it may be created (checked before the
+    /// write takes the database).
+    pub(crate) fn checked_create<T: Syncable>(&self, value: &T) -> Result<(T, Record), StoreError> {
+        let entity = self.entity::<T>()?;
         let mut value = value.clone();
         value.normalize();
         value.validate()?;
-        let id = value.id();
         let record = value.to_record()?;
         crate::check_record(entity, &record)?;
-        self.write(entity, id, ChangeKind::Created, |tx, hlc| {
-            let existing = read_row(tx, table, id)?;
-            if let Some(row) = &existing
-                && !row.deleted
-            {
-                return Err(StoreError::AlreadyExists {
-                    entity: T::ENTITY,
-                    id,
-                });
-            }
-            if let Some(row) = &existing
-                && row.clean
-            {
-                keep_base(tx, table, id)?;
-            }
-            let clocks = T::Clocks::all(hlc);
-            write_row(tx, table, &record, &to_json_string(&clocks), hlc, false)?;
-            let payload = to_json_string(&CreatePayload {
-                record: &record,
-                clocks: &clocks,
-                resend_base: None,
-                dots: None,
+        Ok((value, record))
+    }
+
+    /// `value` normalised, if it passes its own checks (before the write takes the
+    /// database; its record is checked against the stored one in the write).
+    pub(crate) fn checked_update<T: Syncable>(&self, value: &T) -> Result<T, StoreError> {
+        self.entity::<T>()?;
+        let mut value = value.clone();
+        value.normalize();
+        value.validate()?;
+        Ok(value)
+    }
+
+    /// [`LocalStore::create`] on `tx` (an open transaction), stamped `hlc`, of a value
+    /// and record from [`LocalStore::checked_create`].
+    pub(crate) fn create_in<T: Syncable>(
+        &self,
+        tx: &Connection,
+        hlc: Hlc,
+        value: &T,
+        record: &Record,
+    ) -> Result<(), StoreError> {
+        let table = self.table::<T>()?;
+        let entity = table.entity;
+        let id = value.id();
+        let existing = read_row(tx, table, id)?;
+        if let Some(row) = &existing
+            && !row.deleted
+        {
+            return Err(StoreError::AlreadyExists {
+                entity: T::ENTITY,
+                id,
             });
-            // Over the server's tombstone (a clean deleted row): its version, so the
-            // server knows this recreate saw the delete. Over a delete of this device's
-            // still to be sent: none (the create is stamped after that delete, which is
-            // how the server tells it is a recreate).
-            let base_version = existing.filter(|r| r.clean).and_then(|r| r.version);
-            self.enqueue(tx, entity, id, MutationOp::Create, &payload, base_version)?;
-            Ok(())
-        })
+        }
+        if let Some(row) = &existing
+            && row.clean
+        {
+            keep_base(tx, table, id)?;
+        }
+        let clocks = T::Clocks::all(hlc);
+        write_row(tx, table, record, &to_json_string(&clocks), hlc, false)?;
+        let payload = to_json_string(&CreatePayload {
+            record,
+            clocks: &clocks,
+            resend_base: None,
+            dots: None,
+        });
+        // Over the server's tombstone (a clean deleted row): its version, so the
+        // server knows this recreate saw the delete. Over a delete of this device's
+        // still to be sent: none (the create is stamped after that delete, which is
+        // how the server tells it is a recreate).
+        let base_version = existing.filter(|r| r.clean).and_then(|r| r.version);
+        self.enqueue(tx, entity, id, MutationOp::Create, &payload, base_version)?;
+        Ok(())
     }
 
     /// Updates a record: the store diffs it against the stored row and queues the patch.
@@ -587,93 +636,100 @@ impl LocalStore {
     /// serialise; [`StoreError::Corrupt`] if the stored row, its clocks or the record's
     /// last outbox item cannot be read back; [`StoreError::Sqlite`] if the database fails.
     pub fn update<T: Syncable>(&self, value: &T) -> Result<bool, StoreError> {
+        let value = self.checked_update(value)?;
+        let mut changed = true;
+        self.write(
+            self.entity::<T>()?,
+            value.id(),
+            ChangeKind::Updated,
+            |tx, hlc| {
+                changed = self.update_in(tx, hlc, &value)?;
+                Ok(())
+            },
+        )?;
+        Ok(changed)
+    }
+
+    /// [`LocalStore::update`] on `tx` (an open transaction), stamped `hlc`, of a value
+    /// from [`LocalStore::checked_update`]: whether anything changed.
+    pub(crate) fn update_in<T: Syncable>(
+        &self,
+        tx: &Connection,
+        hlc: Hlc,
+        value: &T,
+    ) -> Result<bool, StoreError> {
         let table = self.table::<T>()?;
         let entity = table.entity;
-        let mut value = value.clone();
-        value.normalize();
-        value.validate()?;
         let id = value.id();
-        let mut changed = true;
-        self.write(entity, id, ChangeKind::Updated, |tx, hlc| {
-            let row = read_live_row(tx, table, T::ENTITY, id)?;
-            let old = T::from_record(&row.record)?;
-            let patch = T::diff(&old, &value, hlc)?;
-            if patch.is_empty() {
-                changed = false;
-                return Ok(());
+        let row = read_live_row(tx, table, T::ENTITY, id)?;
+        let old = T::from_record(&row.record)?;
+        let patch = T::diff(&old, value, hlc)?;
+        if patch.is_empty() {
+            return Ok(false);
+        }
+        let mut clocks: T::Clocks = serde_json::from_str(&row.clocks)
+            .map_err(|e| StoreError::Corrupt(format!("sync_clocks: {e}")))?;
+        T::stamp(&mut clocks, &patch);
+        if row.clean {
+            keep_base(tx, table, id)?;
+        }
+        let record = value.to_record()?;
+        crate::check_record(entity, &record)?;
+        let fields = patch.fields();
+        update_columns(
+            tx,
+            table,
+            id,
+            &record,
+            &fields,
+            to_json_string(&clocks),
+            hlc,
+        )?;
+        // A `manual` field in conflict edited again: the user's side of the conflict is
+        // the new value (a rebuild of the row keeps it, `keep_local` sends it).
+        for f in &fields {
+            if entity
+                .field(f)
+                .is_some_and(|f| f.merge == sync_model::MergeStrategy::Manual)
+            {
+                let v = record.get(*f).cloned().unwrap_or(Json::Null);
+                tx.prepare_cached(
+                    concatcp!("UPDATE \"", meta::CONFLICTS, "\" SET \"local\" = ?1 WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?3 AND \"field\" = ?4"),
+                )?
+                .execute(params![v.to_string(), entity.name, id.to_string(), f])?;
             }
-            let mut clocks: T::Clocks = serde_json::from_str(&row.clocks)
-                .map_err(|e| StoreError::Corrupt(format!("sync_clocks: {e}")))?;
-            T::stamp(&mut clocks, &patch);
-            if row.clean {
-                keep_base(tx, table, id)?;
+        }
+        let last = if entity.outbox == OutboxMode::Coalesce {
+            last_item(tx, entity, id)?.filter(|l| l.mergeable)
+        } else {
+            None
+        };
+        // A create is never rewritten by an update: the server takes a create
+        // carrying a stamp its record holds for the same create sent again (a
+        // retry whose key a restore lost), so edits folded into it would be dropped
+        // when another life of this database sent the create first (see
+        // `carries_contributions`). The update queues behind it.
+        match last {
+            Some(l) if l.op == MutationOp::Update => {
+                let earlier: UpdatePayload<T::Patch> = serde_json::from_str(&l.payload)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox item {}: {e}", l.id)))?;
+                let composed = UpdatePayload {
+                    patch: earlier.patch.compose(patch),
+                };
+                self.rewrite_item(
+                    tx,
+                    entity,
+                    (id, l.id),
+                    MutationOp::Update,
+                    &to_json_string(&composed),
+                )?;
             }
-            let record = value.to_record()?;
-            crate::check_record(entity, &record)?;
-            let fields = patch.fields();
-            update_columns(
-                tx,
-                table,
-                id,
-                &record,
-                &fields,
-                to_json_string(&clocks),
-                hlc,
-            )?;
-            // A `manual` field in conflict edited again: the user's side of the conflict is
-            // the new value (a rebuild of the row keeps it, `keep_local` sends it).
-            for f in &fields {
-                if entity
-                    .field(f)
-                    .is_some_and(|f| f.merge == sync_model::MergeStrategy::Manual)
-                {
-                    let v = record.get(*f).cloned().unwrap_or(Json::Null);
-                    tx.prepare_cached(
-                        concatcp!("UPDATE \"", meta::CONFLICTS, "\" SET \"local\" = ?1 WHERE \"entity_type\" = ?2 AND \"entity_id\" = ?3 AND \"field\" = ?4"),
-                    )?
-                    .execute(params![v.to_string(), entity.name, id.to_string(), f])?;
-                }
+            _ => {
+                let payload = to_json_string(&UpdatePayload { patch });
+                self.enqueue(tx, entity, id, MutationOp::Update, &payload, row.version)?;
             }
-            let last = if entity.outbox == OutboxMode::Coalesce {
-                last_item(tx, entity, id)?.filter(|l| l.mergeable)
-            } else {
-                None
-            };
-            // A create is never rewritten by an update: the server takes a create
-            // carrying a stamp its record holds for the same create sent again (a
-            // retry whose key a restore lost), so edits folded into it would be dropped
-            // when another life of this database sent the create first (see
-            // `carries_contributions`). The update queues behind it.
-            match last {
-                Some(l) if l.op == MutationOp::Update => {
-                    let earlier: UpdatePayload<T::Patch> = serde_json::from_str(&l.payload)
-                        .map_err(|e| StoreError::Corrupt(format!("outbox item {}: {e}", l.id)))?;
-                    let composed = UpdatePayload {
-                        patch: earlier.patch.compose(patch),
-                    };
-                    self.rewrite_item(
-                        tx,
-                        entity,
-                        (id, l.id),
-                        MutationOp::Update,
-                        &to_json_string(&composed),
-                    )?;
-                }
-                _ => {
-                    let payload = to_json_string(&UpdatePayload { patch });
-                    self.enqueue(
-                        tx,
-                        entity,
-                        id,
-                        MutationOp::Update,
-                        &payload,
-                        row.version,
-                    )?;
-                }
-            }
-            Ok(())
-        })?;
-        Ok(changed)
+        }
+        Ok(true)
     }
 
     /// Deletes a record (a tombstone until the server has it).
@@ -684,51 +740,62 @@ impl LocalStore {
     /// deleted); [`StoreError::Corrupt`] if the stored row or the record's last outbox
     /// item cannot be read back; [`StoreError::Sqlite`] if the database fails.
     pub fn delete<T: Syncable>(&self, id: Uuid) -> Result<(), StoreError> {
+        let entity = self.entity::<T>()?;
+        self.write(entity, id, ChangeKind::Deleted, |tx, hlc| {
+            self.delete_in::<T>(tx, hlc, id)
+        })
+    }
+
+    /// [`LocalStore::delete`] on `tx` (an open transaction), stamped `hlc`.
+    pub(crate) fn delete_in<T: Syncable>(
+        &self,
+        tx: &Connection,
+        hlc: Hlc,
+        id: Uuid,
+    ) -> Result<(), StoreError> {
         let table = self.table::<T>()?;
         let entity = table.entity;
-        self.write(entity, id, ChangeKind::Deleted, |tx, hlc| {
-            let row = read_live_row(tx, table, T::ENTITY, id)?;
-            if row.clean {
-                keep_base(tx, table, id)?;
+        let row = read_live_row(tx, table, T::ENTITY, id)?;
+        if row.clean {
+            keep_base(tx, table, id)?;
+        }
+        let last = if entity.outbox == OutboxMode::Coalesce {
+            last_item(tx, entity, id)?.filter(|l| l.mergeable)
+        } else {
+            None
+        };
+        let payload = to_json_string(&DeletePayload { hlc });
+        // Deleting a conflicted record discards the conflict with it.
+        tx.execute(
+            concatcp!(
+                "DELETE FROM \"",
+                meta::CONFLICTS,
+                "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
+            ),
+            params![entity.name, id.to_string()],
+        )?;
+        match last {
+            Some(l) if l.op == MutationOp::Create => {
+                // The create and the delete both go. The server may know the record
+                // (a recreate, or one it lost in a restore and other devices may
+                // send again), and even a create this life of the database never
+                // sent may have reached it from another (a device restored from a
+                // backup taken while the create waited): it must learn of the
+                // delete, and a delete of a record it never had would be lost on it
+                // if another device sent the record later.
+                mark_deleted(tx, entity, id, hlc)?;
+                self.enqueue(tx, entity, id, MutationOp::Delete, &payload, None)?;
             }
-            let last = if entity.outbox == OutboxMode::Coalesce {
-                last_item(tx, entity, id)?.filter(|l| l.mergeable)
-            } else {
-                None
-            };
-            let payload = to_json_string(&DeletePayload { hlc });
-            // Deleting a conflicted record discards the conflict with it.
-            tx.execute(
-                concatcp!(
-                    "DELETE FROM \"",
-                    meta::CONFLICTS,
-                    "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2"
-                ),
-                params![entity.name, id.to_string()],
-            )?;
-            match last {
-                Some(l) if l.op == MutationOp::Create => {
-                    // The create and the delete both go. The server may know the record
-                    // (a recreate, or one it lost in a restore and other devices may
-                    // send again), and even a create this life of the database never
-                    // sent may have reached it from another (a device restored from a
-                    // backup taken while the create waited): it must learn of the
-                    // delete, and a delete of a record it never had would be lost on it
-                    // if another device sent the record later.
-                    mark_deleted(tx, entity, id, hlc)?;
-                    self.enqueue(tx, entity, id, MutationOp::Delete, &payload, None)?;
-                }
-                Some(l) if l.op == MutationOp::Update => {
-                    mark_deleted(tx, entity, id, hlc)?;
-                    self.rewrite_item(tx, entity, (id, l.id), MutationOp::Delete, &payload)?;
-                }
-                _ => {
-                    mark_deleted(tx, entity, id, hlc)?;
-                    self.enqueue(tx, entity, id, MutationOp::Delete, &payload, row.version)?;
-                }
+            Some(l) if l.op == MutationOp::Update => {
+                mark_deleted(tx, entity, id, hlc)?;
+                self.rewrite_item(tx, entity, (id, l.id), MutationOp::Delete, &payload)?;
             }
-            Ok(())
-        })
+            _ => {
+                mark_deleted(tx, entity, id, hlc)?;
+                self.enqueue(tx, entity, id, MutationOp::Delete, &payload, row.version)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` in one IMMEDIATE transaction with a fresh HLC stamp, persists the clock,
@@ -764,4 +831,69 @@ pub(crate) fn dot_member(dot: &crate::protocol::Dot) -> Json {
         m["prev"] = prev.into();
     }
     m
+}
+
+/// `payload` (an outbox item's body) marked as a change of transaction `group` (its
+/// [`TXN_MEMBER`]). Never sent as such: the engine keeps a transaction's items in one push.
+pub(crate) fn with_txn(payload: &str, group: &str) -> String {
+    let Ok(mut body) = serde_json::from_str::<Json>(payload) else {
+        return payload.to_string();
+    };
+    let Some(members) = body.as_object_mut() else {
+        return payload.to_string();
+    };
+    members.insert(TXN_MEMBER.into(), Json::String(group.to_string()));
+    body.to_string()
+}
+
+/// The transaction an outbox item's body belongs to, if any.
+pub(crate) fn payload_txn(payload: &Json) -> Option<String> {
+    payload.get(TXN_MEMBER)?.as_str().map(str::to_string)
+}
+
+/// Moves every item of transaction `from` into transaction `into`.
+pub(crate) fn join_transactions(
+    conn: &Connection,
+    from: &str,
+    into: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(concatcp!(
+        "UPDATE \"",
+        meta::OUTBOX,
+        "\" SET \"payload\" = json_set(\"payload\", '$.",
+        TXN_MEMBER,
+        "', ?2) WHERE json_extract(\"payload\", '$.",
+        TXN_MEMBER,
+        "') = ?1"
+    ))?
+    .execute(params![from, into])?;
+    Ok(())
+}
+
+impl LocalStore {
+    /// Takes the transaction mark off the items of transactions `groups`: they reached
+    /// the server (or must go in parts), and what of them is sent from here on goes on
+    /// its own.
+    pub(crate) fn end_transactions(
+        &self,
+        groups: &std::collections::BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn();
+        for group in groups {
+            conn.prepare_cached(concatcp!(
+                "UPDATE \"",
+                meta::OUTBOX,
+                "\" SET \"payload\" = json_remove(\"payload\", '$.",
+                TXN_MEMBER,
+                "') WHERE json_extract(\"payload\", '$.",
+                TXN_MEMBER,
+                "') = ?1"
+            ))?
+            .execute([group])?;
+        }
+        Ok(())
+    }
 }

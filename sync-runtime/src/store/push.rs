@@ -66,6 +66,11 @@ pub(crate) fn take_checked(
 /// [`LocalStore::dotted`]).
 pub(crate) const DOT_MEMBER: &str = "dot";
 
+/// The member of an outbox item's body naming the transaction it was written in
+/// ([`LocalStore::transaction`]): the engine sends a transaction's items in one push.
+/// Kept in the body, not a column, so that no client migration is needed for it.
+pub(crate) const TXN_MEMBER: &str = "txn";
+
 /// The dot an outbox payload holds, if any (its `{"session", "seq"}`; see
 /// [`LocalStore::dotted`]).
 pub(crate) fn payload_dot(payload: &Json) -> Option<crate::protocol::Dot> {
@@ -487,7 +492,8 @@ pub(crate) fn forget_collected(
 
 /// The order of one push: see [`LocalStore::next_batch`].
 pub(crate) struct Plan {
-    /// Indices into the queue, prerequisites first; at most `max`.
+    /// Indices into the queue, prerequisites first; at most `max`, unless that would
+    /// split a transaction that has to go first (then that transaction whole).
     pub(crate) chosen: Vec<usize>,
     /// Notes for items' `last_error`: why they wait, or that they are in a cycle.
     pub(crate) notes: Vec<(i64, String)>,
@@ -558,11 +564,16 @@ pub(crate) fn plan_batch(
         }
         out
     };
+    // Items written in one transaction (`LocalStore::transaction`) go in one push or
+    // wait together; with any in the queue, the whole queue is planned, then cut.
+    let group: Vec<Option<String>> = items.iter().map(|i| payload_txn(&i.payload)).collect();
+    let grouped = group.iter().any(Option::is_some);
+    let limit = if grouped { usize::MAX } else { max };
     let mut mark = vec![Mark::New; items.len()];
     let mut chosen = Vec::new();
     let mut notes = Vec::new();
     for root in 0..items.len() {
-        if chosen.len() >= max {
+        if chosen.len() >= limit {
             break;
         }
         if mark[root] != Mark::New {
@@ -659,10 +670,121 @@ pub(crate) fn plan_batch(
             }
         }
     }
-    chosen.truncate(max);
+    if grouped {
+        let placed =
+            keep_transactions_whole(items, &group, &mark, &chosen, &prerequisites, &mut notes);
+        chosen.retain(|&n| placed[n]);
+        let cut = cut_between_transactions(&group, &chosen, max);
+        chosen.truncate(cut);
+    } else {
+        chosen.truncate(max);
+    }
     notes.sort();
     notes.dedup();
     Plan { chosen, notes }
+}
+
+/// Which items of the plan `chosen` may go, so that a transaction goes whole or not at
+/// all: while one of its items waits, the others wait too, and so does what needs one
+/// of them first (`prerequisites`). Notes say why on the items held back.
+fn keep_transactions_whole(
+    items: &[OutboxItem],
+    group: &[Option<String>],
+    mark: &[Mark],
+    chosen: &[usize],
+    prerequisites: &impl Fn(usize) -> Vec<(usize, Option<(String, Uuid)>)>,
+    notes: &mut Vec<(i64, String)>,
+) -> Vec<bool> {
+    let mut placed = vec![false; items.len()];
+    for &n in chosen {
+        placed[n] = true;
+    }
+    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (n, g) in group.iter().enumerate() {
+        if let Some(g) = g
+            && items[n].status != OutboxStatus::Sending
+        {
+            members.entry(g.as_str()).or_default().push(n);
+        }
+    }
+    let mut held: Vec<Option<String>> = vec![None; items.len()];
+    loop {
+        let mut changed = false;
+        for ms in members.values() {
+            let Some(&waiting) = ms.iter().find(|&&m| !placed[m]) else {
+                continue;
+            };
+            if !ms.iter().any(|&m| placed[m]) {
+                continue;
+            }
+            let why = match (&mark[waiting], &held[waiting]) {
+                (_, Some(why)) | (Mark::Blocked(why), None) => why.clone(),
+                _ => "waiting".to_string(),
+            };
+            let reason = format!("waiting: another change of its transaction waits ({why})");
+            for &m in ms {
+                if placed[m] {
+                    placed[m] = false;
+                    held[m] = Some(reason.clone());
+                    notes.push((items[m].id, reason.clone()));
+                    changed = true;
+                }
+            }
+        }
+        for &n in chosen {
+            if !placed[n] {
+                continue;
+            }
+            if let Some((m, via)) = prerequisites(n).into_iter().find(|(m, _)| !placed[*m]) {
+                let why = held[m].clone().unwrap_or_else(|| "waiting".to_string());
+                let reason = match via {
+                    None => format!(
+                        "waiting: an earlier change of this {} waits ({why})",
+                        items[n].entity_type
+                    ),
+                    Some((entity, id)) => {
+                        format!("waiting for the create of {entity} {id} ({why})")
+                    }
+                };
+                placed[n] = false;
+                held[n] = Some(reason.clone());
+                notes.push((items[n].id, reason));
+                changed = true;
+            }
+        }
+        if !changed {
+            return placed;
+        }
+    }
+}
+
+/// Where to end a batch of about `max` items of `chosen` (in order, prerequisites
+/// first) so that no transaction is split: before the first transaction the limit would
+/// split, or, when that leaves nothing, after the last item of every transaction it
+/// splits (a transaction larger than a batch goes in a push of its own).
+fn cut_between_transactions(group: &[Option<String>], chosen: &[usize], max: usize) -> usize {
+    let mut span: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (pos, &n) in chosen.iter().enumerate() {
+        if let Some(g) = &group[n] {
+            let e = span.entry(g.as_str()).or_insert((pos, pos));
+            e.1 = pos;
+        }
+    }
+    let split = |cut: usize| {
+        span.values()
+            .filter(move |(first, last)| *first < cut && *last >= cut)
+    };
+    let mut cut = max.min(chosen.len());
+    while let Some(first) = split(cut).map(|(first, _)| *first).min() {
+        cut = first;
+    }
+    if cut == 0 && !chosen.is_empty() {
+        cut = max.min(chosen.len()).max(1);
+        while let Some(last) = split(cut).map(|(_, last)| *last).max() {
+            cut = last + 1;
+        }
+    }
+    cut
 }
 
 impl LocalStore {
@@ -692,8 +814,10 @@ impl LocalStore {
     /// that create's own prerequisites). So a comment saved before its task, saved before
     /// its project, goes project, task, comment, whatever the batch size (the batch is a
     /// prefix of that order). An item waits while a prerequisite cannot be sent yet
-    /// (failed and backing off, dead), and says why in its `last_error`; nothing else
-    /// waits, so one poisoned record never blocks the queue. A cycle of references
+    /// (failed and backing off, dead), and says why in its `last_error`; so do the other
+    /// items of its transaction ([`LocalStore::transaction`]: a transaction goes in one
+    /// push, whole), and what needs any of them first. Nothing else waits, so one
+    /// poisoned record never blocks the rest of the queue. A cycle of references
     /// between unsent creates is sent in queue order (the server does not enforce
     /// references), and each item of it says so in its `last_error`.
     ///
@@ -704,10 +828,14 @@ impl LocalStore {
         max: usize,
         retry_due: impl Fn(&OutboxItem) -> bool,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut items = self.outbox()?;
+        // Read, planned and marked in one transaction: a write committed in between
+        // could otherwise add to a planned transaction or rewrite a planned item.
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut items = read_outbox(&tx, "1 = 1")?;
         // Items of records a restart holds until its snapshot is through (see
         // `LocalStore::replay_acknowledged`) are not due, nor what waits behind them.
-        let held = replay_held(&self.conn())?;
+        let held = replay_held(&tx)?;
         let mut held_ids = std::collections::HashSet::new();
         if !held.is_empty() {
             for i in &mut items {
@@ -727,8 +855,6 @@ impl LocalStore {
             |item| self.references(item),
         );
         let (chosen, waiting) = (plan.chosen, plan.notes);
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (id, reason) in &waiting {
             tx.execute(
                 concatcp!(
@@ -1305,5 +1431,82 @@ mod tests {
                 .any(|(id, n)| *id == 4 && n.contains("waiting for the create of a")),
             "{notes:?}"
         );
+    }
+
+    /// `item` written in transaction `group`.
+    fn in_txn(mut i: OutboxItem, group: &str) -> OutboxItem {
+        i.payload = serde_json::json!({ TXN_MEMBER: group });
+        i
+    }
+
+    #[test]
+    fn a_transaction_is_never_split_across_batches() {
+        // 1 alone, then a transaction of 2, 3, 4, then 5 alone.
+        let items = [
+            item(1, "a", 1, MutationOp::Create),
+            in_txn(item(2, "a", 2, MutationOp::Create), "t"),
+            in_txn(item(3, "a", 3, MutationOp::Create), "t"),
+            in_txn(item(4, "a", 4, MutationOp::Create), "t"),
+            item(5, "a", 5, MutationOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 5] = [&[]; 5];
+        // A limit inside the transaction ends the batch before it...
+        assert_eq!(plan(&items, &refs, 2).0, [1]);
+        assert_eq!(plan(&items, &refs, 3).0, [1]);
+        assert_eq!(plan(&items, &refs, 4).0, [1, 2, 3, 4]);
+        assert_eq!(plan(&items, &refs, 100).0, [1, 2, 3, 4, 5]);
+        // ...and a transaction larger than a batch goes in a push of its own.
+        assert_eq!(plan(&items[1..], &refs, 1).0, [2, 3, 4]);
+        assert_eq!(plan(&items[1..], &refs, 2).0, [2, 3, 4]);
+    }
+
+    #[test]
+    fn a_transaction_waits_whole_while_one_of_its_items_waits() {
+        let mut dead = item(1, "a", 1, MutationOp::Create);
+        dead.status = OutboxStatus::Dead;
+        dead.last_error = Some("rejected".into());
+        let items = [
+            dead,
+            // The transaction: an update behind the dead create, and a create of its own.
+            in_txn(item(2, "a", 1, MutationOp::Update), "t"),
+            in_txn(item(3, "b", 3, MutationOp::Create), "t"),
+            // Needs the transaction's create first.
+            item(4, "c", 4, MutationOp::Create),
+            item(5, "d", 5, MutationOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 5] = [&[], &[], &[], &[("b", 3)], &[]];
+        let (chosen, notes) = plan(&items, &refs, 100);
+        assert_eq!(chosen, [5]);
+        let note = |id: i64| {
+            notes
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, n)| n.as_str())
+        };
+        assert!(
+            note(3).is_some_and(
+                |n| n.contains("another change of its transaction waits") && n.contains("dead")
+            ),
+            "{notes:?}"
+        );
+        assert!(
+            note(4).is_some_and(|n| n.contains("waiting for the create of b")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn a_transaction_goes_after_what_its_items_need() {
+        // The transaction's task references a project queued alone, after it.
+        let items = [
+            in_txn(item(1, "task", 1, MutationOp::Create), "t"),
+            in_txn(item(2, "comment", 2, MutationOp::Create), "t"),
+            item(3, "project", 3, MutationOp::Create),
+        ];
+        let refs: [&[(&str, u128)]; 3] = [&[("project", 3)], &[("task", 1)], &[]];
+        assert_eq!(plan(&items, &refs, 100).0, [3, 1, 2]);
+        assert_eq!(plan(&items, &refs, 1).0, [3]);
+        assert_eq!(plan(&items, &refs, 2).0, [3]);
+        assert_eq!(plan(&items[..2], &refs, 1).0, [1, 2]);
     }
 }
