@@ -3718,3 +3718,208 @@ async fn a_transaction_the_server_finds_too_large_is_sent_in_parts() {
         assert!(on_server.contains_key(&t.id));
     }
 }
+
+/// Simulation seed 54226 (runs before transactions): a conflict resolved on a device
+/// restored from a backup of its own database. The backup held, unsent, the merge of a
+/// twin create answered `conflict` (its likes, under the merge's key and dot); the
+/// device's other life sent it and the server applied it. The restored device resolved
+/// the conflict, and the resolution dropped the unsent merge and sent its likes again
+/// under a new key and dot: counted twice. A resolution now keeps unsent items that add
+/// to `sum` fields (their key names one body in every life of the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_on_a_restored_device_keeps_a_merge_its_other_life_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = sqlite_server_at(&dir.path().join("server.db")).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let path = dir.path().join("b.db");
+    let b = Device::open(&url, &path, config("token-a"));
+    let p = project();
+    let mut on_a = task(p.id, "twin on a");
+    on_a.price_cents = 2;
+    a.store().create(&p).unwrap();
+    a.store().create(&on_a).unwrap();
+    a.sync_until_quiet().await;
+    // B creates the same id offline with two likes and another price.
+    let on_b = Task {
+        title: "twin on b".into(),
+        likes: 2,
+        price_cents: 0,
+        ..on_a.clone()
+    };
+    b.store().create(&p).unwrap();
+    b.store().create(&on_b).unwrap();
+    // The twin create is answered `conflict` (price); the merge's push never goes.
+    b.faults.lock().unwrap().pushes_left = Some(1);
+    b.sync().await;
+    let merged = b
+        .store()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.entity_id == on_a.id)
+        .expect("the merge waits");
+    assert_eq!(merged.payload["patch"]["likes"]["add"], 2, "{merged:?}");
+    assert_eq!(b.store().conflicts().unwrap().len(), 1);
+    let copy = dir.path().join("b-backup.db");
+    backup_device(&path, &copy);
+    // The other life sends the merge: the server counts the two likes.
+    b.faults.lock().unwrap().pushes_left = None;
+    b.sync_until_quiet().await;
+    assert_eq!(server_records(&url).await[&on_a.id]["likes"], 2);
+    drop(b);
+    restore_device(&path, &copy);
+    let b = Device::open(&url, &path, config("token-a"));
+    // The restored device resolves the conflict before it syncs.
+    b.store().keep_server::<Task>(on_a.id).unwrap();
+    let kept: Vec<_> = b
+        .store()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.entity_id == on_a.id)
+        .collect();
+    assert!(
+        kept.iter()
+            .any(|i| i.idempotency_key == merged.idempotency_key),
+        "the merge stays under its key: {kept:#?}"
+    );
+    let r = b.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    a.sync_until_quiet().await;
+    let server = server_records(&url).await;
+    assert_eq!(server[&on_a.id]["likes"], 2, "counted once");
+    assert_eq!(
+        server[&on_a.id]["price_cents"], 2,
+        "the server's price kept"
+    );
+    for d in [&a, &b] {
+        let got = d.store().get::<Task>(on_a.id).unwrap().unwrap();
+        assert_eq!((got.likes, got.price_cents), (2, 2));
+    }
+}
+
+/// Simulation seed 64302 (runs before transactions): an increment whose first delivery
+/// was applied (its answer lost) and whose record the device then pulled, with the
+/// increment in it, before the retry; the server is then restored from a backup older
+/// than the record. The retry is answered "unknown record", and the device sends the
+/// record again as a create: the record as the item left it is the pulled copy, which
+/// holds the increment already, not that copy plus the increment again (2 where 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_sent_again_after_a_restore_counts_a_pulled_increment_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url) = sqlite_server_at(&db).await;
+    let mut cfg = config("token-a");
+    // A failed push waits an hour (of the engine's monotonic clock) before its retry.
+    cfg.backoff_base = Duration::from_secs(3600);
+    cfg.backoff_cap = Duration::from_secs(3600);
+    let a = Device::open(&_url, &dir.path().join("a.db"), cfg);
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    let t = task(p.id, "liked");
+    a.store().create(&t).unwrap();
+    a.sync_until_quiet().await;
+    let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
+    liked.likes += 1;
+    a.store().update(&liked).unwrap();
+    // Applied, its answer lost; the retry waits. The next pull brings the increment.
+    a.faults.lock().unwrap().drop_next_response = true;
+    a.sync().await;
+    a.sync().await;
+    assert_eq!(a.store().outbox().unwrap().len(), 1, "the retry waits");
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 1);
+    // The server goes back to before the task existed.
+    drop(server);
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    a.faults.lock().unwrap().redirect = Some(
+        HttpTransport::new(&url)
+            .unwrap()
+            .fingerprint(a.store().fingerprint()),
+    );
+    a.advance(Duration::from_secs(7200));
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    assert_eq!(
+        server_records(&url).await[&t.id]["likes"],
+        1,
+        "counted once"
+    );
+    assert_eq!(a.store().get::<Task>(t.id).unwrap().unwrap().likes, 1);
+}
+
+/// Simulation seed 60874 (runs before transactions): after a restore lost a record, A's
+/// increment of it is answered "unknown record" and A turns it into a create of the
+/// record (carrying the increment, and the key it replaces); before that create arrives,
+/// B, which held the record too, creates it again as it held it. A's create shares the
+/// first create's stamps, and the server took it for that very create sent again
+/// (applied, nothing merged): the increment was lost. A create that carries `replaces`
+/// is not the first create (PROTOCOL.md CREATE-2): it is answered `conflict`, and A's
+/// merge sends the increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_sent_again_as_a_create_is_not_lost_to_another_devices_recreate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, _url) = sqlite_server_at(&db).await;
+    let mut one_per_push = config("token-a");
+    one_per_push.batch_size = 1;
+    let a = Device::open(&_url, &dir.path().join("a.db"), one_per_push);
+    let b = Device::open(&_url, &dir.path().join("b.db"), config("token-a"));
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    take_backup(&db, &backup);
+    // A creates the task and tags it before the create went: the tag's item names no
+    // version. Only the create goes before the restore.
+    let t = task(p.id, "liked");
+    a.store().create(&t).unwrap();
+    let mut tagged = t.clone();
+    tagged.tags.insert("home".into());
+    a.store().update(&tagged).unwrap();
+    a.faults.lock().unwrap().pushes_left = Some(1);
+    a.sync().await;
+    a.faults.lock().unwrap().pushes_left = None;
+    b.sync_until_quiet().await;
+    drop(server);
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    for d in [&a, &b] {
+        d.faults.lock().unwrap().redirect = Some(
+            HttpTransport::new(&url)
+                .unwrap()
+                .fingerprint(d.store().fingerprint()),
+        );
+    }
+    // A's like (folded into the tag's item) is answered "unknown record"; the create
+    // it becomes waits.
+    let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
+    liked.likes += 1;
+    a.store().update(&liked).unwrap();
+    a.faults.lock().unwrap().pushes_left = Some(1);
+    a.sync().await;
+    assert!(
+        a.store()
+            .outbox()
+            .unwrap()
+            .iter()
+            .any(|i| i.entity_id == t.id && i.op == sync_runtime::store::MutationOp::Create),
+        "the like waits as a create"
+    );
+    // B learns of the restore and creates the record again, as it held it.
+    b.sync_until_quiet().await;
+    assert_eq!(server_records(&url).await[&t.id]["likes"], 0);
+    a.faults.lock().unwrap().pushes_left = None;
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    b.sync_until_quiet().await;
+    assert_eq!(
+        server_records(&url).await[&t.id]["likes"],
+        1,
+        "the like counts"
+    );
+    for d in [&a, &b] {
+        assert_eq!(d.store().get::<Task>(t.id).unwrap().unwrap().likes, 1);
+    }
+}

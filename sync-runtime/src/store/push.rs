@@ -391,30 +391,6 @@ pub(crate) fn items_of(
     Ok(out)
 }
 
-/// The items of one record already handed to the network (attempted, not dead), in order.
-pub(crate) fn sent_items_of(
-    conn: &Connection,
-    entity: &str,
-    id: Uuid,
-) -> Result<Vec<(i64, MutationOp, String)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        concatcp!("SELECT \"id\", \"op\", \"payload\" FROM \"", meta::OUTBOX, "\" WHERE \"entity_type\" = ?1 AND \"entity_id\" = ?2 AND \"status\" <> 'dead' AND (\"attempt_count\" > 0 OR \"status\" <> 'pending') ORDER BY \"id\""),
-    )?;
-    let rows = stmt.query_map(params![entity, id.to_string()], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (n, op, payload) = r?;
-        out.push((n, super::parse_op(&op)?, payload));
-    }
-    Ok(out)
-}
-
 pub(crate) fn delete_items_of(conn: &Connection, entity: &str, id: Uuid) -> Result<(), StoreError> {
     conn.execute(
         concatcp!(
@@ -1185,11 +1161,31 @@ impl LocalStore {
                         serde_json::from_str(&row.clocks).unwrap_or(Json::Null),
                     ),
                 };
+                // The server's copy this device holds counts this item already: its
+                // first delivery was applied, its answer lost, and the record pulled
+                // since with the item's dot in it. The record as the item left it is
+                // that copy, not the copy plus the item's `sum` deltas again (simulation
+                // seed 64302 of the runs before transactions).
+                let dots = stored_dots(tx, &table.entity.name, id)?;
+                let gaps = stored_dot_gaps(tx, &table.entity.name, id)?;
+                let mut record = record;
+                if let Some(b) = &base
+                    && dot_included(&item.payload, dots.as_ref(), gaps.as_ref())
+                {
+                    for f in table
+                        .entity
+                        .synced_fields()
+                        .filter(|f| f.merge == sync_model::MergeStrategy::Sum)
+                    {
+                        if let Some(v) = b.record.get(&f.name) {
+                            record.insert(f.name.clone(), v.clone());
+                        }
+                    }
+                }
                 // The values of open conflicts are the ones the user sees: the server's
                 // side of them is gone with the record, so the device's stand alone (a
                 // device that still holds the other side sends it as a twin create, and
                 // the conflict comes back; simulation seed 29137).
-                let mut record = record;
                 for (field, local) in conflict_locals(tx, &table.entity.name, id)? {
                     record.insert(field, local);
                 }
@@ -1199,8 +1195,8 @@ impl LocalStore {
                     resend_base: base
                         .as_ref()
                         .and_then(|b| resend_base(&b.record, &b.clocks)),
-                    dots: stored_dots(tx, &table.entity.name, id)?,
-                    dot_gaps: stored_dot_gaps(tx, &table.entity.name, id)?,
+                    dots,
+                    dot_gaps: gaps,
                 };
                 // The create keeps the item's base version: a server that deleted the
                 // record since answers with the tombstone (delete wins).
