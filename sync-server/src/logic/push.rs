@@ -87,10 +87,29 @@ pub(crate) fn made_before_delete(
         .as_deref()
         .and_then(time::parse)
         .map(|t| t.timestamp_millis());
-    match (latest_stamp(clocks), deleted_at) {
+    match (life_stamp(m, clocks), deleted_at) {
         (Some(stamp), Some(at)) => i64::try_from(stamp.millis).unwrap_or(i64::MAX) <= at,
         _ => false,
     }
+}
+
+/// The stamp that says when a create was made, to weigh it against a delete: its
+/// latest stamp; for a create carrying `replaces` (an edit a device sends again as a
+/// create after the server lost the record) its earliest, the stamp of the create that
+/// began the life the edit was made in. An edit of a life that began before the delete
+/// is a concurrent edit of a deleted record, and the delete wins, however late the edit
+/// (simulation seed 18502: an update queued while the record's create was on its way,
+/// re-sent as a create once the delete was collected, brought the record back).
+pub(crate) fn life_stamp(m: &Mutation, clocks: &Json) -> Option<sync_runtime::hlc::Hlc> {
+    if m.replaces.as_ref().is_none_or(Vec::is_empty) {
+        return latest_stamp(clocks);
+    }
+    clocks
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_str()?.parse::<sync_runtime::hlc::Hlc>().ok())
+        .filter(|h| *h != sync_runtime::hlc::Hlc::ZERO)
+        .min()
 }
 
 /// A delete of a record deleted and collected already: done.
@@ -479,9 +498,10 @@ pub(crate) async fn apply_create(
             // Taking it for a twin would count its `sum` values twice. A create that
             // carries other keys' changes (`replaces`: an update the device sends again
             // as a create after the server lost the record) shares the first create's
-            // stamps but holds more than it: by stamps alone, it is not in the record
-            // (its dot, if its dots are not in the record either, says so; simulation
-            // seed 60874 of the runs before transactions).
+            // stamps but holds more than it, so stamps cannot tell that it is in the
+            // record; only its dot can (simulation seed 60874 of the runs before
+            // transactions). Otherwise it is a conflict, and the device merges it from
+            // the copy it last had (`resend_base`), adding nothing twice.
             Ok(cx.applied(cur))
         }
         Some(cur) if !cur.deleted => {
@@ -503,7 +523,7 @@ pub(crate) async fn apply_create(
             if cur.deleted
                 && m.base_version != Some(cur.version)
                 && (m.base_version.is_some_and(|b| b < cur.version)
-                    || latest_stamp(&clocks) <= latest_stamp(&cur.clocks)) =>
+                    || life_stamp(m, &clocks) <= latest_stamp(&cur.clocks)) =>
         {
             // A create over a tombstone from a device that did not see the
             // delete: it last saw the record (live, or an earlier tombstone) at
