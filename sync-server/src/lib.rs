@@ -128,11 +128,16 @@
 //! - Deletes: a delete of a record the server lost is sent as a create followed by the
 //!   delete, so the server keeps the tombstone. The tombstone keeps the delete's stamp;
 //!   a create over it is a recreate only from a device that saw it (it names the
-//!   tombstone's version) or, naming none, when stamped after the delete. A create that
+//!   tombstone's version) or, naming none, when stamped after the delete. A create
+//!   carrying `replaces` (an edit sent again after the server lost its record) names a
+//!   version of the lost history, which the restored server may have given again: only
+//!   its stamp counts. A create that
 //!   names an older version, or was made before the delete (a retry whose first delivery
 //!   the restore lost), is answered with the tombstone: delete wins. Once the tombstone
-//!   is collected, its slim tombstone answers the same, the delete's commit time
-//!   standing for its stamp. A create that
+//!   is collected, its slim tombstone answers the same, the delete's commit time plus
+//!   [`Config::max_clock_skew`] standing for its stamp (no clock of the tombstone was
+//!   later): a create stamped within that bound of the delete, naming no version, is
+//!   taken as made before it. A create that
 //!   finds the record holding its own stamps (its first delivery was lost in the
 //!   restore and another device sent the record again) is answered as applied.
 //! - Edits acknowledged between the backup and the restore to records the server still

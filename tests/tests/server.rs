@@ -742,10 +742,21 @@ async fn creates_over_a_tombstone_and_checks(s: &TestServer) {
         r[0]["problem"]["type"],
         "https://syncgen.dev/problems/unknown-record"
     );
-    // A recreate stamped now (after the delete) is one.
+    // The slim tombstone keeps the delete's commit time, and the tombstone's clocks may
+    // have lain up to the clock skew bound (60 s) past it (PUSH-4): a create stamped
+    // within that bound, naming no version, is taken as made before the delete
+    // (CREATE-4; simulation seed 27678).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let now = chrono::Utc::now().timestamp_millis();
     let mut m = task_create(t, p);
     m["clocks"] = json!({ "title": format!("{now:012x}-00000000-0000000000000001") });
+    let r = c.push(vec![m]).await;
+    assert_eq!(r[0]["status"], "conflict", "{r:#?}");
+    // A recreate stamped past the bound is one (the server brings the stamp back to
+    // its time plus the bound, still later than the delete's commit time plus it).
+    let ahead = now + 61_000;
+    let mut m = task_create(t, p);
+    m["clocks"] = json!({ "title": format!("{ahead:012x}-00000000-0000000000000001") });
     let r = c.push(vec![m]).await;
     assert_eq!(r[0]["status"], "applied", "{r:#?}");
     // After its tombstone was collected too.

@@ -982,7 +982,8 @@ impl LocalStore {
                     concatcp!("DELETE FROM \"", meta::OUTBOX, "\" WHERE \"id\" = ?1"),
                     [item.id],
                 )?;
-                let mut known = Probe::of(&tx, table, server.entity_id)?.compare(server);
+                let probe = Probe::of(&tx, table, server.entity_id)?;
+                let mut known = probe.compare(server);
                 // Fresh: a first delivery (`attempt_count` counts this one) of an update or
                 // a delete, answered with the record as it is now (a retry, or a change
                 // sent again after a restore, may be answered from its key, with the
@@ -991,7 +992,17 @@ impl LocalStore {
                 // from the device's copy carries what it held.
                 let fresh = item.attempt_count == 1 && item.op != MutationOp::Create;
                 let lacks = fresh && note_current(&tx, server)?;
-                if lacks || (fresh && known == Known::OtherHistory) {
+                // Whatever answer a retry gets (the record as it is now, or as it was
+                // when its first delivery applied), within one history a version number
+                // has one commit time: the number the store holds under another time
+                // names a restore as surely as in a first answer (simulation seed 36913:
+                // a retry whose first delivery the restore lost applied again and took
+                // the number of an acknowledged like the restore lost too). An older
+                // number in a retry's answer is no sign: it may be the record as it was.
+                let reissued = item.op != MutationOp::Create
+                    && known == Known::OtherHistory
+                    && probe.known_version() == Some(server.version);
+                if lacks || ((fresh || reissued) && known == Known::OtherHistory) {
                     // A later version lacking contributions the server held (PROTOCOL.md
                     // SUM-4), or, in an answer that is the record as it is now, another
                     // version under a number the store knows (PUSH-2): the server lost

@@ -72,21 +72,34 @@ pub(crate) async fn last_delete(
 
 /// Whether a create of a record this server deleted and collected was made before that
 /// delete: it names no version or an older one than the delete's, and its latest stamp
-/// is no later than the delete's commit time (the server bounds stamps to its own
-/// clock, so a stamp made after the delete is later). A retry whose first delivery a
-/// restore lost, say; the delete wins, as it would over the tombstone.
+/// is no later than the delete's commit time plus `skew` ([`Config::max_clock_skew`]).
+/// A retry whose first delivery a restore lost, say; the delete wins, as it would over
+/// the tombstone.
+///
+/// The slim tombstone keeps the delete's commit time, not the tombstone's newest clock,
+/// and a stamp may lie up to `skew` in the server's future when it is stored (PUSH-4):
+/// the tombstone's clocks were no later than the commit time plus `skew`, so that is
+/// what a create is weighed against, as in CREATE-3. Weighed against the commit time
+/// alone, a create from a device whose clock ran a second ahead of the server's, made
+/// before the delete, counted as made after it and brought the record back (simulation
+/// seed 27678).
+///
+/// [`Config::max_clock_skew`]: crate::Config::max_clock_skew The version a
+/// create carrying `replaces` names is of a lost history and is not weighed
+/// ([`carries_replaces`]).
 pub(crate) fn made_before_delete(
     (version, deleted_at): &(i64, Option<String>),
     m: &Mutation,
     clocks: &Json,
+    skew: chrono::Duration,
 ) -> bool {
-    if m.base_version.is_some_and(|b| b >= *version) {
+    if !carries_replaces(m) && m.base_version.is_some_and(|b| b >= *version) {
         return false;
     }
     let deleted_at = deleted_at
         .as_deref()
         .and_then(time::parse)
-        .map(|t| t.timestamp_millis());
+        .map(|t| t.timestamp_millis().saturating_add(skew.num_milliseconds()));
     match (life_stamp(m, clocks), deleted_at) {
         (Some(stamp), Some(at)) => i64::try_from(stamp.millis).unwrap_or(i64::MAX) <= at,
         _ => false,
@@ -101,7 +114,7 @@ pub(crate) fn made_before_delete(
 /// (simulation seed 18502: an update queued while the record's create was on its way,
 /// re-sent as a create once the delete was collected, brought the record back).
 pub(crate) fn life_stamp(m: &Mutation, clocks: &Json) -> Option<sync_runtime::hlc::Hlc> {
-    if m.replaces.as_ref().is_none_or(Vec::is_empty) {
+    if !carries_replaces(m) {
         return latest_stamp(clocks);
     }
     clocks
@@ -110,6 +123,14 @@ pub(crate) fn life_stamp(m: &Mutation, clocks: &Json) -> Option<sync_runtime::hl
         .filter_map(|v| v.as_str()?.parse::<sync_runtime::hlc::Hlc>().ok())
         .filter(|h| *h != sync_runtime::hlc::Hlc::ZERO)
         .min()
+}
+
+/// Whether a create carries `replaces`: an edit a device sends again as a create after
+/// the server lost the record. Its `base_version` names a version of the history the
+/// server lost, which a restored server may have given again to another change of the
+/// record, so it says nothing about which deletes the device saw (CREATE-3, CREATE-4).
+pub(crate) fn carries_replaces(m: &Mutation) -> bool {
+    m.replaces.as_ref().is_some_and(|r| !r.is_empty())
 }
 
 /// A delete of a record deleted and collected already: done.
@@ -521,7 +542,7 @@ pub(crate) async fn apply_create(
         }
         Some(cur)
             if cur.deleted
-                && m.base_version != Some(cur.version)
+                && (m.base_version != Some(cur.version) || carries_replaces(m))
                 && (m.base_version.is_some_and(|b| b < cur.version)
                     || life_stamp(m, &clocks) <= latest_stamp(&cur.clocks)) =>
         {
@@ -533,15 +554,18 @@ pub(crate) async fn apply_create(
             // concurrent edit. A recreate is a create after the delete: from a
             // device that saw this tombstone (it carries its version), or, with
             // no version, stamped later than the delete (whose stamp the
-            // tombstone keeps).
+            // tombstone keeps). A create carrying `replaces` names a version of the
+            // history the server lost, which a restored server may have given again
+            // to this very tombstone: only its stamp counts (simulation seed 24798).
             Ok(cx.conflict_with(cur, Vec::new()))
         }
         None if collected_delete
             .as_ref()
-            .is_some_and(|d| made_before_delete(d, m, &clocks)) =>
+            .is_some_and(|d| made_before_delete(d, m, &clocks, cx.state.config.max_clock_skew)) =>
         {
             // The same rule once the tombstone was collected, by its slim
-            // tombstone: the delete's commit time stands for its stamp.
+            // tombstone: the delete's commit time plus the clock skew bound stands
+            // for its stamp.
             Ok(cx.conflict_collected())
         }
         other => {
