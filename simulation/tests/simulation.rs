@@ -52,7 +52,7 @@ use sync_runtime::protocol::{
     ChangesResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PushRequest, PushResponse, SnapshotResponse,
 };
 use sync_runtime::store::{Durability, Migrations, OutboxStatus, StoreError};
-use sync_server::{Server, StaticTokens};
+use sync_server::{Config, Server, StaticTokens};
 use sync_simulation::{Rng, Seeds, changes_uri, parallelism, run_seeds, runtime, snapshot_uri};
 use tasks::model::{Comment, Project, Task};
 use tower::ServiceExt;
@@ -139,7 +139,10 @@ impl SimTransport {
             .await
             .unwrap();
         let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
-        if status == 410 || status >= 500 && !json["type"].is_null() {
+        if status == 413 {
+            let bytes = body.map_or(0, |b| serde_json::to_vec(b).unwrap().len());
+            self.note(format!("fault: {method} {uri} of {bytes} bytes -> 413"));
+        } else if status == 410 || status >= 500 && !json["type"].is_null() {
             self.note(format!(
                 "{method} {uri} -> {status} {} {}",
                 json["type"], json["detail"]
@@ -371,18 +374,37 @@ impl Transport for SimTransport {
             }
         }
         let body = serde_json::to_value(request).unwrap();
-        if self.roll(4) {
-            self.note("fault: push delayed".into());
-            self.faults.lock().unwrap().delayed.push(body.clone());
-        }
+        let delay = self.roll(4);
         if self.faults.lock().unwrap().on && self.malformed.lock().unwrap().chance(3) {
             self.malformed_copy(&body).await;
+        }
+        let mut response = match self.send("POST", "/push", Some(&body)).await {
+            Err(TransportError::Http { status: 413, .. }) if request.mutations.len() == 1 => {
+                // Any one mutation must fit the simulated server's body limit, or the
+                // item goes dead and the run fails for the limit, not for a fault.
+                self.order.lock().unwrap().violations.push(format!(
+                    "{}: a push of one mutation ({} bytes) is over the simulated body limit; raise it",
+                    self.name,
+                    body.to_string().len()
+                ));
+                return Err(TransportError::Http {
+                    status: 413,
+                    retry_after: None,
+                    problem: None,
+                });
+            }
+            // A push refused whole (413, say) is neither delivered late nor the one a
+            // crash follows: those faults wait for a push the server takes.
+            r => r?,
+        };
+        if delay {
+            self.note("fault: push delayed".into());
+            self.faults.lock().unwrap().delayed.push(body.clone());
         }
         let crash = {
             let mut f = self.faults.lock().unwrap();
             std::mem::take(&mut f.crash_next_push)
         };
-        let mut response = self.send("POST", "/push", Some(&body)).await?;
         {
             let mut o = self.order.lock().unwrap();
             for (m, r) in request
@@ -632,6 +654,14 @@ async fn open_server(db: &ServerDb, wall: Arc<AtomicU64>) -> Server {
         .entity::<Project>()
         .entity::<Task>()
         .entity::<Comment>()
+        // A body limit far below the default (4 MiB), which the clients do not know:
+        // c0's pushes of up to 100 mutations, and transactions, meet 413 and are sent in
+        // smaller pushes (a transaction larger than the limit in parts), while any one
+        // mutation fits.
+        .config(Config {
+            max_body_bytes: 6 * 1024,
+            ..Config::default()
+        })
         // Keys outlive a few steps only: retries and late deliveries meet compacted keys.
         .idempotency_retention(chrono::Duration::milliseconds(20))
         .token_verifier(StaticTokens::new([("sim-token", "sim")]));

@@ -274,7 +274,9 @@ pub struct Config {
     /// seconds). A stamp beyond it (a device clock running ahead) is brought back to the
     /// server's time plus this bound before it is stored, so an edit from such a device
     /// wins over later edits of others for at most this long. See *Clocks* in the crate
-    /// docs.
+    /// docs. A collected tombstone keeps only its delete's commit time, so a create
+    /// naming no version and stamped within this bound after that time is taken as
+    /// concurrent with the delete, which wins (PROTOCOL.md CREATE-4).
     pub max_clock_skew: chrono::Duration,
     /// The fingerprint of the oldest model the server serves (default `None`: every
     /// model its migrations record). A client of an earlier model gets 426

@@ -3719,6 +3719,26 @@ async fn a_transaction_the_server_finds_too_large_is_sent_in_parts() {
     }
 }
 
+/// A push the server refuses as too large (413) goes again as half of what was refused,
+/// not half of the batch size: six items under a batch size of 100 go as two pushes of
+/// three after one 413 (halving the limit, 50 and then 25 would hold all six, sent
+/// twice more as they were; the simulation saw that with a 6 KiB body limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_refused_as_too_large_goes_again_as_half_of_it() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    a.store().create(&p).unwrap();
+    for k in 0..5 {
+        a.store().create(&task(p.id, &format!("task {k}"))).unwrap();
+    }
+    a.faults.lock().unwrap().too_large = 1;
+    let r = a.sync_until_quiet().await;
+    assert_eq!(r.dead, 0, "{r:?}");
+    assert_eq!(a.faults.lock().unwrap().push_sizes, [3, 3]);
+    assert_eq!(server_records(&s.url).await.len(), 6);
+}
+
 /// Simulation seed 54226 (runs before transactions): a conflict resolved on a device
 /// restored from a backup of its own database. The backup held, unsent, the merge of a
 /// twin create answered `conflict` (its likes, under the merge's key and dot); the
