@@ -3905,13 +3905,7 @@ async fn an_increment_sent_again_as_a_create_is_not_lost_to_another_devices_recr
     b.sync_until_quiet().await;
     drop(server);
     let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
-    for d in [&a, &b] {
-        d.faults.lock().unwrap().redirect = Some(
-            HttpTransport::new(&url)
-                .unwrap()
-                .fingerprint(d.store().fingerprint()),
-        );
-    }
+    redirect_to(&url, &[&a, &b]);
     // A's like (folded into the tag's item) is answered "unknown record"; the create
     // it becomes waits.
     let mut liked = a.store().get::<Task>(t.id).unwrap().unwrap();
@@ -3976,13 +3970,7 @@ async fn an_edit_sent_again_naming_a_version_of_the_lost_history_does_not_undo_a
     b.store().update(&liked).unwrap();
     drop(server);
     let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
-    for d in [&a, &b] {
-        d.faults.lock().unwrap().redirect = Some(
-            HttpTransport::new(&url)
-                .unwrap()
-                .fingerprint(d.store().fingerprint()),
-        );
-    }
+    redirect_to(&url, &[&a, &b]);
     // B's like is answered "unknown record"; the create it becomes waits.
     b.faults.lock().unwrap().pushes_left = Some(1);
     b.sync().await;
@@ -4078,13 +4066,7 @@ async fn a_retry_answered_with_a_reissued_version_number_names_a_restore() {
     assert_eq!(server_records(&url).await[&x.id]["likes"], 1);
     drop(server);
     let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
-    for d in [&a, &b] {
-        d.faults.lock().unwrap().redirect = Some(
-            HttpTransport::new(&url)
-                .unwrap()
-                .fingerprint(d.store().fingerprint()),
-        );
-    }
+    redirect_to(&url, &[&a, &b]);
     b.faults.lock().unwrap().pull_pages_left = None;
     for _ in 0..2 {
         for d in [&b, &a] {
@@ -4132,13 +4114,7 @@ async fn an_edit_of_a_recreate_a_restore_lost_converges() {
     assert_eq!(r.applied, 1, "{r:?}");
     drop(server);
     let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
-    for d in [&a, &b] {
-        d.faults.lock().unwrap().redirect = Some(
-            HttpTransport::new(&url)
-                .unwrap()
-                .fingerprint(d.store().fingerprint()),
-        );
-    }
+    redirect_to(&url, &[&a, &b]);
     let mut edited = a.store().get::<Task>(x.id).unwrap().unwrap();
     edited.title = "edited after the restore".into();
     edited.likes += 1;
@@ -4224,5 +4200,17 @@ async fn settle_and_expect_gone(url: &str, devices: [&Device; 2], x: Uuid) {
     );
     for (name, d) in ["A", "B"].into_iter().zip(devices) {
         assert!(d.store().get::<Task>(x).unwrap().is_none(), "device {name}");
+    }
+}
+
+/// Sends every later request of `devices` to the server at `url` (one restored from a
+/// backup behind the same address), their stores staying open.
+fn redirect_to(url: &str, devices: &[&Device]) {
+    for d in devices {
+        d.faults.lock().unwrap().redirect = Some(
+            HttpTransport::new(url)
+                .unwrap()
+                .fingerprint(d.store().fingerprint()),
+        );
     }
 }
