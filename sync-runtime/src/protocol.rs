@@ -179,7 +179,7 @@ pub const MAX_REPLACED_KEYS: usize = 64;
 
 /// A mutation's contribution to a record's `sum` fields: the `seq`-th mutation sent by
 /// one session of one device's store (`session`: 16 lowercase hex digits, drawn at
-/// random each time the store is opened; `seq`: from 1, increasing in sending order).
+/// random each time the store is opened; `seq`: from 1, increasing in queue order).
 ///
 /// A server applies a mutation's `sum` operations only if the record's dots (`Dots`) do
 /// not include its dot already, and then adds it to them; so a retry whose first delivery
@@ -207,9 +207,10 @@ pub struct Dot {
 }
 
 /// The contributions a record's `sum` fields include: the highest [`Dot::seq`] applied
-/// per session. Sessions send their mutations of one record in order, so every dot of
-/// a session up to that number is included, except those its [`DotGaps`] name
-/// (PROTOCOL.md SUM-3).
+/// per session. Sessions send their mutations of one record in order (a merge after a
+/// conflict, which keeps the conflicted mutation's dot, lies in a gap until it comes),
+/// so every dot of a session up to that number is included, except those its
+/// [`DotGaps`] name (PROTOCOL.md SUM-3).
 pub type Dots = std::collections::BTreeMap<String, u64>;
 
 /// The contributions below a session's number in [`Dots`] that a record does not include

@@ -2166,10 +2166,10 @@ async fn a_recreate_after_an_own_write_is_not_taken_for_a_restore() {
 
 /// Review finding (replays split across pushes): after a restore, A sends its logged
 /// edits again one per push; the first is answered `conflict` (B changed the `manual`
-/// price on the restored server) and its merge draws a new dot of A's session above the
-/// next logged edit's, which waits for the next push with its original dot. The merge's
-/// dot must leave the numbers of that edit to come (a gap the server keeps), or the
-/// server takes its increment for held (2 where 5).
+/// price on the restored server), and its merge goes while the next logged edit waits
+/// for the next push with its original dot. The merge's dot (once a new one above that
+/// edit's, now the conflicted edit's own) must leave the numbers of that edit to come,
+/// or the server takes its increment for held (2 where 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merged_replay_does_not_hide_the_logged_edits_after_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -3913,14 +3913,7 @@ async fn an_increment_sent_again_as_a_create_is_not_lost_to_another_devices_recr
     a.store().update(&liked).unwrap();
     a.faults.lock().unwrap().pushes_left = Some(1);
     a.sync().await;
-    assert!(
-        a.store()
-            .outbox()
-            .unwrap()
-            .iter()
-            .any(|i| i.entity_id == t.id && i.op == sync_runtime::store::MutationOp::Create),
-        "the like waits as a create"
-    );
+    assert!(waits_as_create(&a, t.id), "the like waits as a create");
     // B learns of the restore and creates the record again, as it held it.
     b.sync_until_quiet().await;
     assert_eq!(server_records(&url).await[&t.id]["likes"], 0);
@@ -4213,4 +4206,133 @@ fn redirect_to(url: &str, devices: &[&Device]) {
                 .fingerprint(d.store().fingerprint()),
         );
     }
+}
+
+/// Simulation seed 51226: a device restored from a backup taken before a merge it sent.
+/// B created task X offline, a twin of A's, and liked it; its backup holds both items
+/// unsent. B's create was answered `conflict` and the merge carrying its likes applied;
+/// the like queued behind it had not gone when B was restored from its backup. The
+/// restored copy sends the create and the like with the dots they were queued with.
+/// The merge had gone under a new dot, which told the server that B's earlier numbers
+/// were held, so the like was taken for held and lost; now a merge keeps the
+/// conflicted item's dot (a dot names a contribution), and each counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_like_queued_behind_a_merged_twin_counts_once_after_a_device_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = sqlite_server_at(&dir.path().join("server.db")).await;
+    let a = Device::open(&url, &dir.path().join("a.db"), config("token-a"));
+    let b_path = dir.path().join("b.db");
+    let mut one_per_push = config("token-a");
+    one_per_push.batch_size = 1;
+    let b = Device::open(&url, &b_path, one_per_push.clone());
+    let p = project();
+    a.store().create(&p).unwrap();
+    let mut on_a = task(p.id, "A's");
+    on_a.likes = 1;
+    a.store().create(&on_a).unwrap();
+    assert_eq!(a.sync_until_quiet().await.dead, 0);
+    let mut on_b = task(p.id, "B's");
+    on_b.id = on_a.id;
+    on_b.likes = 2;
+    b.store().create(&on_b).unwrap();
+    on_b.likes += 2;
+    b.store().update(&on_b).unwrap();
+    let copy = dir.path().join("b-backup.db");
+    backup_device(&b_path, &copy);
+    // The create is answered `conflict` and the merge applied; the like waits.
+    b.faults.lock().unwrap().pushes_left = Some(2);
+    b.sync().await;
+    assert_eq!(
+        server_records(&url).await[&on_a.id]["likes"],
+        3,
+        "A's 1 and the 2 B's create carried"
+    );
+    drop(b);
+    restore_device(&b_path, &copy);
+    let b = Device::open(&url, &b_path, one_per_push);
+    settle_and_expect_likes(
+        &url,
+        &[&b, &a],
+        on_a.id,
+        5,
+        "A's 1, and B's 2 and 2, each once",
+    )
+    .await;
+}
+
+/// Simulation seed 56547: a record a restore lost, sent again by the device that had
+/// liked it, meets a twin another device created on the restored server. A created X
+/// and liked it, and the server acknowledged both; the server was restored to before X.
+/// A's check of X was answered "unknown record", and A turned it into a create of X as
+/// it held it, with the version both sides last knew as the base of a merge. Before that
+/// create arrived, B, which never held X, created X with the same id. A's create is
+/// answered `conflict`, and the three-way merge against that base finds nothing of A's
+/// to send: the like was lost. The twin's dots hold none of A's logged changes, so
+/// those go again, each under its own dot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_sent_again_over_a_twin_the_restored_server_took_keeps_its_likes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let backup = dir.path().join("backup.db");
+    let (server, url, a, b) = two_devices(&db, dir.path()).await;
+    let p = project();
+    a.store().create(&p).unwrap();
+    assert_eq!(a.sync_until_quiet().await.dead, 0);
+    take_backup(&db, &backup);
+    let x = task(p.id, "A's");
+    a.store().create(&x).unwrap();
+    assert_eq!(a.sync_until_quiet().await.dead, 0);
+    let mut liked = a.store().get::<Task>(x.id).unwrap().unwrap();
+    liked.likes += 1;
+    a.store().update(&liked).unwrap();
+    assert_eq!(a.sync_until_quiet().await.dead, 0);
+    assert_eq!(server_records(&url).await[&x.id]["likes"], 1);
+    drop(server);
+    let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
+    redirect_to(&url, &[&a, &b]);
+    // A learns of the restore (its snapshot lacks X: a check of X is queued), then the
+    // check is answered "unknown record" and becomes a create, which waits.
+    a.sync().await;
+    a.faults.lock().unwrap().pushes_left = Some(1);
+    a.sync().await;
+    assert!(waits_as_create(&a, x.id), "X waits as a create");
+    assert!(!server_records(&url).await.contains_key(&x.id));
+    let mut twin = task(p.id, "B's");
+    twin.id = x.id;
+    b.store().create(&twin).unwrap();
+    assert_eq!(b.sync_until_quiet().await.dead, 0);
+    assert_eq!(server_records(&url).await[&x.id]["title"], "B's");
+    a.faults.lock().unwrap().pushes_left = None;
+    settle_and_expect_likes(&url, &[&a, &b], x.id, 1, "A's like counts, once").await;
+}
+
+/// Syncs every device (in the order given) twice over, with no item dying, and checks
+/// that task `x` has `likes` on the server at `url` and on every device, which have
+/// nothing left to send.
+async fn settle_and_expect_likes(url: &str, devices: &[&Device], x: Uuid, likes: i64, why: &str) {
+    for _ in 0..2 {
+        for d in devices {
+            let r = d.sync_until_quiet().await;
+            assert_eq!(r.dead, 0, "{r:?}");
+        }
+    }
+    assert_eq!(server_records(url).await[&x]["likes"], likes, "{why}");
+    for d in devices {
+        assert_eq!(
+            d.store().get::<Task>(x).unwrap().unwrap().likes,
+            likes,
+            "{why}"
+        );
+        assert!(d.store().outbox().unwrap().is_empty());
+    }
+}
+
+/// Whether `device`'s outbox holds a create of record `id`.
+fn waits_as_create(device: &Device, id: Uuid) -> bool {
+    device
+        .store()
+        .outbox()
+        .unwrap()
+        .iter()
+        .any(|i| i.entity_id == id && i.op == sync_runtime::store::MutationOp::Create)
 }

@@ -161,6 +161,18 @@ impl LocalStore {
         // restored from a backup (the item still unsent there) makes the same merge as
         // the life that sent it, under the same key (see `merge_key`). Its patch applies
         // to the newer record on the server as to any.
+        // The merge against that base sends only what changed here since; the changes
+        // the base holds are the server's only if its record descends from the base.
+        // One a twin create began on the restored server (simulation seed 56547: a like
+        // lost), or another device created again from an older copy, lacks some: the
+        // device's logged changes of the record whose dots it does not include go again
+        // ahead of everything queued, each under its own dot, as when a check finds
+        // such a record ([`LocalStore::replay_after_check`]). Dots tell which it holds;
+        // to a server that does not speak them, nothing goes again (lost, never counted
+        // twice).
+        if resend_base.is_some() && self.server_speaks_dots() {
+            self.replay_after_check(tx, answer)?;
+        }
         let twin = item.op == MutationOp::Create && resend_base.is_none();
         let against = if twin { answer } else { &server };
         let (merged, merged_clocks, mut conflicts) = match (item.op, &base) {
@@ -272,8 +284,7 @@ impl LocalStore {
         }
         // The server's record holds this item's `sum` contributions already (its first
         // delivery was applied, lost in a restore, and the record sent again): the
-        // merge carries none of them, or they would count twice under the merge's new
-        // dot.
+        // merge carries none of them, or they would count twice under a new dot.
         if dot_included(
             &item.payload,
             answer.dots.as_ref(),
@@ -308,48 +319,34 @@ impl LocalStore {
                 let p: Json = serde_json::from_str(&p).expect("a patch payload is JSON");
                 carrying(p, item).to_string()
             });
-        // A new dot, and new ones for the record's later items not sent yet: a later
-        // item of this push may be applied, its dot above the item's, so the merge's
-        // must be above it (see `LocalStore::redot_after`).
-        // It takes the item's `prev` (the item's own dot is not applied, and left between
-        // the two it would be a gap the record keeps for good, PROTOCOL.md SUM-3), or the
-        // highest dot of this session among the record's other items that keep theirs
-        // (sent before, logged edits sent again after a restore, or dead ones a retry
-        // may bring back: `redot_after` leaves them as they are): arriving after the
-        // merge's dot, they must lie in the gap it leaves, or their `sum` deltas would
-        // be taken for held. (A `prev` too high only leaves a gap the record keeps.)
-        let session = &self.inner.dot_session;
-        let kept_below = read_outbox(
-            tx,
-            &format!(
-                "\"entity_type\" = '{}' AND \"entity_id\" = '{}' AND \"id\" <> {} AND (\"attempt_count\" > 0 OR \"id\" < {} OR \"status\" = 'dead')",
-                table.entity.name.replace('\'', "''"),
+        // Its dot. A dot names a contribution: the merge carries the item's, so on a
+        // server that keeps gaps (PROTOCOL.md SUM-3) it keeps the item's dot, and the
+        // record's later items keep theirs. A copy of this database restored from a
+        // backup taken before this merge sends the item, and those later items, with
+        // the same dots, and the server tells which of them it holds (simulation seed
+        // 51226: the merge under a new dot, applied with `prev` 0, made the server take
+        // a later item's old dot, sent by the restored copy, for held; its like was
+        // lost). An item applied ahead of the merge, its dot above the merge's, left
+        // the merge's number in a gap (its `prev` names the item's dot or one above).
+        // A dot without `prev` (queued by a runtime before protocol 1.3.2) leaves no gap
+        // for itself when a later item goes first: it takes a new one.
+        let keep_dot = self
+            .server_takes_gaps()
+            .then(|| payload_dot(&item.payload))
+            .flatten()
+            .filter(|d| d.prev.is_some());
+        let payload = match (payload, keep_dot) {
+            (Some(p), Some(dot)) => Some(with_dot(table.entity, &p, &dot)),
+            (payload, _) => self.merge_dot(
+                tx,
+                table,
                 id,
-                item.id,
-                item.id
-            ),
-        )?
-        .iter()
-        .filter_map(|i| payload_dot(&i.payload))
-        .filter(|d| d.session == *session)
-        .map(|d| d.seq)
-        .max();
-        // (Without a `prev` of this session's, the session's last dot of the record is
-        // taken, which is at least as high.)
-        let prev = payload_dot(&item.payload)
-            .filter(|d| d.session == *session)
-            .and_then(|d| d.prev)
-            .map(|p| p.max(kept_below.unwrap_or(0)));
-        let payload =
-            payload.map(|p| self.dotted_after(table.entity, id, MutationOp::Update, &p, prev));
-        self.redot_after(
-            tx,
-            table,
-            id,
-            item.id,
-            server.dots.as_ref(),
-            server.dot_gaps.as_ref(),
-        )?;
+                item,
+                payload,
+                server.dots.as_ref(),
+                server.dot_gaps.as_ref(),
+            )?,
+        };
         match payload {
             Some(payload) => {
                 tx.execute(
@@ -391,6 +388,64 @@ impl LocalStore {
         Ok(ItemOutcome::Conflicted(
             conflicts.into_iter().map(|c| c.field).collect(),
         ))
+    }
+
+    /// The dot of the merge of outbox `item` (of record `id`) after a `conflict`, for a
+    /// merge that does not keep the item's own (the item holds none, or the server
+    /// keeps no gaps), in `payload` (the merge's body; `None`: nothing left to send).
+    ///
+    /// On a server that keeps gaps (PROTOCOL.md SUM-3) the new dot's `prev` is the last
+    /// number this opening of the store drew for the record, at least that of every
+    /// other item of the record it queued: those arriving after the merge lie in the
+    /// gap it leaves. On one that does not, a record keeps one number per session, and
+    /// a session's dots of one record must arrive in rising order: the record's later
+    /// items not sent yet draw new dots above the merge's ([`LocalStore::redot_after`]).
+    #[allow(clippy::too_many_arguments)]
+    fn merge_dot(
+        &self,
+        tx: &Connection,
+        table: &Table,
+        id: Uuid,
+        item: &OutboxItem,
+        payload: Option<String>,
+        dots: Option<&crate::protocol::Dots>,
+        gaps: Option<&crate::protocol::DotGaps>,
+    ) -> Result<Option<String>, StoreError> {
+        if self.server_takes_gaps() {
+            return Ok(
+                payload.map(|p| self.dotted_after(table.entity, id, MutationOp::Update, &p, None))
+            );
+        }
+        // It takes the item's `prev`, or the highest dot of this session among the
+        // record's other items that keep theirs (sent before, logged edits sent again
+        // after a restore, or dead ones a retry may bring back: `redot_after` leaves
+        // them as they are).
+        let session = &self.inner.dot_session;
+        let kept_below = read_outbox(
+            tx,
+            &format!(
+                "\"entity_type\" = '{}' AND \"entity_id\" = '{}' AND \"id\" <> {} AND (\"attempt_count\" > 0 OR \"id\" < {} OR \"status\" = 'dead')",
+                table.entity.name.replace('\'', "''"),
+                id,
+                item.id,
+                item.id
+            ),
+        )?
+        .iter()
+        .filter_map(|i| payload_dot(&i.payload))
+        .filter(|d| d.session == *session)
+        .map(|d| d.seq)
+        .max();
+        // (Without a `prev` of this session's, the session's last dot of the record is
+        // taken, which is at least as high.)
+        let prev = payload_dot(&item.payload)
+            .filter(|d| d.session == *session)
+            .and_then(|d| d.prev)
+            .map(|p| p.max(kept_below.unwrap_or(0)));
+        let payload =
+            payload.map(|p| self.dotted_after(table.entity, id, MutationOp::Update, &p, prev));
+        self.redot_after(tx, table, id, item.id, dots, gaps)?;
+        Ok(payload)
     }
 
     /// Every unresolved conflict, with base, local and server values per field.

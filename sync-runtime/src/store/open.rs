@@ -209,16 +209,15 @@ pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(),
 pub(crate) const SERVER_PROTOCOL_KEY: &str = "server-protocol";
 
 pub(crate) fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    // Cached: read several times per push and pull (a callgrind profile of the
+    // simulation put this statement's parsing at 6% of all instructions).
     Ok(conn
-        .query_row(
-            concatcp!(
-                "SELECT \"value\" FROM \"",
-                meta::META,
-                "\" WHERE \"key\" = ?1"
-            ),
-            [key],
-            |r| r.get(0),
-        )
+        .prepare_cached(concatcp!(
+            "SELECT \"value\" FROM \"",
+            meta::META,
+            "\" WHERE \"key\" = ?1"
+        ))?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 

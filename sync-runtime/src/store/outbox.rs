@@ -392,12 +392,14 @@ impl LocalStore {
     /// unsent with the dot its other life sent it with, and the server tells from a
     /// record's dots that it holds the change already, even when the key is unknown to
     /// it (the server was restored too; simulation seed 10735). A retry, and the change
-    /// sent again as a create after the server lost its record, keep the dot; a merge
-    /// after a conflict draws a new one, above the first, and the record's items queued
-    /// after it draw theirs again ([`LocalStore::redot_after`]). Items of one record are
+    /// sent again as a create after the server lost its record, keep the dot, and so
+    /// does a merge after a conflict on a server that keeps gaps (on one that does not,
+    /// it draws a new one, above the first, and the record's items queued after it draw
+    /// theirs again: [`LocalStore::redot_after`]). Items of one record are
     /// sent in queue order (a later one waits behind a dead one), so a session's dots of
-    /// one record reach the server in rising order, which is what lets a record keep one
-    /// number per session.
+    /// one record reach the server in rising order, but for a merge that kept its dot,
+    /// which goes after later items of its push that were applied: their `prev` names
+    /// its number or one above, so the record holds it as a gap until it arrives.
     pub(crate) fn dotted(
         &self,
         entity: &Entity,
@@ -454,11 +456,13 @@ impl LocalStore {
     ///
     /// A record's dots keep one number per session (PROTOCOL.md SUM-2) and the numbers
     /// below it the record lacks (SUM-3), so a session's dots of one record must reach
-    /// the server in rising order. Dots are drawn when an
-    /// item is queued, and items of a record are sent in queue order; a merge after a
-    /// conflict is the one rewrite that needs a new dot (a later item of the same push
-    /// may have been applied, its dot above the conflicted item's), and it takes the
-    /// conflicted item's place, ahead of the items queued after it.
+    /// the server in rising order on a server that keeps no gaps (before protocol
+    /// 1.3.2; one that does takes a lower dot late when the `prev` of those above names
+    /// it or one above, which leaves it in a gap). Dots are drawn when an item is queued,
+    /// and items of a record are sent in queue order; on a server without gaps a merge
+    /// after a conflict is the one rewrite that needs a new dot (a later item of the same
+    /// push may have been applied, its dot above the conflicted item's), and it takes
+    /// the conflicted item's place, ahead of the items queued after it.
     pub(crate) fn redot_after(
         &self,
         conn: &Connection,
@@ -822,6 +826,23 @@ impl LocalStore {
         });
         Ok(())
     }
+}
+
+/// `payload` (an update's body of an `entity` record) with `dot` in its [`DOT_MEMBER`]
+/// if it adds to `sum` fields ([`takes_dot`]); as it is otherwise. For a merge after a
+/// conflict, which carries the conflicted item's contributions under its dot.
+pub(crate) fn with_dot(entity: &Entity, payload: &str, dot: &crate::protocol::Dot) -> String {
+    let Ok(mut body) = serde_json::from_str::<Json>(payload) else {
+        return payload.to_string();
+    };
+    if !takes_dot(entity, MutationOp::Update, &body) {
+        return payload.to_string();
+    }
+    let Some(members) = body.as_object_mut() else {
+        return payload.to_string();
+    };
+    members.insert(DOT_MEMBER.into(), dot_member(dot));
+    body.to_string()
 }
 
 /// A dot as an outbox payload keeps it (`{"session", "seq", "prev"}`).
