@@ -3,6 +3,7 @@
 #
 # Usage: benches/compile-cost/run.sh [STRUCTS]        (default 200 structs)
 #   REPEATS=3            timed rebuilds per crate and mode; the median is reported
+#   MODES="check build"  which cargo commands to time (CI's quick run: check only)
 #   COMPILE_COST_DIR=... where the throwaway crates and their target dir go
 #                        (default: <repo>/target/compile-cost)
 #
@@ -28,7 +29,13 @@ fi
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${COMPILE_COST_DIR:-$REPO/target/compile-cost}"
 CRATES=(baseline serde syncable)
-MODES=(check build)
+read -r -a MODES <<<"${MODES:-check build}"
+for mode in "${MODES[@]}"; do
+  if [[ "$mode" != check && "$mode" != build ]]; then
+    echo "MODES may hold only check and build, not \`$mode\`" >&2
+    exit 2
+  fi
+done
 
 export CARGO_TARGET_DIR="$OUT/target"
 export CARGO_INCREMENTAL=0
@@ -126,10 +133,10 @@ for crate in "${CRATES[@]}"; do
   check_lock "$crate"
 done
 
-# ---- warm: dependencies built once for both modes --------------------------------------
+# ---- warm: dependencies built once per mode -----------------------------------------
 
 log "rustc: $(rustc --version); $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-log "warming up (dependencies, both modes) in $CARGO_TARGET_DIR"
+log "warming up (dependencies; modes: ${MODES[*]}) in $CARGO_TARGET_DIR"
 for mode in "${MODES[@]}"; do
   for crate in "${CRATES[@]}"; do
     (cd "$OUT/$crate" && cargo "$mode" "${CARGO_FLAGS[@]}")
