@@ -14,9 +14,10 @@
 # All three have identical [dependencies] (serde, uuid, sync-runtime by path) and the
 # same `use` header, so the only difference between them is the derive. Each is its own
 # workspace, uses this repository's Cargo.lock (checked: nothing new is resolved), and all
-# share one CARGO_TARGET_DIR. Dependencies are built once; then, for `cargo check` and
-# `cargo build` (dev profile), each crate's src/lib.rs is touched and only that crate is
-# rebuilt with CARGO_INCREMENTAL=0, REPEATS times, interleaving the crates.
+# share one CARGO_TARGET_DIR. Dependencies are built once per mode; then, for each of
+# MODES (`cargo check` and `cargo build`, dev profile, by default), each crate's
+# src/lib.rs is touched and only that crate is rebuilt with CARGO_INCREMENTAL=0, REPEATS
+# times, interleaving the crates.
 set -euo pipefail
 
 STRUCTS="${1:-200}"
@@ -30,6 +31,10 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${COMPILE_COST_DIR:-$REPO/target/compile-cost}"
 CRATES=(baseline serde syncable)
 read -r -a MODES <<<"${MODES:-check build}"
+if [[ ${#MODES[@]} -eq 0 ]]; then
+  echo "MODES must name check, build or both" >&2
+  exit 2
+fi
 for mode in "${MODES[@]}"; do
   if [[ "$mode" != check && "$mode" != build ]]; then
     echo "MODES may hold only check and build, not \`$mode\`" >&2
@@ -217,10 +222,12 @@ for mode in "${MODES[@]}"; do
        }'
   done
 done
-echo
-echo "| dev build artifact | baseline | serde | syncable |"
-echo "|---|---|---|---|"
-echo "| .rlib | $(artifact_kb baseline rlib) KiB | $(artifact_kb serde rlib) KiB | $(artifact_kb syncable rlib) KiB |"
+if [[ " ${MODES[*]} " == *" build "* ]]; then
+  echo
+  echo "| dev build artifact | baseline | serde | syncable |"
+  echo "|---|---|---|---|"
+  echo "| .rlib | $(artifact_kb baseline rlib) KiB | $(artifact_kb serde rlib) KiB | $(artifact_kb syncable rlib) KiB |"
+fi
 echo
 echo "Raw samples, wall / cpu (s):"
 for mode in "${MODES[@]}"; do

@@ -4268,7 +4268,10 @@ async fn a_like_queued_behind_a_merged_twin_counts_once_after_a_device_restore()
 /// create arrived, B, which never held X, created X with the same id. A's create is
 /// answered `conflict`, and the three-way merge against that base finds nothing of A's
 /// to send: the like was lost. The twin's dots hold none of A's logged changes, so
-/// those go again, each under its own dot.
+/// those go again, each under its own dot, and with no version: the numbers they name
+/// are of the lost history, and the twin's own version 1 must not let A's older rename
+/// apply as if made on it (review finding: merged by stamp, the twin's newer title
+/// stays).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_sent_again_over_a_twin_the_restored_server_took_keeps_its_likes() {
     let dir = tempfile::tempdir().unwrap();
@@ -4279,14 +4282,16 @@ async fn a_record_sent_again_over_a_twin_the_restored_server_took_keeps_its_like
     a.store().create(&p).unwrap();
     assert_eq!(a.sync_until_quiet().await.dead, 0);
     take_backup(&db, &backup);
-    let x = task(p.id, "A's");
+    let mut x = task(p.id, "A's");
+    x.likes = 2;
     a.store().create(&x).unwrap();
     assert_eq!(a.sync_until_quiet().await.dead, 0);
     let mut liked = a.store().get::<Task>(x.id).unwrap().unwrap();
     liked.likes += 1;
+    liked.title = "A's, renamed before the twin".into();
     a.store().update(&liked).unwrap();
     assert_eq!(a.sync_until_quiet().await.dead, 0);
-    assert_eq!(server_records(&url).await[&x.id]["likes"], 1);
+    assert_eq!(server_records(&url).await[&x.id]["likes"], 3);
     drop(server);
     let (_server, url) = restore(&backup, dir.path(), "restored.db").await;
     redirect_to(&url, &[&a, &b]);
@@ -4297,13 +4302,28 @@ async fn a_record_sent_again_over_a_twin_the_restored_server_took_keeps_its_like
     a.sync().await;
     assert!(waits_as_create(&a, x.id), "X waits as a create");
     assert!(!server_records(&url).await.contains_key(&x.id));
+    // B's twin, made later than A's rename: its title is the newer one.
+    b.skew_wall_clock(chrono::Duration::seconds(5));
     let mut twin = task(p.id, "B's");
     twin.id = x.id;
+    twin.likes = 3;
     b.store().create(&twin).unwrap();
     assert_eq!(b.sync_until_quiet().await.dead, 0);
     assert_eq!(server_records(&url).await[&x.id]["title"], "B's");
     a.faults.lock().unwrap().pushes_left = None;
-    settle_and_expect_likes(&url, &[&a, &b], x.id, 1, "A's like counts, once").await;
+    settle_and_expect_likes(
+        &url,
+        &[&a, &b],
+        x.id,
+        6,
+        "B's 3, and A's 2 and 1, each once",
+    )
+    .await;
+    assert_eq!(
+        server_records(&url).await[&x.id]["title"],
+        "B's",
+        "A's older rename, sent again, does not win over the twin's title"
+    );
 }
 
 /// Syncs every device (in the order given) twice over, with no item dying, and checks

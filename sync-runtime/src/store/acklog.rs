@@ -492,7 +492,7 @@ impl LocalStore {
             };
             with_dots.insert((entity, id), (changes, dots, gaps, life));
         }
-        let queued = self.queue_replays(tx, with_dots)?;
+        let queued = self.queue_replays(tx, with_dots, false)?;
         tx.execute(
             concatcp!(
                 "DELETE FROM \"",
@@ -550,7 +550,7 @@ impl LocalStore {
                 server.life_since,
             ),
         );
-        self.queue_replays(tx, one)
+        self.queue_replays(tx, one, true)
     }
 
     /// Queues the logged `changes` of each record ahead of every item queued (ids below
@@ -559,11 +559,20 @@ impl LocalStore {
     /// whose stamps the server bounded goes with the server's stamps under a new key, and
     /// only when the record's dots are known and of the life it was applied in (one of
     /// another life is dropped; one whose record's dots are unknown stays in the log).
+    ///
+    /// `other_history`: the server's record is not the one the changes were made on
+    /// (another device created it again, from its copy or as a twin, after a restore
+    /// lost it), so the version numbers the changes name are of the lost history. They
+    /// go with no `base_version`, under new keys (a key names one body, IDEM-1): merged
+    /// by their stamps (LWW-1), so an older value never overwrites the newer one of a
+    /// record that happens to hold the same version number, and a `manual` field that
+    /// moved since is a conflict. Dots still keep each `sum` contribution to one count.
     /// Returns how many it queued.
     fn queue_replays(
         &self,
         tx: &Connection,
         per_record: BTreeMap<(String, Uuid), Replays>,
+        other_history: bool,
     ) -> Result<usize, StoreError> {
         let total: usize = per_record.values().map(|(c, ..)| c.len()).sum();
         let min_id: Option<i64> = tx.query_row(
@@ -596,6 +605,7 @@ impl LocalStore {
                     continue;
                 }
                 let (payload, key) = match &l.server_stamps {
+                    None if other_history => (l.payload.clone(), self.new_key()),
                     None => (l.payload.clone(), l.key.clone()),
                     // Of another life of the record (deleted and created again since):
                     // its dots say nothing of this change, and a delete won over it.
@@ -628,7 +638,7 @@ impl LocalStore {
                         l.op.as_str(),
                         to_json_string(&payload),
                         key,
-                        l.base_version,
+                        if other_history { None } else { l.base_version },
                         crate::time::now()
                     ])?;
                 if inserted > 0 {

@@ -170,7 +170,8 @@ impl LocalStore {
         // such a record ([`LocalStore::replay_after_check`]). Dots tell which it holds;
         // to a server that does not speak them, nothing goes again (lost, never counted
         // twice).
-        if resend_base.is_some() && self.server_speaks_dots() {
+        let resending = resend_base.is_some();
+        if resending && self.server_speaks_dots() {
             self.replay_after_check(tx, answer)?;
         }
         let twin = item.op == MutationOp::Create && resend_base.is_none();
@@ -261,6 +262,12 @@ impl LocalStore {
                     c.local = v.clone();
                 }
             }
+        }
+        if resending {
+            // The dots kept for the record are the server's record's, not the lost
+            // history's: until the changes sent again are acknowledged, the record lacks
+            // them (a second restore must not take them for held).
+            replace_dots(tx, answer)?;
         }
         write_base(tx, table, &server)?;
         // What can be pushed now: the merge, minus the fields waiting for the user.
