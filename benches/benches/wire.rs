@@ -109,6 +109,7 @@ fn figures() {
         dots: None,
         replaces: None,
         dot_gaps: None,
+        transaction: None,
     };
     let mutation_bytes = serde_json::to_vec(&mutation).expect("json").len();
     let body = sync_runtime::protocol::PushRequest {

@@ -100,6 +100,7 @@ fn create(k: usize) -> Mutation {
         dots: None,
         replaces: None,
         dot_gaps: None,
+        transaction: None,
     }
 }
 

@@ -77,6 +77,9 @@ struct Order {
     parents: BTreeMap<Uuid, Uuid>,
     /// Creates that reached the server before the create of their parent.
     violations: Vec<String>,
+    /// Every idempotency key the server answered `applied` in a response the simulation
+    /// saw (to tell a mutation applied now from one answered from its key).
+    applied_keys: BTreeSet<String>,
 }
 
 struct SimTransport {
@@ -155,7 +158,22 @@ impl SimTransport {
                 problem: serde_json::from_value(json).ok().map(Box::new),
             });
         }
+        if uri == "/push" {
+            self.note_applied(&json);
+        }
         Ok(json)
+    }
+
+    /// Notes the keys a push response answered `applied`.
+    fn note_applied(&self, response: &Json) {
+        let mut o = self.order.lock().unwrap();
+        for r in response["results"].as_array().into_iter().flatten() {
+            if r["status"] == "applied"
+                && let Some(k) = r["idempotency_key"].as_str()
+            {
+                o.applied_keys.insert(k.to_string());
+            }
+        }
     }
 
     /// Sends `text` as a push body as is (a repeated member name has no `Json`).
@@ -174,7 +192,11 @@ impl SimTransport {
         let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
             .await
             .unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Json::Null))
+        let json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        if status == 200 {
+            self.note_applied(&json);
+        }
+        (status, json)
     }
 
     /// Fault class: a malformed copy of a push reaches the server first (a buggy or
@@ -281,6 +303,48 @@ impl SimTransport {
         }
     }
 
+    /// The keys of `request` the server had answered `applied` before.
+    fn applied_before(&self, request: &PushRequest) -> BTreeSet<String> {
+        let o = self.order.lock().unwrap();
+        request
+            .mutations
+            .iter()
+            .filter(|m| o.applied_keys.contains(&m.idempotency_key))
+            .map(|m| m.idempotency_key.clone())
+            .collect()
+    }
+
+    /// PROTOCOL.md TXN-1: the mutations of one transaction in a push are all applied,
+    /// or none is; only those answered from their keys (`before`: applied by an earlier
+    /// push, of another life of a restored device, say) keep that answer.
+    fn all_or_none(&self, request: &PushRequest, before: &BTreeSet<String>, response: &Json) {
+        let mut per_txn: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (m, r) in request
+            .mutations
+            .iter()
+            .zip(response["results"].as_array().into_iter().flatten())
+        {
+            if let Some(t) = m.transaction.as_deref() {
+                let answer = if r["status"] != "applied" {
+                    "not"
+                } else if before.contains(&m.idempotency_key) {
+                    continue;
+                } else {
+                    "applied"
+                };
+                per_txn.entry(t).or_default().insert(answer);
+            }
+        }
+        for (t, answers) in per_txn {
+            if answers.len() > 1 {
+                self.order.lock().unwrap().violations.push(format!(
+                    "{}: transaction {t} was applied in part: {response}",
+                    self.name
+                ));
+            }
+        }
+    }
+
     fn pre_faults(&self) -> Result<(), TransportError> {
         if self.roll(8) {
             self.note("fault: request dropped".into());
@@ -378,6 +442,7 @@ impl Transport for SimTransport {
         if self.faults.lock().unwrap().on && self.malformed.lock().unwrap().chance(3) {
             self.malformed_copy(&body).await;
         }
+        let before = self.applied_before(request);
         let mut response = match self.send("POST", "/push", Some(&body)).await {
             Err(TransportError::Http { status: 413, .. }) if request.mutations.len() == 1 => {
                 // Any one mutation must fit the simulated server's body limit, or the
@@ -401,6 +466,7 @@ impl Transport for SimTransport {
             self.note("fault: push delayed".into());
             self.faults.lock().unwrap().delayed.push(body.clone());
         }
+        self.all_or_none(request, &before, &response);
         let crash = {
             let mut f = self.faults.lock().unwrap();
             std::mem::take(&mut f.crash_next_push)
@@ -426,7 +492,9 @@ impl Transport for SimTransport {
         }
         if self.roll(5) {
             self.note("fault: duplicate delivery".into());
+            let before = self.applied_before(request);
             response = self.send("POST", "/push", Some(&body)).await?;
+            self.all_or_none(request, &before, &response);
         }
         if self.roll(8) {
             self.note("fault: response lost after the server applied it".into());
@@ -1369,6 +1437,13 @@ impl Sim {
                     let mut x = tx.get::<Task>(*id)?.expect("a live task");
                     x.likes += likes;
                     x.title = title.clone();
+                    // Now and then a `manual` field too, so that a transaction meets a
+                    // conflict (TXN-1: none of it applies, and it goes again with the
+                    // merge). Drawn from the new task's id, not the run's stream, so
+                    // the other faults of a seed stay where they were.
+                    if (t.as_u128() ^ id.as_u128()) % 3 == 0 {
+                        x.price_cents = ((t.as_u128() >> 8) % 4) as i64;
+                    }
                     tx.update(&x)?;
                 }
                 if let Some(d) = delete {

@@ -774,6 +774,11 @@ pub fn run(model: &Model, opts: &Options) -> Report {
             unknown_field,
         ),
         (
+            "TXN-1",
+            "the mutations of one transaction apply all or none",
+            transactions,
+        ),
+        (
             "WIRE-3",
             "a string holding U+0000 is rejected alone",
             nul_string,
@@ -1645,6 +1650,80 @@ fn rejected_alone(
             other.len()
         )),
     })
+}
+
+/// TXN-1: the mutations of one transaction apply all or none. Three creates, the first
+/// and third of one transaction, the third of a live record (a `conflict`, CREATE-2):
+/// the first is rejected `transaction-aborted` and stored nowhere, the second (of no
+/// transaction) applies; the first sent again alone applies (its key was not spent).
+fn transactions(cx: &Ctx) -> Checked {
+    let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
+    let protocol = r.body["protocol"].as_str().unwrap_or_default();
+    if !sync_runtime::protocol::speaks_at_least(
+        protocol,
+        sync_runtime::protocol::TRANSACTIONS_SINCE,
+    ) {
+        return Ok(Outcome::Skip(format!(
+            "the server speaks protocol `{protocol}`; transactions came with 1.4.0"
+        )));
+    }
+    let Some(first) = cx.created.first() else {
+        return Ok(Outcome::Skip(NOTHING_CREATED.into()));
+    };
+    let ids = [Uuid::now_v7(), Uuid::now_v7(), first.id];
+    let transaction = format!("conformance-{}", Uuid::new_v4());
+    let mut ms: Vec<Json> = ids
+        .iter()
+        .map(|id| cx.w.create(first.entity, *id, first.variant))
+        .collect();
+    ms[0]["transaction"] = json!(transaction);
+    ms[2]["transaction"] = json!(transaction);
+    let aborted = ms[0].clone();
+    if let Some(e) = cx
+        .model
+        .entities
+        .iter()
+        .find(|e| e.name == first.entity.name)
+    {
+        cx.made
+            .borrow_mut()
+            .extend(ids[..2].iter().map(|id| (e, *id)));
+    }
+    let r = cx.c.push(cx.token(), ms)?;
+    let status = |x: &Json| match x["status"].as_str() {
+        Some("rejected") => format!(
+            "rejected {}",
+            x["problem"]["type"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+        ),
+        other => other.unwrap_or("?").to_string(),
+    };
+    let got: Vec<String> = r.iter().map(status).collect();
+    if got != ["rejected transaction-aborted", "applied", "conflict"] {
+        return Ok(Outcome::Fail(format!(
+            "a transaction whose second mutation is a conflict, with a mutation of no transaction between: expected [rejected transaction-aborted, applied, conflict], got {got:?}"
+        )));
+    }
+    if cx
+        .c
+        .records(cx.token())?
+        .iter()
+        .any(|c| c["entity_id"] == json!(ids[0]))
+    {
+        return Ok(Outcome::Fail(
+            "the aborted create is in GET /snapshot: part of the transaction was kept".into(),
+        ));
+    }
+    let again = cx.c.push_one(cx.token(), aborted)?;
+    Ok(pass_if(again["status"] == "applied", || {
+        format!(
+            "the aborted create sent again: expected applied (its key was not spent), got {again}"
+        )
+    }))
 }
 
 fn unknown_field(cx: &Ctx) -> Checked {

@@ -78,7 +78,8 @@ pub fn entity_snapshot_target(entity: &str, cursor: Option<&str>, limit: u32) ->
 #[serde(deny_unknown_fields)]
 pub struct PushRequest {
     /// Applied in order; each one independently (a rejected mutation does not undo the
-    /// ones before it).
+    /// ones before it), except those of one [`Mutation::transaction`], which are applied
+    /// all or none (PROTOCOL.md TXN-1).
     pub mutations: Vec<Mutation>,
 }
 
@@ -171,7 +172,27 @@ pub struct Mutation {
     /// to servers of protocol 1.3.1 or later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<Vec<String>>,
+    /// The local transaction this mutation was committed in (1 to
+    /// [`MAX_TRANSACTION_ID_CHARS`] characters, opaque): consecutive mutations of a push
+    /// that name the same transaction are applied all or none (PROTOCOL.md TXN-1). If one
+    /// of them is answered `conflict` or rejected, nothing of the others is kept, and each
+    /// of them is rejected as [`TRANSACTION_ABORTED`]. Sent only to servers of protocol
+    /// 1.4.0 or later ([`TRANSACTIONS_SINCE`]); not part of the idempotency hash (a
+    /// client may send a transaction too large for one push in parts, without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub transaction: Option<String>,
 }
+
+/// The longest [`Mutation::transaction`], in characters (the client this toolkit ships
+/// sends UUIDs, 36 characters).
+pub const MAX_TRANSACTION_ID_CHARS: usize = 64;
+
+/// The problem type (`https://syncgen.dev/problems/transaction-aborted`, status 409) of a
+/// mutation not applied because another mutation of its transaction was answered
+/// `conflict` or rejected (PROTOCOL.md TXN-1). Its `detail` names that mutation's key.
+/// The answer is not stored under the mutation's key: sent again, it is applied afresh.
+pub const TRANSACTION_ABORTED: &str = "transaction-aborted";
 
 /// The most keys a mutation's [`Mutation::replaces`] may hold (more is that mutation's
 /// 422): an item answered `conflict` again and again carries one more each time.
@@ -434,6 +455,10 @@ pub const GAPS_SINCE: (u64, u64, u64) = (1, 3, 2);
 /// The protocol version that added [`ServerRecord::life_since`] (PROTOCOL.md SUM-4).
 pub const LIVES_SINCE: (u64, u64, u64) = (1, 3, 3);
 
+/// The protocol version whose servers apply the mutations of one transaction all or
+/// none ([`Mutation::transaction`], PROTOCOL.md TXN-1).
+pub const TRANSACTIONS_SINCE: (u64, u64, u64) = (1, 4, 0);
+
 /// Whether a protocol version (`major.minor[.patch]`, as [`PROTOCOL_HEADER`] carries it)
 /// is `since` or later, for example [`DOTS_SINCE`]. A missing patch number counts as 0;
 /// a version that does not parse (an empty header, `x`) speaks nothing added since 1.0.
@@ -629,7 +654,7 @@ impl Problem {
 /// server's behaviour the document describes), apart from any model's fingerprint: the
 /// OpenAPI document gives it in `info.x-syncgen-protocol` and `GET /health` answers it.
 /// Its changes are listed in `PROTOCOL.md` at the repository's root.
-pub const PROTOCOL_VERSION: &str = "1.3.3";
+pub const PROTOCOL_VERSION: &str = "1.4.0";
 
 /// The most mutations one `POST /push` may hold (`maxItems` of `PushRequest.mutations`
 /// in the OpenAPI document); more is 413. A server may accept fewer per push, also with
@@ -718,6 +743,7 @@ mod tests {
         assert!(!speaks_at_least("1.3", REPLACES_SINCE));
         assert!(!speaks_at_least("1.3.0", REPLACES_SINCE));
         assert!(speaks_at_least(PROTOCOL_VERSION, REPLACES_SINCE));
+        assert!(speaks_at_least(PROTOCOL_VERSION, TRANSACTIONS_SINCE));
     }
 
     #[test]

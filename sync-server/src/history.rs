@@ -582,6 +582,10 @@ impl History {
         canonical.dot = None;
         canonical.dots = None;
         canonical.dot_gaps = None;
+        // Nor is the transaction: a client may learn that the server takes it between a
+        // first delivery and its retry, or send a transaction again in parts without it
+        // (PROTOCOL.md TXN-1).
+        canonical.transaction = None;
         if let (Some(record), Some(added)) = (
             &mut canonical.record,
             self.added_since_origin.get(&m.entity_type),

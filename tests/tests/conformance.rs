@@ -169,6 +169,9 @@ enum Broken {
     /// Records never carry `life_since` (a server of 1.3.2 that says it speaks 1.3.3: a
     /// device takes a recreate for a restore and sends the earlier life's changes again).
     ForgetsLives,
+    /// `transaction` is dropped from pushes (a server of 1.3.3 that says it speaks
+    /// 1.4.0: a transaction is applied in part).
+    IgnoresTransactions,
     /// Allowed: a create must carry a clock for every `lww` field.
     StrictClocksOnCreate,
     /// Allowed: stamps more than one second in the future are refused.
@@ -232,6 +235,12 @@ impl Proxy {
                 }
                 Broken::IgnoresDots => {
                     changed |= m.as_object_mut().and_then(|o| o.remove("dot")).is_some();
+                }
+                Broken::IgnoresTransactions => {
+                    changed |= m
+                        .as_object_mut()
+                        .and_then(|o| o.remove("transaction"))
+                        .is_some();
                 }
                 Broken::IgnoresGaps => {
                     changed |= m
@@ -529,6 +538,7 @@ broken_servers! {
     ignores_dots: IgnoresDots => ["SUM-2", "SUM-3"];
     ignores_gaps: IgnoresGaps => ["SUM-3"];
     forgets_lives: ForgetsLives => ["SUM-4"];
+    ignores_transactions: IgnoresTransactions => ["TXN-1"];
     strict_clocks_on_create_conform: StrictClocksOnCreate => [];
     strict_future_bound_conforms: StrictFutureBound => [];
 }

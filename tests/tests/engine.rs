@@ -3686,6 +3686,97 @@ async fn a_transaction_reaches_the_server_in_one_push_whatever_the_batch_size() 
     assert!(on_server.contains_key(&p.id));
 }
 
+/// Issue "The app developer's side", item 1: a transaction one of whose items the server
+/// answers `conflict` is not applied in part (PROTOCOL.md TXN-1). Its other items are
+/// answered `transaction-aborted` and queued again, and go with the conflicted item's
+/// merge, as one transaction again: the like in it counts once, the task created with it
+/// arrives, nothing goes dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_a_conflict_stopped_goes_again_whole_with_the_merge() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let b = Device::new(&s.url);
+    let p = project();
+    let x = task(p.id, "x");
+    a.store().create(&p).unwrap();
+    a.store().create(&x).unwrap();
+    a.sync_until_quiet().await;
+    b.sync_until_quiet().await;
+    // B changes the price (a `manual` field); A, not knowing, changes it too, likes the
+    // task and adds another, in one transaction.
+    let mut on_b = b.store().get::<Task>(x.id).unwrap().unwrap();
+    on_b.price_cents = 200;
+    b.store().update(&on_b).unwrap();
+    b.sync_until_quiet().await;
+    let y = task(p.id, "created with the like");
+    a.store()
+        .transaction(|tx| {
+            let mut on_a = tx.get::<Task>(x.id)?.unwrap();
+            on_a.price_cents = 300;
+            on_a.likes += 2;
+            tx.update(&on_a)?;
+            tx.create(&y)
+        })
+        .unwrap();
+    a.faults.lock().unwrap().push_sizes.clear();
+    let r = a.sync().await;
+    assert_eq!(r.requeued, 1, "the create waited for the merge: {r:?}");
+    assert_eq!((r.conflicted, r.dead), (1, 0), "{r:?}");
+    assert_eq!(
+        a.faults.lock().unwrap().push_sizes,
+        [2, 2],
+        "sent again whole, with the merge"
+    );
+    assert!(a.store().outbox().unwrap().is_empty());
+    let on_server = server_records(&s.url).await;
+    assert_eq!(on_server[&y.id]["title"], "created with the like");
+    assert_eq!(on_server[&x.id]["likes"], 2, "the like counts once");
+    assert_eq!(
+        on_server[&x.id]["price_cents"], 200,
+        "B's price until A resolves"
+    );
+    assert_eq!(a.store().conflicts().unwrap().len(), 1);
+}
+
+/// A transaction with a value the server refuses waits whole for the user: the refused
+/// item and the others are dead, the server holds none of them (PROTOCOL.md TXN-1);
+/// retried, the same; discarded, the device is back to the server's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_with_a_refused_value_waits_whole_for_the_user() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    let bad = task(p.id, "its likes reach the server as text");
+    let good = task(p.id, "good");
+    a.store()
+        .transaction(|tx| {
+            tx.create(&p)?;
+            tx.create(&good)?;
+            tx.create(&bad)
+        })
+        .unwrap();
+    // A value the server refuses (another version of the app, say).
+    a.faults.lock().unwrap().poison = Some(bad.id);
+    let r = a.sync().await;
+    assert_eq!((r.dead, r.applied, r.requeued), (3, 0, 0), "{r:?}");
+    assert!(server_records(&s.url).await.is_empty());
+    let outbox = a.store().outbox().unwrap();
+    assert!(
+        outbox.iter().any(|i| i.entity_id == p.id
+            && i.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("Transaction aborted"))),
+        "{outbox:#?}"
+    );
+    assert_eq!(a.store().retry_dead().unwrap(), 3);
+    let r = a.sync().await;
+    assert_eq!(r.dead, 3, "retried whole, refused whole: {r:?}");
+    assert!(server_records(&s.url).await.is_empty());
+    assert_eq!(a.store().discard_dead().unwrap(), 3);
+    assert!(a.store().list::<Task>().unwrap().is_empty());
+    assert!(a.store().get::<Project>(p.id).unwrap().is_none());
+}
+
 /// A transaction larger than the server takes in one push (413 even at a batch of one)
 /// is sent in parts, not given up: nothing goes dead, and the server gets all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,7 @@ both_backends!(
     a_retry_rejected_as_unknown_record_is_evaluated_again,
     a_retry_evaluated_again_counts_as_its_first_delivery,
     a_retry_of_a_replaced_key_answers_with_the_mutation_that_carried_it,
+    a_transaction_is_applied_all_or_none,
 );
 
 async fn round_trip_every_merge_strategy(s: &TestServer) {
@@ -1065,4 +1066,131 @@ async fn a_retry_of_a_replaced_key_answers_with_the_mutation_that_carried_it(s: 
     long["replaces"] = json!(vec![""; 1]);
     let r = c.push(vec![long]).await;
     assert_eq!(r[0]["problem"]["pointer"], "/replaces", "{r:#?}");
+}
+
+/// `m` as a member of transaction `t` (PROTOCOL.md TXN-1).
+fn in_txn(mut m: Json, t: &str) -> Json {
+    m["transaction"] = json!(t);
+    m
+}
+
+fn statuses(r: &[Json]) -> Vec<String> {
+    r.iter()
+        .map(|x| match x["status"].as_str().unwrap() {
+            "rejected" => format!(
+                "rejected {}",
+                x["problem"]["type"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+            ),
+            s => s.to_string(),
+        })
+        .collect()
+}
+
+/// Issue "The app developer's side", item 1: the mutations of one transaction are
+/// applied all or none (TXN-1), even with other mutations between them; the ones not
+/// applied are answered `transaction-aborted` and, sent again, apply afresh; the one that
+/// failed keeps its own answer, with the record as it is without the transaction.
+async fn a_transaction_is_applied_all_or_none(s: &TestServer) {
+    let c = Client::new(&s.url, "token-a");
+    let (p, t1, t2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    // A value the server refuses dooms its transaction, and nothing else.
+    let (mp, mt1) = (in_txn(project_create(p, "P"), "tx-1"), task_create(t1, p));
+    let mut bad = in_txn(task_create(t2, p), "tx-1");
+    bad["record"]["title"] = json!("bad\u{0}title");
+    let r = c
+        .push(vec![
+            mp.clone(),
+            mt1.clone(),
+            in_txn(task_create(t2, p), "tx-2"),
+            bad,
+        ])
+        .await;
+    assert_eq!(
+        statuses(&r),
+        [
+            "rejected transaction-aborted",
+            "applied",
+            "applied",
+            "rejected invalid-record"
+        ],
+        "{r:#?}"
+    );
+    assert_eq!(r[0]["problem"]["status"], 409);
+    let detail = r[0]["problem"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(r[3]["idempotency_key"].as_str().unwrap()),
+        "the answer names the mutation that failed: {detail}"
+    );
+    let (changes, token) = c.pull_all(None, 100).await;
+    let ids: BTreeSet<String> = latest(&changes).into_keys().collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([t1.to_string(), t2.to_string()]),
+        "the aborted project is not there; the mutations between the transaction's are"
+    );
+    // The aborted mutation was not stored under its key: sent again, it applies.
+    let r = c.push(vec![mp.clone()]).await;
+    assert_eq!(statuses(&r), ["applied"], "{r:#?}");
+    // A conflict dooms its transaction too; the conflict's record is the one stored.
+    let r = c
+        .push(vec![
+            in_txn(task_update(t1, 1, json!({ "likes": { "add": 5 } })), "tx-3"),
+            in_txn(
+                task_update(t1, 1, json!({ "price_cents": { "set": 1, "base": 99 } })),
+                "tx-3",
+            ),
+        ])
+        .await;
+    assert_eq!(
+        statuses(&r),
+        ["rejected transaction-aborted", "conflict"],
+        "{r:#?}"
+    );
+    assert_eq!(
+        (
+            r[1]["server"]["version"].clone(),
+            r[1]["server"]["record"]["likes"].clone()
+        ),
+        (json!(1), json!(0)),
+        "the conflict shows the record without the rolled-back like: {r:#?}"
+    );
+    // Nothing of it reached the feed; a retry of the same push gets the same answers.
+    let (changes, _) = c.pull_all(Some(&token), 100).await;
+    assert_eq!(
+        changes
+            .iter()
+            .map(|c| c["entity_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        [p.to_string()],
+        "{changes:#?}"
+    );
+    // The transaction sent again whole, merged, applies whole: the like counts once.
+    let like = in_txn(task_update(t1, 1, json!({ "likes": { "add": 5 } })), "tx-4");
+    let price = in_txn(
+        task_update(t1, 1, json!({ "price_cents": { "set": 1, "base": 100 } })),
+        "tx-4",
+    );
+    let r = c.push(vec![like.clone(), price.clone()]).await;
+    assert_eq!(statuses(&r), ["applied", "applied"], "{r:#?}");
+    let r = c.push(vec![like, price]).await;
+    assert_eq!(
+        statuses(&r),
+        ["applied", "applied"],
+        "a retry replays: {r:#?}"
+    );
+    assert_eq!(r[1]["server"]["record"]["likes"], 5, "{r:#?}");
+    assert_eq!(r[1]["server"]["record"]["price_cents"], 1, "{r:#?}");
+    // `transaction` is not part of the idempotency hash: a retry that names it (the
+    // client learnt the server's protocol since) replays the first answer.
+    let first = task_update(t1, 3, json!({ "likes": { "add": 1 } }));
+    let r = c.push(vec![first.clone()]).await;
+    assert_eq!(statuses(&r), ["applied"], "{r:#?}");
+    let r = c.push(vec![in_txn(first, "tx-5")]).await;
+    assert_eq!(statuses(&r), ["applied"], "{r:#?}");
+    assert_eq!(r[0]["server"]["record"]["likes"], 6, "counted once: {r:#?}");
 }

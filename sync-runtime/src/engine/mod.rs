@@ -40,7 +40,7 @@ pub use http::HttpTransport;
 pub use transport::{Transport, TransportError};
 
 use crate::protocol::{
-    ChangesResponse, Mutation, Problem, PushRequest, PushResponse, SnapshotResponse,
+    ChangesResponse, Mutation, MutationResult, Problem, PushRequest, PushResponse, SnapshotResponse,
 };
 use crate::store::{
     EngineState, ItemOutcome, LocalStore, OutboxItem, PullProgress, REPLACES_MEMBER, Restart,
@@ -154,12 +154,37 @@ pub struct SyncReport {
     pub superseded: usize,
     /// Mutations the server rejected (now dead).
     pub dead: usize,
+    /// Mutations the server did not apply because another mutation of their transaction
+    /// was answered `conflict` (PROTOCOL.md TXN-1): queued again, to go with that one's
+    /// merge, all or none again.
+    pub requeued: usize,
     /// Records pulled and applied.
     pub pulled: usize,
     /// Whether the run took a snapshot.
     pub snapshot: bool,
     /// Why the run stopped early, if it did.
     pub paused: Option<PauseReason>,
+}
+
+impl SyncReport {
+    /// Counts one item's outcome.
+    fn count(&mut self, outcome: &ItemOutcome) {
+        match outcome {
+            ItemOutcome::Applied => self.applied += 1,
+            ItemOutcome::Merged => self.merged += 1,
+            ItemOutcome::Conflicted(_) => self.conflicted += 1,
+            ItemOutcome::Superseded(_) => self.superseded += 1,
+            ItemOutcome::Dead(_) => self.dead += 1,
+        }
+    }
+}
+
+/// Whether a push result is [`TRANSACTION_ABORTED`](crate::protocol::TRANSACTION_ABORTED):
+/// not applied because another mutation of its transaction was not.
+fn is_aborted(result: &MutationResult) -> bool {
+    matches!(result, MutationResult::Rejected { problem, .. }
+        if problem.problem_type.strip_prefix("https://syncgen.dev/problems/")
+            == Some(crate::protocol::TRANSACTION_ABORTED))
 }
 
 /// The result of [`SyncEngine::sync_now`].
@@ -205,10 +230,27 @@ impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
     }
 }
 
-/// The mutation of an outbox item; with its dot and dots (PROTOCOL.md SUM-2) if the
-/// server speaks them (`dots`), and the dot's `prev` and the record's gaps (SUM-3) if it
-/// takes them (`gaps`).
-fn to_mutation(item: &OutboxItem, dots: bool, replaces: bool, gaps: bool) -> Mutation {
+/// What of an outbox item's payload a server takes, by its protocol version.
+#[derive(Clone, Copy)]
+struct Speaks {
+    /// Dots and the record's dots (PROTOCOL.md SUM-2).
+    dots: bool,
+    /// `replaces` (IDEM-6).
+    replaces: bool,
+    /// A dot's `prev` and the record's gaps (SUM-3).
+    gaps: bool,
+    /// The item's transaction (TXN-1).
+    transactions: bool,
+}
+
+/// The mutation of an outbox item, with what of its payload the server takes (`speaks`).
+fn to_mutation(item: &OutboxItem, speaks: Speaks) -> Mutation {
+    let Speaks {
+        dots,
+        replaces,
+        gaps,
+        transactions,
+    } = speaks;
     let get = |k: &str| item.payload.get(k).cloned().filter(|v| !v.is_null());
     let dots_member = |k: &str| get(k).filter(|_| dots);
     Mutation {
@@ -240,6 +282,7 @@ fn to_mutation(item: &OutboxItem, dots: bool, replaces: bool, gaps: bool) -> Mut
         replaces: get(REPLACES_MEMBER)
             .filter(|_| replaces)
             .and_then(|r| serde_json::from_value(r).ok()),
+        transaction: crate::store::payload_txn(&item.payload).filter(|_| transactions),
     }
 }
 
@@ -406,10 +449,10 @@ impl<T: Transport> SyncEngine<T> {
             if batch.is_empty() {
                 return Ok(Step::Done(()));
             }
-            if batch
-                .iter()
-                .any(|i| i.payload.get(crate::store::DOT_MEMBER).is_some())
-            {
+            if batch.iter().any(|i| {
+                i.payload.get(crate::store::DOT_MEMBER).is_some()
+                    || crate::store::payload_txn(&i.payload).is_some()
+            }) {
                 self.learn_protocol().await;
             }
             let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
@@ -421,13 +464,13 @@ impl<T: Transport> SyncEngine<T> {
             }
             let request = PushRequest {
                 mutations: {
-                    let dots = self.store.server_speaks_dots();
-                    let replaces = self.store.server_takes_replaces();
-                    let gaps = self.store.server_takes_gaps();
-                    batch
-                        .iter()
-                        .map(|i| to_mutation(i, dots, replaces, gaps))
-                        .collect()
+                    let speaks = Speaks {
+                        dots: self.store.server_speaks_dots(),
+                        replaces: self.store.server_takes_replaces(),
+                        gaps: self.store.server_takes_gaps(),
+                        transactions: self.store.server_applies_transactions(),
+                    };
+                    batch.iter().map(|i| to_mutation(i, speaks)).collect()
                 },
             };
             let request = &request;
@@ -437,6 +480,11 @@ impl<T: Transport> SyncEngine<T> {
             {
                 Ok(response) => {
                     let mut answered = std::collections::BTreeSet::new();
+                    // Items of a transaction the server did not apply (PROTOCOL.md
+                    // TXN-1), and per such transaction whether the item that failed it
+                    // is dead.
+                    let mut aborted = Vec::new();
+                    let mut failed = std::collections::BTreeMap::new();
                     for item in &batch {
                         let Some(result) = response
                             .results
@@ -447,22 +495,48 @@ impl<T: Transport> SyncEngine<T> {
                             self.store.mark_unsent(&[item.id])?;
                             continue;
                         };
-                        if let Some(group) = crate::store::payload_txn(&item.payload) {
-                            answered.insert(group);
+                        let group = crate::store::payload_txn(&item.payload);
+                        if let Some(group) = &group {
+                            answered.insert(group.clone());
+                        }
+                        if is_aborted(result) {
+                            aborted.push((item, result));
+                            continue;
                         }
                         let outcome = self.store.apply_result(item, result)?;
                         tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, result = ?outcome, "pushed");
-                        match outcome {
-                            ItemOutcome::Applied => report.applied += 1,
-                            ItemOutcome::Merged => report.merged += 1,
-                            ItemOutcome::Conflicted(_) => report.conflicted += 1,
-                            ItemOutcome::Superseded(_) => report.superseded += 1,
-                            ItemOutcome::Dead(_) => report.dead += 1,
+                        if let Some(group) = group
+                            && !matches!(result, MutationResult::Applied { .. })
+                        {
+                            failed.insert(group, matches!(outcome, ItemOutcome::Dead(_)));
+                        }
+                        report.count(&outcome);
+                    }
+                    for (item, result) in aborted {
+                        let group = crate::store::payload_txn(&item.payload);
+                        let cause_is_dead = group.as_ref().and_then(|g| failed.get(g));
+                        if cause_is_dead == Some(&false) {
+                            // The item that failed its transaction goes again (merged
+                            // with the server's record, created again, or superseded by a
+                            // delete): so does this one, in the same transaction.
+                            tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, "its transaction was not applied; sent again with it");
+                            self.store.mark_unsent(&[item.id])?;
+                            report.requeued += 1;
+                        } else {
+                            // Dead with it: the transaction waits for the user, whole
+                            // (retried once the failing item is fixed or discarded).
+                            let outcome = self.store.apply_result(item, result)?;
+                            tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, result = ?outcome, "pushed");
+                            report.count(&outcome);
+                        }
+                        if let Some(group) = group {
+                            answered.remove(&group);
                         }
                     }
                     // The transactions this push carried reached the server whole; what
                     // of them is sent again from here on (a change merged after a
-                    // conflict) goes on its own.
+                    // conflict) goes on its own. A transaction the server did not apply
+                    // keeps its items together.
                     self.store.end_transactions(&answered)?;
                 }
                 Err(e @ TransportError::Unreachable(_)) => {

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use super::{MAX_IDEMPOTENCY_KEY_CHARS, PushRequest, json_pointer};
+use super::{MAX_IDEMPOTENCY_KEY_CHARS, MAX_TRANSACTION_ID_CHARS, PushRequest, json_pointer};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
@@ -34,8 +34,8 @@ pub struct BodyError {
 ///
 /// [`BodyError`] with status 400 if `bytes` is not JSON; 422 for a repeated member name, an
 /// unknown member, a member of the wrong type, `null` for `record`, `clocks`, `patch` or
-/// `hlc`, or an idempotency key that is empty or longer than
-/// [`MAX_IDEMPOTENCY_KEY_CHARS`].
+/// `hlc`, an idempotency key that is empty or longer than [`MAX_IDEMPOTENCY_KEY_CHARS`],
+/// or a transaction id that is empty or longer than [`MAX_TRANSACTION_ID_CHARS`].
 pub fn decode_push_request(bytes: &[u8]) -> Result<PushRequest, BodyError> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     let StrictJson(tree) = serde_path_to_error::deserialize(&mut json).map_err(|e| {
@@ -81,6 +81,22 @@ pub fn decode_push_request(bytes: &[u8]) -> Result<PushRequest, BodyError> {
                     "an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters; this one has {chars}"
                 ),
             });
+        }
+        if let Some(t) = &m.transaction {
+            let chars = t.chars().count();
+            if chars == 0 || chars > MAX_TRANSACTION_ID_CHARS {
+                return Err(BodyError {
+                    status: 422,
+                    pointer: json_pointer([
+                        "mutations".to_string(),
+                        i.to_string(),
+                        "transaction".to_string(),
+                    ]),
+                    detail: format!(
+                        "a transaction id has 1 to {MAX_TRANSACTION_ID_CHARS} characters; this one has {chars}"
+                    ),
+                });
+            }
         }
     }
     Ok(request)
@@ -255,6 +271,26 @@ mod tests {
         );
         assert!(decode_push_request(body(&"é".repeat(255)).as_bytes()).is_ok());
         assert_eq!(refusal(&body(&"k".repeat(256))).status, 422);
+    }
+
+    #[test]
+    fn transaction_ids_have_one_to_64_characters() {
+        let body = |t: &str| {
+            format!(
+                r#"{{"mutations": [{{"idempotency_key": "k", {M}, "op": "delete", "transaction": "{t}"}}]}}"#
+            )
+        };
+        let r = refusal(&body(""));
+        assert_eq!(
+            (r.status, r.pointer.as_str()),
+            (422, "/mutations/0/transaction")
+        );
+        let ok = decode_push_request(body(&"é".repeat(64)).as_bytes()).unwrap();
+        assert_eq!(
+            ok.mutations[0].transaction.as_deref(),
+            Some("é".repeat(64).as_str())
+        );
+        assert_eq!(refusal(&body(&"t".repeat(65))).status, 422);
     }
 
     /// Found by the `push_body` fuzz target: without serde_json's `float_roundtrip`, a

@@ -317,6 +317,9 @@ struct Inner {
     /// Whether the server speaks 1.3.3 or later (its records say when a life began:
     /// PROTOCOL.md SUM-4).
     server_marks_lives: std::sync::atomic::AtomicBool,
+    /// Whether the server speaks 1.4.0 or later: it applies a transaction's mutations
+    /// all or none (PROTOCOL.md TXN-1).
+    server_applies_transactions: std::sync::atomic::AtomicBool,
     /// Per record, the number of the last dot this session drew for it: the next dot's
     /// `prev` (PROTOCOL.md SUM-3). One entry per record this session gave a dot.
     last_dots: Mutex<std::collections::HashMap<(String, Uuid), u64>>,

@@ -2,7 +2,9 @@
 //! runs (built once), and the device's clock and identity.
 
 use super::*;
-use crate::protocol::{DOTS_SINCE, GAPS_SINCE, LIVES_SINCE, REPLACES_SINCE, speaks_at_least};
+use crate::protocol::{
+    DOTS_SINCE, GAPS_SINCE, LIVES_SINCE, REPLACES_SINCE, TRANSACTIONS_SINCE, speaks_at_least,
+};
 use const_format::concatcp;
 use sync_model::sql::meta;
 
@@ -149,6 +151,9 @@ impl StoreBuilder {
         let server_marks_lives = server_protocol
             .as_deref()
             .is_some_and(|v| speaks_at_least(v, LIVES_SINCE));
+        let server_applies_transactions = server_protocol
+            .as_deref()
+            .is_some_and(|v| speaks_at_least(v, TRANSACTIONS_SINCE));
         let store = LocalStore {
             inner: Arc::new(Inner {
                 engine_state: Mutex::new(EngineState::NotStarted),
@@ -159,6 +164,9 @@ impl StoreBuilder {
                 server_takes_replaces: std::sync::atomic::AtomicBool::new(server_takes_replaces),
                 server_takes_gaps: std::sync::atomic::AtomicBool::new(server_takes_gaps),
                 server_marks_lives: std::sync::atomic::AtomicBool::new(server_marks_lives),
+                server_applies_transactions: std::sync::atomic::AtomicBool::new(
+                    server_applies_transactions,
+                ),
                 last_dots: Mutex::new(std::collections::HashMap::new()),
                 txn_group: Mutex::new(None),
                 conn: Mutex::new(conn),
@@ -384,17 +392,22 @@ impl LocalStore {
         let replaces = speaks_at_least(version, REPLACES_SINCE);
         let gaps = speaks_at_least(version, GAPS_SINCE);
         let lives = speaks_at_least(version, LIVES_SINCE);
+        let transactions = speaks_at_least(version, TRANSACTIONS_SINCE);
         // Saved whenever what it allows changes (`note_current` reads the saved version).
         if self.inner.server_speaks_dots.load(Relaxed) != speaks
             || self.inner.server_takes_replaces.load(Relaxed) != replaces
             || self.inner.server_takes_gaps.load(Relaxed) != gaps
             || self.inner.server_marks_lives.load(Relaxed) != lives
+            || self.inner.server_applies_transactions.load(Relaxed) != transactions
         {
             meta_set(&self.conn(), SERVER_PROTOCOL_KEY, version)?;
             self.inner.server_speaks_dots.store(speaks, Relaxed);
             self.inner.server_takes_replaces.store(replaces, Relaxed);
             self.inner.server_takes_gaps.store(gaps, Relaxed);
             self.inner.server_marks_lives.store(lives, Relaxed);
+            self.inner
+                .server_applies_transactions
+                .store(transactions, Relaxed);
         }
         Ok(())
     }
@@ -414,6 +427,17 @@ impl LocalStore {
     pub fn server_takes_gaps(&self) -> bool {
         self.inner
             .server_takes_gaps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the server last said it speaks 1.4.0 or later
+    /// ([`LocalStore::observe_server_protocol`]): pushes then name each item's transaction,
+    /// and the server applies a transaction's mutations all or none
+    /// ([`Mutation::transaction`](crate::protocol::Mutation::transaction), PROTOCOL.md
+    /// TXN-1).
+    pub fn server_applies_transactions(&self) -> bool {
+        self.inner
+            .server_applies_transactions
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

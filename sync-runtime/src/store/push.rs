@@ -102,7 +102,9 @@ pub(crate) const REPLACES_MEMBER: &str = "replaces";
 /// `payload` (an item's body as JSON text or value) with `item`'s key added to the keys
 /// whose change it carries, after those `item` carried already (the oldest dropped past
 /// [`MAX_REPLACED_KEYS`](crate::protocol::MAX_REPLACED_KEYS)): the item was answered
-/// `conflict` or `unknown-record`, and `payload` sends its change again.
+/// `conflict` or `unknown-record`, and `payload` sends its change again. It stays in
+/// `item`'s transaction ([`TXN_MEMBER`]), if any: a server that did not apply the
+/// transaction (PROTOCOL.md TXN-1) gets it again whole, with this change in it.
 pub(crate) fn carrying(mut payload: Json, item: &OutboxItem) -> Json {
     let mut keys: Vec<Json> = item
         .payload
@@ -117,6 +119,9 @@ pub(crate) fn carrying(mut payload: Json, item: &OutboxItem) -> Json {
     keys.drain(..excess);
     if let Some(p) = payload.as_object_mut() {
         p.insert(REPLACES_MEMBER.into(), Json::Array(keys));
+        if let Some(group) = item.payload.get(TXN_MEMBER) {
+            p.insert(TXN_MEMBER.into(), group.clone());
+        }
     }
     payload
 }

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use sync_model::Entity;
 use sync_runtime::protocol::{
     Dot, DotGaps, Dots, Mutation, MutationOp, MutationResult, Problem, ServerRecord,
+    TRANSACTION_ABORTED,
 };
 use uuid::Uuid;
 

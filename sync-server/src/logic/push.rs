@@ -1,6 +1,8 @@
 //! `POST /push`: one mutation at a time, in order, each in the batch's transaction,
 //! including the rules for records whose tombstones were collected.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// A tombstone for a record the server no longer holds because garbage collection
@@ -200,11 +202,21 @@ pub(crate) async fn current_answer(
 /// finds the keys done and replays their results. A server error rolls the whole request
 /// back; the client retries it with the same keys, and nothing was applied twice.
 ///
+/// The mutations that name one [`Mutation::transaction`] are applied all or none
+/// (PROTOCOL.md TXN-1): a savepoint is taken before the first of them, and if one of
+/// them is answered other than `applied`, the push is rolled back to it and processed
+/// again from there without them. That one keeps its answer (stored under its key); the
+/// others are answered [`TRANSACTION_ABORTED`] (not stored: sent again, they are
+/// applied afresh), or with their stored result if an earlier push answered them.
+/// Mutations of other transactions, or of none, between them are processed again, so a
+/// client may interleave them as its dependency order needs.
+///
 /// `lens`: the translation of an older client's model (its mutations are already in
 /// the server's names; its members of fields dropped since go after each hash).
 ///
 /// Returns the results, and the key at which processing stopped if a key is still
-/// marked in flight by another server (the results before it are committed).
+/// marked in flight by another server (the results before it are committed; none of a
+/// transaction that was not complete there).
 pub(crate) async fn push_batch(
     state: &State,
     account: &str,
@@ -217,89 +229,303 @@ pub(crate) async fn push_batch(
     let mut last_seq = first_seq;
     let mut results = Vec::with_capacity(mutations.len());
     let mut in_flight = None;
-    for m in mutations {
-        let request_hash = hash(&state.history.canonical(m));
-        // Members of fields this server dropped go after the hash is taken (see
-        // `History::strip_dropped`).
-        // (An older client's members of fields dropped since its model, too.)
-        let stripped;
-        let m = if state.history.has_dropped(&m.entity_type) || lens.is_some() {
-            let mut copy = m.clone();
-            state.history.strip_dropped(&mut copy);
-            if let Some(lens) = lens {
-                lens.strip_gone(&mut copy);
-            }
-            stripped = copy;
-            &stripped
-        } else {
-            m
-        };
-        match key_state(state, &mut tx, account, m, &request_hash).await? {
-            KeyState::Answer(result) => results.push(*result),
-            KeyState::InFlight => {
+    // Each transaction's first and last mutation in the push.
+    let mut span: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (n, m) in mutations.iter().enumerate() {
+        if let Some(t) = m.transaction.as_deref() {
+            span.entry(t).or_insert((n, n)).1 = n;
+        }
+    }
+    // The transactions begun and not yet released, oldest first: their savepoints.
+    let mut open: Vec<OpenTransaction<'_>> = Vec::new();
+    // Transactions rolled back: the mutation that failed, and its answer.
+    let mut failed: HashMap<&str, Failed> = HashMap::new();
+    let mut n = 0;
+    while n < mutations.len() {
+        let m = &mutations[n];
+        let txn = m.transaction.as_deref();
+        if let Some(f) = txn.and_then(|t| failed.get(t)) {
+            let result = aborted_member(state, &mut tx, account, m, n, f).await?;
+            results.push(result);
+            n += 1;
+            continue;
+        }
+        if let Some(t) = txn
+            && span.get(t).is_some_and(|(first, _)| *first == n)
+        {
+            tx.execute(&format!("SAVEPOINT sync_txn_{n}"), &[]).await?;
+            open.push(OpenTransaction {
+                id: t,
+                start: n,
+                seq: last_seq,
+                done: false,
+            });
+        }
+        let outcome = process(state, &mut tx, account, model, lens, m, &mut last_seq).await?;
+        let (result, fresh) = match outcome {
+            Processed::InFlight => {
+                // Nothing of a transaction that is not complete stays.
+                if let Some(first) = open.first() {
+                    tx.execute(
+                        &format!("ROLLBACK TO SAVEPOINT sync_txn_{}", first.start),
+                        &[],
+                    )
+                    .await?;
+                    last_seq = first.seq;
+                    results.truncate(first.start);
+                }
                 in_flight = Some(m.idempotency_key.clone());
                 break;
             }
-            again @ (KeyState::New | KeyState::Abandoned | KeyState::Again(_)) => {
-                let with_first_dot;
-                let m = match again {
-                    KeyState::Again(Some(dot)) => {
-                        let mut copy = m.clone();
-                        copy.dot = Some(dot);
-                        with_first_dot = copy;
-                        &with_first_dot
-                    }
-                    _ => m,
-                };
-                let replaces_fit = m.replaces.as_ref().is_none_or(|keys| {
-                    keys.len() <= sync_runtime::protocol::MAX_REPLACED_KEYS
-                        && keys.iter().all(|k| {
-                            (1..=sync_runtime::protocol::MAX_IDEMPOTENCY_KEY_CHARS)
-                                .contains(&k.chars().count())
-                        })
-                });
-                let result = if !replaces_fit {
-                    MutationResult::Rejected {
-                        idempotency_key: m.idempotency_key.clone(),
-                        problem: Problem::new(
-                            "invalid-mutation",
-                            "Invalid mutation",
-                            422,
-                            format!(
-                                "`replaces` holds at most {} idempotency keys of 1 to {} characters",
-                                sync_runtime::protocol::MAX_REPLACED_KEYS,
-                                sync_runtime::protocol::MAX_IDEMPOTENCY_KEY_CHARS
-                            ),
-                        )
-                        .at("/replaces"),
-                    }
-                } else {
-                    match apply(state, &mut tx, account, model, m, &mut last_seq).await {
-                        Ok(result) => result,
-                        // A value that does not fit its column: this mutation's own problem,
-                        // answered like any rejection (nothing of it was written: `write`
-                        // encodes every value before its first statement).
-                        Err(ServerError::BadRecord(msg)) => rejected(
-                            &m.idempotency_key,
-                            422,
-                            "invalid-record",
-                            "Invalid record",
-                            msg,
-                        ),
-                        Err(e) => return Err(e),
-                    }
-                };
-                store_result(state, &mut tx, account, m, &request_hash, &result).await?;
-                store_replaced(state, &mut tx, account, m, &result).await?;
-                results.push(result);
-            }
+            Processed::Answered(result) => (result, None),
+            Processed::Fresh {
+                m,
+                request_hash,
+                result,
+            } => (result, Some((m, request_hash))),
+        };
+        if let Some(t) = txn
+            && !matches!(result, MutationResult::Applied { .. })
+            && let Some(at) = open.iter().position(|o| o.id == t)
+        {
+            // TXN-1: nothing of the transaction stays; the push goes on from its start.
+            let o = &open[at];
+            let start = o.start;
+            tx.execute(&format!("ROLLBACK TO SAVEPOINT sync_txn_{start}"), &[])
+                .await?;
+            tx.execute(&format!("RELEASE SAVEPOINT sync_txn_{start}"), &[])
+                .await?;
+            last_seq = o.seq;
+            open.truncate(at);
+            results.truncate(start);
+            failed.insert(
+                t,
+                Failed {
+                    at: n,
+                    result,
+                    fresh: fresh.map(|(m, hash)| (m.into_owned(), hash)),
+                },
+            );
+            n = start;
+            continue;
         }
+        if let Some((m, request_hash)) = &fresh {
+            store_result(state, &mut tx, account, m, request_hash, &result).await?;
+            store_replaced(state, &mut tx, account, m, &result).await?;
+        }
+        results.push(result);
+        if let Some(t) = txn
+            && span.get(t).is_some_and(|(_, last)| *last == n)
+            && let Some(o) = open.iter_mut().find(|o| o.id == t)
+        {
+            o.done = true;
+        }
+        // Savepoints end in the order they were taken: a transaction's is released
+        // once it and every one begun after it are complete.
+        while open.last().is_some_and(|o| o.done) {
+            let o = open.pop().expect("checked");
+            tx.execute(&format!("RELEASE SAVEPOINT sync_txn_{}", o.start), &[])
+                .await?;
+        }
+        n += 1;
     }
     if last_seq != first_seq {
         save_seq(&mut tx, &state.sql, account, last_seq).await?;
     }
     tx.commit().await?;
     Ok((results, in_flight))
+}
+
+/// A transaction of a push whose savepoint is taken ([`push_batch`]).
+struct OpenTransaction<'m> {
+    /// Its id ([`Mutation::transaction`]).
+    id: &'m str,
+    /// The index of its first mutation (its savepoint is `sync_txn_<start>`).
+    start: usize,
+    /// The account's counter when it began.
+    seq: i64,
+    /// Its last mutation is applied.
+    done: bool,
+}
+
+/// A transaction of a push that was rolled back ([`push_batch`]).
+struct Failed {
+    /// The index of the mutation that was not applied.
+    at: usize,
+    /// Its answer.
+    result: MutationResult,
+    /// For a mutation processed in this push (not answered from its key): the mutation
+    /// as processed and its hash, to store the answer under its key once rolled back.
+    fresh: Option<(Mutation, String)>,
+}
+
+/// One mutation of a push, processed ([`process`]).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per mutation, moved once; boxing would allocate per mutation"
+)]
+enum Processed<'m> {
+    /// Answered from its key's stored result (or refused for a key reused): nothing
+    /// to store.
+    Answered(MutationResult),
+    /// Processed now: the result is to be stored under its key, with `m` (the mutation
+    /// as processed: members of dropped fields taken out, the dot of a first delivery
+    /// put back) and its hash.
+    Fresh {
+        m: std::borrow::Cow<'m, Mutation>,
+        request_hash: String,
+        result: MutationResult,
+    },
+    /// Its key is in flight on another server: the push stops here.
+    InFlight,
+}
+
+/// Processes one mutation of a push in its transaction: its key's state, then its
+/// change ([`apply`]), or the answer its key already has. Stores nothing under the key.
+async fn process<'m>(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    model: ClientModel,
+    lens: Option<&crate::history::Lens>,
+    m: &'m Mutation,
+    last_seq: &mut i64,
+) -> Result<Processed<'m>, ServerError> {
+    use std::borrow::Cow;
+    let request_hash = hash(&state.history.canonical(m));
+    // Members of fields this server dropped go after the hash is taken (see
+    // `History::strip_dropped`).
+    // (An older client's members of fields dropped since its model, too.)
+    let mut m = Cow::Borrowed(m);
+    if state.history.has_dropped(&m.entity_type) || lens.is_some() {
+        let copy = m.to_mut();
+        state.history.strip_dropped(copy);
+        if let Some(lens) = lens {
+            lens.strip_gone(copy);
+        }
+    }
+    match key_state(state, tx, account, &m, &request_hash).await? {
+        KeyState::Answer(result) => Ok(Processed::Answered(*result)),
+        KeyState::InFlight => Ok(Processed::InFlight),
+        again @ (KeyState::New | KeyState::Abandoned | KeyState::Again(_)) => {
+            if let KeyState::Again(Some(dot)) = again {
+                m.to_mut().dot = Some(dot);
+            }
+            let result = match invalid_members(&m) {
+                Some(problem) => MutationResult::Rejected {
+                    idempotency_key: m.idempotency_key.clone(),
+                    problem,
+                },
+                None => match apply(state, tx, account, model, &m, last_seq).await {
+                    Ok(result) => result,
+                    // A value that does not fit its column: this mutation's own problem,
+                    // answered like any rejection (nothing of it was written: `write`
+                    // encodes every value before its first statement).
+                    Err(ServerError::BadRecord(msg)) => rejected(
+                        &m.idempotency_key,
+                        422,
+                        "invalid-record",
+                        "Invalid record",
+                        msg,
+                    ),
+                    Err(e) => return Err(e),
+                },
+            };
+            Ok(Processed::Fresh {
+                m,
+                request_hash,
+                result,
+            })
+        }
+    }
+}
+
+/// The problem of a mutation whose `replaces` or `transaction` is out of bounds.
+fn invalid_members(m: &Mutation) -> Option<Problem> {
+    use sync_runtime::protocol::{
+        MAX_IDEMPOTENCY_KEY_CHARS, MAX_REPLACED_KEYS, MAX_TRANSACTION_ID_CHARS,
+    };
+    let invalid = |member: &str, detail: String| {
+        Some(Problem::new("invalid-mutation", "Invalid mutation", 422, detail).at(member))
+    };
+    let replaces_fit = m.replaces.as_ref().is_none_or(|keys| {
+        keys.len() <= MAX_REPLACED_KEYS
+            && keys
+                .iter()
+                .all(|k| (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&k.chars().count()))
+    });
+    if !replaces_fit {
+        return invalid(
+            "/replaces",
+            format!(
+                "`replaces` holds at most {MAX_REPLACED_KEYS} idempotency keys of 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+            ),
+        );
+    }
+    let transaction_fits = m
+        .transaction
+        .as_ref()
+        .is_none_or(|t| (1..=MAX_TRANSACTION_ID_CHARS).contains(&t.chars().count()));
+    if !transaction_fits {
+        return invalid(
+            "/transaction",
+            format!("`transaction` is 1 to {MAX_TRANSACTION_ID_CHARS} characters"),
+        );
+    }
+    None
+}
+
+/// The answer to mutation `n` of a transaction rolled back because of mutation `f.at`
+/// (TXN-1), once the push is rolled back to the transaction's start: that mutation's
+/// own answer (stored under its key if it was processed in this push; a conflict with
+/// the record as it is after the rollback), an answer its key already had, or
+/// [`TRANSACTION_ABORTED`].
+async fn aborted_member(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    n: usize,
+    f: &Failed,
+) -> Result<MutationResult, ServerError> {
+    if n == f.at {
+        let Some((processed, request_hash)) = &f.fresh else {
+            return Ok(f.result.clone());
+        };
+        let mut result = f.result.clone();
+        if let MutationResult::Conflict { server, .. } = &mut result {
+            // The record it was compared with may hold a change of the transaction that
+            // is gone now.
+            if let MutationResult::Conflict { server: now, .. } =
+                current_answer(state, tx, account, processed, 409).await?
+            {
+                *server = now;
+            }
+        }
+        store_result(state, tx, account, processed, request_hash, &result).await?;
+        store_replaced(state, tx, account, processed, &result).await?;
+        return Ok(result);
+    }
+    // Answered by an earlier push already (a retry): that answer stands.
+    let request_hash = hash(&state.history.canonical(m));
+    if let KeyState::Answer(result) = key_state(state, tx, account, m, &request_hash).await? {
+        return Ok(*result);
+    }
+    let failing = match &f.result {
+        MutationResult::Conflict { .. } => "answered `conflict`",
+        _ => "rejected",
+    };
+    Ok(rejected(
+        &m.idempotency_key,
+        409,
+        TRANSACTION_ABORTED,
+        "Transaction aborted",
+        format!(
+            "not applied: the mutation `{}` of transaction `{}` was {failing}, and a transaction is applied all or none (TXN-1); send it again with the rest of its transaction",
+            f.result.idempotency_key(),
+            m.transaction.as_deref().unwrap_or_default()
+        ),
+    ))
 }
 
 /// Applies one mutation in the push's transaction (the account's counter locked, the
