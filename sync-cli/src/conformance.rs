@@ -1653,9 +1653,10 @@ fn rejected_alone(
 }
 
 /// TXN-1: the mutations of one transaction apply all or none. Three creates, the first
-/// and third of one transaction, the third of a live record (a `conflict`, CREATE-2):
-/// the first is rejected `transaction-aborted` and stored nowhere, the second (of no
-/// transaction) applies; the first sent again alone applies (its key was not spent).
+/// two of one transaction, the second of a live record (a `conflict`, CREATE-2), the
+/// third of no transaction: the first is rejected `transaction-aborted` and stored
+/// nowhere, the third applies; the first sent again alone applies (its key was not
+/// spent).
 fn transactions(cx: &Ctx) -> Checked {
     let r = cx.c.call(reqwest::Method::GET, "/health", None, None)?;
     let protocol = r.body["protocol"].as_str().unwrap_or_default();
@@ -1670,14 +1671,14 @@ fn transactions(cx: &Ctx) -> Checked {
     let Some(first) = cx.created.first() else {
         return Ok(Outcome::Skip(NOTHING_CREATED.into()));
     };
-    let ids = [Uuid::now_v7(), Uuid::now_v7(), first.id];
+    let ids = [Uuid::now_v7(), first.id, Uuid::now_v7()];
     let transaction = format!("conformance-{}", Uuid::new_v4());
     let mut ms: Vec<Json> = ids
         .iter()
         .map(|id| cx.w.create(first.entity, *id, first.variant))
         .collect();
     ms[0]["transaction"] = json!(transaction);
-    ms[2]["transaction"] = json!(transaction);
+    ms[1]["transaction"] = json!(transaction);
     let aborted = ms[0].clone();
     if let Some(e) = cx
         .model
@@ -1687,7 +1688,7 @@ fn transactions(cx: &Ctx) -> Checked {
     {
         cx.made
             .borrow_mut()
-            .extend(ids[..2].iter().map(|id| (e, *id)));
+            .extend([ids[0], ids[2]].map(|id| (e, id)));
     }
     let r = cx.c.push(cx.token(), ms)?;
     let status = |x: &Json| match x["status"].as_str() {
@@ -1703,9 +1704,9 @@ fn transactions(cx: &Ctx) -> Checked {
         other => other.unwrap_or("?").to_string(),
     };
     let got: Vec<String> = r.iter().map(status).collect();
-    if got != ["rejected transaction-aborted", "applied", "conflict"] {
+    if got != ["rejected transaction-aborted", "conflict", "applied"] {
         return Ok(Outcome::Fail(format!(
-            "a transaction whose second mutation is a conflict, with a mutation of no transaction between: expected [rejected transaction-aborted, applied, conflict], got {got:?}"
+            "a transaction whose second mutation is a conflict, then a mutation of no transaction: expected [rejected transaction-aborted, conflict, applied], got {got:?}"
         )));
     }
     if cx

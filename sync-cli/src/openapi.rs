@@ -18,8 +18,9 @@ use serde_json::{Map, Value as Json, json};
 use sync_model::{Entity, Field, MergeStrategy, Model, ScalarType, TypeKind};
 use sync_runtime::protocol::{
     CHANGE_TOKEN_PATTERN, ChangesResponse, DEFAULT_MAX_PUSH_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS,
-    MAX_PAGE_LIMIT, MAX_PUSH_MUTATIONS, MAX_REPLACED_KEYS, PROTOCOL_VERSION, Problem, PushRequest,
-    PushResponse, SNAPSHOT_CURSOR_PATTERN, SnapshotResponse,
+    MAX_PAGE_LIMIT, MAX_PUSH_MUTATIONS, MAX_REPLACED_KEYS, MAX_TRANSACTION_ID_CHARS,
+    PROTOCOL_VERSION, Problem, PushRequest, PushResponse, SNAPSHOT_CURSOR_PATTERN,
+    SnapshotResponse,
 };
 
 /// The component name of an entity's schemas: `Task` -> `TaskRecord`, `TaskPatch`, ...
@@ -222,6 +223,12 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 "maxItems": MAX_REPLACED_KEYS,
                 "items": { "type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS },
                 "description": "Idempotency keys of earlier mutations of this record, answered `conflict` or rejected as `unknown-record`, whose change this one carries; once it is applied, a retry of any of them is answered with its result (PROTOCOL.md IDEM-6). Sent only to servers of protocol 1.3.1 or later."
+            },
+            "transaction": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_TRANSACTION_ID_CHARS,
+                "description": "The local transaction this mutation was committed in (opaque). The mutations of a push from the first to the last of one transaction, with what lies between them and the transactions overlapping them, are applied all or none: if one is answered `conflict` or rejected, each of the others is rejected with problem `transaction-aborted` (409), not stored under its key (PROTOCOL.md TXN-1). Not part of the idempotency hash. Sent only to servers of protocol 1.4.0 or later."
             }
         });
         for (k, v) in members.as_object().into_iter().flatten() {
@@ -775,7 +782,7 @@ pub(crate) fn openapi_without_fingerprint(
             "schema": { "type": "string" }
         },
         "SyncProtocol": {
-            "description": "The sync protocol version the server speaks (`x-syncgen-protocol`). From 1.3.0 on, it accepts a mutation's `dot` and `dots`, from 1.3.2 on a dot's `prev` and a create's `dot_gaps`; clients send them only to such a server.",
+            "description": "The sync protocol version the server speaks (`x-syncgen-protocol`). From 1.3.0 on, it accepts a mutation's `dot` and `dots`, from 1.3.2 on a dot's `prev` and a create's `dot_gaps`, from 1.4.0 on its `transaction`; clients send them only to such a server.",
             "schema": { "type": "string" }
         },
         "WwwAuthenticate": {

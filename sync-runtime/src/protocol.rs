@@ -173,10 +173,11 @@ pub struct Mutation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<Vec<String>>,
     /// The local transaction this mutation was committed in (1 to
-    /// [`MAX_TRANSACTION_ID_CHARS`] characters, opaque): consecutive mutations of a push
-    /// that name the same transaction are applied all or none (PROTOCOL.md TXN-1). If one
-    /// of them is answered `conflict` or rejected, nothing of the others is kept, and each
-    /// of them is rejected as [`TRANSACTION_ABORTED`]. Sent only to servers of protocol
+    /// [`MAX_TRANSACTION_ID_CHARS`] characters, opaque): the mutations of a push from the
+    /// first to the last that name the same transaction (with what lies between them and
+    /// the transactions overlapping them) are applied all or none (PROTOCOL.md TXN-1). If
+    /// one of them is answered `conflict` or rejected, nothing of the others is kept, and
+    /// each of them is rejected as [`TRANSACTION_ABORTED`]. Sent only to servers of protocol
     /// 1.4.0 or later ([`TRANSACTIONS_SINCE`]); not part of the idempotency hash (a
     /// client may send a transaction too large for one push in parts, without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

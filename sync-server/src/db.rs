@@ -336,6 +336,24 @@ impl Tx<'_> {
         }
     }
 
+    /// Runs a statement without arguments that is not kept in the statement caches
+    /// (savepoints: frequent, cheap to parse, and they would push the hot queries out).
+    pub(crate) async fn execute_uncached(&mut self, sql: &str) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            Tx::Postgres(tx) => {
+                let tx = tx
+                    .as_mut()
+                    .ok_or_else(|| DbError::Invalid("transaction already finished".into()))?;
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                    .persistent(false)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
     pub(crate) async fn commit(mut self) -> Result<(), DbError> {
         match &mut self {
             Tx::Sqlite(conn) => Ok(conn.execute_batch("COMMIT")?),

@@ -39,6 +39,9 @@ struct Faults {
     push_sizes: Vec<usize>,
     /// Answer the next N pushes 413 (the server finds them too large).
     too_large: usize,
+    /// Behave as a server of this older protocol: its version in the header, and a push
+    /// naming a `transaction` refused 422 (an unknown member, WIRE-1).
+    older_protocol: Option<&'static str>,
 }
 
 struct Faulty {
@@ -110,6 +113,15 @@ impl Transport for Faulty {
                     problem: None,
                 });
             }
+        }
+        if self.faults.lock().unwrap().older_protocol.is_some()
+            && request.mutations.iter().any(|m| m.transaction.is_some())
+        {
+            return Err(TransportError::Http {
+                status: 422,
+                retry_after: None,
+                problem: None,
+            });
         }
         if let Some(n) = self.faults.lock().unwrap().pushes_left.as_mut() {
             if *n == 0 {
@@ -184,7 +196,11 @@ impl Transport for Faulty {
     }
 
     fn server_protocol(&self) -> Option<String> {
-        self.server().server_protocol()
+        let older = self.faults.lock().unwrap().older_protocol;
+        match older {
+            Some(v) => Some(v.to_string()),
+            None => self.server().server_protocol(),
+        }
     }
 }
 
@@ -3775,6 +3791,35 @@ async fn a_transaction_with_a_refused_value_waits_whole_for_the_user() {
     assert_eq!(a.store().discard_dead().unwrap(), 3);
     assert!(a.store().list::<Task>().unwrap().is_empty());
     assert!(a.store().get::<Project>(p.id).unwrap().is_none());
+}
+
+/// Review finding: a device that learnt the server applies transactions (1.4.0), then
+/// reaches a server of 1.3.3 (a deployment rolled back), gets 422 for the member that
+/// server does not know. The push goes again without it; nothing goes dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_pushed_to_a_server_rolled_back_to_an_older_protocol_goes_again() {
+    let s = server().await;
+    let a = Device::new(&s.url);
+    let p = project();
+    a.store().create(&p).unwrap();
+    a.sync_until_quiet().await;
+    assert!(a.store().server_applies_transactions());
+    let t = task(p.id, "in a transaction");
+    a.store()
+        .transaction(|tx| {
+            tx.create(&t)?;
+            let mut renamed = p.clone();
+            renamed.name = "renamed".into();
+            tx.update(&renamed).map(|_| ())
+        })
+        .unwrap();
+    a.faults.lock().unwrap().older_protocol = Some("1.3.3");
+    let r = a.sync_until_quiet().await;
+    assert_eq!((r.dead, r.applied), (0, 2), "{r:?}");
+    assert!(!a.store().server_applies_transactions());
+    let on_server = server_records(&s.url).await;
+    assert_eq!(on_server[&t.id]["title"], "in a transaction");
+    assert_eq!(on_server[&p.id]["name"], "renamed");
 }
 
 /// A transaction larger than the server takes in one push (413 even at a batch of one)

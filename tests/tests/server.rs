@@ -1098,41 +1098,57 @@ fn statuses(r: &[Json]) -> Vec<String> {
 async fn a_transaction_is_applied_all_or_none(s: &TestServer) {
     let c = Client::new(&s.url, "token-a");
     let (p, t1, t2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    // A value the server refuses dooms its transaction, and nothing else.
+    // A value the server refuses dooms its transaction, with whatever lies between its
+    // mutations (a mutation of no transaction, one of another transaction): a unit.
     let (mp, mt1) = (in_txn(project_create(p, "P"), "tx-1"), task_create(t1, p));
-    let mut bad = in_txn(task_create(t2, p), "tx-1");
+    let mt2 = in_txn(task_create(t2, p), "tx-2");
+    let mut bad = in_txn(task_create(Uuid::now_v7(), p), "tx-1");
     bad["record"]["title"] = json!("bad\u{0}title");
     let r = c
-        .push(vec![
-            mp.clone(),
-            mt1.clone(),
-            in_txn(task_create(t2, p), "tx-2"),
-            bad,
-        ])
+        .push(vec![mp.clone(), mt1.clone(), mt2.clone(), bad.clone()])
         .await;
     assert_eq!(
         statuses(&r),
         [
             "rejected transaction-aborted",
-            "applied",
-            "applied",
+            "rejected transaction-aborted",
+            "rejected transaction-aborted",
             "rejected invalid-record"
         ],
         "{r:#?}"
     );
     assert_eq!(r[0]["problem"]["status"], 409);
-    let detail = r[0]["problem"]["detail"].as_str().unwrap();
+    let detail = r[1]["problem"]["detail"].as_str().unwrap();
     assert!(
-        detail.contains(r[3]["idempotency_key"].as_str().unwrap()),
+        detail.contains(bad["idempotency_key"].as_str().unwrap()),
         "the answer names the mutation that failed: {detail}"
     );
     let (changes, token) = c.pull_all(None, 100).await;
-    let ids: BTreeSet<String> = latest(&changes).into_keys().collect();
-    assert_eq!(
-        ids,
-        BTreeSet::from([t1.to_string(), t2.to_string()]),
-        "the aborted project is not there; the mutations between the transaction's are"
+    assert!(
+        changes.is_empty(),
+        "nothing of the unit was kept: {changes:#?}"
     );
+    // Overlapping transactions are one unit: `T U plain T U`, U's last one refused.
+    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let mut layout: Vec<Json> = ids.iter().map(|id| task_create(*id, p)).collect();
+    for (k, t) in [(0, "T"), (1, "U"), (3, "T"), (4, "U")] {
+        layout[k] = in_txn(layout[k].clone(), t);
+    }
+    layout[4]["record"]["title"] = json!("bad\u{0}title");
+    let r = c.push(layout).await;
+    assert_eq!(
+        statuses(&r)[..4],
+        ["rejected transaction-aborted"; 4],
+        "{r:#?}"
+    );
+    let (changes, token) = c.pull_all(Some(&token), 100).await;
+    assert!(
+        changes.is_empty(),
+        "nothing of the unit was kept: {changes:#?}"
+    );
+    // Sent again without the refused one, the unit applies; the keys were not spent.
+    let r = c.push(vec![mt1.clone(), mt2.clone()]).await;
+    assert_eq!(statuses(&r), ["applied", "applied"], "{r:#?}");
     // The aborted mutation was not stored under its key: sent again, it applies.
     let r = c.push(vec![mp.clone()]).await;
     assert_eq!(statuses(&r), ["applied"], "{r:#?}");
@@ -1159,14 +1175,14 @@ async fn a_transaction_is_applied_all_or_none(s: &TestServer) {
         (json!(1), json!(0)),
         "the conflict shows the record without the rolled-back like: {r:#?}"
     );
-    // Nothing of it reached the feed; a retry of the same push gets the same answers.
+    // Nothing of it reached the feed: only the creates sent again since.
     let (changes, _) = c.pull_all(Some(&token), 100).await;
     assert_eq!(
         changes
             .iter()
             .map(|c| c["entity_id"].as_str().unwrap().to_string())
             .collect::<Vec<_>>(),
-        [p.to_string()],
+        [t1.to_string(), t2.to_string(), p.to_string()],
         "{changes:#?}"
     );
     // The transaction sent again whole, merged, applies whole: the like counts once.

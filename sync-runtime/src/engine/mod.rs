@@ -155,8 +155,9 @@ pub struct SyncReport {
     /// Mutations the server rejected (now dead).
     pub dead: usize,
     /// Mutations the server did not apply because another mutation of their transaction
-    /// was answered `conflict` (PROTOCOL.md TXN-1): queued again, to go with that one's
-    /// merge, all or none again.
+    /// (or of one beside it in the push) was answered `conflict` or rejected (PROTOCOL.md
+    /// TXN-1): queued again, to go with that one's merge, all or none again. (Those of
+    /// the transaction of a mutation that is dead now are dead with it.)
     pub requeued: usize,
     /// Records pulled and applied.
     pub pulled: usize,
@@ -231,7 +232,7 @@ impl<T: Transport> std::fmt::Debug for SyncEngine<T> {
 }
 
 /// What of an outbox item's payload a server takes, by its protocol version.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Speaks {
     /// Dots and the record's dots (PROTOCOL.md SUM-2).
     dots: bool,
@@ -436,6 +437,16 @@ impl<T: Transport> SyncEngine<T> {
         }
     }
 
+    /// What of an outbox item's payload the server takes, as the store last learnt.
+    fn speaks(&self) -> Speaks {
+        Speaks {
+            dots: self.store.server_speaks_dots(),
+            replaces: self.store.server_takes_replaces(),
+            gaps: self.store.server_takes_gaps(),
+            transactions: self.store.server_applies_transactions(),
+        }
+    }
+
     async fn upload(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
         let mut batch_size = self.config.batch_size.max(1);
         loop {
@@ -462,16 +473,9 @@ impl<T: Transport> SyncEngine<T> {
                     retry_at.remove(id);
                 }
             }
+            let speaks = self.speaks();
             let request = PushRequest {
-                mutations: {
-                    let speaks = Speaks {
-                        dots: self.store.server_speaks_dots(),
-                        replaces: self.store.server_takes_replaces(),
-                        gaps: self.store.server_takes_gaps(),
-                        transactions: self.store.server_applies_transactions(),
-                    };
-                    batch.iter().map(|i| to_mutation(i, speaks)).collect()
-                },
+                mutations: batch.iter().map(|i| to_mutation(i, speaks)).collect(),
             };
             let request = &request;
             match self
@@ -508,18 +512,30 @@ impl<T: Transport> SyncEngine<T> {
                         if let Some(group) = group
                             && !matches!(result, MutationResult::Applied { .. })
                         {
-                            failed.insert(group, matches!(outcome, ItemOutcome::Dead(_)));
+                            // Dead if any item that failed it is (an item answered from
+                            // its key with an old refusal, beside the one that failed now).
+                            *failed.entry(group).or_insert(false) |=
+                                matches!(outcome, ItemOutcome::Dead(_));
                         }
                         report.count(&outcome);
                     }
+                    // A server that aborts without a failing answer is answered with
+                    // dead items rather than a loop.
+                    let any_failed = response
+                        .results
+                        .iter()
+                        .any(|r| !is_aborted(r) && !matches!(r, MutationResult::Applied { .. }));
                     for (item, result) in aborted {
                         let group = crate::store::payload_txn(&item.payload);
                         let cause_is_dead = group.as_ref().and_then(|g| failed.get(g));
-                        if cause_is_dead == Some(&false) {
-                            // The item that failed its transaction goes again (merged
-                            // with the server's record, created again, or superseded by a
-                            // delete): so does this one, in the same transaction.
-                            tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, "its transaction was not applied; sent again with it");
+                        if any_failed && cause_is_dead != Some(&true) {
+                            // Not applied because its unit failed (TXN-1): a mutation of
+                            // its transaction, or of one beside it in the push. The one
+                            // that failed goes again (merged with the server's record,
+                            // created again, superseded by a delete) or waits dead with
+                            // its own transaction: this one goes again, in its
+                            // transaction if it has one.
+                            tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, "its transaction was not applied; sent again");
                             self.store.mark_unsent(&[item.id])?;
                             report.requeued += 1;
                         } else {
@@ -556,6 +572,16 @@ impl<T: Transport> SyncEngine<T> {
                     // are valid, they wait.
                     self.store.mark_unsent(&ids)?;
                     return Ok(Step::Pause(self.pause_for(&e)));
+                }
+                Err(TransportError::Http { status: 422, .. }) if self.speaks() != speaks => {
+                    // The response said the server speaks an older protocol than the
+                    // push assumed (a deployment rolled back, or a load balancer in
+                    // front of two versions): it refused a member it does not know. Sent
+                    // again without it, not given up.
+                    tracing::warn!(
+                        "the server speaks an older protocol than the push assumed; sending it again"
+                    );
+                    self.store.mark_unsent(&ids)?;
                 }
                 Err(TransportError::Http { status: 413, .. }) if batch.len() > 1 => {
                     self.store.mark_unsent(&ids)?;

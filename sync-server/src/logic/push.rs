@@ -202,21 +202,20 @@ pub(crate) async fn current_answer(
 /// finds the keys done and replays their results. A server error rolls the whole request
 /// back; the client retries it with the same keys, and nothing was applied twice.
 ///
-/// The mutations that name one [`Mutation::transaction`] are applied all or none
-/// (PROTOCOL.md TXN-1): a savepoint is taken before the first of them, and if one of
-/// them is answered other than `applied`, the push is rolled back to it and processed
-/// again from there without them. That one keeps its answer (stored under its key); the
-/// others are answered [`TRANSACTION_ABORTED`] (not stored: sent again, they are
-/// applied afresh), or with their stored result if an earlier push answered them.
-/// Mutations of other transactions, or of none, between them are processed again, so a
-/// client may interleave them as its dependency order needs.
+/// Transactions (PROTOCOL.md TXN-1): the mutations from the first to the last of one
+/// [`Mutation::transaction`] (with whatever lies between them, and the transactions
+/// overlapping that range) are one unit, applied all or none under a savepoint. If one
+/// of them is answered other than `applied`, the unit is rolled back: that one keeps
+/// its answer (stored under its key), mutations an earlier push decided keep their
+/// stored answer, and the others are answered [`TRANSACTION_ABORTED`] (not stored: sent
+/// again, they are applied afresh). A transaction of one mutation needs no savepoint.
 ///
 /// `lens`: the translation of an older client's model (its mutations are already in
 /// the server's names; its members of fields dropped since go after each hash).
 ///
 /// Returns the results, and the key at which processing stopped if a key is still
 /// marked in flight by another server (the results before it are committed; none of a
-/// transaction that was not complete there).
+/// unit that was not complete there).
 pub(crate) async fn push_batch(
     state: &State,
     account: &str,
@@ -229,105 +228,83 @@ pub(crate) async fn push_batch(
     let mut last_seq = first_seq;
     let mut results = Vec::with_capacity(mutations.len());
     let mut in_flight = None;
-    // Each transaction's first and last mutation in the push.
-    let mut span: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (n, m) in mutations.iter().enumerate() {
-        if let Some(t) = m.transaction.as_deref() {
-            span.entry(t).or_insert((n, n)).1 = n;
-        }
-    }
-    // The transactions begun and not yet released, oldest first: their savepoints.
-    let mut open: Vec<OpenTransaction<'_>> = Vec::new();
-    // Transactions rolled back: the mutation that failed, and its answer.
-    let mut failed: HashMap<&str, Failed> = HashMap::new();
+    let units = transaction_units(mutations);
     let mut n = 0;
-    while n < mutations.len() {
-        let m = &mutations[n];
-        let txn = m.transaction.as_deref();
-        if let Some(f) = txn.and_then(|t| failed.get(t)) {
-            let result = aborted_member(state, &mut tx, account, m, n, f).await?;
-            results.push(result);
+    'push: while n < mutations.len() {
+        let Some(&end) = units.get(&n) else {
+            let m = &mutations[n];
+            match process(state, &mut tx, account, model, lens, m, &mut last_seq).await? {
+                Processed::InFlight => {
+                    in_flight = Some(m.idempotency_key.clone());
+                    break;
+                }
+                Processed::Answered(result) => results.push(result),
+                Processed::Fresh {
+                    m,
+                    request_hash,
+                    result,
+                } => {
+                    store_result(state, &mut tx, account, &m, &request_hash, &result).await?;
+                    store_replaced(state, &mut tx, account, &m, &result).await?;
+                    results.push(result);
+                }
+            }
             n += 1;
             continue;
-        }
-        if let Some(t) = txn
-            && span.get(t).is_some_and(|(first, _)| *first == n)
-        {
-            tx.execute(&format!("SAVEPOINT sync_txn_{n}"), &[]).await?;
-            open.push(OpenTransaction {
-                id: t,
-                start: n,
-                seq: last_seq,
-                done: false,
-            });
-        }
-        let outcome = process(state, &mut tx, account, model, lens, m, &mut last_seq).await?;
-        let (result, fresh) = match outcome {
-            Processed::InFlight => {
-                // Nothing of a transaction that is not complete stays.
-                if let Some(first) = open.first() {
-                    tx.execute(
-                        &format!("ROLLBACK TO SAVEPOINT sync_txn_{}", first.start),
-                        &[],
-                    )
-                    .await?;
-                    last_seq = first.seq;
-                    results.truncate(first.start);
-                }
-                in_flight = Some(m.idempotency_key.clone());
-                break;
-            }
-            Processed::Answered(result) => (result, None),
-            Processed::Fresh {
-                m,
-                request_hash,
-                result,
-            } => (result, Some((m, request_hash))),
         };
-        if let Some(t) = txn
-            && !matches!(result, MutationResult::Applied { .. })
-            && let Some(at) = open.iter().position(|o| o.id == t)
-        {
-            // TXN-1: nothing of the transaction stays; the push goes on from its start.
-            let o = &open[at];
-            let start = o.start;
-            tx.execute(&format!("ROLLBACK TO SAVEPOINT sync_txn_{start}"), &[])
-                .await?;
-            tx.execute(&format!("RELEASE SAVEPOINT sync_txn_{start}"), &[])
-                .await?;
-            last_seq = o.seq;
-            open.truncate(at);
-            results.truncate(start);
-            failed.insert(
-                t,
-                Failed {
-                    at: n,
+        // A unit: mutations `n..=end`, all or none.
+        tx.execute_uncached("SAVEPOINT sync_txn").await?;
+        let seq_before = last_seq;
+        let mut failed = None;
+        for (k, m) in mutations.iter().enumerate().take(end + 1).skip(n) {
+            match process(state, &mut tx, account, model, lens, m, &mut last_seq).await? {
+                Processed::InFlight => {
+                    tx.execute_uncached("ROLLBACK TO SAVEPOINT sync_txn")
+                        .await?;
+                    tx.execute_uncached("RELEASE SAVEPOINT sync_txn").await?;
+                    last_seq = seq_before;
+                    results.truncate(n);
+                    in_flight = Some(m.idempotency_key.clone());
+                    break 'push;
+                }
+                Processed::Answered(result) => {
+                    if !matches!(result, MutationResult::Applied { .. }) {
+                        failed = Some((k, result, None));
+                        break;
+                    }
+                    results.push(result);
+                }
+                Processed::Fresh {
+                    m,
+                    request_hash,
                     result,
-                    fresh: fresh.map(|(m, hash)| (m.into_owned(), hash)),
-                },
-            );
-            n = start;
-            continue;
+                } => {
+                    if !matches!(result, MutationResult::Applied { .. }) {
+                        failed = Some((k, result, Some((m, request_hash))));
+                        break;
+                    }
+                    store_result(state, &mut tx, account, &m, &request_hash, &result).await?;
+                    store_replaced(state, &mut tx, account, &m, &result).await?;
+                    results.push(result);
+                }
+            }
         }
-        if let Some((m, request_hash)) = &fresh {
-            store_result(state, &mut tx, account, m, request_hash, &result).await?;
-            store_replaced(state, &mut tx, account, m, &result).await?;
-        }
-        results.push(result);
-        if let Some(t) = txn
-            && span.get(t).is_some_and(|(_, last)| *last == n)
-            && let Some(o) = open.iter_mut().find(|o| o.id == t)
-        {
-            o.done = true;
-        }
-        // Savepoints end in the order they were taken: a transaction's is released
-        // once it and every one begun after it are complete.
-        while open.last().is_some_and(|o| o.done) {
-            let o = open.pop().expect("checked");
-            tx.execute(&format!("RELEASE SAVEPOINT sync_txn_{}", o.start), &[])
+        if let Some((at, result, fresh)) = failed {
+            tx.execute_uncached("ROLLBACK TO SAVEPOINT sync_txn")
                 .await?;
+            last_seq = seq_before;
+            results.truncate(n);
+            for (k, m) in mutations.iter().enumerate().take(end + 1).skip(n) {
+                let answer = if k == at {
+                    failing_answer(state, &mut tx, account, &result, fresh.as_ref()).await?
+                } else {
+                    aborted_answer(state, &mut tx, account, m, &mutations[at], &result).await?
+                };
+                results.push(answer);
+            }
         }
-        n += 1;
+        tx.execute_uncached("RELEASE SAVEPOINT sync_txn").await?;
+        n = end + 1;
     }
     if last_seq != first_seq {
         save_seq(&mut tx, &state.sql, account, last_seq).await?;
@@ -336,27 +313,97 @@ pub(crate) async fn push_batch(
     Ok((results, in_flight))
 }
 
-/// A transaction of a push whose savepoint is taken ([`push_batch`]).
-struct OpenTransaction<'m> {
-    /// Its id ([`Mutation::transaction`]).
-    id: &'m str,
-    /// The index of its first mutation (its savepoint is `sync_txn_<start>`).
-    start: usize,
-    /// The account's counter when it began.
-    seq: i64,
-    /// Its last mutation is applied.
-    done: bool,
+/// The units of a push that are applied all or none ([`push_batch`], PROTOCOL.md
+/// TXN-1), by the index of their first mutation: the index of their last. A unit runs
+/// from the first to the last mutation of a transaction of two or more, widened to
+/// every transaction that overlaps it.
+fn transaction_units(mutations: &[Mutation]) -> HashMap<usize, usize> {
+    let mut span: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (n, m) in mutations.iter().enumerate() {
+        if let Some(t) = m.transaction.as_deref() {
+            span.entry(t).or_insert((n, n)).1 = n;
+        }
+    }
+    let mut spans: Vec<(usize, usize)> = span.into_values().filter(|(a, b)| a < b).collect();
+    spans.sort_unstable();
+    let mut units: Vec<(usize, usize)> = Vec::new();
+    for (a, b) in spans {
+        match units.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => units.push((a, b)),
+        }
+    }
+    units.into_iter().collect()
 }
 
-/// A transaction of a push that was rolled back ([`push_batch`]).
-struct Failed {
-    /// The index of the mutation that was not applied.
-    at: usize,
-    /// Its answer.
-    result: MutationResult,
-    /// For a mutation processed in this push (not answered from its key): the mutation
-    /// as processed and its hash, to store the answer under its key once rolled back.
-    fresh: Option<(Mutation, String)>,
+/// The answer of the mutation that failed its unit, once the unit is rolled back
+/// (TXN-1): its own, stored under its key if it was processed in this push (`fresh`: the
+/// mutation as processed and its hash). A `conflict` carries the record as it is after
+/// the rollback (it may have held a change of the unit that is gone now); if the record
+/// is not there without the unit, the answer is not stored (a retry is evaluated again).
+async fn failing_answer(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    result: &MutationResult,
+    fresh: Option<&(std::borrow::Cow<'_, Mutation>, String)>,
+) -> Result<MutationResult, ServerError> {
+    let Some((processed, request_hash)) = fresh else {
+        return Ok(result.clone());
+    };
+    let mut result = result.clone();
+    if let MutationResult::Conflict { server, .. } = &mut result {
+        match current_answer(state, tx, account, processed, 409).await? {
+            MutationResult::Conflict { server: now, .. } if !is_collected_answer(&now) => {
+                *server = now;
+            }
+            _ => return Ok(result),
+        }
+    }
+    store_result(state, tx, account, processed, request_hash, &result).await?;
+    store_replaced(state, tx, account, processed, &result).await?;
+    Ok(result)
+}
+
+/// Whether `record` is the stand-in [`current_answer`] gives for a record it did not
+/// find (see [`collected`]): deleted, with an empty record.
+fn is_collected_answer(record: &ServerRecord) -> bool {
+    record.deleted && record.record.is_empty()
+}
+
+/// The answer of mutation `m` of a unit rolled back because `failing` was answered
+/// `result` (TXN-1): the answer its key already had (an earlier push decided it), or
+/// [`TRANSACTION_ABORTED`], not stored.
+async fn aborted_answer(
+    state: &State,
+    tx: &mut Tx<'_>,
+    account: &str,
+    m: &Mutation,
+    failing: &Mutation,
+    result: &MutationResult,
+) -> Result<MutationResult, ServerError> {
+    let request_hash = hash(&state.history.canonical(m));
+    if let KeyState::Answer(answer) = key_state(state, tx, account, m, &request_hash).await? {
+        return Ok(*answer);
+    }
+    let failed = match result {
+        MutationResult::Conflict { .. } => "answered `conflict`",
+        _ => "rejected",
+    };
+    let of = match failing.transaction.as_deref() {
+        Some(t) => format!("of transaction `{t}`"),
+        None => "between the mutations of a transaction".to_string(),
+    };
+    Ok(rejected(
+        &m.idempotency_key,
+        409,
+        TRANSACTION_ABORTED,
+        "Transaction aborted",
+        format!(
+            "not applied: the mutation `{}` {of} was {failed}, and a transaction is applied all or none (TXN-1); send it again with the rest of its transaction",
+            failing.idempotency_key
+        ),
+    ))
 }
 
 /// One mutation of a push, processed ([`process`]).
@@ -473,59 +520,6 @@ fn invalid_members(m: &Mutation) -> Option<Problem> {
         );
     }
     None
-}
-
-/// The answer to mutation `n` of a transaction rolled back because of mutation `f.at`
-/// (TXN-1), once the push is rolled back to the transaction's start: that mutation's
-/// own answer (stored under its key if it was processed in this push; a conflict with
-/// the record as it is after the rollback), an answer its key already had, or
-/// [`TRANSACTION_ABORTED`].
-async fn aborted_member(
-    state: &State,
-    tx: &mut Tx<'_>,
-    account: &str,
-    m: &Mutation,
-    n: usize,
-    f: &Failed,
-) -> Result<MutationResult, ServerError> {
-    if n == f.at {
-        let Some((processed, request_hash)) = &f.fresh else {
-            return Ok(f.result.clone());
-        };
-        let mut result = f.result.clone();
-        if let MutationResult::Conflict { server, .. } = &mut result {
-            // The record it was compared with may hold a change of the transaction that
-            // is gone now.
-            if let MutationResult::Conflict { server: now, .. } =
-                current_answer(state, tx, account, processed, 409).await?
-            {
-                *server = now;
-            }
-        }
-        store_result(state, tx, account, processed, request_hash, &result).await?;
-        store_replaced(state, tx, account, processed, &result).await?;
-        return Ok(result);
-    }
-    // Answered by an earlier push already (a retry): that answer stands.
-    let request_hash = hash(&state.history.canonical(m));
-    if let KeyState::Answer(result) = key_state(state, tx, account, m, &request_hash).await? {
-        return Ok(*result);
-    }
-    let failing = match &f.result {
-        MutationResult::Conflict { .. } => "answered `conflict`",
-        _ => "rejected",
-    };
-    Ok(rejected(
-        &m.idempotency_key,
-        409,
-        TRANSACTION_ABORTED,
-        "Transaction aborted",
-        format!(
-            "not applied: the mutation `{}` of transaction `{}` was {failing}, and a transaction is applied all or none (TXN-1); send it again with the rest of its transaction",
-            f.result.idempotency_key(),
-            m.transaction.as_deref().unwrap_or_default()
-        ),
-    ))
 }
 
 /// Applies one mutation in the push's transaction (the account's counter locked, the
