@@ -314,31 +314,32 @@ impl SimTransport {
             .collect()
     }
 
-    /// PROTOCOL.md TXN-1: the mutations of one transaction in a push are all applied,
-    /// or none is; only those answered from their keys (`before`: applied by an earlier
-    /// push, of another life of a restored device, say) keep that answer.
+    /// PROTOCOL.md TXN-1: the mutations of each unit of a push (a transaction's range,
+    /// widened to what overlaps it) are all applied, or none is; only those answered
+    /// from their keys (`before`: applied by an earlier push, of another life of a
+    /// restored device, say) keep that answer.
     fn all_or_none(&self, request: &PushRequest, before: &BTreeSet<String>, response: &Json) {
-        let mut per_txn: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (m, r) in request
-            .mutations
-            .iter()
-            .zip(response["results"].as_array().into_iter().flatten())
-        {
-            if let Some(t) = m.transaction.as_deref() {
-                let answer = if r["status"] != "applied" {
-                    "not"
-                } else if before.contains(&m.idempotency_key) {
-                    continue;
-                } else {
-                    "applied"
-                };
-                per_txn.entry(t).or_default().insert(answer);
-            }
-        }
-        for (t, answers) in per_txn {
+        let results: Vec<&Json> = response["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        for (first, last) in sync_runtime::protocol::transaction_units(&request.mutations) {
+            let answers: BTreeSet<&str> = (first..=last)
+                .filter_map(|k| {
+                    let (m, r) = (&request.mutations[k], results.get(k)?);
+                    if r["status"] != "applied" {
+                        Some("not")
+                    } else if before.contains(&m.idempotency_key) {
+                        None
+                    } else {
+                        Some("applied")
+                    }
+                })
+                .collect();
             if answers.len() > 1 {
                 self.order.lock().unwrap().violations.push(format!(
-                    "{}: transaction {t} was applied in part: {response}",
+                    "{}: the unit of mutations {first} to {last} was applied in part: {response}",
                     self.name
                 ));
             }

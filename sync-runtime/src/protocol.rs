@@ -185,6 +185,31 @@ pub struct Mutation {
     pub transaction: Option<String>,
 }
 
+/// The units of a push that a server of protocol 1.4.0 or later applies all or none
+/// (PROTOCOL.md TXN-1), as index ranges `(first, last)` into `mutations`, in order and
+/// disjoint: from the first to the last mutation of a transaction of two or more,
+/// widened to every such range that overlaps it. A mutation outside every unit (of no
+/// transaction, or of a transaction of one) applies on its own.
+pub fn transaction_units(mutations: &[Mutation]) -> Vec<(usize, usize)> {
+    let mut span: std::collections::HashMap<&str, (usize, usize)> =
+        std::collections::HashMap::new();
+    for (n, m) in mutations.iter().enumerate() {
+        if let Some(t) = m.transaction.as_deref() {
+            span.entry(t).or_insert((n, n)).1 = n;
+        }
+    }
+    let mut spans: Vec<(usize, usize)> = span.into_values().filter(|(a, b)| a < b).collect();
+    spans.sort_unstable();
+    let mut units: Vec<(usize, usize)> = Vec::new();
+    for (a, b) in spans {
+        match units.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => units.push((a, b)),
+        }
+    }
+    units
+}
+
 /// The longest [`Mutation::transaction`], in characters (the client this toolkit ships
 /// sends UUIDs, 36 characters).
 pub const MAX_TRANSACTION_ID_CHARS: usize = 64;
@@ -717,6 +742,46 @@ impl std::fmt::Display for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transaction_units_span_overlapping_transactions_and_skip_single_ones() {
+        let m = |t: Option<&str>| Mutation {
+            idempotency_key: "k".into(),
+            entity_type: "task".into(),
+            entity_id: uuid::Uuid::nil(),
+            op: MutationOp::Delete,
+            base_version: None,
+            record: None,
+            clocks: None,
+            patch: None,
+            hlc: None,
+            dot: None,
+            dots: None,
+            dot_gaps: None,
+            replaces: None,
+            transaction: t.map(str::to_string),
+        };
+        // T U - T U | V | W - W | X - X - Y - Y
+        let layout = [
+            Some("T"),
+            Some("U"),
+            None,
+            Some("T"),
+            Some("U"),
+            Some("V"),
+            Some("W"),
+            None,
+            Some("W"),
+            Some("X"),
+            None,
+            Some("Y"),
+            Some("X"),
+            Some("Y"),
+        ];
+        let ms: Vec<Mutation> = layout.iter().map(|t| m(*t)).collect();
+        assert_eq!(transaction_units(&ms), [(0, 4), (6, 8), (9, 13)]);
+        assert!(transaction_units(&[m(Some("alone")), m(None)]).is_empty());
+    }
 
     #[test]
     fn json_pointers_escape_tilde_and_slash() {

@@ -1209,4 +1209,57 @@ async fn a_transaction_is_applied_all_or_none(s: &TestServer) {
     let r = c.push(vec![in_txn(first, "tx-5")]).await;
     assert_eq!(statuses(&r), ["applied"], "{r:#?}");
     assert_eq!(r[0]["server"]["record"]["likes"], 6, "counted once: {r:#?}");
+    // Review finding: a conflict with a collected record that fails its unit is stored
+    // (IDEM-1), so a retry after the id was created again is answered the same, not
+    // applied to the new life.
+    let x = Uuid::now_v7();
+    c.push(vec![task_create(x, p)]).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let r = c
+        .push(vec![json!({
+            "idempotency_key": Uuid::new_v4().to_string(),
+            "entity_type": "task",
+            "entity_id": x,
+            "op": "delete",
+            "base_version": 1,
+            "hlc": format!("{now:012x}-00000000-0000000000000001")
+        })])
+        .await;
+    assert_eq!(statuses(&r), ["applied"], "{r:#?}");
+    s.server
+        .collect_garbage(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    let late_like = in_txn(task_update(x, 1, json!({ "likes": { "add": 1 } })), "tx-6");
+    let r = c
+        .push(vec![
+            late_like.clone(),
+            in_txn(task_create(Uuid::now_v7(), p), "tx-6"),
+        ])
+        .await;
+    assert_eq!(
+        statuses(&r),
+        ["conflict", "rejected transaction-aborted"],
+        "{r:#?}"
+    );
+    assert_eq!(r[0]["server"]["deleted"], true, "{r:#?}");
+    let ahead = chrono::Utc::now().timestamp_millis() + 61_000;
+    let mut again = task_create(x, p);
+    again["clocks"] = json!({ "title": format!("{ahead:012x}-00000000-0000000000000001") });
+    let r = c.push(vec![again]).await;
+    assert_eq!(statuses(&r), ["applied"], "created again: {r:#?}");
+    let r = c.push(vec![late_like]).await;
+    assert_eq!(statuses(&r), ["conflict"], "the stored answer: {r:#?}");
+    let (status, snap) = c.get("/snapshot?limit=1000").await;
+    assert_eq!(status, 200, "{snap:#}");
+    let on_x = snap["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["entity_id"] == json!(x))
+        .unwrap();
+    assert_eq!(
+        on_x["record"]["likes"], 0,
+        "the like made before the delete does not count on the new life: {on_x:#}"
+    );
 }

@@ -449,6 +449,10 @@ impl<T: Transport> SyncEngine<T> {
 
     async fn upload(&self, report: &mut SyncReport) -> Result<Step<()>, SyncError> {
         let mut batch_size = self.config.batch_size.max(1);
+        // A push refused (422) by a server that said an older protocol than the push
+        // assumed is sent again once per run (two server versions behind one address
+        // would otherwise alternate).
+        let mut resent_for_protocol = false;
         loop {
             let now = (self.config.monotonic_clock)();
             let batch = {
@@ -519,16 +523,37 @@ impl<T: Transport> SyncEngine<T> {
                         }
                         report.count(&outcome);
                     }
-                    // A server that aborts without a failing answer is answered with
-                    // dead items rather than a loop.
-                    let any_failed = response
-                        .results
-                        .iter()
-                        .any(|r| !is_aborted(r) && !matches!(r, MutationResult::Applied { .. }));
+                    // The units of the push (TXN-1), and whether each holds an item
+                    // that failed it: a server that aborts a unit without one is
+                    // answered with dead items rather than a loop.
+                    let answer_of =
+                        |key: &str| response.results.iter().find(|r| r.idempotency_key() == key);
+                    let units: Vec<((usize, usize), bool)> =
+                        crate::protocol::transaction_units(&request.mutations)
+                            .into_iter()
+                            .map(|(first, last)| {
+                                let failing = request.mutations[first..=last].iter().any(|m| {
+                                    answer_of(&m.idempotency_key).is_some_and(|r| {
+                                        !is_aborted(r)
+                                            && !matches!(r, MutationResult::Applied { .. })
+                                    })
+                                });
+                                ((first, last), failing)
+                            })
+                            .collect();
                     for (item, result) in aborted {
                         let group = crate::store::payload_txn(&item.payload);
                         let cause_is_dead = group.as_ref().and_then(|g| failed.get(g));
-                        if any_failed && cause_is_dead != Some(&true) {
+                        let at = request
+                            .mutations
+                            .iter()
+                            .position(|m| m.idempotency_key == item.idempotency_key);
+                        let unit_failed = at.is_some_and(|k| {
+                            units.iter().any(|((first, last), failing)| {
+                                *failing && (*first..=*last).contains(&k)
+                            })
+                        });
+                        if unit_failed && cause_is_dead != Some(&true) {
                             // Not applied because its unit failed (TXN-1): a mutation of
                             // its transaction, or of one beside it in the push. The one
                             // that failed goes again (merged with the server's record,
@@ -536,7 +561,7 @@ impl<T: Transport> SyncEngine<T> {
                             // its own transaction: this one goes again, in its
                             // transaction if it has one.
                             tracing::info!(outbox_item_id = item.id, idempotency_key = %item.idempotency_key, "its transaction was not applied; sent again");
-                            self.store.mark_unsent(&[item.id])?;
+                            self.store.requeue_aborted(item.id)?;
                             report.requeued += 1;
                         } else {
                             // Dead with it: the transaction waits for the user, whole
@@ -573,7 +598,10 @@ impl<T: Transport> SyncEngine<T> {
                     self.store.mark_unsent(&ids)?;
                     return Ok(Step::Pause(self.pause_for(&e)));
                 }
-                Err(TransportError::Http { status: 422, .. }) if self.speaks() != speaks => {
+                Err(TransportError::Http { status: 422, .. })
+                    if self.speaks() != speaks && !resent_for_protocol =>
+                {
+                    resent_for_protocol = true;
                     // The response said the server speaks an older protocol than the
                     // push assumed (a deployment rolled back, or a load balancer in
                     // front of two versions): it refused a member it does not know. Sent

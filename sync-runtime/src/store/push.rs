@@ -902,6 +902,23 @@ impl LocalStore {
         Ok(())
     }
 
+    /// An item the server answered `transaction-aborted` (PROTOCOL.md TXN-1): back in the
+    /// queue, its attempt still counted. It was delivered (a delayed copy of that push
+    /// may still reach the server), so a later edit folds into it under a new key that
+    /// names its key in `replaces` (see `rewrite_item`), as for any item sent once.
+    pub(crate) fn requeue_aborted(&self, id: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            concatcp!(
+                "UPDATE \"",
+                meta::OUTBOX,
+                "\" SET \"status\" = 'pending' WHERE \"id\" = ?1 AND \"status\" = 'sending'"
+            ),
+            [id],
+        )?;
+        self.notify_status();
+        Ok(())
+    }
+
     /// Items whose attempt failed (timeout, 5xx, 429): retried after `retry_at`, or dead
     /// once they used `max_attempts`.
     pub(crate) fn mark_failed(

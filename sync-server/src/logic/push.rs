@@ -228,7 +228,9 @@ pub(crate) async fn push_batch(
     let mut last_seq = first_seq;
     let mut results = Vec::with_capacity(mutations.len());
     let mut in_flight = None;
-    let units = transaction_units(mutations);
+    let units: HashMap<usize, usize> = sync_runtime::protocol::transaction_units(mutations)
+        .into_iter()
+        .collect();
     let mut n = 0;
     'push: while n < mutations.len() {
         let Some(&end) = units.get(&n) else {
@@ -296,7 +298,7 @@ pub(crate) async fn push_batch(
             results.truncate(n);
             for (k, m) in mutations.iter().enumerate().take(end + 1).skip(n) {
                 let answer = if k == at {
-                    failing_answer(state, &mut tx, account, &result, fresh.as_ref()).await?
+                    failing_answer(state, &mut tx, account, m, &result, fresh.as_ref()).await?
                 } else {
                     aborted_answer(state, &mut tx, account, m, &mutations[at], &result).await?
                 };
@@ -313,51 +315,54 @@ pub(crate) async fn push_batch(
     Ok((results, in_flight))
 }
 
-/// The units of a push that are applied all or none ([`push_batch`], PROTOCOL.md
-/// TXN-1), by the index of their first mutation: the index of their last. A unit runs
-/// from the first to the last mutation of a transaction of two or more, widened to
-/// every transaction that overlaps it.
-fn transaction_units(mutations: &[Mutation]) -> HashMap<usize, usize> {
-    let mut span: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (n, m) in mutations.iter().enumerate() {
-        if let Some(t) = m.transaction.as_deref() {
-            span.entry(t).or_insert((n, n)).1 = n;
-        }
-    }
-    let mut spans: Vec<(usize, usize)> = span.into_values().filter(|(a, b)| a < b).collect();
-    spans.sort_unstable();
-    let mut units: Vec<(usize, usize)> = Vec::new();
-    for (a, b) in spans {
-        match units.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => units.push((a, b)),
-        }
-    }
-    units.into_iter().collect()
-}
-
-/// The answer of the mutation that failed its unit, once the unit is rolled back
-/// (TXN-1): its own, stored under its key if it was processed in this push (`fresh`: the
-/// mutation as processed and its hash). A `conflict` carries the record as it is after
-/// the rollback (it may have held a change of the unit that is gone now); if the record
-/// is not there without the unit, the answer is not stored (a retry is evaluated again).
+/// The answer of the mutation that failed its unit (`m`, answered `result`), once the
+/// unit is rolled back (TXN-1).
+///
+/// Processed in this push (`fresh`: the mutation as processed and its hash), its answer
+/// is stored under its key. A `conflict` carries the record as it is after the rollback
+/// (it may have held a change of the unit that is gone now); one with a collected
+/// record stands as it is. A conflict with a record only the unit created has no
+/// answer without the unit: the mutation contradicts its own transaction, and is
+/// rejected (422 `invalid-transaction`), which is stored. Answered from its key, it gets
+/// that answer again, read after the rollback (a compacted key's answer is the record
+/// as it is now).
 async fn failing_answer(
     state: &State,
     tx: &mut Tx<'_>,
     account: &str,
+    m: &Mutation,
     result: &MutationResult,
     fresh: Option<&(std::borrow::Cow<'_, Mutation>, String)>,
 ) -> Result<MutationResult, ServerError> {
     let Some((processed, request_hash)) = fresh else {
-        return Ok(result.clone());
+        let request_hash = hash(&state.history.canonical(m));
+        return Ok(
+            match key_state(state, tx, account, m, &request_hash).await? {
+                KeyState::Answer(answer) => *answer,
+                _ => result.clone(),
+            },
+        );
     };
     let mut result = result.clone();
-    if let MutationResult::Conflict { server, .. } = &mut result {
+    if let MutationResult::Conflict { server, .. } = &mut result
+        && !is_collected_answer(server)
+    {
         match current_answer(state, tx, account, processed, 409).await? {
             MutationResult::Conflict { server: now, .. } if !is_collected_answer(&now) => {
                 *server = now;
             }
-            _ => return Ok(result),
+            _ => {
+                result = rejected(
+                    &processed.idempotency_key,
+                    422,
+                    "invalid-transaction",
+                    "Invalid transaction",
+                    format!(
+                        "the mutation conflicts with the {} {} that its own transaction created earlier in this push; a transaction must not contradict itself",
+                        processed.entity_type, processed.entity_id
+                    ),
+                );
+            }
         }
     }
     store_result(state, tx, account, processed, request_hash, &result).await?;
