@@ -228,7 +228,7 @@ fn entity_schemas(e: &Entity, out: &mut Map<String, Json>) {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": MAX_TRANSACTION_ID_CHARS,
-                "description": "The local transaction this mutation was committed in (opaque). The mutations of a push from the first to the last of one transaction, with what lies between them and the transactions overlapping them, are applied all or none: if one is answered `conflict` or rejected, each of the others is rejected with problem `transaction-aborted` (409), not stored under its key (PROTOCOL.md TXN-1). Not part of the idempotency hash. Sent only to servers of protocol 1.4.0 or later."
+                "description": "The local transaction this mutation was committed in (opaque). The mutations of a push from the first to the last of one transaction, with what lies between them, the transactions overlapping them and the later mutations of their records, are applied all or none: if one is answered `conflict` or rejected, each of the others is rejected with problem `transaction-aborted` (409), not stored under its key (PROTOCOL.md TXN-1). Not part of the idempotency hash. Sent only to servers of protocol 1.4.0 or later."
             }
         });
         for (k, v) in members.as_object().into_iter().flatten() {

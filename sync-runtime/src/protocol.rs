@@ -174,8 +174,9 @@ pub struct Mutation {
     pub replaces: Option<Vec<String>>,
     /// The local transaction this mutation was committed in (1 to
     /// [`MAX_TRANSACTION_ID_CHARS`] characters, opaque): the mutations of a push from the
-    /// first to the last that name the same transaction (with what lies between them and
-    /// the transactions overlapping them) are applied all or none (PROTOCOL.md TXN-1). If
+    /// first to the last that name the same transaction (with what lies between them, the
+    /// transactions overlapping them and the later mutations of their records: a unit,
+    /// [`transaction_units`]) are applied all or none (PROTOCOL.md TXN-1). If
     /// one of them is answered `conflict` or rejected, nothing of the others is kept, and
     /// each of them is rejected as [`TRANSACTION_ABORTED`]. Sent only to servers of protocol
     /// 1.4.0 or later ([`TRANSACTIONS_SINCE`]); not part of the idempotency hash (a
@@ -188,25 +189,47 @@ pub struct Mutation {
 /// The units of a push that a server of protocol 1.4.0 or later applies all or none
 /// (PROTOCOL.md TXN-1), as index ranges `(first, last)` into `mutations`, in order and
 /// disjoint: from the first to the last mutation of a transaction of two or more,
-/// widened to every such range that overlaps it. A mutation outside every unit (of no
-/// transaction, or of a transaction of one) applies on its own.
+/// widened to every such range that overlaps it and to the last mutation of every
+/// record a mutation in it names (so that a record's later mutation never applies
+/// ahead of an earlier one the unit's rollback undid: simulation seed 17973). A
+/// mutation outside every unit (of no transaction, or of a transaction of one) applies
+/// on its own.
 pub fn transaction_units(mutations: &[Mutation]) -> Vec<(usize, usize)> {
-    let mut span: std::collections::HashMap<&str, (usize, usize)> =
-        std::collections::HashMap::new();
+    use std::collections::HashMap;
+    let mut span: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut last_of_record: HashMap<(&str, Uuid), usize> = HashMap::new();
     for (n, m) in mutations.iter().enumerate() {
         if let Some(t) = m.transaction.as_deref() {
             span.entry(t).or_insert((n, n)).1 = n;
         }
+        last_of_record.insert((m.entity_type.as_str(), m.entity_id), n);
     }
-    let mut spans: Vec<(usize, usize)> = span.into_values().filter(|(a, b)| a < b).collect();
-    spans.sort_unstable();
-    let mut units: Vec<(usize, usize)> = Vec::new();
-    for (a, b) in spans {
-        match units.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => units.push((a, b)),
+    // The last mutation of each transaction of two or more, by its first.
+    let mut ends_from: HashMap<usize, usize> = HashMap::new();
+    for (first, last) in span.into_values().filter(|(a, b)| a < b) {
+        let end = ends_from.entry(first).or_insert(last);
+        *end = (*end).max(last);
+    }
+    let mut units = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for (k, m) in mutations.iter().enumerate() {
+        if let Some(unit) = current
+            && k > unit.1
+        {
+            units.push(unit);
+            current = None;
+        }
+        let opens = ends_from.get(&k).copied();
+        current = match (current, opens) {
+            (None, Some(end)) => Some((k, end)),
+            (Some((a, b)), end) => Some((a, b.max(end.unwrap_or(b)))),
+            (None, None) => None,
+        };
+        if let Some((_, b)) = &mut current {
+            *b = (*b).max(last_of_record[&(m.entity_type.as_str(), m.entity_id)]);
         }
     }
+    units.extend(current);
     units
 }
 
@@ -744,11 +767,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transaction_units_span_overlapping_transactions_and_skip_single_ones() {
-        let m = |t: Option<&str>| Mutation {
+    fn transaction_units_span_overlapping_transactions_and_later_edits_of_their_records() {
+        let m = |t: Option<&str>, record: u128| Mutation {
             idempotency_key: "k".into(),
             entity_type: "task".into(),
-            entity_id: uuid::Uuid::nil(),
+            entity_id: Uuid::from_u128(record),
             op: MutationOp::Delete,
             base_version: None,
             record: None,
@@ -761,7 +784,7 @@ mod tests {
             replaces: None,
             transaction: t.map(str::to_string),
         };
-        // T U - T U | V | W - W | X - X - Y - Y
+        // T U - T U | V | W - W | X - X - Y - Y, every mutation of its own record.
         let layout = [
             Some("T"),
             Some("U"),
@@ -778,9 +801,24 @@ mod tests {
             Some("X"),
             Some("Y"),
         ];
-        let ms: Vec<Mutation> = layout.iter().map(|t| m(*t)).collect();
+        let ms: Vec<Mutation> = layout
+            .iter()
+            .enumerate()
+            .map(|(k, t)| m(*t, k as u128))
+            .collect();
         assert_eq!(transaction_units(&ms), [(0, 4), (6, 8), (9, 13)]);
-        assert!(transaction_units(&[m(Some("alone")), m(None)]).is_empty());
+        assert!(transaction_units(&[m(Some("alone"), 1), m(None, 2)]).is_empty());
+        // A later mutation of a record the unit names joins it, and so on from there.
+        let ms = [
+            m(Some("T"), 1),
+            m(Some("T"), 2),
+            m(None, 3),
+            m(None, 2),
+            m(None, 4),
+            m(None, 3),
+            m(None, 5),
+        ];
+        assert_eq!(transaction_units(&ms), [(0, 5)]);
     }
 
     #[test]
