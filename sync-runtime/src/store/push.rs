@@ -903,15 +903,18 @@ impl LocalStore {
     }
 
     /// An item the server answered `transaction-aborted` (PROTOCOL.md TXN-1): back in the
-    /// queue, its attempt still counted. It was delivered (a delayed copy of that push
-    /// may still reach the server), so a later edit folds into it under a new key that
-    /// names its key in `replaces` (see `rewrite_item`), as for any item sent once.
+    /// queue, counted as delivered once. It was delivered (a delayed copy of that push
+    /// may still reach the server), so its count stays at least one and a later edit
+    /// folds into it under a new key that names its key in `replaces` (see
+    /// `rewrite_item`), as for any item sent once; but aborts do not add up to
+    /// `max_attempts` (a unit whose other items fail one push after another would
+    /// otherwise leave it one transient error from dead).
     pub(crate) fn requeue_aborted(&self, id: i64) -> Result<(), StoreError> {
         self.conn().execute(
             concatcp!(
                 "UPDATE \"",
                 meta::OUTBOX,
-                "\" SET \"status\" = 'pending' WHERE \"id\" = ?1 AND \"status\" = 'sending'"
+                "\" SET \"status\" = 'pending', \"attempt_count\" = MAX(\"attempt_count\" - 1, 1) WHERE \"id\" = ?1 AND \"status\" = 'sending'"
             ),
             [id],
         )?;

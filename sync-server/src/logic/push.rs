@@ -203,8 +203,10 @@ pub(crate) async fn current_answer(
 /// back; the client retries it with the same keys, and nothing was applied twice.
 ///
 /// Transactions (PROTOCOL.md TXN-1): the mutations from the first to the last of one
-/// [`Mutation::transaction`] (with whatever lies between them, and the transactions
-/// overlapping that range) are one unit, applied all or none under a savepoint. If one
+/// [`Mutation::transaction`] (with whatever lies between them, the transactions
+/// overlapping that range and the later mutations of its records:
+/// [`transaction_units`](sync_runtime::protocol::transaction_units)) are one unit,
+/// applied all or none under a savepoint. If one
 /// of them is answered other than `applied`, the unit is rolled back: that one keeps
 /// its answer (stored under its key), mutations an earlier push decided keep their
 /// stored answer, and the others are answered [`TRANSACTION_ABORTED`] (not stored: sent
@@ -397,7 +399,7 @@ async fn aborted_answer(
     };
     let of = match failing.transaction.as_deref() {
         Some(t) => format!("of transaction `{t}`"),
-        None => "between the mutations of a transaction".to_string(),
+        None => "in the unit of a transaction".to_string(),
     };
     Ok(rejected(
         &m.idempotency_key,
