@@ -181,9 +181,12 @@ impl LocalStore {
     /// push that holds it whole (with what it needs first, and what was queued between
     /// its items). While one of its items must wait (it backs off after a failure, is
     /// dead, or waits for another record's create), all of them wait (discarding a dead
-    /// item, [`LocalStore::discard_dead`], lets the rest go). Once the server answered
-    /// any of them, the mark is gone: what is sent again after that (a change merged
-    /// after a conflict, say) goes on its own. A push the server refuses as too large
+    /// item, [`LocalStore::discard_dead`], lets the rest go). A server of protocol 1.4.0
+    /// or later applies them all or none (PROTOCOL.md TXN-1): if one is answered
+    /// `conflict` or refused, the others are not applied, and they go again whole with
+    /// the conflicted item's merge, or wait dead with a refused one. Once the server
+    /// applied the transaction, the mark is gone: what is sent again after that goes on
+    /// its own. A push the server refuses as too large
     /// (413, at a batch of one: `sync-server` takes at most 500 mutations and 4 MiB) is
     /// sent in parts rather than given up. Coalescing still applies: a later edit folded
     /// into a pending update of the transaction travels with it, and when a transaction's
